@@ -1,0 +1,286 @@
+"""The synchronous Python SDK: `with Client("localhost:50051") as c: ...`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+
+from vecshard import wire
+from vecshard.errors import from_rpc_error
+from vecshard.types import AddResult, CollectionInfo, IndexType, Metric, SearchResult
+from vecshard.v1 import types_pb2, vector_search_pb2 as pb, vector_search_pb2_grpc as pb_grpc
+
+DEFAULT_ADDRESS = "localhost:50051"
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_HEADROOM = 64 * 1024  # bytes kept free in each message for the non-vector fields
+
+T = TypeVar("T")
+
+
+class Client:
+    """A connection to a vecshard coordinator.
+
+    Example:
+        >>> import numpy as np
+        >>> from vecshard import Client
+        >>> with Client("localhost:50051") as c:
+        ...     c.create_collection("docs", dim=64, metric="l2")
+        ...     c.add("docs", ids=np.arange(1000), vectors=np.random.rand(1000, 64))
+        ...     D, I = c.search("docs", np.random.rand(5, 64), k=5)
+
+    Every method raises a subclass of `vecshard.errors.VecshardError` on failure, keeping the gRPC
+    status code (`err.code`) and the server's message (`err.details`).
+    """
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        timeout: float | None = 60.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        channel: grpc.Channel | None = None,
+    ) -> None:
+        """Open a channel to the coordinator at `address` ("host:port").
+
+        Args:
+            timeout: default deadline in seconds of each call (None: no deadline).
+            max_message_bytes: the largest message sent or received; `add` splits batches below it.
+                Keep it equal to the server's limit.
+            channel: use this channel instead of opening one (its options are then yours).
+        """
+        self.address = address
+        self.timeout = timeout
+        self.max_message_bytes = max_message_bytes
+        self._owns_channel = channel is None
+        self._channel = channel or grpc.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_receive_message_length", max_message_bytes),
+            ],
+        )
+        self._stub = pb_grpc.VectorSearchStub(self._channel)
+        self._closed = False
+
+    @property
+    def stub(self) -> pb_grpc.VectorSearchStub:
+        """The raw generated stub, for calls the SDK does not wrap."""
+        return self._stub
+
+    def close(self) -> None:
+        """Close the channel (idempotent).
+
+        Example:
+            >>> c = Client(); c.close(); c.close()
+        """
+        if not self._closed:
+            self._closed = True
+            if self._owns_channel:
+                self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: Callable[..., T], request: Any, timeout: float | None) -> T:
+        try:
+            return method(request, timeout=self.timeout if timeout is None else timeout)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+
+    def create_collection(
+        self,
+        name: str,
+        dim: int,
+        metric: str | Metric = Metric.L2,
+        index: str | IndexType = IndexType.FLAT,
+        *,
+        nlist: int = 0,
+        nprobe: int = 0,
+        train_threshold: int = 0,
+        timeout: float | None = None,
+    ) -> CollectionInfo:
+        """Create a collection on every shard.
+
+        Args:
+            metric: "l2" (squared L2), "inner_product", "cosine" or "l1".
+            index: "flat" (exact) or "ivf_flat" (needs nlist; exact until trained).
+            nlist: IVF lists; nprobe: default lists probed per search (0: server default).
+            train_threshold: IVF trains itself at this many vectors (0: 39 * nlist).
+
+        Example:
+            >>> c.create_collection("img", dim=128, metric="l2", index="ivf_flat", nlist=100, nprobe=10)
+        """
+        config = types_pb2.CollectionConfig(
+            name=name,
+            dim=dim,
+            metric=Metric.parse(metric).to_proto(),
+            index_type=IndexType.parse(index).to_proto(),
+            nlist=nlist,
+            nprobe=nprobe,
+            train_threshold=train_threshold,
+        )
+        info = self._call(self._stub.CreateCollection, pb.CreateCollectionRequest(config=config), timeout)
+        return CollectionInfo.from_proto(info)
+
+    def drop_collection(self, name: str, *, timeout: float | None = None) -> None:
+        """Delete a collection and all its vectors.
+
+        Example:
+            >>> c.drop_collection("img")
+        """
+        self._call(self._stub.DropCollection, pb.DropCollectionRequest(name=name), timeout)
+
+    def list_collections(self, *, timeout: float | None = None) -> list[CollectionInfo]:
+        """Every collection with its counts.
+
+        Example:
+            >>> [info.name for info in c.list_collections()]
+        """
+        resp = self._call(self._stub.ListCollections, pb.ListCollectionsRequest(), timeout)
+        return [CollectionInfo.from_proto(info) for info in resp.collections]
+
+    def describe(
+        self, name: str, *, include_centroids: bool = False, timeout: float | None = None
+    ) -> CollectionInfo:
+        """A collection's config, per-shard counts, training state and optionally its centroids.
+
+        Example:
+            >>> info = c.describe("img", include_centroids=True)
+            >>> info.count, info.trained, info.centroids.shape
+        """
+        req = pb.DescribeCollectionRequest(name=name, include_centroids=include_centroids)
+        return CollectionInfo.from_proto(self._call(self._stub.DescribeCollection, req, timeout))
+
+    def add(
+        self,
+        collection: str,
+        ids: Any,
+        vectors: Any,
+        *,
+        upsert: bool = False,
+        batch_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AddResult:
+        """Add vectors under your own int64 ids (>= 0, unique).
+
+        The batch is checked locally first, then sent in chunks that fit the message limit (or of
+        `batch_size` rows). Each chunk is atomic; a failure in a later chunk leaves the earlier ones
+        stored, so retry with `upsert=True`, which replaces instead of failing with AlreadyExists.
+
+        Example:
+            >>> c.add("img", ids=np.arange(1000), vectors=np.random.rand(1000, 128).astype("float32"))
+            AddResult(added=1000, replaced=0, count=1000)
+        """
+        id_arr = wire.as_ids(ids)
+        x = wire.as_matrix(vectors)
+        wire.check_ids(id_arr)
+        if x.shape[0] != id_arr.size:
+            raise wire.InvalidArgument(f"got {id_arr.size} ids for {x.shape[0]} vectors: send one id per vector")
+        wire.check_vectors(x, x.shape[1])
+        rows = batch_size or max(1, (self.max_message_bytes - _HEADROOM) // (x.shape[1] * 4 + 8))
+        added = replaced = count = 0
+        for start in range(0, id_arr.size, rows):
+            req = pb.AddRequest(
+                collection=collection,
+                ids=wire.pack_ids(id_arr[start : start + rows]),
+                vectors=wire.pack_matrix(x[start : start + rows]),
+                upsert=upsert,
+            )
+            resp = self._call(self._stub.Add, req, timeout)
+            added += resp.added
+            replaced += resp.replaced
+            count = resp.count
+        return AddResult(added=added, replaced=replaced, count=count)
+
+    def remove(self, collection: str, ids: Any, *, timeout: float | None = None) -> int:
+        """Remove vectors by id; returns how many were stored. Removed ids never come back.
+
+        Example:
+            >>> c.remove("img", [3, 4, 5])
+            3
+        """
+        req = pb.RemoveRequest(collection=collection, ids=wire.pack_ids(wire.as_ids(ids)))
+        return int(self._call(self._stub.Remove, req, timeout).removed)
+
+    def get(
+        self, collection: str, ids: Any, *, allow_missing: bool = False, timeout: float | None = None
+    ) -> np.ndarray:
+        """The stored vectors of `ids`, as an (n, dim) float32 array in the order asked.
+
+        Raises NotFound when an id is not stored, unless `allow_missing`, in which case the rows
+        of missing ids are NaN.
+
+        Example:
+            >>> c.get("img", [1, 2]).shape
+            (2, 128)
+        """
+        req = pb.GetRequest(collection=collection, ids=wire.pack_ids(wire.as_ids(ids)), allow_missing=allow_missing)
+        resp = self._call(self._stub.Get, req, timeout)
+        out = wire.unpack_matrix(resp.vectors).copy()
+        if allow_missing:
+            found = np.frombuffer(resp.found, dtype=np.uint8).astype(bool)
+            out[~found] = np.nan
+        return out
+
+    def search(
+        self,
+        collection: str,
+        queries: Any,
+        k: int = 10,
+        *,
+        nprobe: int | None = None,
+        allow_partial: bool = False,
+        timeout: float | None = None,
+    ) -> SearchResult:
+        """The k nearest stored vectors of each query, over all shards.
+
+        Returns a SearchResult that unpacks like faiss: `D, I = c.search(...)`, both (nq, k), best
+        first, ties broken by the smaller id, padded with id -1. L2 distances are squared.
+
+        Args:
+            nprobe: IVF lists to probe (None: the collection's default).
+            allow_partial: answer from the shards that respond instead of raising Unavailable;
+                see `result.failed_shards`.
+
+        Example:
+            >>> D, I = c.search("img", np.random.rand(3, 128), k=5, nprobe=10)
+            >>> I.shape
+            (3, 5)
+        """
+        q = wire.as_matrix(queries, "queries")
+        req = pb.SearchRequest(
+            collection=collection,
+            queries=wire.pack_matrix(q),
+            k=k,
+            nprobe=nprobe or 0,
+            allow_partial=allow_partial,
+        )
+        resp = self._call(self._stub.Search, req, timeout)
+        shape = (resp.nq, resp.k)
+        return SearchResult(
+            distances=np.frombuffer(resp.distances, dtype=wire.F32).reshape(shape),
+            ids=np.frombuffer(resp.ids, dtype=wire.I64).reshape(shape),
+            shards_total=resp.shards_total,
+            shards_ok=resp.shards_ok,
+            failed_shards=tuple(resp.failed_shards),
+        )
+
+    def train(
+        self, collection: str, *, max_training_points: int = 0, seed: int = 0, timeout: float | None = None
+    ) -> CollectionInfo:
+        """Train (or retrain) an IVF collection's shared quantizer now; returns when installed.
+
+        Collections also train themselves once they hold `train_threshold` vectors.
+
+        Example:
+            >>> c.train("img").trained
+            True
+        """
+        req = pb.TrainRequest(collection=collection, max_training_points=max_training_points, seed=seed)
+        return CollectionInfo.from_proto(self._call(self._stub.Train, req, timeout))

@@ -1,0 +1,176 @@
+"""Typed results of the SDK and the names it accepts for metrics and index types."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vecshard import wire
+from vecshard.errors import InvalidArgument
+from vecshard.v1 import types_pb2, vector_search_pb2
+
+
+class Metric(str, enum.Enum):
+    """Distance metric of a collection (see types.proto for the exact formulas)."""
+
+    L2 = "l2"
+    INNER_PRODUCT = "inner_product"
+    COSINE = "cosine"
+    L1 = "l1"
+
+    @property
+    def larger_is_better(self) -> bool:
+        """True for similarities (inner product, cosine), False for distances (L2, L1)."""
+        return self in (Metric.INNER_PRODUCT, Metric.COSINE)
+
+    def to_proto(self) -> types_pb2.Metric.ValueType:
+        return _METRIC_TO_PROTO[self]
+
+    @classmethod
+    def from_proto(cls, value: int) -> Metric:
+        return _METRIC_FROM_PROTO[value]
+
+    @classmethod
+    def parse(cls, value: str | Metric) -> Metric:
+        """Accept a Metric or its name in any case ("l2", "IP", "inner_product", "cosine", "L1")."""
+        if isinstance(value, Metric):
+            return value
+        key = str(value).strip().lower()
+        key = {"ip": "inner_product", "dot": "inner_product", "euclidean": "l2", "manhattan": "l1"}.get(key, key)
+        try:
+            return cls(key)
+        except ValueError:
+            names = ", ".join(m.value for m in cls)
+            raise InvalidArgument(f"unknown metric {value!r}: use one of {names}") from None
+
+
+class IndexType(str, enum.Enum):
+    """Index structure of a collection."""
+
+    FLAT = "flat"
+    IVF_FLAT = "ivf_flat"
+
+    def to_proto(self) -> types_pb2.IndexType.ValueType:
+        return _INDEX_TO_PROTO[self]
+
+    @classmethod
+    def from_proto(cls, value: int) -> IndexType:
+        return _INDEX_FROM_PROTO[value]
+
+    @classmethod
+    def parse(cls, value: str | IndexType) -> IndexType:
+        """Accept an IndexType or its name in any case ("flat", "ivf_flat", "IVF")."""
+        if isinstance(value, IndexType):
+            return value
+        key = str(value).strip().lower()
+        key = {"ivf": "ivf_flat", "ivfflat": "ivf_flat"}.get(key, key)
+        try:
+            return cls(key)
+        except ValueError:
+            names = ", ".join(i.value for i in cls)
+            raise InvalidArgument(f"unknown index type {value!r}: use one of {names}") from None
+
+
+_METRIC_TO_PROTO = {
+    Metric.L2: types_pb2.METRIC_L2,
+    Metric.INNER_PRODUCT: types_pb2.METRIC_INNER_PRODUCT,
+    Metric.COSINE: types_pb2.METRIC_COSINE,
+    Metric.L1: types_pb2.METRIC_L1,
+}
+_METRIC_FROM_PROTO = {v: k for k, v in _METRIC_TO_PROTO.items()}
+_INDEX_TO_PROTO = {IndexType.FLAT: types_pb2.INDEX_TYPE_FLAT, IndexType.IVF_FLAT: types_pb2.INDEX_TYPE_IVF_FLAT}
+_INDEX_FROM_PROTO = {v: k for k, v in _INDEX_TO_PROTO.items()}
+
+_TRAINING_STATES = {
+    vector_search_pb2.TRAINING_STATE_NOT_APPLICABLE: "not_applicable",
+    vector_search_pb2.TRAINING_STATE_UNTRAINED: "untrained",
+    vector_search_pb2.TRAINING_STATE_TRAINING: "training",
+    vector_search_pb2.TRAINING_STATE_TRAINED: "trained",
+}
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One shard's part of a collection."""
+
+    name: str
+    count: int
+    trained: bool
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """A collection's config and state, as DescribeCollection returns it."""
+
+    name: str
+    dim: int
+    metric: Metric
+    index_type: IndexType
+    nlist: int
+    nprobe: int
+    train_threshold: int
+    count: int
+    training_state: str
+    shards: tuple[ShardInfo, ...]
+    centroids: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def trained(self) -> bool:
+        """True when every shard searches through the shared IVF quantizer."""
+        return self.training_state == "trained"
+
+    @classmethod
+    def from_proto(cls, info: vector_search_pb2.CollectionInfo) -> CollectionInfo:
+        cfg = info.config
+        centroids = None
+        if info.HasField("centroids") and info.centroids.rows:
+            centroids = wire.unpack_matrix(info.centroids, "centroids").copy()
+        return cls(
+            name=cfg.name,
+            dim=cfg.dim,
+            metric=Metric.from_proto(cfg.metric),
+            index_type=IndexType.from_proto(cfg.index_type),
+            nlist=cfg.nlist,
+            nprobe=cfg.nprobe,
+            train_threshold=cfg.train_threshold,
+            count=info.count,
+            training_state=_TRAINING_STATES.get(info.training_state, "unspecified"),
+            shards=tuple(ShardInfo(s.name, s.count, s.trained) for s in info.shards),
+            centroids=centroids,
+        )
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """What an add did: new ids, replaced ids (upsert) and the collection size afterwards."""
+
+    added: int
+    replaced: int
+    count: int
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Search results shaped like faiss's: `distances` and `ids` are (nq, k) arrays.
+
+    Unpacks as a pair, so `D, I = client.search(...)` works as with faiss. Rows with fewer than k
+    results are padded with id -1.
+    """
+
+    distances: np.ndarray
+    ids: np.ndarray
+    shards_total: int = 0
+    shards_ok: int = 0
+    failed_shards: tuple[str, ...] = ()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.distances, self.ids))
+
+    @property
+    def partial(self) -> bool:
+        """True when some shards did not answer (only possible with allow_partial=True)."""
+        return bool(self.failed_shards)

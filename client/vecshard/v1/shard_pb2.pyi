@@ -1,0 +1,45 @@
+from vecshard.v1 import types_pb2 as _types_pb2
+from vecshard.v1 import vector_search_pb2 as _vector_search_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ShardCollectionState(_message.Message):
+    __slots__ = ("config", "count", "trained", "centroids")
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_FIELD_NUMBER: _ClassVar[int]
+    CENTROIDS_FIELD_NUMBER: _ClassVar[int]
+    config: _types_pb2.CollectionConfig
+    count: int
+    trained: bool
+    centroids: _types_pb2.FloatMatrix
+    def __init__(self, config: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ...) -> None: ...
+
+class ShardListResponse(_message.Message):
+    __slots__ = ("collections",)
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    collections: _containers.RepeatedCompositeFieldContainer[ShardCollectionState]
+    def __init__(self, collections: _Optional[_Iterable[_Union[ShardCollectionState, _Mapping]]] = ...) -> None: ...
+
+class SampleRequest(_message.Message):
+    __slots__ = ("collection", "max_points", "seed")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    MAX_POINTS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    max_points: int
+    seed: int
+    def __init__(self, collection: _Optional[str] = ..., max_points: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class InstallQuantizerRequest(_message.Message):
+    __slots__ = ("collection", "centroids")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    CENTROIDS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    centroids: _types_pb2.FloatMatrix
+    def __init__(self, collection: _Optional[str] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ...) -> None: ...

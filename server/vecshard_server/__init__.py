@@ -1,0 +1,1 @@
+"""vecshard server: coordinator, shard worker, index engine, merge and CLI (`vecshard --help`)."""

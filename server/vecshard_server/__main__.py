@@ -1,0 +1,3 @@
+from vecshard_server.cli import main
+
+main()

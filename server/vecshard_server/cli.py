@@ -1,0 +1,136 @@
+"""The `vecshard` command line (click)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import click
+
+LOG_LEVELS = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)
+
+
+def _logging(level: str, role: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format=f"%(asctime)s %(levelname)s {role} %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    try:
+        from vecshard_server.config import Settings
+    except ImportError as err:
+        raise click.ClickException(
+            f"the server needs the 'server' extra ({err.name} is missing): pip install 'vecshard[server]'"
+        ) from None
+    try:
+        return Settings()
+    except Exception as err:  # pydantic ValidationError: a bad VECSHARD_* variable
+        raise click.ClickException(f"invalid VECSHARD_* setting: {err}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vecshard")
+def cli() -> None:
+    """vecshard: a gRPC vector search server with a sharded faiss index."""
+
+
+@cli.command()
+@click.option("--shards", default=2, show_default=True, type=click.IntRange(1, 64), help="shard worker processes")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address the coordinator listens on")
+@click.option("--port", default=50051, show_default=True, type=click.IntRange(0, 65535), help="coordinator port")
+@click.option("--data-dir", default="./vecshard-data", show_default=True, type=click.Path(path_type=Path),
+              help="where shards keep their data (one folder per shard)")
+@click.option("--log-level", default="INFO", show_default=True, type=LOG_LEVELS)
+def serve(shards: int, host: str, port: int, data_dir: Path, log_level: str) -> None:
+    """Run a local cluster: a coordinator and SHARDS shard worker processes.
+
+    Ctrl-C or SIGTERM stops every process cleanly (shards snapshot their data on the way out).
+    """
+    _logging(log_level, "serve")
+    _settings()
+    from vecshard_server.cluster import ClusterError, LocalCluster
+
+    log = logging.getLogger("vecshard.serve")
+    cluster = LocalCluster(shards=shards, host=host, port=port, data_dir=data_dir, log_level=log_level)
+    stopping = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        cluster.start()
+    except ClusterError as err:
+        raise click.ClickException(str(err)) from None
+    log.info("vecshard is serving on %s (shards: %s; data in %s). Ctrl-C stops it.",
+             cluster.address, ", ".join(cluster.shard_addresses), data_dir)
+    failed = None
+    while not stopping:
+        failed = cluster.poll()
+        if failed is not None:
+            log.error("%s exited with code %s: stopping the cluster", failed.name, failed.popen.returncode)
+            break
+        time.sleep(0.2)
+    codes = cluster.stop()
+    log.info("stopped: %s", ", ".join(f"{n}={c}" for n, c in codes.items()))
+    if failed is not None or any(codes.values()):
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--shard", "shards", multiple=True, required=True, metavar="HOST:PORT",
+              help="a shard's address; repeat in placement order (the order must never change)")
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", default=50051, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--port-file", type=click.Path(path_type=Path), help="write the bound port here once serving")
+@click.option("--exit-with-parent", is_flag=True, hidden=True, help="stop when the parent process exits")
+@click.option("--log-level", default="INFO", show_default=True, type=LOG_LEVELS)
+def coordinator(
+    shards: tuple[str, ...], host: str, port: int, port_file: Path | None, exit_with_parent: bool, log_level: str
+) -> None:
+    """Run the coordinator alone, over shard workers at the given addresses."""
+    _logging(log_level, "coordinator")
+    settings = _settings()
+    from vecshard_server.coordinator import serve_coordinator
+
+    asyncio.run(serve_coordinator(settings, host, port, list(shards), port_file, exit_with_parent))
+
+
+@cli.command()
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", default=50061, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--data-dir", type=click.Path(path_type=Path), help="snapshot folder (none: memory only)")
+@click.option("--name", default="shard", show_default=True, help="name used in logs")
+@click.option("--port-file", type=click.Path(path_type=Path), help="write the bound port here once serving")
+@click.option("--exit-with-parent", is_flag=True, hidden=True, help="stop when the parent process exits")
+@click.option("--log-level", default="INFO", show_default=True, type=LOG_LEVELS)
+def shard(
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    name: str,
+    port_file: Path | None,
+    exit_with_parent: bool,
+    log_level: str,
+) -> None:
+    """Run one shard worker."""
+    _logging(log_level, name)
+    settings = _settings()
+    from vecshard_server.shard import serve_shard
+
+    asyncio.run(serve_shard(settings, host, port, data_dir, name, port_file, exit_with_parent))
+
+
+def main() -> None:
+    cli()

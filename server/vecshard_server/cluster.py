@@ -1,0 +1,162 @@
+"""A local cluster: N shard worker processes and one coordinator process on this machine.
+
+`vecshard serve` runs one; the tests run them too, on port 0. Each child writes the port it bound
+to a port file once it is serving, so a cluster on ephemeral ports needs no guessing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+log = logging.getLogger(__name__)
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+class Process:
+    """One child process of the cluster and the port it reports."""
+
+    def __init__(self, name: str, args: list[str], port_file: Path, env: dict[str, str] | None) -> None:
+        self.name = name
+        self.port_file = port_file
+        port_file.unlink(missing_ok=True)
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "vecshard_server", *args, "--port-file", str(port_file), "--exit-with-parent"],
+            env={**os.environ, **(env or {})},
+            # Own session: a Ctrl-C reaches only the parent, which stops the children in order.
+            start_new_session=True,
+        )
+        self.port = 0
+
+    def wait_port(self, deadline: float) -> int:
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise ClusterError(f"{self.name} exited with code {self.popen.returncode} before serving")
+            if self.port_file.exists():
+                self.port = int(self.port_file.read_text())
+                return self.port
+            time.sleep(0.02)
+        raise ClusterError(f"{self.name} did not start serving in time")
+
+    def terminate(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %.0fs: killing it", self.name, timeout)
+            self.popen.kill()
+            return self.popen.wait()
+
+
+class LocalCluster:
+    """Start with `with LocalCluster(shards=2) as cluster: Client(cluster.address)`."""
+
+    def __init__(
+        self,
+        shards: int = 2,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        data_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+        log_level: str = "INFO",
+    ) -> None:
+        if shards < 1:
+            raise ClusterError("a cluster needs at least one shard")
+        self.num_shards = shards
+        self.host = host
+        self.port = port
+        self.data_dir = data_dir
+        self.env = env
+        self.log_level = log_level
+        self.shards: list[Process] = []
+        self.coordinator: Process | None = None
+        self._run_dir = Path(tempfile.mkdtemp(prefix="vecshard-run-"))
+
+    @property
+    def address(self) -> str:
+        if self.coordinator is None:
+            raise ClusterError("the cluster is not started")
+        return f"{self.host}:{self.coordinator.port}"
+
+    @property
+    def shard_addresses(self) -> list[str]:
+        return [f"{self.host}:{s.port}" for s in self.shards]
+
+    def _check_layout(self) -> None:
+        """Ids are placed by hash mod the shard count: reopening data with another count would lose ids."""
+        if self.data_dir is None:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        layout = self.data_dir / "cluster.json"
+        if layout.exists():
+            recorded = json.loads(layout.read_text())["shards"]
+            if recorded != self.num_shards:
+                raise ClusterError(
+                    f"{self.data_dir} holds a cluster of {recorded} shards; start it with --shards {recorded} "
+                    "or use another --data-dir"
+                )
+        else:
+            layout.write_text(json.dumps({"shards": self.num_shards}) + "\n")
+
+    def start(self, timeout: float = 60.0) -> LocalCluster:
+        self._check_layout()
+        deadline = time.monotonic() + timeout
+        common = ["--log-level", self.log_level]
+        try:
+            for i in range(self.num_shards):
+                args = ["shard", "--host", self.host, "--port", "0", "--name", f"shard-{i}", *common]
+                if self.data_dir is not None:
+                    args += ["--data-dir", str(self.data_dir / f"shard-{i}")]
+                self.shards.append(Process(f"shard-{i}", args, self._run_dir / f"shard-{i}.port", self.env))
+            for s in self.shards:
+                s.wait_port(deadline)
+            args = ["coordinator", "--host", self.host, "--port", str(self.port), *common]
+            for addr in self.shard_addresses:
+                args += ["--shard", addr]
+            self.coordinator = Process("coordinator", args, self._run_dir / "coordinator.port", self.env)
+            self.coordinator.wait_port(deadline)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def processes(self) -> list[Process]:
+        return [p for p in [self.coordinator, *self.shards] if p is not None]
+
+    def stop(self, timeout: float = 30.0) -> dict[str, int]:
+        """SIGTERM the coordinator, then the shards (they snapshot on the way out); returns exit codes."""
+        codes: dict[str, int] = {}
+        if self.coordinator is not None:
+            self.coordinator.terminate()
+            codes[self.coordinator.name] = self.coordinator.wait(timeout)
+        for s in self.shards:
+            s.terminate()
+        for s in self.shards:
+            codes[s.name] = s.wait(timeout)
+        return codes
+
+    def poll(self) -> Process | None:
+        """A child that has exited, if any."""
+        return next((p for p in self.processes() if p.popen.poll() is not None), None)
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,39 @@
+"""Server settings and limits, read from VECSHARD_* environment variables (pydantic-settings).
+
+Child processes started by `vecshard serve` inherit the environment, so one setting reaches every
+role. Command-line flags override the environment for the options they expose.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Limits and timeouts of a coordinator or shard worker."""
+
+    model_config = SettingsConfigDict(env_prefix="VECSHARD_", frozen=True)
+
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest gRPC message sent or received")
+    max_dim: int = Field(4096, ge=1, description="largest vector dimension of a collection")
+    max_k: int = Field(4096, ge=1, description="largest k of a search")
+    max_nlist: int = Field(65536, ge=1, description="largest nlist of an IVF collection")
+    max_batch: int = Field(1_000_000, ge=1, description="most vectors, queries or ids in one request")
+    max_collections: int = Field(1000, ge=1, description="most collections in a cluster")
+    max_vectors_per_shard: int = Field(100_000_000, ge=1, description="most vectors one shard holds per collection")
+    train_threshold_factor: int = Field(39, ge=1, description="an IVF collection trains itself at factor * nlist vectors")
+    shard_timeout_s: float = Field(60.0, gt=0, description="per-shard deadline when the caller set none")
+    train_timeout_s: float = Field(600.0, gt=0, description="deadline of each shard call made while training")
+    grace_s: float = Field(5.0, ge=0, description="how long in-flight RPCs may finish on shutdown")
+
+    def grpc_options(self) -> list[tuple[str, int]]:
+        return [
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+        ]
+
+    @property
+    def max_results(self) -> int:
+        """Most (distance, id) pairs one Search may return: nq * k * 12 bytes must fit a message."""
+        return (self.max_message_bytes - 64 * 1024) // 12

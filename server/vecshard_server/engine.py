@@ -1,0 +1,295 @@
+"""The index engine: every faiss call of vecshard lives in this module.
+
+A `ShardIndex` is one shard's partition of one collection:
+- untrained (FLAT collections always, IVF_FLAT until trained): `IndexIDMap2(IndexFlat)`, exact;
+- trained: `IndexIVFFlat` over the centroids the coordinator trained once for all shards, with a
+  hashtable direct map so vectors can be read back and removed by id.
+COSINE collections hold unit vectors in an inner-product index (the coordinator normalises).
+
+Thread safety: searches share a read lock; add/remove/swap take the write lock. faiss releases
+the GIL, so the shard server runs these methods in worker threads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+
+from vecshard.errors import AlreadyExists, FailedPrecondition, InvalidArgument, ResourceExhausted
+from vecshard.types import IndexType, Metric
+
+from vecshard_server.locks import RWLock
+from vecshard_server.spec import CollectionSpec
+
+log = logging.getLogger(__name__)
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+_FAISS_METRIC = {
+    Metric.L2: faiss.METRIC_L2,
+    Metric.INNER_PRODUCT: faiss.METRIC_INNER_PRODUCT,
+    Metric.COSINE: faiss.METRIC_INNER_PRODUCT,
+    Metric.L1: faiss.METRIC_L1,
+}
+
+
+def faiss_metric(metric: Metric) -> int:
+    return int(_FAISS_METRIC[metric])
+
+
+def new_ivf(spec: CollectionSpec, centroids: F32) -> Any:
+    """An empty IndexIVFFlat whose coarse quantizer holds exactly `centroids` (already trained)."""
+    m = faiss_metric(spec.metric)
+    quantizer = faiss.IndexFlat(spec.dim, m)
+    quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    ivf = faiss.IndexIVFFlat(quantizer, spec.dim, spec.nlist, m)
+    assert ivf.is_trained
+    ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+    return ivf
+
+
+def train_centroids(x: F32, spec: CollectionSpec, seed: int) -> F32:
+    """Train the coarse quantizer exactly as `IndexIVFFlat.train` does and return its centroids."""
+    m = faiss_metric(spec.metric)
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlat(spec.dim, m), spec.dim, spec.nlist, m)
+    ivf.cp.seed = int(seed) & 0x7FFFFFFF
+    # The caller already sampled; keep faiss from sub-sampling again.
+    ivf.cp.max_points_per_centroid = max(256, -(-x.shape[0] // spec.nlist))
+    ivf.train(np.ascontiguousarray(x, dtype=np.float32))
+    return np.asarray(ivf.quantizer.reconstruct_n(0, spec.nlist), dtype=np.float32)
+
+
+def _ivf_ids(ivf: Any) -> I64:
+    invlists = ivf.invlists
+    parts = [
+        faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
+        for i in range(ivf.nlist)
+        if invlists.list_size(i)
+    ]
+    return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+
+
+class ShardIndex:
+    """One shard's partition of one collection."""
+
+    def __init__(self, spec: CollectionSpec, max_vectors: int) -> None:
+        self.spec = spec
+        self.max_vectors = max_vectors
+        self._lock = RWLock()
+        self._install_lock = threading.Lock()
+        self._ids: set[int] = set()
+        self._index: Any = faiss.IndexIDMap2(faiss.IndexFlat(spec.dim, faiss_metric(spec.metric)))
+        self._centroids: F32 | None = None
+        # While a quantizer is being installed: the writes to replay on the new index.
+        self._pending: list[tuple[str, I64, F32 | None]] | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self._ids)
+
+    @property
+    def trained(self) -> bool:
+        return self._centroids is not None
+
+    @property
+    def centroids(self) -> F32 | None:
+        return self._centroids
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def add(self, ids: I64, vectors: F32, upsert: bool) -> tuple[int, int]:
+        """Add (or with upsert, replace) vectors; all-or-nothing. Returns (added, replaced)."""
+        with self._lock.write():
+            id_list = ids.tolist()
+            present = [i for i in id_list if i in self._ids]
+            if present and not upsert:
+                shown = ", ".join(map(str, present[:5]))
+                raise AlreadyExists(
+                    f"ids already stored in collection {self.spec.name!r}: {shown}"
+                    f"{' ...' if len(present) > 5 else ''}; pass upsert=true to replace them"
+                )
+            new = len(id_list) - len(present)
+            if self.count + new > self.max_vectors:
+                raise ResourceExhausted(
+                    f"collection {self.spec.name!r} would hold {self.count + new} vectors on this shard, over "
+                    f"max_vectors_per_shard={self.max_vectors}: add shards or raise VECSHARD_MAX_VECTORS_PER_SHARD"
+                )
+            if present:
+                self._remove_from(self._index, np.asarray(present, dtype=np.int64))
+            self._index.add_with_ids(vectors, ids)
+            self._ids.update(id_list)
+            if self._pending is not None:
+                self._pending.append(("add", ids, vectors))
+            return new, len(present)
+
+    def remove(self, ids: I64) -> int:
+        """Remove the stored ones of `ids`; returns how many were stored."""
+        with self._lock.write():
+            present = np.asarray([i for i in ids.tolist() if i in self._ids], dtype=np.int64)
+            if present.size:
+                self._remove_from(self._index, present)
+                self._ids.difference_update(present.tolist())
+                if self._pending is not None:
+                    self._pending.append(("remove", present, None))
+            return int(present.size)
+
+    @staticmethod
+    def _remove_from(index: Any, ids: I64) -> None:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if isinstance(index, faiss.IndexIVF):
+            # The hashtable direct map only accepts an IDSelectorArray.
+            index.remove_ids(faiss.IDSelectorArray(ids.size, faiss.swig_ptr(ids)))
+        else:
+            index.remove_ids(ids)  # IDSelectorBatch: hashed lookups over the id map
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def get(self, ids: I64) -> tuple[F32, npt.NDArray[np.bool_]]:
+        """(vectors, found) for `ids` in order; rows of missing ids are zeros."""
+        with self._lock.read():
+            found = np.fromiter((i in self._ids for i in ids.tolist()), dtype=bool, count=ids.size)
+            out = np.zeros((ids.size, self.spec.dim), dtype=np.float32)
+            if found.any():
+                out[found] = self._index.reconstruct_batch(np.ascontiguousarray(ids[found]))
+            return out, found
+
+    def search(self, queries: F32, k: int, nprobe: int) -> tuple[F32, I64]:
+        """This shard's top-k of each query (exact while untrained)."""
+        with self._lock.read():
+            if self.trained:
+                params = faiss.SearchParametersIVF(nprobe=max(1, min(nprobe or self.spec.nprobe, self.spec.nlist)))
+                D, I = self._index.search(queries, k, params=params)
+            else:
+                D, I = self._index.search(queries, k)
+        return D, I
+
+    def sample(self, max_points: int, seed: int) -> F32:
+        """A uniform random sample (without replacement) of at most max_points stored vectors."""
+        with self._lock.read():
+            ids = np.fromiter(self._ids, dtype=np.int64, count=len(self._ids))
+            ids.sort()
+            rng = np.random.default_rng(seed)
+            n = min(max_points, ids.size)
+            chosen = np.sort(rng.choice(ids, size=n, replace=False)) if n < ids.size else ids
+            if not chosen.size:
+                return np.empty((0, self.spec.dim), dtype=np.float32)
+            return np.asarray(self._index.reconstruct_batch(chosen), dtype=np.float32)
+
+    def _export(self) -> tuple[I64, F32]:
+        """All (ids, vectors); the caller holds a lock."""
+        if isinstance(self._index, faiss.IndexIDMap2):
+            ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            vecs = self._index.index.reconstruct_n(0, self._index.ntotal)
+            return ids, vecs
+        ids = np.fromiter(self._ids, dtype=np.int64, count=len(self._ids))
+        return ids, self._index.reconstruct_batch(ids) if ids.size else np.empty((0, self.spec.dim), np.float32)
+
+    # -- training -------------------------------------------------------------------------------
+
+    def install_quantizer(self, centroids: F32) -> None:
+        """Rebuild as IVF_FLAT over `centroids` and switch to it.
+
+        Adds and removes keep going to the current index while the new one is built; they are
+        recorded and replayed on the new index under the write lock just before the switch.
+        """
+        if not self.spec.is_ivf:
+            raise FailedPrecondition(f"collection {self.spec.name!r} is FLAT: it has no quantizer to install")
+        if centroids.shape != (self.spec.nlist, self.spec.dim):
+            raise InvalidArgument(
+                f"centroids must be nlist x dim = {self.spec.nlist} x {self.spec.dim}, got {centroids.shape}"
+            )
+        if not self._install_lock.acquire(blocking=False):
+            raise FailedPrecondition(f"a quantizer install is already running for {self.spec.name!r}: retry later")
+        try:
+            with self._lock.write():
+                ids, vecs = self._export()
+                self._pending = []
+            try:
+                new = new_ivf(self.spec, centroids)
+                if ids.size:
+                    new.add_with_ids(vecs, ids)
+                with self._lock.write():
+                    for op, op_ids, op_vecs in self._pending:
+                        self._remove_from(new, op_ids)
+                        if op == "add":
+                            new.add_with_ids(op_vecs, op_ids)
+                    self._index = new
+                    self._centroids = np.array(centroids, dtype=np.float32)
+                    self._pending = None
+            finally:
+                self._pending = None
+        finally:
+            self._install_lock.release()
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        """Write the partition to `directory` atomically (a snapshot; durability comes from the WAL later)."""
+        tmp = directory.with_name(directory.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        with self._lock.read():
+            faiss.write_index(self._index, str(tmp / "index.faiss"))
+            meta = {"config": _spec_to_json(self.spec), "trained": self.trained, "count": self.count}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        old = directory.with_name(directory.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if directory.exists():
+            directory.rename(old)
+        tmp.rename(directory)
+        shutil.rmtree(old, ignore_errors=True)
+
+    @classmethod
+    def load(cls, directory: Path, max_vectors: int) -> ShardIndex:
+        meta = json.loads((directory / "meta.json").read_text())
+        spec = _spec_from_json(meta["config"])
+        shard = cls(spec, max_vectors)
+        index = faiss.read_index(str(directory / "index.faiss"))
+        if isinstance(index, faiss.IndexIVF):
+            index.set_direct_map_type(faiss.DirectMap.Hashtable)
+            shard._centroids = np.asarray(index.quantizer.reconstruct_n(0, index.nlist), dtype=np.float32)
+            ids = _ivf_ids(index)
+        else:
+            ids = faiss.vector_to_array(index.id_map).astype(np.int64)
+        shard._index = index
+        shard._ids = set(ids.tolist())
+        if len(shard._ids) != meta["count"]:
+            raise RuntimeError(f"snapshot {directory} is inconsistent: {len(shard._ids)} ids, meta says {meta['count']}")
+        return shard
+
+
+def _spec_to_json(spec: CollectionSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "dim": spec.dim,
+        "metric": spec.metric.value,
+        "index_type": spec.index_type.value,
+        "nlist": spec.nlist,
+        "nprobe": spec.nprobe,
+        "train_threshold": spec.train_threshold,
+    }
+
+
+def _spec_from_json(d: dict[str, Any]) -> CollectionSpec:
+    return CollectionSpec(
+        name=d["name"],
+        dim=d["dim"],
+        metric=Metric(d["metric"]),
+        index_type=IndexType(d["index_type"]),
+        nlist=d["nlist"],
+        nprobe=d["nprobe"],
+        train_threshold=d["train_threshold"],
+    )

@@ -1,0 +1,130 @@
+"""What every vecshard gRPC server shares: the error interceptor (the server's one place where
+exceptions become statuses), health and reflection, port files and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from vecshard.errors import VecshardError
+
+from vecshard_server.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Turns `VecshardError` into its status, and anything unexpected into INTERNAL with a log line."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        method = handler_call_details.method
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await inner(request, context)
+            except VecshardError as err:
+                await context.abort(err.code, err.details)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as err:  # a bug: report it as such, never as the user's fault
+                log.exception("unexpected error in %s", method)
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: {type(err).__name__}: {err}")
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class Server:
+    """A grpc.aio server with health, reflection and SIGTERM/SIGINT-driven graceful shutdown."""
+
+    def __init__(self, settings: Settings, service_names: Sequence[str]) -> None:
+        self.settings = settings
+        self.server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=settings.grpc_options())
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.service_names = list(service_names)
+        reflection.enable_server_reflection([*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
+        self.port = 0
+
+    def bind(self, host: str, port: int) -> int:
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError as err:
+            raise SystemExit(f"cannot listen on {address}: {err} (is the port in use?)") from None
+        if self.port == 0:
+            raise SystemExit(f"cannot listen on {address} (is the port in use?)")
+        return self.port
+
+    async def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ["", *self.service_names]:
+            await self.health.set(name, status)
+
+    async def run(
+        self,
+        ready: Callable[[], Awaitable[None]] | None = None,
+        on_stop: Callable[[], Awaitable[None]] | None = None,
+        port_file: Path | None = None,
+        exit_with_parent: bool = False,
+    ) -> None:
+        """Start, report SERVING, wait for SIGTERM/SIGINT, then stop gracefully.
+
+        exit_with_parent: also stop when the parent process goes away (children of a local
+        cluster must not outlive it, even when it is killed with SIGKILL).
+        """
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            await ready()  # before start: no call may see a half-loaded state
+        await self.server.start()
+        await self.set_serving(True)
+        if port_file is not None:
+            write_port_file(port_file, self.port)
+        watchdog = asyncio.create_task(_watch_parent(stop)) if exit_with_parent else None
+        await stop.wait()
+        if watchdog is not None:
+            watchdog.cancel()
+        log.info("shutting down: health NOT_SERVING, finishing in-flight calls (grace %.1fs)", self.settings.grace_s)
+        await self.set_serving(False)
+        await self.server.stop(self.settings.grace_s)
+        if on_stop is not None:
+            await on_stop()
+        log.info("stopped")
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Write the bound port atomically, so a parent polling the file never reads half of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"{port}\n")
+    os.replace(tmp, path)
+
+
+async def _watch_parent(stop: asyncio.Event) -> None:
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(0.5)
+    log.warning("parent process %d is gone: shutting down", parent)
+    stop.set()
