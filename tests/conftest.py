@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from vecshard import Client
 from vecshard_server.cluster import LocalCluster
+from vecshard_server.datasets import SIFT5K_DIR, clustered, read_vecs
 
-SIFT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sift5k"
+__all__ = ["clustered"]
+
 
 _names = itertools.count()
 
@@ -60,25 +61,13 @@ def name(request: pytest.FixtureRequest) -> str:
     return f"t{next(_names)}_{base}"
 
 
-def read_vecs(path: Path) -> np.ndarray:
-    """Read TEXMEX .fvecs/.ivecs (each row: int32 d, then d values)."""
-    a = np.fromfile(path, dtype="<i4")
-    d = int(a[0])
-    rows = a.reshape(-1, d + 1)[:, 1:]
-    return rows.view("<f4").copy() if path.suffix == ".fvecs" else rows.copy()
-
-
 @pytest.fixture(scope="session")
 def sift5k() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(base 5000x128, queries 100x128, exact top-100 ground truth): skips where ../shared is absent."""
-    if not (SIFT_DIR / "base.fvecs").exists():
-        pytest.skip(f"sift5k data not found at {SIFT_DIR} (it lives in the project's shared/ folder)")
-    return read_vecs(SIFT_DIR / "base.fvecs"), read_vecs(SIFT_DIR / "query.fvecs"), read_vecs(SIFT_DIR / "groundtruth.ivecs")
-
-
-def clustered(n: int, d: int, centers: int = 20, seed: int = 0) -> np.ndarray:
-    """Deterministic clustered float32 data (Gaussian blobs): realistic for IVF, free of ties."""
-    rng = np.random.default_rng(seed)
-    c = rng.normal(0, 4, size=(centers, d))
-    labels = rng.integers(0, centers, size=n)
-    return (c[labels] + rng.normal(0, 1, size=(n, d))).astype(np.float32)
+    if not (SIFT5K_DIR / "base.fvecs").exists():
+        pytest.skip(f"sift5k data not found at {SIFT5K_DIR} (it lives in the project's shared/ folder)")
+    return (
+        read_vecs(SIFT5K_DIR / "base.fvecs"),
+        read_vecs(SIFT5K_DIR / "query.fvecs"),
+        read_vecs(SIFT5K_DIR / "groundtruth.ivecs"),
+    )

@@ -17,8 +17,12 @@ from vecshard import Client
 
 from .conftest import clustered
 
-FAISS_METRIC = {"l2": faiss.METRIC_L2, "inner_product": faiss.METRIC_INNER_PRODUCT,
-                "cosine": faiss.METRIC_INNER_PRODUCT, "l1": faiss.METRIC_L1}
+FAISS_METRIC = {
+    "l2": faiss.METRIC_L2,
+    "inner_product": faiss.METRIC_INNER_PRODUCT,
+    "cosine": faiss.METRIC_INNER_PRODUCT,
+    "l1": faiss.METRIC_L1,
+}
 DIM, N, NLIST, K = 24, 3000, 16, 10
 
 
@@ -58,8 +62,13 @@ def test_sharded_equals_single_index(
         faiss.normalize_L2(local_q)
 
     ivf = index == "ivf_flat"
-    c.create_collection(name, DIM, metric=metric, index=index,
-                        **({"nlist": NLIST, "nprobe": 4, "train_threshold": 10**9} if ivf else {}))
+    c.create_collection(
+        name,
+        DIM,
+        metric=metric,
+        index=index,
+        **({"nlist": NLIST, "nprobe": 4, "train_threshold": 10**9} if ivf else {}),
+    )
     for part in np.array_split(np.arange(N), 3):
         c.add(name, ids[part], data[part])
     assert c.describe(name).count == N

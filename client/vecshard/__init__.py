@@ -1,8 +1,8 @@
 """vecshard: Python SDK of the vecshard sharded vector search server.
 
-    from vecshard import Client
-    with Client("localhost:50051") as c:
-        c.create_collection("docs", dim=64)
+from vecshard import Client
+with Client("localhost:50051") as c:
+    c.create_collection("docs", dim=64)
 """
 
 from vecshard.client import Client

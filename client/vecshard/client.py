@@ -9,9 +9,11 @@ import grpc
 import numpy as np
 
 from vecshard import wire
-from vecshard.errors import from_rpc_error
+from vecshard.errors import InvalidArgument, from_rpc_error
 from vecshard.types import AddResult, CollectionInfo, IndexType, Metric, SearchResult
-from vecshard.v1 import types_pb2, vector_search_pb2 as pb, vector_search_pb2_grpc as pb_grpc
+from vecshard.v1 import types_pb2
+from vecshard.v1 import vector_search_pb2 as pb
+from vecshard.v1 import vector_search_pb2_grpc as pb_grpc
 
 DEFAULT_ADDRESS = "localhost:50051"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -145,9 +147,7 @@ class Client:
         resp = self._call(self._stub.ListCollections, pb.ListCollectionsRequest(), timeout)
         return [CollectionInfo.from_proto(info) for info in resp.collections]
 
-    def describe(
-        self, name: str, *, include_centroids: bool = False, timeout: float | None = None
-    ) -> CollectionInfo:
+    def describe(self, name: str, *, include_centroids: bool = False, timeout: float | None = None) -> CollectionInfo:
         """A collection's config, per-shard counts, training state and optionally its centroids.
 
         Example:
@@ -181,7 +181,7 @@ class Client:
         x = wire.as_matrix(vectors)
         wire.check_ids(id_arr)
         if x.shape[0] != id_arr.size:
-            raise wire.InvalidArgument(f"got {id_arr.size} ids for {x.shape[0]} vectors: send one id per vector")
+            raise InvalidArgument(f"got {id_arr.size} ids for {x.shape[0]} vectors: send one id per vector")
         wire.check_vectors(x, x.shape[1])
         rows = batch_size or max(1, (self.max_message_bytes - _HEADROOM) // (x.shape[1] * 4 + 8))
         added = replaced = count = 0

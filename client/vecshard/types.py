@@ -27,7 +27,7 @@ class Metric(str, enum.Enum):
         """True for similarities (inner product, cosine), False for distances (L2, L1)."""
         return self in (Metric.INNER_PRODUCT, Metric.COSINE)
 
-    def to_proto(self) -> types_pb2.Metric.ValueType:
+    def to_proto(self) -> types_pb2.Metric:
         return _METRIC_TO_PROTO[self]
 
     @classmethod
@@ -54,7 +54,7 @@ class IndexType(str, enum.Enum):
     FLAT = "flat"
     IVF_FLAT = "ivf_flat"
 
-    def to_proto(self) -> types_pb2.IndexType.ValueType:
+    def to_proto(self) -> types_pb2.IndexType:
         return _INDEX_TO_PROTO[self]
 
     @classmethod
@@ -75,15 +75,18 @@ class IndexType(str, enum.Enum):
             raise InvalidArgument(f"unknown index type {value!r}: use one of {names}") from None
 
 
-_METRIC_TO_PROTO = {
+_METRIC_TO_PROTO: dict[Metric, types_pb2.Metric] = {
     Metric.L2: types_pb2.METRIC_L2,
     Metric.INNER_PRODUCT: types_pb2.METRIC_INNER_PRODUCT,
     Metric.COSINE: types_pb2.METRIC_COSINE,
     Metric.L1: types_pb2.METRIC_L1,
 }
-_METRIC_FROM_PROTO = {v: k for k, v in _METRIC_TO_PROTO.items()}
-_INDEX_TO_PROTO = {IndexType.FLAT: types_pb2.INDEX_TYPE_FLAT, IndexType.IVF_FLAT: types_pb2.INDEX_TYPE_IVF_FLAT}
-_INDEX_FROM_PROTO = {v: k for k, v in _INDEX_TO_PROTO.items()}
+_METRIC_FROM_PROTO: dict[int, Metric] = {v: k for k, v in _METRIC_TO_PROTO.items()}
+_INDEX_TO_PROTO: dict[IndexType, types_pb2.IndexType] = {
+    IndexType.FLAT: types_pb2.INDEX_TYPE_FLAT,
+    IndexType.IVF_FLAT: types_pb2.INDEX_TYPE_IVF_FLAT,
+}
+_INDEX_FROM_PROTO: dict[int, IndexType] = {v: k for k, v in _INDEX_TO_PROTO.items()}
 
 _TRAINING_STATES = {
     vector_search_pb2.TRAINING_STATE_NOT_APPLICABLE: "not_applicable",
@@ -169,6 +172,13 @@ class SearchResult:
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.distances, self.ids))
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        """result[0] is distances and result[1] ids, as in faiss's (D, I) tuple."""
+        return (self.distances, self.ids)[index]
 
     @property
     def partial(self) -> bool:

@@ -9,8 +9,12 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from vecshard_server.config import Settings
 
 LOG_LEVELS = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)
 
@@ -24,7 +28,7 @@ def _logging(level: str, role: str) -> None:
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     try:
         from vecshard_server.config import Settings
     except ImportError as err:
@@ -47,8 +51,13 @@ def cli() -> None:
 @click.option("--shards", default=2, show_default=True, type=click.IntRange(1, 64), help="shard worker processes")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address the coordinator listens on")
 @click.option("--port", default=50051, show_default=True, type=click.IntRange(0, 65535), help="coordinator port")
-@click.option("--data-dir", default="./vecshard-data", show_default=True, type=click.Path(path_type=Path),
-              help="where shards keep their data (one folder per shard)")
+@click.option(
+    "--data-dir",
+    default="./vecshard-data",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="where shards keep their data (one folder per shard)",
+)
 @click.option("--log-level", default="INFO", show_default=True, type=LOG_LEVELS)
 def serve(shards: int, host: str, port: int, data_dir: Path, log_level: str) -> None:
     """Run a local cluster: a coordinator and SHARDS shard worker processes.
@@ -73,8 +82,12 @@ def serve(shards: int, host: str, port: int, data_dir: Path, log_level: str) -> 
         cluster.start()
     except ClusterError as err:
         raise click.ClickException(str(err)) from None
-    log.info("vecshard is serving on %s (shards: %s; data in %s). Ctrl-C stops it.",
-             cluster.address, ", ".join(cluster.shard_addresses), data_dir)
+    log.info(
+        "vecshard is serving on %s (shards: %s; data in %s). Ctrl-C stops it.",
+        cluster.address,
+        ", ".join(cluster.shard_addresses),
+        data_dir,
+    )
     failed = None
     while not stopping:
         failed = cluster.poll()
@@ -89,8 +102,14 @@ def serve(shards: int, host: str, port: int, data_dir: Path, log_level: str) -> 
 
 
 @cli.command()
-@click.option("--shard", "shards", multiple=True, required=True, metavar="HOST:PORT",
-              help="a shard's address; repeat in placement order (the order must never change)")
+@click.option(
+    "--shard",
+    "shards",
+    multiple=True,
+    required=True,
+    metavar="HOST:PORT",
+    help="a shard's address; repeat in placement order (the order must never change)",
+)
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", default=50051, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--port-file", type=click.Path(path_type=Path), help="write the bound port here once serving")
@@ -130,6 +149,57 @@ def shard(
     from vecshard_server.shard import serve_shard
 
     asyncio.run(serve_shard(settings, host, port, data_dir, name, port_file, exit_with_parent))
+
+
+@cli.command()
+@click.option(
+    "--shards",
+    "shards_list",
+    multiple=True,
+    type=click.IntRange(1, 64),
+    default=(1, 2),
+    show_default=True,
+    help="shard counts to measure (repeat)",
+)
+@click.option("--dataset", type=click.Choice(["sift5k", "synthetic"]), default="sift5k", show_default=True)
+@click.option("-n", "--num-vectors", "n", default=100_000, show_default=True, help="synthetic data set size")
+@click.option("--dim", default=128, show_default=True, help="synthetic dimension")
+@click.option("--nlist", default=64, show_default=True)
+@click.option("--nprobe", default=16, show_default=True)
+@click.option("-k", default=10, show_default=True)
+@click.option(
+    "--batch",
+    "batch_sizes",
+    multiple=True,
+    type=click.IntRange(1),
+    default=(1, 64),
+    show_default=True,
+    help="queries per call (repeat)",
+)
+@click.option("--duration", default=3.0, show_default=True, help="seconds per measurement")
+@click.option("--out", type=click.Path(path_type=Path), help="write bench.json and bench.md here")
+def bench(
+    shards_list: tuple[int, ...],
+    dataset: str,
+    n: int,
+    dim: int,
+    nlist: int,
+    nprobe: int,
+    k: int,
+    batch_sizes: tuple[int, ...],
+    duration: float,
+    out: Path | None,
+) -> None:
+    """Measure search and add through local clusters against in-process faiss (same data, same run)."""
+    _logging("WARNING", "bench")
+    _settings()
+    from vecshard_server.bench import format_markdown, run_bench
+
+    try:
+        result = run_bench(list(shards_list), dataset, n, dim, nlist, nprobe, k, batch_sizes, duration, out)
+    except (FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(format_markdown(result))
 
 
 def main() -> None:

@@ -22,7 +22,9 @@ class Settings(BaseSettings):
     max_batch: int = Field(1_000_000, ge=1, description="most vectors, queries or ids in one request")
     max_collections: int = Field(1000, ge=1, description="most collections in a cluster")
     max_vectors_per_shard: int = Field(100_000_000, ge=1, description="most vectors one shard holds per collection")
-    train_threshold_factor: int = Field(39, ge=1, description="an IVF collection trains itself at factor * nlist vectors")
+    train_threshold_factor: int = Field(
+        39, ge=1, description="an IVF collection trains itself at factor * nlist vectors"
+    )
     shard_timeout_s: float = Field(60.0, gt=0, description="per-shard deadline when the caller set none")
     train_timeout_s: float = Field(600.0, gt=0, description="deadline of each shard call made while training")
     grace_s: float = Field(5.0, ge=0, description="how long in-flight RPCs may finish on shutdown")

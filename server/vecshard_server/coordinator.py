@@ -27,8 +27,9 @@ from vecshard.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from vecshard.v1 import shard_pb2 as spb, vector_search_pb2 as pb, vector_search_pb2_grpc
-
+from vecshard.v1 import shard_pb2 as spb
+from vecshard.v1 import vector_search_pb2 as pb
+from vecshard.v1 import vector_search_pb2_grpc
 from vecshard_server.config import Settings
 from vecshard_server.engine import train_centroids
 from vecshard_server.fanout import TOLERABLE, ShardSet
@@ -103,12 +104,14 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
     # -- helpers --------------------------------------------------------------------------------
 
     def _timeout(self, context: grpc.aio.ServicerContext) -> float:
+        """The shards' deadline: the caller's remaining time less a small reserve, so a late shard
+        times out while the coordinator can still answer (with partial results, or naming it)."""
         remaining = context.time_remaining()
         if remaining is None:
             return self.settings.shard_timeout_s
         if remaining <= 0:
             raise DeadlineExceeded("the call's deadline passed before the shards were asked")
-        return float(remaining)
+        return float(remaining) - min(0.05, 0.1 * float(remaining))
 
     async def _refresh(self, timeout: float) -> list[spb.ShardListResponse]:
         """Rebuild the catalog from every shard's list (a collection exists if any shard has it)."""
@@ -166,7 +169,9 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
 
     async def _describe(self, coll: Collection, timeout: float, include_centroids: bool = False) -> pb.CollectionInfo:
         requests = {
-            s.index: pb.DescribeCollectionRequest(name=coll.spec.name, include_centroids=include_centroids and s.index == 0)
+            s.index: pb.DescribeCollectionRequest(
+                name=coll.spec.name, include_centroids=include_centroids and s.index == 0
+            )
             for s in self.shards.shards
         }
         out = await self.shards.call("DescribeCollection", requests, timeout)
@@ -178,7 +183,9 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
     def _ids(self, data: bytes, *, unique: bool) -> np.ndarray:
         ids = wire.unpack_ids(data)
         if ids.size > self.settings.max_batch:
-            raise ResourceExhausted(f"{ids.size} ids in one request, over max_batch={self.settings.max_batch}: split it")
+            raise ResourceExhausted(
+                f"{ids.size} ids in one request, over max_batch={self.settings.max_batch}: split it"
+            )
         if unique:
             wire.check_ids(ids)
         elif ids.size == 0:
@@ -203,8 +210,10 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             if out.failures:
                 if out.results:  # undo, so a retry starts clean
                     await self.shards.call(
-                        "DropCollection", {i: pb.DropCollectionRequest(name=spec.name) for i in out.results},
-                        timeout, fail_fast=False,
+                        "DropCollection",
+                        {i: pb.DropCollectionRequest(name=spec.name) for i in out.results},
+                        timeout,
+                        fail_fast=False,
                     )
                 raise self.shards.first_error(out.failures)
             coll = Collection(spec, [0] * len(self.shards), [False] * len(self.shards))
@@ -353,7 +362,8 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 f"nq * k = {nq * k} results would exceed the message limit ({self.settings.max_results} results): "
                 "send fewer queries per call or a smaller k"
             )
-        shard_req = request
+        allow_partial = request.allow_partial
+        shard_req = request  # forwarded as received unless the queries must change
         if spec.metric.value == "cosine":
             shard_req = pb.SearchRequest(
                 collection=spec.name, queries=wire.pack_matrix(normalize_rows(queries, "queries")), k=k
@@ -361,7 +371,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         shard_req.nprobe = request.nprobe or spec.nprobe
         shard_req.allow_partial = False
         out = await self.shards.call(
-            "Search", self.shards.all(shard_req), self._timeout(context), fail_fast=not request.allow_partial
+            "Search", self.shards.all(shard_req), self._timeout(context), fail_fast=not allow_partial
         )
         if out.failures:
             for s, err in out.failures.items():
@@ -453,7 +463,11 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 self._info(coll, done.results)
                 log.info(
                     "trained %s: %d centroids from %d of %d vectors in %.2fs",
-                    spec.name, spec.nlist, sample.shape[0], total, time.perf_counter() - started,
+                    spec.name,
+                    spec.nlist,
+                    sample.shape[0],
+                    total,
+                    time.perf_counter() - started,
                 )
             finally:
                 coll.training = False
@@ -484,8 +498,12 @@ async def serve_coordinator(
 
     async def ready() -> None:
         await service.start()
-        log.info("coordinator listening on %s:%d over %d shards: %s", host, bound, len(shard_addresses),
-                 ", ".join(shard_addresses))
+        log.info(
+            "coordinator listening on %s:%d over %d shards: %s",
+            host,
+            bound,
+            len(shard_addresses),
+            ", ".join(shard_addresses),
+        )
 
     await server.run(ready=ready, on_stop=service.close, port_file=port_file, exit_with_parent=exit_with_parent)
-

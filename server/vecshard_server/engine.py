@@ -20,13 +20,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import faiss
+import faiss  # its bundled type stubs are incomplete (no DirectMap, no SearchParameters kwargs)
 import numpy as np
 import numpy.typing as npt
 
 from vecshard.errors import AlreadyExists, FailedPrecondition, InvalidArgument, ResourceExhausted
 from vecshard.types import IndexType, Metric
-
 from vecshard_server.locks import RWLock
 from vecshard_server.spec import CollectionSpec
 
@@ -54,7 +53,7 @@ def new_ivf(spec: CollectionSpec, centroids: F32) -> Any:
     quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
     ivf = faiss.IndexIVFFlat(quantizer, spec.dim, spec.nlist, m)
     assert ivf.is_trained
-    ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+    ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
     return ivf
 
 
@@ -167,7 +166,7 @@ class ShardIndex:
         """This shard's top-k of each query (exact while untrained)."""
         with self._lock.read():
             if self.trained:
-                params = faiss.SearchParametersIVF(nprobe=max(1, min(nprobe or self.spec.nprobe, self.spec.nlist)))
+                params = faiss.SearchParametersIVF(nprobe=max(1, min(nprobe or self.spec.nprobe, self.spec.nlist)))  # type: ignore[call-arg]
                 D, I = self._index.search(queries, k, params=params)
             else:
                 D, I = self._index.search(queries, k)
@@ -259,15 +258,17 @@ class ShardIndex:
         shard = cls(spec, max_vectors)
         index = faiss.read_index(str(directory / "index.faiss"))
         if isinstance(index, faiss.IndexIVF):
-            index.set_direct_map_type(faiss.DirectMap.Hashtable)
+            index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
             shard._centroids = np.asarray(index.quantizer.reconstruct_n(0, index.nlist), dtype=np.float32)
             ids = _ivf_ids(index)
         else:
-            ids = faiss.vector_to_array(index.id_map).astype(np.int64)
+            ids = faiss.vector_to_array(index.id_map).astype(np.int64)  # type: ignore[attr-defined]
         shard._index = index
         shard._ids = set(ids.tolist())
         if len(shard._ids) != meta["count"]:
-            raise RuntimeError(f"snapshot {directory} is inconsistent: {len(shard._ids)} ids, meta says {meta['count']}")
+            raise RuntimeError(
+                f"snapshot {directory} is inconsistent: {len(shard._ids)} ids, meta says {meta['count']}"
+            )
         return shard
 
 

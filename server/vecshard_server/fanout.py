@@ -16,7 +16,6 @@ import grpc
 
 from vecshard.errors import Cancelled, DeadlineExceeded, Unavailable, VecshardError, error_for
 from vecshard.v1 import shard_pb2_grpc
-
 from vecshard_server.config import Settings
 
 log = logging.getLogger(__name__)
@@ -53,8 +52,12 @@ class ShardSet:
             raise ValueError("a coordinator needs at least one shard address")
         self.settings = settings
         self.shards = [
-            ShardHandle(i, addr, ch := grpc.aio.insecure_channel(addr, options=settings.grpc_options()),
-                        shard_pb2_grpc.ShardStub(ch))
+            ShardHandle(
+                i,
+                addr,
+                ch := grpc.aio.insecure_channel(addr, options=settings.grpc_options()),
+                shard_pb2_grpc.ShardStub(ch),
+            )
             for i, addr in enumerate(addresses)
         ]
 

@@ -16,13 +16,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from vecshard.errors import VecshardError
-
 from vecshard_server.config import Settings
 
 log = logging.getLogger(__name__)
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Turns `VecshardError` into its status, and anything unexpected into INTERNAL with a log line."""
 
     async def intercept_service(
@@ -45,7 +44,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 raise
             except Exception as err:  # a bug: report it as such, never as the user's fault
                 log.exception("unexpected error in %s", method)
-                await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: {type(err).__name__}: {err}")
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, f"internal error in {method}: {type(err).__name__}: {err}"
+                )
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
@@ -63,7 +64,9 @@ class Server:
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names = list(service_names)
-        reflection.enable_server_reflection([*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
         self.port = 0
 
     def bind(self, host: str, port: int) -> int:

@@ -12,8 +12,9 @@ import numpy as np
 
 from vecshard import wire
 from vecshard.errors import AlreadyExists, NotFound
-from vecshard.v1 import shard_pb2 as spb, shard_pb2_grpc, types_pb2, vector_search_pb2 as pb
-
+from vecshard.v1 import shard_pb2 as spb
+from vecshard.v1 import shard_pb2_grpc, types_pb2
+from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.config import Settings
 from vecshard_server.engine import ShardIndex
 from vecshard_server.rpc import Server
@@ -152,7 +153,9 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         part = self._get(request.collection)
         centroids = wire.unpack_matrix(request.centroids, "centroids")
         await asyncio.to_thread(part.install_quantizer, centroids)
-        log.info("collection %s: installed %d centroids, %d vectors re-indexed", part.spec.name, part.spec.nlist, part.count)
+        log.info(
+            "collection %s: installed %d centroids, %d vectors re-indexed", part.spec.name, part.spec.nlist, part.count
+        )
         return self._state(part)
 
 

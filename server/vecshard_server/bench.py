@@ -1,0 +1,301 @@
+"""Benchmark: vecshard search through gRPC against in-process faiss on the same data, same run.
+
+What is measured, for each shard count S (one `LocalCluster` per S, stopped afterwards):
+
+- Search QPS and per-call latency (p50/p95/p99, ms) at each batch size B: `Client.search` with B
+  queries per call against an IVF_FLAT collection, and, as the ceiling, an in-process
+  `faiss.IndexIVFFlat` built over the *same* centroids (read back with `describe(...,
+  include_centroids=True)`) holding the same vectors, searched with the same nprobe and B queries per
+  call (B=1: one query at a time). Each loop runs for `duration_s` after a short warm-up.
+- recall@k of both against exact ground truth (sift5k: the published brute-force file; synthetic:
+  `faiss.IndexFlatL2`). With the same centroids and nprobe the two must agree; this is reported
+  (`recall_identical`, `same_ids`) rather than asserted.
+- Add throughput (vectors/s): `Client.add` in 1000-vector batches into a fresh FLAT collection against
+  `faiss.IndexFlatL2.add` in 1000-vector batches.
+
+Ratios are vecshard / faiss. Timing goals are reported, never asserted: the numbers depend on the
+machine, and the cluster's processes share its CPUs with the benchmark itself (see `machine`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+
+from vecshard import Client
+from vecshard_server.cluster import LocalCluster
+from vecshard_server.datasets import SIFT5K_DIR, clustered, read_vecs
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+ADD_BATCH = 1000
+WARMUP_S = 0.3
+SYNTHETIC_QUERIES = 1000
+SYNTHETIC_CENTERS = 100
+SYNTHETIC_SEED = 1234
+
+
+def load_dataset(dataset: str, n: int, dim: int, k: int) -> tuple[F32, F32, I64, str]:
+    """(base, queries, top-k ground truth ids, where the ground truth came from)."""
+    if dataset == "sift5k":
+        files = [SIFT5K_DIR / f for f in ("base.fvecs", "query.fvecs", "groundtruth.ivecs")]
+        missing = [str(f) for f in files if not f.exists()]
+        if missing:
+            raise FileNotFoundError(f"sift5k data not found: {', '.join(missing)} (it lives in shared/)")
+        base, queries, gt = (read_vecs(f) for f in files)
+        if gt.shape[1] < k:
+            raise ValueError(f"sift5k ground truth holds top-{gt.shape[1]}, fewer than k={k}")
+        source = "sift5k groundtruth.ivecs (brute force)"
+        return base.astype(np.float32), queries.astype(np.float32), gt[:, :k].astype(np.int64), source
+    if dataset == "synthetic":
+        both = clustered(n + SYNTHETIC_QUERIES, dim, centers=SYNTHETIC_CENTERS, seed=SYNTHETIC_SEED)
+        base, queries = both[:n], both[n:]
+        flat = faiss.IndexFlatL2(dim)
+        flat.add(base)
+        _, gt_ids = flat.search(queries, k)
+        return base, queries, gt_ids.astype(np.int64), "faiss.IndexFlatL2 exact search"
+    raise ValueError(f"unknown dataset {dataset!r}: use 'sift5k' or 'synthetic'")
+
+
+def recall_at_k(found: I64, truth: I64, k: int) -> float:
+    hits = sum(len(np.intersect1d(f[:k], t[:k])) for f, t in zip(found, truth, strict=True))
+    return float(hits / (k * truth.shape[0]))
+
+
+def make_batches(queries: F32, batch: int) -> list[F32]:
+    """Consecutive batches of `batch` queries, wrapping around, covering every query at least once."""
+    nq = queries.shape[0]
+    starts = range(0, math.ceil(nq / batch) * batch, batch)
+    return [np.ascontiguousarray(queries[np.arange(s, s + batch) % nq]) for s in starts]
+
+
+def timed_loop(call: Callable[[F32], object], batches: list[F32], duration_s: float) -> dict[str, float]:
+    """Call `call` on the batches in turn for duration_s (after a warm-up): QPS and latency in ms."""
+    warm_end = time.perf_counter() + min(WARMUP_S, duration_s)
+    i = 0
+    while time.perf_counter() < warm_end:
+        call(batches[i % len(batches)])
+        i += 1
+    latencies: list[float] = []
+    queries = 0
+    start = time.perf_counter()
+    end = start + duration_s
+    i = 0
+    while True:
+        batch = batches[i % len(batches)]
+        t0 = time.perf_counter()
+        call(batch)
+        t1 = time.perf_counter()
+        latencies.append(t1 - t0)
+        queries += batch.shape[0]
+        i += 1
+        if t1 >= end:
+            break
+    elapsed = time.perf_counter() - start
+    p50, p95, p99 = (float(v) * 1e3 for v in np.percentile(latencies, [50, 95, 99]))
+    calls = float(len(latencies))
+    return {"qps": queries / elapsed, "p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "calls": calls}
+
+
+def build_faiss_ivf(centroids: F32, base: F32, nlist: int, nprobe: int) -> Any:
+    """In-process IndexIVFFlat (L2) over exactly these centroids, holding base with ids 0..n-1."""
+    quantizer = faiss.IndexFlatL2(base.shape[1])
+    quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    index = faiss.IndexIVFFlat(quantizer, base.shape[1], nlist)
+    assert index.is_trained
+    index.add(base)
+    index.nprobe = nprobe
+    return index
+
+
+def measure_add(client: Client, base: F32) -> dict[str, float]:
+    """Vectors/s of Client.add into a fresh FLAT collection vs IndexFlatL2.add, both in 1000-row batches."""
+    n, dim = base.shape
+    ids = np.arange(n, dtype=np.int64)
+    client.create_collection("bench_add_warmup", dim=dim, metric="l2", index="flat")
+    client.add("bench_add_warmup", ids[:ADD_BATCH], base[:ADD_BATCH])
+    client.drop_collection("bench_add_warmup")
+    faiss.IndexFlatL2(dim).add(base[:ADD_BATCH])
+
+    client.create_collection("bench_add", dim=dim, metric="l2", index="flat")
+    start = time.perf_counter()
+    for s in range(0, n, ADD_BATCH):
+        client.add("bench_add", ids[s : s + ADD_BATCH], base[s : s + ADD_BATCH])
+    vecshard_s = time.perf_counter() - start
+    client.drop_collection("bench_add")
+
+    flat = faiss.IndexFlatL2(dim)
+    start = time.perf_counter()
+    for s in range(0, n, ADD_BATCH):
+        flat.add(base[s : s + ADD_BATCH])
+    faiss_s = time.perf_counter() - start
+    vecshard_vps, faiss_vps = n / vecshard_s, n / max(faiss_s, 1e-9)
+    return {"vecshard_vps": vecshard_vps, "faiss_vps": faiss_vps, "ratio": vecshard_vps / faiss_vps}
+
+
+def bench_cluster(
+    shards: int,
+    base: F32,
+    queries: F32,
+    gt: I64,
+    nlist: int,
+    nprobe: int,
+    k: int,
+    batch_sizes: Sequence[int],
+    duration_s: float,
+) -> dict[str, Any]:
+    """Every measurement on one freshly started cluster of `shards` shards."""
+    n, dim = base.shape
+    cluster = LocalCluster(shards=shards, log_level="WARNING").start()
+    try:
+        with Client(cluster.address, timeout=600) as client:
+            name = "bench_ivf"
+            # A threshold above n keeps the collection from training itself while it is filled.
+            client.create_collection(
+                name,
+                dim=dim,
+                metric="l2",
+                index="ivf_flat",
+                nlist=nlist,
+                nprobe=nprobe,
+                train_threshold=max(n + 1, nlist),
+            )
+            client.add(name, np.arange(n, dtype=np.int64), base)
+            client.train(name)
+            info = client.describe(name, include_centroids=True)
+            if not info.trained or info.centroids is None:
+                raise RuntimeError(f"collection {name!r} did not train (state {info.training_state})")
+            index = build_faiss_ivf(info.centroids, base, nlist, nprobe)
+
+            _, vs_ids = client.search(name, queries, k=k, nprobe=nprobe)
+            _, fa_ids = index.search(queries, k)
+            vs_recall, fa_recall = recall_at_k(vs_ids, gt, k), recall_at_k(fa_ids, gt, k)
+            recall = {
+                "vecshard": vs_recall,
+                "faiss": fa_recall,
+                "recall_identical": vs_recall == fa_recall,
+                "same_ids": float(np.mean(np.all(np.sort(vs_ids, 1) == np.sort(fa_ids, 1), axis=1))),
+            }
+
+            search_rows: list[dict[str, Any]] = []
+            for b in batch_sizes:
+                batches = make_batches(queries, b)
+                vs = timed_loop(lambda q: client.search(name, q, k=k, nprobe=nprobe), batches, duration_s)
+                fa = timed_loop(lambda q: index.search(q, k), batches, duration_s)
+                search_rows.append({"batch": b, "vecshard": vs, "faiss": fa, "ratio": vs["qps"] / fa["qps"]})
+            client.drop_collection(name)
+            add = measure_add(client, base)
+    finally:
+        cluster.stop()
+    return {"shards": shards, "recall": recall, "search": search_rows, "add": add}
+
+
+def run_bench(
+    shards_list: list[int] = [1, 2],  # noqa: B006 - read only
+    dataset: str = "sift5k",
+    n: int = 100_000,
+    dim: int = 128,
+    nlist: int = 64,
+    nprobe: int = 16,
+    k: int = 10,
+    batch_sizes: Sequence[int] = (1, 64),
+    duration_s: float = 3.0,
+    out_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Run every measurement; returns a JSON-serialisable dict (also written to out_dir if given).
+
+    `n` and `dim` apply to the synthetic dataset only; sift5k is 5000 x 128 with 100 queries.
+    """
+    base, queries, gt, gt_source = load_dataset(dataset, n, dim, k)
+    result: dict[str, Any] = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "faiss_version": faiss.__version__,
+            "faiss_omp_threads": faiss.omp_get_max_threads(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "params": {
+            "dataset": dataset,
+            "n": int(base.shape[0]),
+            "dim": int(base.shape[1]),
+            "nq": int(queries.shape[0]),
+            "nlist": nlist,
+            "nprobe": nprobe,
+            "k": k,
+            "batch_sizes": list(batch_sizes),
+            "duration_s": duration_s,
+            "add_batch": ADD_BATCH,
+            "ground_truth": gt_source,
+        },
+        "runs": [bench_cluster(s, base, queries, gt, nlist, nprobe, k, batch_sizes, duration_s) for s in shards_list],
+    }
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+        (out_dir / "bench.md").write_text(format_markdown(result))
+    return result
+
+
+def format_markdown(result: dict[str, Any]) -> str:
+    """Markdown tables of a run_bench result: search, recall and add, plus the machine and parameters."""
+    m, p = result["machine"], result["params"]
+    lines = [
+        f"# vecshard bench: {p['dataset']} ({p['n']} x {p['dim']}, {p['nq']} queries)",
+        "",
+        f"IVF_FLAT nlist={p['nlist']} nprobe={p['nprobe']} k={p['k']}, {p['duration_s']}s per measurement. "
+        f"Machine: {m['cpu_count']} CPUs, faiss {m['faiss_version']} "
+        f"({m['faiss_omp_threads']} OpenMP threads), "
+        f"{m['platform']}. Ratio = vecshard / in-process faiss. Timings are reported, not asserted.",
+        "",
+        "## Search",
+        "",
+        "| shards | batch | vecshard QPS | faiss QPS | ratio | vecshard p50/p95/p99 ms | faiss p50/p95/p99 ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def lat(x: dict[str, float]) -> str:
+        return f"{x['p50_ms']:.2f} / {x['p95_ms']:.2f} / {x['p99_ms']:.2f}"
+
+    for run in result["runs"]:
+        for row in run["search"]:
+            vs, fa = row["vecshard"], row["faiss"]
+            lines.append(
+                f"| {run['shards']} | {row['batch']} | {vs['qps']:,.0f} | {fa['qps']:,.0f} "
+                f"| {row['ratio']:.3f} | {lat(vs)} | {lat(fa)} |"
+            )
+    lines += [
+        "",
+        f"## Recall@{p['k']} (ground truth: {p['ground_truth']})",
+        "",
+        "| shards | vecshard | faiss | identical | queries with same ids |",
+        "|---:|---:|---:|:---:|---:|",
+    ]
+    for run in result["runs"]:
+        r = run["recall"]
+        lines.append(
+            f"| {run['shards']} | {r['vecshard']:.4f} | {r['faiss']:.4f} "
+            f"| {'yes' if r['recall_identical'] else 'NO'} | {r['same_ids']:.1%} |"
+        )
+    lines += [
+        "",
+        f"## Add ({p['add_batch']}-vector batches, FLAT)",
+        "",
+        "| shards | vecshard vectors/s | faiss vectors/s | ratio |",
+        "|---:|---:|---:|---:|",
+    ]
+    for run in result["runs"]:
+        a = run["add"]
+        lines.append(f"| {run['shards']} | {a['vecshard_vps']:,.0f} | {a['faiss_vps']:,.0f} | {a['ratio']:.3f} |")
+    return "\n".join(lines) + "\n"
