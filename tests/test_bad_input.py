@@ -23,7 +23,7 @@ LIMITS = {
     "VECSHARD_MAX_MESSAGE_BYTES": str(1024 * 1024),
     "VECSHARD_MAX_K": "100",
     "VECSHARD_MAX_BATCH": "3000",
-    "VECSHARD_MAX_DIM": "64",
+    "VECSHARD_MAX_DIM": "512",
     "VECSHARD_MAX_NLIST": "256",
     "VECSHARD_MAX_COLLECTIONS": "6",
     "VECSHARD_MAX_VECTORS_PER_SHARD": "1000",
@@ -35,7 +35,8 @@ C = grpc.StatusCode
 @pytest.fixture(scope="module")
 def limited() -> Iterator[Client]:
     with LocalCluster(shards=2, env=LIMITS, log_level="ERROR") as cluster:
-        with Client(cluster.address, timeout=30, max_message_bytes=1024 * 1024) as c:
+        # The client allows big messages, so the limit that answers is the server's.
+        with Client(cluster.address, timeout=30) as c:
             c.create_collection("flat", DIM)
             c.create_collection("ivf", DIM, index="ivf_flat", nlist=16)
             c.create_collection("cos", DIM, metric="cosine")
@@ -86,7 +87,7 @@ IVF = types_pb2.INDEX_TYPE_IVF_FLAT
         (cfg(name="x" * 65), C.INVALID_ARGUMENT, "1-64"),
         (cfg(name="a/b"), C.INVALID_ARGUMENT, "name"),
         (cfg(dim=0), C.INVALID_ARGUMENT, "dim"),
-        (cfg(dim=65), C.INVALID_ARGUMENT, "between 1 and 64"),
+        (cfg(dim=513), C.INVALID_ARGUMENT, "between 1 and 512"),
         (cfg(metric=0), C.INVALID_ARGUMENT, "metric"),
         (cfg(metric=9), C.INVALID_ARGUMENT, "metric"),
         (cfg(index_type=0), C.INVALID_ARGUMENT, "index_type"),
@@ -191,6 +192,14 @@ def test_other_rpcs_refuse(limited: Client) -> None:
     expect(C.NOT_FOUND, s.Remove, pb.RemoveRequest(collection="nope", ids=ids(1)))
     expect(C.INVALID_ARGUMENT, s.Get, pb.GetRequest(collection="flat", ids=b"\1\2"), match="multiple of 8")
     expect(C.NOT_FOUND, s.Get, pb.GetRequest(collection="flat", ids=ids(1, 5000)), match="5000")
+    too_many = np.arange(2900, dtype="<i8").tobytes()  # 2900 x 8 dims x 4 bytes fit in 1 MiB
+    assert s.Get(pb.GetRequest(collection="flat", ids=too_many, allow_missing=True)).vectors.rows == 2900
+    big = pb.CreateCollectionRequest(config=types_pb2.CollectionConfig(name="wide", dim=512, metric=1, index_type=1))
+    s.CreateCollection(big)
+    try:
+        expect(C.RESOURCE_EXHAUSTED, s.Get, pb.GetRequest(collection="wide", ids=too_many), match="ids per call")
+    finally:
+        limited.drop_collection("wide")
     expect(C.NOT_FOUND, s.DescribeCollection, pb.DescribeCollectionRequest(name="nope"))
     expect(C.INVALID_ARGUMENT, s.DescribeCollection, pb.DescribeCollectionRequest(name=""))
     expect(C.NOT_FOUND, s.DropCollection, pb.DropCollectionRequest(name="nope"))

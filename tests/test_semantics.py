@@ -67,11 +67,15 @@ def test_removed_ids_never_come_back(client: Client, name: str, train: bool) -> 
     c.drop_collection(name)
 
 
-def test_upsert_replaces_and_plain_add_refuses_whole_batch(client: Client, name: str) -> None:
+@pytest.mark.parametrize("index", ["flat", "ivf_flat"])
+def test_upsert_replaces_and_plain_add_refuses_whole_batch(client: Client, name: str, index: str) -> None:
     c = client
     data = clustered(100, DIM, seed=3)
-    c.create_collection(name, DIM, metric="l2")
+    ivf = {"nlist": 4, "nprobe": 4, "train_threshold": 10**9} if index == "ivf_flat" else {}
+    c.create_collection(name, DIM, metric="l2", index=index, **ivf)
     c.add(name, np.arange(50), data[:50])
+    if ivf:
+        assert c.train(name).trained
     # ids 50..59 are new and spread over both shards; id 7 exists: nothing of the batch may stay.
     with pytest.raises(AlreadyExists, match="upsert"):
         c.add(name, np.r_[np.arange(50, 60), 7], data[50:61])

@@ -180,6 +180,9 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             info.centroids.CopyFrom(out.results[0].centroids)
         return info
 
+    def _rows_per_message(self, dim: int) -> int:
+        return max(1, (self.settings.max_message_bytes - 64 * 1024) // (4 * dim + 1))
+
     def _ids(self, data: bytes, *, unique: bool) -> np.ndarray:
         ids = wire.unpack_ids(data)
         if ids.size > self.settings.max_batch:
@@ -322,6 +325,11 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
     async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.GetResponse:
         coll = await self._collection(request.collection, context)
         ids = self._ids(request.ids, unique=False)
+        if ids.size > self._rows_per_message(coll.spec.dim):
+            raise ResourceExhausted(
+                f"{ids.size} vectors of dim {coll.spec.dim} would exceed the message limit: get at most "
+                f"{self._rows_per_message(coll.spec.dim)} ids per call"
+            )
         parts = split_by_shard(ids, len(self.shards))
         requests = {
             s: pb.GetRequest(collection=coll.spec.name, ids=wire.pack_ids(ids[pos]))
@@ -446,7 +454,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                         f"{spec.nlist} to train ({39 * spec.nlist} recommended): add more vectors first"
                     )
                 n = min(total, max_points or 256 * spec.nlist)
-                quotas = _quotas(counts, n)
+                quotas = [min(q, self._rows_per_message(spec.dim)) for q in _quotas(counts, n)]
                 out = await self.shards.call(
                     "Sample",
                     {
