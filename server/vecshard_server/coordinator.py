@@ -35,7 +35,7 @@ from vecshard_server.engine import train_centroids
 from vecshard_server.fanout import TOLERABLE, ShardSet
 from vecshard_server.merge import merge_topk
 from vecshard_server.placement import split_by_shard
-from vecshard_server.rpc import Server
+from vecshard_server.rpc import Server, guard
 from vecshard_server.spec import CollectionSpec, check_collection_count, check_name
 
 log = logging.getLogger(__name__)
@@ -501,7 +501,7 @@ async def serve_coordinator(
 ) -> None:
     service = CoordinatorService(settings, shard_addresses)
     server = Server(settings, [SERVICE_NAME])
-    vector_search_pb2_grpc.add_VectorSearchServicer_to_server(service, server.server)
+    vector_search_pb2_grpc.add_VectorSearchServicer_to_server(guard(service, SERVICE_NAME), server.server)
     bound = server.bind(host, port)
 
     async def ready() -> None:

@@ -17,7 +17,7 @@ from vecshard.v1 import shard_pb2_grpc, types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.config import Settings
 from vecshard_server.engine import ShardIndex
-from vecshard_server.rpc import Server
+from vecshard_server.rpc import Server, guard
 from vecshard_server.spec import CollectionSpec, check_name
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ async def serve_shard(
 ) -> None:
     service = ShardService(settings, data_dir)
     server = Server(settings, [SERVICE_NAME])
-    shard_pb2_grpc.add_ShardServicer_to_server(service, server.server)
+    shard_pb2_grpc.add_ShardServicer_to_server(guard(service, SERVICE_NAME), server.server)
     bound = server.bind(host, port)
 
     async def ready() -> None:
