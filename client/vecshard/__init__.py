@@ -17,7 +17,16 @@ from vecshard.errors import (
     Unavailable,
     VecshardError,
 )
-from vecshard.types import AddResult, CollectionInfo, IndexType, Metric, SearchResult, ShardInfo
+from vecshard.types import (
+    AddResult,
+    CollectionInfo,
+    Embeddings,
+    IndexType,
+    Metric,
+    ModelInfo,
+    SearchResult,
+    ShardInfo,
+)
 
 __version__ = "0.1.0"
 
@@ -27,11 +36,13 @@ __all__ = [
     "Client",
     "CollectionInfo",
     "DeadlineExceeded",
+    "Embeddings",
     "FailedPrecondition",
     "IndexType",
     "Internal",
     "InvalidArgument",
     "Metric",
+    "ModelInfo",
     "NotFound",
     "ResourceExhausted",
     "SearchResult",

@@ -14,7 +14,7 @@ from vecshard.errors import InvalidArgument
 from vecshard.v1 import types_pb2, vector_search_pb2
 
 
-class Metric(str, enum.Enum):
+class Metric(enum.StrEnum):
     """Distance metric of a collection (see types.proto for the exact formulas)."""
 
     L2 = "l2"
@@ -48,7 +48,7 @@ class Metric(str, enum.Enum):
             raise InvalidArgument(f"unknown metric {value!r}: use one of {names}") from None
 
 
-class IndexType(str, enum.Enum):
+class IndexType(enum.StrEnum):
     """Index structure of a collection."""
 
     FLAT = "flat"
@@ -118,6 +118,8 @@ class CollectionInfo:
     train_threshold: int
     count: int
     training_state: str
+    embedding_model: str
+    model_fingerprint: str
     shards: tuple[ShardInfo, ...]
     centroids: np.ndarray | None = field(default=None, compare=False, repr=False)
 
@@ -141,6 +143,8 @@ class CollectionInfo:
             nprobe=cfg.nprobe,
             train_threshold=cfg.train_threshold,
             count=info.count,
+            embedding_model=cfg.embedding_model,
+            model_fingerprint=cfg.model_fingerprint,
             training_state=_TRAINING_STATES.get(info.training_state, "unspecified"),
             shards=tuple(ShardInfo(s.name, s.count, s.trained) for s in info.shards),
             centroids=centroids,
@@ -184,3 +188,53 @@ class SearchResult:
     def partial(self) -> bool:
         """True when some shards did not answer (only possible with allow_partial=True)."""
         return bool(self.failed_shards)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """An embedding model offered by the server. dim and fingerprint are 0/"" until it is first used."""
+
+    name: str
+    kind: str
+    dim: int
+    normalized: bool
+    fingerprint: str
+    modalities: tuple[str, ...]
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    device: str = ""
+
+    @classmethod
+    def from_proto(cls, m: types_pb2.ModelInfo) -> ModelInfo:
+        return cls(
+            name=m.name,
+            kind=m.kind,
+            dim=m.dim,
+            normalized=m.normalized,
+            fingerprint=m.fingerprint,
+            modalities=tuple(m.modalities),
+            query_prefix=m.query_prefix,
+            passage_prefix=m.passage_prefix,
+            device=m.device,
+        )
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Vectors from `Client.embed`: one row per input, and the model (with its fingerprint) that made them.
+
+    Works as an array: `np.asarray(result)` is `result.vectors`.
+    """
+
+    vectors: np.ndarray
+    model: ModelInfo
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self.vectors if dtype is None else self.vectors.astype(dtype)
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def fingerprint(self) -> str:
+        return self.model.fingerprint

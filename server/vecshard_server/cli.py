@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -28,7 +28,7 @@ def _logging(level: str, role: str) -> None:
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
-def _settings() -> Settings:
+def _settings(**overrides: Any) -> Settings:
     try:
         from vecshard_server.config import Settings
     except ImportError as err:
@@ -36,7 +36,7 @@ def _settings() -> Settings:
             f"the server needs the 'server' extra ({err.name} is missing): pip install 'vecshard[server]'"
         ) from None
     try:
-        return Settings()
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except Exception as err:  # pydantic ValidationError: a bad VECSHARD_* variable
         raise click.ClickException(f"invalid VECSHARD_* setting: {err}") from None
 
@@ -58,18 +58,24 @@ def cli() -> None:
     type=click.Path(path_type=Path),
     help="where shards keep their data (one folder per shard)",
 )
+@click.option(
+    "--models",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="model registry (TOML/JSON); the built-in minilm needs none",
+)
 @click.option("--log-level", default="INFO", show_default=True, type=LOG_LEVELS)
-def serve(shards: int, host: str, port: int, data_dir: Path, log_level: str) -> None:
+def serve(shards: int, host: str, port: int, data_dir: Path, models: Path | None, log_level: str) -> None:
     """Run a local cluster: a coordinator and SHARDS shard worker processes.
 
     Ctrl-C or SIGTERM stops every process cleanly (shards snapshot their data on the way out).
     """
     _logging(log_level, "serve")
-    _settings()
+    _check_models(_settings(models_file=models))
     from vecshard_server.cluster import ClusterError, LocalCluster
 
     log = logging.getLogger("vecshard.serve")
-    cluster = LocalCluster(shards=shards, host=host, port=port, data_dir=data_dir, log_level=log_level)
+    env = {"VECSHARD_MODELS_FILE": str(models.resolve())} if models else None
+    cluster = LocalCluster(shards=shards, host=host, port=port, data_dir=data_dir, log_level=log_level, env=env)
     stopping = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -112,15 +118,28 @@ def serve(shards: int, host: str, port: int, data_dir: Path, log_level: str) -> 
 )
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", default=50051, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--models",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="model registry for in-process embedding (TOML/JSON)",
+)
+@click.option("--embedder", metavar="HOST:PORT", help="embed through this `vecshard embedder` instead of in-process")
 @click.option("--port-file", type=click.Path(path_type=Path), help="write the bound port here once serving")
 @click.option("--exit-with-parent", is_flag=True, hidden=True, help="stop when the parent process exits")
 @click.option("--log-level", default="INFO", show_default=True, type=LOG_LEVELS)
 def coordinator(
-    shards: tuple[str, ...], host: str, port: int, port_file: Path | None, exit_with_parent: bool, log_level: str
+    shards: tuple[str, ...],
+    host: str,
+    port: int,
+    models: Path | None,
+    embedder: str | None,
+    port_file: Path | None,
+    exit_with_parent: bool,
+    log_level: str,
 ) -> None:
     """Run the coordinator alone, over shard workers at the given addresses."""
     _logging(log_level, "coordinator")
-    settings = _settings()
+    settings = _settings(models_file=models, embedder=embedder)
     from vecshard_server.coordinator import serve_coordinator
 
     asyncio.run(serve_coordinator(settings, host, port, list(shards), port_file, exit_with_parent))
@@ -149,6 +168,46 @@ def shard(
     from vecshard_server.shard import serve_shard
 
     asyncio.run(serve_shard(settings, host, port, data_dir, name, port_file, exit_with_parent))
+
+
+@cli.command()
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", default=50071, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--models",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="model registry (TOML/JSON); the built-in minilm needs none",
+)
+@click.option("--preload", multiple=True, metavar="MODEL", help="load this model before serving (repeat)")
+@click.option("--port-file", type=click.Path(path_type=Path), help="write the bound port here once serving")
+@click.option("--exit-with-parent", is_flag=True, hidden=True, help="stop when the parent process exits")
+@click.option("--log-level", default="INFO", show_default=True, type=LOG_LEVELS)
+def embedder(
+    host: str,
+    port: int,
+    models: Path | None,
+    preload: tuple[str, ...],
+    port_file: Path | None,
+    exit_with_parent: bool,
+    log_level: str,
+) -> None:
+    """Run an embedding server that coordinators call with --embedder (GPU when torch sees one)."""
+    _logging(log_level, "embedder")
+    settings = _settings(models_file=models)
+    _check_models(settings)
+    from vecshard_server.embedding.service import serve_embedder
+
+    asyncio.run(serve_embedder(settings, host, port, settings.models_file, list(preload), port_file, exit_with_parent))
+
+
+def _check_models(settings: Settings) -> None:
+    """Fail at startup, not at first use, when the model registry is unusable."""
+    from vecshard_server.embedding.registry import RegistryError, load_registry
+
+    try:
+        load_registry(settings.models_file)
+    except RegistryError as err:
+        raise click.ClickException(str(err)) from None
 
 
 @cli.command()

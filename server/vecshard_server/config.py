@@ -6,6 +6,8 @@ role. Command-line flags override the environment for the options they expose.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -28,6 +30,11 @@ class Settings(BaseSettings):
     shard_timeout_s: float = Field(60.0, gt=0, description="per-shard deadline when the caller set none")
     train_timeout_s: float = Field(600.0, gt=0, description="deadline of each shard call made while training")
     grace_s: float = Field(5.0, ge=0, description="how long in-flight RPCs may finish on shutdown")
+    models_file: Path | None = Field(None, description="model registry (TOML/JSON); built-in minilm without one")
+    embedder: str = Field("", description="address of a `vecshard embedder`; empty: embed in the coordinator")
+    max_embed_batch: int = Field(1024, ge=1, description="most texts or images in one request")
+    max_text_chars: int = Field(100_000, ge=1, description="longest text accepted for embedding")
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest encoded image accepted")
 
     def grpc_options(self) -> list[tuple[str, int]]:
         return [

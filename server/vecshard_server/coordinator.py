@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,9 +29,11 @@ from vecshard.errors import (
     Unavailable,
 )
 from vecshard.v1 import shard_pb2 as spb
+from vecshard.v1 import types_pb2, vector_search_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
-from vecshard.v1 import vector_search_pb2_grpc
 from vecshard_server.config import Settings
+from vecshard_server.embedding.registry import RegistryError
+from vecshard_server.embedding.service import Embeddings, LocalEmbeddings, RemoteEmbeddings, model_info
 from vecshard_server.engine import train_centroids
 from vecshard_server.fanout import TOLERABLE, ShardSet
 from vecshard_server.merge import merge_topk
@@ -75,8 +78,9 @@ def normalize_rows(x: wire.FloatArray, field: str) -> wire.FloatArray:
 
 
 class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
-    def __init__(self, settings: Settings, shard_addresses: list[str]) -> None:
+    def __init__(self, settings: Settings, shard_addresses: list[str], embeddings: Embeddings) -> None:
         self.settings = settings
+        self.embeddings = embeddings
         self.shards = ShardSet(shard_addresses, settings)
         self.collections: dict[str, Collection] = {}
         self._catalog_lock = asyncio.Lock()
@@ -100,6 +104,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             if coll.auto_train is not None:
                 coll.auto_train.cancel()
         await self.shards.close()
+        await self.embeddings.close()
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -202,8 +207,8 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
     async def CreateCollection(
         self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.CollectionInfo:
-        spec = CollectionSpec.validate(request.config, self.settings)
         timeout = self._timeout(context)
+        spec = CollectionSpec.validate(await self._bind_model(request.config, timeout), self.settings)
         async with self._catalog_lock:
             await self._refresh(timeout)
             if spec.name in self.collections:
@@ -223,6 +228,26 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             self.collections[spec.name] = coll
         log.info("created collection %s: %s", spec.name, spec)
         return self._info(coll, out.results)
+
+    async def _bind_model(self, config: types_pb2.CollectionConfig, timeout: float) -> types_pb2.CollectionConfig:
+        """Fill in dim, metric and fingerprint from the collection's embedding model, if any."""
+        cfg = types_pb2.CollectionConfig()
+        cfg.CopyFrom(config)
+        cfg.model_fingerprint = ""
+        if not cfg.embedding_model:
+            return cfg
+        info = await model_info(self.embeddings, cfg.embedding_model, timeout)
+        if cfg.dim == 0:
+            cfg.dim = info.dim
+        elif cfg.dim != info.dim:
+            raise InvalidArgument(
+                f"dim {cfg.dim} differs from the dimension of model {info.name!r} ({info.dim}): "
+                f"leave dim 0 or set {info.dim}"
+            )
+        if cfg.metric == types_pb2.METRIC_UNSPECIFIED:
+            cfg.metric = types_pb2.METRIC_COSINE
+        cfg.model_fingerprint = info.fingerprint
+        return cfg
 
     async def DropCollection(
         self, request: pb.DropCollectionRequest, context: grpc.aio.ServicerContext
@@ -261,17 +286,20 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         coll = await self._collection(request.collection, context)
         spec = coll.spec
         ids = self._ids(request.ids, unique=True)
-        vectors = wire.unpack_matrix(request.vectors)
+        timeout = self._timeout(context)
+        vectors, given = await self._vectors(
+            coll, request.vectors, request.texts, request.images, request.model_fingerprint,
+            types_pb2.INPUT_ROLE_PASSAGE, "vectors", timeout,
+        )  # fmt: skip
         if vectors.shape[0] != ids.size:
             raise InvalidArgument(f"got {ids.size} ids for {vectors.shape[0]} vectors: send one id per vector")
         wire.check_vectors(vectors, spec.dim)
         if spec.metric.value == "cosine":
             vectors = normalize_rows(vectors, "vectors")
-        timeout = self._timeout(context)
         parts = split_by_shard(ids, len(self.shards))
         requests: dict[int, pb.AddRequest] = {}
         for s, pos in enumerate(parts):
-            if pos.size == ids.size and spec.metric.value != "cosine":
+            if pos.size == ids.size and given and spec.metric.value != "cosine":
                 requests = {s: request}  # everything on one shard: forward the bytes as they came
                 break
             if pos.size:
@@ -354,17 +382,21 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         coll = await self._collection(request.collection, context)
         spec = coll.spec
-        queries = wire.unpack_matrix(request.queries, "queries")
-        nq, k = queries.shape[0], request.k
-        if nq > self.settings.max_batch:
-            raise ResourceExhausted(f"{nq} queries in one request, over max_batch={self.settings.max_batch}: split it")
-        wire.check_vectors(queries, spec.dim, "queries")
+        k = request.k
         if not 1 <= k <= self.settings.max_k:
             raise InvalidArgument(f"k must be between 1 and max_k={self.settings.max_k}, got {k}")
         if request.nprobe and not spec.is_ivf:
             raise InvalidArgument(f"nprobe applies to IVF_FLAT collections; {spec.name!r} is FLAT: leave nprobe 0")
         if request.nprobe > spec.nlist:
             raise InvalidArgument(f"nprobe ({request.nprobe}) cannot exceed the collection's nlist ({spec.nlist})")
+        queries, given = await self._vectors(
+            coll, request.queries, request.texts, request.images, request.model_fingerprint,
+            types_pb2.INPUT_ROLE_QUERY, "queries", self._timeout(context),
+        )  # fmt: skip
+        nq = queries.shape[0]
+        if nq > self.settings.max_batch:
+            raise ResourceExhausted(f"{nq} queries in one request, over max_batch={self.settings.max_batch}: split it")
+        wire.check_vectors(queries, spec.dim, "queries")
         if nq * k > self.settings.max_results:
             raise ResourceExhausted(
                 f"nq * k = {nq * k} results would exceed the message limit ({self.settings.max_results} results): "
@@ -373,9 +405,9 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         allow_partial = request.allow_partial
         shard_req = request  # forwarded as received unless the queries must change
         if spec.metric.value == "cosine":
-            shard_req = pb.SearchRequest(
-                collection=spec.name, queries=wire.pack_matrix(normalize_rows(queries, "queries")), k=k
-            )
+            queries = normalize_rows(queries, "queries")
+        if spec.metric.value == "cosine" or not given:
+            shard_req = pb.SearchRequest(collection=spec.name, queries=wire.pack_matrix(queries), k=k)
         shard_req.nprobe = request.nprobe or spec.nprobe
         shard_req.allow_partial = False
         out = await self.shards.call(
@@ -405,6 +437,58 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             shards_ok=len(out.results),
             failed_shards=[self.shards.shards[s].name for s in sorted(out.failures)],
         )
+
+    async def _vectors(
+        self,
+        coll: Collection,
+        matrix: types_pb2.FloatMatrix,
+        texts: Sequence[str],
+        images: Sequence[bytes],
+        fingerprint: str,
+        role: types_pb2.InputRole,
+        field: str,
+        timeout: float,
+    ) -> tuple[wire.FloatArray, bool]:
+        """The request's vectors, and whether they were given as such (else embedded by the model)."""
+        spec = coll.spec
+        given = bool(matrix.rows or matrix.data)
+        sources = [n for n, present in ((field, given), ("texts", bool(texts)), ("images", bool(images))) if present]
+        if len(sources) > 1:
+            raise InvalidArgument(f"send one of {field}, texts or images, not {' and '.join(sources)}")
+        if texts or images:
+            if not spec.embedding_model:
+                raise FailedPrecondition(
+                    f"collection {spec.name!r} has no embedding model: send {field}, or create the collection "
+                    "with embedding_model to send texts or images"
+                )
+            embed = types_pb2.EmbedRequest(model=spec.embedding_model, texts=texts, images=images, role=role)
+            resp = await self.embeddings.embed(embed, timeout)
+            if resp.model.fingerprint != spec.model_fingerprint:
+                raise FailedPrecondition(
+                    f"model {spec.embedding_model!r} now has fingerprint {resp.model.fingerprint!r} but collection "
+                    f"{spec.name!r} was built with {spec.model_fingerprint!r}: its vectors would not be comparable; "
+                    "restore that model or re-create the collection"
+                )
+            return wire.unpack_matrix(resp.vectors, field), False
+        if fingerprint and fingerprint != spec.model_fingerprint:
+            bound = f"is bound to {spec.model_fingerprint!r}" if spec.model_fingerprint else "has no embedding model"
+            raise FailedPrecondition(
+                f"{field} come from model {fingerprint!r} but collection {spec.name!r} {bound}: embed them with "
+                "the collection's model (or send texts/images and let the server embed them)"
+            )
+        return wire.unpack_matrix(matrix, field), given
+
+    # -- embedding ------------------------------------------------------------------------------
+
+    async def Embed(
+        self, request: types_pb2.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> types_pb2.EmbedResponse:
+        return await self.embeddings.embed(request, self._timeout(context))
+
+    async def ListModels(
+        self, request: types_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> types_pb2.ListModelsResponse:
+        return await self.embeddings.list_models(request, self._timeout(context))
 
     # -- training -------------------------------------------------------------------------------
 
@@ -499,7 +583,15 @@ async def serve_coordinator(
     port_file: Path | None = None,
     exit_with_parent: bool = False,
 ) -> None:
-    service = CoordinatorService(settings, shard_addresses)
+    embeddings: Embeddings
+    if settings.embedder:
+        embeddings = RemoteEmbeddings(settings.embedder, settings)
+    else:
+        try:
+            embeddings = LocalEmbeddings.from_file(settings.models_file, settings)
+        except RegistryError as err:
+            raise SystemExit(f"vecshard coordinator: {err}") from None
+    service = CoordinatorService(settings, shard_addresses, embeddings)
     server = Server(settings, [SERVICE_NAME])
     vector_search_pb2_grpc.add_VectorSearchServicer_to_server(guard(service, SERVICE_NAME), server.server)
     bound = server.bind(host, port)

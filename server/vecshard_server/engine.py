@@ -12,6 +12,7 @@ the GIL, so the shard server runs these methods in worker threads.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -273,24 +274,10 @@ class ShardIndex:
 
 
 def _spec_to_json(spec: CollectionSpec) -> dict[str, Any]:
-    return {
-        "name": spec.name,
-        "dim": spec.dim,
-        "metric": spec.metric.value,
-        "index_type": spec.index_type.value,
-        "nlist": spec.nlist,
-        "nprobe": spec.nprobe,
-        "train_threshold": spec.train_threshold,
-    }
+    d = dataclasses.asdict(spec)
+    d["metric"], d["index_type"] = spec.metric.value, spec.index_type.value
+    return d
 
 
 def _spec_from_json(d: dict[str, Any]) -> CollectionSpec:
-    return CollectionSpec(
-        name=d["name"],
-        dim=d["dim"],
-        metric=Metric(d["metric"]),
-        index_type=IndexType(d["index_type"]),
-        nlist=d["nlist"],
-        nprobe=d["nprobe"],
-        train_threshold=d["train_threshold"],
-    )
+    return CollectionSpec(**{**d, "metric": Metric(d["metric"]), "index_type": IndexType(d["index_type"])})

@@ -74,7 +74,7 @@ class ShardSet:
             try:
                 await asyncio.wait_for(s.channel.channel_ready(), timeout)
                 return None
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return s.name
 
         return [n for n in await asyncio.gather(*(one(s) for s in self.shards)) if n]

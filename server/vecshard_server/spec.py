@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -36,6 +37,8 @@ class CollectionSpec:
     nlist: int = 0
     nprobe: int = 0
     train_threshold: int = 0
+    embedding_model: str = ""
+    model_fingerprint: str = ""
 
     @property
     def is_ivf(self) -> bool:
@@ -54,6 +57,8 @@ class CollectionSpec:
             nlist=self.nlist,
             nprobe=self.nprobe,
             train_threshold=self.train_threshold,
+            embedding_model=self.embedding_model,
+            model_fingerprint=self.model_fingerprint,
         )
 
     @classmethod
@@ -67,6 +72,8 @@ class CollectionSpec:
             nlist=cfg.nlist,
             nprobe=cfg.nprobe,
             train_threshold=cfg.train_threshold,
+            embedding_model=cfg.embedding_model,
+            model_fingerprint=cfg.model_fingerprint,
         )
 
     @classmethod
@@ -99,12 +106,8 @@ class CollectionSpec:
                 "k-means needs one point per centroid"
             )
         spec = cls.from_proto(cfg)
-        return cls(
-            name=spec.name,
-            dim=spec.dim,
-            metric=spec.metric,
-            index_type=spec.index_type,
-            nlist=spec.nlist,
+        return dataclasses.replace(
+            spec,
             nprobe=spec.nprobe or default_nprobe(spec.nlist),
             train_threshold=spec.train_threshold or settings.train_threshold_factor * spec.nlist,
         )

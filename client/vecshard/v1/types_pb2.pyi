@@ -1,6 +1,8 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -18,6 +20,12 @@ class IndexType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INDEX_TYPE_UNSPECIFIED: _ClassVar[IndexType]
     INDEX_TYPE_FLAT: _ClassVar[IndexType]
     INDEX_TYPE_IVF_FLAT: _ClassVar[IndexType]
+
+class InputRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INPUT_ROLE_UNSPECIFIED: _ClassVar[InputRole]
+    INPUT_ROLE_QUERY: _ClassVar[InputRole]
+    INPUT_ROLE_PASSAGE: _ClassVar[InputRole]
 METRIC_UNSPECIFIED: Metric
 METRIC_L2: Metric
 METRIC_INNER_PRODUCT: Metric
@@ -26,6 +34,9 @@ METRIC_L1: Metric
 INDEX_TYPE_UNSPECIFIED: IndexType
 INDEX_TYPE_FLAT: IndexType
 INDEX_TYPE_IVF_FLAT: IndexType
+INPUT_ROLE_UNSPECIFIED: InputRole
+INPUT_ROLE_QUERY: InputRole
+INPUT_ROLE_PASSAGE: InputRole
 
 class FloatMatrix(_message.Message):
     __slots__ = ("data", "rows", "cols")
@@ -38,7 +49,7 @@ class FloatMatrix(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ...) -> None: ...
 
 class CollectionConfig(_message.Message):
-    __slots__ = ("name", "dim", "metric", "index_type", "nlist", "nprobe", "train_threshold")
+    __slots__ = ("name", "dim", "metric", "index_type", "nlist", "nprobe", "train_threshold", "embedding_model", "model_fingerprint")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +57,8 @@ class CollectionConfig(_message.Message):
     NLIST_FIELD_NUMBER: _ClassVar[int]
     NPROBE_FIELD_NUMBER: _ClassVar[int]
     TRAIN_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     name: str
     dim: int
     metric: Metric
@@ -53,4 +66,62 @@ class CollectionConfig(_message.Message):
     nlist: int
     nprobe: int
     train_threshold: int
-    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index_type: _Optional[_Union[IndexType, str]] = ..., nlist: _Optional[int] = ..., nprobe: _Optional[int] = ..., train_threshold: _Optional[int] = ...) -> None: ...
+    embedding_model: str
+    model_fingerprint: str
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index_type: _Optional[_Union[IndexType, str]] = ..., nlist: _Optional[int] = ..., nprobe: _Optional[int] = ..., train_threshold: _Optional[int] = ..., embedding_model: _Optional[str] = ..., model_fingerprint: _Optional[str] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "kind", "dim", "normalized", "fingerprint", "modalities", "query_prefix", "passage_prefix", "device")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZED_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    MODALITIES_FIELD_NUMBER: _ClassVar[int]
+    QUERY_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    PASSAGE_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    dim: int
+    normalized: bool
+    fingerprint: str
+    modalities: _containers.RepeatedScalarFieldContainer[str]
+    query_prefix: str
+    passage_prefix: str
+    device: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., dim: _Optional[int] = ..., normalized: _Optional[bool] = ..., fingerprint: _Optional[str] = ..., modalities: _Optional[_Iterable[str]] = ..., query_prefix: _Optional[str] = ..., passage_prefix: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
+
+class EmbedRequest(_message.Message):
+    __slots__ = ("model", "texts", "images", "role")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    images: _containers.RepeatedScalarFieldContainer[bytes]
+    role: InputRole
+    def __init__(self, model: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., images: _Optional[_Iterable[bytes]] = ..., role: _Optional[_Union[InputRole, str]] = ...) -> None: ...
+
+class EmbedResponse(_message.Message):
+    __slots__ = ("vectors", "model")
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    vectors: FloatMatrix
+    model: ModelInfo
+    def __init__(self, vectors: _Optional[_Union[FloatMatrix, _Mapping]] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ("load",)
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    load: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, load: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models", "default_model")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    default_model: str
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., default_model: _Optional[str] = ...) -> None: ...

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from vecshard.v1 import types_pb2 as vecshard_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fvecshard/v1/vector_search.proto\x12\x0bvecshard.v1\x1a\x17vecshard/v1/types.proto\"H\n\x17\x43reateCollectionRequest\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.vecshard.v1.CollectionConfig\"%\n\x15\x44ropCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44ropCollectionResponse\"\x18\n\x16ListCollectionsRequest\"K\n\x17ListCollectionsResponse\x12\x30\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x1b.vecshard.v1.CollectionInfo\"D\n\x19\x44\x65scribeCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11include_centroids\x18\x02 \x01(\x08\"9\n\tShardInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x0f\n\x07trained\x18\x03 \x01(\x08\"\xd7\x01\n\x0e\x43ollectionInfo\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.vecshard.v1.CollectionConfig\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x32\n\x0etraining_state\x18\x03 \x01(\x0e\x32\x1a.vecshard.v1.TrainingState\x12&\n\x06shards\x18\x04 \x03(\x0b\x32\x16.vecshard.v1.ShardInfo\x12+\n\tcentroids\x18\x05 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\"h\n\nAddRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x01(\x0c\x12)\n\x07vectors\x18\x03 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\x0e\n\x06upsert\x18\x04 \x01(\x08\"=\n\x0b\x41\x64\x64Response\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x04\x12\x10\n\x08replaced\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\"0\n\rRemoveRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x01(\x0c\"!\n\x0eRemoveResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\"D\n\nGetRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x01(\x0c\x12\x15\n\rallow_missing\x18\x03 \x01(\x08\"G\n\x0bGetResponse\x12)\n\x07vectors\x18\x01 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\r\n\x05\x66ound\x18\x02 \x01(\x0c\"\x80\x01\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12)\n\x07queries\x18\x02 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\t\n\x01k\x18\x03 \x01(\r\x12\x0e\n\x06nprobe\x18\x04 \x01(\r\x12\x15\n\rallow_partial\x18\x05 \x01(\x08\"\x87\x01\n\x0eSearchResponse\x12\n\n\x02nq\x18\x01 \x01(\r\x12\t\n\x01k\x18\x02 \x01(\r\x12\x11\n\tdistances\x18\x03 \x01(\x0c\x12\x0b\n\x03ids\x18\x04 \x01(\x0c\x12\x14\n\x0cshards_total\x18\x05 \x01(\r\x12\x11\n\tshards_ok\x18\x06 \x01(\r\x12\x15\n\rfailed_shards\x18\x07 \x03(\t\"M\n\x0cTrainRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1b\n\x13max_training_points\x18\x02 \x01(\x04\x12\x0c\n\x04seed\x18\x03 \x01(\x04*\xa9\x01\n\rTrainingState\x12\x1e\n\x1aTRAINING_STATE_UNSPECIFIED\x10\x00\x12!\n\x1dTRAINING_STATE_NOT_APPLICABLE\x10\x01\x12\x1c\n\x18TRAINING_STATE_UNTRAINED\x10\x02\x12\x1b\n\x17TRAINING_STATE_TRAINING\x10\x03\x12\x1a\n\x16TRAINING_STATE_TRAINED\x10\x04\x32\xb4\x05\n\x0cVectorSearch\x12U\n\x10\x43reateCollection\x12$.vecshard.v1.CreateCollectionRequest\x1a\x1b.vecshard.v1.CollectionInfo\x12Y\n\x0e\x44ropCollection\x12\".vecshard.v1.DropCollectionRequest\x1a#.vecshard.v1.DropCollectionResponse\x12\\\n\x0fListCollections\x12#.vecshard.v1.ListCollectionsRequest\x1a$.vecshard.v1.ListCollectionsResponse\x12Y\n\x12\x44\x65scribeCollection\x12&.vecshard.v1.DescribeCollectionRequest\x1a\x1b.vecshard.v1.CollectionInfo\x12\x38\n\x03\x41\x64\x64\x12\x17.vecshard.v1.AddRequest\x1a\x18.vecshard.v1.AddResponse\x12\x41\n\x06Remove\x12\x1a.vecshard.v1.RemoveRequest\x1a\x1b.vecshard.v1.RemoveResponse\x12\x38\n\x03Get\x12\x17.vecshard.v1.GetRequest\x1a\x18.vecshard.v1.GetResponse\x12\x41\n\x06Search\x12\x1a.vecshard.v1.SearchRequest\x1a\x1b.vecshard.v1.SearchResponse\x12?\n\x05Train\x12\x19.vecshard.v1.TrainRequest\x1a\x1b.vecshard.v1.CollectionInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fvecshard/v1/vector_search.proto\x12\x0bvecshard.v1\x1a\x17vecshard/v1/types.proto\"H\n\x17\x43reateCollectionRequest\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.vecshard.v1.CollectionConfig\"%\n\x15\x44ropCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44ropCollectionResponse\"\x18\n\x16ListCollectionsRequest\"K\n\x17ListCollectionsResponse\x12\x30\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x1b.vecshard.v1.CollectionInfo\"D\n\x19\x44\x65scribeCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11include_centroids\x18\x02 \x01(\x08\"9\n\tShardInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x0f\n\x07trained\x18\x03 \x01(\x08\"\xd7\x01\n\x0e\x43ollectionInfo\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.vecshard.v1.CollectionConfig\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x32\n\x0etraining_state\x18\x03 \x01(\x0e\x32\x1a.vecshard.v1.TrainingState\x12&\n\x06shards\x18\x04 \x03(\x0b\x32\x16.vecshard.v1.ShardInfo\x12+\n\tcentroids\x18\x05 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\"\xa2\x01\n\nAddRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x01(\x0c\x12)\n\x07vectors\x18\x03 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\x0e\n\x06upsert\x18\x04 \x01(\x08\x12\r\n\x05texts\x18\x05 \x03(\t\x12\x0e\n\x06images\x18\x06 \x03(\x0c\x12\x19\n\x11model_fingerprint\x18\x07 \x01(\t\"=\n\x0b\x41\x64\x64Response\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x04\x12\x10\n\x08replaced\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\"0\n\rRemoveRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x01(\x0c\"!\n\x0eRemoveResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\"D\n\nGetRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x01(\x0c\x12\x15\n\rallow_missing\x18\x03 \x01(\x08\"G\n\x0bGetResponse\x12)\n\x07vectors\x18\x01 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\r\n\x05\x66ound\x18\x02 \x01(\x0c\"\xba\x01\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12)\n\x07queries\x18\x02 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\t\n\x01k\x18\x03 \x01(\r\x12\x0e\n\x06nprobe\x18\x04 \x01(\r\x12\x15\n\rallow_partial\x18\x05 \x01(\x08\x12\r\n\x05texts\x18\x06 \x03(\t\x12\x0e\n\x06images\x18\x07 \x03(\x0c\x12\x19\n\x11model_fingerprint\x18\x08 \x01(\t\"\x87\x01\n\x0eSearchResponse\x12\n\n\x02nq\x18\x01 \x01(\r\x12\t\n\x01k\x18\x02 \x01(\r\x12\x11\n\tdistances\x18\x03 \x01(\x0c\x12\x0b\n\x03ids\x18\x04 \x01(\x0c\x12\x14\n\x0cshards_total\x18\x05 \x01(\r\x12\x11\n\tshards_ok\x18\x06 \x01(\r\x12\x15\n\rfailed_shards\x18\x07 \x03(\t\"M\n\x0cTrainRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1b\n\x13max_training_points\x18\x02 \x01(\x04\x12\x0c\n\x04seed\x18\x03 \x01(\x04*\xa9\x01\n\rTrainingState\x12\x1e\n\x1aTRAINING_STATE_UNSPECIFIED\x10\x00\x12!\n\x1dTRAINING_STATE_NOT_APPLICABLE\x10\x01\x12\x1c\n\x18TRAINING_STATE_UNTRAINED\x10\x02\x12\x1b\n\x17TRAINING_STATE_TRAINING\x10\x03\x12\x1a\n\x16TRAINING_STATE_TRAINED\x10\x04\x32\xc3\x06\n\x0cVectorSearch\x12U\n\x10\x43reateCollection\x12$.vecshard.v1.CreateCollectionRequest\x1a\x1b.vecshard.v1.CollectionInfo\x12Y\n\x0e\x44ropCollection\x12\".vecshard.v1.DropCollectionRequest\x1a#.vecshard.v1.DropCollectionResponse\x12\\\n\x0fListCollections\x12#.vecshard.v1.ListCollectionsRequest\x1a$.vecshard.v1.ListCollectionsResponse\x12Y\n\x12\x44\x65scribeCollection\x12&.vecshard.v1.DescribeCollectionRequest\x1a\x1b.vecshard.v1.CollectionInfo\x12\x38\n\x03\x41\x64\x64\x12\x17.vecshard.v1.AddRequest\x1a\x18.vecshard.v1.AddResponse\x12\x41\n\x06Remove\x12\x1a.vecshard.v1.RemoveRequest\x1a\x1b.vecshard.v1.RemoveResponse\x12\x38\n\x03Get\x12\x17.vecshard.v1.GetRequest\x1a\x18.vecshard.v1.GetResponse\x12\x41\n\x06Search\x12\x1a.vecshard.v1.SearchRequest\x1a\x1b.vecshard.v1.SearchResponse\x12?\n\x05Train\x12\x19.vecshard.v1.TrainRequest\x1a\x1b.vecshard.v1.CollectionInfo\x12>\n\x05\x45mbed\x12\x19.vecshard.v1.EmbedRequest\x1a\x1a.vecshard.v1.EmbedResponse\x12M\n\nListModels\x12\x1e.vecshard.v1.ListModelsRequest\x1a\x1f.vecshard.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vecshard.v1.vector_search_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRAININGSTATE']._serialized_start=1408
-  _globals['_TRAININGSTATE']._serialized_end=1577
+  _globals['_TRAININGSTATE']._serialized_start=1525
+  _globals['_TRAININGSTATE']._serialized_end=1694
   _globals['_CREATECOLLECTIONREQUEST']._serialized_start=73
   _globals['_CREATECOLLECTIONREQUEST']._serialized_end=145
   _globals['_DROPCOLLECTIONREQUEST']._serialized_start=147
@@ -50,24 +50,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SHARDINFO']._serialized_end=442
   _globals['_COLLECTIONINFO']._serialized_start=445
   _globals['_COLLECTIONINFO']._serialized_end=660
-  _globals['_ADDREQUEST']._serialized_start=662
-  _globals['_ADDREQUEST']._serialized_end=766
-  _globals['_ADDRESPONSE']._serialized_start=768
-  _globals['_ADDRESPONSE']._serialized_end=829
-  _globals['_REMOVEREQUEST']._serialized_start=831
-  _globals['_REMOVEREQUEST']._serialized_end=879
-  _globals['_REMOVERESPONSE']._serialized_start=881
-  _globals['_REMOVERESPONSE']._serialized_end=914
-  _globals['_GETREQUEST']._serialized_start=916
-  _globals['_GETREQUEST']._serialized_end=984
-  _globals['_GETRESPONSE']._serialized_start=986
-  _globals['_GETRESPONSE']._serialized_end=1057
-  _globals['_SEARCHREQUEST']._serialized_start=1060
-  _globals['_SEARCHREQUEST']._serialized_end=1188
-  _globals['_SEARCHRESPONSE']._serialized_start=1191
-  _globals['_SEARCHRESPONSE']._serialized_end=1326
-  _globals['_TRAINREQUEST']._serialized_start=1328
-  _globals['_TRAINREQUEST']._serialized_end=1405
-  _globals['_VECTORSEARCH']._serialized_start=1580
-  _globals['_VECTORSEARCH']._serialized_end=2272
+  _globals['_ADDREQUEST']._serialized_start=663
+  _globals['_ADDREQUEST']._serialized_end=825
+  _globals['_ADDRESPONSE']._serialized_start=827
+  _globals['_ADDRESPONSE']._serialized_end=888
+  _globals['_REMOVEREQUEST']._serialized_start=890
+  _globals['_REMOVEREQUEST']._serialized_end=938
+  _globals['_REMOVERESPONSE']._serialized_start=940
+  _globals['_REMOVERESPONSE']._serialized_end=973
+  _globals['_GETREQUEST']._serialized_start=975
+  _globals['_GETREQUEST']._serialized_end=1043
+  _globals['_GETRESPONSE']._serialized_start=1045
+  _globals['_GETRESPONSE']._serialized_end=1116
+  _globals['_SEARCHREQUEST']._serialized_start=1119
+  _globals['_SEARCHREQUEST']._serialized_end=1305
+  _globals['_SEARCHRESPONSE']._serialized_start=1308
+  _globals['_SEARCHRESPONSE']._serialized_end=1443
+  _globals['_TRAINREQUEST']._serialized_start=1445
+  _globals['_TRAINREQUEST']._serialized_end=1522
+  _globals['_VECTORSEARCH']._serialized_start=1697
+  _globals['_VECTORSEARCH']._serialized_end=2532
 # @@protoc_insertion_point(module_scope)

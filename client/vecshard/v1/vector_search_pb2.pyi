@@ -80,16 +80,22 @@ class CollectionInfo(_message.Message):
     def __init__(self, config: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., count: _Optional[int] = ..., training_state: _Optional[_Union[TrainingState, str]] = ..., shards: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ...) -> None: ...
 
 class AddRequest(_message.Message):
-    __slots__ = ("collection", "ids", "vectors", "upsert")
+    __slots__ = ("collection", "ids", "vectors", "upsert", "texts", "images", "model_fingerprint")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     UPSERT_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     ids: bytes
     vectors: _types_pb2.FloatMatrix
     upsert: bool
-    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[bytes] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., upsert: _Optional[bool] = ...) -> None: ...
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    images: _containers.RepeatedScalarFieldContainer[bytes]
+    model_fingerprint: str
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[bytes] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., upsert: _Optional[bool] = ..., texts: _Optional[_Iterable[str]] = ..., images: _Optional[_Iterable[bytes]] = ..., model_fingerprint: _Optional[str] = ...) -> None: ...
 
 class AddResponse(_message.Message):
     __slots__ = ("added", "replaced", "count")
@@ -134,18 +140,24 @@ class GetResponse(_message.Message):
     def __init__(self, vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., found: _Optional[bytes] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "queries", "k", "nprobe", "allow_partial")
+    __slots__ = ("collection", "queries", "k", "nprobe", "allow_partial", "texts", "images", "model_fingerprint")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     NPROBE_FIELD_NUMBER: _ClassVar[int]
     ALLOW_PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: _types_pb2.FloatMatrix
     k: int
     nprobe: int
     allow_partial: bool
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., k: _Optional[int] = ..., nprobe: _Optional[int] = ..., allow_partial: _Optional[bool] = ...) -> None: ...
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    images: _containers.RepeatedScalarFieldContainer[bytes]
+    model_fingerprint: str
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., k: _Optional[int] = ..., nprobe: _Optional[int] = ..., allow_partial: _Optional[bool] = ..., texts: _Optional[_Iterable[str]] = ..., images: _Optional[_Iterable[bytes]] = ..., model_fingerprint: _Optional[str] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("nq", "k", "distances", "ids", "shards_total", "shards_ok", "failed_shards")

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from vecshard.v1 import types_pb2 as vecshard_dot_v1_dot_types__pb2
 from vecshard.v1 import vector_search_pb2 as vecshard_dot_v1_dot_vector__search__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -80,6 +81,16 @@ class VectorSearchStub:
                 request_serializer=vecshard_dot_v1_dot_vector__search__pb2.TrainRequest.SerializeToString,
                 response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.CollectionInfo.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/vecshard.v1.VectorSearch/Embed',
+                request_serializer=vecshard_dot_v1_dot_types__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_types__pb2.EmbedResponse.FromString,
+                _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/vecshard.v1.VectorSearch/ListModels',
+                request_serializer=vecshard_dot_v1_dot_types__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_types__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
 
 
 class VectorSearchServicer:
@@ -88,7 +99,8 @@ class VectorSearchServicer:
 
     def CreateCollection(self, request, context):
         """Creates a collection on every shard.
-        Errors: INVALID_ARGUMENT bad name, dim, metric, index type, nlist or nprobe (fix the field);
+        Errors: INVALID_ARGUMENT bad name, dim, metric, index type, nlist or nprobe (fix the field), a
+        dim that differs from the embedding model's; NOT_FOUND unknown embedding_model;
         ALREADY_EXISTS the name is taken (drop it first or pick another); RESOURCE_EXHAUSTED the
         server's max_collections is reached (drop one); UNAVAILABLE a shard is down (nothing is
         created; retry).
@@ -126,8 +138,10 @@ class VectorSearchServicer:
         a vector is searchable as soon as Add returns (read-your-writes).
         Errors: INVALID_ARGUMENT empty batch, ids/vectors length mismatch, wrong dim, byte length not
         4 * rows * cols, NaN/Inf, a zero vector in a COSINE collection, negative or duplicate ids in the
-        batch; ALREADY_EXISTS an id is already stored (set upsert = true to replace it; nothing of the
-        batch is kept); RESOURCE_EXHAUSTED a shard would exceed max_vectors_per_shard, or the message
+        batch, texts/images of the wrong kind for the model (see Embed); FAILED_PRECONDITION texts or
+        images for a collection without a model, or vectors whose model_fingerprint differs from the
+        collection's; ALREADY_EXISTS an id is already stored (set upsert = true to replace it; nothing
+        of the batch is kept); RESOURCE_EXHAUSTED a shard would exceed max_vectors_per_shard, or the message
         is over the size limit (send smaller batches); UNAVAILABLE a shard is down (a non-upsert batch
         is rolled back; an upsert batch may be partly applied and is safe to retry).
         """
@@ -157,7 +171,9 @@ class VectorSearchServicer:
     def Search(self, request, context):
         """k-nearest-neighbour search of a batch of queries across all shards.
         Errors: INVALID_ARGUMENT wrong dim or byte length, NaN/Inf, zero query in a COSINE collection,
-        empty batch, k = 0 or above max_k, nprobe above nlist or set on a FLAT collection;
+        empty batch, k = 0 or above max_k, nprobe above nlist or set on a FLAT collection, texts to an
+        image-only model or images to a text-only one; FAILED_PRECONDITION texts/images for a
+        collection without a model, or a model_fingerprint that differs from the collection's;
         RESOURCE_EXHAUSTED nq * k above max_results (send fewer queries per call);
         UNAVAILABLE a shard is down and allow_partial is false (the message names the shard).
         """
@@ -171,6 +187,27 @@ class VectorSearchServicer:
         working while it runs. Returns once every shard uses the new quantizer.
         Errors: FAILED_PRECONDITION a FLAT collection (nothing to train) or fewer vectors than nlist
         (add more first); UNAVAILABLE a shard is down (retry).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Embed(self, request, context):
+        """Embeds texts or images with a server-side model. Inputs are embedded in batches; the response
+        carries the model's fingerprint, to send along with the vectors in Add/Search.
+        Errors: INVALID_ARGUMENT empty batch, both texts and images, texts to an image-only model or
+        images to a text-only model, an image that cannot be decoded (the message gives its index);
+        NOT_FOUND unknown model (ListModels lists them); RESOURCE_EXHAUSTED more inputs than
+        max_embed_batch, or an input over max_text_chars / max_image_bytes (send smaller batches);
+        UNAVAILABLE the embedder is unreachable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModels(self, request, context):
+        """The embedding models this server can use, and its default.
+        Errors: NOT_FOUND a model named in `load` is unknown; UNAVAILABLE the embedder is unreachable.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -223,6 +260,16 @@ def add_VectorSearchServicer_to_server(servicer, server):
                     servicer.Train,
                     request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.TrainRequest.FromString,
                     response_serializer=vecshard_dot_v1_dot_vector__search__pb2.CollectionInfo.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=vecshard_dot_v1_dot_types__pb2.EmbedRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_types__pb2.EmbedResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=vecshard_dot_v1_dot_types__pb2.ListModelsRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_types__pb2.ListModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -469,6 +516,60 @@ class VectorSearch:
             '/vecshard.v1.VectorSearch/Train',
             vecshard_dot_v1_dot_vector__search__pb2.TrainRequest.SerializeToString,
             vecshard_dot_v1_dot_vector__search__pb2.CollectionInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.VectorSearch/Embed',
+            vecshard_dot_v1_dot_types__pb2.EmbedRequest.SerializeToString,
+            vecshard_dot_v1_dot_types__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.VectorSearch/ListModels',
+            vecshard_dot_v1_dot_types__pb2.ListModelsRequest.SerializeToString,
+            vecshard_dot_v1_dot_types__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,233 @@
+"""Embedding as a service: in-process (`LocalEmbeddings`) or through a `vecshard embedder`
+process (`RemoteEmbeddings`), behind one interface the coordinator uses.
+
+Inputs are checked here (batch size, text length, image size, modality, decodable images) so the
+model code sees only valid batches; model work runs in worker threads, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+
+from vecshard import wire
+from vecshard.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    error_for,
+)
+from vecshard.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
+from vecshard_server.config import Settings
+from vecshard_server.embedding.models import KINDS, EmbeddingModel
+from vecshard_server.embedding.registry import Registry, load_registry
+from vecshard_server.rpc import Server, guard
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
+
+
+class Embeddings(Protocol):
+    async def embed(self, request: types_pb2.EmbedRequest, timeout: float) -> types_pb2.EmbedResponse: ...
+
+    async def list_models(
+        self, request: types_pb2.ListModelsRequest, timeout: float
+    ) -> types_pb2.ListModelsResponse: ...
+
+    async def close(self) -> None: ...
+
+
+async def model_info(embeddings: Embeddings, name: str, timeout: float) -> types_pb2.ModelInfo:
+    """The loaded model's info (dim, fingerprint): loads it if needed. NOT_FOUND if unknown."""
+    resp = await embeddings.list_models(types_pb2.ListModelsRequest(load=[name]), timeout)
+    info: types_pb2.ModelInfo = next(m for m in resp.models if m.name == name)
+    return info
+
+
+def decode_image(data: bytes, index: int) -> Any:
+    """A decoded RGB PIL image, or INVALID_ARGUMENT naming the input."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return im.convert("RGB")
+    except Exception as err:  # PIL raises many types for corrupt, truncated or unknown data
+        raise InvalidArgument(
+            f"images[{index}] cannot be decoded as an image ({type(err).__name__}: {err}): send PNG, JPEG or WebP bytes"
+        ) from None
+
+
+class LocalEmbeddings:
+    """The registry's models, run in this process."""
+
+    def __init__(self, registry: Registry, settings: Settings) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.models: dict[str, EmbeddingModel] = {
+            name: KINDS[cfg.kind](name, cfg) for name, cfg in registry.models.items()
+        }
+
+    @classmethod
+    def from_file(cls, path: Path | None, settings: Settings) -> LocalEmbeddings:
+        return cls(load_registry(path), settings)
+
+    def _model(self, name: str) -> EmbeddingModel:
+        name = name or self.registry.default
+        model = self.models.get(name)
+        if model is None:
+            known = ", ".join(sorted(self.models)) or "none: install vecshard[embed] or configure a registry"
+            raise NotFound(f"unknown embedding model {name!r}; this server has: {known}")
+        return model
+
+    async def _load(self, model: EmbeddingModel) -> None:
+        try:
+            await asyncio.to_thread(model.ensure_loaded)
+        except ImportError as err:
+            raise FailedPrecondition(
+                f"model {model.name!r} needs {err.name}, which is not installed: pip install 'vecshard[embed]'"
+            ) from None
+
+    async def embed(self, request: types_pb2.EmbedRequest, timeout: float) -> types_pb2.EmbedResponse:
+        model = self._model(request.model)
+        texts, images = list(request.texts), list(request.images)
+        if texts and images:
+            raise InvalidArgument("send texts or images in one request, not both")
+        n = len(texts) or len(images)
+        if not n:
+            raise InvalidArgument("nothing to embed: send at least one text or image")
+        if n > self.settings.max_embed_batch:
+            raise ResourceExhausted(
+                f"{n} inputs in one request, over max_embed_batch={self.settings.max_embed_batch}: send smaller batches"
+            )
+        kind = "text" if texts else "image"
+        if kind not in model.config.modalities:
+            raise InvalidArgument(
+                f"model {model.name!r} ({model.config.kind}) embeds {' and '.join(model.config.modalities)} only, "
+                f"not {kind}s"
+            )
+        if texts:
+            for i, t in enumerate(texts):
+                if len(t) > self.settings.max_text_chars:
+                    raise ResourceExhausted(
+                        f"texts[{i}] has {len(t)} characters, over max_text_chars={self.settings.max_text_chars}: "
+                        "split it"
+                    )
+        else:
+            for i, b in enumerate(images):
+                if len(b) > self.settings.max_image_bytes:
+                    raise ResourceExhausted(
+                        f"images[{i}] has {len(b)} bytes, over max_image_bytes={self.settings.max_image_bytes}"
+                    )
+        await self._load(model)
+        if texts:
+            vectors = await asyncio.to_thread(model.embed_texts, texts, request.role)
+        else:
+            decoded = await asyncio.to_thread(lambda: [decode_image(b, i) for i, b in enumerate(images)])
+            vectors = await asyncio.to_thread(model.embed_images, decoded)
+        return types_pb2.EmbedResponse(vectors=wire.pack_matrix(vectors), model=model.info())
+
+    async def list_models(self, request: types_pb2.ListModelsRequest, timeout: float) -> types_pb2.ListModelsResponse:
+        for name in request.load:
+            await self._load(self._model(name))
+        infos = []
+        for name, model in sorted(self.models.items()):
+            if model.loaded:
+                infos.append(model.info())
+            else:
+                cfg = model.config
+                infos.append(
+                    types_pb2.ModelInfo(
+                        name=name,
+                        kind=cfg.kind,
+                        normalized=cfg.normalize,
+                        modalities=list(cfg.modalities),
+                        query_prefix=cfg.query_prefix,
+                        passage_prefix=cfg.passage_prefix,
+                    )
+                )
+        return types_pb2.ListModelsResponse(models=infos, default_model=self.registry.default)
+
+    async def close(self) -> None:
+        return None
+
+
+class RemoteEmbeddings:
+    """A `vecshard embedder` process, over gRPC."""
+
+    def __init__(self, address: str, settings: Settings) -> None:
+        self.address = address
+        self._channel = grpc.aio.insecure_channel(address, options=settings.grpc_options())
+        self._stub = embedder_pb2_grpc.EmbedderStub(self._channel)
+
+    async def _call(self, method: str, request: Any, timeout: float) -> Any:
+        try:
+            return await getattr(self._stub, method)(request, timeout=timeout)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.UNAVAILABLE:
+                raise Unavailable(f"embedder {self.address} is unavailable ({err.details()}); retry") from None
+            raise error_for(err.code(), err.details() or err.code().name) from None
+
+    async def embed(self, request: types_pb2.EmbedRequest, timeout: float) -> types_pb2.EmbedResponse:
+        resp: types_pb2.EmbedResponse = await self._call("Embed", request, timeout)
+        return resp
+
+    async def list_models(self, request: types_pb2.ListModelsRequest, timeout: float) -> types_pb2.ListModelsResponse:
+        resp: types_pb2.ListModelsResponse = await self._call("ListModels", request, timeout)
+        return resp
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
+    """The `vecshard embedder` role: LocalEmbeddings served over gRPC."""
+
+    def __init__(self, embeddings: LocalEmbeddings, settings: Settings) -> None:
+        self.embeddings = embeddings
+        self.settings = settings
+
+    def _timeout(self, context: grpc.aio.ServicerContext) -> float:
+        remaining = context.time_remaining()
+        return self.settings.shard_timeout_s if remaining is None else float(remaining)
+
+    async def Embed(
+        self, request: types_pb2.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> types_pb2.EmbedResponse:
+        return await self.embeddings.embed(request, self._timeout(context))
+
+    async def ListModels(
+        self, request: types_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> types_pb2.ListModelsResponse:
+        return await self.embeddings.list_models(request, self._timeout(context))
+
+
+async def serve_embedder(
+    settings: Settings,
+    host: str,
+    port: int,
+    models_file: Path | None,
+    preload: list[str],
+    port_file: Path | None = None,
+    exit_with_parent: bool = False,
+) -> None:
+    embeddings = LocalEmbeddings.from_file(models_file, settings)
+    service = EmbedderService(embeddings, settings)
+    server = Server(settings, [SERVICE_NAME])
+    embedder_pb2_grpc.add_EmbedderServicer_to_server(guard(service, SERVICE_NAME), server.server)
+    bound = server.bind(host, port)
+
+    async def ready() -> None:
+        for name in preload:
+            await embeddings.list_models(types_pb2.ListModelsRequest(load=[name]), settings.shard_timeout_s)
+        log.info("embedder listening on %s:%d with models: %s", host, bound, ", ".join(sorted(embeddings.models)))
+
+    await server.run(ready=ready, port_file=port_file, exit_with_parent=exit_with_parent)
