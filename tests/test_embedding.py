@@ -181,6 +181,15 @@ def test_clip_collection_searches_text_to_image_and_image_to_image(ec: Client, r
     assert ec.search(name, images=imgs[7:8], k=1).ids[0, 0] == 70  # an image finds itself
     ec.drop_collection(name)
 
+    captions = [f"caption number {i} about {w}" for i, w in enumerate(["cats", "dogs", "cars", "trees"] * 5)]
+    ec.create_collection(name, 0, metric=None, model="clip")
+    ec.add(name, np.arange(20), texts=captions)  # image queries against text data
+    data, qi = _clip_in_process(registry.parent / "clip", captions, queries_i)
+    index = faiss.IndexFlatIP(16)
+    index.add(data)
+    np.testing.assert_array_equal(ec.search(name, images=queries_i, k=5).ids, index.search(qi, 5)[1])
+    ec.drop_collection(name)
+
 
 def test_model_bound_collections_refuse_the_wrong_input(ec: Client, name: str) -> None:
     ec.create_collection(name, 0, metric=None, model="dino")

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from vecshard_server.cli_client import COMMANDS
+
 if TYPE_CHECKING:
     from vecshard_server.config import Settings
 
@@ -237,6 +239,7 @@ def _check_models(settings: Settings) -> None:
 )
 @click.option("--duration", default=3.0, show_default=True, help="seconds per measurement")
 @click.option("--out", type=click.Path(path_type=Path), help="write bench.json and bench.md here")
+@click.option("--embed", is_flag=True, help="measure embedding throughput and text retrieval instead")
 def bench(
     shards_list: tuple[int, ...],
     dataset: str,
@@ -248,10 +251,20 @@ def bench(
     batch_sizes: tuple[int, ...],
     duration: float,
     out: Path | None,
+    embed: bool,
 ) -> None:
     """Measure search and add through local clusters against in-process faiss (same data, same run)."""
     _logging("WARNING", "bench")
     _settings()
+    if embed:
+        from vecshard_server import bench_embed
+
+        report = bench_embed.format_markdown(bench_embed.run_embed_bench())
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "bench_embed.md").write_text(report + "\n")
+        click.echo(report)
+        return
     from vecshard_server.bench import format_markdown, run_bench
 
     try:
@@ -259,6 +272,10 @@ def bench(
     except (FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from None
     click.echo(format_markdown(result))
+
+
+for _command in COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -1,0 +1,289 @@
+"""The `vecshard` commands that talk to a running server: collections, add, search, embed.
+
+They need only the client install (no faiss, no torch). Errors print one line and exit 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from vecshard import Client, CollectionInfo, VecshardError
+
+ADDRESS = click.option(
+    "--address", envvar="VECSHARD_ADDRESS", default="localhost:50051", show_default=True, help="coordinator host:port"
+)
+TIMEOUT = click.option("--timeout", default=300.0, show_default=True, help="seconds per call")
+AS_JSON = click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+
+
+@contextmanager
+def connect(address: str, timeout: float) -> Iterator[Client]:
+    """A client whose errors become one-line messages and exit code 1."""
+    try:
+        with Client(address, timeout=timeout) as client:
+            yield client
+    except VecshardError as err:
+        raise click.ClickException(f"{err.code.name}: {err.details}") from None
+
+
+def _info_dict(info: CollectionInfo) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "dim": info.dim,
+        "metric": info.metric.value,
+        "index": info.index_type.value,
+        "nlist": info.nlist,
+        "nprobe": info.nprobe,
+        "count": info.count,
+        "training": info.training_state,
+        "model": info.embedding_model,
+        "shards": {s.name: s.count for s in info.shards},
+    }
+
+
+@click.group()
+def collections() -> None:
+    """Create, list, describe and drop collections."""
+
+
+@collections.command("create")
+@click.argument("name")
+@click.option("--dim", default=0, show_default=True, help="vector dimension (0 with --model: the model's)")
+@click.option(
+    "--metric", type=click.Choice(["l2", "inner_product", "cosine", "l1"]), help="default: l2, or cosine with --model"
+)
+@click.option("--index", type=click.Choice(["flat", "ivf_flat"]), default="flat", show_default=True)
+@click.option("--nlist", default=0, help="IVF lists")
+@click.option("--nprobe", default=0, help="IVF lists probed by default (0: server default)")
+@click.option("--model", help="bind to a server embedding model (add/search then take texts or images)")
+@ADDRESS
+@TIMEOUT
+def create(name: str, dim: int, metric: str | None, index: str, nlist: int, nprobe: int, model: str | None,
+           address: str, timeout: float) -> None:  # fmt: skip
+    """Create collection NAME."""
+    with connect(address, timeout) as c:
+        info = c.create_collection(name, dim, metric or (None if model else "l2"), index, nlist=nlist, nprobe=nprobe,
+                                   model=model)  # fmt: skip
+    click.echo(f"created {info.name}: dim {info.dim}, {info.metric.value}, {info.index_type.value}"
+               + (f", model {info.embedding_model}" if info.embedding_model else ""))  # fmt: skip
+
+
+@collections.command("list")
+@ADDRESS
+@TIMEOUT
+@AS_JSON
+def list_(address: str, timeout: float, as_json: bool) -> None:
+    """List collections with their counts."""
+    with connect(address, timeout) as c:
+        infos = c.list_collections()
+    if as_json:
+        click.echo(json.dumps([_info_dict(i) for i in infos], indent=2))
+        return
+    rows = [(i.name, i.count, i.dim, i.metric.value, i.index_type.value, i.training_state, i.embedding_model or "-")
+            for i in infos]  # fmt: skip
+    _table(["name", "count", "dim", "metric", "index", "training", "model"], rows)
+
+
+@collections.command("describe")
+@click.argument("name")
+@ADDRESS
+@TIMEOUT
+def describe(name: str, address: str, timeout: float) -> None:
+    """Show a collection's config, counts per shard and training state (JSON)."""
+    with connect(address, timeout) as c:
+        click.echo(json.dumps(_info_dict(c.describe(name)), indent=2))
+
+
+@collections.command("drop")
+@click.argument("name")
+@click.confirmation_option(prompt="Drop the collection and all its vectors?")
+@ADDRESS
+@TIMEOUT
+def drop(name: str, address: str, timeout: float) -> None:
+    """Drop collection NAME and all its vectors."""
+    with connect(address, timeout) as c:
+        c.drop_collection(name)
+    click.echo(f"dropped {name}")
+
+
+def read_records(path: Path, id_field: str, text_field: str) -> tuple[np.ndarray, list[str]]:
+    """(ids, texts) from JSONL (objects with text_field and, optionally, id_field) or plain text
+    (one text per non-empty line; the id is the line number, from 0)."""
+    ids: list[int] = []
+    texts: list[str] = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh):
+            if not line.strip():
+                continue
+            if path.suffix in (".jsonl", ".ndjson"):
+                try:
+                    obj = json.loads(line)
+                    texts.append(str(obj[text_field]))
+                except (ValueError, KeyError, TypeError):
+                    msg = f"{path}:{n + 1}: expected a JSON object with a {text_field!r} field"
+                    raise click.ClickException(msg) from None
+                ids.append(int(obj.get(id_field, n)))
+            else:
+                texts.append(line.rstrip("\n"))
+                ids.append(n)
+    return np.asarray(ids, dtype=np.int64), texts
+
+
+def read_vectors(path: Path) -> np.ndarray:
+    """Vectors from .npy (memory-mapped) or TEXMEX .fvecs."""
+    if path.suffix == ".npy":
+        vectors: np.ndarray = np.load(path, mmap_mode="r")
+        return vectors
+    if path.suffix == ".fvecs":
+        a = np.fromfile(path, dtype="<i4")
+        return a.reshape(-1, int(a[0]) + 1)[:, 1:].view("<f4")
+    raise click.ClickException(f"{path}: vectors must be .npy or .fvecs")
+
+
+@click.command()
+@click.argument("collection")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--id-field", default="id", show_default=True, help="JSONL: field holding the int id")
+@click.option("--text-field", default="text", show_default=True, help="JSONL: field holding the text")
+@click.option("--start-id", default=0, show_default=True, help=".npy/.fvecs: id of the first vector")
+@click.option("--upsert", is_flag=True, help="replace ids that exist")
+@click.option("--batch-size", default=256, show_default=True, help="inputs per request")
+@ADDRESS
+@TIMEOUT
+def add(collection: str, file: Path, id_field: str, text_field: str, start_id: int, upsert: bool, batch_size: int,
+        address: str, timeout: float) -> None:  # fmt: skip
+    """Add FILE to COLLECTION: texts from .jsonl/.txt (embedded by the collection's model) or
+    vectors from .npy/.fvecs."""
+    if file.suffix in (".npy", ".fvecs"):
+        vectors = read_vectors(file)
+        ids = np.arange(start_id, start_id + len(vectors), dtype=np.int64)
+        send: Callable[[Client, slice], Any] = lambda c, s: c.add(collection, ids[s], vectors[s], upsert=upsert)  # noqa: E731
+    else:
+        ids, texts = read_records(file, id_field, text_field)
+        send = lambda c, s: c.add(collection, ids[s], texts=texts[s], upsert=upsert)  # noqa: E731
+    total = len(ids)
+    with connect(address, timeout) as c, click.progressbar(length=total, label=f"adding to {collection}",
+                                                           file=sys.stderr) as bar:  # fmt: skip
+        count = 0
+        for start in range(0, total, batch_size):
+            count = send(c, slice(start, start + batch_size)).count
+            bar.update(min(batch_size, total - start))
+    click.echo(f"added {total} to {collection} ({count} stored)")
+
+
+@click.command()
+@click.argument("collection")
+@click.option("--text", "texts", multiple=True, help="query text (repeat for several)")
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="query image file (repeat)",
+)
+@click.option(
+    "--vectors", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="query vectors (.npy/.fvecs)"
+)
+@click.option("-k", default=10, show_default=True)
+@click.option("--nprobe", default=0, help="IVF lists to probe (0: the collection's default)")
+@click.option(
+    "--source",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="the .jsonl/.txt file that was added: print each hit's text",
+)
+@click.option("--id-field", default="id", show_default=True)
+@click.option("--text-field", default="text", show_default=True)
+@ADDRESS
+@TIMEOUT
+@AS_JSON
+def search(collection: str, texts: tuple[str, ...], images: tuple[Path, ...], vectors: Path | None, k: int,
+           nprobe: int, source: Path | None, id_field: str, text_field: str, address: str, timeout: float,
+           as_json: bool) -> None:  # fmt: skip
+    """Search COLLECTION by text, image or vectors; prints the k best per query."""
+    given = [n for n, v in (("--text", texts), ("--image", images), ("--vectors", vectors)) if v]
+    if len(given) != 1:
+        raise click.UsageError("give exactly one of --text, --image or --vectors")
+    labels: list[str]
+    with connect(address, timeout) as c:
+        if texts:
+            labels = list(texts)
+            result = c.search(collection, texts=labels, k=k, nprobe=nprobe or None)
+        elif images:
+            labels = [str(p) for p in images]
+            result = c.search(collection, images=list(images), k=k, nprobe=nprobe or None)
+        else:
+            assert vectors is not None
+            q = np.asarray(read_vectors(vectors))
+            labels = [f"#{i}" for i in range(len(q))]
+            result = c.search(collection, q, k=k, nprobe=nprobe or None)
+    lookup: dict[int, str] = {}
+    if source is not None:
+        ids, src_texts = read_records(source, id_field, text_field)
+        lookup = dict(zip(ids.tolist(), src_texts, strict=True))
+    out: list[dict[str, Any]] = []
+    for label, D, I in zip(labels, result.distances, result.ids, strict=True):
+        hits: list[dict[str, Any]] = []
+        for d, i in zip(D, I, strict=True):
+            if i >= 0:
+                hits.append(
+                    {"id": int(i), "distance": float(d), **({"text": lookup.get(int(i), "")} if lookup else {})}
+                )
+        out.append({"query": label, "hits": hits})
+    if as_json:
+        click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+        return
+    for row in out:
+        click.echo(f"query: {row['query']}")
+        _table(["rank", "id", "distance", *(["text"] if lookup else [])],
+               [(r + 1, h["id"], f"{h['distance']:.4f}", *([_clip(h["text"])] if lookup else []))
+                for r, h in enumerate(row["hits"])])  # fmt: skip
+
+
+@click.command()
+@click.option("--text", "texts", multiple=True, help="text to embed (repeat)")
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="image file to embed (repeat)",
+)
+@click.option("--model", default="", help="model name (default: the server's default)")
+@click.option("--role", type=click.Choice(["", "query", "passage"]), default="", help="prefix role for E5-style models")
+@ADDRESS
+@TIMEOUT
+def embed(texts: tuple[str, ...], images: tuple[Path, ...], model: str, role: str, address: str,
+          timeout: float) -> None:  # fmt: skip
+    """Embed texts or images with a server model; prints JSON (model, fingerprint, vectors)."""
+    if bool(texts) == bool(images):
+        raise click.UsageError("give --text or --image (one kind)")
+    with connect(address, timeout) as c:
+        e = c.embed(texts=list(texts) if texts else None, images=list(images) if images else None, model=model,
+                    role=role)  # fmt: skip
+    click.echo(json.dumps({"model": e.model.name, "fingerprint": e.fingerprint, "dim": e.model.dim,
+                           "vectors": e.vectors.round(6).tolist()}))  # fmt: skip
+
+
+def _clip(text: str, width: int = 70) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _table(header: list[str], rows: list[tuple[Any, ...]]) -> None:
+    cells = [header, *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for n, row in enumerate(cells):
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            click.echo("  ".join("-" * w for w in widths))
+
+
+COMMANDS = [collections, add, search, embed]

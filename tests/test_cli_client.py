@@ -1,0 +1,78 @@
+"""The shell workflow: create a model-bound collection, index a JSONL/text file, search it by text."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from vecshard_server.cli import cli
+from vecshard_server.cluster import LocalCluster
+
+pytest.importorskip("torch", reason="embedding needs the 'embed' extra (torch)")
+
+DOCS = [
+    {"id": 10, "text": "The cat curled up on the warm windowsill and slept all afternoon."},
+    {"id": 20, "text": "Central banks raised interest rates to fight inflation."},
+    {"id": 30, "text": "The striker scored twice in the final minutes of the match."},
+    {"id": 40, "text": "Fresh basil, tomatoes and mozzarella make a simple summer salad."},
+]
+
+
+def run(*args: str) -> str:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_index_a_jsonl_file_and_search_it_by_text(cluster_of: Callable[[int], LocalCluster], tmp_path: Path,
+                                                  name: str) -> None:  # fmt: skip
+    address = cluster_of(2).address
+    src = tmp_path / "docs.jsonl"
+    src.write_text("\n".join(json.dumps(d) for d in DOCS) + "\n")
+    assert "model minilm" in run("collections", "create", name, "--model", "minilm", "--address", address)
+    assert "added 4" in run("add", name, str(src), "--address", address)
+    out = json.loads(run("search", name, "--text", "kitten napping", "--text", "football game", "-k", "2",
+                         "--source", str(src), "--json", "--address", address))  # fmt: skip
+    assert out[0]["hits"][0]["id"] == 10 and "cat" in out[0]["hits"][0]["text"]
+    assert out[1]["hits"][0]["id"] == 30
+    table = run("search", name, "--text", "cooking recipe", "--source", str(src), "--address", address)
+    assert table.splitlines()[3].split()[1] == "40"  # header, rule, then rank 1
+    listing = run("collections", "list", "--address", address)
+    assert name in listing and "minilm" in listing
+    run("collections", "drop", name, "--yes", "--address", address)
+
+
+def test_text_and_vector_files(cluster_of: Callable[[int], LocalCluster], tmp_path: Path, name: str) -> None:
+    address = cluster_of(2).address
+    lines = tmp_path / "lines.txt"
+    lines.write_text("red apples\n\nblue ocean waves\n")
+    run("collections", "create", name, "--model", "minilm", "--address", address)
+    run("add", name, str(lines), "--address", address)
+    out = json.loads(run("search", name, "--text", "the sea", "-k", "1", "--json", "--address", address))
+    assert out[0]["hits"][0]["id"] == 2  # line numbers are the ids
+    run("collections", "drop", name, "--yes", "--address", address)
+
+    vecs = np.random.default_rng(0).random((50, 8), dtype=np.float32)
+    np.save(tmp_path / "v.npy", vecs)
+    run("collections", "create", name, "--dim", "8", "--address", address)
+    run("add", name, str(tmp_path / "v.npy"), "--start-id", "100", "--address", address)
+    np.save(tmp_path / "q.npy", vecs[7:9])
+    out = json.loads(
+        run("search", name, "--vectors", str(tmp_path / "q.npy"), "-k", "1", "--json", "--address", address)
+    )
+    assert [q["hits"][0]["id"] for q in out] == [107, 108]
+    run("collections", "drop", name, "--yes", "--address", address)
+
+
+def test_errors_print_one_line_and_exit_nonzero(cluster_of: Callable[[int], LocalCluster]) -> None:
+    result = CliRunner().invoke(cli, ["search", "no_such", "--text", "x", "--address", cluster_of(2).address])
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("Error: NOT_FOUND: collection 'no_such' does not exist")
+    assert len(result.output.strip().splitlines()) == 1
+    result = CliRunner().invoke(cli, ["search", "x", "--address", cluster_of(2).address])
+    assert result.exit_code == 2 and "exactly one of --text, --image or --vectors" in result.output
