@@ -50,7 +50,8 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--shards", default=2, show_default=True, type=click.IntRange(1, 64), help="shard worker processes")
+@click.option("--shards", default=2, show_default=True, type=click.IntRange(1, 64), help="shard groups")
+@click.option("--replicas", default=1, show_default=True, type=click.IntRange(1, 8), help="replicas per shard group")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address the coordinator listens on")
 @click.option("--port", default=50051, show_default=True, type=click.IntRange(0, 65535), help="coordinator port")
 @click.option(
@@ -66,7 +67,9 @@ def cli() -> None:
     help="model registry (TOML/JSON); the built-in minilm needs none",
 )
 @click.option("--log-level", default="INFO", show_default=True, type=LOG_LEVELS)
-def serve(shards: int, host: str, port: int, data_dir: Path, models: Path | None, log_level: str) -> None:
+def serve(
+    shards: int, replicas: int, host: str, port: int, data_dir: Path, models: Path | None, log_level: str
+) -> None:
     """Run a local cluster: a coordinator and SHARDS shard worker processes.
 
     Ctrl-C or SIGTERM stops every process cleanly (shards snapshot their data on the way out).
@@ -77,7 +80,9 @@ def serve(shards: int, host: str, port: int, data_dir: Path, models: Path | None
 
     log = logging.getLogger("vecshard.serve")
     env = {"VECSHARD_MODELS_FILE": str(models.resolve())} if models else None
-    cluster = LocalCluster(shards=shards, host=host, port=port, data_dir=data_dir, log_level=log_level, env=env)
+    cluster = LocalCluster(
+        shards=shards, replicas=replicas, host=host, port=port, data_dir=data_dir, log_level=log_level, env=env
+    )
     stopping = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -115,8 +120,9 @@ def serve(shards: int, host: str, port: int, data_dir: Path, models: Path | None
     "shards",
     multiple=True,
     required=True,
-    metavar="HOST:PORT",
-    help="a shard's address; repeat in placement order (the order must never change)",
+    metavar="HOST:PORT[,HOST:PORT...]",
+    help="a shard group: its replicas' addresses, comma-separated; repeat in placement order "
+    "(the order must never change)",
 )
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", default=50051, show_default=True, type=click.IntRange(0, 65535))
@@ -152,6 +158,13 @@ def coordinator(
 @click.option("--port", default=50061, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--data-dir", type=click.Path(path_type=Path), help="snapshot folder (none: memory only)")
 @click.option("--name", default="shard", show_default=True, help="name used in logs")
+@click.option(
+    "--peer",
+    "peers",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="another replica of this shard group: catch up from it before serving (repeat)",
+)
 @click.option("--port-file", type=click.Path(path_type=Path), help="write the bound port here once serving")
 @click.option("--exit-with-parent", is_flag=True, hidden=True, help="stop when the parent process exits")
 @click.option("--log-level", default="INFO", show_default=True, type=LOG_LEVELS)
@@ -160,16 +173,23 @@ def shard(
     port: int,
     data_dir: Path | None,
     name: str,
+    peers: tuple[str, ...],
     port_file: Path | None,
     exit_with_parent: bool,
     log_level: str,
 ) -> None:
-    """Run one shard worker."""
+    """Run one shard worker (one replica of a shard group)."""
     _logging(log_level, name)
     settings = _settings()
+    from vecshard_server.engine import SnapshotCorrupt
     from vecshard_server.shard import serve_shard
+    from vecshard_server.wal import WalCorrupt
 
-    asyncio.run(serve_shard(settings, host, port, data_dir, name, port_file, exit_with_parent))
+    try:
+        asyncio.run(serve_shard(settings, host, port, data_dir, name, port_file, exit_with_parent, list(peers)))
+    except (WalCorrupt, SnapshotCorrupt) as err:
+        logging.getLogger("vecshard.shard").error("%s", err)
+        raise click.ClickException(str(err)) from None
 
 
 @cli.command()

@@ -30,14 +30,32 @@ class Process:
     def __init__(self, name: str, args: list[str], port_file: Path, env: dict[str, str] | None) -> None:
         self.name = name
         self.port_file = port_file
-        port_file.unlink(missing_ok=True)
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "vecshard_server", *args, "--port-file", str(port_file), "--exit-with-parent"],
-            env={**os.environ, **(env or {})},
+        self.args = args
+        self.env = env
+        self.port = 0
+        self.popen = self._spawn(args)
+
+    def _spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
+        self.port_file.unlink(missing_ok=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "vecshard_server", *args, "--port-file", str(self.port_file), "--exit-with-parent"],
+            env={**os.environ, **(self.env or {})},
             # Own session: a Ctrl-C reaches only the parent, which stops the children in order.
             start_new_session=True,
         )
-        self.port = 0
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to flush or snapshot."""
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait()
+
+    def restart(self, timeout: float = 60.0, extra: list[str] | None = None) -> int:
+        """Start the process again on the port it had, and wait until it serves."""
+        args = list(self.args) + (extra or [])
+        args[args.index("--port") + 1] = str(self.port)
+        self.popen = self._spawn(args)
+        return self.wait_port(time.monotonic() + timeout)
 
     def wait_port(self, deadline: float) -> int:
         while time.monotonic() < deadline:
@@ -68,21 +86,24 @@ class LocalCluster:
     def __init__(
         self,
         shards: int = 2,
+        replicas: int = 1,
         host: str = "127.0.0.1",
         port: int = 0,
         data_dir: Path | None = None,
         env: dict[str, str] | None = None,
         log_level: str = "INFO",
     ) -> None:
-        if shards < 1:
-            raise ClusterError("a cluster needs at least one shard")
+        if shards < 1 or replicas < 1:
+            raise ClusterError("a cluster needs at least one shard of at least one replica")
         self.num_shards = shards
+        self.num_replicas = replicas
         self.host = host
         self.port = port
         self.data_dir = data_dir
         self.env = env
         self.log_level = log_level
-        self.shards: list[Process] = []
+        self.shards: list[Process] = []  # every shard process, group by group
+        self.groups: list[list[Process]] = []  # the replicas of each shard group
         self.coordinator: Process | None = None
         self._run_dir = Path(tempfile.mkdtemp(prefix="vecshard-run-"))
 
@@ -94,7 +115,19 @@ class LocalCluster:
 
     @property
     def shard_addresses(self) -> list[str]:
-        return [f"{self.host}:{s.port}" for s in self.shards]
+        """One entry per shard group: its replicas' addresses, comma-separated (the --shard format)."""
+        return [",".join(f"{self.host}:{p.port}" for p in group) for group in self.groups]
+
+    def _peers(self, group: list[Process], replica: Process | None) -> list[str]:
+        return [arg for p in group if p is not replica and p.port for arg in ("--peer", f"{self.host}:{p.port}")]
+
+    def restart_replica(self, group: int, replica: int, timeout: float = 60.0) -> int:
+        """Restart one replica (after kill()); it catches up from its peers before serving."""
+        proc = self.groups[group][replica]
+        proc.args = [
+            a for a, b in zip(proc.args, ["", *proc.args[:-1]], strict=True) if a != "--peer" and b != "--peer"
+        ]
+        return proc.restart(timeout, extra=self._peers(self.groups[group], proc))
 
     def _check_layout(self) -> None:
         """Ids are placed by hash mod the shard count: reopening data with another count would lose ids."""
@@ -103,27 +136,35 @@ class LocalCluster:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         layout = self.data_dir / "cluster.json"
         if layout.exists():
-            recorded = json.loads(layout.read_text())["shards"]
-            if recorded != self.num_shards:
+            recorded = json.loads(layout.read_text())
+            if recorded["shards"] != self.num_shards or recorded.get("replicas", 1) != self.num_replicas:
                 raise ClusterError(
-                    f"{self.data_dir} holds a cluster of {recorded} shards; start it with --shards {recorded} "
+                    f"{self.data_dir} holds a cluster of {recorded['shards']} shards x {recorded.get('replicas', 1)} "
+                    f"replicas; start it with --shards {recorded['shards']} --replicas {recorded.get('replicas', 1)} "
                     "or use another --data-dir"
                 )
         else:
-            layout.write_text(json.dumps({"shards": self.num_shards}) + "\n")
+            layout.write_text(json.dumps({"shards": self.num_shards, "replicas": self.num_replicas}) + "\n")
 
     def start(self, timeout: float = 60.0) -> LocalCluster:
         self._check_layout()
         deadline = time.monotonic() + timeout
         common = ["--log-level", self.log_level]
         try:
-            for i in range(self.num_shards):
-                args = ["shard", "--host", self.host, "--port", "0", "--name", f"shard-{i}", *common]
-                if self.data_dir is not None:
-                    args += ["--data-dir", str(self.data_dir / f"shard-{i}")]
-                self.shards.append(Process(f"shard-{i}", args, self._run_dir / f"shard-{i}.port", self.env))
-            for s in self.shards:
-                s.wait_port(deadline)
+            self.groups = [[] for _ in range(self.num_shards)]
+            for r in range(self.num_replicas):  # replica r starts knowing replicas 0..r-1 as peers
+                for g in range(self.num_shards):
+                    name = f"shard-{g}" if self.num_replicas == 1 else f"shard-{g}-r{r}"
+                    args = ["shard", "--host", self.host, "--port", "0", "--name", name, *common]
+                    if self.data_dir is not None:
+                        args += ["--data-dir", str(self.data_dir / name)]
+                    proc = Process(
+                        name, args + self._peers(self.groups[g], None), self._run_dir / f"{name}.port", self.env
+                    )
+                    self.groups[g].append(proc)
+                    self.shards.append(proc)
+                for g in range(self.num_shards):
+                    self.groups[g][r].wait_port(deadline)
             args = ["coordinator", "--host", self.host, "--port", str(self.port), *common]
             for addr in self.shard_addresses:
                 args += ["--shard", addr]

@@ -85,13 +85,16 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         self.collections: dict[str, Collection] = {}
         self._catalog_lock = asyncio.Lock()
         self._last_refresh = 0.0
+        self.ready = False
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    async def start(self, wait_s: float = 30.0) -> None:
-        missing = await self.shards.wait_ready(wait_s)
+    async def start(self, wait_s: float = 60.0) -> None:
+        """Wait (bounded) for the shards to report SERVING, then load the catalog from them."""
+        missing = await self.shards.wait_serving(wait_s)
+        self.ready = True
         if missing:
-            log.warning("shards not reachable yet: %s; the catalog loads when they are", ", ".join(missing))
+            log.warning("shards not serving yet: %s; the catalog loads when they are", ", ".join(missing))
             return
         try:
             await self._refresh(self.settings.shard_timeout_s)
@@ -593,7 +596,9 @@ async def serve_coordinator(
             raise SystemExit(f"vecshard coordinator: {err}") from None
     service = CoordinatorService(settings, shard_addresses, embeddings)
     server = Server(settings, [SERVICE_NAME])
-    vector_search_pb2_grpc.add_VectorSearchServicer_to_server(guard(service, SERVICE_NAME), server.server)
+    vector_search_pb2_grpc.add_VectorSearchServicer_to_server(
+        guard(service, SERVICE_NAME, lambda: service.ready), server.server
+    )
     bound = server.bind(host, port)
 
     async def ready() -> None:

@@ -13,11 +13,13 @@ the GIL, so the shard server runs these methods in worker threads.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,33 @@ log = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
+
+# Called under the write lock once a write is known to succeed, before it is applied: logs it and
+# returns its log sequence number.
+Journal = Callable[[], int]
+
+
+_MASK = (1 << 64) - 1
+
+
+def row_hashes(ids: I64, vectors: F32) -> npt.NDArray[np.uint64]:
+    """A 64-bit hash of each (id, vector) pair; their sum (mod 2^64) is a partition's digest."""
+    from vecshard_server.placement import fmix64
+
+    words = np.ascontiguousarray(vectors, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    weights = fmix64(np.arange(1, words.shape[1] + 1, dtype=np.int64))
+    with np.errstate(over="ignore"):
+        mixed = (words * weights).sum(axis=1, dtype=np.uint64)
+    return fmix64((mixed ^ fmix64(np.asarray(ids, dtype=np.int64))).view(np.int64))
+
+
+def _digest_of(ids: I64, vectors: F32) -> int:
+    return int(row_hashes(ids, vectors).sum(dtype=np.uint64)) if len(ids) else 0
+
+
+class SnapshotCorrupt(RuntimeError):
+    """A snapshot on disk does not match its recorded checksum or contents."""
+
 
 _FAISS_METRIC = {
     Metric.L2: faiss.METRIC_L2,
@@ -92,6 +121,9 @@ class ShardIndex:
         self._centroids: F32 | None = None
         # While a quantizer is being installed: the writes to replay on the new index.
         self._pending: list[tuple[str, I64, F32 | None]] | None = None
+        self.digest = 0  # sum of row_hashes over the stored pairs, mod 2^64
+        self.applied_lsn = 0  # the last logged write applied here
+        self.snapshot_lsn = 0  # the last logged write in the snapshot on disk
 
     @property
     def count(self) -> int:
@@ -107,7 +139,7 @@ class ShardIndex:
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def add(self, ids: I64, vectors: F32, upsert: bool) -> tuple[int, int]:
+    def add(self, ids: I64, vectors: F32, upsert: bool, journal: Journal | None = None) -> tuple[int, int]:
         """Add (or with upsert, replace) vectors; all-or-nothing. Returns (added, replaced)."""
         with self._lock.write():
             id_list = ids.tolist()
@@ -124,19 +156,27 @@ class ShardIndex:
                     f"collection {self.spec.name!r} would hold {self.count + new} vectors on this shard, over "
                     f"max_vectors_per_shard={self.max_vectors}: add shards or raise VECSHARD_MAX_VECTORS_PER_SHARD"
                 )
+            if journal is not None:
+                self.applied_lsn = journal()
             if present:
-                self._remove_from(self._index, np.asarray(present, dtype=np.int64))
+                old_ids = np.asarray(present, dtype=np.int64)
+                self.digest = (self.digest - _digest_of(old_ids, self._index.reconstruct_batch(old_ids))) & _MASK
+                self._remove_from(self._index, old_ids)
             self._index.add_with_ids(vectors, ids)
+            self.digest = (self.digest + _digest_of(ids, vectors)) & _MASK
             self._ids.update(id_list)
             if self._pending is not None:
                 self._pending.append(("add", ids, vectors))
             return new, len(present)
 
-    def remove(self, ids: I64) -> int:
+    def remove(self, ids: I64, journal: Journal | None = None) -> int:
         """Remove the stored ones of `ids`; returns how many were stored."""
         with self._lock.write():
             present = np.asarray([i for i in ids.tolist() if i in self._ids], dtype=np.int64)
             if present.size:
+                if journal is not None:
+                    self.applied_lsn = journal()
+                self.digest = (self.digest - _digest_of(present, self._index.reconstruct_batch(present))) & _MASK
                 self._remove_from(self._index, present)
                 self._ids.difference_update(present.tolist())
                 if self._pending is not None:
@@ -185,6 +225,15 @@ class ShardIndex:
                 return np.empty((0, self.spec.dim), dtype=np.float32)
             return np.asarray(self._index.reconstruct_batch(chosen), dtype=np.float32)
 
+    def export_page(self, after_id: int, limit: int) -> tuple[I64, F32]:
+        """Up to `limit` (id, vector) pairs with id > after_id, in ascending id order."""
+        with self._lock.read():
+            ids = np.fromiter(self._ids, dtype=np.int64, count=len(self._ids))
+            ids = np.sort(ids[ids > after_id])[:limit]
+            if not ids.size:
+                return ids, np.empty((0, self.spec.dim), dtype=np.float32)
+            return ids, np.asarray(self._index.reconstruct_batch(ids), dtype=np.float32)
+
     def _export(self) -> tuple[I64, F32]:
         """All (ids, vectors); the caller holds a lock."""
         if isinstance(self._index, faiss.IndexIDMap2):
@@ -196,7 +245,7 @@ class ShardIndex:
 
     # -- training -------------------------------------------------------------------------------
 
-    def install_quantizer(self, centroids: F32) -> None:
+    def install_quantizer(self, centroids: F32, journal: Journal | None = None) -> None:
         """Rebuild as IVF_FLAT over `centroids` and switch to it.
 
         Adds and removes keep going to the current index while the new one is built; they are
@@ -219,6 +268,8 @@ class ShardIndex:
                 if ids.size:
                     new.add_with_ids(vecs, ids)
                 with self._lock.write():
+                    if journal is not None:
+                        self.applied_lsn = journal()
                     for op, op_ids, op_vecs in self._pending:
                         self._remove_from(new, op_ids)
                         if op == "add":
@@ -234,13 +285,18 @@ class ShardIndex:
     # -- persistence ----------------------------------------------------------------------------
 
     def save(self, directory: Path) -> None:
-        """Write the partition to `directory` atomically (a snapshot; durability comes from the WAL later)."""
+        """Write the partition to `directory` atomically, with the lsn it covers and a checksum.
+
+        Taken under the read lock: searches go on, writes wait until the index is on disk.
+        """
         tmp = directory.with_name(directory.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         with self._lock.read():
             faiss.write_index(self._index, str(tmp / "index.faiss"))
-            meta = {"config": _spec_to_json(self.spec), "trained": self.trained, "count": self.count}
+            lsn = self.applied_lsn
+            meta = {"config": _spec_to_json(self.spec), "trained": self.trained, "count": self.count, "lsn": lsn,
+                    "sha256": _sha256(tmp / "index.faiss")}  # fmt: skip
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
@@ -251,13 +307,29 @@ class ShardIndex:
             directory.rename(old)
         tmp.rename(directory)
         shutil.rmtree(old, ignore_errors=True)
+        fd = os.open(directory.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.snapshot_lsn = lsn
 
     @classmethod
     def load(cls, directory: Path, max_vectors: int) -> ShardIndex:
-        meta = json.loads((directory / "meta.json").read_text())
-        spec = _spec_from_json(meta["config"])
+        """Load a snapshot; SnapshotCorrupt when it does not match its checksum or count."""
+        try:
+            meta = json.loads((directory / "meta.json").read_text())
+            spec = _spec_from_json(meta["config"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise SnapshotCorrupt(f"{directory}/meta.json is unreadable ({err}): refusing to start") from None
+        index_path = directory / "index.faiss"
+        if not index_path.exists() or _sha256(index_path) != meta.get("sha256"):
+            raise SnapshotCorrupt(
+                f"{index_path} does not match the checksum in meta.json: refusing to start. Restore the shard's "
+                "data dir from a backup or a replica."
+            )
         shard = cls(spec, max_vectors)
-        index = faiss.read_index(str(directory / "index.faiss"))
+        index = faiss.read_index(str(index_path))
         if isinstance(index, faiss.IndexIVF):
             index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
             shard._centroids = np.asarray(index.quantizer.reconstruct_n(0, index.nlist), dtype=np.float32)
@@ -266,11 +338,19 @@ class ShardIndex:
             ids = faiss.vector_to_array(index.id_map).astype(np.int64)  # type: ignore[attr-defined]
         shard._index = index
         shard._ids = set(ids.tolist())
+        shard.digest = _digest_of(*shard._export())
         if len(shard._ids) != meta["count"]:
-            raise RuntimeError(
-                f"snapshot {directory} is inconsistent: {len(shard._ids)} ids, meta says {meta['count']}"
-            )
+            raise SnapshotCorrupt(f"snapshot {directory} holds {len(shard._ids)} ids, meta.json says {meta['count']}")
+        shard.applied_lsn = shard.snapshot_lsn = int(meta.get("lsn", 0))
         return shard
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _spec_to_json(spec: CollectionSpec) -> dict[str, Any]:

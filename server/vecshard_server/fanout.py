@@ -1,86 +1,124 @@
-"""The coordinator's connections to its shards and the fan-out of one call to many of them.
+"""The coordinator's connections to its shard groups and the fan-out of one call to many of them.
+
+A shard group is R replicas holding the same partition. Writes go to every replica and succeed
+once `write_quorum` of them (default: all) have persisted them. Reads go to one replica, taken
+round-robin among those not recently found down; when it fails with UNAVAILABLE or
+DEADLINE_EXCEEDED the next replica is asked, and when it has not answered after `hedge_delay_s`
+another is asked too (the first answer wins). A group fails only when no replica can answer.
 
 Python gRPC does not forward deadlines: every shard call gets the caller's remaining time.
-Shard failures become coordinator errors here, naming the shard.
+Shard failures become coordinator errors here, naming the group.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vecshard.errors import Cancelled, DeadlineExceeded, Unavailable, VecshardError, error_for
 from vecshard.v1 import shard_pb2_grpc
+from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.config import Settings
 
 log = logging.getLogger(__name__)
 
-# Per-shard failures that allow_partial tolerates; any other code fails the call.
+# Per-shard failures that allow_partial tolerates (and reads retry on another replica); any other
+# code fails the call.
 TOLERABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+WRITES = frozenset({"CreateCollection", "DropCollection", "Add", "Remove", "InstallQuantizer"})
+DOWN_FOR_S = 1.0  # a replica that answered UNAVAILABLE is tried last for this long
 
 
 @dataclass
-class ShardHandle:
-    index: int
+class Replica:
     address: str
     channel: grpc.aio.Channel
     stub: shard_pb2_grpc.ShardStub
+    down_until: float = 0.0
+
+
+@dataclass
+class ShardGroup:
+    index: int
+    replicas: list[Replica]
+    _next: int = field(default=0, repr=False)
 
     @property
     def name(self) -> str:
-        return f"shard-{self.index} ({self.address})"
+        return f"shard-{self.index} ({', '.join(r.address for r in self.replicas)})"
+
+    def read_order(self) -> list[Replica]:
+        """Round-robin over the replicas, those recently found down last."""
+        n = len(self.replicas)
+        self._next = (self._next + 1) % n
+        ring = [self.replicas[(self._next + i) % n] for i in range(n)]
+        now = time.monotonic()
+        return sorted(ring, key=lambda r: r.down_until > now)
 
 
 @dataclass
 class Fanout:
-    """What a fan-out returned: results and failures by shard index."""
+    """What a fan-out returned: results and failures by shard group index."""
 
     results: dict[int, Any]
     failures: dict[int, grpc.aio.AioRpcError]
 
 
 class ShardSet:
-    """Channels to the shards, in placement order."""
+    """Channels to the shard groups, in placement order."""
 
-    def __init__(self, addresses: list[str], settings: Settings) -> None:
-        if not addresses:
+    def __init__(self, groups: list[str], settings: Settings) -> None:
+        if not groups:
             raise ValueError("a coordinator needs at least one shard address")
         self.settings = settings
         self.shards = [
-            ShardHandle(
-                i,
-                addr,
-                ch := grpc.aio.insecure_channel(addr, options=settings.grpc_options()),
-                shard_pb2_grpc.ShardStub(ch),
-            )
-            for i, addr in enumerate(addresses)
+            ShardGroup(i, [self._replica(addr.strip()) for addr in group.split(",") if addr.strip()])
+            for i, group in enumerate(groups)
         ]
+
+    def _replica(self, address: str) -> Replica:
+        # Reconnect within a second of a replica coming back (gRPC's default backoff grows to 120 s).
+        options = [*self.settings.grpc_options(), ("grpc.initial_reconnect_backoff_ms", 100),
+                   ("grpc.min_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]  # fmt: skip
+        channel = grpc.aio.insecure_channel(address, options=options)
+        return Replica(address, channel, shard_pb2_grpc.ShardStub(channel))
 
     def __len__(self) -> int:
         return len(self.shards)
 
     async def close(self) -> None:
-        await asyncio.gather(*(s.channel.close() for s in self.shards))
+        await asyncio.gather(*(r.channel.close() for g in self.shards for r in g.replicas))
 
-    async def wait_ready(self, timeout: float) -> list[str]:
-        """Wait up to `timeout` seconds for every shard's channel; returns the names still not ready."""
+    async def wait_serving(self, timeout: float) -> list[str]:
+        """Wait up to `timeout` seconds for a SERVING replica in every group; returns the groups without."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
 
-        async def one(s: ShardHandle) -> str | None:
+        async def serving(r: Replica) -> bool:
             try:
-                await asyncio.wait_for(s.channel.channel_ready(), timeout)
-                return None
-            except TimeoutError:
-                return s.name
+                resp = await health_pb2_grpc.HealthStub(r.channel).Check(health_pb2.HealthCheckRequest(), timeout=2.0)
+                return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+            except grpc.aio.AioRpcError:
+                return False
 
-        return [n for n in await asyncio.gather(*(one(s) for s in self.shards)) if n]
+        async def one(g: ShardGroup) -> str | None:
+            while loop.time() < deadline:
+                if any(await asyncio.gather(*(serving(r) for r in g.replicas))):
+                    return None
+                await asyncio.sleep(0.1)
+            return g.name
+
+        return [n for n in await asyncio.gather(*(one(g) for g in self.shards)) if n]
 
     def error(self, index: int, err: grpc.aio.AioRpcError) -> VecshardError:
-        """The coordinator's error for a shard's failed call."""
+        """The coordinator's error for a group's failed call."""
         name = self.shards[index].name
         code = err.code()
         if code == grpc.StatusCode.UNAVAILABLE:
@@ -93,6 +131,73 @@ class ShardSet:
             return error_for(code, f"{name}: {err.details()}")
         return error_for(code, err.details() or code.name)
 
+    async def _ask(self, replica: Replica, method: str, request: Any, timeout: float) -> Any:
+        try:
+            return await getattr(replica.stub, method)(request, timeout=timeout)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.UNAVAILABLE:
+                replica.down_until = time.monotonic() + DOWN_FOR_S
+            raise
+
+    async def _read(self, group: ShardGroup, method: str, request: Any, timeout: float) -> Any:
+        order = group.read_order()
+        if len(order) == 1:
+            return await self._ask(order[0], method, request, timeout)
+        deadline = time.monotonic() + timeout
+        pending: set[asyncio.Task[Any]] = set()
+        asked = 0
+        last: grpc.aio.AioRpcError | None = None
+
+        def ask_next() -> None:
+            nonlocal asked
+            pending.add(asyncio.ensure_future(self._ask(order[asked], method, request, deadline - time.monotonic())))
+            asked += 1
+
+        ask_next()
+        try:
+            while pending:
+                hedge = self.settings.hedge_delay_s if asked < len(order) else None
+                done, _ = await asyncio.wait(pending, timeout=hedge, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    ask_next()  # slow: hedge to another replica
+                    continue
+                for task in done:
+                    pending.discard(task)
+                    try:
+                        return task.result()
+                    except grpc.aio.AioRpcError as err:
+                        if err.code() not in TOLERABLE:
+                            raise
+                        last = err
+                if not pending and asked < len(order):
+                    ask_next()
+        finally:
+            for task in pending:
+                task.cancel()
+        assert last is not None
+        raise last
+
+    async def _write(self, group: ShardGroup, method: str, request: Any, timeout: float) -> Any:
+        if len(group.replicas) == 1:
+            return await self._ask(group.replicas[0], method, request, timeout)
+        outcomes = await asyncio.gather(
+            *(self._ask(r, method, request, timeout) for r in group.replicas), return_exceptions=True
+        )
+        ok = [(r, o) for r, o in zip(group.replicas, outcomes, strict=True) if not isinstance(o, BaseException)]
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        refused = [e for e in errors if not isinstance(e, grpc.aio.AioRpcError) or e.code() not in TOLERABLE]
+        quorum = min(self.settings.write_quorum or len(group.replicas), len(group.replicas))
+        if not refused and len(ok) >= quorum:
+            if errors:
+                log.warning("%s on %s: %d of %d replicas (quorum %d)", method, group.name, len(ok),
+                            len(group.replicas), quorum)  # fmt: skip
+            return ok[0][1]
+        if method == "Add" and not request.upsert and ok:
+            # Not acknowledged: take the new ids back out of the replicas that stored them.
+            undo = pb.RemoveRequest(collection=request.collection, ids=request.ids)
+            await asyncio.gather(*(self._ask(r, "Remove", undo, timeout) for r, _ in ok), return_exceptions=True)
+        raise (refused or errors)[0]  # e.g. ALREADY_EXISTS from a replica, or too few replicas
+
     async def call(
         self,
         method: str,
@@ -101,17 +206,15 @@ class ShardSet:
         *,
         fail_fast: bool = True,
     ) -> Fanout:
-        """Call `method` on each shard index of `requests` concurrently.
+        """Call `method` on each shard group of `requests` concurrently.
 
         fail_fast: raise the first failure at once and cancel the other calls; otherwise wait for
         every call and return the failures beside the results.
         """
         if timeout <= 0:
             raise DeadlineExceeded("the call's deadline passed before the shards were asked")
-        tasks = {
-            asyncio.ensure_future(getattr(self.shards[i].stub, method)(req, timeout=timeout)): i
-            for i, req in requests.items()
-        }
+        each = self._write if method in WRITES else self._read
+        tasks = {asyncio.ensure_future(each(self.shards[i], method, req, timeout)): i for i, req in requests.items()}
         out = Fanout({}, {})
         pending = set(tasks)
         try:
@@ -135,5 +238,5 @@ class ShardSet:
         return self.error(i, failures[i])
 
     def all(self, request: Any) -> dict[int, Any]:
-        """The same request for every shard."""
-        return {s.index: request for s in self.shards}
+        """The same request for every shard group."""
+        return {g.index: request for g in self.shards}

@@ -21,26 +21,32 @@ from vecshard_server.config import Settings
 log = logging.getLogger(__name__)
 
 
-def guard(servicer: Any, service_name: str) -> Any:
+def guard(servicer: Any, service_name: str, ready: Callable[[], bool] | None = None) -> Any:
     """Wrap every RPC method of `servicer` so errors map to statuses: `VecshardError` becomes its
     status, anything unexpected INTERNAL with a log line. The server's one place for this mapping.
 
     Done once at registration rather than in a server interceptor, which costs a continuation per
     call (measured ~150 us per call on a 2-core machine).
+
+    ready: while it returns False (e.g. a shard replaying its log), calls get UNAVAILABLE.
     """
     from google.protobuf import descriptor_pool
 
     service = descriptor_pool.Default().FindServiceByName(service_name)
     for method in service.methods:
         inner = getattr(servicer, method.name)
-        setattr(servicer, method.name, _guarded(inner, f"/{service_name}/{method.name}"))
+        setattr(servicer, method.name, _guarded(inner, f"/{service_name}/{method.name}", ready))
     return servicer
 
 
 def _guarded(
-    inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], method: str
+    inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], method: str, ready: Callable[[], bool] | None
 ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if ready is not None and not ready():
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "still loading its data (health: NOT_SERVING): retry shortly"
+            )
         try:
             return await inner(request, context)
         except VecshardError as err:
@@ -101,9 +107,10 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        if ready is not None:
-            await ready()  # before start: no call may see a half-loaded state
+        await self.set_serving(False)  # reachable for health checks, not yet for work
         await self.server.start()
+        if ready is not None:
+            await ready()
         await self.set_serving(True)
         if port_file is not None:
             write_port_file(port_file, self.port)
@@ -113,6 +120,8 @@ class Server:
             watchdog.cancel()
         log.info("shutting down: health NOT_SERVING, finishing in-flight calls (grace %.1fs)", self.settings.grace_s)
         await self.set_serving(False)
+        if self.settings.drain_s:
+            await asyncio.sleep(self.settings.drain_s)  # let load balancers see NOT_SERVING first
         await self.server.stop(self.settings.grace_s)
         if on_stop is not None:
             await on_stop()

@@ -1,11 +1,22 @@
-"""The shard worker: serves `vecshard.v1.Shard` over one faiss partition of every collection."""
+"""The shard worker: serves `vecshard.v1.Shard` over one faiss partition of every collection.
+
+Durability (with a data dir): every write is appended to the write-ahead log (wal.py) under its
+collection's write lock and acknowledged after an fsync covering it. Checkpoints snapshot the
+changed collections (engine.ShardIndex.save, each recording the last lsn it covers) and delete the
+log segments they cover. On start: load the snapshots, replay the log records they do not cover,
+and only then report SERVING.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import shutil
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -16,47 +27,225 @@ from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import shard_pb2_grpc, types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.config import Settings
-from vecshard_server.engine import ShardIndex
+from vecshard_server.engine import Journal, ShardIndex
 from vecshard_server.rpc import Server, guard
 from vecshard_server.spec import CollectionSpec, check_name
+from vecshard_server.wal import Wal, scan, segments
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = spb.DESCRIPTOR.services_by_name["Shard"].full_name
+T = TypeVar("T")
 
 
 class ShardService(shard_pb2_grpc.ShardServicer):
     """Holds this shard's partitions; faiss work runs in worker threads (faiss releases the GIL)."""
 
-    def __init__(self, settings: Settings, data_dir: Path | None) -> None:
+    def __init__(self, settings: Settings, data_dir: Path | None, peers: list[str] | None = None) -> None:
         self.settings = settings
         self.data_dir = data_dir
+        self.peers = peers or []
         self.collections: dict[str, ShardIndex] = {}
-        self._catalog_lock = asyncio.Lock()
+        self.wal: Wal | None = None
+        self.ready = False
+        self._catalog_lock = threading.Lock()  # create/drop vs. each other and checkpoints
+        self._checkpoint_lock = threading.Lock()
+        self._last_checkpoint = time.monotonic()
 
-    # -- persistence ----------------------------------------------------------------------------
+    # -- durability -----------------------------------------------------------------------------
 
     def _collection_dir(self, name: str) -> Path | None:
         return self.data_dir / "collections" / name if self.data_dir else None
 
-    def load(self) -> None:
-        """Load every partition snapshot under the data dir."""
-        if not self.data_dir:
+    def recover(self) -> None:
+        """Load snapshots, replay the log they do not cover, open the log for appends."""
+        if self.data_dir is None:
+            self.catch_up()
+            self.ready = True
             return
+        started = time.perf_counter()
         root = self.data_dir / "collections"
-        for d in sorted(root.glob("*")) if root.exists() else []:
-            if d.is_dir() and (d / "meta.json").exists() and not d.name.endswith((".tmp", ".old")):
+        for d in sorted(root.iterdir()) if root.exists() else []:
+            if d.name.endswith(".tmp"):
+                shutil.rmtree(d, ignore_errors=True)  # an interrupted snapshot; the previous one is intact
+            elif d.name.endswith(".old"):
+                if not d.with_name(d.name[:-4]).exists():  # crashed between the two renames of a save
+                    d.rename(d.with_name(d.name[:-4]))
+                else:
+                    shutil.rmtree(d, ignore_errors=True)
+        for d in sorted(root.iterdir()) if root.exists() else []:
+            if d.is_dir() and (d / "meta.json").exists():
                 part = ShardIndex.load(d, self.settings.max_vectors_per_shard)
                 self.collections[part.spec.name] = part
-                log.info("loaded collection %s: %d vectors, trained=%s", part.spec.name, part.count, part.trained)
+        wal_dir = self.data_dir / "wal"
+        replayed = 0
+        last_lsn = max((p.snapshot_lsn for p in self.collections.values()), default=0)
+        for record in scan(wal_dir) if wal_dir.exists() else []:
+            last_lsn = max(last_lsn, record.lsn)
+            replayed += self._replay(record)
+        first_free = max([last_lsn + 1, *(int(p.stem) for p in segments(wal_dir))] if wal_dir.exists() else [1])
+        self.wal = Wal(wal_dir, first_free, fsync=self.settings.wal_fsync)
+        self.catch_up()
+        self.ready = True
+        log.info(
+            "recovered %d collections (%d vectors), replayed %d log records in %.2fs",
+            len(self.collections), sum(p.count for p in self.collections.values()), replayed,
+            time.perf_counter() - started,
+        )  # fmt: skip
 
-    def save(self) -> None:
-        """Snapshot every partition (on graceful shutdown)."""
-        for name, part in self.collections.items():
+    def catch_up(self, attempts: int = 5) -> None:
+        """Make this replica equal to a peer replica of its group before it serves.
+
+        Collections whose config, count, digest or training differ from the first reachable peer's
+        are copied from it (its pages of (id, vector) pairs, over its centroids), or dropped when
+        the peer has none; repeated until a comparison finds no difference.
+        """
+        for peer in self.peers:
+            channel = grpc.insecure_channel(peer, options=self.settings.grpc_options())
+            stub = shard_pb2_grpc.ShardStub(channel)
+            try:
+                for _ in range(attempts):
+                    theirs = {
+                        st.config.name: st
+                        for st in stub.ListCollections(pb.ListCollectionsRequest(), timeout=30).collections
+                    }
+                    names = set(theirs) | set(self.collections)
+                    stale = sorted(n for n in names if not self._same(self.collections.get(n), theirs.get(n)))
+                    if not stale:
+                        log.info("in sync with peer %s (%d collections)", peer, len(theirs))
+                        return
+                    for name in stale:
+                        self._copy_from(stub, name, theirs.get(name))
+                log.warning("still differs from peer %s after %d rounds (writes under way): serving", peer, attempts)
+                return
+            except grpc.RpcError as err:
+                log.warning("cannot catch up from peer %s (%s): trying the next", peer, err.code().name)
+            finally:
+                channel.close()
+        if self.peers:
+            log.warning("no peer reachable (%s): serving the local state", ", ".join(self.peers))
+
+    @staticmethod
+    def _same(mine: ShardIndex | None, theirs: spb.ShardCollectionState | None) -> bool:
+        if mine is None or theirs is None:
+            return mine is None and theirs is None
+        return (
+            mine.spec == CollectionSpec.from_proto(theirs.config)
+            and mine.count == theirs.count
+            and mine.digest == theirs.digest
+            and mine.trained == theirs.trained
+        )
+
+    def _copy_from(self, stub: shard_pb2_grpc.ShardStub, name: str, state: spb.ShardCollectionState | None) -> None:
+        if state is None:
+            self._drop(name)
+            log.info("catch-up: dropped %s (the peer has no such collection)", name)
+            return
+        spec = CollectionSpec.from_proto(state.config)
+        part = ShardIndex(spec, self.settings.max_vectors_per_shard)
+        desc = stub.DescribeCollection(pb.DescribeCollectionRequest(name=name, include_centroids=True), timeout=60)
+        if desc.trained:
+            part.install_quantizer(wire.unpack_matrix(desc.centroids, "centroids"))
+        limit = max(1, (self.settings.max_message_bytes - 64 * 1024) // (4 * spec.dim + 8))
+        after = -1
+        while True:
+            page = stub.Export(spb.ExportRequest(collection=name, after_id=after, limit=limit), timeout=60)
+            ids = wire.unpack_ids(page.ids)
+            if not ids.size:
+                break
+            part.add(ids, wire.unpack_matrix(page.vectors), upsert=True)
+            after = int(ids[-1])
+        with self._catalog_lock:
+            if self.wal is not None:  # a create record orders the copy after every older record of the name
+                part.applied_lsn = self.wal.append(spb.WalRecord(create=state.config))
+                self.wal.sync(part.applied_lsn)
+            self.collections[name] = part
             path = self._collection_dir(name)
             if path is not None:
                 part.save(path)
-                log.info("saved collection %s (%d vectors) to %s", name, part.count, path)
+        log.info("catch-up: copied %s (%d vectors, trained=%s)", name, part.count, part.trained)
+
+    def _replay(self, record: spb.WalRecord) -> int:
+        op = record.WhichOneof("op")
+        name = record.create.name if op == "create" else record.drop if op == "drop" else getattr(record, op).collection
+        part = self.collections.get(name)
+        if part is not None and record.lsn <= part.applied_lsn:
+            return 0  # already in the snapshot
+        if op == "create":
+            part = ShardIndex(CollectionSpec.from_proto(record.create), self.settings.max_vectors_per_shard)
+            part.applied_lsn = record.lsn
+            self.collections[name] = part
+            return 1
+        if part is None:
+            return 0  # the collection was dropped later on
+        if op == "drop":
+            del self.collections[name]
+            path = self._collection_dir(name)
+            if path is not None:
+                shutil.rmtree(path, ignore_errors=True)
+            return 1
+        journal: Journal = lambda: record.lsn  # noqa: E731
+        if op == "add":
+            ids = wire.unpack_ids(record.add.ids)
+            part.add(ids, wire.unpack_matrix(record.add.vectors), upsert=True, journal=journal)
+        elif op == "remove":
+            part.remove(wire.unpack_ids(record.remove.ids), journal=journal)
+        elif op == "install":
+            part.install_quantizer(wire.unpack_matrix(record.install.centroids, "centroids"), journal=journal)
+        part.applied_lsn = record.lsn
+        return 1
+
+    def _logged(self, record: Callable[[], spb.WalRecord], op: Callable[[Journal | None], T]) -> T:
+        """Run a write with its log record appended under the collection lock, then wait for fsync."""
+        if self.wal is None:
+            return op(None)
+        wal = self.wal
+        lsns: list[int] = []
+
+        def journal() -> int:
+            lsns.append(wal.append(record()))
+            return lsns[-1]
+
+        result = op(journal)
+        if lsns:
+            wal.sync(lsns[-1])
+        return result
+
+    def checkpoint(self, final: bool = False) -> None:
+        """Snapshot every collection changed since its last snapshot; drop the log they cover."""
+        if self.wal is None:
+            return
+        with self._checkpoint_lock:
+            started = time.perf_counter()
+            covered = self.wal.rotate()
+            saved = 0
+            for name, part in list(self.collections.items()):
+                if part.applied_lsn <= part.snapshot_lsn:
+                    continue
+                with self._catalog_lock:
+                    path = self._collection_dir(name)
+                    if self.collections.get(name) is part and path is not None:
+                        part.save(path)
+                        saved += 1
+            removed = self.wal.delete_through(covered)
+            self._last_checkpoint = time.monotonic()
+            if saved or final:
+                log.info("checkpoint: %d collections saved, %d log segments removed in %.2fs", saved, removed,
+                         time.perf_counter() - started)  # fmt: skip
+
+    def checkpoint_due(self) -> bool:
+        if self.wal is None:
+            return False
+        dirty = any(p.applied_lsn > p.snapshot_lsn for p in self.collections.values())
+        return self.wal.bytes_since_rotation >= self.settings.checkpoint_wal_bytes or (
+            dirty and time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s
+        )
+
+    def close(self) -> None:
+        if self.wal is not None:
+            self.checkpoint(final=True)
+            self.wal.close()
+            self.wal = None
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -68,40 +257,59 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
     @staticmethod
     def _state(part: ShardIndex, include_centroids: bool = False) -> spb.ShardCollectionState:
-        state = spb.ShardCollectionState(config=part.spec.to_proto(), count=part.count, trained=part.trained)
+        state = spb.ShardCollectionState(
+            config=part.spec.to_proto(), count=part.count, trained=part.trained, digest=part.digest
+        )
         centroids = part.centroids
         if include_centroids and centroids is not None:
             state.centroids.CopyFrom(wire.pack_matrix(centroids))
         return state
 
-    # -- RPCs -----------------------------------------------------------------------------------
-
-    async def CreateCollection(
-        self, request: types_pb2.CollectionConfig, context: grpc.aio.ServicerContext
-    ) -> spb.ShardCollectionState:
-        spec = CollectionSpec.from_proto(request)
+    def _create(self, config: types_pb2.CollectionConfig) -> spb.ShardCollectionState:
+        spec = CollectionSpec.from_proto(config)
         check_name(spec.name)
-        async with self._catalog_lock:
+        with self._catalog_lock:
             existing = self.collections.get(spec.name)
             if existing is not None:
                 if existing.spec != spec:
                     raise AlreadyExists(f"collection {spec.name!r} exists on this shard with another config")
                 return self._state(existing)
             part = ShardIndex(spec, self.settings.max_vectors_per_shard)
+
+            def create(journal: Journal | None) -> None:
+                if journal is not None:
+                    part.applied_lsn = journal()
+
+            self._logged(lambda: spb.WalRecord(create=config), create)
             self.collections[spec.name] = part
-            path = self._collection_dir(spec.name)
-            if path is not None:
-                await asyncio.to_thread(part.save, path)
             return self._state(part)
+
+    def _drop(self, name: str) -> None:
+        with self._catalog_lock:
+            if name not in self.collections:
+                return
+
+            def drop(journal: Journal | None) -> None:
+                if journal is not None:
+                    journal()
+
+            self._logged(lambda: spb.WalRecord(drop=name), drop)
+            del self.collections[name]
+            path = self._collection_dir(name)
+            if path is not None:
+                shutil.rmtree(path, ignore_errors=True)
+
+    # -- RPCs -----------------------------------------------------------------------------------
+
+    async def CreateCollection(
+        self, request: types_pb2.CollectionConfig, context: grpc.aio.ServicerContext
+    ) -> spb.ShardCollectionState:
+        return await asyncio.to_thread(self._create, request)
 
     async def DropCollection(
         self, request: pb.DropCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.DropCollectionResponse:
-        async with self._catalog_lock:
-            self.collections.pop(request.name, None)
-            path = self._collection_dir(request.name)
-            if path is not None:
-                await asyncio.to_thread(shutil.rmtree, path, True)
+        await asyncio.to_thread(self._drop, request.name)
         return pb.DropCollectionResponse()
 
     async def ListCollections(
@@ -118,12 +326,19 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         part = self._get(request.collection)
         ids = wire.unpack_ids(request.ids)
         vectors = wire.unpack_matrix(request.vectors)
-        added, replaced = await asyncio.to_thread(part.add, ids, vectors, request.upsert)
+        added, replaced = await asyncio.to_thread(
+            self._logged,
+            lambda: spb.WalRecord(add=request),
+            lambda journal: part.add(ids, vectors, request.upsert, journal),
+        )
         return pb.AddResponse(added=added, replaced=replaced, count=part.count)
 
     async def Remove(self, request: pb.RemoveRequest, context: grpc.aio.ServicerContext) -> pb.RemoveResponse:
         part = self._get(request.collection)
-        removed = await asyncio.to_thread(part.remove, wire.unpack_ids(request.ids))
+        ids = wire.unpack_ids(request.ids)
+        removed = await asyncio.to_thread(
+            self._logged, lambda: spb.WalRecord(remove=request), lambda journal: part.remove(ids, journal)
+        )
         return pb.RemoveResponse(removed=removed)
 
     async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.GetResponse:
@@ -147,15 +362,24 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         x = await asyncio.to_thread(part.sample, request.max_points, request.seed)
         return wire.pack_matrix(x)
 
+    async def Export(self, request: spb.ExportRequest, context: grpc.aio.ServicerContext) -> spb.ExportResponse:
+        part = self._get(request.collection)
+        ids, vectors = await asyncio.to_thread(part.export_page, request.after_id, max(1, request.limit))
+        return spb.ExportResponse(ids=wire.pack_ids(ids), vectors=wire.pack_matrix(vectors))
+
     async def InstallQuantizer(
         self, request: spb.InstallQuantizerRequest, context: grpc.aio.ServicerContext
     ) -> spb.ShardCollectionState:
         part = self._get(request.collection)
         centroids = wire.unpack_matrix(request.centroids, "centroids")
-        await asyncio.to_thread(part.install_quantizer, centroids)
-        log.info(
-            "collection %s: installed %d centroids, %d vectors re-indexed", part.spec.name, part.spec.nlist, part.count
+        await asyncio.to_thread(
+            self._logged,
+            lambda: spb.WalRecord(install=request),
+            lambda journal: part.install_quantizer(centroids, journal),
         )
+        log.info("collection %s: installed %d centroids, %d vectors re-indexed", part.spec.name, part.spec.nlist,
+                 part.count)  # fmt: skip
+        self._last_checkpoint = 0.0  # snapshot soon: replaying an install means re-indexing everything
         return self._state(part)
 
 
@@ -167,17 +391,29 @@ async def serve_shard(
     name: str = "shard",
     port_file: Path | None = None,
     exit_with_parent: bool = False,
+    peers: list[str] | None = None,
 ) -> None:
-    service = ShardService(settings, data_dir)
+    service = ShardService(settings, data_dir, peers)
     server = Server(settings, [SERVICE_NAME])
-    shard_pb2_grpc.add_ShardServicer_to_server(guard(service, SERVICE_NAME), server.server)
+    shard_pb2_grpc.add_ShardServicer_to_server(guard(service, SERVICE_NAME, lambda: service.ready), server.server)
     bound = server.bind(host, port)
+    checkpoints: asyncio.Task[None] | None = None
+
+    async def checkpoint_loop() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if service.checkpoint_due():
+                await asyncio.to_thread(service.checkpoint)
 
     async def ready() -> None:
-        await asyncio.to_thread(service.load)
-        log.info("%s listening on %s:%d (data dir %s)", name, host, bound, data_dir or "none: in memory")
+        nonlocal checkpoints
+        log.info("%s listening on %s:%d (data dir %s); recovering", name, host, bound, data_dir or "none: in memory")
+        await asyncio.to_thread(service.recover)
+        checkpoints = asyncio.create_task(checkpoint_loop())
 
     async def on_stop() -> None:
-        await asyncio.to_thread(service.save)
+        if checkpoints is not None:
+            checkpoints.cancel()
+        await asyncio.to_thread(service.close)
 
     await server.run(ready=ready, on_stop=on_stop, port_file=port_file, exit_with_parent=exit_with_parent)

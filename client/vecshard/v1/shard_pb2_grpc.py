@@ -87,6 +87,11 @@ class ShardStub:
                 request_serializer=vecshard_dot_v1_dot_shard__pb2.InstallQuantizerRequest.SerializeToString,
                 response_deserializer=vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.FromString,
                 _registered_method=True)
+        self.Export = channel.unary_unary(
+                '/vecshard.v1.Shard/Export',
+                request_serializer=vecshard_dot_v1_dot_shard__pb2.ExportRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_shard__pb2.ExportResponse.FromString,
+                _registered_method=True)
 
 
 class ShardServicer:
@@ -163,6 +168,13 @@ class ShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Export(self, request, context):
+        """A page of the partition's (id, vector) pairs in ascending id order, for a replica catching up.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -215,6 +227,11 @@ def add_ShardServicer_to_server(servicer, server):
                     servicer.InstallQuantizer,
                     request_deserializer=vecshard_dot_v1_dot_shard__pb2.InstallQuantizerRequest.FromString,
                     response_serializer=vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.SerializeToString,
+            ),
+            'Export': grpc.unary_unary_rpc_method_handler(
+                    servicer.Export,
+                    request_deserializer=vecshard_dot_v1_dot_shard__pb2.ExportRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_shard__pb2.ExportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -488,6 +505,33 @@ class Shard:
             '/vecshard.v1.Shard/InstallQuantizer',
             vecshard_dot_v1_dot_shard__pb2.InstallQuantizerRequest.SerializeToString,
             vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Export(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.Shard/Export',
+            vecshard_dot_v1_dot_shard__pb2.ExportRequest.SerializeToString,
+            vecshard_dot_v1_dot_shard__pb2.ExportResponse.FromString,
             options,
             channel_credentials,
             insecure,
