@@ -296,7 +296,7 @@ class ShardIndex:
             faiss.write_index(self._index, str(tmp / "index.faiss"))
             lsn = self.applied_lsn
             meta = {"config": _spec_to_json(self.spec), "trained": self.trained, "count": self.count, "lsn": lsn,
-                    "sha256": _sha256(tmp / "index.faiss")}  # fmt: skip
+                    "digest": self.digest, "sha256": _sha256(tmp / "index.faiss")}  # fmt: skip
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
@@ -338,7 +338,7 @@ class ShardIndex:
             ids = faiss.vector_to_array(index.id_map).astype(np.int64)  # type: ignore[attr-defined]
         shard._index = index
         shard._ids = set(ids.tolist())
-        shard.digest = _digest_of(*shard._export())
+        shard.digest = int(meta["digest"]) if "digest" in meta else _digest_of(*shard._export())
         if len(shard._ids) != meta["count"]:
             raise SnapshotCorrupt(f"snapshot {directory} holds {len(shard._ids)} ids, meta.json says {meta['count']}")
         shard.applied_lsn = shard.snapshot_lsn = int(meta.get("lsn", 0))
