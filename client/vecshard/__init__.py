@@ -5,7 +5,9 @@ with Client("localhost:50051") as c:
     c.create_collection("docs", dim=64)
 """
 
+from vecshard.aio import AsyncClient
 from vecshard.client import Client
+from vecshard.connection import TLS
 from vecshard.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -21,6 +23,7 @@ from vecshard.types import (
     AddResult,
     CollectionInfo,
     Embeddings,
+    Hit,
     IndexType,
     Metric,
     ModelInfo,
@@ -33,10 +36,12 @@ __version__ = "0.1.0"
 __all__ = [
     "AddResult",
     "AlreadyExists",
+    "AsyncClient",
     "Client",
     "CollectionInfo",
     "DeadlineExceeded",
     "Embeddings",
+    "Hit",
     "FailedPrecondition",
     "IndexType",
     "Internal",
@@ -46,6 +51,7 @@ __all__ = [
     "NotFound",
     "ResourceExhausted",
     "SearchResult",
+    "TLS",
     "ShardInfo",
     "Unavailable",
     "VecshardError",

@@ -2,45 +2,25 @@
 
 from __future__ import annotations
 
-import os
+import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 
-from vecshard import wire
-from vecshard.errors import InvalidArgument, from_rpc_error
+from vecshard import build
+from vecshard.build import ImageInput
+from vecshard.connection import DEFAULT_ADDRESS, DEFAULT_MAX_MESSAGE_BYTES, TLS, open_channel
+from vecshard.errors import DeadlineExceeded, Unavailable, from_rpc_error
 from vecshard.types import AddResult, CollectionInfo, Embeddings, IndexType, Metric, ModelInfo, SearchResult
 from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard.v1 import vector_search_pb2_grpc as pb_grpc
 
-DEFAULT_ADDRESS = "localhost:50051"
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-_HEADROOM = 64 * 1024  # bytes kept free in each message for the non-vector fields
-TEXT_BATCH = 256  # texts per Add request (the server embeds each request in one go)
-
-ImageInput = bytes | str | os.PathLike[str] | Any  # encoded bytes, a file path, or a PIL image
-
-
-def image_bytes(image: ImageInput) -> bytes:
-    """Encoded image bytes from bytes, a file path, or a PIL image (saved as PNG)."""
-    if isinstance(image, bytes | bytearray | memoryview):
-        return bytes(image)
-    if isinstance(image, str | os.PathLike):
-        with open(image, "rb") as fh:
-            return fh.read()
-    if hasattr(image, "save"):
-        import io
-
-        buf = io.BytesIO()
-        image.save(buf, format="PNG")
-        return buf.getvalue()
-    raise InvalidArgument(f"an image must be bytes, a file path or a PIL image, got {type(image).__name__}")
-
-
 T = TypeVar("T")
+RETRYABLE = (Unavailable, DeadlineExceeded)
 
 
 class Client:
@@ -55,7 +35,8 @@ class Client:
         ...     D, I = c.search("docs", np.random.rand(5, 64), k=5)
 
     Every method raises a subclass of `vecshard.errors.VecshardError` on failure, keeping the gRPC
-    status code (`err.code`) and the server's message (`err.details`).
+    status code (`err.code`) and the server's message (`err.details`). Calls that meet UNAVAILABLE
+    are retried inside gRPC with backoff (see `vecshard.connection.RETRY_POLICY`).
     """
 
     def __init__(
@@ -63,28 +44,34 @@ class Client:
         address: str = DEFAULT_ADDRESS,
         *,
         timeout: float | None = 60.0,
+        tls: TLS | None = None,
+        api_key: str | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        keepalive_s: float | None = 55.0,
+        retries: bool = True,
         channel: grpc.Channel | None = None,
     ) -> None:
         """Open a channel to the coordinator at `address` ("host:port").
 
         Args:
-            timeout: default deadline in seconds of each call (None: no deadline).
+            timeout: default deadline in seconds of each call (None: no deadline); every method
+                also takes `timeout=`.
+            tls: TLS(root_cert=..., client_cert=..., client_key=...) for an encrypted channel.
+            api_key: sent as `x-api-key` metadata with every call (needs tls).
             max_message_bytes: the largest message sent or received; `add` splits batches below it.
                 Keep it equal to the server's limit.
+            keepalive_s: HTTP/2 keepalive ping interval (None: off).
+            retries: retry UNAVAILABLE with backoff (never INVALID_ARGUMENT or DEADLINE_EXCEEDED).
             channel: use this channel instead of opening one (its options are then yours).
         """
         self.address = address
         self.timeout = timeout
         self.max_message_bytes = max_message_bytes
         self._owns_channel = channel is None
-        self._channel = channel or grpc.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.max_receive_message_length", max_message_bytes),
-            ],
-        )
+        self._channel = channel or open_channel(
+            address, tls=tls, api_key=api_key, max_message_bytes=max_message_bytes, keepalive_s=keepalive_s,
+            retries=retries,
+        )  # fmt: skip
         self._stub = pb_grpc.VectorSearchStub(self._channel)
         self._closed = False
 
@@ -144,18 +131,8 @@ class Client:
             >>> c.create_collection("img", dim=128, metric="l2", index="ivf_flat", nlist=100, nprobe=10)
             >>> c.create_collection("docs", dim=0, metric=None, model="minilm")
         """
-        config = types_pb2.CollectionConfig(
-            name=name,
-            dim=dim,
-            metric=Metric.parse(metric).to_proto() if metric is not None else types_pb2.METRIC_UNSPECIFIED,
-            index_type=IndexType.parse(index).to_proto(),
-            nlist=nlist,
-            nprobe=nprobe,
-            train_threshold=train_threshold,
-            embedding_model=model or "",
-        )
-        info = self._call(self._stub.CreateCollection, pb.CreateCollectionRequest(config=config), timeout)
-        return CollectionInfo.from_proto(info)
+        req = build.create_collection(name, dim, metric, index, nlist, nprobe, train_threshold, model)
+        return build.collection_info(self._call(self._stub.CreateCollection, req, timeout))
 
     def drop_collection(self, name: str, *, timeout: float | None = None) -> None:
         """Delete a collection and all its vectors.
@@ -172,7 +149,7 @@ class Client:
             >>> [info.name for info in c.list_collections()]
         """
         resp = self._call(self._stub.ListCollections, pb.ListCollectionsRequest(), timeout)
-        return [CollectionInfo.from_proto(info) for info in resp.collections]
+        return [build.collection_info(info) for info in resp.collections]
 
     def describe(self, name: str, *, include_centroids: bool = False, timeout: float | None = None) -> CollectionInfo:
         """A collection's config, per-shard counts, training state and optionally its centroids.
@@ -182,7 +159,7 @@ class Client:
             >>> info.count, info.trained, info.centroids.shape
         """
         req = pb.DescribeCollectionRequest(name=name, include_centroids=include_centroids)
-        return CollectionInfo.from_proto(self._call(self._stub.DescribeCollection, req, timeout))
+        return build.collection_info(self._call(self._stub.DescribeCollection, req, timeout))
 
     def add(
         self,
@@ -202,7 +179,8 @@ class Client:
         Ids must be >= 0 and unique. The batch is checked locally first, then sent in chunks that
         fit the message limit (or of `batch_size` rows; 256 texts or 32 images by default). Each
         chunk is atomic; a failure in a later chunk leaves the earlier ones stored, so retry with
-        `upsert=True`, which replaces instead of failing with AlreadyExists.
+        `upsert=True`, which replaces instead of failing with AlreadyExists. For large or streamed
+        inputs, see `upload`.
 
         Args:
             model_fingerprint: with vectors made by `embed`, its fingerprint: the server refuses
@@ -213,41 +191,69 @@ class Client:
             AddResult(added=1000, replaced=0, count=1000)
             >>> c.add("docs", ids=[1, 2], texts=["a cat sat", "stock prices fell"])
         """
-        id_arr = wire.as_ids(ids)
-        wire.check_ids(id_arr)
-        given = [n for n, v in (("vectors", vectors), ("texts", texts), ("images", images)) if v is not None]
-        if len(given) != 1:
-            raise InvalidArgument(f"pass exactly one of vectors, texts or images (got {', '.join(given) or 'none'})")
-        if vectors is not None:
-            x = wire.as_matrix(vectors)
-            n = x.shape[0]
-            wire.check_vectors(x, x.shape[1])
-            rows = batch_size or max(1, (self.max_message_bytes - _HEADROOM) // (x.shape[1] * 4 + 8))
-        else:
-            items: list[Any] = list(texts) if texts is not None else [image_bytes(i) for i in images or ()]
-            n = len(items)
-            rows = batch_size or (TEXT_BATCH if texts is not None else 32)
-        if n != id_arr.size:
-            raise InvalidArgument(f"got {id_arr.size} ids for {n} {given[0]}: send one id per input")
-        added = replaced = count = 0
-        for start in range(0, n, rows):
-            req = pb.AddRequest(
-                collection=collection,
-                ids=wire.pack_ids(id_arr[start : start + rows]),
-                upsert=upsert,
-                model_fingerprint=model_fingerprint,
-            )
-            if vectors is not None:
-                req.vectors.CopyFrom(wire.pack_matrix(x[start : start + rows]))
-            elif texts is not None:
-                req.texts.extend(items[start : start + rows])
-            else:
-                req.images.extend(items[start : start + rows])
-            resp = self._call(self._stub.Add, req, timeout)
-            added += resp.added
-            replaced += resp.replaced
-            count = resp.count
-        return AddResult(added=added, replaced=replaced, count=count)
+        requests = build.add_batches(
+            collection, ids, vectors, texts, images, upsert=upsert, batch_size=batch_size,
+            model_fingerprint=model_fingerprint, max_message_bytes=self.max_message_bytes,
+        )  # fmt: skip
+        return build.add_result(self._call(self._stub.Add, req, timeout) for req in requests)
+
+    def upload(
+        self,
+        collection: str,
+        ids: Any,
+        vectors: Any = None,
+        *,
+        texts: Iterable[str] | None = None,
+        batch_size: int = 1000,
+        parallel: int = 2,
+        retries: int = 3,
+        upsert: bool = True,
+        progress: bool = False,
+        timeout: float | None = None,
+    ) -> AddResult:
+        """Bulk-load vectors or texts, `parallel` batches in flight, retrying failed batches.
+
+        Inputs may be numpy arrays, memory-mapped `.npy` files (`np.load(path, mmap_mode="r")`,
+        read batch by batch) or iterators (of ids, and of vector rows or texts). A batch that fails
+        with Unavailable or DeadlineExceeded is retried up to `retries` times with backoff; uploads
+        upsert by default, so a retried batch never fails on its own earlier attempt.
+
+        Args:
+            progress: show a progress bar (needs `tqdm`: pip install "vecshard[progress]").
+
+        Example:
+            >>> c.upload("img", ids=range(1_000_000), vectors=np.load("vecs.npy", mmap_mode="r"), parallel=4)
+        """
+        bar = _progress_bar(progress, collection)
+        results: list[pb.AddResponse] = []
+
+        def send(req: pb.AddRequest) -> pb.AddResponse:
+            for attempt in range(retries + 1):
+                try:
+                    resp: pb.AddResponse = self._call(self._stub.Add, req, timeout)
+                    return resp
+                except RETRYABLE:
+                    if attempt == retries:
+                        raise
+                    time.sleep(min(2.0, 0.2 * 2**attempt))
+            raise AssertionError("unreachable")
+
+        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+            in_flight: dict[Future[pb.AddResponse], int] = {}
+            for rows, req in build.upload_batches(collection, ids, vectors, texts, batch_size=batch_size,
+                                                  upsert=upsert):  # fmt: skip
+                if len(in_flight) >= 2 * max(1, parallel):
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        results.append(f.result())
+                        bar(in_flight.pop(f))
+                in_flight[pool.submit(send, req)] = rows
+            for f in list(in_flight):
+                results.append(f.result())
+                bar(in_flight.pop(f))
+        bar(0, close=True)
+        total = build.add_result(results)
+        return AddResult(added=total.added, replaced=total.replaced, count=max((r.count for r in results), default=0))
 
     def remove(self, collection: str, ids: Any, *, timeout: float | None = None) -> int:
         """Remove vectors by id; returns how many were stored. Removed ids never come back.
@@ -256,8 +262,7 @@ class Client:
             >>> c.remove("img", [3, 4, 5])
             3
         """
-        req = pb.RemoveRequest(collection=collection, ids=wire.pack_ids(wire.as_ids(ids)))
-        return int(self._call(self._stub.Remove, req, timeout).removed)
+        return int(self._call(self._stub.Remove, build.remove(collection, ids), timeout).removed)
 
     def get(
         self, collection: str, ids: Any, *, allow_missing: bool = False, timeout: float | None = None
@@ -271,13 +276,8 @@ class Client:
             >>> c.get("img", [1, 2]).shape
             (2, 128)
         """
-        req = pb.GetRequest(collection=collection, ids=wire.pack_ids(wire.as_ids(ids)), allow_missing=allow_missing)
-        resp = self._call(self._stub.Get, req, timeout)
-        out = wire.unpack_matrix(resp.vectors).copy()
-        if allow_missing:
-            found = np.frombuffer(resp.found, dtype=np.uint8).astype(bool)
-            out[~found] = np.nan
-        return out
+        resp = self._call(self._stub.Get, build.get(collection, ids, allow_missing), timeout)
+        return build.get_result(resp, allow_missing)
 
     def search(
         self,
@@ -295,7 +295,8 @@ class Client:
         """The k nearest stored vectors of each query, over all shards.
 
         Returns a SearchResult that unpacks like faiss: `D, I = c.search(...)`, both (nq, k), best
-        first, ties broken by the smaller id, padded with id -1. L2 distances are squared.
+        first, ties broken by the smaller id, padded with id -1. L2 distances are squared. Iterate
+        over `result.hits()` for per-query (id, distance) lists.
 
         Args:
             nprobe: IVF lists to probe (None: the collection's default).
@@ -310,31 +311,8 @@ class Client:
             (3, 5)
             >>> D, I = c.search("docs", texts=["feline on a mat"], k=3)
         """
-        given = [n for n, v in (("queries", queries), ("texts", texts), ("images", images)) if v is not None]
-        if len(given) != 1:
-            raise InvalidArgument(f"pass exactly one of queries, texts or images (got {', '.join(given) or 'none'})")
-        req = pb.SearchRequest(
-            collection=collection,
-            k=k,
-            nprobe=nprobe or 0,
-            allow_partial=allow_partial,
-            model_fingerprint=model_fingerprint,
-        )
-        if queries is not None:
-            req.queries.CopyFrom(wire.pack_matrix(wire.as_matrix(queries, "queries")))
-        elif texts is not None:
-            req.texts.extend(texts)
-        else:
-            req.images.extend(image_bytes(i) for i in images or ())
-        resp = self._call(self._stub.Search, req, timeout)
-        shape = (resp.nq, resp.k)
-        return SearchResult(
-            distances=np.frombuffer(resp.distances, dtype=wire.F32).reshape(shape),
-            ids=np.frombuffer(resp.ids, dtype=wire.I64).reshape(shape),
-            shards_total=resp.shards_total,
-            shards_ok=resp.shards_ok,
-            failed_shards=tuple(resp.failed_shards),
-        )
+        req = build.search(collection, queries, k, texts, images, nprobe, allow_partial, model_fingerprint)
+        return build.search_result(self._call(self._stub.Search, req, timeout))
 
     def train(
         self, collection: str, *, max_training_points: int = 0, seed: int = 0, timeout: float | None = None
@@ -347,8 +325,8 @@ class Client:
             >>> c.train("img").trained
             True
         """
-        req = pb.TrainRequest(collection=collection, max_training_points=max_training_points, seed=seed)
-        return CollectionInfo.from_proto(self._call(self._stub.Train, req, timeout))
+        req = build.train(collection, max_training_points, seed)
+        return build.collection_info(self._call(self._stub.Train, req, timeout))
 
     def embed(
         self,
@@ -372,22 +350,7 @@ class Client:
             >>> e.vectors.shape, e.model.name
             ((1, 384), 'minilm')
         """
-        roles = {
-            "": types_pb2.INPUT_ROLE_UNSPECIFIED,
-            "query": types_pb2.INPUT_ROLE_QUERY,
-            "passage": types_pb2.INPUT_ROLE_PASSAGE,
-        }
-        if role not in roles:
-            raise InvalidArgument(f"role must be 'query', 'passage' or '', got {role!r}")
-        if (texts is None) == (images is None):
-            raise InvalidArgument("pass texts or images (one of them)")
-        req = types_pb2.EmbedRequest(model=model, role=roles[role])
-        if texts is not None:
-            req.texts.extend([texts] if isinstance(texts, str) else texts)
-        else:
-            req.images.extend(image_bytes(i) for i in _as_list(images))
-        resp = self._call(self._stub.Embed, req, timeout)
-        return Embeddings(wire.unpack_matrix(resp.vectors).copy(), ModelInfo.from_proto(resp.model))
+        return build.embeddings(self._call(self._stub.Embed, build.embed(texts, images, model, role), timeout))
 
     def list_models(self, *, load: Iterable[str] = (), timeout: float | None = None) -> list[ModelInfo]:
         """The server's embedding models (the default first); `load` names models to load first so
@@ -397,10 +360,23 @@ class Client:
             >>> [m.name for m in c.list_models()]
             ['minilm']
         """
-        resp = self._call(self._stub.ListModels, types_pb2.ListModelsRequest(load=list(load)), timeout)
-        models = [ModelInfo.from_proto(m) for m in resp.models]
-        return sorted(models, key=lambda m: m.name != resp.default_model)
+        req = types_pb2.ListModelsRequest(load=list(load))
+        return build.models(self._call(self._stub.ListModels, req, timeout))
 
 
-def _as_list(items: Any) -> list[Any]:
-    return [items] if isinstance(items, bytes | str | os.PathLike) or hasattr(items, "save") else list(items)
+def _progress_bar(enabled: bool, label: str) -> Callable[..., None]:
+    """update(n) / update(0, close=True) on a tqdm bar, or a no-op."""
+    if not enabled:
+        return lambda n, close=False: None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        raise ImportError("progress=True needs tqdm: pip install 'vecshard[progress]'") from None
+    bar = tqdm(desc=f"upload {label}", unit="vec")
+
+    def update(n: int, close: bool = False) -> None:
+        bar.update(n)
+        if close:
+            bar.close()
+
+    return update

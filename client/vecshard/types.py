@@ -161,6 +161,14 @@ class AddResult:
 
 
 @dataclass(frozen=True)
+class Hit:
+    """One search result: a stored id and its distance (or similarity) to the query."""
+
+    id: int
+    distance: float
+
+
+@dataclass(frozen=True)
 class SearchResult:
     """Search results shaped like faiss's: `distances` and `ids` are (nq, k) arrays.
 
@@ -183,6 +191,16 @@ class SearchResult:
     def __getitem__(self, index: int) -> np.ndarray:
         """result[0] is distances and result[1] ids, as in faiss's (D, I) tuple."""
         return (self.distances, self.ids)[index]
+
+    def hits(self) -> Iterator[list[Hit]]:
+        """Per query, its hits (id, distance) best first, padding left out.
+
+        Example:
+            >>> for q, hits in enumerate(result.hits()):
+            ...     print(q, [(h.id, round(h.distance, 3)) for h in hits])
+        """
+        for D, I in zip(self.distances, self.ids, strict=True):
+            yield [Hit(int(i), float(d)) for d, i in zip(D, I, strict=True) if i >= 0]
 
     @property
     def partial(self) -> bool:

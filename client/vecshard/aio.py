@@ -1,0 +1,274 @@
+"""The asyncio Python SDK: `async with AsyncClient("localhost:50051") as c: ...`.
+
+Same methods, arguments and results as `Client`; requests are built and results parsed by the same
+code (`vecshard.build`), so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+
+from vecshard import build
+from vecshard.build import ImageInput
+from vecshard.connection import DEFAULT_ADDRESS, DEFAULT_MAX_MESSAGE_BYTES, TLS, open_channel
+from vecshard.errors import DeadlineExceeded, Unavailable, from_rpc_error
+from vecshard.types import AddResult, CollectionInfo, Embeddings, IndexType, Metric, ModelInfo, SearchResult
+from vecshard.v1 import types_pb2
+from vecshard.v1 import vector_search_pb2 as pb
+from vecshard.v1 import vector_search_pb2_grpc as pb_grpc
+
+
+class AsyncClient:
+    """An asyncio connection to a vecshard coordinator (grpc.aio).
+
+    Example:
+        >>> async with AsyncClient("localhost:50051") as c:
+        ...     D, I = await c.search("docs", np.random.rand(5, 64), k=5)
+
+    Errors, options and results are those of `Client`.
+    """
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        timeout: float | None = 60.0,
+        tls: TLS | None = None,
+        api_key: str | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        keepalive_s: float | None = 55.0,
+        retries: bool = True,
+    ) -> None:
+        """Open a grpc.aio channel; the arguments are those of `Client`."""
+        self.address = address
+        self.timeout = timeout
+        self.max_message_bytes = max_message_bytes
+        self._channel = open_channel(
+            address, aio=True, tls=tls, api_key=api_key, max_message_bytes=max_message_bytes,
+            keepalive_s=keepalive_s, retries=retries,
+        )  # fmt: skip
+        self._stub = pb_grpc.VectorSearchStub(self._channel)
+        self._closed = False
+
+    @property
+    def stub(self) -> pb_grpc.VectorSearchStub:
+        """The raw generated (asyncio) stub."""
+        return self._stub
+
+    async def close(self) -> None:
+        """Close the channel (idempotent).
+
+        Example:
+            >>> await c.close(); await c.close()
+        """
+        if not self._closed:
+            self._closed = True
+            await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
+        try:
+            return await method(request, timeout=self.timeout if timeout is None else timeout)
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err) from None
+
+    async def create_collection(
+        self,
+        name: str,
+        dim: int,
+        metric: str | Metric | None = Metric.L2,
+        index: str | IndexType = IndexType.FLAT,
+        *,
+        nlist: int = 0,
+        nprobe: int = 0,
+        train_threshold: int = 0,
+        model: str | None = None,
+        timeout: float | None = None,
+    ) -> CollectionInfo:
+        """See `Client.create_collection`.
+
+        Example:
+            >>> await c.create_collection("img", dim=128, index="ivf_flat", nlist=100)
+        """
+        req = build.create_collection(name, dim, metric, index, nlist, nprobe, train_threshold, model)
+        return build.collection_info(await self._call(self._stub.CreateCollection, req, timeout))
+
+    async def drop_collection(self, name: str, *, timeout: float | None = None) -> None:
+        """See `Client.drop_collection`.
+
+        Example:
+            >>> await c.drop_collection("img")
+        """
+        await self._call(self._stub.DropCollection, pb.DropCollectionRequest(name=name), timeout)
+
+    async def list_collections(self, *, timeout: float | None = None) -> list[CollectionInfo]:
+        """See `Client.list_collections`.
+
+        Example:
+            >>> [i.name for i in await c.list_collections()]
+        """
+        resp = await self._call(self._stub.ListCollections, pb.ListCollectionsRequest(), timeout)
+        return [build.collection_info(info) for info in resp.collections]
+
+    async def describe(
+        self, name: str, *, include_centroids: bool = False, timeout: float | None = None
+    ) -> CollectionInfo:
+        """See `Client.describe`.
+
+        Example:
+            >>> (await c.describe("img")).count
+        """
+        req = pb.DescribeCollectionRequest(name=name, include_centroids=include_centroids)
+        return build.collection_info(await self._call(self._stub.DescribeCollection, req, timeout))
+
+    async def add(
+        self,
+        collection: str,
+        ids: Any,
+        vectors: Any = None,
+        *,
+        texts: Sequence[str] | None = None,
+        images: Sequence[ImageInput] | None = None,
+        upsert: bool = False,
+        batch_size: int | None = None,
+        model_fingerprint: str = "",
+        timeout: float | None = None,
+    ) -> AddResult:
+        """See `Client.add`.
+
+        Example:
+            >>> await c.add("img", ids=np.arange(10), vectors=np.random.rand(10, 128))
+        """
+        requests = build.add_batches(
+            collection, ids, vectors, texts, images, upsert=upsert, batch_size=batch_size,
+            model_fingerprint=model_fingerprint, max_message_bytes=self.max_message_bytes,
+        )  # fmt: skip
+        return build.add_result([await self._call(self._stub.Add, req, timeout) for req in requests])
+
+    async def upload(
+        self,
+        collection: str,
+        ids: Any,
+        vectors: Any = None,
+        *,
+        texts: Iterable[str] | None = None,
+        batch_size: int = 1000,
+        parallel: int = 2,
+        retries: int = 3,
+        upsert: bool = True,
+        timeout: float | None = None,
+    ) -> AddResult:
+        """See `Client.upload` (without the progress bar).
+
+        Example:
+            >>> await c.upload("img", ids=range(100_000), vectors=np.load("v.npy", mmap_mode="r"), parallel=4)
+        """
+        gate = asyncio.Semaphore(max(1, parallel))
+
+        async def send(req: pb.AddRequest) -> pb.AddResponse:
+            async with gate:
+                for attempt in range(retries + 1):
+                    try:
+                        resp: pb.AddResponse = await self._call(self._stub.Add, req, timeout)
+                        return resp
+                    except (Unavailable, DeadlineExceeded):
+                        if attempt == retries:
+                            raise
+                        await asyncio.sleep(min(2.0, 0.2 * 2**attempt))
+            raise AssertionError("unreachable")
+
+        tasks = []
+        for _, req in build.upload_batches(collection, ids, vectors, texts, batch_size=batch_size, upsert=upsert):
+            tasks.append(asyncio.ensure_future(send(req)))
+            while len([t for t in tasks if not t.done()]) >= 2 * max(1, parallel):
+                await asyncio.wait([t for t in tasks if not t.done()], return_when=asyncio.FIRST_COMPLETED)
+        results = await asyncio.gather(*tasks)
+        total = build.add_result(results)
+        return AddResult(added=total.added, replaced=total.replaced, count=max((r.count for r in results), default=0))
+
+    async def remove(self, collection: str, ids: Any, *, timeout: float | None = None) -> int:
+        """See `Client.remove`.
+
+        Example:
+            >>> await c.remove("img", [3, 4])
+        """
+        return int((await self._call(self._stub.Remove, build.remove(collection, ids), timeout)).removed)
+
+    async def get(
+        self, collection: str, ids: Any, *, allow_missing: bool = False, timeout: float | None = None
+    ) -> np.ndarray:
+        """See `Client.get`.
+
+        Example:
+            >>> (await c.get("img", [1, 2])).shape
+        """
+        resp = await self._call(self._stub.Get, build.get(collection, ids, allow_missing), timeout)
+        return build.get_result(resp, allow_missing)
+
+    async def search(
+        self,
+        collection: str,
+        queries: Any = None,
+        k: int = 10,
+        *,
+        texts: Sequence[str] | None = None,
+        images: Sequence[ImageInput] | None = None,
+        nprobe: int | None = None,
+        allow_partial: bool = False,
+        model_fingerprint: str = "",
+        timeout: float | None = None,
+    ) -> SearchResult:
+        """See `Client.search`.
+
+        Example:
+            >>> D, I = await c.search("img", np.random.rand(3, 128), k=5)
+        """
+        req = build.search(collection, queries, k, texts, images, nprobe, allow_partial, model_fingerprint)
+        return build.search_result(await self._call(self._stub.Search, req, timeout))
+
+    async def train(
+        self, collection: str, *, max_training_points: int = 0, seed: int = 0, timeout: float | None = None
+    ) -> CollectionInfo:
+        """See `Client.train`.
+
+        Example:
+            >>> (await c.train("img")).trained
+        """
+        req = build.train(collection, max_training_points, seed)
+        return build.collection_info(await self._call(self._stub.Train, req, timeout))
+
+    async def embed(
+        self,
+        texts: Sequence[str] | None = None,
+        images: Sequence[ImageInput] | None = None,
+        *,
+        model: str = "",
+        role: str = "",
+        timeout: float | None = None,
+    ) -> Embeddings:
+        """See `Client.embed`.
+
+        Example:
+            >>> (await c.embed(texts=["hello"])).vectors.shape
+        """
+        resp = await self._call(self._stub.Embed, build.embed(texts, images, model, role), timeout)
+        return build.embeddings(resp)
+
+    async def list_models(self, *, load: Iterable[str] = (), timeout: float | None = None) -> list[ModelInfo]:
+        """See `Client.list_models`.
+
+        Example:
+            >>> [m.name for m in await c.list_models()]
+        """
+        req = types_pb2.ListModelsRequest(load=list(load))
+        return build.models(await self._call(self._stub.ListModels, req, timeout))

@@ -1,0 +1,231 @@
+"""Request building and response parsing, shared by `Client` and `AsyncClient`: the SDK's one
+place for numpy <-> proto conversion and for the checks made before anything is sent."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from vecshard import wire
+from vecshard.errors import InvalidArgument
+from vecshard.types import AddResult, CollectionInfo, Embeddings, IndexType, Metric, ModelInfo, SearchResult
+from vecshard.v1 import types_pb2
+from vecshard.v1 import vector_search_pb2 as pb
+
+HEADROOM = 64 * 1024  # bytes kept free in each message for the non-vector fields
+TEXT_BATCH = 256  # texts per Add request (the server embeds each request in one go)
+IMAGE_BATCH = 32
+
+ImageInput = bytes | str | os.PathLike[str] | Any  # encoded bytes, a file path, or a PIL image
+_ROLES = {"": types_pb2.INPUT_ROLE_UNSPECIFIED, "query": types_pb2.INPUT_ROLE_QUERY,
+          "passage": types_pb2.INPUT_ROLE_PASSAGE}  # fmt: skip
+
+
+def image_bytes(image: ImageInput) -> bytes:
+    """Encoded image bytes from bytes, a file path, or a PIL image (saved as PNG)."""
+    if isinstance(image, bytes | bytearray | memoryview):
+        return bytes(image)
+    if isinstance(image, str | os.PathLike):
+        with open(image, "rb") as fh:
+            return fh.read()
+    if hasattr(image, "save"):
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return buf.getvalue()
+    raise InvalidArgument(f"an image must be bytes, a file path or a PIL image, got {type(image).__name__}")
+
+
+def _one_of(kind: str, **given: Any) -> str:
+    names = [n for n, v in given.items() if v is not None]
+    if len(names) != 1:
+        raise InvalidArgument(f"pass exactly one of {', '.join(given)} (got {', '.join(names) or 'none'})")
+    return names[0]
+
+
+def create_collection(
+    name: str, dim: int, metric: str | Metric | None, index: str | IndexType, nlist: int, nprobe: int,
+    train_threshold: int, model: str | None,
+) -> pb.CreateCollectionRequest:  # fmt: skip
+    config = types_pb2.CollectionConfig(
+        name=name,
+        dim=dim,
+        metric=Metric.parse(metric).to_proto() if metric is not None else types_pb2.METRIC_UNSPECIFIED,
+        index_type=IndexType.parse(index).to_proto(),
+        nlist=nlist,
+        nprobe=nprobe,
+        train_threshold=train_threshold,
+        embedding_model=model or "",
+    )
+    return pb.CreateCollectionRequest(config=config)
+
+
+def add_batches(
+    collection: str,
+    ids: Any,
+    vectors: Any = None,
+    texts: Sequence[str] | None = None,
+    images: Sequence[ImageInput] | None = None,
+    *,
+    upsert: bool = False,
+    batch_size: int | None = None,
+    model_fingerprint: str = "",
+    max_message_bytes: int,
+) -> list[pb.AddRequest]:
+    """Check a whole batch, then split it into Add requests below the message limit."""
+    id_arr = wire.as_ids(ids)
+    wire.check_ids(id_arr)
+    kind = _one_of("input", vectors=vectors, texts=texts, images=images)
+    if vectors is not None:
+        x = wire.as_matrix(vectors)
+        wire.check_vectors(x, x.shape[1])
+        n = x.shape[0]
+        rows = batch_size or max(1, (max_message_bytes - HEADROOM) // (x.shape[1] * 4 + 8))
+    else:
+        items: list[Any] = list(texts) if texts is not None else [image_bytes(i) for i in images or ()]
+        n = len(items)
+        rows = batch_size or (TEXT_BATCH if texts is not None else IMAGE_BATCH)
+    if n != id_arr.size:
+        raise InvalidArgument(f"got {id_arr.size} ids for {n} {kind}: send one id per input")
+    out = []
+    for start in range(0, n, rows):
+        req = pb.AddRequest(collection=collection, ids=wire.pack_ids(id_arr[start : start + rows]), upsert=upsert,
+                            model_fingerprint=model_fingerprint)  # fmt: skip
+        if vectors is not None:
+            req.vectors.CopyFrom(wire.pack_matrix(x[start : start + rows]))
+        elif texts is not None:
+            req.texts.extend(items[start : start + rows])
+        else:
+            req.images.extend(items[start : start + rows])
+        out.append(req)
+    return out
+
+
+def upload_batches(
+    collection: str,
+    ids: Any,
+    vectors: Any = None,
+    texts: Iterable[str] | None = None,
+    *,
+    batch_size: int,
+    upsert: bool,
+) -> Iterator[tuple[int, pb.AddRequest]]:
+    """Lazily cut (ids, vectors | texts) into Add requests of `batch_size`: arrays and memory-mapped
+    `.npy` files are sliced, iterators (of rows, or of texts) consumed as they go. Yields (rows, request)."""
+    _one_of("input", vectors=vectors, texts=texts)
+    id_iter = iter(wire.as_ids(ids)) if isinstance(ids, np.ndarray | list | tuple | range) else iter(ids)
+    sliceable = isinstance(vectors, np.ndarray)
+    rows_iter: Iterator[Any] = iter(texts if texts is not None else ([] if sliceable else vectors))
+    start = 0
+    while True:
+        chunk_ids = np.fromiter(itertools.islice(id_iter, batch_size), dtype=np.int64)
+        if not chunk_ids.size:
+            return
+        req = pb.AddRequest(collection=collection, ids=wire.pack_ids(chunk_ids), upsert=upsert)
+        chunk: Sequence[Any]
+        if texts is not None:
+            chunk = list(itertools.islice(rows_iter, chunk_ids.size))
+            req.texts.extend(chunk)
+        else:
+            block = (
+                vectors[start : start + chunk_ids.size]
+                if sliceable
+                else list(itertools.islice(rows_iter, chunk_ids.size))
+            )
+            x = wire.as_matrix(block)
+            wire.check_vectors(x, x.shape[1])
+            req.vectors.CopyFrom(wire.pack_matrix(x))
+            chunk = list(x)
+        if len(chunk) != chunk_ids.size:
+            raise InvalidArgument(f"ran out of inputs after {start + len(chunk)} rows: send one input per id")
+        start += chunk_ids.size
+        yield chunk_ids.size, req
+
+
+def add_result(responses: Iterable[pb.AddResponse]) -> AddResult:
+    added = replaced = count = 0
+    for r in responses:
+        added, replaced, count = added + r.added, replaced + r.replaced, r.count
+    return AddResult(added=added, replaced=replaced, count=count)
+
+
+def remove(collection: str, ids: Any) -> pb.RemoveRequest:
+    return pb.RemoveRequest(collection=collection, ids=wire.pack_ids(wire.as_ids(ids)))
+
+
+def get(collection: str, ids: Any, allow_missing: bool) -> pb.GetRequest:
+    return pb.GetRequest(collection=collection, ids=wire.pack_ids(wire.as_ids(ids)), allow_missing=allow_missing)
+
+
+def get_result(resp: pb.GetResponse, allow_missing: bool) -> np.ndarray:
+    out = wire.unpack_matrix(resp.vectors).copy()
+    if allow_missing:
+        found = np.frombuffer(resp.found, dtype=np.uint8).astype(bool)
+        out[~found] = np.nan
+    return out
+
+
+def search(
+    collection: str, queries: Any, k: int, texts: Sequence[str] | None, images: Sequence[ImageInput] | None,
+    nprobe: int | None, allow_partial: bool, model_fingerprint: str,
+) -> pb.SearchRequest:  # fmt: skip
+    _one_of("query", queries=queries, texts=texts, images=images)
+    req = pb.SearchRequest(collection=collection, k=k, nprobe=nprobe or 0, allow_partial=allow_partial,
+                           model_fingerprint=model_fingerprint)  # fmt: skip
+    if queries is not None:
+        req.queries.CopyFrom(wire.pack_matrix(wire.as_matrix(queries, "queries")))
+    elif texts is not None:
+        req.texts.extend([texts] if isinstance(texts, str) else texts)
+    else:
+        req.images.extend(image_bytes(i) for i in _as_list(images))
+    return req
+
+
+def search_result(resp: pb.SearchResponse) -> SearchResult:
+    shape = (resp.nq, resp.k)
+    return SearchResult(
+        distances=np.frombuffer(resp.distances, dtype=wire.F32).reshape(shape),
+        ids=np.frombuffer(resp.ids, dtype=wire.I64).reshape(shape),
+        shards_total=resp.shards_total,
+        shards_ok=resp.shards_ok,
+        failed_shards=tuple(resp.failed_shards),
+    )
+
+
+def train(collection: str, max_training_points: int, seed: int) -> pb.TrainRequest:
+    return pb.TrainRequest(collection=collection, max_training_points=max_training_points, seed=seed)
+
+
+def collection_info(info: pb.CollectionInfo) -> CollectionInfo:
+    return CollectionInfo.from_proto(info)
+
+
+def embed(
+    texts: Sequence[str] | None, images: Sequence[ImageInput] | None, model: str, role: str
+) -> types_pb2.EmbedRequest:
+    if role not in _ROLES:
+        raise InvalidArgument(f"role must be 'query', 'passage' or '', got {role!r}")
+    _one_of("input", texts=texts, images=images)
+    req = types_pb2.EmbedRequest(model=model, role=_ROLES[role])
+    if texts is not None:
+        req.texts.extend([texts] if isinstance(texts, str) else texts)
+    else:
+        req.images.extend(image_bytes(i) for i in _as_list(images))
+    return req
+
+
+def embeddings(resp: types_pb2.EmbedResponse) -> Embeddings:
+    return Embeddings(wire.unpack_matrix(resp.vectors).copy(), ModelInfo.from_proto(resp.model))
+
+
+def models(resp: types_pb2.ListModelsResponse) -> list[ModelInfo]:
+    out = [ModelInfo.from_proto(m) for m in resp.models]
+    return sorted(out, key=lambda m: m.name != resp.default_model)
+
+
+def _as_list(items: Any) -> list[Any]:
+    return [items] if isinstance(items, bytes | str | os.PathLike) or hasattr(items, "save") else list(items)

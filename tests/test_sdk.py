@@ -1,0 +1,174 @@
+"""The SDK surface: AsyncClient equals Client, bulk upload, retries, typed results, raw stubs, and
+the README's Python snippets run as written against a live cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from vecshard import AsyncClient, Client, InvalidArgument, wire
+from vecshard.v1 import types_pb2
+from vecshard.v1 import vector_search_pb2 as pb
+from vecshard.v1 import vector_search_pb2_grpc as pb_grpc
+from vecshard_server.cluster import LocalCluster
+
+from .conftest import clustered
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_async_client_answers_as_the_sync_client(cluster_of: Callable[[int], LocalCluster], name: str) -> None:
+    address = cluster_of(2).address
+    data = clustered(500, 8, seed=4)
+
+    async def build_and_search() -> tuple[object, ...]:
+        async with AsyncClient(address) as ac:
+            await ac.create_collection(name, 8, index="ivf_flat", nlist=4)
+            await ac.add(name, np.arange(500), data)
+            info = await ac.train(name)
+            res = await ac.search(name, data[:7], k=4, nprobe=2)
+            got = await ac.get(name, [5, 9])
+            names = [i.name for i in await ac.list_collections()]
+            await ac.close()  # idempotent with the context manager's close
+        return info, res, got, names
+
+    async def remove() -> int:
+        async with AsyncClient(address) as ac:
+            return await ac.remove(name, [1, 2])
+
+    info, res, got, names = asyncio.run(build_and_search())
+    with Client(address) as c:
+        assert info.trained and name in names  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(got, c.get(name, [5, 9]))
+        sync = c.search(name, data[:7], k=4, nprobe=2)
+        np.testing.assert_array_equal(res.ids, sync.ids)  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(res.distances, sync.distances)  # type: ignore[attr-defined]
+        hits = list(sync.hits())
+        assert len(hits) == 7 and hits[0][0].id == sync.ids[0, 0] and hits[0][0].distance == sync.distances[0, 0]
+        assert asyncio.run(remove()) == 2
+        assert c.describe(name).count == 498
+        c.drop_collection(name)
+
+
+def test_upload_from_memmap_and_iterators(cluster_of: Callable[[int], LocalCluster], name: str, tmp_path: Path) -> None:
+    c = Client(cluster_of(2).address)
+    data = clustered(5000, 16, seed=8)
+    np.save(tmp_path / "v.npy", data)
+    c.create_collection(name, 16)
+    result = c.upload(name, range(5000), np.load(tmp_path / "v.npy", mmap_mode="r"), batch_size=700, parallel=3,
+                      progress=True)  # fmt: skip
+    assert (result.added, result.count) == (5000, 5000)
+    np.testing.assert_array_equal(c.get(name, [0, 4999, 2500]), data[[0, 4999, 2500]])
+    rows = (data[i] + 1 for i in range(300))  # a generator of rows, upserting ids 0..299
+    result = c.upload(name, iter(range(300)), rows, batch_size=64)
+    assert (result.added, result.replaced) == (0, 300)
+    np.testing.assert_array_equal(c.get(name, [299]), data[[299]] + 1)
+    with pytest.raises(InvalidArgument, match="ran out of inputs"):
+        c.upload(name, range(10), iter(data[:5]))
+    c.drop_collection(name)
+    c.close()
+
+
+class _Flaky(pb_grpc.VectorSearchServicer):
+    """A real gRPC server that answers UNAVAILABLE twice, then OK (to observe the client's retries)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def ListCollections(self, request, context):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.calls <= 2:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "try again")
+        return pb.ListCollectionsResponse()
+
+    def Search(self, request, context):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad k")
+
+
+def test_retries_unavailable_but_never_invalid_argument() -> None:
+    flaky = _Flaky()
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    pb_grpc.add_VectorSearchServicer_to_server(flaky, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with Client(f"127.0.0.1:{port}", timeout=30) as c:
+            assert c.list_collections() == []
+            assert flaky.calls == 3
+            with pytest.raises(InvalidArgument, match="bad k"):
+                c.search("x", np.zeros((1, 2)), k=1)
+            assert flaky.calls == 4  # not retried
+        with Client(f"127.0.0.1:{port}", timeout=30, retries=False) as c:
+            flaky.calls = 0
+            with pytest.raises(Exception, match="try again"):
+                c.list_collections()
+            assert flaky.calls == 1
+    finally:
+        server.stop(0)
+
+
+def test_raw_stubs_give_the_sdk_answers(cluster_of: Callable[[int], LocalCluster], name: str) -> None:
+    address = cluster_of(3).address
+    data = clustered(400, 8, seed=12)
+    with Client(address) as c:
+        c.create_collection(name, 8, metric="inner_product")
+        c.add(name, np.arange(400) * 3, data)
+        sdk = c.search(name, data[:5], k=6)
+    with grpc.insecure_channel(address) as channel:  # only the generated code from here on
+        stub = pb_grpc.VectorSearchStub(channel)
+        resp = stub.Search(pb.SearchRequest(collection=name, k=6, queries=types_pb2.FloatMatrix(
+            data=data[:5].astype("<f4").tobytes(), rows=5, cols=8)))  # fmt: skip
+        ids = np.frombuffer(resp.ids, dtype="<i8").reshape(resp.nq, resp.k)
+        dist = np.frombuffer(resp.distances, dtype="<f4").reshape(resp.nq, resp.k)
+        np.testing.assert_array_equal(ids, sdk.ids)
+        np.testing.assert_array_equal(dist, sdk.distances)
+        stub.DropCollection(pb.DropCollectionRequest(name=name))
+    assert wire.F32.str == "<f4"
+
+
+def test_readme_python_snippets_run(cluster_of: Callable[[int], LocalCluster]) -> None:
+    pytest.importorskip("torch", reason="the README's text example needs the embed extra")
+    address = cluster_of(2).address
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert len(blocks) >= 2
+    with Client(address) as c:
+        for leftover in ("docs", "notes"):
+            if leftover in [i.name for i in c.list_collections()]:
+                c.drop_collection(leftover)
+    scope: dict[str, object] = {}
+    for block in blocks:
+        exec(compile(block.replace("localhost:50051", address), "README.md", "exec"), scope)  # noqa: S102
+    assert scope["I"][0][0] == 1  # type: ignore[index]  # "kitten napping" finds the cat
+    with Client(address) as c:
+        c.drop_collection("docs")
+        c.drop_collection("notes")
+
+
+def test_close_is_idempotent_and_threads_share_a_client(cluster_of: Callable[[int], LocalCluster]) -> None:
+    c = Client(cluster_of(2).address)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(20):
+                c.list_collections()
+        except BaseException as err:  # re-raised below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    c.close()
+    c.close()
