@@ -1,6 +1,10 @@
 """Regenerate the Python gRPC stubs from proto/ into client/vecshard/v1/.
 
-Usage (from the repository root):  python proto/generate.py
+Usage (from the repository root):  python proto/generate.py [--lock]
+
+It also writes docs/api.md from the proto comments. --lock records the public API as published in
+proto/vecshard/v1/api.lock.json (refusing changes to what was locked: v1 only grows); a test fails
+when the protos break the lock.
 
 The output is committed; tests/test_generated_stubs.py fails when it is stale against proto/.
 Keeping the protos under proto/vecshard/v1/ makes protoc emit `from vecshard.v1 import ...`
@@ -53,8 +57,14 @@ def generate(out_root: Path) -> list[Path]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="root of the output package tree")
+    parser.add_argument("--lock", action="store_true", help="record the public API in api.lock.json")
     ns = parser.parse_args()
     for path in generate(ns.out):
+        print(path)
+    sys.path.insert(0, str(PROTO_ROOT))
+    import docs
+
+    for path in docs.write(lock=ns.lock):
         print(path)
     return 0
 

@@ -76,3 +76,36 @@ def test_errors_print_one_line_and_exit_nonzero(cluster_of: Callable[[int], Loca
     assert len(result.output.strip().splitlines()) == 1
     result = CliRunner().invoke(cli, ["search", "x", "--address", cluster_of(2).address])
     assert result.exit_code == 2 and "exactly one of --text, --image or --vectors" in result.output
+
+
+def test_sample_and_plot(cluster_of: Callable[[int], LocalCluster], tmp_path: Path, name: str) -> None:
+    import faiss
+
+    from vecshard import Client
+    from vecshard_server.placement import shard_of
+
+    from .conftest import clustered
+
+    address = cluster_of(3).address
+    with Client(address) as c:
+        c.create_collection(name, 16, index="ivf_flat", nlist=8, train_threshold=10**6)
+        c.add(name, np.arange(3000) * 7, clustered(3000, 16, centers=8))
+        untrained = c.sample(name, 100)
+        assert (untrained.lists == -1).all()
+        c.train(name)
+        s = c.sample(name, 900, seed=3)
+        assert len(s.ids) == 900 and len(np.unique(s.ids)) == 900
+        np.testing.assert_array_equal(s.shards, shard_of(s.ids, 3))  # each vector's real shard
+        np.testing.assert_array_equal(s.vectors, c.get(name, s.ids))
+        quantizer = faiss.IndexFlatL2(16)
+        quantizer.add(c.describe(name, include_centroids=True).centroids)
+        np.testing.assert_array_equal(s.lists, quantizer.search(s.vectors, 1)[1][:, 0])
+        np.testing.assert_array_equal(c.sample(name, 900, seed=3).ids, s.ids)  # reproducible
+    for color in ("shard", "list"):
+        out = tmp_path / f"{color}.png"
+        assert "wrote" in run(
+            "plot", name, "--out", str(out), "--color", color, "--points", "500", "--address", address
+        )
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    with Client(address) as c:
+        c.drop_collection(name)

@@ -27,6 +27,7 @@ from vecshard.types import (
     IndexType,
     Metric,
     ModelInfo,
+    Sample,
     SearchResult,
     ShardInfo,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "InvalidArgument",
     "Metric",
     "ModelInfo",
+    "Sample",
     "NotFound",
     "ResourceExhausted",
     "SearchResult",

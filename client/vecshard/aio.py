@@ -17,7 +17,16 @@ from vecshard import build
 from vecshard.build import ImageInput
 from vecshard.connection import DEFAULT_ADDRESS, DEFAULT_MAX_MESSAGE_BYTES, TLS, open_channel
 from vecshard.errors import DeadlineExceeded, Unavailable, from_rpc_error
-from vecshard.types import AddResult, CollectionInfo, Embeddings, IndexType, Metric, ModelInfo, SearchResult
+from vecshard.types import (
+    AddResult,
+    CollectionInfo,
+    Embeddings,
+    IndexType,
+    Metric,
+    ModelInfo,
+    Sample,
+    SearchResult,
+)
 from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard.v1 import vector_search_pb2_grpc as pb_grpc
@@ -246,6 +255,17 @@ class AsyncClient:
         """
         req = build.train(collection, max_training_points, seed)
         return build.collection_info(await self._call(self._stub.Train, req, timeout))
+
+    async def sample(
+        self, collection: str, max_points: int = 1000, *, seed: int = 0, timeout: float | None = None
+    ) -> Sample:
+        """See `Client.sample`.
+
+        Example:
+            >>> s = await c.sample("img", max_points=2000)
+        """
+        req = build.sample(collection, max_points, seed)
+        return build.sample_result(await self._call(self._stub.Sample, req, timeout))
 
     async def embed(
         self,

@@ -13,7 +13,7 @@ import numpy as np
 
 from vecshard import wire
 from vecshard.errors import InvalidArgument
-from vecshard.types import AddResult, CollectionInfo, Embeddings, IndexType, Metric, ModelInfo, SearchResult
+from vecshard.types import AddResult, CollectionInfo, Embeddings, IndexType, Metric, ModelInfo, Sample, SearchResult
 from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 
@@ -202,6 +202,19 @@ def train(collection: str, max_training_points: int, seed: int) -> pb.TrainReque
 
 def collection_info(info: pb.CollectionInfo) -> CollectionInfo:
     return CollectionInfo.from_proto(info)
+
+
+def sample(collection: str, max_points: int, seed: int) -> pb.SampleRequest:
+    return pb.SampleRequest(collection=collection, max_points=max_points, seed=seed)
+
+
+def sample_result(resp: pb.SampleResponse) -> Sample:
+    return Sample(
+        ids=wire.unpack_ids(resp.ids).copy(),
+        vectors=wire.unpack_matrix(resp.vectors).copy(),
+        shards=np.frombuffer(resp.shards, dtype="<i4").copy(),
+        lists=np.frombuffer(resp.lists, dtype="<i4").copy(),
+    )
 
 
 def embed(

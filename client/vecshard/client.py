@@ -14,7 +14,16 @@ from vecshard import build
 from vecshard.build import ImageInput
 from vecshard.connection import DEFAULT_ADDRESS, DEFAULT_MAX_MESSAGE_BYTES, TLS, open_channel
 from vecshard.errors import DeadlineExceeded, Unavailable, from_rpc_error
-from vecshard.types import AddResult, CollectionInfo, Embeddings, IndexType, Metric, ModelInfo, SearchResult
+from vecshard.types import (
+    AddResult,
+    CollectionInfo,
+    Embeddings,
+    IndexType,
+    Metric,
+    ModelInfo,
+    Sample,
+    SearchResult,
+)
 from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard.v1 import vector_search_pb2_grpc as pb_grpc
@@ -327,6 +336,16 @@ class Client:
         """
         req = build.train(collection, max_training_points, seed)
         return build.collection_info(self._call(self._stub.Train, req, timeout))
+
+    def sample(self, collection: str, max_points: int = 1000, *, seed: int = 0, timeout: float | None = None) -> Sample:
+        """A random sample of a collection's vectors, with the shard and IVF list of each.
+
+        Example:
+            >>> s = c.sample("img", max_points=2000)
+            >>> s.vectors.shape, np.bincount(s.shards)
+        """
+        req = build.sample(collection, max_points, seed)
+        return build.sample_result(self._call(self._stub.Sample, req, timeout))
 
     def embed(
         self,

@@ -256,3 +256,14 @@ class Embeddings:
     @property
     def fingerprint(self) -> str:
         return self.model.fingerprint
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A random sample of a collection: `vectors` (n, dim) with their `ids`, the shard group holding
+    each (`shards`) and its IVF list (`lists`, -1 while untrained)."""
+
+    ids: np.ndarray
+    vectors: np.ndarray
+    shards: np.ndarray
+    lists: np.ndarray

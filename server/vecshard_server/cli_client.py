@@ -272,6 +272,64 @@ def embed(texts: tuple[str, ...], images: tuple[Path, ...], model: str, role: st
                            "vectors": e.vectors.round(6).tolist()}))  # fmt: skip
 
 
+def project_2d(x: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
+    """2-D coordinates of the rows of x: PCA (numpy SVD of the centred data) or t-SNE (scikit-learn)."""
+    x = np.asarray(x, dtype=np.float64)
+    if method == "tsne":
+        try:
+            from sklearn.manifold import TSNE
+        except ImportError:
+            raise click.ClickException("t-SNE needs scikit-learn: pip install 'vecshard[plot]'") from None
+        perplexity = float(min(30, max(2, len(x) // 4)))
+        return np.asarray(TSNE(n_components=2, perplexity=perplexity, random_state=seed, init="pca").fit_transform(x))
+    centred = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return (
+        np.asarray(centred @ vt[:2].T) if vt.shape[0] >= 2 else np.hstack([centred @ vt[:1].T, np.zeros((len(x), 1))])
+    )
+
+
+@click.command()
+@click.argument("collection")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="PNG to write (default COLLECTION.png)")
+@click.option("--points", default=2000, show_default=True, help="how many vectors to sample")
+@click.option("--method", type=click.Choice(["pca", "tsne"]), default="pca", show_default=True)
+@click.option("--color", type=click.Choice(["shard", "list"]), default="shard", show_default=True,
+              help="colour by shard group or by IVF list")  # fmt: skip
+@click.option("--seed", default=0, show_default=True)
+@ADDRESS
+@TIMEOUT
+def plot(collection: str, out: Path | None, points: int, method: str, color: str, seed: int, address: str,
+         timeout: float) -> None:  # fmt: skip
+    """Draw a 2-D map of a sample of COLLECTION to a PNG, coloured by shard or by IVF list."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise click.ClickException("plot needs matplotlib: pip install 'vecshard[plot]'") from None
+    with connect(address, timeout) as c:
+        sample = c.sample(collection, points, seed=seed)
+    if len(sample.ids) < 2:
+        raise click.ClickException(f"{collection} holds {len(sample.ids)} vectors: nothing to plot")
+    labels = sample.shards if color == "shard" else sample.lists
+    if color == "list" and (labels < 0).all():
+        raise click.ClickException(f"{collection} is not trained (no IVF lists): use --color shard")
+    xy = project_2d(sample.vectors, method, seed)
+    fig, ax = plt.subplots(figsize=(8, 7), dpi=110)
+    scatter = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab20" if labels.max() < 20 else "viridis", s=6)
+    ax.set_title(f"{collection}: {len(sample.ids)} vectors, {method.upper()}, coloured by {color}")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if labels.max() < 20:
+        ax.legend(*scatter.legend_elements(), title=color, loc="best", fontsize=7)
+    out = out or Path(f"{collection}.png")
+    fig.savefig(out, bbox_inches="tight")
+    plt.close(fig)
+    click.echo(f"wrote {out} ({len(sample.ids)} points from {len(np.unique(sample.shards))} shards)")
+
+
 def _clip(text: str, width: int = 70) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -286,4 +344,4 @@ def _table(header: list[str], rows: list[tuple[Any, ...]]) -> None:
             click.echo("  ".join("-" * w for w in widths))
 
 
-COMMANDS = [collections, add, search, embed]
+COMMANDS = [collections, add, search, embed, plot]

@@ -34,7 +34,7 @@ from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.config import Settings
 from vecshard_server.embedding.registry import RegistryError
 from vecshard_server.embedding.service import Embeddings, LocalEmbeddings, RemoteEmbeddings, model_info
-from vecshard_server.engine import train_centroids
+from vecshard_server.engine import assign_lists, train_centroids
 from vecshard_server.fanout import TOLERABLE, ShardSet
 from vecshard_server.merge import merge_topk
 from vecshard_server.placement import split_by_shard
@@ -481,6 +481,43 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             )
         return wire.unpack_matrix(matrix, field), given
 
+    async def Sample(self, request: pb.SampleRequest, context: grpc.aio.ServicerContext) -> pb.SampleResponse:
+        coll = await self._collection(request.collection, context)
+        spec = coll.spec
+        if request.max_points == 0:
+            raise InvalidArgument("max_points must be at least 1")
+        if request.max_points > self._rows_per_message(spec.dim):
+            raise ResourceExhausted(
+                f"{request.max_points} vectors of dim {spec.dim} would exceed the message limit: ask for at most "
+                f"{self._rows_per_message(spec.dim)}"
+            )
+        timeout = self._timeout(context)
+        info = await self._describe(coll, timeout, include_centroids=True)
+        counts = [s.count for s in info.shards]
+        quotas = _quotas(counts, min(sum(counts), request.max_points)) if sum(counts) else [0] * len(counts)
+        seed = request.seed or DEFAULT_SEED
+        out = await self.shards.call(
+            "Sample",
+            {s: pb.SampleRequest(collection=spec.name, max_points=q, seed=seed + s) for s, q in enumerate(quotas) if q},
+            timeout,
+        )
+        order = sorted(out.results)
+        ids = np.concatenate([wire.unpack_ids(out.results[s].ids) for s in order] or [np.empty(0, np.int64)])
+        vectors: wire.FloatArray = np.vstack(
+            [wire.unpack_matrix(out.results[s].vectors) for s in order] or [np.empty((0, spec.dim), np.float32)]
+        )
+        shards = np.concatenate([np.full(wire.unpack_ids(out.results[s].ids).size, s, np.int32) for s in order]
+                                or [np.empty(0, np.int32)])  # fmt: skip
+        lists = np.full(ids.size, -1, dtype=np.int32)
+        if info.HasField("centroids") and info.centroids.rows and ids.size:
+            lists = assign_lists(spec, wire.unpack_matrix(info.centroids, "centroids"), vectors)
+        return pb.SampleResponse(
+            ids=wire.pack_ids(ids),
+            vectors=wire.pack_matrix(vectors),
+            shards=shards.astype("<i4").tobytes(),
+            lists=lists.astype("<i4").tobytes(),
+        )
+
     # -- embedding ------------------------------------------------------------------------------
 
     async def Embed(
@@ -545,13 +582,13 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 out = await self.shards.call(
                     "Sample",
                     {
-                        s: spb.SampleRequest(collection=spec.name, max_points=q, seed=seed + s)
+                        s: pb.SampleRequest(collection=spec.name, max_points=q, seed=seed + s)
                         for s, q in enumerate(quotas)
                         if q
                     },
                     timeout,
                 )
-                sample = np.vstack([wire.unpack_matrix(out.results[s], "sample") for s in sorted(out.results)])
+                sample = np.vstack([wire.unpack_matrix(out.results[s].vectors, "sample") for s in sorted(out.results)])
                 centroids = await asyncio.to_thread(train_centroids, sample, spec, seed)
                 install = spb.InstallQuantizerRequest(collection=spec.name, centroids=wire.pack_matrix(centroids))
                 done = await self.shards.call("InstallQuantizer", self.shards.all(install), timeout)

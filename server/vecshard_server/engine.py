@@ -98,6 +98,15 @@ def train_centroids(x: F32, spec: CollectionSpec, seed: int) -> F32:
     return np.asarray(ivf.quantizer.reconstruct_n(0, spec.nlist), dtype=np.float32)
 
 
+def assign_lists(spec: CollectionSpec, centroids: F32, x: F32) -> npt.NDArray[np.int32]:
+    """The IVF list of each vector: its nearest centroid under the collection's metric."""
+    quantizer = faiss.IndexFlat(spec.dim, faiss_metric(spec.metric))
+    quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    _, lists = quantizer.search(np.ascontiguousarray(x, dtype=np.float32), 1)
+    out: npt.NDArray[np.int32] = lists[:, 0].astype(np.int32)
+    return out
+
+
 def _ivf_ids(ivf: Any) -> I64:
     invlists = ivf.invlists
     parts = [
@@ -213,8 +222,8 @@ class ShardIndex:
                 D, I = self._index.search(queries, k)
         return D, I
 
-    def sample(self, max_points: int, seed: int) -> F32:
-        """A uniform random sample (without replacement) of at most max_points stored vectors."""
+    def sample(self, max_points: int, seed: int) -> tuple[I64, F32]:
+        """A uniform random sample (without replacement) of at most max_points stored (id, vector) pairs."""
         with self._lock.read():
             ids = np.fromiter(self._ids, dtype=np.int64, count=len(self._ids))
             ids.sort()
@@ -222,8 +231,8 @@ class ShardIndex:
             n = min(max_points, ids.size)
             chosen = np.sort(rng.choice(ids, size=n, replace=False)) if n < ids.size else ids
             if not chosen.size:
-                return np.empty((0, self.spec.dim), dtype=np.float32)
-            return np.asarray(self._index.reconstruct_batch(chosen), dtype=np.float32)
+                return chosen, np.empty((0, self.spec.dim), dtype=np.float32)
+            return chosen, np.asarray(self._index.reconstruct_batch(chosen), dtype=np.float32)
 
     def export_page(self, after_id: int, limit: int) -> tuple[I64, F32]:
         """Up to `limit` (id, vector) pairs with id > after_id, in ascending id order."""

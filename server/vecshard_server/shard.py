@@ -357,10 +357,10 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             ids=I.astype(wire.I64, copy=False).tobytes(),
         )
 
-    async def Sample(self, request: spb.SampleRequest, context: grpc.aio.ServicerContext) -> types_pb2.FloatMatrix:
+    async def Sample(self, request: pb.SampleRequest, context: grpc.aio.ServicerContext) -> spb.ExportResponse:
         part = self._get(request.collection)
-        x = await asyncio.to_thread(part.sample, request.max_points, request.seed)
-        return wire.pack_matrix(x)
+        ids, x = await asyncio.to_thread(part.sample, request.max_points, request.seed)
+        return spb.ExportResponse(ids=wire.pack_ids(ids), vectors=wire.pack_matrix(x))
 
     async def Export(self, request: spb.ExportRequest, context: grpc.aio.ServicerContext) -> spb.ExportResponse:
         part = self._get(request.collection)

@@ -28,16 +28,6 @@ class ShardListResponse(_message.Message):
     collections: _containers.RepeatedCompositeFieldContainer[ShardCollectionState]
     def __init__(self, collections: _Optional[_Iterable[_Union[ShardCollectionState, _Mapping]]] = ...) -> None: ...
 
-class SampleRequest(_message.Message):
-    __slots__ = ("collection", "max_points", "seed")
-    COLLECTION_FIELD_NUMBER: _ClassVar[int]
-    MAX_POINTS_FIELD_NUMBER: _ClassVar[int]
-    SEED_FIELD_NUMBER: _ClassVar[int]
-    collection: str
-    max_points: int
-    seed: int
-    def __init__(self, collection: _Optional[str] = ..., max_points: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
-
 class InstallQuantizerRequest(_message.Message):
     __slots__ = ("collection", "centroids")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]

@@ -79,8 +79,8 @@ class ShardStub:
                 _registered_method=True)
         self.Sample = channel.unary_unary(
                 '/vecshard.v1.Shard/Sample',
-                request_serializer=vecshard_dot_v1_dot_shard__pb2.SampleRequest.SerializeToString,
-                response_deserializer=vecshard_dot_v1_dot_types__pb2.FloatMatrix.FromString,
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.SampleRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_shard__pb2.ExportResponse.FromString,
                 _registered_method=True)
         self.InstallQuantizer = channel.unary_unary(
                 '/vecshard.v1.Shard/InstallQuantizer',
@@ -154,7 +154,8 @@ class ShardServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Sample(self, request, context):
-        """A uniform random sample of the partition's vectors (for training the shared quantizer).
+        """A uniform random sample of the partition's (id, vector) pairs, ascending ids (for training the
+        shared quantizer, and for the public Sample).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -220,8 +221,8 @@ def add_ShardServicer_to_server(servicer, server):
             ),
             'Sample': grpc.unary_unary_rpc_method_handler(
                     servicer.Sample,
-                    request_deserializer=vecshard_dot_v1_dot_shard__pb2.SampleRequest.FromString,
-                    response_serializer=vecshard_dot_v1_dot_types__pb2.FloatMatrix.SerializeToString,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.SampleRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_shard__pb2.ExportResponse.SerializeToString,
             ),
             'InstallQuantizer': grpc.unary_unary_rpc_method_handler(
                     servicer.InstallQuantizer,
@@ -476,8 +477,8 @@ class Shard:
             request,
             target,
             '/vecshard.v1.Shard/Sample',
-            vecshard_dot_v1_dot_shard__pb2.SampleRequest.SerializeToString,
-            vecshard_dot_v1_dot_types__pb2.FloatMatrix.FromString,
+            vecshard_dot_v1_dot_vector__search__pb2.SampleRequest.SerializeToString,
+            vecshard_dot_v1_dot_shard__pb2.ExportResponse.FromString,
             options,
             channel_credentials,
             insecure,

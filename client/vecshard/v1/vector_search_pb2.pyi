@@ -186,3 +186,25 @@ class TrainRequest(_message.Message):
     max_training_points: int
     seed: int
     def __init__(self, collection: _Optional[str] = ..., max_training_points: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class SampleRequest(_message.Message):
+    __slots__ = ("collection", "max_points", "seed")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    MAX_POINTS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    max_points: int
+    seed: int
+    def __init__(self, collection: _Optional[str] = ..., max_points: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class SampleResponse(_message.Message):
+    __slots__ = ("ids", "vectors", "shards", "lists")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    LISTS_FIELD_NUMBER: _ClassVar[int]
+    ids: bytes
+    vectors: _types_pb2.FloatMatrix
+    shards: bytes
+    lists: bytes
+    def __init__(self, ids: _Optional[bytes] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., shards: _Optional[bytes] = ..., lists: _Optional[bytes] = ...) -> None: ...

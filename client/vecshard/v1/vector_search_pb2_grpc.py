@@ -86,6 +86,11 @@ class VectorSearchStub:
                 request_serializer=vecshard_dot_v1_dot_types__pb2.EmbedRequest.SerializeToString,
                 response_deserializer=vecshard_dot_v1_dot_types__pb2.EmbedResponse.FromString,
                 _registered_method=True)
+        self.Sample = channel.unary_unary(
+                '/vecshard.v1.VectorSearch/Sample',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.SampleRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.SampleResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/vecshard.v1.VectorSearch/ListModels',
                 request_serializer=vecshard_dot_v1_dot_types__pb2.ListModelsRequest.SerializeToString,
@@ -205,6 +210,17 @@ class VectorSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Sample(self, request, context):
+        """A uniform random sample of a collection's vectors, with the shard and the IVF list of each: to
+        look at how the data clusters and spreads over shards (`vecshard plot`), or to train elsewhere.
+        Shards contribute in proportion to their counts.
+        Errors: INVALID_ARGUMENT max_points = 0; RESOURCE_EXHAUSTED the sample would exceed the message
+        limit (ask for fewer points); NOT_FOUND no such collection; UNAVAILABLE a shard is down.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModels(self, request, context):
         """The embedding models this server can use, and its default.
         Errors: NOT_FOUND a model named in `load` is unknown; UNAVAILABLE the embedder is unreachable.
@@ -265,6 +281,11 @@ def add_VectorSearchServicer_to_server(servicer, server):
                     servicer.Embed,
                     request_deserializer=vecshard_dot_v1_dot_types__pb2.EmbedRequest.FromString,
                     response_serializer=vecshard_dot_v1_dot_types__pb2.EmbedResponse.SerializeToString,
+            ),
+            'Sample': grpc.unary_unary_rpc_method_handler(
+                    servicer.Sample,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.SampleRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.SampleResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -543,6 +564,33 @@ class VectorSearch:
             '/vecshard.v1.VectorSearch/Embed',
             vecshard_dot_v1_dot_types__pb2.EmbedRequest.SerializeToString,
             vecshard_dot_v1_dot_types__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Sample(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.VectorSearch/Sample',
+            vecshard_dot_v1_dot_vector__search__pb2.SampleRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.SampleResponse.FromString,
             options,
             channel_credentials,
             insecure,
