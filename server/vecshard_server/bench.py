@@ -107,6 +107,45 @@ def timed_loop(call: Callable[[F32], object], batches: list[F32], duration_s: fl
     return {"qps": queries / elapsed, "p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "calls": calls}
 
 
+def timed_concurrent(
+    make_call: Callable[[], Callable[[F32], object]], batches: list[F32], duration_s: float, threads: int
+) -> dict[str, float]:
+    """`threads` callers (each with its own `make_call()`) looping over the batches for duration_s."""
+    if threads == 1:
+        return timed_loop(make_call(), batches, duration_s)
+    import threading
+
+    calls = [make_call() for _ in range(threads)]
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    queries = [0] * threads
+    start_at = time.perf_counter() + min(WARMUP_S, duration_s)
+    end_at = start_at + duration_s
+
+    def run(t: int) -> None:
+        i = t
+        while True:
+            batch = batches[i % len(batches)]
+            t0 = time.perf_counter()
+            calls[t](batch)
+            t1 = time.perf_counter()
+            if t1 >= start_at:
+                latencies[t].append(t1 - t0)
+                queries[t] += batch.shape[0]
+            i += threads
+            if t1 >= end_at:
+                return
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = max(time.perf_counter() - start_at, 1e-9)
+    flat = [x for per in latencies for x in per] or [0.0]
+    p50, p95, p99 = (float(v) * 1e3 for v in np.percentile(flat, [50, 95, 99]))
+    return {"qps": sum(queries) / elapsed, "p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "calls": float(len(flat))}
+
+
 def build_faiss_ivf(centroids: F32, base: F32, nlist: int, nprobe: int) -> Any:
     """In-process IndexIVFFlat (L2) over exactly these centroids, holding base with ids 0..n-1."""
     quantizer = faiss.IndexFlatL2(base.shape[1])
@@ -153,6 +192,8 @@ def bench_cluster(
     k: int,
     batch_sizes: Sequence[int],
     duration_s: float,
+    concurrency: Sequence[int] = (1,),
+    sweep: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Every measurement on one freshly started cluster of `shards` shards."""
     n, dim = base.shape
@@ -188,16 +229,43 @@ def bench_cluster(
             }
 
             search_rows: list[dict[str, Any]] = []
+            address = cluster.address
+
+            def vecshard_caller() -> Callable[[F32], object]:
+                own = Client(address, timeout=600)
+                return lambda q: own.search(name, q, k=k, nprobe=nprobe)
+
             for b in batch_sizes:
                 batches = make_batches(queries, b)
-                vs = timed_loop(lambda q: client.search(name, q, k=k, nprobe=nprobe), batches, duration_s)
-                fa = timed_loop(lambda q: index.search(q, k), batches, duration_s)
-                search_rows.append({"batch": b, "vecshard": vs, "faiss": fa, "ratio": vs["qps"] / fa["qps"]})
+                for conc in concurrency:
+                    vs = timed_concurrent(vecshard_caller, batches, duration_s, conc)
+                    # Concurrent in-process callers each get one OpenMP thread (as a threaded service would):
+                    # several OpenMP teams on 2 cores spin against each other.
+                    threads_before = faiss.omp_get_max_threads()
+                    faiss.omp_set_num_threads(1 if conc > 1 else threads_before)
+                    fa = timed_concurrent(lambda: lambda q: index.search(q, k), batches, duration_s, conc)
+                    faiss.omp_set_num_threads(threads_before)
+                    search_rows.append({"batch": b, "concurrency": conc, "vecshard": vs, "faiss": fa,
+                                        "ratio": vs["qps"] / max(fa["qps"], 1e-9)})  # fmt: skip
+            curve: list[dict[str, Any]] = []
+            batches = make_batches(queries, 64)
+            for probe in [p for p in sweep if p <= nlist]:
+                _, ids = client.search(name, queries, k=k, nprobe=probe)
+                index.nprobe = probe
+
+                def probe_search(q: F32, p: int = probe) -> object:
+                    return client.search(name, q, k=k, nprobe=p)
+
+                vs = timed_loop(probe_search, batches, duration_s / 2)
+                fa = timed_loop(lambda q: index.search(q, k), batches, duration_s / 2)
+                curve.append({"nprobe": probe, "recall": recall_at_k(ids, gt, k), "vecshard_qps": vs["qps"],
+                              "faiss_qps": fa["qps"]})  # fmt: skip
+            index.nprobe = nprobe
             client.drop_collection(name)
             add = measure_add(client, base)
     finally:
         cluster.stop()
-    return {"shards": shards, "recall": recall, "search": search_rows, "add": add}
+    return {"shards": shards, "recall": recall, "search": search_rows, "add": add, "curve": curve}
 
 
 def run_bench(
@@ -211,6 +279,8 @@ def run_bench(
     batch_sizes: Sequence[int] = (1, 64),
     duration_s: float = 3.0,
     out_dir: Path | None = None,
+    concurrency: Sequence[int] = (1,),
+    sweep: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
 ) -> dict[str, Any]:
     """Run every measurement; returns a JSON-serialisable dict (also written to out_dir if given).
 
@@ -238,14 +308,47 @@ def run_bench(
             "add_batch": ADD_BATCH,
             "ground_truth": gt_source,
         },
-        "runs": [bench_cluster(s, base, queries, gt, nlist, nprobe, k, batch_sizes, duration_s) for s in shards_list],
+        "runs": [
+            bench_cluster(s, base, queries, gt, nlist, nprobe, k, batch_sizes, duration_s, concurrency, sweep)
+            for s in shards_list
+        ],
     }
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
         (out_dir / "bench.md").write_text(format_markdown(result))
+        plot_curve(result, out_dir / "qps_recall.png")
     return result
+
+
+def plot_curve(result: dict[str, Any], path: Path) -> bool:
+    """The ann-benchmarks view: QPS (batches of 64) against recall@k over the nprobe sweep."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+    for run in result["runs"]:
+        curve = run.get("curve") or []
+        if not curve:
+            continue
+        recall = [c["recall"] for c in curve]
+        ax.plot(recall, [c["vecshard_qps"] for c in curve], "o-", label=f"vecshard, {run['shards']} shards")
+        if run is result["runs"][0]:
+            ax.plot(recall, [c["faiss_qps"] for c in curve], "k--", label="faiss in-process")
+    ax.set_xlabel(f"recall@{result['params']['k']}")
+    ax.set_ylabel("queries per second (batches of 64)")
+    ax.set_yscale("log")
+    ax.set_title(f"{result['params']['dataset']}: QPS vs recall (nprobe sweep)")
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return True
 
 
 def format_markdown(result: dict[str, Any]) -> str:
@@ -261,8 +364,9 @@ def format_markdown(result: dict[str, Any]) -> str:
         "",
         "## Search",
         "",
-        "| shards | batch | vecshard QPS | faiss QPS | ratio | vecshard p50/p95/p99 ms | faiss p50/p95/p99 ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| shards | batch | clients | vecshard QPS | faiss QPS | ratio | vecshard p50/p95/p99 ms "
+        "| faiss p50/p95/p99 ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def lat(x: dict[str, float]) -> str:
@@ -272,7 +376,8 @@ def format_markdown(result: dict[str, Any]) -> str:
         for row in run["search"]:
             vs, fa = row["vecshard"], row["faiss"]
             lines.append(
-                f"| {run['shards']} | {row['batch']} | {vs['qps']:,.0f} | {fa['qps']:,.0f} "
+                f"| {run['shards']} | {row['batch']} | {row.get('concurrency', 1)} | {vs['qps']:,.0f} "
+                f"| {fa['qps']:,.0f} "
                 f"| {row['ratio']:.3f} | {lat(vs)} | {lat(fa)} |"
             )
     lines += [
@@ -298,4 +403,11 @@ def format_markdown(result: dict[str, Any]) -> str:
     for run in result["runs"]:
         a = run["add"]
         lines.append(f"| {run['shards']} | {a['vecshard_vps']:,.0f} | {a['faiss_vps']:,.0f} | {a['ratio']:.3f} |")
+    if any(run.get("curve") for run in result["runs"]):
+        lines += ["", "## QPS vs recall (nprobe sweep, batches of 64; plot: qps_recall.png)", "",
+                  "| shards | nprobe | recall | vecshard QPS | faiss QPS |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for run in result["runs"]:
+            for c in run.get("curve", []):
+                lines.append(f"| {run['shards']} | {c['nprobe']} | {c['recall']:.3f} | {c['vecshard_qps']:,.0f} "
+                             f"| {c['faiss_qps']:,.0f} |")  # fmt: skip
     return "\n".join(lines) + "\n"

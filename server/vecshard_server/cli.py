@@ -258,6 +258,15 @@ def _check_models(settings: Settings) -> None:
     help="queries per call (repeat)",
 )
 @click.option("--duration", default=3.0, show_default=True, help="seconds per measurement")
+@click.option(
+    "--clients",
+    "concurrency",
+    multiple=True,
+    type=click.IntRange(1),
+    default=(1,),
+    show_default=True,
+    help="concurrent clients (repeat)",
+)
 @click.option("--out", type=click.Path(path_type=Path), help="write bench.json and bench.md here")
 @click.option("--embed", is_flag=True, help="measure embedding throughput and text retrieval instead")
 def bench(
@@ -270,6 +279,7 @@ def bench(
     k: int,
     batch_sizes: tuple[int, ...],
     duration: float,
+    concurrency: tuple[int, ...],
     out: Path | None,
     embed: bool,
 ) -> None:
@@ -288,7 +298,9 @@ def bench(
     from vecshard_server.bench import format_markdown, run_bench
 
     try:
-        result = run_bench(list(shards_list), dataset, n, dim, nlist, nprobe, k, batch_sizes, duration, out)
+        result = run_bench(
+            list(shards_list), dataset, n, dim, nlist, nprobe, k, batch_sizes, duration, out, concurrency
+        )
     except (FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from None
     click.echo(format_markdown(result))

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     grace_s: float = Field(5.0, ge=0, description="how long in-flight RPCs may finish on shutdown")
     write_quorum: int = Field(0, ge=0, description="replicas of a group that must persist a write (0: all)")
     hedge_delay_s: float = Field(0.1, ge=0, description="a read waits this long before also asking another replica")
+    search_batching: bool = Field(True, description="coalesce concurrent searches of a shard into one faiss call")
     wal_fsync: bool = Field(True, description="fsync the write-ahead log before acknowledging a write")
     checkpoint_interval_s: float = Field(300.0, gt=0, description="snapshot changed collections this often")
     checkpoint_wal_bytes: int = Field(256 * 1024 * 1024, ge=1, description="...or once the log grows this much")

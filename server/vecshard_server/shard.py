@@ -26,6 +26,7 @@ from vecshard.errors import AlreadyExists, NotFound
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import shard_pb2_grpc, types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
+from vecshard_server.batching import SearchBatcher
 from vecshard_server.config import Settings
 from vecshard_server.engine import Journal, ShardIndex
 from vecshard_server.rpc import Server, guard
@@ -48,6 +49,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         self.collections: dict[str, ShardIndex] = {}
         self.wal: Wal | None = None
         self.ready = False
+        self._batchers: dict[str, SearchBatcher] = {}
         self._catalog_lock = threading.Lock()  # create/drop vs. each other and checkpoints
         self._checkpoint_lock = threading.Lock()
         self._last_checkpoint = time.monotonic()
@@ -249,6 +251,12 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
     # -- helpers --------------------------------------------------------------------------------
 
+    def _batcher(self, part: ShardIndex) -> SearchBatcher:
+        batcher = self._batchers.get(part.spec.name)
+        if batcher is None or batcher.owner is not part:  # new, or the name was dropped and re-created
+            batcher = self._batchers[part.spec.name] = SearchBatcher(part.search, owner=part)
+        return batcher
+
     def _get(self, name: str) -> ShardIndex:
         part = self.collections.get(name)
         if part is None:
@@ -349,7 +357,10 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         part = self._get(request.collection)
         queries = wire.unpack_matrix(request.queries, "queries")
-        D, I = await asyncio.to_thread(part.search, queries, request.k, request.nprobe)
+        if self.settings.search_batching:
+            D, I = await self._batcher(part).search(queries, request.k, request.nprobe)
+        else:
+            D, I = await asyncio.to_thread(part.search, queries, request.k, request.nprobe)
         return pb.SearchResponse(
             nq=queries.shape[0],
             k=request.k,
