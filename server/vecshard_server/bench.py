@@ -281,6 +281,7 @@ def run_bench(
     out_dir: Path | None = None,
     concurrency: Sequence[int] = (1,),
     sweep: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
+    peers: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run every measurement; returns a JSON-serialisable dict (also written to out_dir if given).
 
@@ -313,6 +314,10 @@ def run_bench(
             for s in shards_list
         ],
     }
+    if "milvus" in peers:
+        from vecshard_server.bench_peers import milvus_lite
+
+        result["peers"] = {"milvus_lite": milvus_lite(base, queries, gt, nlist, nprobe, k, batch_sizes, duration_s)}
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -403,6 +408,19 @@ def format_markdown(result: dict[str, Any]) -> str:
     for run in result["runs"]:
         a = run["add"]
         lines.append(f"| {run['shards']} | {a['vecshard_vps']:,.0f} | {a['faiss_vps']:,.0f} | {a['ratio']:.3f} |")
+    milvus = result.get("peers", {}).get("milvus_lite")
+    if milvus and "skipped" not in milvus:
+        first = {row["batch"]: row for row in result["runs"][0]["search"] if row.get("concurrency", 1) == 1}
+        lines += ["", f"## Peer: Milvus Lite (IVF_FLAT, same nlist/nprobe; recall {milvus['recall']:.4f}, "
+                  f"insert {milvus['insert_vps']:,.0f} vectors/s)", "",
+                  f"| batch | Milvus Lite QPS | vecshard QPS ({result['runs'][0]['shards']} shards) "
+                  "| vecshard / Milvus |",
+                  "|---:|---:|---:|---:|"]  # fmt: skip
+        for row in milvus["search"]:
+            vs = first.get(row["batch"], {}).get("vecshard", {}).get("qps", float("nan"))
+            lines.append(f"| {row['batch']} | {row['qps']:,.0f} | {vs:,.0f} | {vs / row['qps']:.1f} |")
+    elif milvus:
+        lines += ["", f"Milvus Lite: {milvus['skipped']}"]
     if any(run.get("curve") for run in result["runs"]):
         lines += ["", "## QPS vs recall (nprobe sweep, batches of 64; plot: qps_recall.png)", "",
                   "| shards | nprobe | recall | vecshard QPS | faiss QPS |", "|---:|---:|---:|---:|---:|"]  # fmt: skip

@@ -268,6 +268,7 @@ def _check_models(settings: Settings) -> None:
     help="concurrent clients (repeat)",
 )
 @click.option("--out", type=click.Path(path_type=Path), help="write bench.json and bench.md here")
+@click.option("--peers", multiple=True, type=click.Choice(["milvus"]), help="also measure these systems (repeat)")
 @click.option("--embed", is_flag=True, help="measure embedding throughput and text retrieval instead")
 def bench(
     shards_list: tuple[int, ...],
@@ -281,6 +282,7 @@ def bench(
     duration: float,
     concurrency: tuple[int, ...],
     out: Path | None,
+    peers: tuple[str, ...],
     embed: bool,
 ) -> None:
     """Measure search and add through local clusters against in-process faiss (same data, same run)."""
@@ -299,7 +301,18 @@ def bench(
 
     try:
         result = run_bench(
-            list(shards_list), dataset, n, dim, nlist, nprobe, k, batch_sizes, duration, out, concurrency
+            list(shards_list),
+            dataset,
+            n,
+            dim,
+            nlist,
+            nprobe,
+            k,
+            batch_sizes,
+            duration,
+            out,
+            concurrency,
+            peers=peers,
         )
     except (FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from None
