@@ -21,13 +21,22 @@ if TYPE_CHECKING:
 LOG_LEVELS = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)
 
 
-def _logging(level: str, role: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format=f"%(asctime)s %(levelname)s {role} %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+LOG_FORMAT = click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    envvar="VECSHARD_LOG_FORMAT",
+    help="json: one JSON object per line, with request ids",
+)
+METRICS_PORT = click.option("--metrics-port", default=0, type=click.IntRange(0, 65535), envvar="VECSHARD_METRICS_PORT",
+                            help="serve Prometheus metrics on this port (0: off)")  # fmt: skip
+
+
+def _logging(level: str, role: str, log_format: str = "text") -> None:
+    from vecshard_server.observability import configure_logging
+
+    configure_logging(level, role, log_format == "json")
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -67,19 +76,28 @@ def cli() -> None:
     help="model registry (TOML/JSON); the built-in minilm needs none",
 )
 @click.option("--log-level", default="INFO", show_default=True, type=LOG_LEVELS)
+@LOG_FORMAT
 def serve(
-    shards: int, replicas: int, host: str, port: int, data_dir: Path, models: Path | None, log_level: str
+    shards: int,
+    replicas: int,
+    host: str,
+    port: int,
+    data_dir: Path,
+    models: Path | None,
+    log_level: str,
+    log_format: str,
 ) -> None:
     """Run a local cluster: a coordinator and SHARDS shard worker processes.
 
     Ctrl-C or SIGTERM stops every process cleanly (shards snapshot their data on the way out).
     """
-    _logging(log_level, "serve")
+    _logging(log_level, "serve", log_format)
     _check_models(_settings(models_file=models))
     from vecshard_server.cluster import ClusterError, LocalCluster
 
     log = logging.getLogger("vecshard.serve")
     env = {"VECSHARD_MODELS_FILE": str(models.resolve())} if models else None
+    env = {**(env or {}), "VECSHARD_LOG_FORMAT": log_format}
     cluster = LocalCluster(
         shards=shards, replicas=replicas, host=host, port=port, data_dir=data_dir, log_level=log_level, env=env
     )
@@ -135,6 +153,8 @@ def serve(
 @click.option("--port-file", type=click.Path(path_type=Path), help="write the bound port here once serving")
 @click.option("--exit-with-parent", is_flag=True, hidden=True, help="stop when the parent process exits")
 @click.option("--log-level", default="INFO", show_default=True, type=LOG_LEVELS)
+@LOG_FORMAT
+@METRICS_PORT
 def coordinator(
     shards: tuple[str, ...],
     host: str,
@@ -144,9 +164,14 @@ def coordinator(
     port_file: Path | None,
     exit_with_parent: bool,
     log_level: str,
+    log_format: str,
+    metrics_port: int,
 ) -> None:
     """Run the coordinator alone, over shard workers at the given addresses."""
-    _logging(log_level, "coordinator")
+    _logging(log_level, "coordinator", log_format)
+    from vecshard_server.observability import start_metrics
+
+    start_metrics("coordinator", metrics_port)
     settings = _settings(models_file=models, embedder=embedder)
     from vecshard_server.coordinator import serve_coordinator
 
@@ -168,6 +193,8 @@ def coordinator(
 @click.option("--port-file", type=click.Path(path_type=Path), help="write the bound port here once serving")
 @click.option("--exit-with-parent", is_flag=True, hidden=True, help="stop when the parent process exits")
 @click.option("--log-level", default="INFO", show_default=True, type=LOG_LEVELS)
+@LOG_FORMAT
+@METRICS_PORT
 def shard(
     host: str,
     port: int,
@@ -177,9 +204,14 @@ def shard(
     port_file: Path | None,
     exit_with_parent: bool,
     log_level: str,
+    log_format: str,
+    metrics_port: int,
 ) -> None:
     """Run one shard worker (one replica of a shard group)."""
-    _logging(log_level, name)
+    _logging(log_level, name, log_format)
+    from vecshard_server.observability import start_metrics
+
+    start_metrics("shard", metrics_port)
     settings = _settings()
     from vecshard_server.engine import SnapshotCorrupt
     from vecshard_server.shard import serve_shard
@@ -204,6 +236,8 @@ def shard(
 @click.option("--port-file", type=click.Path(path_type=Path), help="write the bound port here once serving")
 @click.option("--exit-with-parent", is_flag=True, hidden=True, help="stop when the parent process exits")
 @click.option("--log-level", default="INFO", show_default=True, type=LOG_LEVELS)
+@LOG_FORMAT
+@METRICS_PORT
 def embedder(
     host: str,
     port: int,
@@ -212,9 +246,14 @@ def embedder(
     port_file: Path | None,
     exit_with_parent: bool,
     log_level: str,
+    log_format: str,
+    metrics_port: int,
 ) -> None:
     """Run an embedding server that coordinators call with --embedder (GPU when torch sees one)."""
-    _logging(log_level, "embedder")
+    _logging(log_level, "embedder", log_format)
+    from vecshard_server.observability import start_metrics
+
+    start_metrics("embedder", metrics_port)
     settings = _settings(models_file=models)
     _check_models(settings)
     from vecshard_server.embedding.service import serve_embedder

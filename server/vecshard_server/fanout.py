@@ -26,6 +26,7 @@ from vecshard.errors import Cancelled, DeadlineExceeded, Unavailable, VecshardEr
 from vecshard.v1 import shard_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.config import Settings
+from vecshard_server.observability import REQUEST_ID, REQUEST_ID_HEADER, SHARD_CALL_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +133,16 @@ class ShardSet:
         return error_for(code, err.details() or code.name)
 
     async def _ask(self, replica: Replica, method: str, request: Any, timeout: float) -> Any:
+        started = time.perf_counter()
         try:
-            return await getattr(replica.stub, method)(request, timeout=timeout)
+            metadata = ((REQUEST_ID_HEADER, REQUEST_ID.get()),) if REQUEST_ID.get() else None
+            return await getattr(replica.stub, method)(request, timeout=timeout, metadata=metadata)
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.UNAVAILABLE:
                 replica.down_until = time.monotonic() + DOWN_FOR_S
             raise
+        finally:
+            SHARD_CALL_SECONDS.labels(replica.address, method).observe(time.perf_counter() - started)
 
     async def _read(self, group: ShardGroup, method: str, request: Any, timeout: float) -> Any:
         order = group.read_order()

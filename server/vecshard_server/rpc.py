@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from vecshard.errors import VecshardError
 from vecshard_server.config import Settings
+from vecshard_server.observability import REQUEST_ID, observe_rpc, request_id_from
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +45,28 @@ def _guarded(
     inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], method: str, ready: Callable[[], bool] | None
 ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if ready is not None and not ready():
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE, "still loading its data (health: NOT_SERVING): retry shortly"
-            )
+        started = time.perf_counter()
+        REQUEST_ID.set(request_id_from(context.invocation_metadata()))
+        code = grpc.StatusCode.OK
         try:
+            if ready is not None and not ready():
+                code = grpc.StatusCode.UNAVAILABLE
+                await context.abort(code, "still loading its data (health: NOT_SERVING): retry shortly")
             return await inner(request, context)
         except VecshardError as err:
+            code = err.code
             await context.abort(err.code, err.details)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except grpc.aio.AbortError:
             raise
         except Exception as err:  # a bug: report it as such, never as the user's fault
+            code = grpc.StatusCode.INTERNAL
             log.exception("unexpected error in %s", method)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: {type(err).__name__}: {err}")
+            await context.abort(code, f"internal error in {method}: {type(err).__name__}: {err}")
+        finally:
+            observe_rpc(method, code.name, started)
 
     call.__name__ = getattr(inner, "__name__", "rpc")
     call.__doc__ = inner.__doc__

@@ -29,6 +29,7 @@ from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.batching import SearchBatcher
 from vecshard_server.config import Settings
 from vecshard_server.engine import Journal, ShardIndex
+from vecshard_server.observability import CHECKPOINT_SECONDS, register_collections
 from vecshard_server.rpc import Server, guard
 from vecshard_server.spec import CollectionSpec, check_name
 from vecshard_server.wal import Wal, scan, segments
@@ -231,6 +232,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                         saved += 1
             removed = self.wal.delete_through(covered)
             self._last_checkpoint = time.monotonic()
+            CHECKPOINT_SECONDS.observe(time.perf_counter() - started)
             if saved or final:
                 log.info("checkpoint: %d collections saved, %d log segments removed in %.2fs", saved, removed,
                          time.perf_counter() - started)  # fmt: skip
@@ -405,6 +407,7 @@ async def serve_shard(
     peers: list[str] | None = None,
 ) -> None:
     service = ShardService(settings, data_dir, peers)
+    register_collections(lambda: [(n, p.count, p.trained) for n, p in list(service.collections.items())])
     server = Server(settings, [SERVICE_NAME])
     shard_pb2_grpc.add_ShardServicer_to_server(guard(service, SERVICE_NAME, lambda: service.ready), server.server)
     bound = server.bind(host, port)

@@ -19,11 +19,13 @@ import logging
 import os
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 from vecshard.v1 import shard_pb2
+from vecshard_server.observability import WAL_SYNC_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +124,9 @@ class Wal:
                 return
             with self._lock:
                 target, fd = self._written, self._fd
+            started = time.perf_counter()
             os.fsync(fd)
+            WAL_SYNC_SECONDS.observe(time.perf_counter() - started)
             self._synced = max(self._synced, target)
 
     def rotate(self) -> int:

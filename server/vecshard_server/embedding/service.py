@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +29,7 @@ from vecshard.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
 from vecshard_server.config import Settings
 from vecshard_server.embedding.models import KINDS, EmbeddingModel
 from vecshard_server.embedding.registry import Registry, load_registry
+from vecshard_server.observability import EMBED_BATCH, EMBED_SECONDS
 from vecshard_server.rpc import Server, guard
 
 log = logging.getLogger(__name__)
@@ -128,11 +130,14 @@ class LocalEmbeddings:
                         f"images[{i}] has {len(b)} bytes, over max_image_bytes={self.settings.max_image_bytes}"
                     )
         await self._load(model)
+        started = time.perf_counter()
         if texts:
             vectors = await asyncio.to_thread(model.embed_texts, texts, request.role)
         else:
             decoded = await asyncio.to_thread(lambda: [decode_image(b, i) for i, b in enumerate(images)])
             vectors = await asyncio.to_thread(model.embed_images, decoded)
+        EMBED_SECONDS.labels(model.name, kind).observe(time.perf_counter() - started)
+        EMBED_BATCH.labels(model.name).observe(n)
         return types_pb2.EmbedResponse(vectors=wire.pack_matrix(vectors), model=model.info())
 
     async def list_models(self, request: types_pb2.ListModelsRequest, timeout: float) -> types_pb2.ListModelsResponse:

@@ -1,0 +1,101 @@
+"""Prometheus metrics on a separate port per role, JSON logs, and a request id followed from the
+coordinator to the shards."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from vecshard import Client, InvalidArgument
+from vecshard.v1 import vector_search_pb2 as pb
+
+from .conftest import clustered
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(args: list[str], port_file: Path, log: Path) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "vecshard_server", *args, "--host", "127.0.0.1", "--port", "0",
+               "--port-file", str(port_file), "--log-format", "json"]  # fmt: skip
+    proc = subprocess.Popen(command, stderr=open(log, "wb"))  # noqa: SIM115 - the child owns the file
+    deadline = time.monotonic() + 60
+    while not port_file.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    return proc
+
+
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        return resp.read().decode()
+
+
+def _value(text: str, prefix: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def test_metrics_logs_and_request_ids(tmp_path: Path) -> None:
+    shard_mp, coord_mp = _free_port(), _free_port()
+    shard = _start(["shard", "--metrics-port", str(shard_mp)], tmp_path / "s.port", tmp_path / "shard.log")
+    shard_addr = f"127.0.0.1:{int((tmp_path / 's.port').read_text())}"
+    coord = _start(["coordinator", "--shard", shard_addr, "--metrics-port", str(coord_mp)], tmp_path / "c.port",
+                   tmp_path / "coord.log")  # fmt: skip
+    try:
+        address = f"127.0.0.1:{int((tmp_path / 'c.port').read_text())}"
+        with Client(address) as c:
+            c.create_collection("m", 8, index="ivf_flat", nlist=4, train_threshold=10**6)
+            c.add("m", np.arange(300), clustered(300, 8))
+            for _ in range(5):
+                c.search("m", clustered(2, 8), k=3)
+            try:
+                c.search("m", clustered(2, 8), k=0)
+            except InvalidArgument:
+                pass
+            c.stub.Train(pb.TrainRequest(collection="m"), metadata=(("x-request-id", "trace-42"),))
+        coord_text, shard_text = _metrics(coord_mp), _metrics(shard_mp)
+        assert _value(coord_text, 'vecshard_rpcs_total{code="OK",method="Search",role="coordinator"}') == 5
+        assert (
+            _value(coord_text, 'vecshard_rpcs_total{code="INVALID_ARGUMENT",method="Search",role="coordinator"}') == 1
+        )
+        assert _value(coord_text, "vecshard_rpc_seconds_count{") >= 9
+        assert _value(coord_text, f'vecshard_shard_call_seconds_count{{method="Search",shard="{shard_addr}"}}') == 5
+        assert _value(shard_text, 'vecshard_vectors{collection="m"}') == 300
+        assert _value(shard_text, 'vecshard_index_trained{collection="m"}') == 1
+        assert _value(shard_text, 'vecshard_rpcs_total{code="OK",method="Search",role="shard"}') == 5
+    finally:
+        for p in (coord, shard):
+            p.send_signal(signal.SIGTERM)
+            p.wait(30)
+    shard_lines = [
+        json.loads(line) for line in (tmp_path / "shard.log").read_text().splitlines() if line.startswith("{")
+    ]
+    assert shard_lines and all({"ts", "level", "role", "msg"} <= set(e) for e in shard_lines)
+    installed = [e for e in shard_lines if "installed" in e["msg"]]
+    assert installed and installed[0]["request_id"] == "trace-42"  # followed from the coordinator's caller
+    coord_lines = [
+        json.loads(line) for line in (tmp_path / "coord.log").read_text().splitlines() if line.startswith("{")
+    ]
+    assert any(e["msg"].startswith("trained m") and e["request_id"] == "trace-42" for e in coord_lines)
+
+
+def test_health_needs_no_credentials_and_reflection_lists_services(cluster_of) -> None:  # type: ignore[no-untyped-def]
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(cluster_of(2).address) as ch:
+        stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+        responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        names = {s.name for r in responses for s in r.list_services_response.service}
+    assert {"vecshard.v1.VectorSearch", "grpc.health.v1.Health"} <= names
