@@ -15,7 +15,9 @@ from vecshard.errors import (
     Internal,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
     VecshardError,
 )
@@ -51,10 +53,12 @@ __all__ = [
     "ModelInfo",
     "Sample",
     "NotFound",
+    "PermissionDenied",
     "ResourceExhausted",
     "SearchResult",
     "TLS",
     "ShardInfo",
+    "Unauthenticated",
     "Unavailable",
     "VecshardError",
 ]

@@ -39,6 +39,7 @@ from vecshard_server.fanout import TOLERABLE, ShardSet
 from vecshard_server.merge import merge_topk
 from vecshard_server.placement import split_by_shard
 from vecshard_server.rpc import Server, guard
+from vecshard_server.security import ApiKeys
 from vecshard_server.spec import CollectionSpec, check_collection_count, check_name
 
 log = logging.getLogger(__name__)
@@ -632,9 +633,10 @@ async def serve_coordinator(
         except RegistryError as err:
             raise SystemExit(f"vecshard coordinator: {err}") from None
     service = CoordinatorService(settings, shard_addresses, embeddings)
+    api_keys = ApiKeys.load(settings.api_keys_file) if settings.api_keys_file else None
     server = Server(settings, [SERVICE_NAME])
     vector_search_pb2_grpc.add_VectorSearchServicer_to_server(
-        guard(service, SERVICE_NAME, lambda: service.ready), server.server
+        guard(service, SERVICE_NAME, lambda: service.ready, api_keys.check if api_keys else None), server.server
     )
     bound = server.bind(host, port)
 

@@ -29,6 +29,7 @@ from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.batching import SearchBatcher
 from vecshard_server.config import Settings
 from vecshard_server.engine import Journal, ShardIndex
+from vecshard_server.fanout import shard_channel
 from vecshard_server.observability import CHECKPOINT_SECONDS, register_collections
 from vecshard_server.rpc import Server, guard
 from vecshard_server.spec import CollectionSpec, check_name
@@ -104,7 +105,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         the peer has none; repeated until a comparison finds no difference.
         """
         for peer in self.peers:
-            channel = grpc.insecure_channel(peer, options=self.settings.grpc_options())
+            channel = shard_channel(peer, self.settings, self.settings.grpc_options(), aio=False)
             stub = shard_pb2_grpc.ShardStub(channel)
             try:
                 for _ in range(attempts):

@@ -170,7 +170,9 @@ class RemoteEmbeddings:
 
     def __init__(self, address: str, settings: Settings) -> None:
         self.address = address
-        self._channel = grpc.aio.insecure_channel(address, options=settings.grpc_options())
+        from vecshard_server.fanout import shard_channel  # internal traffic: the same (m)TLS as to shards
+
+        self._channel = shard_channel(address, settings, settings.grpc_options())
         self._stub = embedder_pb2_grpc.EmbedderStub(self._channel)
 
     async def _call(self, method: str, request: Any, timeout: float) -> Any:
