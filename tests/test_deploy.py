@@ -1,0 +1,229 @@
+"""deploy/: every overlay renders and validates offline; the rendered manifests say what they must;
+and the containers' commands, args and environment, exactly as written, run a working cluster."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from vecshard import TLS, Client
+
+from .certs import CA
+
+ROOT = Path(__file__).resolve().parents[1]
+OVERLAYS = ["cpu", "gpu"]
+K8S_VERSION = "1.33.0"
+
+pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) is not installed")
+
+
+def render(overlay: str) -> list[dict[str, Any]]:
+    out = subprocess.run(["kubectl", "kustomize", str(ROOT / "deploy" / "overlays" / overlay)], check=True,
+                         capture_output=True, text=True).stdout  # fmt: skip
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def containers(docs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    return [
+        (d, c)
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet")
+        for c in d["spec"]["template"]["spec"]["containers"]
+    ]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_and_validates_strictly(overlay: str) -> None:
+    import kubernetes_validate
+
+    docs = render(overlay)
+    assert len(docs) >= 13
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rendered_manifests_say_what_they_must(overlay: str) -> None:
+    docs = render(overlay)
+    ports = {"coordinator": 50051, "shard": 50061, "embedder": 50071}
+    for workload, c in containers(docs):
+        role = workload["metadata"]["labels"]["app.kubernetes.io/component"]
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert c[probe]["grpc"]["port"] == ports[role], (workload["metadata"]["name"], probe)
+        sc, pod_sc = c["securityContext"], workload["spec"]["template"]["spec"]["securityContext"]
+        assert pod_sc["runAsNonRoot"] and pod_sc["runAsUser"] != 0
+        assert (
+            sc["readOnlyRootFilesystem"]
+            and not sc["allowPrivilegeEscalation"]
+            and sc["capabilities"]["drop"] == ["ALL"]
+        )
+        assert c["resources"]["requests"] and c["resources"]["limits"]
+        assert workload["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 15 + 5  # > grace + drain
+        gpus = c["resources"]["limits"].get("nvidia.com/gpu")
+        assert (gpus == 1) if overlay == "gpu" and role in ("shard", "embedder") else gpus is None
+    shards = by_kind(docs, "StatefulSet")
+    assert len(shards) == 2
+    for sts in shards:
+        assert sts["spec"]["podManagementPolicy"] == "Parallel"
+        assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+        svc = next(s for s in by_kind(docs, "Service") if s["metadata"]["name"] == sts["spec"]["serviceName"])
+        assert svc["spec"]["clusterIP"] == "None"
+    hpa = by_kind(docs, "HorizontalPodAutoscaler")[0]
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "vecshard-coordinator",
+    }
+    pdb_targets = {
+        p["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"]
+        for p in by_kind(docs, "PodDisruptionBudget")
+    }
+    assert pdb_targets == {"coordinator", "shard"}
+    policy = next(p for p in by_kind(docs, "NetworkPolicy") if p["metadata"]["name"] == "vecshard-shards")
+    grpc_rule = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == 50061)
+    assert {f["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for f in grpc_rule["from"]} == {
+        "coordinator",
+        "shard",
+    }
+    config = next(c for c in by_kind(docs, "ConfigMap") if c["metadata"]["name"].startswith("vecshard-config-"))
+    assert re.fullmatch(r"vecshard-config-[a-z0-9]{10}", config["metadata"]["name"])  # rolled by content hash
+    for _, c in containers(docs):
+        assert c["envFrom"][0]["configMapRef"]["name"] == config["metadata"]["name"]
+
+
+# -- run as written -------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pod_env(workload: dict[str, Any], container: dict[str, Any], docs: list[dict[str, Any]], pod: str,
+             index: int) -> dict[str, str]:  # fmt: skip
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        cm = next(
+            d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == source["configMapRef"]["name"]
+        )
+        env.update(cm["data"])
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            field = item["valueFrom"]["fieldRef"]["fieldPath"]
+            env[item["name"]] = pod if field == "metadata.name" else str(index)  # the pod-index label
+    return env
+
+
+def _expand(arg: str, env: dict[str, str]) -> str:
+    return re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), arg)
+
+
+def test_manifests_run_as_written(tmp_path: Path) -> None:
+    docs = render("cpu")
+    ca = CA(tmp_path)
+    tls_dir = tmp_path / "tls"
+    tls_dir.mkdir()
+    cert, key = ca.issue("vecshard")  # SANs localhost/127.0.0.1 stand in for the in-cluster names
+    shutil.copy(cert, tls_dir / "tls.crt")
+    shutil.copy(key, tls_dir / "tls.key")
+    shutil.copy(ca.path, tls_dir / "ca.crt")
+    keys_dir, models_dir = tmp_path / "api-keys", tmp_path / "models"
+    keys_dir.mkdir()
+    models_dir.mkdir()
+    (keys_dir / "keys.toml").write_text('admin = ["admin-key"]\nread = ["read-key"]\n')
+    models_cm = next(
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("vecshard-models")
+    )
+    (models_dir / "models.toml").write_text(models_cm["data"]["models.toml"])
+    paths = {"/etc/vecshard/tls": str(tls_dir), "/etc/vecshard/api-keys": str(keys_dir),
+             "/etc/vecshard/models": str(models_dir)}  # fmt: skip
+
+    # Every pod: a name, a loopback port standing in for its DNS name, its own data dir.
+    pods: list[tuple[dict[str, Any], dict[str, Any], str, int]] = []
+    dns: dict[str, str] = {}
+    for sts in by_kind(docs, "StatefulSet"):
+        svc = sts["spec"]["serviceName"]
+        for i in range(sts["spec"]["replicas"]):
+            name = f"{sts['metadata']['name']}-{i}"
+            port = _free_port()
+            dns[f"{name}.{svc}:50061"] = f"127.0.0.1:{port}"
+            pods.append((sts, sts["spec"]["template"]["spec"]["containers"][0], name, i))
+    coordinator = by_kind(docs, "Deployment")[0]
+    coord_port = _free_port()
+    pods.append((coordinator, coordinator["spec"]["template"]["spec"]["containers"][0], "vecshard-coordinator-x", 0))
+    dns["vecshard-coordinator-x:50051"] = f"127.0.0.1:{coord_port}"
+
+    bin_dir = str(Path(sys.executable).parent)
+    procs = []
+    try:
+        for workload, c, name, index in pods:
+            env = _pod_env(workload, c, docs, name, index)
+            args = [_expand(a, env) for a in c["args"]]
+            listen = dns[f"{name}.{workload['spec']['serviceName']}:50061"] if workload["kind"] == "StatefulSet" \
+                else dns[f"{name}:50051"]  # fmt: skip
+            local: list[str] = []
+            for a in args:  # the only rewrites: DNS names and ports to loopback, mount paths to temp dirs
+                for host, addr in dns.items():
+                    a = a.replace(host, addr)
+                if a.startswith("--port="):
+                    a = f"--port={listen.rsplit(':', 1)[1]}"
+                elif a.startswith("--host="):
+                    a = "--host=127.0.0.1"
+                elif a.startswith("--metrics-port="):
+                    a = f"--metrics-port={_free_port()}"
+                elif a.startswith("--data-dir="):
+                    a = f"--data-dir={tmp_path / name / 'data'}"
+                local.append(a)
+            for k, v in list(env.items()):
+                for mount, real in paths.items():
+                    env[k] = env[k].replace(mount, real) if isinstance(v, str) else v
+            command = [os.path.join(bin_dir, c["command"][0]), *c["command"][1:]]
+            full_env = {**os.environ, **env, "PATH": bin_dir + ":" + os.environ["PATH"]}
+            log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - the child owns it
+            procs.append(subprocess.Popen(command + local, env=full_env, stdout=subprocess.DEVNULL, stderr=log))
+        address = f"127.0.0.1:{coord_port}"
+        deadline = time.monotonic() + 120
+        with Client(address, tls=TLS(root_cert=ca.path), api_key="admin-key", timeout=20) as c:
+            while True:
+                try:
+                    c.list_collections()
+                    break
+                except Exception:
+                    dead = [p.args for p in procs if p.poll() is not None]
+                    assert not dead and time.monotonic() < deadline, dead or "the cluster did not come up"
+                    time.sleep(0.5)
+            data = np.random.default_rng(0).random((400, 16), dtype=np.float32)
+            c.create_collection("k8s", 16, index="ivf_flat", nlist=4)
+            c.add("k8s", np.arange(400), data)
+            D, I = c.search("k8s", data[:5], k=3)
+            assert I[:, 0].tolist() == [0, 1, 2, 3, 4]
+            info = c.describe("k8s")
+            assert info.count == 400 and len(info.shards) == 2 and all(s.count for s in info.shards)
+            assert all("," in s.name for s in info.shards)  # each group has 2 replicas
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
