@@ -99,3 +99,54 @@ def test_health_needs_no_credentials_and_reflection_lists_services(cluster_of) -
         responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         names = {s.name for r in responses for s in r.list_services_response.service}
     assert {"vecshard.v1.VectorSearch", "grpc.health.v1.Health"} <= names
+
+
+def test_traces_one_span_per_shard_call_under_the_search_span(tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "VECSHARD_OTEL_EXPORTER": "console"}
+
+    def start(args: list[str], port_file: Path, out: Path) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "vecshard_server", *args, "--host", "127.0.0.1", "--port", "0",
+                   "--port-file", str(port_file), "--log-level", "ERROR"]  # fmt: skip
+        proc = subprocess.Popen(command, env=env, stdout=open(out, "wb"))  # noqa: SIM115 - the child owns it
+        deadline = time.monotonic() + 60
+        while not port_file.exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        return proc
+
+    shards = [start(["shard"], tmp_path / f"s{i}", tmp_path / f"shard{i}.out") for i in range(2)]
+    addrs = [f"127.0.0.1:{int((tmp_path / f's{i}').read_text())}" for i in range(2)]
+    coord = start(["coordinator", "--shard", addrs[0], "--shard", addrs[1]], tmp_path / "c", tmp_path / "coord.out")
+    try:
+        with Client(f"127.0.0.1:{int((tmp_path / 'c').read_text())}") as c:
+            c.create_collection("t", 4)
+            c.add("t", [1, 2, 3], np.eye(3, 4))
+            c.search("t", np.eye(1, 4), k=2)
+    finally:
+        for p in (coord, *shards):
+            p.send_signal(signal.SIGTERM)
+            p.wait(30)
+
+    def spans(path: Path) -> list[dict[str, object]]:
+        text, out, decoder, i = path.read_text(), [], json.JSONDecoder(), 0
+        while (i := text.find("{", i)) >= 0:
+            obj, end = decoder.raw_decode(text, i)
+            out.append(obj)
+            i = end
+        return out
+
+    coord_spans = spans(tmp_path / "coord.out")
+    search = next(s for s in coord_spans if s["name"] == "/vecshard.v1.VectorSearch/Search")  # type: ignore[union-attr]
+    calls = [s for s in coord_spans if s["name"] == "shard/Search"]
+    assert len(calls) == 2
+    assert all(s["parent_id"] == search["context"]["span_id"] for s in calls)  # type: ignore[index]
+    assert {s["attributes"]["vecshard.shard"] for s in calls} == set(addrs)  # type: ignore[index]
+    shard_spans = [
+        s for i in range(2) for s in spans(tmp_path / f"shard{i}.out") if s["name"] == "/vecshard.v1.Shard/Search"
+    ]
+    assert len(shard_spans) == 2
+    call_ids = {s["context"]["span_id"] for s in calls}  # type: ignore[index]
+    assert {s["parent_id"] for s in shard_spans} == call_ids  # the context crossed to the shards
+    assert {s["context"]["trace_id"] for s in shard_spans} == {search["context"]["trace_id"]}  # type: ignore[index]

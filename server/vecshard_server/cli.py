@@ -173,6 +173,9 @@ def coordinator(
 
     start_metrics("coordinator", metrics_port)
     settings = _settings(models_file=models, embedder=embedder)
+    from vecshard_server.observability import setup_tracing
+
+    setup_tracing("coordinator", settings.otel_exporter)
     from vecshard_server.coordinator import serve_coordinator
 
     asyncio.run(serve_coordinator(settings, host, port, list(shards), port_file, exit_with_parent))
@@ -213,6 +216,9 @@ def shard(
 
     start_metrics("shard", metrics_port)
     settings = _settings()
+    from vecshard_server.observability import setup_tracing
+
+    setup_tracing("shard", settings.otel_exporter)
     from vecshard_server.engine import SnapshotCorrupt
     from vecshard_server.shard import serve_shard
     from vecshard_server.wal import WalCorrupt
@@ -255,6 +261,9 @@ def embedder(
 
     start_metrics("embedder", metrics_port)
     settings = _settings(models_file=models)
+    from vecshard_server.observability import setup_tracing
+
+    setup_tracing("embedder", settings.otel_exporter)
     _check_models(settings)
     from vecshard_server.embedding.service import serve_embedder
 

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     shard_tls_key: Path | None = Field(None, description="coordinator: its key")
     shard_tls_server_name: str = Field("", description="coordinator: expected shard certificate name (default: host)")
     api_keys_file: Path | None = Field(None, description="API keys (admin/read) for the public API; none: open")
+    otel_exporter: str = Field("", description="OpenTelemetry span exporter: console or otlp (the otel extra)")
     models_file: Path | None = Field(None, description="model registry (TOML/JSON); built-in minilm without one")
     embedder: str = Field("", description="address of a `vecshard embedder`; empty: embed in the coordinator")
     max_embed_batch: int = Field(1024, ge=1, description="most texts or images in one request")

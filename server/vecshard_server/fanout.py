@@ -26,7 +26,7 @@ from vecshard.errors import Cancelled, DeadlineExceeded, Unavailable, VecshardEr
 from vecshard.v1 import shard_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.config import Settings
-from vecshard_server.observability import REQUEST_ID, REQUEST_ID_HEADER, SHARD_CALL_SECONDS
+from vecshard_server.observability import REQUEST_ID, REQUEST_ID_HEADER, SHARD_CALL_SECONDS, span, trace_headers
 from vecshard_server.security import channel_credentials
 
 log = logging.getLogger(__name__)
@@ -147,8 +147,9 @@ class ShardSet:
     async def _ask(self, replica: Replica, method: str, request: Any, timeout: float) -> Any:
         started = time.perf_counter()
         try:
-            metadata = ((REQUEST_ID_HEADER, REQUEST_ID.get()),) if REQUEST_ID.get() else None
-            return await getattr(replica.stub, method)(request, timeout=timeout, metadata=metadata)
+            with span(f"shard/{method}", attributes={"vecshard.shard": replica.address}):
+                metadata = [*trace_headers(), *([(REQUEST_ID_HEADER, REQUEST_ID.get())] if REQUEST_ID.get() else [])]
+                return await getattr(replica.stub, method)(request, timeout=timeout, metadata=metadata or None)
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.UNAVAILABLE:
                 replica.down_until = time.monotonic() + DOWN_FOR_S

@@ -113,3 +113,58 @@ def configure_logging(level: str, role: str, json_format: bool) -> None:
     )
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+
+# -- tracing (optional: the `otel` extra) ---------------------------------------------------------
+
+_TRACER: Any = None
+
+
+def setup_tracing(role: str, exporter: str) -> None:
+    """Trace RPCs with OpenTelemetry: exporter "console" (JSON spans on stdout) or "otlp" (the
+    standard OTEL_EXPORTER_OTLP_* variables say where). Each RPC is a span; each coordinator->shard
+    call a child span; the trace context travels to the shards in the call metadata."""
+    global _TRACER
+    if not exporter:
+        return
+    try:
+        from opentelemetry import trace
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
+    except ImportError:
+        raise SystemExit("tracing needs the otel extra: pip install 'vecshard[otel]'") from None
+    provider = TracerProvider(resource=Resource.create({"service.name": f"vecshard-{role}"}))
+    if exporter == "console":
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    elif exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    else:
+        raise SystemExit(f"unknown VECSHARD_OTEL_EXPORTER {exporter!r}: use console or otlp")
+    trace.set_tracer_provider(provider)
+    _TRACER = trace.get_tracer("vecshard")
+
+
+def span(name: str, metadata: Iterable[tuple[str, Any]] | None = None, attributes: dict[str, Any] | None = None) -> Any:
+    """A tracing span (a no-op context manager when tracing is off), continuing a remote parent."""
+    if _TRACER is None:
+        import contextlib
+
+        return contextlib.nullcontext()
+    from opentelemetry.propagate import extract
+
+    parent = extract({k: v for k, v in metadata or () if isinstance(v, str)}) if metadata is not None else None
+    return _TRACER.start_as_current_span(name, context=parent, attributes=attributes or None)
+
+
+def trace_headers() -> list[tuple[str, str]]:
+    """The current trace context as gRPC metadata (empty when tracing is off)."""
+    if _TRACER is None:
+        return []
+    from opentelemetry.propagate import inject
+
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return list(carrier.items())

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from vecshard.errors import VecshardError
 from vecshard_server.config import Settings
-from vecshard_server.observability import REQUEST_ID, observe_rpc, request_id_from
+from vecshard_server.observability import REQUEST_ID, observe_rpc, request_id_from, span
 from vecshard_server.security import server_credentials
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,8 @@ def _guarded(
                 await context.abort(code, "still loading its data (health: NOT_SERVING): retry shortly")
             if authorize is not None:
                 authorize(method, context.invocation_metadata())
-            return await inner(request, context)
+            with span(method, context.invocation_metadata()):
+                return await inner(request, context)
         except VecshardError as err:
             code = err.code
             await context.abort(err.code, err.details)
