@@ -54,8 +54,14 @@ def _settings(**overrides: Any) -> Settings:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="vecshard")
-def cli() -> None:
+@click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path), envvar="VECSHARD_CONFIG",
+              help="TOML settings file (VECSHARD_* variables and flags take precedence over it)")  # fmt: skip
+def cli(config: Path | None) -> None:
     """vecshard: a gRPC vector search server with a sharded faiss index."""
+    if config is not None:
+        import os
+
+        os.environ["VECSHARD_CONFIG"] = str(config.resolve())  # child processes read it too
 
 
 @cli.command()

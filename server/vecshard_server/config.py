@@ -1,15 +1,23 @@
-"""Server settings and limits, read from VECSHARD_* environment variables (pydantic-settings).
+"""Server settings and limits: one settings model for every role (pydantic-settings).
 
-Child processes started by `vecshard serve` inherit the environment, so one setting reaches every
-role. Command-line flags override the environment for the options they expose.
+Precedence, highest first: command-line flags (for the options they expose) > VECSHARD_*
+environment variables > the TOML config file named by VECSHARD_CONFIG (or `vecshard --config FILE`;
+keys are the field names, e.g. `max_k = 1000`) > defaults. Child processes started by
+`vecshard serve` inherit the environment, so one setting reaches every role.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 
 class Settings(BaseSettings):
@@ -51,6 +59,23 @@ class Settings(BaseSettings):
     max_embed_batch: int = Field(1024, ge=1, description="most texts or images in one request")
     max_text_chars: int = Field(100_000, ge=1, description="longest text accepted for embedding")
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest encoded image accepted")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = os.environ.get("VECSHARD_CONFIG")
+        if config:
+            if not Path(config).is_file():
+                raise ValueError(f"VECSHARD_CONFIG={config}: no such file")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config))
+        return tuple(sources)
 
     def grpc_options(self) -> list[tuple[str, int]]:
         return [
