@@ -192,6 +192,7 @@ def coordinator(
 @click.option("--port", default=50061, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--data-dir", type=click.Path(path_type=Path), help="snapshot folder (none: memory only)")
 @click.option("--name", default="shard", show_default=True, help="name used in logs")
+@click.option("--device", help="auto (GPU when faiss sees one), cpu or cuda:N  [default: auto]")
 @click.option(
     "--peer",
     "peers",
@@ -209,6 +210,7 @@ def shard(
     port: int,
     data_dir: Path | None,
     name: str,
+    device: str | None,
     peers: tuple[str, ...],
     port_file: Path | None,
     exit_with_parent: bool,
@@ -221,7 +223,7 @@ def shard(
     from vecshard_server.observability import start_metrics
 
     start_metrics("shard", metrics_port)
-    settings = _settings()
+    settings = _settings(device=device)
     from vecshard_server.observability import setup_tracing
 
     setup_tracing("shard", settings.otel_exporter)

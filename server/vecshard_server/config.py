@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     grace_s: float = Field(5.0, ge=0, description="how long in-flight RPCs may finish on shutdown")
     write_quorum: int = Field(0, ge=0, description="replicas of a group that must persist a write (0: all)")
     hedge_delay_s: float = Field(0.1, ge=0, description="a read waits this long before also asking another replica")
+    device: str = Field(
+        "auto", description="where shards search trained IVF indexes: auto (a GPU when faiss sees one), cpu, cuda:N"
+    )
     search_batching: bool = Field(True, description="coalesce concurrent searches of a shard into one faiss call")
     wal_fsync: bool = Field(True, description="fsync the write-ahead log before acknowledging a write")
     checkpoint_interval_s: float = Field(300.0, gt=0, description="snapshot changed collections this often")

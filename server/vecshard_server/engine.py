@@ -29,7 +29,9 @@ import numpy.typing as npt
 
 from vecshard.errors import AlreadyExists, FailedPrecondition, InvalidArgument, ResourceExhausted
 from vecshard.types import IndexType, Metric
+from vecshard_server.accel import Accelerator, SearchCopy
 from vecshard_server.locks import RWLock
+from vecshard_server.merge import FLT_MAX
 from vecshard_server.spec import CollectionSpec
 
 log = logging.getLogger(__name__)
@@ -120,9 +122,13 @@ def _ivf_ids(ivf: Any) -> I64:
 class ShardIndex:
     """One shard's partition of one collection."""
 
-    def __init__(self, spec: CollectionSpec, max_vectors: int) -> None:
+    def __init__(self, spec: CollectionSpec, max_vectors: int, accelerator: Accelerator | None = None) -> None:
         self.spec = spec
         self.max_vectors = max_vectors
+        # GPU IVF serves L2 and inner product (COSINE is inner product here); L1 stays on the CPU.
+        self._accelerator = accelerator if spec.metric is not Metric.L1 else None
+        self._copy: SearchCopy | None = None
+        self._copy_lock = threading.Lock()
         self._lock = RWLock()
         self._install_lock = threading.Lock()
         self._ids: set[int] = set()
@@ -171,7 +177,10 @@ class ShardIndex:
                 old_ids = np.asarray(present, dtype=np.int64)
                 self.digest = (self.digest - _digest_of(old_ids, self._index.reconstruct_batch(old_ids))) & _MASK
                 self._remove_from(self._index, old_ids)
+                self._copy = None  # a replaced id cannot be told apart in the copy: rebuild it
             self._index.add_with_ids(vectors, ids)
+            if self._copy is not None:
+                self._copy.add(ids, vectors)
             self.digest = (self.digest + _digest_of(ids, vectors)) & _MASK
             self._ids.update(id_list)
             if self._pending is not None:
@@ -188,6 +197,10 @@ class ShardIndex:
                 self.digest = (self.digest - _digest_of(present, self._index.reconstruct_batch(present))) & _MASK
                 self._remove_from(self._index, present)
                 self._ids.difference_update(present.tolist())
+                if self._copy is not None:
+                    self._copy.tombstones.update(present.tolist())
+                    if len(self._copy.tombstones) > max(1024, self.count // 20):
+                        self._copy = None  # rebuilt at the next search
                 if self._pending is not None:
                     self._pending.append(("remove", present, None))
             return int(present.size)
@@ -212,15 +225,31 @@ class ShardIndex:
                 out[found] = self._index.reconstruct_batch(np.ascontiguousarray(ids[found]))
             return out, found
 
+    @property
+    def device(self) -> str:
+        """Where trained searches run: the accelerator's name, or "cpu"."""
+        return self._accelerator.name if self._accelerator is not None and self.trained else "cpu"
+
     def search(self, queries: F32, k: int, nprobe: int) -> tuple[F32, I64]:
         """This shard's top-k of each query (exact while untrained)."""
         with self._lock.read():
-            if self.trained:
-                params = faiss.SearchParametersIVF(nprobe=max(1, min(nprobe or self.spec.nprobe, self.spec.nlist)))  # type: ignore[call-arg]
-                D, I = self._index.search(queries, k, params=params)
-            else:
-                D, I = self._index.search(queries, k)
-        return D, I
+            if not self.trained:
+                return self._index.search(queries, k)  # type: ignore[no-any-return]
+            params = faiss.SearchParametersIVF(nprobe=max(1, min(nprobe or self.spec.nprobe, self.spec.nlist)))  # type: ignore[call-arg]
+            copy = self._search_copy()
+            if copy is not None and copy.can_answer(k):
+                pad = float(-FLT_MAX if self.spec.larger_is_better else FLT_MAX)
+                return copy.search(queries, k, params, pad)
+            return self._index.search(queries, k, params=params)  # type: ignore[no-any-return]
+
+    def _search_copy(self) -> SearchCopy | None:
+        """The accelerator copy, (re)built from the CPU index when missing; the caller holds a lock."""
+        if self._accelerator is None or self._copy is not None:
+            return self._copy
+        with self._copy_lock:
+            if self._copy is None:
+                self._copy = SearchCopy(self._accelerator, self._index)
+            return self._copy
 
     def sample(self, max_points: int, seed: int) -> tuple[I64, F32]:
         """A uniform random sample (without replacement) of at most max_points stored (id, vector) pairs."""
@@ -284,6 +313,7 @@ class ShardIndex:
                         if op == "add":
                             new.add_with_ids(op_vecs, op_ids)
                     self._index = new
+                    self._copy = None  # the next search copies the new IVF index to the accelerator
                     self._centroids = np.array(centroids, dtype=np.float32)
                     self._pending = None
             finally:
@@ -324,7 +354,7 @@ class ShardIndex:
         self.snapshot_lsn = lsn
 
     @classmethod
-    def load(cls, directory: Path, max_vectors: int) -> ShardIndex:
+    def load(cls, directory: Path, max_vectors: int, accelerator: Accelerator | None = None) -> ShardIndex:
         """Load a snapshot; SnapshotCorrupt when it does not match its checksum or count."""
         try:
             meta = json.loads((directory / "meta.json").read_text())
@@ -337,7 +367,7 @@ class ShardIndex:
                 f"{index_path} does not match the checksum in meta.json: refusing to start. Restore the shard's "
                 "data dir from a backup or a replica."
             )
-        shard = cls(spec, max_vectors)
+        shard = cls(spec, max_vectors, accelerator)
         index = faiss.read_index(str(index_path))
         if isinstance(index, faiss.IndexIVF):
             index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]

@@ -26,6 +26,7 @@ from vecshard.errors import AlreadyExists, NotFound
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import shard_pb2_grpc, types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
+from vecshard_server.accel import detect
 from vecshard_server.batching import SearchBatcher
 from vecshard_server.config import Settings
 from vecshard_server.engine import Journal, ShardIndex
@@ -48,6 +49,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         self.settings = settings
         self.data_dir = data_dir
         self.peers = peers or []
+        self.accelerator = detect(settings.device)
         self.collections: dict[str, ShardIndex] = {}
         self.wal: Wal | None = None
         self.ready = False
@@ -79,7 +81,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                     shutil.rmtree(d, ignore_errors=True)
         for d in sorted(root.iterdir()) if root.exists() else []:
             if d.is_dir() and (d / "meta.json").exists():
-                part = ShardIndex.load(d, self.settings.max_vectors_per_shard)
+                part = ShardIndex.load(d, self.settings.max_vectors_per_shard, self.accelerator)
                 self.collections[part.spec.name] = part
         wal_dir = self.data_dir / "wal"
         replayed = 0
@@ -146,7 +148,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             log.info("catch-up: dropped %s (the peer has no such collection)", name)
             return
         spec = CollectionSpec.from_proto(state.config)
-        part = ShardIndex(spec, self.settings.max_vectors_per_shard)
+        part = ShardIndex(spec, self.settings.max_vectors_per_shard, self.accelerator)
         desc = stub.DescribeCollection(pb.DescribeCollectionRequest(name=name, include_centroids=True), timeout=60)
         if desc.trained:
             part.install_quantizer(wire.unpack_matrix(desc.centroids, "centroids"))
@@ -176,7 +178,9 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         if part is not None and record.lsn <= part.applied_lsn:
             return 0  # already in the snapshot
         if op == "create":
-            part = ShardIndex(CollectionSpec.from_proto(record.create), self.settings.max_vectors_per_shard)
+            part = ShardIndex(
+                CollectionSpec.from_proto(record.create), self.settings.max_vectors_per_shard, self.accelerator
+            )
             part.applied_lsn = record.lsn
             self.collections[name] = part
             return 1
@@ -285,7 +289,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                 if existing.spec != spec:
                     raise AlreadyExists(f"collection {spec.name!r} exists on this shard with another config")
                 return self._state(existing)
-            part = ShardIndex(spec, self.settings.max_vectors_per_shard)
+            part = ShardIndex(spec, self.settings.max_vectors_per_shard, self.accelerator)
 
             def create(journal: Journal | None) -> None:
                 if journal is not None:
@@ -422,7 +426,8 @@ async def serve_shard(
 
     async def ready() -> None:
         nonlocal checkpoints
-        log.info("%s listening on %s:%d (data dir %s); recovering", name, host, bound, data_dir or "none: in memory")
+        log.info("%s listening on %s:%d (data dir %s, trained IVF searches on %s); recovering", name, host, bound,
+                 data_dir or "none: in memory", service.accelerator.name if service.accelerator else "cpu")  # fmt: skip
         await asyncio.to_thread(service.recover)
         checkpoints = asyncio.create_task(checkpoint_loop())
 
