@@ -314,10 +314,15 @@ def run_bench(
             for s in shards_list
         ],
     }
+    result["peers"] = {}
     if "milvus" in peers:
         from vecshard_server.bench_peers import milvus_lite
 
-        result["peers"] = {"milvus_lite": milvus_lite(base, queries, gt, nlist, nprobe, k, batch_sizes, duration_s)}
+        result["peers"]["milvus_lite"] = milvus_lite(base, queries, gt, nlist, nprobe, k, batch_sizes, duration_s)
+    if "chroma" in peers:
+        from vecshard_server.bench_peers import chroma
+
+        result["peers"]["chroma"] = chroma(base, queries, gt, k, duration_s)
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -421,6 +426,22 @@ def format_markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {row['batch']} | {row['qps']:,.0f} | {vs:,.0f} | {vs / row['qps']:.1f} |")
     elif milvus:
         lines += ["", f"Milvus Lite: {milvus['skipped']}"]
+    chroma = result.get("peers", {}).get("chroma")
+    curve = result["runs"][0].get("curve") or []
+    if chroma and "skipped" not in chroma and curve:
+        lines += ["", f"## Peer: Chroma server (HNSW; insert {chroma['insert_vps']:,.0f} vectors/s) at equal recall",
+                  "", "vecshard: the smallest nprobe of the sweep reaching Chroma's recall, batches of 64 "
+                  f"({result['runs'][0]['shards']} shards).", "",
+                  "| Chroma ef | recall | QPS batch 1 | QPS batch 64 | vecshard nprobe | vecshard recall "
+                  "| vecshard QPS batch 64 | vecshard / Chroma |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for pt in chroma["points"]:
+            match = next((c for c in curve if c["recall"] >= pt["recall"]), curve[-1])
+            lines.append(f"| {pt['ef']} | {pt['recall']:.3f} | {pt['qps_batch1']:,.0f} | {pt['qps_batch64']:,.0f} "
+                         f"| {match['nprobe']} | {match['recall']:.3f} | {match['vecshard_qps']:,.0f} "
+                         f"| {match['vecshard_qps'] / pt['qps_batch64']:.1f} |")  # fmt: skip
+    elif chroma:
+        lines += ["", f"Chroma: {chroma.get('skipped', 'no curve to compare with')}"]
     if any(run.get("curve") for run in result["runs"]):
         lines += ["", "## QPS vs recall (nprobe sweep, batches of 64; plot: qps_recall.png)", "",
                   "| shards | nprobe | recall | vecshard QPS | faiss QPS |", "|---:|---:|---:|---:|---:|"]  # fmt: skip

@@ -1,7 +1,9 @@
-"""Peers for `vecshard bench --peers milvus`: Milvus Lite (pymilvus + milvus-lite, the `bench` extra)
-measured on the same data, index type (IVF_FLAT, same nlist and nprobe) and queries.
+"""Peers for `vecshard bench --peers milvus --peers chroma` (the `bench` extra; never needed by tests).
 
-Chroma is not measured yet: it offers HNSW only, so "equal recall" needs an ef sweep of its own.
+- Milvus Lite (pymilvus + milvus-lite): the same data, index type (IVF_FLAT, same nlist and nprobe)
+  and queries.
+- Chroma, run as a local server: HNSW only, so it is measured at several search ef values and
+  compared with vecshard at the smallest nprobe that reaches the same recall.
 """
 
 from __future__ import annotations
@@ -52,3 +54,69 @@ def milvus_lite(
         rows = [{"batch": b, **timed_loop(search, make_batches(queries, b), duration_s)} for b in batch_sizes]
         mc.close()
     return {"recall": recall_at_k(found, gt, k), "insert_vps": insert_vps, "search": rows}
+
+
+def chroma(
+    base: F32, queries: F32, gt: I64, k: int, duration_s: float, efs: Sequence[int] = (16, 64, 256)
+) -> dict[str, Any]:
+    """Chroma as a local server (`chroma run`), HNSW at several search ef values: recall@k and QPS
+    of batches of 1 and 64, to compare with vecshard at equal recall."""
+    import shutil
+    import socket
+    import subprocess
+
+    try:
+        import chromadb
+    except ImportError:
+        return {"skipped": "chromadb not installed: pip install 'vecshard[bench]'"}
+    import sys
+
+    chroma_bin = shutil.which("chroma") or shutil.which("chroma", path=str(Path(sys.executable).parent))
+    if chroma_bin is None:
+        return {"skipped": "the chroma command is not on PATH"}
+    from vecshard_server.bench import make_batches, recall_at_k, timed_loop
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        server = subprocess.Popen([chroma_bin, "run", "--path", tmp, "--host", "127.0.0.1", "--port", str(port)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            client = None
+            deadline = time.monotonic() + 60
+            while client is None:
+                try:
+                    client = chromadb.HttpClient(host="127.0.0.1", port=port)
+                    client.heartbeat()
+                except Exception:  # not up yet
+                    client = None
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        return {"skipped": "chroma run did not start"}
+                    time.sleep(0.5)
+            ids = [str(i) for i in range(len(base))]
+            points = []
+            insert_vps = 0.0
+            for ef in efs:
+                col = client.create_collection(f"bench_{ef}", metadata={"hnsw:space": "l2", "hnsw:search_ef": ef,
+                                                                        "hnsw:construction_ef": 200})  # fmt: skip
+                start = time.perf_counter()
+                for s in range(0, len(base), 1000):
+                    col.add(ids=ids[s : s + 1000], embeddings=base[s : s + 1000].tolist())
+                insert_vps = len(base) / (time.perf_counter() - start)
+
+                def search(q: F32, col: Any = col) -> I64:
+                    res = col.query(query_embeddings=q.tolist(), n_results=k, include=[])
+                    return np.array([[int(i) for i in row] + [-1] * (k - len(row)) for row in res["ids"]])
+
+                found = np.vstack([search(b) for b in make_batches(queries, 64)])[: len(queries)]
+                points.append({
+                    "ef": ef,
+                    "recall": recall_at_k(found, gt, k),
+                    "qps_batch1": timed_loop(search, make_batches(queries, 1), duration_s)["qps"],
+                    "qps_batch64": timed_loop(search, make_batches(queries, 64), duration_s)["qps"],
+                })  # fmt: skip
+        finally:
+            server.terminate()
+            server.wait(30)
+    return {"points": points, "insert_vps": insert_vps}

@@ -324,7 +324,9 @@ def _check_models(settings: Settings) -> None:
     help="concurrent clients (repeat)",
 )
 @click.option("--out", type=click.Path(path_type=Path), help="write bench.json and bench.md here")
-@click.option("--peers", multiple=True, type=click.Choice(["milvus"]), help="also measure these systems (repeat)")
+@click.option(
+    "--peers", multiple=True, type=click.Choice(["milvus", "chroma"]), help="also measure these systems (repeat)"
+)
 @click.option("--embed", is_flag=True, help="measure embedding throughput and text retrieval instead")
 def bench(
     shards_list: tuple[int, ...],
