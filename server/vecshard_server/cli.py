@@ -33,6 +33,19 @@ METRICS_PORT = click.option("--metrics-port", default=0, type=click.IntRange(0, 
                             help="serve Prometheus metrics on this port (0: off)")  # fmt: skip
 
 
+def ROLE_OPTIONS(command: Any) -> Any:  # noqa: N802 - used as a decorator, like click's
+    """The options every server role shares: port file, parent watch, logging and metrics."""
+    for option in reversed([
+        click.option("--port-file", type=click.Path(path_type=Path), help="write the bound port here once serving"),
+        click.option("--exit-with-parent", is_flag=True, hidden=True, help="stop when the parent process exits"),
+        click.option("--log-level", default="INFO", show_default=True, type=LOG_LEVELS),
+        LOG_FORMAT,
+        METRICS_PORT,
+    ]):  # fmt: skip
+        command = option(command)
+    return command
+
+
 def _logging(level: str, role: str, log_format: str = "text") -> None:
     from vecshard_server.observability import configure_logging
 
@@ -156,11 +169,7 @@ def serve(
     help="model registry for in-process embedding (TOML/JSON)",
 )
 @click.option("--embedder", metavar="HOST:PORT", help="embed through this `vecshard embedder` instead of in-process")
-@click.option("--port-file", type=click.Path(path_type=Path), help="write the bound port here once serving")
-@click.option("--exit-with-parent", is_flag=True, hidden=True, help="stop when the parent process exits")
-@click.option("--log-level", default="INFO", show_default=True, type=LOG_LEVELS)
-@LOG_FORMAT
-@METRICS_PORT
+@ROLE_OPTIONS
 def coordinator(
     shards: tuple[str, ...],
     host: str,
@@ -200,11 +209,7 @@ def coordinator(
     metavar="HOST:PORT",
     help="another replica of this shard group: catch up from it before serving (repeat)",
 )
-@click.option("--port-file", type=click.Path(path_type=Path), help="write the bound port here once serving")
-@click.option("--exit-with-parent", is_flag=True, hidden=True, help="stop when the parent process exits")
-@click.option("--log-level", default="INFO", show_default=True, type=LOG_LEVELS)
-@LOG_FORMAT
-@METRICS_PORT
+@ROLE_OPTIONS
 def shard(
     host: str,
     port: int,
@@ -247,11 +252,7 @@ def shard(
     help="model registry (TOML/JSON); the built-in minilm needs none",
 )
 @click.option("--preload", multiple=True, metavar="MODEL", help="load this model before serving (repeat)")
-@click.option("--port-file", type=click.Path(path_type=Path), help="write the bound port here once serving")
-@click.option("--exit-with-parent", is_flag=True, hidden=True, help="stop when the parent process exits")
-@click.option("--log-level", default="INFO", show_default=True, type=LOG_LEVELS)
-@LOG_FORMAT
-@METRICS_PORT
+@ROLE_OPTIONS
 def embedder(
     host: str,
     port: int,
