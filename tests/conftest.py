@@ -3,19 +3,38 @@
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from vecshard import Client
-from vecshard_server.cluster import LocalCluster
+from vecshard_server.cluster import LocalCluster, Process
 from vecshard_server.datasets import SIFT5K_DIR, clustered, read_vecs
 
 __all__ = ["clustered"]
 
 
 _names = itertools.count()
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_role(args: list[str], port_file: Path, env: dict[str, str] | None = None, timeout: float = 120,
+               **output: Path) -> Process:  # fmt: skip
+    """One `vecshard` role process on 127.0.0.1, port 0, started and serving (stdout=/stderr= files)."""
+    proc = Process(args[0], [*args, "--host", "127.0.0.1", "--port", "0"], port_file, env, **output)
+    proc.wait_port(time.monotonic() + timeout)
+    return proc
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import yaml
 from vecshard import TLS, Client
 
 from .certs import CA
+from .conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAYS = ["cpu", "gpu"]
@@ -110,12 +110,6 @@ def test_rendered_manifests_say_what_they_must(overlay: str) -> None:
 # -- run as written -------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _pod_env(workload: dict[str, Any], container: dict[str, Any], docs: list[dict[str, Any]], pod: str,
              index: int) -> dict[str, str]:  # fmt: skip
     env: dict[str, str] = {}
@@ -164,11 +158,11 @@ def test_manifests_run_as_written(tmp_path: Path) -> None:
         svc = sts["spec"]["serviceName"]
         for i in range(sts["spec"]["replicas"]):
             name = f"{sts['metadata']['name']}-{i}"
-            port = _free_port()
+            port = free_port()
             dns[f"{name}.{svc}:50061"] = f"127.0.0.1:{port}"
             pods.append((sts, sts["spec"]["template"]["spec"]["containers"][0], name, i))
     coordinator = by_kind(docs, "Deployment")[0]
-    coord_port = _free_port()
+    coord_port = free_port()
     pods.append((coordinator, coordinator["spec"]["template"]["spec"]["containers"][0], "vecshard-coordinator-x", 0))
     dns["vecshard-coordinator-x:50051"] = f"127.0.0.1:{coord_port}"
 
@@ -189,7 +183,7 @@ def test_manifests_run_as_written(tmp_path: Path) -> None:
                 elif a.startswith("--host="):
                     a = "--host=127.0.0.1"
                 elif a.startswith("--metrics-port="):
-                    a = f"--metrics-port={_free_port()}"
+                    a = f"--metrics-port={free_port()}"
                 elif a.startswith("--data-dir="):
                     a = f"--data-dir={tmp_path / name / 'data'}"
                 local.append(a)

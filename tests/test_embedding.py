@@ -4,10 +4,8 @@ and image exactly as in-process faiss does; bad inputs get their codes and write
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from vecshard import Client, FailedPrecondition, InvalidArgument, NotFound, Reso
 from vecshard.v1 import types_pb2
 from vecshard_server.cluster import LocalCluster
 
+from .conftest import start_role
 from .models import build_tiny_models, decode, images
 
 pytest.importorskip("torch", reason="embedding needs the 'embed' extra (torch)")
@@ -272,23 +271,14 @@ def test_list_models(ec: Client) -> None:
     assert models["e5ish"].query_prefix == "query: "
 
 
-def _start(args: list[str], port_file: Path) -> tuple[subprocess.Popen[bytes], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "vecshard_server", *args, "--port", "0", "--port-file",
-                             str(port_file), "--log-level", "WARNING"])  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not port_file.exists():
-        assert proc.poll() is None, f"{args[0]} exited with {proc.returncode}"
-        assert time.monotonic() < deadline, f"{args[0]} did not start"
-        time.sleep(0.1)
-    return proc, f"127.0.0.1:{int(port_file.read_text())}"
-
-
 def test_embedder_role_serves_a_coordinator(cluster: LocalCluster, registry: Path, tmp_path: Path, name: str) -> None:
-    embedder, e_addr = _start(["embedder", "--host", "127.0.0.1", "--models", str(registry)], tmp_path / "e")
-    args = ["coordinator", "--host", "127.0.0.1", "--embedder", e_addr]
+    embedder = start_role(["embedder", "--models", str(registry), "--log-level", "WARNING"], tmp_path / "e")
+    e_addr = embedder.address
+    args = ["coordinator", "--embedder", e_addr, "--log-level", "WARNING"]
     for addr in cluster.shard_addresses:
         args += ["--shard", addr]
-    coord, c_addr = _start(args, tmp_path / "c")
+    coord = start_role(args, tmp_path / "c")
+    c_addr = coord.address
     try:
         with Client(c_addr, timeout=300) as remote, Client(cluster.address, timeout=300) as local:
             texts, imgs = ["remote embedding", "same vectors"], images(3, seed=5)
@@ -302,7 +292,7 @@ def test_embedder_role_serves_a_coordinator(cluster: LocalCluster, registry: Pat
             remote.drop_collection(name)
     finally:
         for p in (coord, embedder):
-            p.send_signal(signal.SIGTERM)
+            p.terminate()
             assert p.wait(60) == 0
 
 

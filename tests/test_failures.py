@@ -18,7 +18,7 @@ from vecshard import Client, DeadlineExceeded, Unavailable
 from vecshard_server.cluster import LocalCluster
 from vecshard_server.placement import shard_of
 
-from .conftest import clustered
+from .conftest import clustered, start_role
 
 DIM = 8
 
@@ -86,30 +86,12 @@ def test_new_coordinator_rebuilds_catalog_from_shards(cluster: LocalCluster, nam
         c.add(name + "_ivf", np.arange(400), data)
         c.train(name + "_ivf")
         before = c.search(name, data[:10], k=7)
-    port_file = tmp_path / "port"
-    args = [
-        sys.executable,
-        "-m",
-        "vecshard_server",
-        "coordinator",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--port-file",
-        str(port_file),
-        "--log-level",
-        "ERROR",
-    ]
+    args = ["coordinator", "--log-level", "ERROR"]
     for addr in cluster.shard_addresses:
         args += ["--shard", addr]
-    proc = subprocess.Popen(args)
+    proc = start_role(args, tmp_path / "port")
     try:
-        deadline = time.monotonic() + 30
-        while not port_file.exists():
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        with Client(f"127.0.0.1:{int(port_file.read_text())}", timeout=30) as c2:
+        with Client(proc.address, timeout=30) as c2:
             infos = {i.name: i for i in c2.list_collections()}
             assert infos[name].count == 400 and infos[name + "_ivf"].trained
             after = c2.search(name, data[:10], k=7)
@@ -118,7 +100,7 @@ def test_new_coordinator_rebuilds_catalog_from_shards(cluster: LocalCluster, nam
         with Client(cluster.address, timeout=30) as c:  # the first coordinator sees the drop
             assert name + "_ivf" not in [i.name for i in c.list_collections()]
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.terminate()
         assert proc.wait(30) == 0
 
 

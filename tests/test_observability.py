@@ -4,11 +4,6 @@ coordinator to the shards."""
 from __future__ import annotations
 
 import json
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,24 +13,7 @@ import numpy as np
 from vecshard import Client, InvalidArgument
 from vecshard.v1 import vector_search_pb2 as pb
 
-from .conftest import clustered
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start(args: list[str], port_file: Path, log: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "vecshard_server", *args, "--host", "127.0.0.1", "--port", "0",
-               "--port-file", str(port_file), "--log-format", "json"]  # fmt: skip
-    proc = subprocess.Popen(command, stderr=open(log, "wb"))  # noqa: SIM115 - the child owns the file
-    deadline = time.monotonic() + 60
-    while not port_file.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.05)
-    return proc
+from .conftest import clustered, free_port, start_role
 
 
 def _metrics(port: int) -> str:
@@ -48,13 +26,15 @@ def _value(text: str, prefix: str) -> float:
 
 
 def test_metrics_logs_and_request_ids(tmp_path: Path) -> None:
-    shard_mp, coord_mp = _free_port(), _free_port()
-    shard = _start(["shard", "--metrics-port", str(shard_mp)], tmp_path / "s.port", tmp_path / "shard.log")
-    shard_addr = f"127.0.0.1:{int((tmp_path / 's.port').read_text())}"
-    coord = _start(["coordinator", "--shard", shard_addr, "--metrics-port", str(coord_mp)], tmp_path / "c.port",
-                   tmp_path / "coord.log")  # fmt: skip
+    shard_mp, coord_mp = free_port(), free_port()
+    json_logs = ["--log-format", "json"]
+    shard = start_role(["shard", "--metrics-port", str(shard_mp), *json_logs], tmp_path / "s.port",
+                       stderr=tmp_path / "shard.log")  # fmt: skip
+    shard_addr = shard.address
+    coord = start_role(["coordinator", "--shard", shard_addr, "--metrics-port", str(coord_mp), *json_logs],
+                       tmp_path / "c.port", stderr=tmp_path / "coord.log")  # fmt: skip
     try:
-        address = f"127.0.0.1:{int((tmp_path / 'c.port').read_text())}"
+        address = coord.address
         with Client(address) as c:
             c.create_collection("m", 8, index="ivf_flat", nlist=4, train_threshold=10**6)
             c.add("m", np.arange(300), clustered(300, 8))
@@ -77,7 +57,7 @@ def test_metrics_logs_and_request_ids(tmp_path: Path) -> None:
         assert _value(shard_text, 'vecshard_rpcs_total{code="OK",method="Search",role="shard"}') == 5
     finally:
         for p in (coord, shard):
-            p.send_signal(signal.SIGTERM)
+            p.terminate()
             p.wait(30)
     shard_lines = [
         json.loads(line) for line in (tmp_path / "shard.log").read_text().splitlines() if line.startswith("{")
@@ -102,31 +82,21 @@ def test_health_needs_no_credentials_and_reflection_lists_services(cluster_of) -
 
 
 def test_traces_one_span_per_shard_call_under_the_search_span(tmp_path: Path) -> None:
-    import os
-
-    env = {**os.environ, "VECSHARD_OTEL_EXPORTER": "console"}
-
-    def start(args: list[str], port_file: Path, out: Path) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "vecshard_server", *args, "--host", "127.0.0.1", "--port", "0",
-                   "--port-file", str(port_file), "--log-level", "ERROR"]  # fmt: skip
-        proc = subprocess.Popen(command, env=env, stdout=open(out, "wb"))  # noqa: SIM115 - the child owns it
-        deadline = time.monotonic() + 60
-        while not port_file.exists():
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        return proc
-
-    shards = [start(["shard"], tmp_path / f"s{i}", tmp_path / f"shard{i}.out") for i in range(2)]
-    addrs = [f"127.0.0.1:{int((tmp_path / f's{i}').read_text())}" for i in range(2)]
-    coord = start(["coordinator", "--shard", addrs[0], "--shard", addrs[1]], tmp_path / "c", tmp_path / "coord.out")
+    env = {"VECSHARD_OTEL_EXPORTER": "console"}
+    quiet = ["--log-level", "ERROR"]
+    shards = [start_role(["shard", *quiet], tmp_path / f"s{i}", env, stdout=tmp_path / f"shard{i}.out")
+              for i in range(2)]  # fmt: skip
+    addrs = [s.address for s in shards]
+    coord = start_role(["coordinator", "--shard", addrs[0], "--shard", addrs[1], *quiet], tmp_path / "c", env,
+                       stdout=tmp_path / "coord.out")  # fmt: skip
     try:
-        with Client(f"127.0.0.1:{int((tmp_path / 'c').read_text())}") as c:
+        with Client(coord.address) as c:
             c.create_collection("t", 4)
             c.add("t", [1, 2, 3], np.eye(3, 4))
             c.search("t", np.eye(1, 4), k=2)
     finally:
         for p in (coord, *shards):
-            p.send_signal(signal.SIGTERM)
+            p.terminate()
             p.wait(30)
 
     def spans(path: Path) -> list[dict[str, object]]:

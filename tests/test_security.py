@@ -3,10 +3,6 @@ with certificates made at test time."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -19,19 +15,7 @@ from vecshard.v1 import shard_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
 
 from .certs import CA
-
-
-def _start(args: list[str], env: dict[str, str], port_file: Path) -> subprocess.Popen[bytes]:
-    import os
-
-    command = [sys.executable, "-m", "vecshard_server", *args, "--host", "127.0.0.1", "--port", "0",
-               "--port-file", str(port_file), "--log-level", "ERROR"]  # fmt: skip
-    proc = subprocess.Popen(command, env={**os.environ, **env})
-    deadline = time.monotonic() + 60
-    while not port_file.exists():
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    return proc
+from .conftest import start_role
 
 
 def test_tls_mtls_and_api_keys(tmp_path: Path) -> None:
@@ -41,14 +25,15 @@ def test_tls_mtls_and_api_keys(tmp_path: Path) -> None:
     client_cert, client_key = ca.issue("intruder")  # a valid client cert, but for the wrong purpose
     keys = tmp_path / "keys.toml"
     keys.write_text('admin = ["admin-secret"]\nread = ["read-secret"]\n')
-    shard = _start(["shard"], {"VECSHARD_TLS_CERT": str(shard_cert), "VECSHARD_TLS_KEY": str(shard_key),
-                               "VECSHARD_TLS_CLIENT_CA": str(ca.path)}, tmp_path / "s")  # fmt: skip
-    shard_addr = f"127.0.0.1:{int((tmp_path / 's').read_text())}"
-    coord = _start(["coordinator", "--shard", shard_addr], {
+    shard_tls = {"VECSHARD_TLS_CERT": str(shard_cert), "VECSHARD_TLS_KEY": str(shard_key),
+                 "VECSHARD_TLS_CLIENT_CA": str(ca.path)}  # fmt: skip
+    shard = start_role(["shard", "--log-level", "ERROR"], tmp_path / "s", shard_tls)
+    shard_addr = shard.address
+    coord = start_role(["coordinator", "--shard", shard_addr, "--log-level", "ERROR"], tmp_path / "c", {
         "VECSHARD_TLS_CERT": str(coord_cert), "VECSHARD_TLS_KEY": str(coord_key),
         "VECSHARD_SHARD_TLS_CA": str(ca.path), "VECSHARD_SHARD_TLS_CERT": str(coord_cert),
-        "VECSHARD_SHARD_TLS_KEY": str(coord_key), "VECSHARD_API_KEYS_FILE": str(keys)}, tmp_path / "c")  # fmt: skip
-    address = f"127.0.0.1:{int((tmp_path / 'c').read_text())}"
+        "VECSHARD_SHARD_TLS_KEY": str(coord_key), "VECSHARD_API_KEYS_FILE": str(keys)})  # fmt: skip
+    address = coord.address
     tls = TLS(root_cert=ca.path)
     try:
         with Client(address, tls=tls, timeout=20) as anonymous:
@@ -93,5 +78,5 @@ def test_tls_mtls_and_api_keys(tmp_path: Path) -> None:
             assert names == ["secure"]
     finally:
         for p in (coord, shard):
-            p.send_signal(signal.SIGTERM)
+            p.terminate()
             p.wait(30)

@@ -27,21 +27,34 @@ class ClusterError(RuntimeError):
 class Process:
     """One child process of the cluster and the port it reports."""
 
-    def __init__(self, name: str, args: list[str], port_file: Path, env: dict[str, str] | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        port_file: Path,
+        env: dict[str, str] | None,
+        stdout: Path | None = None,
+        stderr: Path | None = None,
+    ) -> None:
         self.name = name
         self.port_file = port_file
         self.args = args
         self.env = env
+        self.stdout, self.stderr = stdout, stderr  # files to capture the child's output into
         self.port = 0
         self.popen = self._spawn(args)
 
     def _spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
         self.port_file.unlink(missing_ok=True)
+        out = open(self.stdout, "ab") if self.stdout else None  # noqa: SIM115 - handed to the child
+        err = open(self.stderr, "ab") if self.stderr else None  # noqa: SIM115
         return subprocess.Popen(
             [sys.executable, "-m", "vecshard_server", *args, "--port-file", str(self.port_file), "--exit-with-parent"],
             env={**os.environ, **(self.env or {})},
             # Own session: a Ctrl-C reaches only the parent, which stops the children in order.
             start_new_session=True,
+            stdout=out,
+            stderr=err,
         )
 
     def kill(self) -> None:
@@ -66,6 +79,10 @@ class Process:
                 return self.port
             time.sleep(0.02)
         raise ClusterError(f"{self.name} did not start serving in time")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
     def terminate(self) -> None:
         if self.popen.poll() is None:
