@@ -201,9 +201,7 @@ class AsyncClient:
             tasks.append(asyncio.ensure_future(send(req)))
             while len([t for t in tasks if not t.done()]) >= 2 * max(1, parallel):
                 await asyncio.wait([t for t in tasks if not t.done()], return_when=asyncio.FIRST_COMPLETED)
-        results = await asyncio.gather(*tasks)
-        total = build.add_result(results)
-        return AddResult(added=total.added, replaced=total.replaced, count=max((r.count for r in results), default=0))
+        return build.add_result(await asyncio.gather(*tasks))
 
     async def remove(self, collection: str, ids: Any, *, timeout: float | None = None) -> int:
         """See `Client.remove`.

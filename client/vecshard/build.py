@@ -147,9 +147,10 @@ def upload_batches(
 
 
 def add_result(responses: Iterable[pb.AddResponse]) -> AddResult:
+    """Sum of the batches; the count is the largest seen (batches may finish out of order)."""
     added = replaced = count = 0
     for r in responses:
-        added, replaced, count = added + r.added, replaced + r.replaced, r.count
+        added, replaced, count = added + r.added, replaced + r.replaced, max(count, r.count)
     return AddResult(added=added, replaced=replaced, count=count)
 
 

@@ -261,8 +261,7 @@ class Client:
                 results.append(f.result())
                 bar(in_flight.pop(f))
         bar(0, close=True)
-        total = build.add_result(results)
-        return AddResult(added=total.added, replaced=total.replaced, count=max((r.count for r in results), default=0))
+        return build.add_result(results)
 
     def remove(self, collection: str, ids: Any, *, timeout: float | None = None) -> int:
         """Remove vectors by id; returns how many were stored. Removed ids never come back.

@@ -33,6 +33,13 @@ METRICS_PORT = click.option("--metrics-port", default=0, type=click.IntRange(0, 
                             help="serve Prometheus metrics on this port (0: off)")  # fmt: skip
 
 
+MODELS = click.option(
+    "--models",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="embedding model registry (TOML/JSON); the built-in minilm needs none",
+)
+
+
 def ROLE_OPTIONS(command: Any) -> Any:  # noqa: N802 - used as a decorator, like click's
     """The options every server role shares: port file, parent watch, logging and metrics."""
     for option in reversed([
@@ -89,11 +96,7 @@ def cli(config: Path | None) -> None:
     type=click.Path(path_type=Path),
     help="where shards keep their data (one folder per shard)",
 )
-@click.option(
-    "--models",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="model registry (TOML/JSON); the built-in minilm needs none",
-)
+@MODELS
 @click.option("--log-level", default="INFO", show_default=True, type=LOG_LEVELS)
 @LOG_FORMAT
 def serve(
@@ -163,11 +166,7 @@ def serve(
 )
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", default=50051, show_default=True, type=click.IntRange(0, 65535))
-@click.option(
-    "--models",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="model registry for in-process embedding (TOML/JSON)",
-)
+@MODELS
 @click.option("--embedder", metavar="HOST:PORT", help="embed through this `vecshard embedder` instead of in-process")
 @ROLE_OPTIONS
 def coordinator(
@@ -246,11 +245,7 @@ def shard(
 @cli.command()
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", default=50071, show_default=True, type=click.IntRange(0, 65535))
-@click.option(
-    "--models",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="model registry (TOML/JSON); the built-in minilm needs none",
-)
+@MODELS
 @click.option("--preload", multiple=True, metavar="MODEL", help="load this model before serving (repeat)")
 @ROLE_OPTIONS
 def embedder(

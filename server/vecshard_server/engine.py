@@ -32,6 +32,7 @@ from vecshard.types import IndexType, Metric
 from vecshard_server.accel import Accelerator, SearchCopy
 from vecshard_server.locks import RWLock
 from vecshard_server.merge import FLT_MAX
+from vecshard_server.placement import fmix64
 from vecshard_server.spec import CollectionSpec
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,6 @@ _MASK = (1 << 64) - 1
 
 def row_hashes(ids: I64, vectors: F32) -> npt.NDArray[np.uint64]:
     """A 64-bit hash of each (id, vector) pair; their sum (mod 2^64) is a partition's digest."""
-    from vecshard_server.placement import fmix64
-
     words = np.ascontiguousarray(vectors, dtype=np.float32).view(np.uint32).astype(np.uint64)
     weights = fmix64(np.arange(1, words.shape[1] + 1, dtype=np.int64))
     with np.errstate(over="ignore"):
