@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from vecshard import Client
-from vecshard_server.cluster import LocalCluster, Process
-from vecshard_server.datasets import SIFT5K_DIR, clustered, read_vecs
+from vecshard_server.bench.datasets import SIFT5K_DIR, clustered, read_vecs
+from vecshard_server.cli.cluster import LocalCluster, Process
 
 __all__ = ["clustered"]
 

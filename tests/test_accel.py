@@ -10,10 +10,10 @@ import pytest
 
 from vecshard import Client
 from vecshard.types import IndexType, Metric
-from vecshard_server.accel import GPU_MAX_K, Accelerator, CloneAccelerator, detect
-from vecshard_server.cluster import LocalCluster
-from vecshard_server.engine import ShardIndex, train_centroids
-from vecshard_server.spec import CollectionSpec
+from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.common.spec import CollectionSpec
+from vecshard_server.shard.accel import GPU_MAX_K, Accelerator, CloneAccelerator, detect
+from vecshard_server.shard.engine import ShardIndex, train_centroids
 
 from .conftest import clustered
 

@@ -11,8 +11,8 @@ import faiss
 import numpy as np
 
 from vecshard import Client
-from vecshard_server.batching import SearchBatcher
-from vecshard_server.cluster import LocalCluster
+from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.shard.batching import SearchBatcher
 
 from .conftest import clustered
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from vecshard_server.cli import cli
-from vecshard_server.cluster import LocalCluster
+from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cli.main import cli
 
 pytest.importorskip("torch", reason="embedding needs the 'embed' extra (torch)")
 
@@ -82,7 +82,7 @@ def test_sample_and_plot(cluster_of: Callable[[int], LocalCluster], tmp_path: Pa
     import faiss
 
     from vecshard import Client
-    from vecshard_server.placement import shard_of
+    from vecshard_server.coordinator.placement import shard_of
 
     from .conftest import clustered
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from vecshard import Client, InvalidArgument
-from vecshard_server.cluster import LocalCluster
-from vecshard_server.config import Settings
+from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.common.config import Settings
 
 
 def test_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,11 +17,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vecshard import Client, VecshardError
 from vecshard.v1 import shard_pb2
-from vecshard_server.cluster import LocalCluster
-from vecshard_server.config import Settings
-from vecshard_server.engine import SnapshotCorrupt
-from vecshard_server.shard import ShardService
-from vecshard_server.wal import WalCorrupt, segments
+from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.common.config import Settings
+from vecshard_server.shard.engine import SnapshotCorrupt
+from vecshard_server.shard.service import ShardService
+from vecshard_server.shard.wal import WalCorrupt, segments
 
 DIM = 8
 REPORT: dict[str, object] = {}  # figures printed with -s for the closing notes

@@ -15,7 +15,7 @@ import faiss
 import numpy as np
 
 from vecshard import Client
-from vecshard_server.cluster import LocalCluster
+from vecshard_server.cli.cluster import LocalCluster
 
 from .conftest import clustered
 

@@ -6,8 +6,8 @@ import faiss
 import numpy as np
 import pytest
 
-from vecshard_server.merge import FLT_MAX, merge_topk
-from vecshard_server.placement import fmix64, shard_of, split_by_shard
+from vecshard_server.coordinator.merge import FLT_MAX, merge_topk
+from vecshard_server.coordinator.placement import fmix64, shard_of, split_by_shard
 
 
 def _shard_results(rng: np.random.Generator, shards: int, nq: int, k: int, larger: bool):

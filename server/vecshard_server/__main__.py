@@ -1,3 +1,3 @@
-from vecshard_server.cli import main
+from vecshard_server.cli.main import main
 
 main()

@@ -26,11 +26,12 @@ from vecshard.errors import (
     error_for,
 )
 from vecshard.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
-from vecshard_server.config import Settings
+from vecshard_server.common.config import Settings
+from vecshard_server.common.observability import EMBED_BATCH, EMBED_SECONDS
+from vecshard_server.common.rpc import Server, guard
+from vecshard_server.common.security import shard_channel
 from vecshard_server.embedding.models import KINDS, EmbeddingModel
 from vecshard_server.embedding.registry import Registry, load_registry
-from vecshard_server.observability import EMBED_BATCH, EMBED_SECONDS
-from vecshard_server.rpc import Server, guard
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +171,7 @@ class RemoteEmbeddings:
 
     def __init__(self, address: str, settings: Settings) -> None:
         self.address = address
-        from vecshard_server.fanout import shard_channel  # internal traffic: the same (m)TLS as to shards
-
+        # Internal traffic: the same (m)TLS as to shards.
         self._channel = shard_channel(address, settings, settings.grpc_options())
         self._stub = embedder_pb2_grpc.EmbedderStub(self._channel)
 

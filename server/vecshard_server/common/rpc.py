@@ -17,9 +17,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from vecshard.errors import VecshardError
-from vecshard_server.config import Settings
-from vecshard_server.observability import REQUEST_ID, observe_rpc, request_id_from, span
-from vecshard_server.security import server_credentials
+from vecshard_server.common.config import Settings
+from vecshard_server.common.observability import REQUEST_ID, observe_rpc, request_id_from, span
+from vecshard_server.common.security import server_credentials
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from vecshard.errors import PermissionDenied, Unauthenticated
+from vecshard_server.common.config import Settings
 
 API_KEY_HEADER = "x-api-key"
 WRITE_METHODS = frozenset({"CreateCollection", "DropCollection", "Add", "Remove", "Train"})
@@ -70,3 +71,14 @@ def server_credentials(cert: Path, key: Path, client_ca: Path | None) -> grpc.Se
 def channel_credentials(ca: Path | None, cert: Path | None, key: Path | None) -> grpc.ChannelCredentials:
     """Client-side TLS: trust `ca`; present cert/key when given (mTLS)."""
     return grpc.ssl_channel_credentials(_read(ca), _read(key), _read(cert))
+
+
+def shard_channel(address: str, settings: Settings, options: list[tuple[str, Any]], aio: bool = True) -> Any:
+    """A channel to a shard: mutual TLS when the shard_tls_* settings are given, else plaintext."""
+    module: Any = grpc.aio if aio else grpc
+    if settings.shard_tls_ca is None:
+        return module.insecure_channel(address, options=options)
+    if settings.shard_tls_server_name:
+        options = [*options, ("grpc.ssl_target_name_override", settings.shard_tls_server_name)]
+    creds = channel_credentials(settings.shard_tls_ca, settings.shard_tls_cert, settings.shard_tls_key)
+    return module.secure_channel(address, creds, options=options)

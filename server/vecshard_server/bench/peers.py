@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vecshard_server.bench.measure import make_batches, recall_at_k, timed_loop
+
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
@@ -29,7 +31,6 @@ def milvus_lite(
         from pymilvus import DataType, MilvusClient
     except ImportError:
         return {"skipped": "pymilvus/milvus-lite not installed: pip install 'vecshard[bench]'"}
-    from vecshard_server.bench import make_batches, recall_at_k, timed_loop
 
     with tempfile.TemporaryDirectory() as tmp:
         mc = MilvusClient(str(Path(tmp) / "milvus.db"))
@@ -74,7 +75,6 @@ def chroma(
     chroma_bin = shutil.which("chroma") or shutil.which("chroma", path=str(Path(sys.executable).parent))
     if chroma_bin is None:
         return {"skipped": "the chroma command is not on PATH"}
-    from vecshard_server.bench import make_batches, recall_at_k, timed_loop
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

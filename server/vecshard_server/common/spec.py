@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from vecshard.errors import InvalidArgument, ResourceExhausted
 from vecshard.types import IndexType, Metric
 from vecshard.v1 import types_pb2
-from vecshard_server.config import Settings
+from vecshard_server.common.config import Settings
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 

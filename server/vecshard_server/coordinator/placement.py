@@ -11,21 +11,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-_C1 = np.uint64(0xFF51AFD7ED558CCD)
-_C2 = np.uint64(0xC4CEB9FE1A85EC53)
-_S33 = np.uint64(33)
-
-
-def fmix64(ids: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
-    """MurmurHash3 fmix64 of each id (as its two's-complement uint64)."""
-    h = ids.astype(np.uint64, copy=True)
-    with np.errstate(over="ignore"):
-        h ^= h >> _S33
-        h *= _C1
-        h ^= h >> _S33
-        h *= _C2
-        h ^= h >> _S33
-    return h
+from vecshard_server.common.hashing import fmix64
 
 
 def shard_of(ids: npt.NDArray[np.int64], num_shards: int) -> npt.NDArray[np.int64]:

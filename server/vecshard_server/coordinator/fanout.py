@@ -25,9 +25,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from vecshard.errors import Cancelled, DeadlineExceeded, Unavailable, VecshardError, error_for
 from vecshard.v1 import shard_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
-from vecshard_server.config import Settings
-from vecshard_server.observability import REQUEST_ID, REQUEST_ID_HEADER, SHARD_CALL_SECONDS, span, trace_headers
-from vecshard_server.security import channel_credentials
+from vecshard_server.common.config import Settings
+from vecshard_server.common.observability import REQUEST_ID, REQUEST_ID_HEADER, SHARD_CALL_SECONDS, span, trace_headers
+from vecshard_server.common.security import shard_channel
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +36,6 @@ log = logging.getLogger(__name__)
 TOLERABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 WRITES = frozenset({"CreateCollection", "DropCollection", "Add", "Remove", "InstallQuantizer"})
 DOWN_FOR_S = 1.0  # a replica that answered UNAVAILABLE is tried last for this long
-
-
-def shard_channel(address: str, settings: Settings, options: list[tuple[str, Any]], aio: bool = True) -> Any:
-    """A channel to a shard: mutual TLS when the shard_tls_* settings are given, else plaintext."""
-    module: Any = grpc.aio if aio else grpc
-    if settings.shard_tls_ca is None:
-        return module.insecure_channel(address, options=options)
-    if settings.shard_tls_server_name:
-        options = [*options, ("grpc.ssl_target_name_override", settings.shard_tls_server_name)]
-    creds = channel_credentials(settings.shard_tls_ca, settings.shard_tls_cert, settings.shard_tls_key)
-    return module.secure_channel(address, creds, options=options)
 
 
 @dataclass

@@ -29,11 +29,11 @@ import numpy.typing as npt
 
 from vecshard.errors import AlreadyExists, FailedPrecondition, InvalidArgument, ResourceExhausted
 from vecshard.types import IndexType, Metric
-from vecshard_server.accel import Accelerator, SearchCopy
-from vecshard_server.locks import RWLock
-from vecshard_server.merge import FLT_MAX
-from vecshard_server.placement import fmix64
-from vecshard_server.spec import CollectionSpec
+from vecshard_server.common.hashing import fmix64
+from vecshard_server.common.results import FLT_MAX
+from vecshard_server.common.spec import CollectionSpec
+from vecshard_server.shard.accel import Accelerator, SearchCopy
+from vecshard_server.shard.locks import RWLock
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-FLT_MAX = np.float32(np.finfo(np.float32).max)
-
-
-def pad_distance(larger_is_better: bool) -> np.float32:
-    """The distance faiss reports for a missing result (-1 id)."""
-    return -FLT_MAX if larger_is_better else FLT_MAX
+from vecshard_server.common.results import pad_distance
 
 
 def merge_topk(

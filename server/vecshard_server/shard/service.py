@@ -26,15 +26,15 @@ from vecshard.errors import AlreadyExists, NotFound
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import shard_pb2_grpc, types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
-from vecshard_server.accel import detect
-from vecshard_server.batching import SearchBatcher
-from vecshard_server.config import Settings
-from vecshard_server.engine import Journal, ShardIndex
-from vecshard_server.fanout import shard_channel
-from vecshard_server.observability import CHECKPOINT_SECONDS, register_collections
-from vecshard_server.rpc import Server, guard
-from vecshard_server.spec import CollectionSpec, check_name
-from vecshard_server.wal import Wal, scan, segments
+from vecshard_server.common.config import Settings
+from vecshard_server.common.observability import CHECKPOINT_SECONDS, register_collections
+from vecshard_server.common.rpc import Server, guard
+from vecshard_server.common.security import shard_channel
+from vecshard_server.common.spec import CollectionSpec, check_name
+from vecshard_server.shard.accel import detect
+from vecshard_server.shard.batching import SearchBatcher
+from vecshard_server.shard.engine import Journal, ShardIndex
+from vecshard_server.shard.wal import Wal, scan, segments
 
 log = logging.getLogger(__name__)
 

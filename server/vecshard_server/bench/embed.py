@@ -22,7 +22,7 @@ import faiss
 import numpy as np
 
 from vecshard import Client
-from vecshard_server.cluster import LocalCluster
+from vecshard_server.cli.cluster import LocalCluster
 
 MODULES = (
     "argparse", "asyncio", "base64", "bisect", "calendar", "collections", "csv", "datetime", "decimal", "difflib",

@@ -31,16 +31,16 @@ from vecshard.errors import (
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import types_pb2, vector_search_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
-from vecshard_server.config import Settings
+from vecshard_server.common.config import Settings
+from vecshard_server.common.rpc import Server, guard
+from vecshard_server.common.security import ApiKeys
+from vecshard_server.common.spec import CollectionSpec, check_collection_count, check_name
+from vecshard_server.coordinator.fanout import TOLERABLE, ShardSet
+from vecshard_server.coordinator.merge import merge_topk
+from vecshard_server.coordinator.placement import split_by_shard
 from vecshard_server.embedding.registry import RegistryError
 from vecshard_server.embedding.service import Embeddings, LocalEmbeddings, RemoteEmbeddings, model_info
-from vecshard_server.engine import assign_lists, train_centroids
-from vecshard_server.fanout import TOLERABLE, ShardSet
-from vecshard_server.merge import merge_topk
-from vecshard_server.placement import split_by_shard
-from vecshard_server.rpc import Server, guard
-from vecshard_server.security import ApiKeys
-from vecshard_server.spec import CollectionSpec, check_collection_count, check_name
+from vecshard_server.shard.engine import assign_lists, train_centroids
 
 log = logging.getLogger(__name__)
 

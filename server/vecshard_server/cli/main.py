@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from vecshard_server.cli_client import COMMANDS
+from vecshard_server.cli.client import COMMANDS
 
 if TYPE_CHECKING:
-    from vecshard_server.config import Settings
+    from vecshard_server.common.config import Settings
 
 LOG_LEVELS = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)
 
@@ -54,14 +54,14 @@ def ROLE_OPTIONS(command: Any) -> Any:  # noqa: N802 - used as a decorator, like
 
 
 def _logging(level: str, role: str, log_format: str = "text") -> None:
-    from vecshard_server.observability import configure_logging
+    from vecshard_server.common.observability import configure_logging
 
     configure_logging(level, role, log_format == "json")
 
 
 def _settings(**overrides: Any) -> Settings:
     try:
-        from vecshard_server.config import Settings
+        from vecshard_server.common.config import Settings
     except ImportError as err:
         raise click.ClickException(
             f"the server needs the 'server' extra ({err.name} is missing): pip install 'vecshard[server]'"
@@ -115,7 +115,7 @@ def serve(
     """
     _logging(log_level, "serve", log_format)
     _check_models(_settings(models_file=models))
-    from vecshard_server.cluster import ClusterError, LocalCluster
+    from vecshard_server.cli.cluster import ClusterError, LocalCluster
 
     log = logging.getLogger("vecshard.serve")
     env = {"VECSHARD_MODELS_FILE": str(models.resolve())} if models else None
@@ -183,14 +183,14 @@ def coordinator(
 ) -> None:
     """Run the coordinator alone, over shard workers at the given addresses."""
     _logging(log_level, "coordinator", log_format)
-    from vecshard_server.observability import start_metrics
+    from vecshard_server.common.observability import start_metrics
 
     start_metrics("coordinator", metrics_port)
     settings = _settings(models_file=models, embedder=embedder)
-    from vecshard_server.observability import setup_tracing
+    from vecshard_server.common.observability import setup_tracing
 
     setup_tracing("coordinator", settings.otel_exporter)
-    from vecshard_server.coordinator import serve_coordinator
+    from vecshard_server.coordinator.service import serve_coordinator
 
     asyncio.run(serve_coordinator(settings, host, port, list(shards), port_file, exit_with_parent))
 
@@ -224,16 +224,16 @@ def shard(
 ) -> None:
     """Run one shard worker (one replica of a shard group)."""
     _logging(log_level, name, log_format)
-    from vecshard_server.observability import start_metrics
+    from vecshard_server.common.observability import start_metrics
 
     start_metrics("shard", metrics_port)
     settings = _settings(device=device)
-    from vecshard_server.observability import setup_tracing
+    from vecshard_server.common.observability import setup_tracing
 
     setup_tracing("shard", settings.otel_exporter)
-    from vecshard_server.engine import SnapshotCorrupt
-    from vecshard_server.shard import serve_shard
-    from vecshard_server.wal import WalCorrupt
+    from vecshard_server.shard.engine import SnapshotCorrupt
+    from vecshard_server.shard.service import serve_shard
+    from vecshard_server.shard.wal import WalCorrupt
 
     try:
         asyncio.run(serve_shard(settings, host, port, data_dir, name, port_file, exit_with_parent, list(peers)))
@@ -261,11 +261,11 @@ def embedder(
 ) -> None:
     """Run an embedding server that coordinators call with --embedder (GPU when torch sees one)."""
     _logging(log_level, "embedder", log_format)
-    from vecshard_server.observability import start_metrics
+    from vecshard_server.common.observability import start_metrics
 
     start_metrics("embedder", metrics_port)
     settings = _settings(models_file=models)
-    from vecshard_server.observability import setup_tracing
+    from vecshard_server.common.observability import setup_tracing
 
     setup_tracing("embedder", settings.otel_exporter)
     _check_models(settings)
@@ -343,7 +343,7 @@ def bench(
     _logging("WARNING", "bench")
     _settings()
     if embed:
-        from vecshard_server import bench_embed
+        from vecshard_server.bench import embed as bench_embed
 
         report = bench_embed.format_markdown(bench_embed.run_embed_bench())
         if out:
@@ -351,7 +351,7 @@ def bench(
             (out / "bench_embed.md").write_text(report + "\n")
         click.echo(report)
         return
-    from vecshard_server.bench import format_markdown, run_bench
+    from vecshard_server.bench.search import format_markdown, run_bench
 
     try:
         result = run_bench(

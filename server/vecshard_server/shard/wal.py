@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vecshard.v1 import shard_pb2
-from vecshard_server.observability import WAL_SYNC_SECONDS
+from vecshard_server.common.observability import WAL_SYNC_SECONDS
 
 log = logging.getLogger(__name__)
 
