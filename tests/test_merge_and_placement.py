@@ -6,8 +6,10 @@ import faiss
 import numpy as np
 import pytest
 
-from vecshard_server.coordinator.merge import FLT_MAX, merge_topk
-from vecshard_server.coordinator.placement import fmix64, shard_of, split_by_shard
+from vecshard_server.common.hashing import fmix64
+from vecshard_server.common.results import FLT_MAX
+from vecshard_server.coordinator.merge import merge_topk
+from vecshard_server.coordinator.placement import shard_of, split_by_shard
 
 
 def _shard_results(rng: np.random.Generator, shards: int, nq: int, k: int, larger: bool):

@@ -1,18 +1,16 @@
-"""The coordinator: serves the public `vecshard.v1.VectorSearch` API over a set of shards.
+"""The coordinator's RPC handlers: the public `vecshard.v1.VectorSearch` API over a set of shards.
 
-It validates every request completely before any shard is written, places ids on shards
-(placement.py), fans calls out with the caller's remaining deadline (fanout.py), merges top-k
-(merge.py), and trains the one coarse quantizer that all shards of an IVF collection share.
-Its catalog is rebuilt from the shards at start and on a miss, so it keeps no state of its own.
+Each handler checks its request completely before any shard is written (inputs.py), places ids on
+shards (placement.py), fans calls out with the caller's remaining deadline (fanout.py) and merges
+top-k (merge.py). Collections come from the catalog (catalog.py), rebuilt from the shards at start
+and on a miss, so the coordinator keeps no state of its own; training.py trains the one coarse
+quantizer that all shards of an IVF collection share.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -28,54 +26,26 @@ from vecshard.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import types_pb2, vector_search_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.config import Settings
 from vecshard_server.common.rpc import Server, guard
 from vecshard_server.common.security import ApiKeys
-from vecshard_server.common.spec import CollectionSpec, check_collection_count, check_name
+from vecshard_server.common.spec import CollectionSpec, check_collection_count
+from vecshard_server.coordinator.catalog import Catalog, Collection
 from vecshard_server.coordinator.fanout import TOLERABLE, ShardSet
+from vecshard_server.coordinator.inputs import normalize_rows, request_ids, request_vectors, rows_per_message
 from vecshard_server.coordinator.merge import merge_topk
 from vecshard_server.coordinator.placement import split_by_shard
+from vecshard_server.coordinator.training import DEFAULT_SEED, Trainer, sample_quotas
 from vecshard_server.embedding.registry import RegistryError
 from vecshard_server.embedding.service import Embeddings, LocalEmbeddings, RemoteEmbeddings, model_info
-from vecshard_server.shard.engine import assign_lists, train_centroids
+from vecshard_server.shard.engine import assign_lists
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VectorSearch"].full_name
-DEFAULT_SEED = 1234
 _REFRESH_MIN_INTERVAL_S = 0.5
-
-
-@dataclass
-class Collection:
-    """What the coordinator remembers of a collection (all of it recoverable from the shards)."""
-
-    spec: CollectionSpec
-    shard_counts: list[int]
-    shard_trained: list[bool]
-    training: bool = False
-    train_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    auto_train: asyncio.Task[None] | None = None
-
-    @property
-    def count(self) -> int:
-        return sum(self.shard_counts)
-
-    @property
-    def trained(self) -> bool:
-        return all(self.shard_trained)
-
-
-def normalize_rows(x: wire.FloatArray, field: str) -> wire.FloatArray:
-    """Unit-normalise rows for COSINE; a zero row has no direction and is refused."""
-    norms = np.linalg.norm(x, axis=1)
-    zero = np.flatnonzero(norms == 0)
-    if zero.size:
-        raise InvalidArgument(f"{field} rows {zero[:5].tolist()} are zero vectors: COSINE needs a non-zero vector")
-    return np.ascontiguousarray(x / norms[:, None], dtype=np.float32)
 
 
 class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
@@ -83,9 +53,8 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         self.settings = settings
         self.embeddings = embeddings
         self.shards = ShardSet(shard_addresses, settings)
-        self.collections: dict[str, Collection] = {}
-        self._catalog_lock = asyncio.Lock()
-        self._last_refresh = 0.0
+        self.catalog = Catalog(self.shards)
+        self.trainer = Trainer(self.catalog, settings)
         self.ready = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -98,13 +67,13 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             log.warning("shards not serving yet: %s; the catalog loads when they are", ", ".join(missing))
             return
         try:
-            await self._refresh(self.settings.shard_timeout_s)
+            await self.catalog.refresh(self.settings.shard_timeout_s)
         except Unavailable as err:
             log.warning("catalog not loaded yet: %s", err.details)
-        log.info("catalog: %d collections from %d shards", len(self.collections), len(self.shards))
+        log.info("catalog: %d collections from %d shards", len(self.catalog.collections), len(self.shards))
 
     async def close(self) -> None:
-        for coll in self.collections.values():
+        for coll in self.catalog.collections.values():
             if coll.auto_train is not None:
                 coll.auto_train.cancel()
         await self.shards.close()
@@ -122,90 +91,6 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             raise DeadlineExceeded("the call's deadline passed before the shards were asked")
         return float(remaining) - min(0.05, 0.1 * float(remaining))
 
-    async def _refresh(self, timeout: float) -> list[spb.ShardListResponse]:
-        """Rebuild the catalog from every shard's list (a collection exists if any shard has it)."""
-        out = await self.shards.call("ListCollections", self.shards.all(pb.ListCollectionsRequest()), timeout)
-        lists = [out.results[i] for i in range(len(self.shards))]
-        seen: dict[str, Collection] = {}
-        for i, resp in enumerate(lists):
-            for state in resp.collections:
-                name = state.config.name
-                coll = seen.get(name)
-                if coll is None:
-                    existing = self.collections.get(name)
-                    coll = Collection(
-                        spec=CollectionSpec.from_proto(state.config),
-                        shard_counts=[0] * len(self.shards),
-                        shard_trained=[False] * len(self.shards),
-                    )
-                    if existing is not None and existing.spec == coll.spec:
-                        existing.shard_counts = coll.shard_counts
-                        existing.shard_trained = coll.shard_trained
-                        coll = existing
-                    seen[name] = coll
-                coll.shard_counts[i] = state.count
-                coll.shard_trained[i] = state.trained
-        self.collections = seen
-        self._last_refresh = time.monotonic()
-        return lists
-
-    async def _collection(self, name: str, context: grpc.aio.ServicerContext) -> Collection:
-        check_name(name)
-        coll = self.collections.get(name)
-        if coll is None and time.monotonic() - self._last_refresh > _REFRESH_MIN_INTERVAL_S:
-            await self._refresh(self._timeout(context))  # created by another coordinator?
-            coll = self.collections.get(name)
-        if coll is None:
-            raise NotFound(f"collection {name!r} does not exist: create it first (ListCollections shows what exists)")
-        return coll
-
-    def _info(self, coll: Collection, states: dict[int, spb.ShardCollectionState]) -> pb.CollectionInfo:
-        for i, st in states.items():
-            coll.shard_counts[i] = st.count
-            coll.shard_trained[i] = st.trained
-        if not coll.spec.is_ivf:
-            state = pb.TRAINING_STATE_NOT_APPLICABLE
-        elif coll.training:
-            state = pb.TRAINING_STATE_TRAINING
-        elif coll.trained:
-            state = pb.TRAINING_STATE_TRAINED
-        else:
-            state = pb.TRAINING_STATE_UNTRAINED
-        info = pb.CollectionInfo(config=coll.spec.to_proto(), count=coll.count, training_state=state)
-        for s in self.shards.shards:
-            info.shards.add(name=s.name, count=coll.shard_counts[s.index], trained=coll.shard_trained[s.index])
-        return info
-
-    async def _describe(self, coll: Collection, timeout: float, include_centroids: bool = False) -> pb.CollectionInfo:
-        requests = {
-            s.index: pb.DescribeCollectionRequest(
-                name=coll.spec.name, include_centroids=include_centroids and s.index == 0
-            )
-            for s in self.shards.shards
-        }
-        out = await self.shards.call("DescribeCollection", requests, timeout)
-        info = self._info(coll, out.results)
-        if include_centroids and out.results[0].HasField("centroids"):
-            info.centroids.CopyFrom(out.results[0].centroids)
-        return info
-
-    def _rows_per_message(self, dim: int) -> int:
-        return max(1, (self.settings.max_message_bytes - 64 * 1024) // (4 * dim + 1))
-
-    def _ids(self, data: bytes, *, unique: bool) -> np.ndarray:
-        ids = wire.unpack_ids(data)
-        if ids.size > self.settings.max_batch:
-            raise ResourceExhausted(
-                f"{ids.size} ids in one request, over max_batch={self.settings.max_batch}: split it"
-            )
-        if unique:
-            wire.check_ids(ids)
-        elif ids.size == 0:
-            raise InvalidArgument("ids is empty: send at least one id")
-        elif (ids < 0).any():
-            raise InvalidArgument(f"ids must be >= 0; got {ids[ids < 0][:5].tolist()}")
-        return ids
-
     # -- collections ----------------------------------------------------------------------------
 
     async def CreateCollection(
@@ -213,11 +98,11 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
     ) -> pb.CollectionInfo:
         timeout = self._timeout(context)
         spec = CollectionSpec.validate(await self._bind_model(request.config, timeout), self.settings)
-        async with self._catalog_lock:
-            await self._refresh(timeout)
-            if spec.name in self.collections:
+        async with self.catalog.lock:
+            await self.catalog.refresh(timeout)
+            if spec.name in self.catalog.collections:
                 raise AlreadyExists(f"collection {spec.name!r} already exists: drop it first or choose another name")
-            check_collection_count(len(self.collections), self.settings)
+            check_collection_count(len(self.catalog.collections), self.settings)
             out = await self.shards.call("CreateCollection", self.shards.all(spec.to_proto()), timeout, fail_fast=False)
             if out.failures:
                 if out.results:  # undo, so a retry starts clean
@@ -228,10 +113,10 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                         fail_fast=False,
                     )
                 raise self.shards.first_error(out.failures)
-            coll = Collection(spec, [0] * len(self.shards), [False] * len(self.shards))
-            self.collections[spec.name] = coll
+            coll = self.catalog.new(spec)
+            self.catalog.collections[spec.name] = coll
         log.info("created collection %s: %s", spec.name, spec)
-        return self._info(coll, out.results)
+        return self.catalog.info(coll, out.results)
 
     async def _bind_model(self, config: types_pb2.CollectionConfig, timeout: float) -> types_pb2.CollectionConfig:
         """Fill in dim, metric and fingerprint from the collection's embedding model, if any."""
@@ -256,8 +141,8 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
     async def DropCollection(
         self, request: pb.DropCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.DropCollectionResponse:
-        coll = await self._collection(request.name, context)
-        async with self._catalog_lock:
+        coll = await self.catalog.get(request.name, lambda: self._timeout(context), if_missing="nothing to drop")
+        async with self.catalog.lock:
             out = await self.shards.call(
                 "DropCollection", self.shards.all(request), self._timeout(context), fail_fast=False
             )
@@ -265,34 +150,34 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 raise self.shards.first_error(out.failures)
             if coll.auto_train is not None:
                 coll.auto_train.cancel()
-            self.collections.pop(request.name, None)
+            self.catalog.collections.pop(request.name, None)
         log.info("dropped collection %s", request.name)
         return pb.DropCollectionResponse()
 
     async def ListCollections(
         self, request: pb.ListCollectionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListCollectionsResponse:
-        lists = await self._refresh(self._timeout(context))
-        del lists  # _refresh already copied counts and training flags into the catalog
+        lists = await self.catalog.refresh(self._timeout(context))
+        del lists  # refresh already copied counts and training flags into the catalog
         return pb.ListCollectionsResponse(
-            collections=[self._info(self.collections[n], {}) for n in sorted(self.collections)]
+            collections=[self.catalog.info(self.catalog.collections[n], {}) for n in sorted(self.catalog.collections)]
         )
 
     async def DescribeCollection(
         self, request: pb.DescribeCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.CollectionInfo:
-        coll = await self._collection(request.name, context)
-        return await self._describe(coll, self._timeout(context), request.include_centroids)
+        coll = await self.catalog.get(request.name, lambda: self._timeout(context))
+        return await self.catalog.describe(coll, self._timeout(context), request.include_centroids)
 
     # -- data -----------------------------------------------------------------------------------
 
     async def Add(self, request: pb.AddRequest, context: grpc.aio.ServicerContext) -> pb.AddResponse:
-        coll = await self._collection(request.collection, context)
+        coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
         spec = coll.spec
-        ids = self._ids(request.ids, unique=True)
+        ids = request_ids(self.settings, request.ids, unique=True)
         timeout = self._timeout(context)
-        vectors, given = await self._vectors(
-            coll, request.vectors, request.texts, request.images, request.model_fingerprint,
+        vectors, given = await request_vectors(
+            self.embeddings, coll.spec, request.vectors, request.texts, request.images, request.model_fingerprint,
             types_pb2.INPUT_ROLE_PASSAGE, "vectors", timeout,
         )  # fmt: skip
         if vectors.shape[0] != ids.size:
@@ -320,7 +205,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             if not request.upsert and out.results:
                 await self._rollback_add(coll, {s: requests[s].ids for s in out.results}, timeout)
             raise self.shards.first_error(out.failures)
-        self._maybe_auto_train(coll)
+        self.trainer.maybe_auto_train(coll)
         return pb.AddResponse(
             added=sum(r.added for r in out.results.values()),
             replaced=sum(r.replaced for r in out.results.values()),
@@ -337,8 +222,8 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             log.error("rollback of a failed Add on %s failed: %s", self.shards.shards[s].name, err.details())
 
     async def Remove(self, request: pb.RemoveRequest, context: grpc.aio.ServicerContext) -> pb.RemoveResponse:
-        coll = await self._collection(request.collection, context)
-        ids = np.unique(self._ids(request.ids, unique=False))
+        coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
+        ids = np.unique(request_ids(self.settings, request.ids, unique=False))
         parts = split_by_shard(ids, len(self.shards))
         requests = {
             s: pb.RemoveRequest(collection=coll.spec.name, ids=wire.pack_ids(ids[pos]))
@@ -355,12 +240,12 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         return pb.RemoveResponse(removed=removed)
 
     async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.GetResponse:
-        coll = await self._collection(request.collection, context)
-        ids = self._ids(request.ids, unique=False)
-        if ids.size > self._rows_per_message(coll.spec.dim):
+        coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
+        ids = request_ids(self.settings, request.ids, unique=False)
+        if ids.size > rows_per_message(self.settings, coll.spec.dim):
             raise ResourceExhausted(
                 f"{ids.size} vectors of dim {coll.spec.dim} would exceed the message limit: get at most "
-                f"{self._rows_per_message(coll.spec.dim)} ids per call"
+                f"{rows_per_message(self.settings, coll.spec.dim)} ids per call"
             )
         parts = split_by_shard(ids, len(self.shards))
         requests = {
@@ -378,13 +263,14 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         if not request.allow_missing and not found.all():
             missing = ids[found == 0]
             raise NotFound(
-                f"{missing.size} ids are not stored in {coll.spec.name!r}: {missing[:5].tolist()}"
-                f"{' ...' if missing.size > 5 else ''}; set allow_missing to get a found mask instead"
+                f"{missing.size} of the {ids.size} requested ids {'is' if missing.size == 1 else 'are'} not in "
+                f"{coll.spec.name!r}: {missing[:5].tolist()}{' ...' if missing.size > 5 else ''}; "
+                "set allow_missing to get a found mask instead"
             )
         return pb.GetResponse(vectors=wire.pack_matrix(vectors), found=found.tobytes())
 
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
-        coll = await self._collection(request.collection, context)
+        coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
         spec = coll.spec
         k = request.k
         if not 1 <= k <= self.settings.max_k:
@@ -393,8 +279,8 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             raise InvalidArgument(f"nprobe applies to IVF_FLAT collections; {spec.name!r} is FLAT: leave nprobe 0")
         if request.nprobe > spec.nlist:
             raise InvalidArgument(f"nprobe ({request.nprobe}) cannot exceed the collection's nlist ({spec.nlist})")
-        queries, given = await self._vectors(
-            coll, request.queries, request.texts, request.images, request.model_fingerprint,
+        queries, given = await request_vectors(
+            self.embeddings, coll.spec, request.queries, request.texts, request.images, request.model_fingerprint,
             types_pb2.INPUT_ROLE_QUERY, "queries", self._timeout(context),
         )  # fmt: skip
         nq = queries.shape[0]
@@ -442,60 +328,20 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             failed_shards=[self.shards.shards[s].name for s in sorted(out.failures)],
         )
 
-    async def _vectors(
-        self,
-        coll: Collection,
-        matrix: types_pb2.FloatMatrix,
-        texts: Sequence[str],
-        images: Sequence[bytes],
-        fingerprint: str,
-        role: types_pb2.InputRole,
-        field: str,
-        timeout: float,
-    ) -> tuple[wire.FloatArray, bool]:
-        """The request's vectors, and whether they were given as such (else embedded by the model)."""
-        spec = coll.spec
-        given = bool(matrix.rows or matrix.data)
-        sources = [n for n, present in ((field, given), ("texts", bool(texts)), ("images", bool(images))) if present]
-        if len(sources) > 1:
-            raise InvalidArgument(f"send one of {field}, texts or images, not {' and '.join(sources)}")
-        if texts or images:
-            if not spec.embedding_model:
-                raise FailedPrecondition(
-                    f"collection {spec.name!r} has no embedding model: send {field}, or create the collection "
-                    "with embedding_model to send texts or images"
-                )
-            embed = types_pb2.EmbedRequest(model=spec.embedding_model, texts=texts, images=images, role=role)
-            resp = await self.embeddings.embed(embed, timeout)
-            if resp.model.fingerprint != spec.model_fingerprint:
-                raise FailedPrecondition(
-                    f"model {spec.embedding_model!r} now has fingerprint {resp.model.fingerprint!r} but collection "
-                    f"{spec.name!r} was built with {spec.model_fingerprint!r}: its vectors would not be comparable; "
-                    "restore that model or re-create the collection"
-                )
-            return wire.unpack_matrix(resp.vectors, field), False
-        if fingerprint and fingerprint != spec.model_fingerprint:
-            bound = f"is bound to {spec.model_fingerprint!r}" if spec.model_fingerprint else "has no embedding model"
-            raise FailedPrecondition(
-                f"{field} come from model {fingerprint!r} but collection {spec.name!r} {bound}: embed them with "
-                "the collection's model (or send texts/images and let the server embed them)"
-            )
-        return wire.unpack_matrix(matrix, field), given
-
     async def Sample(self, request: pb.SampleRequest, context: grpc.aio.ServicerContext) -> pb.SampleResponse:
-        coll = await self._collection(request.collection, context)
+        coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
         spec = coll.spec
         if request.max_points == 0:
             raise InvalidArgument("max_points must be at least 1")
-        if request.max_points > self._rows_per_message(spec.dim):
+        if request.max_points > rows_per_message(self.settings, spec.dim):
             raise ResourceExhausted(
                 f"{request.max_points} vectors of dim {spec.dim} would exceed the message limit: ask for at most "
-                f"{self._rows_per_message(spec.dim)}"
+                f"{rows_per_message(self.settings, spec.dim)}"
             )
         timeout = self._timeout(context)
-        info = await self._describe(coll, timeout, include_centroids=True)
+        info = await self.catalog.describe(coll, timeout, include_centroids=True)
         counts = [s.count for s in info.shards]
-        quotas = _quotas(counts, min(sum(counts), request.max_points)) if sum(counts) else [0] * len(counts)
+        quotas = sample_quotas(counts, min(sum(counts), request.max_points)) if sum(counts) else [0] * len(counts)
         seed = request.seed or DEFAULT_SEED
         out = await self.shards.call(
             "Sample",
@@ -534,86 +380,13 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
     # -- training -------------------------------------------------------------------------------
 
     async def Train(self, request: pb.TrainRequest, context: grpc.aio.ServicerContext) -> pb.CollectionInfo:
-        coll = await self._collection(request.collection, context)
+        coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
         if not coll.spec.is_ivf:
             raise FailedPrecondition(f"collection {coll.spec.name!r} is FLAT: only IVF_FLAT collections are trained")
         # Shielded: a caller that gives up must not leave the shards half switched.
-        training = asyncio.ensure_future(self._train(coll, request.max_training_points, request.seed))
+        training = asyncio.ensure_future(self.trainer.train(coll, request.max_training_points, request.seed))
         await asyncio.shield(training)
-        return await self._describe(coll, self._timeout(context))
-
-    def _maybe_auto_train(self, coll: Collection) -> None:
-        spec = coll.spec
-        if (
-            spec.is_ivf
-            and not coll.trained
-            and not coll.training
-            and coll.count >= spec.train_threshold
-            and (coll.auto_train is None or coll.auto_train.done())
-        ):
-            coll.auto_train = asyncio.create_task(self._auto_train(coll))
-
-    async def _auto_train(self, coll: Collection) -> None:
-        try:
-            if not coll.trained:
-                await self._train(coll, 0, 0)
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:  # retried at the next Add; the collection keeps answering exactly
-            log.warning("automatic training of %s failed: %s", coll.spec.name, err)
-
-    async def _train(self, coll: Collection, max_points: int, seed: int) -> None:
-        spec = coll.spec
-        seed = seed or DEFAULT_SEED
-        timeout = self.settings.train_timeout_s
-        async with coll.train_lock:
-            coll.training = True
-            started = time.perf_counter()
-            try:
-                info = await self._describe(coll, timeout)
-                counts = [s.count for s in info.shards]
-                total = sum(counts)
-                if total < spec.nlist:
-                    raise FailedPrecondition(
-                        f"collection {spec.name!r} holds {total} vectors but nlist={spec.nlist} needs at least "
-                        f"{spec.nlist} to train ({39 * spec.nlist} recommended): add more vectors first"
-                    )
-                n = min(total, max_points or 256 * spec.nlist)
-                quotas = [min(q, self._rows_per_message(spec.dim)) for q in _quotas(counts, n)]
-                out = await self.shards.call(
-                    "Sample",
-                    {
-                        s: pb.SampleRequest(collection=spec.name, max_points=q, seed=seed + s)
-                        for s, q in enumerate(quotas)
-                        if q
-                    },
-                    timeout,
-                )
-                sample = np.vstack([wire.unpack_matrix(out.results[s].vectors, "sample") for s in sorted(out.results)])
-                centroids = await asyncio.to_thread(train_centroids, sample, spec, seed)
-                install = spb.InstallQuantizerRequest(collection=spec.name, centroids=wire.pack_matrix(centroids))
-                done = await self.shards.call("InstallQuantizer", self.shards.all(install), timeout)
-                self._info(coll, done.results)
-                log.info(
-                    "trained %s: %d centroids from %d of %d vectors in %.2fs",
-                    spec.name,
-                    spec.nlist,
-                    sample.shape[0],
-                    total,
-                    time.perf_counter() - started,
-                )
-            finally:
-                coll.training = False
-
-
-def _quotas(counts: list[int], n: int) -> list[int]:
-    """Split a sample of n points over shards in proportion to their counts (largest remainder)."""
-    total = sum(counts)
-    exact = [c * n / total for c in counts]
-    quotas = [int(e) for e in exact]
-    for i in sorted(range(len(counts)), key=lambda i: exact[i] - quotas[i], reverse=True)[: n - sum(quotas)]:
-        quotas[i] += 1
-    return [min(q, c) for q, c in zip(quotas, counts, strict=True)]
+        return await self.catalog.describe(coll, self._timeout(context))
 
 
 async def serve_coordinator(

@@ -1,0 +1,123 @@
+"""The coordinator's catalog: which collections exist, their specs, and per-shard counts.
+
+It keeps no state of its own: everything here is rebuilt from the shards' ListCollections at start
+and whenever a request names a collection the catalog has not seen (created by another coordinator).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from vecshard.errors import NotFound
+from vecshard.v1 import shard_pb2 as spb
+from vecshard.v1 import vector_search_pb2 as pb
+from vecshard_server.common.spec import CollectionSpec, check_name
+from vecshard_server.coordinator.fanout import ShardSet
+
+REFRESH_MIN_INTERVAL_S = 0.5
+
+
+@dataclass
+class Collection:
+    """What the coordinator remembers of a collection (all of it recoverable from the shards)."""
+
+    spec: CollectionSpec
+    shard_counts: list[int]
+    shard_trained: list[bool]
+    training: bool = False
+    train_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    auto_train: asyncio.Task[None] | None = None
+
+    @property
+    def count(self) -> int:
+        return sum(self.shard_counts)
+
+    @property
+    def trained(self) -> bool:
+        return all(self.shard_trained)
+
+
+class Catalog:
+    """The collections known to this coordinator, refreshed from the shards."""
+
+    def __init__(self, shards: ShardSet) -> None:
+        self.shards = shards
+        self.collections: dict[str, Collection] = {}
+        self.lock = asyncio.Lock()  # held by Create/Drop across their shard calls
+        self._last_refresh = 0.0
+
+    def new(self, spec: CollectionSpec) -> Collection:
+        return Collection(spec, [0] * len(self.shards), [False] * len(self.shards))
+
+    async def refresh(self, timeout: float) -> list[spb.ShardListResponse]:
+        """Rebuild the catalog from every shard's list (a collection exists if any shard has it)."""
+        out = await self.shards.call("ListCollections", self.shards.all(pb.ListCollectionsRequest()), timeout)
+        lists = [out.results[i] for i in range(len(self.shards))]
+        seen: dict[str, Collection] = {}
+        for i, resp in enumerate(lists):
+            for state in resp.collections:
+                name = state.config.name
+                coll = seen.get(name)
+                if coll is None:
+                    existing = self.collections.get(name)
+                    coll = self.new(CollectionSpec.from_proto(state.config))
+                    if existing is not None and existing.spec == coll.spec:
+                        existing.shard_counts = coll.shard_counts
+                        existing.shard_trained = coll.shard_trained
+                        coll = existing
+                    seen[name] = coll
+                coll.shard_counts[i] = state.count
+                coll.shard_trained[i] = state.trained
+        self.collections = seen
+        self._last_refresh = time.monotonic()
+        return lists
+
+    async def get(self, name: str, timeout: Callable[[], float], if_missing: str = "") -> Collection:
+        """The named collection; refreshes once (rate-limited) before answering NOT_FOUND.
+
+        if_missing: what the NOT_FOUND message tells the caller (default: create it first).
+        """
+        check_name(name)
+        coll = self.collections.get(name)
+        if coll is None and time.monotonic() - self._last_refresh > REFRESH_MIN_INTERVAL_S:
+            await self.refresh(timeout())  # created by another coordinator?
+            coll = self.collections.get(name)
+        if coll is None:
+            hint = if_missing or "create it first"
+            raise NotFound(f"collection {name!r} does not exist: {hint} (ListCollections shows what exists)")
+        return coll
+
+    def info(self, coll: Collection, states: dict[int, spb.ShardCollectionState]) -> pb.CollectionInfo:
+        """The public CollectionInfo, after taking in the shards' fresh states (if any)."""
+        for i, st in states.items():
+            coll.shard_counts[i] = st.count
+            coll.shard_trained[i] = st.trained
+        if not coll.spec.is_ivf:
+            state = pb.TRAINING_STATE_NOT_APPLICABLE
+        elif coll.training:
+            state = pb.TRAINING_STATE_TRAINING
+        elif coll.trained:
+            state = pb.TRAINING_STATE_TRAINED
+        else:
+            state = pb.TRAINING_STATE_UNTRAINED
+        info = pb.CollectionInfo(config=coll.spec.to_proto(), count=coll.count, training_state=state)
+        for s in self.shards.shards:
+            info.shards.add(name=s.name, count=coll.shard_counts[s.index], trained=coll.shard_trained[s.index])
+        return info
+
+    async def describe(self, coll: Collection, timeout: float, include_centroids: bool = False) -> pb.CollectionInfo:
+        """Ask every shard for its state of the collection (and shard 0 for the centroids)."""
+        requests = {
+            s.index: pb.DescribeCollectionRequest(
+                name=coll.spec.name, include_centroids=include_centroids and s.index == 0
+            )
+            for s in self.shards.shards
+        }
+        out = await self.shards.call("DescribeCollection", requests, timeout)
+        info = self.info(coll, out.results)
+        if include_centroids and out.results[0].HasField("centroids"):
+            info.centroids.CopyFrom(out.results[0].centroids)
+        return info

@@ -1,0 +1,91 @@
+"""Checks and conversions of what a public request carries: ids, vectors, texts and images.
+
+Everything here runs before any shard is written, so a refused request leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from vecshard import wire
+from vecshard.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from vecshard.v1 import types_pb2
+from vecshard_server.common.config import Settings
+from vecshard_server.common.spec import CollectionSpec
+from vecshard_server.embedding.service import Embeddings
+
+
+def normalize_rows(x: wire.FloatArray, field: str) -> wire.FloatArray:
+    """Unit-normalise rows for COSINE; a zero row has no direction and is refused."""
+    norms = np.linalg.norm(x, axis=1)
+    zero = np.flatnonzero(norms == 0)
+    if zero.size:
+        rows = (
+            f"row {zero[0]} is" if zero.size == 1 else f"rows {zero[:5].tolist()}{' ...' if zero.size > 5 else ''} are"
+        )
+        raise InvalidArgument(
+            f"{field} {rows} all zeros: a COSINE collection compares directions and a zero vector has none; "
+            "send non-zero vectors"
+        )
+    return np.ascontiguousarray(x / norms[:, None], dtype=np.float32)
+
+
+def rows_per_message(settings: Settings, dim: int) -> int:
+    """How many vectors of `dim` fit in one message under the configured limit."""
+    return max(1, (settings.max_message_bytes - 64 * 1024) // (4 * dim + 1))
+
+
+def request_ids(settings: Settings, data: bytes, *, unique: bool) -> np.ndarray:
+    """The request's packed ids, checked: within max_batch, >= 0, and (for writes) unique."""
+    ids = wire.unpack_ids(data)
+    if ids.size > settings.max_batch:
+        raise ResourceExhausted(f"{ids.size} ids in one request, over max_batch={settings.max_batch}: split it")
+    if unique:
+        wire.check_ids(ids)
+    elif ids.size == 0:
+        raise InvalidArgument("ids is empty: send at least one id")
+    elif (ids < 0).any():
+        raise InvalidArgument(f"ids must be >= 0; got {ids[ids < 0][:5].tolist()}")
+    return ids
+
+
+async def request_vectors(
+    embeddings: Embeddings,
+    spec: CollectionSpec,
+    matrix: types_pb2.FloatMatrix,
+    texts: Sequence[str],
+    images: Sequence[bytes],
+    fingerprint: str,
+    role: types_pb2.InputRole,
+    field: str,
+    timeout: float,
+) -> tuple[wire.FloatArray, bool]:
+    """The request's vectors, and whether they were given as such (else embedded by the model)."""
+    given = bool(matrix.rows or matrix.data)
+    sources = [n for n, present in ((field, given), ("texts", bool(texts)), ("images", bool(images))) if present]
+    if len(sources) > 1:
+        raise InvalidArgument(f"send one of {field}, texts or images, not {' and '.join(sources)}")
+    if texts or images:
+        if not spec.embedding_model:
+            raise FailedPrecondition(
+                f"collection {spec.name!r} has no embedding model: send {field}, or create the collection "
+                "with embedding_model to send texts or images"
+            )
+        embed = types_pb2.EmbedRequest(model=spec.embedding_model, texts=texts, images=images, role=role)
+        resp = await embeddings.embed(embed, timeout)
+        if resp.model.fingerprint != spec.model_fingerprint:
+            raise FailedPrecondition(
+                f"model {spec.embedding_model!r} now has fingerprint {resp.model.fingerprint!r} but collection "
+                f"{spec.name!r} was built with {spec.model_fingerprint!r}: its vectors would not be comparable; "
+                "restore that model or re-create the collection"
+            )
+        return wire.unpack_matrix(resp.vectors, field), False
+    if fingerprint and fingerprint != spec.model_fingerprint:
+        bound = f"is bound to {spec.model_fingerprint!r}" if spec.model_fingerprint else "has no embedding model"
+        raise FailedPrecondition(
+            f"{field} come from model {fingerprint!r} but collection {spec.name!r} {bound}: embed them with "
+            "the collection's model (or send texts/images and let the server embed them)"
+        )
+    return wire.unpack_matrix(matrix, field), given
