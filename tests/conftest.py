@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vecshard import Client
-from vecshard_server.bench.datasets import SIFT5K_DIR, clustered, read_vecs
+from vecshard_server.bench.datasets import clustered, load_sift5k
 from vecshard_server.cli.cluster import LocalCluster, Process
 
 __all__ = ["clustered"]
@@ -82,11 +82,6 @@ def name(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def sift5k() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(base 5000x128, queries 100x128, exact top-100 ground truth): skips where ../shared is absent."""
-    if not (SIFT5K_DIR / "base.fvecs").exists():
-        pytest.skip(f"sift5k data not found at {SIFT5K_DIR} (it lives in the project's shared/ folder)")
-    return (
-        read_vecs(SIFT5K_DIR / "base.fvecs"),
-        read_vecs(SIFT5K_DIR / "query.fvecs"),
-        read_vecs(SIFT5K_DIR / "groundtruth.ivecs"),
-    )
+    """(base 5000x128 float32, queries 100x128 float32, exact top-100 ground-truth ids int64): the
+    sift5k data shipped in vecshard_server/bench/data/sift5k (never skips)."""
+    return load_sift5k()

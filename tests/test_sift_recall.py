@@ -1,11 +1,16 @@
-"""Recall on real SIFT data (../shared/data/sift5k, exact ground truth computed by brute force).
+"""Recall on real SIFT data: sift5k, shipped in vecshard_server/bench/data/sift5k (exact ground truth
+computed by brute force, not published; see the README there).
 
 vecshard's IVF (nlist 64, one shared quantizer, 2 and 3 shards) must give exactly what in-process
-faiss gives with the same centroids at each nprobe; nprobe = nlist must give the exact answer.
+faiss gives with the same centroids at each nprobe; nprobe = nlist must give the exact answer. The
+shipped files themselves are checked against their README (shapes, dtypes, sha256) and the ground
+truth is recomputed by brute force, so the data cannot silently rot.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable
 
 import faiss
@@ -13,6 +18,7 @@ import numpy as np
 import pytest
 
 from vecshard import Client
+from vecshard_server.bench.datasets import SIFT5K_DIR, SIFT5K_FILES
 
 NLIST, K = 64, 10
 
@@ -24,6 +30,42 @@ def recall_at(ids: np.ndarray, gt: np.ndarray, k: int) -> float:
 def sort_by_distance_then_id(D: np.ndarray, I: np.ndarray) -> np.ndarray:
     order = np.lexsort((I, D), axis=1)
     return np.take_along_axis(I, order, axis=1)
+
+
+def readme_table() -> dict[str, tuple[tuple[int, ...], str, int, str]]:
+    """file -> (shape, dtype, bytes, sha256), from the table in the shipped README."""
+    row = re.compile(r"^\| (\S+\.npy) \| (\d+) × (\d+) \| (\w+) \| (\d+) \| `([0-9a-f]{64})` \|$", re.M)
+    text = (SIFT5K_DIR / "README.md").read_text(encoding="utf-8")
+    return {m[1]: ((int(m[2]), int(m[3])), m[4], int(m[5]), m[6]) for m in row.finditer(text)}
+
+
+def test_sift5k_files_match_readme() -> None:
+    table = readme_table()
+    assert sorted(table) == sorted(SIFT5K_FILES)
+    for f, (shape, dtype, size, sha256) in table.items():
+        raw = (SIFT5K_DIR / f).read_bytes()
+        assert len(raw) == size, f
+        assert hashlib.sha256(raw).hexdigest() == sha256, f
+        a = np.load(SIFT5K_DIR / f, allow_pickle=False)
+        assert a.shape == shape and a.dtype == np.dtype(dtype), (f, a.shape, a.dtype)
+    assert sum(table[f][2] for f in table) < 1_000_000
+
+
+def test_sift5k_ground_truth_is_exact_brute_force(sift5k) -> None:
+    """groundtruth.npy = exact squared-L2 top-100 over base for every query, ties broken by lower id."""
+    base, queries, gt = sift5k
+    assert base.dtype == queries.dtype == np.float32 and base.shape == (5000, 128) and queries.shape == (100, 128)
+    assert gt.shape == (100, 100)
+    b, q = base.astype(np.int64), queries.astype(np.int64)  # whole numbers: exact in int64
+    d = (q * q).sum(1)[:, None] - 2 * (q @ b.T) + (b * b).sum(1)[None, :]
+    ids = np.broadcast_to(np.arange(len(b)), d.shape)
+    want = np.take_along_axis(ids, np.lexsort((ids, d), axis=1)[:, :100], axis=1)
+    np.testing.assert_array_equal(gt, want)
+    # and faiss's exact search agrees on the distances (its order among equal distances may differ)
+    flat = faiss.IndexFlatL2(128)
+    flat.add(base)
+    fD, _ = flat.search(queries, 100)
+    np.testing.assert_array_equal(fD, np.take_along_axis(d, want, axis=1).astype(np.float32))
 
 
 @pytest.mark.parametrize("shards", [2, 3])

@@ -7,9 +7,10 @@ What is measured, for each shard count S (one `LocalCluster` per S, stopped afte
   `faiss.IndexIVFFlat` built over the *same* centroids (read back with `describe(...,
   include_centroids=True)`) holding the same vectors, searched with the same nprobe and B queries per
   call (B=1: one query at a time). Each loop runs for `duration_s` after a short warm-up.
-- recall@k of both against exact ground truth (sift5k: the published brute-force file; synthetic:
-  `faiss.IndexFlatL2`). With the same centroids and nprobe the two must agree; this is reported
-  (`recall_identical`, `same_ids`) rather than asserted.
+- recall@k of both against exact ground truth (sift5k: the shipped ground truth in bench/data/sift5k,
+  computed by brute force, not published; synthetic: `faiss.IndexFlatL2`). With the same centroids
+  and nprobe the two must agree; this is reported (`recall_identical`, `same_ids`) rather than
+  asserted.
 - Add throughput (vectors/s): `Client.add` in 1000-vector batches into a fresh FLAT collection against
   `faiss.IndexFlatL2.add` in 1000-vector batches.
 
@@ -32,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecshard import Client
-from vecshard_server.bench.datasets import SIFT5K_DIR, clustered, read_vecs
+from vecshard_server.bench.datasets import clustered, load_sift5k
 from vecshard_server.bench.measure import make_batches, recall_at_k, timed_concurrent, timed_loop
 from vecshard_server.cli.cluster import LocalCluster
 
@@ -47,15 +48,11 @@ SYNTHETIC_SEED = 1234
 def load_dataset(dataset: str, n: int, dim: int, k: int) -> tuple[F32, F32, I64, str]:
     """(base, queries, top-k ground truth ids, where the ground truth came from)."""
     if dataset == "sift5k":
-        files = [SIFT5K_DIR / f for f in ("base.fvecs", "query.fvecs", "groundtruth.ivecs")]
-        missing = [str(f) for f in files if not f.exists()]
-        if missing:
-            raise FileNotFoundError(f"sift5k data not found: {', '.join(missing)} (it lives in shared/)")
-        base, queries, gt = (read_vecs(f) for f in files)
+        base, queries, gt = load_sift5k()
         if gt.shape[1] < k:
             raise ValueError(f"sift5k ground truth holds top-{gt.shape[1]}, fewer than k={k}")
-        source = "sift5k groundtruth.ivecs (brute force)"
-        return base.astype(np.float32), queries.astype(np.float32), gt[:, :k].astype(np.int64), source
+        source = "sift5k groundtruth.npy (brute force)"
+        return base, queries, gt[:, :k], source
     if dataset == "synthetic":
         both = clustered(n + SYNTHETIC_QUERIES, dim, centers=SYNTHETIC_CENTERS, seed=SYNTHETIC_SEED)
         base, queries = both[:n], both[n:]
