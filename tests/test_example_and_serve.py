@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import runpy
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import numpy as np
 from vecshard import Client
 from vecshard_server.cli.cluster import LocalCluster
 
-from .conftest import clustered
+from .conftest import clustered, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,21 +48,26 @@ def test_seed_example_matches_in_process_faiss(cluster_of: Callable[[int], Local
     np.testing.assert_allclose(out["distances_ivf"], D, rtol=1e-5)
 
 
-def _serve(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+def _serve(
+    data_dir: Path, *extra: str, env: dict[str, str] | None = None, lines: list[str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """Start `vecshard serve` on port 0; returns it and its address (startup log lines into `lines`)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "vecshard_server", "serve", "--port", "0", "--data-dir", str(data_dir), *extra],
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **(env or {})},
     )
     assert proc.stderr is not None
     deadline = time.monotonic() + 60
-    lines = []
+    lines = [] if lines is None else lines
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
         lines.append(line)
         found = re.search(r"vecshard is serving on (\S+) \(shards: ([^;]+);", line)
         if found:
-            assert len(found.group(2).split(", ")) == int(extra[1]) if extra else 2
+            shards = int(extra[extra.index("--shards") + 1]) if "--shards" in extra else 2
+            assert len(found.group(2).split(", ")) == shards
             return proc, found.group(1)
         if not line and proc.poll() is not None:
             break
@@ -108,3 +115,58 @@ def test_serve_refuses_a_different_shard_count_for_existing_data(tmp_path: Path)
     )
     assert result.returncode != 0
     assert "--shards 3" in result.stderr
+
+
+def _free_port_run(n: int) -> int:
+    """A port p such that p .. p+n-1 were all free a moment ago."""
+    import socket
+
+    for _ in range(50):
+        base = free_port()
+        if base + n > 65535:
+            continue
+        try:
+            socks = [socket.socket() for _ in range(n)]
+            for i, sock in enumerate(socks):
+                sock.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise AssertionError("no run of free ports found")
+
+
+def _has_series(text: str, name: str, *labels: str) -> bool:
+    return any(line.startswith(name + "{") and all(lb in line for lb in labels) for line in text.splitlines())
+
+
+def test_serve_exposes_metrics_of_every_process_and_leaves_no_run_folder(tmp_path: Path) -> None:
+    base = _free_port_run(3)
+    run_tmp = tmp_path / "tmp"
+    run_tmp.mkdir()
+    lines: list[str] = []
+    # VECSHARD_METRICS_PORT once made every child bind the same port (shard-1 crashed): serve must
+    # give each process its own.
+    env = {"VECSHARD_METRICS_PORT": str(base), "TMPDIR": str(run_tmp)}
+    proc, address = _serve(tmp_path / "data", env=env, lines=lines)
+    try:
+        with Client(address, timeout=30) as c:
+            c.create_collection("m", 4)
+            c.add("m", [1, 2], np.eye(2, 4))
+            c.search("m", np.eye(1, 4), k=1)
+        log = "".join(lines)
+        for name, port in (("coordinator", base), ("shard-0", base + 1), ("shard-1", base + 2)):
+            assert f"metrics of {name} on http://127.0.0.1:{port}/metrics" in log, log
+        with urllib.request.urlopen(f"http://127.0.0.1:{base}/metrics", timeout=10) as resp:
+            coord = resp.read().decode()
+        assert _has_series(coord, "vecshard_rpcs_total", 'role="coordinator"', 'method="Search"')
+        for port in (base + 1, base + 2):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+                shard = resp.read().decode()
+            assert _has_series(shard, "vecshard_rpcs_total", 'role="shard"', 'method="Search"')
+        assert [p.name for p in run_tmp.iterdir()] != [], "serve keeps its port files under TMPDIR while running"
+    finally:
+        _stop(proc)
+    assert list(run_tmp.iterdir()) == [], "a clean stop leaves no vecshard-run-* folder"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import pytest
 
 from vecshard import Client, InvalidArgument
 from vecshard.v1 import vector_search_pb2 as pb
@@ -71,14 +72,34 @@ def test_metrics_logs_and_request_ids(tmp_path: Path) -> None:
     assert any(e["msg"].startswith("trained m") and e["request_id"] == "trace-42" for e in coord_lines)
 
 
-def test_health_needs_no_credentials_and_reflection_lists_services(cluster_of) -> None:  # type: ignore[no-untyped-def]
-    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+def test_reflection_answers_v1_and_v1alpha(cluster_of, version: str) -> None:  # type: ignore[no-untyped-def]
+    """grpcurl, Postman and current grpc tools speak grpc.reflection.v1; older ones v1alpha. The two
+    protocols share their messages, so v1alpha's classes encode what a v1 client sends."""
+    from google.protobuf import descriptor_pb2
+    from grpc_reflection.v1alpha import reflection_pb2
 
-    with grpc.insecure_channel(cluster_of(2).address) as ch:
-        stub = reflection_pb2_grpc.ServerReflectionStub(ch)
-        responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
-        names = {s.name for r in responses for s in r.list_services_response.service}
-    assert {"vecshard.v1.VectorSearch", "grpc.health.v1.Health"} <= names
+    cluster = cluster_of(2)
+    for address in (cluster.address, cluster.shards[0].address):
+        with grpc.insecure_channel(address) as ch:
+            call = ch.stream_stream(
+                f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+                request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+            )
+            service = "vecshard.v1.VectorSearch" if address == cluster.address else "vecshard.v1.Shard"
+            requests = [
+                reflection_pb2.ServerReflectionRequest(list_services=""),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol=service),
+            ]
+            listed, described = list(call(iter(requests), timeout=10))
+        names = {s.name for s in listed.list_services_response.service}
+        assert {service, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} <= names
+        files = [
+            descriptor_pb2.FileDescriptorProto.FromString(b)
+            for b in described.file_descriptor_response.file_descriptor_proto
+        ]
+        assert any(svc.name == service.rsplit(".", 1)[1] for f in files for svc in f.service)
 
 
 def test_traces_one_span_per_shard_call_under_the_search_span(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,6 +46,7 @@ class Process:
         self.popen = self._spawn(args)
 
     def _spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
+        self.port_file.parent.mkdir(parents=True, exist_ok=True)  # also after the cluster's stop removed it
         self.port_file.unlink(missing_ok=True)
         out = open(self.stdout, "ab") if self.stdout else None  # noqa: SIM115 - handed to the child
         err = open(self.stderr, "ab") if self.stderr else None  # noqa: SIM115
@@ -109,7 +111,11 @@ class LocalCluster:
         data_dir: Path | None = None,
         env: dict[str, str] | None = None,
         log_level: str = "INFO",
+        metrics_port: int = 0,
     ) -> None:
+        """metrics_port: when set, the coordinator serves Prometheus metrics on it and shard process i
+        (in start order) on metrics_port + 1 + i; 0 turns metrics off in every child, whatever
+        VECSHARD_METRICS_PORT says (children would otherwise all try to bind the same port)."""
         if shards < 1 or replicas < 1:
             raise ClusterError("a cluster needs at least one shard of at least one replica")
         self.num_shards = shards
@@ -119,6 +125,8 @@ class LocalCluster:
         self.data_dir = data_dir
         self.env = env
         self.log_level = log_level
+        self.metrics_port = metrics_port
+        self.metrics_ports: dict[str, int] = {}  # process name -> its metrics port, once started
         self.shards: list[Process] = []  # every shard process, group by group
         self.groups: list[list[Process]] = []  # the replicas of each shard group
         self.coordinator: Process | None = None
@@ -173,6 +181,7 @@ class LocalCluster:
                 for g in range(self.num_shards):
                     name = f"shard-{g}" if self.num_replicas == 1 else f"shard-{g}-r{r}"
                     args = ["shard", "--host", self.host, "--port", "0", "--name", name, *common]
+                    args += ["--metrics-port", str(self._metrics_port_for(name, 1 + len(self.shards)))]
                     if self.data_dir is not None:
                         args += ["--data-dir", str(self.data_dir / name)]
                     proc = Process(
@@ -183,6 +192,7 @@ class LocalCluster:
                 for g in range(self.num_shards):
                     self.groups[g][r].wait_port(deadline)
             args = ["coordinator", "--host", self.host, "--port", str(self.port), *common]
+            args += ["--metrics-port", str(self._metrics_port_for("coordinator", 0))]
             for addr in self.shard_addresses:
                 args += ["--shard", addr]
             self.coordinator = Process("coordinator", args, self._run_dir / "coordinator.port", self.env)
@@ -191,6 +201,15 @@ class LocalCluster:
             self.stop()
             raise
         return self
+
+    def _metrics_port_for(self, name: str, offset: int) -> int:
+        if not self.metrics_port:
+            return 0
+        port = self.metrics_port + offset
+        if port > 65535:
+            raise ClusterError(f"--metrics-port {self.metrics_port} leaves no room for {name}: choose a lower port")
+        self.metrics_ports[name] = port
+        return port
 
     def processes(self) -> list[Process]:
         return [p for p in [self.coordinator, *self.shards] if p is not None]
@@ -205,6 +224,7 @@ class LocalCluster:
             s.terminate()
         for s in self.shards:
             codes[s.name] = s.wait(timeout)
+        shutil.rmtree(self._run_dir, ignore_errors=True)
         return codes
 
     def poll(self) -> Process | None:

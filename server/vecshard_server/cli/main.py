@@ -99,6 +99,8 @@ def cli(config: Path | None) -> None:
 @MODELS
 @click.option("--log-level", default="INFO", show_default=True, type=LOG_LEVELS)
 @LOG_FORMAT
+@click.option("--metrics-port", default=0, type=click.IntRange(0, 65535), envvar="VECSHARD_METRICS_PORT",
+              help="metrics: the coordinator on this port, shard process i on port+1+i (0: off)")  # fmt: skip
 def serve(
     shards: int,
     replicas: int,
@@ -108,6 +110,7 @@ def serve(
     models: Path | None,
     log_level: str,
     log_format: str,
+    metrics_port: int,
 ) -> None:
     """Run a local cluster: a coordinator and SHARDS shard worker processes.
 
@@ -121,7 +124,14 @@ def serve(
     env = {"VECSHARD_MODELS_FILE": str(models.resolve())} if models else None
     env = {**(env or {}), "VECSHARD_LOG_FORMAT": log_format}
     cluster = LocalCluster(
-        shards=shards, replicas=replicas, host=host, port=port, data_dir=data_dir, log_level=log_level, env=env
+        shards=shards,
+        replicas=replicas,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        log_level=log_level,
+        env=env,
+        metrics_port=metrics_port,
     )
     stopping = False
 
@@ -135,6 +145,8 @@ def serve(
         cluster.start()
     except ClusterError as err:
         raise click.ClickException(str(err)) from None
+    for name, mport in cluster.metrics_ports.items():
+        log.info("metrics of %s on http://%s:%d/metrics", name, host, mport)
     log.info(
         "vecshard is serving on %s (shards: %s; data in %s). Ctrl-C stops it.",
         cluster.address,

@@ -60,7 +60,10 @@ def start_metrics(role: str, port: int | None, host: str = "0.0.0.0") -> None:
     """Serve /metrics on `port` (None or 0: off). Labels every RPC metric with `role`."""
     ROLE["name"] = role
     if port:
-        start_http_server(port, addr=host)
+        try:
+            start_http_server(port, addr=host)
+        except OSError as err:
+            raise SystemExit(f"cannot serve metrics on {host}:{port}: {err.strerror} (is the port in use?)") from None
         logging.getLogger(__name__).info("metrics on http://%s:%d/metrics", host, port)
 
 
