@@ -137,7 +137,7 @@ INF[0, 0] = np.inf
         (add("flat", ids(1000, 1001, 1002, 1003), m(NAN)), C.INVALID_ARGUMENT, "NaN or Inf in rows 2"),
         (add("flat", ids(1000, 1001, 1002, 1003), m(INF)), C.INVALID_ARGUMENT, "NaN or Inf"),
         (add("flat", ids(1000, -5, 1002, 1003), m(X)), C.INVALID_ARGUMENT, ">= 0"),
-        (add("flat", ids(1000, 1001, 1000, 1003), m(X)), C.INVALID_ARGUMENT, "repeats ids"),
+        (add("flat", ids(1000, 1001, 1000, 1003), m(X)), C.INVALID_ARGUMENT, "must be unique within one request"),
         (add("flat", ids(1000, 1001, 1002, 5), m(X)), C.ALREADY_EXISTS, "upsert"),
         (add("cos", ids(1000, 1001), m(np.vstack([X[:1], np.zeros((1, DIM))]))), C.INVALID_ARGUMENT, "zero"),
         (
@@ -209,7 +209,7 @@ def test_other_rpcs_refuse(limited: Client) -> None:
 
 
 def test_sdk_checks_locally_before_sending(limited: Client) -> None:
-    with pytest.raises(InvalidArgument, match="repeats ids"):
+    with pytest.raises(InvalidArgument, match="must be unique within one request"):
         limited.add("flat", [1, 1], clustered(2, DIM))
     with pytest.raises(InvalidArgument, match="2 ids for 3 vectors"):
         limited.add("flat", [7001, 7002], clustered(3, DIM))

@@ -39,9 +39,11 @@ def test_index_a_jsonl_file_and_search_it_by_text(cluster_of: Callable[[int], Lo
     out = json.loads(run("search", name, "--text", "kitten napping", "--text", "football game", "-k", "2",
                          "--source", str(src), "--json", "--address", address))  # fmt: skip
     assert out[0]["hits"][0]["id"] == 10 and "cat" in out[0]["hits"][0]["text"]
+    assert "similarity" in out[0]["hits"][0] and "distance" not in out[0]["hits"][0]  # COSINE: larger is better
     assert out[1]["hits"][0]["id"] == 30
     table = run("search", name, "--text", "cooking recipe", "--source", str(src), "--address", address)
     assert table.splitlines()[3].split()[1] == "40"  # header, rule, then rank 1
+    assert table.splitlines()[1].split()[:3] == ["rank", "id", "similarity"]
     listing = run("collections", "list", "--address", address)
     assert name in listing and "minilm" in listing
     run("collections", "drop", name, "--yes", "--address", address)
@@ -66,6 +68,7 @@ def test_text_and_vector_files(cluster_of: Callable[[int], LocalCluster], tmp_pa
         run("search", name, "--vectors", str(tmp_path / "q.npy"), "-k", "1", "--json", "--address", address)
     )
     assert [q["hits"][0]["id"] for q in out] == [107, 108]
+    assert out[0]["hits"][0]["distance"] == 0.0  # L2: a distance, smaller is better
     run("collections", "drop", name, "--yes", "--address", address)
 
 

@@ -4,8 +4,10 @@ and image exactly as in-process faiss does; bad inputs get their codes and write
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -317,3 +319,58 @@ def test_fingerprint_follows_the_weights(tmp_path: Path) -> None:
     assert content_hash(tmp_path, {"kind": "clip", "query_prefix": "q: "}) != a
     (tmp_path / "model.safetensors").write_bytes(b"\1\2\4")
     assert content_hash(tmp_path, {"kind": "clip"}) != a
+
+
+def _long_texts(n: int, words: int = 220) -> list[str]:
+    """n distinct texts of ~256 tokens each (MiniLM's maximum): the slow case on a CPU."""
+    rng = np.random.default_rng(11)
+    vocab = "river stone market engine garden winter signal ledger copper harbor violet canyon orbit".split()
+    return [f"document {i}: " + " ".join(rng.choice(vocab, words)) for i in range(n)]
+
+
+def test_texts_fit_any_deadline_on_a_cpu(cluster: LocalCluster, minilm, name: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A deadline that one request of all the texts would blow (it did: 1,000 texts per Add at ~9
+    texts/s against 60 s): upload, add, embed and `vecshard add` size requests by the server's
+    measured speed, so each call ends inside the deadline, and nothing is embedded twice."""
+    from click.testing import CliRunner
+
+    from vecshard_server.cli.main import cli
+
+    texts = _long_texts(48)
+    with Client(cluster.address, timeout=300) as slow:  # measure: how long would one request take?
+        slow.create_collection(name, dim=0, metric=None, model="minilm")
+        t0 = time.perf_counter()
+        slow.embed(texts=texts[:8])
+        per_text = (time.perf_counter() - t0) / 8
+    deadline = max(1.0, per_text * 24)  # half of what one request of 48 texts needs
+    with Client(cluster.address, timeout=deadline) as c:
+        result = c.upload(name, ids=range(48), texts=iter(texts), upsert=True)
+        assert result.count == 48
+        c.add(name, ids=np.arange(100, 148), texts=texts)  # non-upsert add: the same pacing
+        e = c.embed(texts=texts)
+        assert e.vectors.shape == (48, 384)
+        expected = minilm.encode(texts, normalize_embeddings=True)
+        assert cosines(e.vectors, expected).min() > 0.9999
+        D, I = c.search(name, texts=texts[:3], k=2)
+        assert {int(i) for i in I[:, 0]} | {int(i) for i in I[:, 1]} >= {0, 1, 2}
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text("".join(json.dumps({"id": 200 + i, "text": t}) + "\n" for i, t in enumerate(texts[:24])))
+    out = CliRunner().invoke(cli, ["add", name, str(jsonl), "--address", cluster.address, "--timeout", str(deadline)])
+    assert out.exit_code == 0, out.output
+    assert "added 24" in out.output and "(120 stored)" in out.output
+
+
+def test_embed_pacer_sizes_calls_by_measured_speed() -> None:
+    from vecshard.build import EmbedPacer
+
+    pacer = EmbedPacer(timeout=60.0)
+    assert (pacer.target_s, pacer.size) == (8.0, 8)
+    pacer.record(8, 8 * 0.11)  # ~9 texts/s: 8 s of work is ~72 texts, but growth is capped at 4x
+    assert pacer.size == 32
+    pacer.record(32, 32 * 0.11)
+    assert pacer.size == 72
+    pacer.record(72, 72 * 2.0)  # the server slowed down: shrink at once
+    assert pacer.size == 4
+    short = EmbedPacer(timeout=3.0)
+    assert short.target_s == 0.5
+    assert [len(c) for c in EmbedPacer(60.0, maximum=5).chunks(range(12))] == [5, 5, 2]

@@ -172,3 +172,21 @@ def test_close_is_idempotent_and_threads_share_a_client(cluster_of: Callable[[in
     assert not errors
     c.close()
     c.close()
+
+
+def test_a_collection_info_stands_for_its_name(cluster_of: Callable[[int], LocalCluster], name: str) -> None:
+    """What list_collections()/describe() return can be handed back wherever a name is taken."""
+    from vecshard import NotFound
+
+    with Client(cluster_of(2).address) as c:
+        c.create_collection(name, 4)
+        info = next(i for i in c.list_collections() if i.name == name)
+        c.add(info, [1, 2], np.eye(2, 4, dtype=np.float32))
+        assert c.describe(info).count == 2
+        assert c.search(info, np.eye(1, 4, dtype=np.float32), k=1).ids[0][0] == 1
+        c.drop_collection(info)
+        assert name not in [i.name for i in c.list_collections()]
+        with pytest.raises(NotFound, match="does not exist: nothing to drop"):
+            c.drop_collection(info)
+        with pytest.raises(TypeError, match="by its name \\(str\\) or a CollectionInfo, not int"):
+            c.drop_collection(42)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ code (`vecshard.build`), so the two cannot drift apart.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -112,13 +113,13 @@ class AsyncClient:
         req = build.create_collection(name, dim, metric, index, nlist, nprobe, train_threshold, model)
         return build.collection_info(await self._call(self._stub.CreateCollection, req, timeout))
 
-    async def drop_collection(self, name: str, *, timeout: float | None = None) -> None:
+    async def drop_collection(self, name: build.CollectionRef, *, timeout: float | None = None) -> None:
         """See `Client.drop_collection`.
 
         Example:
             >>> await c.drop_collection("img")
         """
-        await self._call(self._stub.DropCollection, pb.DropCollectionRequest(name=name), timeout)
+        await self._call(self._stub.DropCollection, pb.DropCollectionRequest(name=build.name_of(name)), timeout)
 
     async def list_collections(self, *, timeout: float | None = None) -> list[CollectionInfo]:
         """See `Client.list_collections`.
@@ -130,19 +131,19 @@ class AsyncClient:
         return [build.collection_info(info) for info in resp.collections]
 
     async def describe(
-        self, name: str, *, include_centroids: bool = False, timeout: float | None = None
+        self, name: build.CollectionRef, *, include_centroids: bool = False, timeout: float | None = None
     ) -> CollectionInfo:
         """See `Client.describe`.
 
         Example:
             >>> (await c.describe("img")).count
         """
-        req = pb.DescribeCollectionRequest(name=name, include_centroids=include_centroids)
+        req = pb.DescribeCollectionRequest(name=build.name_of(name), include_centroids=include_centroids)
         return build.collection_info(await self._call(self._stub.DescribeCollection, req, timeout))
 
     async def add(
         self,
-        collection: str,
+        collection: build.CollectionRef,
         ids: Any,
         vectors: Any = None,
         *,
@@ -158,15 +159,44 @@ class AsyncClient:
         Example:
             >>> await c.add("img", ids=np.arange(10), vectors=np.random.rand(10, 128))
         """
+        build.one_of("input", vectors=vectors, texts=texts, images=images)
+        if texts is not None or images is not None:
+            items, is_text = build.embed_inputs(texts, images)
+            kind = "texts" if is_text else "images"
+            id_arr = build.check_add_inputs(ids, len(items), kind)
+            pacer = build.EmbedPacer(self.timeout if timeout is None else timeout, batch_size or build.EMBED_MAX_BATCH)
+            adds = build.paced_adds(collection, id_arr, items, kind, pacer, upsert=upsert,
+                                    model_fingerprint=model_fingerprint)  # fmt: skip
+            return build.add_result(await self._paced(self._stub.Add, adds, pacer, timeout, retries=0))
         requests = build.add_batches(
-            collection, ids, vectors, texts, images, upsert=upsert, batch_size=batch_size,
+            collection, ids, vectors, upsert=upsert, batch_size=batch_size,
             model_fingerprint=model_fingerprint, max_message_bytes=self.max_message_bytes,
         )  # fmt: skip
         return build.add_result([await self._call(self._stub.Add, req, timeout) for req in requests])
 
+    async def _paced(
+        self, method: Any, requests: Iterable[tuple[int, Any]], pacer: build.EmbedPacer, timeout: float | None,
+        retries: int,
+    ) -> list[Any]:  # fmt: skip
+        """See `Client._paced`: one embedding request at a time, each timed to size the next."""
+        out = []
+        for n, req in requests:
+            for attempt in range(retries + 1):
+                started = time.perf_counter()
+                try:
+                    resp = await self._call(method, req, timeout)
+                    break
+                except (Unavailable, DeadlineExceeded):
+                    if attempt == retries:
+                        raise
+                    await asyncio.sleep(min(2.0, 0.2 * 2**attempt))
+            pacer.record(n, time.perf_counter() - started)
+            out.append(resp)
+        return out
+
     async def upload(
         self,
-        collection: str,
+        collection: build.CollectionRef,
         ids: Any,
         vectors: Any = None,
         *,
@@ -182,6 +212,10 @@ class AsyncClient:
         Example:
             >>> await c.upload("img", ids=range(100_000), vectors=np.load("v.npy", mmap_mode="r"), parallel=4)
         """
+        if texts is not None:  # paced by the server's embedding speed, one request at a time
+            pacer = build.EmbedPacer(self.timeout if timeout is None else timeout, batch_size)
+            adds = build.paced_adds(collection, ids, texts, "texts", pacer, upsert=upsert)
+            return build.add_result(await self._paced(self._stub.Add, adds, pacer, timeout, retries))
         gate = asyncio.Semaphore(max(1, parallel))
 
         async def send(req: pb.AddRequest) -> pb.AddResponse:
@@ -203,7 +237,7 @@ class AsyncClient:
                 await asyncio.wait([t for t in tasks if not t.done()], return_when=asyncio.FIRST_COMPLETED)
         return build.add_result(await asyncio.gather(*tasks))
 
-    async def remove(self, collection: str, ids: Any, *, timeout: float | None = None) -> int:
+    async def remove(self, collection: build.CollectionRef, ids: Any, *, timeout: float | None = None) -> int:
         """See `Client.remove`.
 
         Example:
@@ -212,7 +246,7 @@ class AsyncClient:
         return int((await self._call(self._stub.Remove, build.remove(collection, ids), timeout)).removed)
 
     async def get(
-        self, collection: str, ids: Any, *, allow_missing: bool = False, timeout: float | None = None
+        self, collection: build.CollectionRef, ids: Any, *, allow_missing: bool = False, timeout: float | None = None
     ) -> np.ndarray:
         """See `Client.get`.
 
@@ -224,7 +258,7 @@ class AsyncClient:
 
     async def search(
         self,
-        collection: str,
+        collection: build.CollectionRef,
         queries: Any = None,
         k: int = 10,
         *,
@@ -244,7 +278,12 @@ class AsyncClient:
         return build.search_result(await self._call(self._stub.Search, req, timeout))
 
     async def train(
-        self, collection: str, *, max_training_points: int = 0, seed: int = 0, timeout: float | None = None
+        self,
+        collection: build.CollectionRef,
+        *,
+        max_training_points: int = 0,
+        seed: int = 0,
+        timeout: float | None = None,
     ) -> CollectionInfo:
         """See `Client.train`.
 
@@ -255,7 +294,7 @@ class AsyncClient:
         return build.collection_info(await self._call(self._stub.Train, req, timeout))
 
     async def sample(
-        self, collection: str, max_points: int = 1000, *, seed: int = 0, timeout: float | None = None
+        self, collection: build.CollectionRef, max_points: int = 1000, *, seed: int = 0, timeout: float | None = None
     ) -> Sample:
         """See `Client.sample`.
 
@@ -279,8 +318,14 @@ class AsyncClient:
         Example:
             >>> (await c.embed(texts=["hello"])).vectors.shape
         """
-        resp = await self._call(self._stub.Embed, build.embed(texts, images, model, role), timeout)
-        return build.embeddings(resp)
+        items, is_text = build.embed_inputs(texts, images)
+        pacer = build.EmbedPacer(self.timeout if timeout is None else timeout)
+        requests = (
+            (len(chunk), build.embed(chunk if is_text else None, None if is_text else chunk, model, role))
+            for chunk in pacer.chunks(items)
+        )
+        parts = await self._paced(self._stub.Embed, requests, pacer, timeout, retries=0)
+        return build.join_embeddings([build.embeddings(r) for r in parts])
 
     async def list_models(self, *, load: Iterable[str] = (), timeout: float | None = None) -> list[ModelInfo]:
         """See `Client.list_models`.

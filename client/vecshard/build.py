@@ -12,16 +12,29 @@ from typing import Any
 import numpy as np
 
 from vecshard import wire
-from vecshard.errors import InvalidArgument
+from vecshard.errors import FailedPrecondition, InvalidArgument
 from vecshard.types import AddResult, CollectionInfo, Embeddings, IndexType, Metric, ModelInfo, Sample, SearchResult
 from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 
 HEADROOM = 64 * 1024  # bytes kept free in each message for the non-vector fields
-TEXT_BATCH = 256  # texts per Add request (the server embeds each request in one go)
-IMAGE_BATCH = 32
 
 ImageInput = bytes | str | os.PathLike[str] | Any  # encoded bytes, a file path, or a PIL image
+CollectionRef = str | CollectionInfo  # a collection's name, or what list_collections()/describe() return
+
+
+def name_of(collection: CollectionRef) -> str:
+    """The collection's name, from a name or a `CollectionInfo`."""
+    if isinstance(collection, CollectionInfo):
+        return collection.name
+    if isinstance(collection, str):
+        return collection
+    raise TypeError(
+        f"a collection is given by its name (str) or a CollectionInfo, not {type(collection).__name__}: "
+        "e.g. c.drop_collection('docs') or c.drop_collection(info)"
+    )
+
+
 _ROLES = {"": types_pb2.INPUT_ROLE_UNSPECIFIED, "query": types_pb2.INPUT_ROLE_QUERY,
           "passage": types_pb2.INPUT_ROLE_PASSAGE}  # fmt: skip
 
@@ -40,7 +53,7 @@ def image_bytes(image: ImageInput) -> bytes:
     raise InvalidArgument(f"an image must be bytes, a file path or a PIL image, got {type(image).__name__}")
 
 
-def _one_of(kind: str, **given: Any) -> str:
+def one_of(kind: str, **given: Any) -> str:
     names = [n for n, v in given.items() if v is not None]
     if len(names) != 1:
         raise InvalidArgument(f"pass exactly one of {', '.join(given)} (got {', '.join(names) or 'none'})")
@@ -65,48 +78,41 @@ def create_collection(
 
 
 def add_batches(
-    collection: str,
+    collection: CollectionRef,
     ids: Any,
-    vectors: Any = None,
-    texts: Sequence[str] | None = None,
-    images: Sequence[ImageInput] | None = None,
+    vectors: Any,
     *,
     upsert: bool = False,
     batch_size: int | None = None,
     model_fingerprint: str = "",
     max_message_bytes: int,
 ) -> list[pb.AddRequest]:
-    """Check a whole batch, then split it into Add requests below the message limit."""
+    """Check a whole batch of vectors, then split it into Add requests below the message limit.
+    (Texts and images go through `paced_adds`, sized by embedding speed.)"""
     id_arr = wire.as_ids(ids)
     wire.check_ids(id_arr)
-    kind = _one_of("input", vectors=vectors, texts=texts, images=images)
-    if vectors is not None:
-        x = wire.as_matrix(vectors)
-        wire.check_vectors(x, x.shape[1])
-        n = x.shape[0]
-        rows = batch_size or max(1, (max_message_bytes - HEADROOM) // (x.shape[1] * 4 + 8))
-    else:
-        items: list[Any] = list(texts) if texts is not None else [image_bytes(i) for i in images or ()]
-        n = len(items)
-        rows = batch_size or (TEXT_BATCH if texts is not None else IMAGE_BATCH)
+    if vectors is None:
+        raise InvalidArgument("pass exactly one of vectors, texts, images (got none)")
+    x = wire.as_matrix(vectors)
+    wire.check_vectors(x, x.shape[1])
+    n = x.shape[0]
     if n != id_arr.size:
-        raise InvalidArgument(f"got {id_arr.size} ids for {n} {kind}: send one id per input")
-    out = []
-    for start in range(0, n, rows):
-        req = pb.AddRequest(collection=collection, ids=wire.pack_ids(id_arr[start : start + rows]), upsert=upsert,
-                            model_fingerprint=model_fingerprint)  # fmt: skip
-        if vectors is not None:
-            req.vectors.CopyFrom(wire.pack_matrix(x[start : start + rows]))
-        elif texts is not None:
-            req.texts.extend(items[start : start + rows])
-        else:
-            req.images.extend(items[start : start + rows])
-        out.append(req)
-    return out
+        raise InvalidArgument(f"got {id_arr.size} ids for {n} vectors: send one id per input")
+    rows = batch_size or max(1, (max_message_bytes - HEADROOM) // (x.shape[1] * 4 + 8))
+    return [
+        pb.AddRequest(
+            collection=name_of(collection),
+            ids=wire.pack_ids(id_arr[start : start + rows]),
+            vectors=wire.pack_matrix(x[start : start + rows]),
+            upsert=upsert,
+            model_fingerprint=model_fingerprint,
+        )
+        for start in range(0, n, rows)
+    ]
 
 
 def upload_batches(
-    collection: str,
+    collection: CollectionRef,
     ids: Any,
     vectors: Any = None,
     texts: Iterable[str] | None = None,
@@ -116,7 +122,7 @@ def upload_batches(
 ) -> Iterator[tuple[int, pb.AddRequest]]:
     """Lazily cut (ids, vectors | texts) into Add requests of `batch_size`: arrays and memory-mapped
     `.npy` files are sliced, iterators (of rows, or of texts) consumed as they go. Yields (rows, request)."""
-    _one_of("input", vectors=vectors, texts=texts)
+    one_of("input", vectors=vectors, texts=texts)
     id_iter = iter(wire.as_ids(ids)) if isinstance(ids, np.ndarray | list | tuple | range) else iter(ids)
     sliceable = isinstance(vectors, np.ndarray)
     rows_iter: Iterator[Any] = iter(texts if texts is not None else ([] if sliceable else vectors))
@@ -125,7 +131,7 @@ def upload_batches(
         chunk_ids = np.fromiter(itertools.islice(id_iter, batch_size), dtype=np.int64)
         if not chunk_ids.size:
             return
-        req = pb.AddRequest(collection=collection, ids=wire.pack_ids(chunk_ids), upsert=upsert)
+        req = pb.AddRequest(collection=name_of(collection), ids=wire.pack_ids(chunk_ids), upsert=upsert)
         chunk: Sequence[Any]
         if texts is not None:
             chunk = list(itertools.islice(rows_iter, chunk_ids.size))
@@ -154,12 +160,14 @@ def add_result(responses: Iterable[pb.AddResponse]) -> AddResult:
     return AddResult(added=added, replaced=replaced, count=count)
 
 
-def remove(collection: str, ids: Any) -> pb.RemoveRequest:
-    return pb.RemoveRequest(collection=collection, ids=wire.pack_ids(wire.as_ids(ids)))
+def remove(collection: CollectionRef, ids: Any) -> pb.RemoveRequest:
+    return pb.RemoveRequest(collection=name_of(collection), ids=wire.pack_ids(wire.as_ids(ids)))
 
 
-def get(collection: str, ids: Any, allow_missing: bool) -> pb.GetRequest:
-    return pb.GetRequest(collection=collection, ids=wire.pack_ids(wire.as_ids(ids)), allow_missing=allow_missing)
+def get(collection: CollectionRef, ids: Any, allow_missing: bool) -> pb.GetRequest:
+    return pb.GetRequest(
+        collection=name_of(collection), ids=wire.pack_ids(wire.as_ids(ids)), allow_missing=allow_missing
+    )
 
 
 def get_result(resp: pb.GetResponse, allow_missing: bool) -> np.ndarray:
@@ -171,11 +179,11 @@ def get_result(resp: pb.GetResponse, allow_missing: bool) -> np.ndarray:
 
 
 def search(
-    collection: str, queries: Any, k: int, texts: Sequence[str] | None, images: Sequence[ImageInput] | None,
+    collection: CollectionRef, queries: Any, k: int, texts: Sequence[str] | None, images: Sequence[ImageInput] | None,
     nprobe: int | None, allow_partial: bool, model_fingerprint: str,
 ) -> pb.SearchRequest:  # fmt: skip
-    _one_of("query", queries=queries, texts=texts, images=images)
-    req = pb.SearchRequest(collection=collection, k=k, nprobe=nprobe or 0, allow_partial=allow_partial,
+    one_of("query", queries=queries, texts=texts, images=images)
+    req = pb.SearchRequest(collection=name_of(collection), k=k, nprobe=nprobe or 0, allow_partial=allow_partial,
                            model_fingerprint=model_fingerprint)  # fmt: skip
     if queries is not None:
         req.queries.CopyFrom(wire.pack_matrix(wire.as_matrix(queries, "queries")))
@@ -197,16 +205,16 @@ def search_result(resp: pb.SearchResponse) -> SearchResult:
     )
 
 
-def train(collection: str, max_training_points: int, seed: int) -> pb.TrainRequest:
-    return pb.TrainRequest(collection=collection, max_training_points=max_training_points, seed=seed)
+def train(collection: CollectionRef, max_training_points: int, seed: int) -> pb.TrainRequest:
+    return pb.TrainRequest(collection=name_of(collection), max_training_points=max_training_points, seed=seed)
 
 
 def collection_info(info: pb.CollectionInfo) -> CollectionInfo:
     return CollectionInfo.from_proto(info)
 
 
-def sample(collection: str, max_points: int, seed: int) -> pb.SampleRequest:
-    return pb.SampleRequest(collection=collection, max_points=max_points, seed=seed)
+def sample(collection: CollectionRef, max_points: int, seed: int) -> pb.SampleRequest:
+    return pb.SampleRequest(collection=name_of(collection), max_points=max_points, seed=seed)
 
 
 def sample_result(resp: pb.SampleResponse) -> Sample:
@@ -223,7 +231,7 @@ def embed(
 ) -> types_pb2.EmbedRequest:
     if role not in _ROLES:
         raise InvalidArgument(f"role must be 'query', 'passage' or '', got {role!r}")
-    _one_of("input", texts=texts, images=images)
+    one_of("input", texts=texts, images=images)
     req = types_pb2.EmbedRequest(model=model, role=_ROLES[role])
     if texts is not None:
         req.texts.extend([texts] if isinstance(texts, str) else texts)
@@ -236,6 +244,53 @@ def embeddings(resp: types_pb2.EmbedResponse) -> Embeddings:
     return Embeddings(wire.unpack_matrix(resp.vectors).copy(), ModelInfo.from_proto(resp.model))
 
 
+EMBED_TARGET_S = 8.0  # server-side embedding time aimed at per call
+EMBED_FIRST_BATCH = 8
+EMBED_MAX_BATCH = 256
+
+
+class EmbedPacer:
+    """Sizes embedding calls by how fast the server turns out to embed, so every call ends far inside
+    its deadline whatever the hardware (a 2-core CPU embeds ~9 long texts/s, a GPU thousands).
+
+    Each call should take about `min(8 s, timeout / 6)`: the first call is small, later ones are
+    sized from the measured time per input (growing at most 4x per call).
+    """
+
+    def __init__(self, timeout: float | None, maximum: int = EMBED_MAX_BATCH) -> None:
+        self.target_s = min(EMBED_TARGET_S, (timeout or 60.0) / 6)
+        self.maximum = max(1, maximum)
+        self.size = min(EMBED_FIRST_BATCH, self.maximum)
+
+    def record(self, n: int, seconds: float) -> None:
+        per_input = max(seconds, 1e-6) / max(n, 1)
+        self.size = max(1, min(self.maximum, int(self.target_s / per_input), 4 * self.size))
+
+    def chunks(self, items: Iterable[Any]) -> Iterator[list[Any]]:
+        """Consecutive chunks of `items`, each as large as the pacer says at the time it is cut."""
+        it = iter(items)
+        while chunk := list(itertools.islice(it, self.size)):
+            yield chunk
+
+
+def embed_inputs(texts: Sequence[str] | str | None, images: Any) -> tuple[list[Any], bool]:
+    """The inputs of an embed call as one list (images as encoded bytes), and whether they are texts."""
+    one_of("input", texts=texts, images=images)
+    if texts is not None:
+        return ([texts] if isinstance(texts, str) else list(texts)), True
+    return [image_bytes(i) for i in _as_list(images)], False
+
+
+def join_embeddings(parts: Sequence[Embeddings]) -> Embeddings:
+    """One `Embeddings` from the chunks of one embed call (all from the same model)."""
+    if not parts:
+        raise InvalidArgument("nothing to embed: send at least one text or image")
+    fingerprints = {p.model.fingerprint for p in parts}
+    if len(fingerprints) > 1:
+        raise FailedPrecondition(f"the server's model changed during the call ({sorted(fingerprints)}): retry")
+    return Embeddings(np.vstack([p.vectors for p in parts]), parts[0].model)
+
+
 def models(resp: types_pb2.ListModelsResponse) -> list[ModelInfo]:
     out = [ModelInfo.from_proto(m) for m in resp.models]
     return sorted(out, key=lambda m: m.name != resp.default_model)
@@ -243,3 +298,47 @@ def models(resp: types_pb2.ListModelsResponse) -> list[ModelInfo]:
 
 def _as_list(items: Any) -> list[Any]:
     return [items] if isinstance(items, bytes | str | os.PathLike) or hasattr(items, "save") else list(items)
+
+
+def paced_adds(
+    collection: CollectionRef,
+    ids: Any,
+    items: Iterable[Any],
+    kind: str,
+    pacer: EmbedPacer,
+    *,
+    upsert: bool,
+    model_fingerprint: str = "",
+) -> Iterator[tuple[int, pb.AddRequest]]:
+    """Add requests of texts or images (`kind`), each as large as `pacer` says when it is cut, so the
+    server's embedding of one request ends well inside its deadline. Ids and inputs may be
+    iterators; yields (inputs in the request, request)."""
+    id_iter = iter(wire.as_ids(ids)) if isinstance(ids, np.ndarray | list | tuple | range) else iter(ids)
+    item_iter = iter(items)
+    done = 0
+    while True:
+        chunk_ids = np.fromiter(itertools.islice(id_iter, pacer.size), dtype=np.int64)
+        chunk = list(itertools.islice(item_iter, max(chunk_ids.size, 1)))
+        if not chunk_ids.size:
+            if chunk:
+                raise InvalidArgument(f"got more {kind} than ids (ids ran out after {done}): send one id per input")
+            return
+        if len(chunk) != chunk_ids.size:
+            raise InvalidArgument(f"ran out of {kind} after {done + len(chunk)} rows: send one input per id")
+        req = pb.AddRequest(collection=name_of(collection), ids=wire.pack_ids(chunk_ids), upsert=upsert,
+                            model_fingerprint=model_fingerprint)  # fmt: skip
+        if kind == "texts":
+            req.texts.extend(chunk)
+        else:
+            req.images.extend(image_bytes(i) for i in chunk)
+        done += len(chunk)
+        yield len(chunk), req
+
+
+def check_add_inputs(ids: Any, n: int, kind: str) -> np.ndarray:
+    """Check a whole batch of ids for n inputs before anything is sent."""
+    id_arr = wire.as_ids(ids)
+    wire.check_ids(id_arr)
+    if n != id_arr.size:
+        raise InvalidArgument(f"got {id_arr.size} ids for {n} {kind}: send one id per input")
+    return id_arr

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
@@ -143,13 +143,13 @@ class Client:
         req = build.create_collection(name, dim, metric, index, nlist, nprobe, train_threshold, model)
         return build.collection_info(self._call(self._stub.CreateCollection, req, timeout))
 
-    def drop_collection(self, name: str, *, timeout: float | None = None) -> None:
+    def drop_collection(self, name: build.CollectionRef, *, timeout: float | None = None) -> None:
         """Delete a collection and all its vectors.
 
         Example:
             >>> c.drop_collection("img")
         """
-        self._call(self._stub.DropCollection, pb.DropCollectionRequest(name=name), timeout)
+        self._call(self._stub.DropCollection, pb.DropCollectionRequest(name=build.name_of(name)), timeout)
 
     def list_collections(self, *, timeout: float | None = None) -> list[CollectionInfo]:
         """Every collection with its counts.
@@ -160,19 +160,21 @@ class Client:
         resp = self._call(self._stub.ListCollections, pb.ListCollectionsRequest(), timeout)
         return [build.collection_info(info) for info in resp.collections]
 
-    def describe(self, name: str, *, include_centroids: bool = False, timeout: float | None = None) -> CollectionInfo:
+    def describe(
+        self, name: build.CollectionRef, *, include_centroids: bool = False, timeout: float | None = None
+    ) -> CollectionInfo:
         """A collection's config, per-shard counts, training state and optionally its centroids.
 
         Example:
             >>> info = c.describe("img", include_centroids=True)
             >>> info.count, info.trained, info.centroids.shape
         """
-        req = pb.DescribeCollectionRequest(name=name, include_centroids=include_centroids)
+        req = pb.DescribeCollectionRequest(name=build.name_of(name), include_centroids=include_centroids)
         return build.collection_info(self._call(self._stub.DescribeCollection, req, timeout))
 
     def add(
         self,
-        collection: str,
+        collection: build.CollectionRef,
         ids: Any,
         vectors: Any = None,
         *,
@@ -186,10 +188,11 @@ class Client:
         """Add vectors (or, to a model-bound collection, texts or images) under your own int64 ids.
 
         Ids must be >= 0 and unique. The batch is checked locally first, then sent in chunks that
-        fit the message limit (or of `batch_size` rows; 256 texts or 32 images by default). Each
-        chunk is atomic; a failure in a later chunk leaves the earlier ones stored, so retry with
-        `upsert=True`, which replaces instead of failing with AlreadyExists. For large or streamed
-        inputs, see `upload`.
+        fit the message limit (or of `batch_size` rows). Texts and images go in chunks sized by the
+        server's measured embedding speed (about 8 s of work each, never near the deadline), so any
+        corpus fits the default timeout on a CPU. Each chunk is atomic; a failure in a later chunk
+        leaves the earlier ones stored, so retry with `upsert=True`, which replaces instead of
+        failing with AlreadyExists. For large or streamed inputs, see `upload`.
 
         Args:
             model_fingerprint: with vectors made by `embed`, its fingerprint: the server refuses
@@ -200,15 +203,50 @@ class Client:
             AddResult(added=1000, replaced=0, count=1000)
             >>> c.add("docs", ids=[1, 2], texts=["a cat sat", "stock prices fell"])
         """
+        build.one_of("input", vectors=vectors, texts=texts, images=images)
+        if texts is not None or images is not None:
+            items, is_text = build.embed_inputs(texts, images)
+            kind = "texts" if is_text else "images"
+            id_arr = build.check_add_inputs(ids, len(items), kind)
+            pacer = build.EmbedPacer(self.timeout if timeout is None else timeout, batch_size or build.EMBED_MAX_BATCH)
+            adds = build.paced_adds(collection, id_arr, items, kind, pacer, upsert=upsert,
+                                    model_fingerprint=model_fingerprint)  # fmt: skip
+            return build.add_result(self._paced(self._stub.Add, adds, pacer, timeout, retries=0))
         requests = build.add_batches(
-            collection, ids, vectors, texts, images, upsert=upsert, batch_size=batch_size,
+            collection, ids, vectors, upsert=upsert, batch_size=batch_size,
             model_fingerprint=model_fingerprint, max_message_bytes=self.max_message_bytes,
         )  # fmt: skip
         return build.add_result(self._call(self._stub.Add, req, timeout) for req in requests)
 
+    def _paced(
+        self,
+        method: Callable[..., T],
+        requests: Iterable[tuple[int, Any]],
+        pacer: build.EmbedPacer,
+        timeout: float | None,
+        retries: int,
+        progress: Callable[..., None] | None = None,
+    ) -> Iterator[T]:
+        """Send embedding requests one at a time, timing each to size the next (see `EmbedPacer`);
+        a request that meets Unavailable/DeadlineExceeded is retried up to `retries` times."""
+        for n, req in requests:
+            for attempt in range(retries + 1):
+                started = time.perf_counter()
+                try:
+                    resp = self._call(method, req, timeout)
+                    break
+                except RETRYABLE:
+                    if attempt == retries:
+                        raise
+                    time.sleep(min(2.0, 0.2 * 2**attempt))
+            pacer.record(n, time.perf_counter() - started)
+            if progress is not None:
+                progress(n)
+            yield resp
+
     def upload(
         self,
-        collection: str,
+        collection: build.CollectionRef,
         ids: Any,
         vectors: Any = None,
         *,
@@ -217,7 +255,7 @@ class Client:
         parallel: int = 2,
         retries: int = 3,
         upsert: bool = True,
-        progress: bool = False,
+        progress: bool | Callable[[int], object] = False,
         timeout: float | None = None,
     ) -> AddResult:
         """Bulk-load vectors or texts, `parallel` batches in flight, retrying failed batches.
@@ -228,12 +266,23 @@ class Client:
         upsert by default, so a retried batch never fails on its own earlier attempt.
 
         Args:
-            progress: show a progress bar (needs `tqdm`: pip install "vecshard[progress]").
+            progress: True shows a progress bar (needs `tqdm`: pip install "vecshard[progress]");
+                a callable is called with the number of inputs stored after each batch.
+            texts: for a model-bound collection, texts instead of vectors: sent one request at a
+                time, each sized by the server's measured embedding speed (about 8 s of work), so
+                the default timeout holds on a CPU and a retry re-embeds one small batch only.
 
         Example:
             >>> c.upload("img", ids=range(1_000_000), vectors=np.load("vecs.npy", mmap_mode="r"), parallel=4)
         """
-        bar = _progress_bar(progress, collection)
+        bar = _progress_bar(progress, build.name_of(collection))
+        if texts is not None:  # paced by the server's embedding speed, one request at a time
+            pacer = build.EmbedPacer(self.timeout if timeout is None else timeout, batch_size)
+            adds = build.paced_adds(collection, ids, texts, "texts", pacer, upsert=upsert)
+            try:
+                return build.add_result(self._paced(self._stub.Add, adds, pacer, timeout, retries, bar))
+            finally:
+                bar(0, close=True)
         results: list[pb.AddResponse] = []
 
         def send(req: pb.AddRequest) -> pb.AddResponse:
@@ -263,7 +312,7 @@ class Client:
         bar(0, close=True)
         return build.add_result(results)
 
-    def remove(self, collection: str, ids: Any, *, timeout: float | None = None) -> int:
+    def remove(self, collection: build.CollectionRef, ids: Any, *, timeout: float | None = None) -> int:
         """Remove vectors by id; returns how many were stored. Removed ids never come back.
 
         Example:
@@ -273,7 +322,7 @@ class Client:
         return int(self._call(self._stub.Remove, build.remove(collection, ids), timeout).removed)
 
     def get(
-        self, collection: str, ids: Any, *, allow_missing: bool = False, timeout: float | None = None
+        self, collection: build.CollectionRef, ids: Any, *, allow_missing: bool = False, timeout: float | None = None
     ) -> np.ndarray:
         """The stored vectors of `ids`, as an (n, dim) float32 array in the order asked.
 
@@ -289,7 +338,7 @@ class Client:
 
     def search(
         self,
-        collection: str,
+        collection: build.CollectionRef,
         queries: Any = None,
         k: int = 10,
         *,
@@ -323,7 +372,12 @@ class Client:
         return build.search_result(self._call(self._stub.Search, req, timeout))
 
     def train(
-        self, collection: str, *, max_training_points: int = 0, seed: int = 0, timeout: float | None = None
+        self,
+        collection: build.CollectionRef,
+        *,
+        max_training_points: int = 0,
+        seed: int = 0,
+        timeout: float | None = None,
     ) -> CollectionInfo:
         """Train (or retrain) an IVF collection's shared quantizer now; returns when installed.
 
@@ -336,7 +390,9 @@ class Client:
         req = build.train(collection, max_training_points, seed)
         return build.collection_info(self._call(self._stub.Train, req, timeout))
 
-    def sample(self, collection: str, max_points: int = 1000, *, seed: int = 0, timeout: float | None = None) -> Sample:
+    def sample(
+        self, collection: build.CollectionRef, max_points: int = 1000, *, seed: int = 0, timeout: float | None = None
+    ) -> Sample:
         """A random sample of a collection's vectors, with the shard and IVF list of each.
 
         Example:
@@ -368,7 +424,14 @@ class Client:
             >>> e.vectors.shape, e.model.name
             ((1, 384), 'minilm')
         """
-        return build.embeddings(self._call(self._stub.Embed, build.embed(texts, images, model, role), timeout))
+        items, is_text = build.embed_inputs(texts, images)
+        pacer = build.EmbedPacer(self.timeout if timeout is None else timeout)
+        requests = (
+            (len(chunk), build.embed(chunk if is_text else None, None if is_text else chunk, model, role))
+            for chunk in pacer.chunks(items)
+        )
+        parts = self._paced(self._stub.Embed, requests, pacer, timeout, retries=0)
+        return build.join_embeddings([build.embeddings(r) for r in parts])
 
     def list_models(self, *, load: Iterable[str] = (), timeout: float | None = None) -> list[ModelInfo]:
         """The server's embedding models (the default first); `load` names models to load first so
@@ -382,10 +445,18 @@ class Client:
         return build.models(self._call(self._stub.ListModels, req, timeout))
 
 
-def _progress_bar(enabled: bool, label: str) -> Callable[..., None]:
-    """update(n) / update(0, close=True) on a tqdm bar, or a no-op."""
+def _progress_bar(enabled: bool | Callable[[int], object], label: str) -> Callable[..., None]:
+    """update(n) / update(0, close=True) on a tqdm bar, a caller's callback, or a no-op."""
     if not enabled:
         return lambda n, close=False: None
+    if callable(enabled):
+        callback = enabled
+
+        def report(n: int, close: bool = False) -> None:
+            if n and not close:
+                callback(n)
+
+        return report
     try:
         from tqdm import tqdm
     except ImportError:

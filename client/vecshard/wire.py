@@ -85,7 +85,11 @@ def check_ids(ids: IdArray, field: str = "ids") -> None:
         raise InvalidArgument(f"{field} must be >= 0; got {_some(negative)}")
     uniq, counts = np.unique(ids, return_counts=True)
     if uniq.size != ids.size:
-        raise InvalidArgument(f"{field} repeats ids within one batch: {_some(uniq[counts > 1])}; send each id once")
+        dup = uniq[counts > 1]
+        raise InvalidArgument(
+            f"{field} must be unique within one request, but {_some(dup)} "
+            f"{'appears' if dup.size == 1 else 'appear'} more than once: send each id once"
+        )
 
 
 def check_vectors(x: FloatArray, dim: int, field: str = "vectors") -> None:

@@ -168,14 +168,17 @@ def add(collection: str, file: Path, id_field: str, text_field: str, start_id: i
         send: Callable[[Client, slice], Any] = lambda c, s: c.add(collection, ids[s], vectors[s], upsert=upsert)  # noqa: E731
     else:
         ids, texts = read_records(file, id_field, text_field)
-        send = lambda c, s: c.add(collection, ids[s], texts=texts[s], upsert=upsert)  # noqa: E731
     total = len(ids)
     with connect(address, timeout) as c, click.progressbar(length=total, label=f"adding to {collection}",
                                                            file=sys.stderr) as bar:  # fmt: skip
-        count = 0
-        for start in range(0, total, batch_size):
-            count = send(c, slice(start, start + batch_size)).count
-            bar.update(min(batch_size, total - start))
+        if file.suffix in (".npy", ".fvecs"):
+            count = 0
+            for start in range(0, total, batch_size):
+                count = send(c, slice(start, start + batch_size)).count
+                bar.update(min(batch_size, total - start))
+        else:  # requests sized by the server's embedding speed; retried only when they replace
+            count = c.upload(collection, ids, texts=texts, batch_size=batch_size, upsert=upsert,
+                             retries=3 if upsert else 0, progress=bar.update).count  # fmt: skip
     click.echo(f"added {total} to {collection} ({count} stored)")
 
 
@@ -213,6 +216,8 @@ def search(collection: str, texts: tuple[str, ...], images: tuple[Path, ...], ve
         raise click.UsageError("give exactly one of --text, --image or --vectors")
     labels: list[str]
     with connect(address, timeout) as c:
+        # L2/L1 give distances (smaller is better), IP/COSINE similarities (larger is better).
+        score = "similarity" if c.describe(collection).metric.larger_is_better else "distance"
         if texts:
             labels = list(texts)
             result = c.search(collection, texts=labels, k=k, nprobe=nprobe or None)
@@ -233,17 +238,15 @@ def search(collection: str, texts: tuple[str, ...], images: tuple[Path, ...], ve
         hits: list[dict[str, Any]] = []
         for d, i in zip(D, I, strict=True):
             if i >= 0:
-                hits.append(
-                    {"id": int(i), "distance": float(d), **({"text": lookup.get(int(i), "")} if lookup else {})}
-                )
+                hits.append({"id": int(i), score: float(d), **({"text": lookup.get(int(i), "")} if lookup else {})})
         out.append({"query": label, "hits": hits})
     if as_json:
         click.echo(json.dumps(out, indent=2, ensure_ascii=False))
         return
     for row in out:
         click.echo(f"query: {row['query']}")
-        _table(["rank", "id", "distance", *(["text"] if lookup else [])],
-               [(r + 1, h["id"], f"{h['distance']:.4f}", *([_clip(h["text"])] if lookup else []))
+        _table(["rank", "id", score, *(["text"] if lookup else [])],
+               [(r + 1, h["id"], f"{h[score]:.4f}", *([_clip(h["text"])] if lookup else []))
                 for r, h in enumerate(row["hits"])])  # fmt: skip
 
 
