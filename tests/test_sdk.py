@@ -4,7 +4,6 @@ the README's Python snippets run as written against a live cluster."""
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 from collections.abc import Callable
 from concurrent import futures
@@ -133,24 +132,6 @@ def test_raw_stubs_give_the_sdk_answers(cluster_of: Callable[[int], LocalCluster
         np.testing.assert_array_equal(dist, sdk.distances)
         stub.DropCollection(pb.DropCollectionRequest(name=name))
     assert wire.F32.str == "<f4"
-
-
-def test_readme_python_snippets_run(cluster_of: Callable[[int], LocalCluster]) -> None:
-    pytest.importorskip("torch", reason="the README's text example needs the embed extra")
-    address = cluster_of(2).address
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
-    assert len(blocks) >= 2
-    with Client(address) as c:
-        for leftover in ("docs", "notes"):
-            if leftover in [i.name for i in c.list_collections()]:
-                c.drop_collection(leftover)
-    scope: dict[str, object] = {}
-    for block in blocks:
-        exec(compile(block.replace("localhost:50051", address), "README.md", "exec"), scope)  # noqa: S102
-    assert scope["I"][0][0] == 1  # type: ignore[index]  # "kitten napping" finds the cat
-    with Client(address) as c:
-        c.drop_collection("docs")
-        c.drop_collection("notes")
 
 
 def test_close_is_idempotent_and_threads_share_a_client(cluster_of: Callable[[int], LocalCluster]) -> None:

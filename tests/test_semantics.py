@@ -60,7 +60,7 @@ def test_removed_ids_never_come_back(client: Client, name: str, train: bool) -> 
     assert not np.isin(I, gone).any()
     _, I = c.search(name, data, k=50)
     assert not np.isin(I, gone).any()
-    with pytest.raises(NotFound, match="not stored"):
+    with pytest.raises(NotFound, match="3 of the 3 requested ids are not in"):
         c.get(name, gone[:3])
     c.add(name, gone[:10], data[gone[:10]])  # a removed id can be added again
     assert c.search(name, data[gone[:10]], k=1)[1][:, 0].tolist() == gone[:10].tolist()
