@@ -33,16 +33,21 @@ C = grpc.StatusCode
 
 
 @pytest.fixture(scope="module")
-def limited() -> Iterator[Client]:
+def limited_cluster() -> Iterator[LocalCluster]:
     with LocalCluster(shards=2, env=LIMITS, log_level="ERROR") as cluster:
-        # The client allows big messages, so the limit that answers is the server's.
-        with Client(cluster.address, timeout=30) as c:
-            c.create_collection("flat", DIM)
-            c.create_collection("ivf", DIM, index="ivf_flat", nlist=16)
-            c.create_collection("cos", DIM, metric="cosine")
-            c.add("flat", np.arange(100), clustered(100, DIM))
-            c.add("cos", np.arange(10), clustered(10, DIM))
-            yield c
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def limited(limited_cluster: LocalCluster) -> Iterator[Client]:
+    # The client allows big messages, so the limit that answers is the server's.
+    with Client(limited_cluster.address, timeout=30) as c:
+        c.create_collection("flat", DIM)
+        c.create_collection("ivf", DIM, index="ivf_flat", nlist=16)
+        c.create_collection("cos", DIM, metric="cosine")
+        c.add("flat", np.arange(100), clustered(100, DIM))
+        c.add("cos", np.arange(10), clustered(10, DIM))
+        yield c
 
 
 def expect(code: grpc.StatusCode, call, *args, match: str = "") -> str:
@@ -86,6 +91,7 @@ IVF = types_pb2.INDEX_TYPE_IVF_FLAT
         (cfg(name="9lives"), C.INVALID_ARGUMENT, "a letter first"),
         (cfg(name="x" * 65), C.INVALID_ARGUMENT, "1-64"),
         (cfg(name="a/b"), C.INVALID_ARGUMENT, "name"),
+        (cfg(name="newcoll\n"), C.INVALID_ARGUMENT, "name"),  # a $ anchor once let this through
         (cfg(dim=0), C.INVALID_ARGUMENT, "dim"),
         (cfg(dim=513), C.INVALID_ARGUMENT, "between 1 and 512"),
         (cfg(metric=0), C.INVALID_ARGUMENT, "metric"),
@@ -140,6 +146,8 @@ INF[0, 0] = np.inf
         (add("flat", ids(1000, 1001, 1000, 1003), m(X)), C.INVALID_ARGUMENT, "must be unique within one request"),
         (add("flat", ids(1000, 1001, 1002, 5), m(X)), C.ALREADY_EXISTS, "upsert"),
         (add("cos", ids(1000, 1001), m(np.vstack([X[:1], np.zeros((1, DIM))]))), C.INVALID_ARGUMENT, "zero"),
+        (add("flat", ids(1000), m(np.full((1, DIM), 3e38))), C.INVALID_ARGUMENT, "overflow float32"),
+        (add("cos", ids(1000), m(np.full((1, DIM), 3e38))), C.INVALID_ARGUMENT, "overflow float32"),
         (
             add("flat", np.arange(1000, 4001, dtype="<i8").tobytes(), m(clustered(3001, DIM))),
             C.RESOURCE_EXHAUSTED,
@@ -177,6 +185,7 @@ def search(coll: str, q: np.ndarray, k: int = 5, nprobe: int = 0, **kw) -> pb.Se
         (search("flat", X, nprobe=2), C.INVALID_ARGUMENT, "FLAT"),
         (search("ivf", X, nprobe=17), C.INVALID_ARGUMENT, "cannot exceed"),
         (search("cos", np.zeros((1, DIM))), C.INVALID_ARGUMENT, "zero"),
+        (search("flat", np.full((1, DIM), -3e38)), C.INVALID_ARGUMENT, "overflow float32"),
         (search("flat", clustered(2000, DIM), k=100), C.RESOURCE_EXHAUSTED, "fewer queries"),
         (pb.SearchRequest(collection="flat", queries=m(X, data=b"\0" * 3), k=1), C.INVALID_ARGUMENT, "bytes"),
     ],
@@ -216,3 +225,60 @@ def test_sdk_checks_locally_before_sending(limited: Client) -> None:
     with pytest.raises(InvalidArgument, match="unknown metric"):
         limited.create_collection("x", 4, metric="hamming")
     assert limited.describe("flat").count == 100
+
+
+def test_found_by_attack_each_gets_its_status(limited: Client) -> None:
+    """Cases an outside attack turned into UNKNOWN, INTERNAL or RESOURCE_EXHAUSTED."""
+    s = limited.stub
+    details = expect(C.INVALID_ARGUMENT, s.DescribeCollection, pb.DescribeCollectionRequest(name="x" * 20000))
+    assert len(details) <= 1000 and "20000 characters" in details
+    expect(C.INVALID_ARGUMENT, s.Train, pb.TrainRequest(collection="ivf", max_training_points=5), match="below nlist")
+    top = 2**64 - 1
+    assert s.Sample(pb.SampleRequest(collection="flat", max_points=10, seed=top)).ids
+    limited.create_collection("seeded", DIM, index="ivf_flat", nlist=2, train_threshold=1000)
+    try:
+        limited.add("seeded", np.arange(20), clustered(20, DIM))
+        assert s.Train(pb.TrainRequest(collection="seeded", seed=top)).training_state == pb.TRAINING_STATE_TRAINED
+    finally:
+        limited.drop_collection("seeded")
+
+
+GARBAGE = [b"\xff", b"\x0a\xff\x01", b"\x12\x05ab", b"\x08" + b"\xff" * 11]
+
+
+def _methods(service: str) -> list[str]:
+    from google.protobuf import descriptor_pool
+
+    return [m.name for m in descriptor_pool.Default().FindServiceByName(service).methods]
+
+
+@pytest.mark.parametrize("service", ["vecshard.v1.VectorSearch", "vecshard.v1.Shard"])
+def test_undecodable_bytes_get_invalid_argument_on_every_rpc(limited_cluster: LocalCluster, service: str) -> None:
+    """Raw bytes that are no valid message once got UNKNOWN (DecodeError raised in grpcio)."""
+    from vecshard.v1 import shard_pb2  # noqa: F401 - registers vecshard.v1.Shard
+
+    address = limited_cluster.address if service.endswith("VectorSearch") else limited_cluster.shards[0].address
+    with grpc.insecure_channel(address) as ch:
+        for method in _methods(service):
+            call = ch.unary_unary(f"/{service}/{method}")
+            for blob in GARBAGE:
+                with pytest.raises(grpc.RpcError) as info:
+                    call(blob, timeout=10)
+                assert info.value.code() == C.INVALID_ARGUMENT, (method, blob, info.value.details())
+                assert "not a valid vecshard.v1." in info.value.details()
+    with Client(limited_cluster.address) as c:
+        assert c.describe("flat").count == 100  # still serving, nothing written
+
+
+def test_a_busy_port_fails_to_bind_naming_it(limited_cluster: LocalCluster) -> None:
+    """grpc's SO_REUSEPORT once let a second server share a port and split its connections."""
+    import subprocess
+    import sys
+
+    port = limited_cluster.shards[0].port
+    result = subprocess.run(
+        [sys.executable, "-m", "vecshard_server", "shard", "--host", "127.0.0.1", "--port", str(port)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert f"127.0.0.1:{port}" in result.stderr and "in use" in result.stderr, result.stderr

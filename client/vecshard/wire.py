@@ -102,6 +102,19 @@ def check_vectors(x: FloatArray, dim: int, field: str = "vectors") -> None:
     if not finite.all():
         rows = np.flatnonzero(~finite)
         raise InvalidArgument(f"{field} contain NaN or Inf in rows {_some(rows)}: send finite values")
+    limit = max_abs_value(dim)
+    big = np.abs(x).max(axis=1) > limit
+    if big.any():
+        raise InvalidArgument(
+            f"{field} rows {_some(np.flatnonzero(big))} hold values beyond +-{limit:.3g}: at dim {dim} their "
+            "distances (or COSINE norms) would overflow float32; scale the vectors down"
+        )
+
+
+def max_abs_value(dim: int) -> float:
+    """The largest component magnitude whose distances stay finite in float32 at this dim: a squared
+    L2 distance sums dim terms of up to (2m)**2, so m = sqrt(FLT_MAX / (4 dim)), halved for margin."""
+    return float(np.sqrt(np.finfo(np.float32).max / (4.0 * max(dim, 1))) / 2)
 
 
 def _some(values: npt.NDArray[Any], limit: int = 5) -> str:

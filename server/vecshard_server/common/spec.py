@@ -11,14 +11,15 @@ from vecshard.types import IndexType, Metric
 from vecshard.v1 import types_pb2
 from vecshard_server.common.config import Settings
 
-NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")  # whole string: fullmatch (a $ would allow "name\n")
 
 
 def check_name(name: str, field: str = "collection") -> str:
     """Refuse names that are not 1-64 characters of [A-Za-z0-9_-] starting with a letter."""
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
+        shown = repr(name) if len(name) <= 80 else f"{name[:40]!r}... ({len(name)} characters)"
         raise InvalidArgument(
-            f"{field} name {name!r} is invalid: use 1-64 characters, a letter first, then letters, digits, '_' or '-'"
+            f"{field} name {shown} is invalid: use 1-64 characters, a letter first, then letters, digits, '_' or '-'"
         )
     return name
 

@@ -29,7 +29,7 @@ from vecshard.errors import (
 from vecshard.v1 import types_pb2, vector_search_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.config import Settings
-from vecshard_server.common.rpc import Server, guard
+from vecshard_server.common.rpc import Server
 from vecshard_server.common.security import ApiKeys
 from vecshard_server.common.spec import CollectionSpec, check_collection_count
 from vecshard_server.coordinator.catalog import Catalog, Collection
@@ -37,7 +37,7 @@ from vecshard_server.coordinator.fanout import TOLERABLE, ShardSet
 from vecshard_server.coordinator.inputs import normalize_rows, request_ids, request_vectors, rows_per_message
 from vecshard_server.coordinator.merge import merge_topk
 from vecshard_server.coordinator.placement import split_by_shard
-from vecshard_server.coordinator.training import DEFAULT_SEED, Trainer, sample_quotas
+from vecshard_server.coordinator.training import DEFAULT_SEED, Trainer, sample_quotas, shard_seed
 from vecshard_server.embedding.registry import RegistryError
 from vecshard_server.embedding.service import Embeddings, LocalEmbeddings, RemoteEmbeddings, model_info
 from vecshard_server.shard.engine import assign_lists
@@ -345,7 +345,11 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         seed = request.seed or DEFAULT_SEED
         out = await self.shards.call(
             "Sample",
-            {s: pb.SampleRequest(collection=spec.name, max_points=q, seed=seed + s) for s, q in enumerate(quotas) if q},
+            {
+                s: pb.SampleRequest(collection=spec.name, max_points=q, seed=shard_seed(seed, s))
+                for s, q in enumerate(quotas)
+                if q
+            },
             timeout,
         )
         order = sorted(out.results)
@@ -383,6 +387,12 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
         if not coll.spec.is_ivf:
             raise FailedPrecondition(f"collection {coll.spec.name!r} is FLAT: only IVF_FLAT collections are trained")
+        if 0 < request.max_training_points < coll.spec.nlist:
+            raise InvalidArgument(
+                f"max_training_points ({request.max_training_points}) is below nlist ({coll.spec.nlist}): k-means "
+                f"needs a point per centroid; send at least {coll.spec.nlist} ({39 * coll.spec.nlist} recommended), "
+                "or 0 for the default"
+            )
         # Shielded: a caller that gives up must not leave the shards half switched.
         training = asyncio.ensure_future(self.trainer.train(coll, request.max_training_points, request.seed))
         await asyncio.shield(training)
@@ -408,9 +418,7 @@ async def serve_coordinator(
     service = CoordinatorService(settings, shard_addresses, embeddings)
     api_keys = ApiKeys.load(settings.api_keys_file) if settings.api_keys_file else None
     server = Server(settings, [SERVICE_NAME])
-    vector_search_pb2_grpc.add_VectorSearchServicer_to_server(
-        guard(service, SERVICE_NAME, lambda: service.ready, api_keys.check if api_keys else None), server.server
-    )
+    server.add_service(service, SERVICE_NAME, lambda: service.ready, api_keys.check if api_keys else None)
     bound = server.bind(host, port)
 
     async def ready() -> None:

@@ -76,7 +76,7 @@ class Trainer:
                 out = await self.shards.call(
                     "Sample",
                     {
-                        s: pb.SampleRequest(collection=spec.name, max_points=q, seed=seed + s)
+                        s: pb.SampleRequest(collection=spec.name, max_points=q, seed=shard_seed(seed, s))
                         for s, q in enumerate(quotas)
                         if q
                     },
@@ -97,6 +97,12 @@ class Trainer:
                 )
             finally:
                 coll.training = False
+
+
+def shard_seed(seed: int, shard: int) -> int:
+    """Each shard's sampling seed: the request's plus the shard index, wrapped to uint64 (a seed near
+    2**64 once overflowed the proto field: INTERNAL)."""
+    return (seed + shard) % 2**64
 
 
 def sample_quotas(counts: list[int], n: int) -> list[int]:

@@ -28,7 +28,7 @@ from vecshard.errors import (
 from vecshard.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
 from vecshard_server.common.config import Settings
 from vecshard_server.common.observability import EMBED_BATCH, EMBED_SECONDS
-from vecshard_server.common.rpc import Server, guard
+from vecshard_server.common.rpc import Server
 from vecshard_server.common.security import shard_channel
 from vecshard_server.embedding.models import KINDS, EmbeddingModel
 from vecshard_server.embedding.registry import Registry, load_registry
@@ -229,7 +229,7 @@ async def serve_embedder(
     embeddings = LocalEmbeddings.from_file(models_file, settings)
     service = EmbedderService(embeddings, settings)
     server = Server(settings, [SERVICE_NAME])
-    embedder_pb2_grpc.add_EmbedderServicer_to_server(guard(service, SERVICE_NAME), server.server)
+    server.add_service(service, SERVICE_NAME)
     bound = server.bind(host, port)
 
     async def ready() -> None:

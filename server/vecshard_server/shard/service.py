@@ -28,7 +28,7 @@ from vecshard.v1 import shard_pb2_grpc, types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.config import Settings
 from vecshard_server.common.observability import CHECKPOINT_SECONDS, register_collections
-from vecshard_server.common.rpc import Server, guard
+from vecshard_server.common.rpc import Server
 from vecshard_server.common.security import shard_channel
 from vecshard_server.common.spec import CollectionSpec, check_name
 from vecshard_server.shard.accel import detect
@@ -414,7 +414,7 @@ async def serve_shard(
     service = ShardService(settings, data_dir, peers)
     register_collections(lambda: [(n, p.count, p.trained) for n, p in list(service.collections.items())])
     server = Server(settings, [SERVICE_NAME])
-    shard_pb2_grpc.add_ShardServicer_to_server(guard(service, SERVICE_NAME, lambda: service.ready), server.server)
+    server.add_service(service, SERVICE_NAME, lambda: service.ready)
     bound = server.bind(host, port)
     checkpoints: asyncio.Task[None] | None = None
 
