@@ -169,7 +169,7 @@ def _write(s: ShardService, n: int, start: int = 0) -> None:
         s._create(types_pb2.CollectionConfig(name="c", dim=DIM, metric=1, index_type=1))
     for i in range(start, start + n):
         req = pb.AddRequest(collection="c", ids=wire.pack_ids(np.array([i])), vectors=wire.pack_matrix(vec(i)))
-        s._logged(lambda req=req: shard_pb2.WalRecord(add=req),
+        s._logged(s.collections["c"], lambda req=req: shard_pb2.WalRecord(add=req),
                   lambda j, i=i: s.collections["c"].add(np.array([i]), vec(i), False, j))  # fmt: skip
 
 
@@ -201,7 +201,7 @@ def test_corrupt_log_record_before_the_end_refuses_to_start(tmp_path: Path) -> N
     data = bytearray(seg.read_bytes())
     data[len(data) // 2] ^= 0xFF
     seg.write_bytes(bytes(data))
-    with pytest.raises(WalCorrupt, match="corrupt at byte"):
+    with pytest.raises(WalCorrupt, match="is damaged at byte"):
         _shard(tmp_path)
 
 

@@ -37,20 +37,22 @@ class InstallQuantizerRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ...) -> None: ...
 
 class WalRecord(_message.Message):
-    __slots__ = ("lsn", "create", "drop", "add", "remove", "install")
+    __slots__ = ("lsn", "create", "drop", "add", "remove", "install", "abort")
     LSN_FIELD_NUMBER: _ClassVar[int]
     CREATE_FIELD_NUMBER: _ClassVar[int]
     DROP_FIELD_NUMBER: _ClassVar[int]
     ADD_FIELD_NUMBER: _ClassVar[int]
     REMOVE_FIELD_NUMBER: _ClassVar[int]
     INSTALL_FIELD_NUMBER: _ClassVar[int]
+    ABORT_FIELD_NUMBER: _ClassVar[int]
     lsn: int
     create: _types_pb2.CollectionConfig
     drop: str
     add: _vector_search_pb2.AddRequest
     remove: _vector_search_pb2.RemoveRequest
     install: InstallQuantizerRequest
-    def __init__(self, lsn: _Optional[int] = ..., create: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., drop: _Optional[str] = ..., add: _Optional[_Union[_vector_search_pb2.AddRequest, _Mapping]] = ..., remove: _Optional[_Union[_vector_search_pb2.RemoveRequest, _Mapping]] = ..., install: _Optional[_Union[InstallQuantizerRequest, _Mapping]] = ...) -> None: ...
+    abort: int
+    def __init__(self, lsn: _Optional[int] = ..., create: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., drop: _Optional[str] = ..., add: _Optional[_Union[_vector_search_pb2.AddRequest, _Mapping]] = ..., remove: _Optional[_Union[_vector_search_pb2.RemoveRequest, _Mapping]] = ..., install: _Optional[_Union[InstallQuantizerRequest, _Mapping]] = ..., abort: _Optional[int] = ...) -> None: ...
 
 class ExportRequest(_message.Message):
     __slots__ = ("collection", "after_id", "limit")

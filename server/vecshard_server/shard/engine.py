@@ -138,6 +138,14 @@ class ShardIndex:
         self.digest = 0  # sum of row_hashes over the stored pairs, mod 2^64
         self.applied_lsn = 0  # the last logged write applied here
         self.snapshot_lsn = 0  # the last logged write in the snapshot on disk
+        self.dropped = False  # set under the write lock by the collection's drop; later writes are refused
+
+    def mark_dropped(self, journal: Journal | None = None) -> None:
+        """Drop: once in-flight writes are done (they log before the drop), refuse every later one."""
+        with self._lock.write():
+            if journal is not None:
+                journal()
+            self.dropped = True
 
     @property
     def count(self) -> int:
@@ -335,6 +343,7 @@ class ShardIndex:
             lsn = self.applied_lsn
             meta = {"config": _spec_to_json(self.spec), "trained": self.trained, "count": self.count, "lsn": lsn,
                     "digest": self.digest, "sha256": _sha256(tmp / "index.faiss")}  # fmt: skip
+        meta["meta_sha256"] = _meta_checksum(meta)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
@@ -357,9 +366,15 @@ class ShardIndex:
         """Load a snapshot; SnapshotCorrupt when it does not match its checksum or count."""
         try:
             meta = json.loads((directory / "meta.json").read_text())
+            if "meta_sha256" in meta and meta["meta_sha256"] != _meta_checksum(meta):
+                raise ValueError("its content does not match its own checksum (meta_sha256)")
             spec = _spec_from_json(meta["config"])
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise SnapshotCorrupt(f"{directory}/meta.json is unreadable ({err}): refusing to start") from None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise SnapshotCorrupt(
+                f"{directory}/meta.json is damaged ({err}): refusing to start, since it could hide acknowledged "
+                "writes. Restore the shard's data dir from a backup, or delete this replica's data dir so it "
+                "catches up from its peers."
+            ) from None
         index_path = directory / "index.faiss"
         if not index_path.exists() or _sha256(index_path) != meta.get("sha256"):
             raise SnapshotCorrupt(
@@ -381,6 +396,12 @@ class ShardIndex:
             raise SnapshotCorrupt(f"snapshot {directory} holds {len(shard._ids)} ids, meta.json says {meta['count']}")
         shard.applied_lsn = shard.snapshot_lsn = int(meta.get("lsn", 0))
         return shard
+
+
+def _meta_checksum(meta: dict[str, Any]) -> str:
+    """SHA-256 of meta.json's content (without this field), so a damaged lsn or count is caught."""
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def _sha256(path: Path) -> str:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -33,8 +35,8 @@ from vecshard_server.common.security import shard_channel
 from vecshard_server.common.spec import CollectionSpec, check_name
 from vecshard_server.shard.accel import detect
 from vecshard_server.shard.batching import SearchBatcher
-from vecshard_server.shard.engine import Journal, ShardIndex
-from vecshard_server.shard.wal import Wal, scan, segments
+from vecshard_server.shard.engine import Journal, ShardIndex, SnapshotCorrupt
+from vecshard_server.shard.wal import Wal, payload_of, scan, segments
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,19 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         self._catalog_lock = threading.Lock()  # create/drop vs. each other and checkpoints
         self._checkpoint_lock = threading.Lock()
         self._last_checkpoint = time.monotonic()
+        # Reads and writes get their own threads: writers waiting on one collection's lock must not
+        # take every thread from searches of other collections.
+        self._reads = ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="read")
+        self._writes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="write")
+
+    def on_fatal(self, message: str) -> None:
+        """The log can no longer promise what was acknowledged matches memory: end the process."""
+        log.critical("%s: exiting so that recovery replays from the log", message)
+        logging.shutdown()
+        os._exit(70)
+
+    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     # -- durability -----------------------------------------------------------------------------
 
@@ -85,12 +100,22 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                 self.collections[part.spec.name] = part
         wal_dir = self.data_dir / "wal"
         replayed = 0
-        last_lsn = max((p.snapshot_lsn for p in self.collections.values()), default=0)
+        # Pass 1 checks the whole log (and finds records voided by an abort) before anything is applied.
+        aborted = {r.abort for r in scan(wal_dir) if r.WhichOneof("op") == "abort"} if wal_dir.exists() else set()
+        last_lsn = 0
         for record in scan(wal_dir) if wal_dir.exists() else []:
             last_lsn = max(last_lsn, record.lsn)
-            replayed += self._replay(record)
-        first_free = max([last_lsn + 1, *(int(p.stem) for p in segments(wal_dir))] if wal_dir.exists() else [1])
-        self.wal = Wal(wal_dir, first_free, fsync=self.settings.wal_fsync)
+            if record.lsn not in aborted and record.WhichOneof("op") != "abort":
+                replayed += self._replay(record)
+        log_end = max([last_lsn, *(int(p.stem) - 1 for p in segments(wal_dir))] if wal_dir.exists() else [0])
+        for name, part in self.collections.items():
+            if part.snapshot_lsn > log_end:
+                raise SnapshotCorrupt(
+                    f"{self._collection_dir(name)}/meta.json says it covers lsn {part.snapshot_lsn} but the log in "
+                    f"{wal_dir} ends at lsn {log_end}: the snapshot or the log is damaged. Refusing to start; restore "
+                    "the data dir from a backup, or delete this replica's data dir so it catches up from its peers."
+                )
+        self.wal = Wal(wal_dir, log_end + 1, fsync=self.settings.wal_fsync, on_fatal=self.on_fatal)
         self.catch_up()
         self.ready = True
         log.info(
@@ -203,18 +228,36 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         part.applied_lsn = record.lsn
         return 1
 
-    def _logged(self, record: Callable[[], spb.WalRecord], op: Callable[[Journal | None], T]) -> T:
-        """Run a write with its log record appended under the collection lock, then wait for fsync."""
+    def _logged(
+        self, part: ShardIndex | None, record: Callable[[], spb.WalRecord], op: Callable[[Journal | None], T]
+    ) -> T:
+        """Run a write with its log record appended under the collection lock, then wait for fsync.
+
+        The record is serialised and checksummed first, outside every lock. `journal()` refuses a
+        write into a partition dropped while the write waited for its lock (NotFound), so nothing is
+        acknowledged into a dropped collection nor replayed into a re-created one. A write whose
+        apply fails after it was logged gets an abort record (replay skips it), and the process
+        ends: its memory may hold half of the write.
+        """
         if self.wal is None:
             return op(None)
         wal = self.wal
+        payload, crc = payload_of(record())
         lsns: list[int] = []
 
         def journal() -> int:
-            lsns.append(wal.append(record()))
+            if part is not None and part.dropped:
+                raise NotFound(f"collection {part.spec.name!r} was dropped while this write waited: nothing written")
+            lsns.append(wal.append_payload(payload, crc))
             return lsns[-1]
 
-        result = op(journal)
+        try:
+            result = op(journal)
+        except Exception as err:
+            if lsns:
+                wal.sync(wal.append(spb.WalRecord(abort=lsns[-1])))
+                self.on_fatal(f"applying logged write lsn {lsns[-1]} failed ({type(err).__name__}: {err})")
+            raise
         if lsns:
             wal.sync(lsns[-1])
         return result
@@ -225,9 +268,11 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             return
         with self._checkpoint_lock:
             started = time.perf_counter()
-            covered = self.wal.rotate()
+            with self._catalog_lock:  # a create logs and registers its collection under this lock
+                covered = self.wal.rotate()
+                parts = list(self.collections.items())
             saved = 0
-            for name, part in list(self.collections.items()):
+            for name, part in parts:
                 if part.applied_lsn <= part.snapshot_lsn:
                     continue
                 with self._catalog_lock:
@@ -251,6 +296,8 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         )
 
     def close(self) -> None:
+        self._writes.shutdown(wait=True)
+        self._reads.shutdown(wait=True)
         if self.wal is not None:
             self.checkpoint(final=True)
             self.wal.close()
@@ -295,20 +342,18 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                 if journal is not None:
                     part.applied_lsn = journal()
 
-            self._logged(lambda: spb.WalRecord(create=config), create)
+            self._logged(None, lambda: spb.WalRecord(create=config), create)
             self.collections[spec.name] = part
             return self._state(part)
 
     def _drop(self, name: str) -> None:
         with self._catalog_lock:
-            if name not in self.collections:
+            part = self.collections.get(name)
+            if part is None:
                 return
-
-            def drop(journal: Journal | None) -> None:
-                if journal is not None:
-                    journal()
-
-            self._logged(lambda: spb.WalRecord(drop=name), drop)
+            # Under the partition's write lock: writes in flight finish (and log) first; later ones
+            # see `dropped` and are refused.
+            self._logged(None, lambda: spb.WalRecord(drop=name), part.mark_dropped)
             del self.collections[name]
             path = self._collection_dir(name)
             if path is not None:
@@ -319,12 +364,12 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     async def CreateCollection(
         self, request: types_pb2.CollectionConfig, context: grpc.aio.ServicerContext
     ) -> spb.ShardCollectionState:
-        return await asyncio.to_thread(self._create, request)
+        return await self._run(self._writes, self._create, request)
 
     async def DropCollection(
         self, request: pb.DropCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.DropCollectionResponse:
-        await asyncio.to_thread(self._drop, request.name)
+        await self._run(self._writes, self._drop, request.name)
         return pb.DropCollectionResponse()
 
     async def ListCollections(
@@ -341,8 +386,10 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         part = self._get(request.collection)
         ids = wire.unpack_ids(request.ids)
         vectors = wire.unpack_matrix(request.vectors)
-        added, replaced = await asyncio.to_thread(
+        added, replaced = await self._run(
+            self._writes,
             self._logged,
+            part,
             lambda: spb.WalRecord(add=request),
             lambda journal: part.add(ids, vectors, request.upsert, journal),
         )
@@ -351,14 +398,14 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     async def Remove(self, request: pb.RemoveRequest, context: grpc.aio.ServicerContext) -> pb.RemoveResponse:
         part = self._get(request.collection)
         ids = wire.unpack_ids(request.ids)
-        removed = await asyncio.to_thread(
-            self._logged, lambda: spb.WalRecord(remove=request), lambda journal: part.remove(ids, journal)
+        removed = await self._run(
+            self._writes, self._logged, part, lambda: spb.WalRecord(remove=request), lambda j: part.remove(ids, j)
         )
         return pb.RemoveResponse(removed=removed)
 
     async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.GetResponse:
         part = self._get(request.collection)
-        vectors, found = await asyncio.to_thread(part.get, wire.unpack_ids(request.ids))
+        vectors, found = await self._run(self._reads, part.get, wire.unpack_ids(request.ids))
         return pb.GetResponse(vectors=wire.pack_matrix(vectors), found=found.astype(np.uint8).tobytes())
 
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
@@ -367,7 +414,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         if self.settings.search_batching:
             D, I = await self._batcher(part).search(queries, request.k, request.nprobe)
         else:
-            D, I = await asyncio.to_thread(part.search, queries, request.k, request.nprobe)
+            D, I = await self._run(self._reads, part.search, queries, request.k, request.nprobe)
         return pb.SearchResponse(
             nq=queries.shape[0],
             k=request.k,
@@ -377,12 +424,12 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
     async def Sample(self, request: pb.SampleRequest, context: grpc.aio.ServicerContext) -> spb.ExportResponse:
         part = self._get(request.collection)
-        ids, x = await asyncio.to_thread(part.sample, request.max_points, request.seed)
+        ids, x = await self._run(self._reads, part.sample, request.max_points, request.seed)
         return spb.ExportResponse(ids=wire.pack_ids(ids), vectors=wire.pack_matrix(x))
 
     async def Export(self, request: spb.ExportRequest, context: grpc.aio.ServicerContext) -> spb.ExportResponse:
         part = self._get(request.collection)
-        ids, vectors = await asyncio.to_thread(part.export_page, request.after_id, max(1, request.limit))
+        ids, vectors = await self._run(self._reads, part.export_page, request.after_id, max(1, request.limit))
         return spb.ExportResponse(ids=wire.pack_ids(ids), vectors=wire.pack_matrix(vectors))
 
     async def InstallQuantizer(
@@ -390,8 +437,10 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     ) -> spb.ShardCollectionState:
         part = self._get(request.collection)
         centroids = wire.unpack_matrix(request.centroids, "centroids")
-        await asyncio.to_thread(
+        await self._run(
+            self._writes,
             self._logged,
+            part,
             lambda: spb.WalRecord(install=request),
             lambda journal: part.install_quantizer(centroids, journal),
         )
