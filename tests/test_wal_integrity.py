@@ -292,3 +292,65 @@ def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.undo()
     wal.close()
     assert [r.drop for r in scan(tmp_path)] == [f"collection-{i}" for i in range(5)]
+
+
+class _Context:
+    """The two things a shard's Add handler reads from its gRPC context."""
+
+    def __init__(self, remaining: float | None, token: int = 0) -> None:
+        self.remaining, self.token = remaining, token
+
+    def time_remaining(self) -> float | None:
+        return self.remaining
+
+    def invocation_metadata(self) -> list[tuple[str, str]]:
+        return [("x-vecshard-write-token", str(self.token))] if self.token else []
+
+
+def _add_with(s: ShardService, i: int, context: _Context) -> pb.AddResponse:
+    req = pb.AddRequest(collection="c", ids=wire.pack_ids(np.array([i])), vectors=wire.pack_matrix(vec(i)))
+    return asyncio.run(s.Add(req, context))  # type: ignore[arg-type]
+
+
+def test_a_write_whose_deadline_passed_while_it_waited_is_refused(tmp_path: Path) -> None:
+    """A shard once committed after its caller's deadline (waiting for the partition's lock), so the
+    coordinator's rollback, sent when it gave up, could not cover it: half a batch stayed."""
+    from vecshard import DeadlineExceeded
+
+    s = _shard(tmp_path)
+    s._create(_config())
+    part = s.collections["c"]
+    locked = threading.Event()
+
+    def hold() -> None:
+        with part._lock.write():
+            locked.set()
+            time.sleep(0.6)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert locked.wait(5)
+    with pytest.raises(DeadlineExceeded, match="before the write was committed"):
+        _add_with(s, 1, _Context(remaining=0.2))
+    holder.join()
+    assert _stored(s) == {}
+    assert _stored(_shard(tmp_path)) == {}
+
+
+def test_rollback_before_its_add_arrives_refuses_the_add(tmp_path: Path) -> None:
+    """The coordinator may roll back before a slow shard even sees the Add: that Add must not land."""
+    from vecshard import DeadlineExceeded
+    from vecshard.v1 import shard_pb2
+
+    s = _shard(tmp_path)
+    s._create(_config())
+    token = 12345
+    rollback = shard_pb2.RollbackAddRequest(collection="c", write_token=token, ids=wire.pack_ids(np.array([1])))
+    assert asyncio.run(s.RollbackAdd(rollback, None)).removed == 0  # type: ignore[arg-type]
+    with pytest.raises(DeadlineExceeded, match="rolled back by its coordinator"):
+        _add_with(s, 1, _Context(remaining=None, token=token))
+    _add_with(s, 2, _Context(remaining=None, token=777))  # another Add is not affected
+    assert asyncio.run(s.RollbackAdd(rollback, None)).removed == 0  # type: ignore[arg-type]
+    other = shard_pb2.RollbackAddRequest(collection="c", write_token=777, ids=wire.pack_ids(np.array([2])))
+    assert asyncio.run(s.RollbackAdd(other, None)).removed == 1  # type: ignore[arg-type]
+    assert _stored(s) == {} and _stored(_shard(tmp_path)) == {}

@@ -8,6 +8,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class RollbackAddRequest(_message.Message):
+    __slots__ = ("collection", "write_token", "ids")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    WRITE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    write_token: int
+    ids: bytes
+    def __init__(self, collection: _Optional[str] = ..., write_token: _Optional[int] = ..., ids: _Optional[bytes] = ...) -> None: ...
+
 class ShardCollectionState(_message.Message):
     __slots__ = ("config", "count", "trained", "centroids", "digest")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
@@ -37,7 +47,7 @@ class InstallQuantizerRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ...) -> None: ...
 
 class WalRecord(_message.Message):
-    __slots__ = ("lsn", "create", "drop", "add", "remove", "install", "abort")
+    __slots__ = ("lsn", "create", "drop", "add", "remove", "install", "abort", "write_token")
     LSN_FIELD_NUMBER: _ClassVar[int]
     CREATE_FIELD_NUMBER: _ClassVar[int]
     DROP_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +55,7 @@ class WalRecord(_message.Message):
     REMOVE_FIELD_NUMBER: _ClassVar[int]
     INSTALL_FIELD_NUMBER: _ClassVar[int]
     ABORT_FIELD_NUMBER: _ClassVar[int]
+    WRITE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     lsn: int
     create: _types_pb2.CollectionConfig
     drop: str
@@ -52,7 +63,8 @@ class WalRecord(_message.Message):
     remove: _vector_search_pb2.RemoveRequest
     install: InstallQuantizerRequest
     abort: int
-    def __init__(self, lsn: _Optional[int] = ..., create: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., drop: _Optional[str] = ..., add: _Optional[_Union[_vector_search_pb2.AddRequest, _Mapping]] = ..., remove: _Optional[_Union[_vector_search_pb2.RemoveRequest, _Mapping]] = ..., install: _Optional[_Union[InstallQuantizerRequest, _Mapping]] = ..., abort: _Optional[int] = ...) -> None: ...
+    write_token: int
+    def __init__(self, lsn: _Optional[int] = ..., create: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., drop: _Optional[str] = ..., add: _Optional[_Union[_vector_search_pb2.AddRequest, _Mapping]] = ..., remove: _Optional[_Union[_vector_search_pb2.RemoveRequest, _Mapping]] = ..., install: _Optional[_Union[InstallQuantizerRequest, _Mapping]] = ..., abort: _Optional[int] = ..., write_token: _Optional[int] = ...) -> None: ...
 
 class ExportRequest(_message.Message):
     __slots__ = ("collection", "after_id", "limit")

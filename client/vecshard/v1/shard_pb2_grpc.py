@@ -92,6 +92,11 @@ class ShardStub:
                 request_serializer=vecshard_dot_v1_dot_shard__pb2.ExportRequest.SerializeToString,
                 response_deserializer=vecshard_dot_v1_dot_shard__pb2.ExportResponse.FromString,
                 _registered_method=True)
+        self.RollbackAdd = channel.unary_unary(
+                '/vecshard.v1.Shard/RollbackAdd',
+                request_serializer=vecshard_dot_v1_dot_shard__pb2.RollbackAddRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.RemoveResponse.FromString,
+                _registered_method=True)
 
 
 class ShardServicer:
@@ -127,7 +132,10 @@ class ShardServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Add(self, request, context):
-        """Atomic on this shard: ALREADY_EXISTS (without upsert) leaves nothing written.
+        """Atomic on this shard: ALREADY_EXISTS (without upsert) leaves nothing written, and so does a
+        caller's deadline that passed before the write was committed (DEADLINE_EXCEEDED). A coordinator
+        tags a non-upsert Add with metadata `x-vecshard-write-token`, so RollbackAdd can take back
+        exactly what it wrote.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -171,6 +179,15 @@ class ShardServicer:
 
     def Export(self, request, context):
         """A page of the partition's (id, vector) pairs in ascending id order, for a replica catching up.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackAdd(self, request, context):
+        """Takes back a failed non-upsert Add: removes those of `ids` whose last write was the Add tagged
+        with `write_token`, leaving ids that another write (an upsert, a remove, a re-add) touched since.
+        Idempotent; a token this shard never saw (or forgot: see docs/operations.md) removes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -233,6 +250,11 @@ def add_ShardServicer_to_server(servicer, server):
                     servicer.Export,
                     request_deserializer=vecshard_dot_v1_dot_shard__pb2.ExportRequest.FromString,
                     response_serializer=vecshard_dot_v1_dot_shard__pb2.ExportResponse.SerializeToString,
+            ),
+            'RollbackAdd': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackAdd,
+                    request_deserializer=vecshard_dot_v1_dot_shard__pb2.RollbackAddRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.RemoveResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -533,6 +555,33 @@ class Shard:
             '/vecshard.v1.Shard/Export',
             vecshard_dot_v1_dot_shard__pb2.ExportRequest.SerializeToString,
             vecshard_dot_v1_dot_shard__pb2.ExportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackAdd(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.Shard/RollbackAdd',
+            vecshard_dot_v1_dot_shard__pb2.RollbackAddRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.RemoveResponse.FromString,
             options,
             channel_credentials,
             insecure,

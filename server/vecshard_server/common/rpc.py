@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,23 @@ log = logging.getLogger(__name__)
 
 
 Authorize = Callable[[str, Any], None]
+
+
+WRITE_TOKEN_HEADER = "x-vecshard-write-token"
+# The token of the non-upsert Add being fanned out (0: none): coordinators send it to the shards as
+# metadata, shards record which ids it wrote, so a failed Add is taken back exactly (RollbackAdd).
+WRITE_TOKEN: ContextVar[int] = ContextVar("vecshard_write_token", default=0)
+
+
+def write_token_from(metadata: Sequence[tuple[str, Any]] | None) -> int:
+    """The write token in a call's metadata (0 when absent or malformed)."""
+    for key, value in metadata or ():
+        if key == WRITE_TOKEN_HEADER:
+            try:
+                return max(0, min(int(value), 2**64 - 1))
+            except (TypeError, ValueError):
+                return 0
+    return 0
 
 
 MAX_DETAILS = 1000  # characters of an error message sent back (it travels as a header)

@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,11 @@ class ShardIndex:
         self.applied_lsn = 0  # the last logged write applied here
         self.snapshot_lsn = 0  # the last logged write in the snapshot on disk
         self.dropped = False  # set under the write lock by the collection's drop; later writes are refused
+        # Which non-upsert Add (by its coordinator's write token) last wrote each id, for RollbackAdd.
+        # Kept by the shard service under the write lock (in its journal step); bounded by MAX_OWNED.
+        self.owners: dict[int, int] = {}
+        self.owner_tokens: OrderedDict[int, I64] = OrderedDict()
+        self.aborted: OrderedDict[int, None] = OrderedDict()  # write tokens RollbackAdd has seen
 
     def mark_dropped(self, journal: Journal | None = None) -> None:
         """Drop: once in-flight writes are done (they log before the drop), refuse every later one."""
@@ -184,20 +190,26 @@ class ShardIndex:
                 old_ids = np.asarray(present, dtype=np.int64)
                 self.digest = (self.digest - _digest_of(old_ids, self._index.reconstruct_batch(old_ids))) & _MASK
                 self._remove_from(self._index, old_ids)
-                self._copy = None  # a replaced id cannot be told apart in the copy: rebuild it
+                if self._copy is not None:
+                    self._copy.remove(old_ids)  # their old slots become tombstones; the new vectors take new ones
             self._index.add_with_ids(vectors, ids)
             if self._copy is not None:
                 self._copy.add(ids, vectors)
+                if self._copy.stale:
+                    self._copy = None  # rebuilt at the next search
             self.digest = (self.digest + _digest_of(ids, vectors)) & _MASK
             self._ids.update(id_list)
             if self._pending is not None:
                 self._pending.append(("add", ids, vectors))
             return new, len(present)
 
-    def remove(self, ids: I64, journal: Journal | None = None) -> int:
-        """Remove the stored ones of `ids`; returns how many were stored."""
+    def remove(self, ids: I64, journal: Journal | None = None, only: Callable[[I64], I64] | None = None) -> int:
+        """Remove the stored ones of `ids` (those of them `only` keeps, if given: it runs under the
+        write lock); returns how many were removed."""
         with self._lock.write():
             present = np.asarray([i for i in ids.tolist() if i in self._ids], dtype=np.int64)
+            if only is not None:
+                present = only(present)
             if present.size:
                 if journal is not None:
                     self.applied_lsn = journal()
@@ -205,8 +217,8 @@ class ShardIndex:
                 self._remove_from(self._index, present)
                 self._ids.difference_update(present.tolist())
                 if self._copy is not None:
-                    self._copy.tombstones.update(present.tolist())
-                    if len(self._copy.tombstones) > max(1024, self.count // 20):
+                    self._copy.remove(present)
+                    if self._copy.stale:
                         self._copy = None  # rebuilt at the next search
                 if self._pending is not None:
                     self._pending.append(("remove", present, None))
@@ -238,16 +250,62 @@ class ShardIndex:
         return self._accelerator.name if self._accelerator is not None and self.trained else "cpu"
 
     def search(self, queries: F32, k: int, nprobe: int) -> tuple[F32, I64]:
-        """This shard's top-k of each query (exact while untrained)."""
+        """This shard's top-k of each query (exact while untrained), ordered by (distance in the metric's
+        direction, id): of equal distances the smaller id comes first and wins the last places."""
         with self._lock.read():
             if not self.trained:
-                return self._index.search(queries, k)  # type: ignore[no-any-return]
+                return self._ranked(queries, k, lambda q, fetch: self._index.search(q, fetch))
             params = faiss.SearchParametersIVF(nprobe=max(1, min(nprobe or self.spec.nprobe, self.spec.nlist)))  # type: ignore[call-arg]
             copy = self._search_copy()
-            if copy is not None and copy.can_answer(k):
-                pad = float(-FLT_MAX if self.spec.larger_is_better else FLT_MAX)
-                return copy.search(queries, k, params, pad)
-            return self._index.search(queries, k, params=params)  # type: ignore[no-any-return]
+            pad = float(-FLT_MAX if self.spec.larger_is_better else FLT_MAX)
+
+            def run(q: F32, fetch: int) -> tuple[F32, I64]:
+                if copy is None or not copy.can_answer(fetch):
+                    return self._index.search(q, fetch, params=params)  # type: ignore[no-any-return]
+                D, I, short = copy.search(q, fetch, params, pad)
+                if short.any():  # too many tombstones among these rows' results for the copy
+                    D[short], I[short] = self._index.search(q[short], fetch, params=params)
+                return D, I
+
+            return self._ranked(queries, k, run)
+
+    def _ranked(
+        self, queries: F32, k: int, search: Callable[[F32, int], tuple[F32, I64]], fetch: int = 0
+    ) -> tuple[F32, I64]:
+        """The top-k of `search` (faiss's contract: rows best first, -1 padding last) with ties broken
+        by the smaller id. faiss keeps whichever tied ids it met first at the k boundary, so it is asked
+        for k + 1: rows whose (k+1)-th result ties the k-th are searched again with twice the results
+        (at most the number stored, in chunks of rows holding at most _TIE_BUDGET results) until their
+        whole tie group is in; then rows are sorted by (distance, id) and cut to k. Without a tie at
+        the boundary that is one faiss call."""
+        n = self.count
+        if k < 1 or k >= n:  # all stored vectors fit in k: no tie can cross the boundary
+            return self._ordered(*search(queries, k), k)
+        fetch = fetch or k + 1
+        D, I = search(queries, fetch)
+        more = (I[:, -1] >= 0) & (D[:, -1] == D[:, k - 1]) if fetch < n else np.zeros(len(I), dtype=bool)
+        out_d, out_i = self._ordered(D, I, k)
+        del D, I
+        rows = np.flatnonzero(more)
+        fetch = min(2 * fetch, n)
+        step = max(1, self._TIE_BUDGET // fetch)
+        for start in range(0, rows.size, step):
+            chunk = rows[start : start + step]
+            out_d[chunk], out_i[chunk] = self._ranked(queries[chunk], k, search, fetch)
+        return out_d, out_i
+
+    _TIE_BUDGET = 1 << 22  # results per faiss call when searching again past a tie
+
+    def _ordered(self, D: F32, I: I64, k: int) -> tuple[F32, I64]:
+        """Rows (sorted by distance) re-sorted by (distance in the metric's direction, id), cut to k."""
+        tied = ((D[:, 1:] == D[:, :-1]) & (I[:, 1:] >= 0)).any(axis=1)
+        if tied.any():
+            d, i = D[tied], I[tied]
+            key = np.where(i >= 0, -d if self.spec.larger_is_better else d, np.inf)
+            order = np.lexsort((np.where(i >= 0, i, np.iinfo(np.int64).max), key), axis=1)
+            D, I = D.copy(), I.copy()
+            D[tied], I[tied] = np.take_along_axis(d, order, axis=1), np.take_along_axis(i, order, axis=1)
+        return np.ascontiguousarray(D[:, :k]), np.ascontiguousarray(I[:, :k])
 
     def _search_copy(self) -> SearchCopy | None:
         """The accelerator copy, (re)built from the CPU index when missing; the caller holds a lock."""

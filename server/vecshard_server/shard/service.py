@@ -24,13 +24,13 @@ import grpc
 import numpy as np
 
 from vecshard import wire
-from vecshard.errors import AlreadyExists, NotFound
+from vecshard.errors import AlreadyExists, DeadlineExceeded, InvalidArgument, NotFound
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import shard_pb2_grpc, types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.config import Settings
 from vecshard_server.common.observability import CHECKPOINT_SECONDS, register_collections
-from vecshard_server.common.rpc import Server
+from vecshard_server.common.rpc import Server, write_token_from
 from vecshard_server.common.security import shard_channel
 from vecshard_server.common.spec import CollectionSpec, check_name
 from vecshard_server.shard.accel import detect
@@ -42,6 +42,30 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = spb.DESCRIPTOR.services_by_name["Shard"].full_name
 T = TypeVar("T")
+MAX_OWNED = 1_000_000  # ids per partition whose writing Add is remembered for RollbackAdd
+MAX_ABORTED = 100_000  # rolled-back write tokens remembered per partition
+
+
+def track_owners(part: ShardIndex, ids: np.ndarray, token: int) -> None:
+    """Under the partition's write lock: `ids` were just written by the Add tagged `token` (0: by
+    any other write, which ends the claim of an earlier Add on them)."""
+    if token:
+        part.owners.update(dict.fromkeys(ids.tolist(), token))
+        part.owner_tokens[token] = ids
+        while len(part.owners) > MAX_OWNED and part.owner_tokens:  # forget the oldest Adds first
+            old, old_ids = part.owner_tokens.popitem(last=False)
+            for i in old_ids.tolist():
+                if part.owners.get(i) == old:
+                    del part.owners[i]
+    elif part.owners:
+        for i in ids.tolist():
+            part.owners.pop(i, None)
+
+
+def deadline_of(context: grpc.aio.ServicerContext | None) -> float | None:
+    """The caller's deadline on this process's monotonic clock (None: no deadline)."""
+    remaining = context.time_remaining() if context is not None else None
+    return None if remaining is None else time.monotonic() + remaining
 
 
 class ShardService(shard_pb2_grpc.ShardServicer):
@@ -221,15 +245,25 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         if op == "add":
             ids = wire.unpack_ids(record.add.ids)
             part.add(ids, wire.unpack_matrix(record.add.vectors), upsert=True, journal=journal)
+            track_owners(part, ids, record.write_token)
         elif op == "remove":
-            part.remove(wire.unpack_ids(record.remove.ids), journal=journal)
+            ids = wire.unpack_ids(record.remove.ids)
+            part.remove(ids, journal=journal)
+            track_owners(part, ids, 0)
         elif op == "install":
             part.install_quantizer(wire.unpack_matrix(record.install.centroids, "centroids"), journal=journal)
         part.applied_lsn = record.lsn
         return 1
 
     def _logged(
-        self, part: ShardIndex | None, record: Callable[[], spb.WalRecord], op: Callable[[Journal | None], T]
+        self,
+        part: ShardIndex | None,
+        record: Callable[[], spb.WalRecord],
+        op: Callable[[Journal | None], T],
+        deadline: float | None = None,
+        committed: Callable[[], None] | None = None,
+        record_at_commit: bool = False,
+        token: int = 0,
     ) -> T:
         """Run a write with its log record appended under the collection lock, then wait for fsync.
 
@@ -238,17 +272,40 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         acknowledged into a dropped collection nor replayed into a re-created one. A write whose
         apply fails after it was logged gets an abort record (replay skips it), and the process
         ends: its memory may hold half of the write.
+
+        deadline: a write whose caller's deadline has passed when its turn comes is refused
+        (DEADLINE_EXCEEDED, nothing written), so a coordinator that gave up can rely on it.
+        committed: runs right after the record is appended, under the same lock.
+        record_at_commit: build the record there (when it depends on what the lock protects).
+        token: the write token of a non-upsert Add: refused once RollbackAdd has seen it.
         """
+
+        def check() -> None:
+            if part is not None and part.dropped:
+                raise NotFound(f"collection {part.spec.name!r} was dropped while this write waited: nothing written")
+            if part is not None and token and token in part.aborted:
+                raise DeadlineExceeded("this Add was rolled back by its coordinator before it arrived: nothing written")
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceeded("the caller's deadline passed before the write was committed: nothing written")
+
         if self.wal is None:
-            return op(None)
+
+            def unlogged() -> int:
+                check()
+                if committed is not None:
+                    committed()
+                return 0
+
+            return op(unlogged)
         wal = self.wal
-        payload, crc = payload_of(record())
+        payload, crc = payload_of(record()) if not record_at_commit else (b"", 0)
         lsns: list[int] = []
 
         def journal() -> int:
-            if part is not None and part.dropped:
-                raise NotFound(f"collection {part.spec.name!r} was dropped while this write waited: nothing written")
-            lsns.append(wal.append_payload(payload, crc))
+            check()
+            lsns.append(wal.append(record()) if record_at_commit else wal.append_payload(payload, crc))
+            if committed is not None:
+                committed()
             return lsns[-1]
 
         try:
@@ -386,12 +443,17 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         part = self._get(request.collection)
         ids = wire.unpack_ids(request.ids)
         vectors = wire.unpack_matrix(request.vectors)
+        token = write_token_from(context.invocation_metadata()) if context is not None else 0
         added, replaced = await self._run(
             self._writes,
             self._logged,
             part,
-            lambda: spb.WalRecord(add=request),
+            lambda: spb.WalRecord(add=request, write_token=token),
             lambda journal: part.add(ids, vectors, request.upsert, journal),
+            deadline_of(context),
+            lambda: track_owners(part, ids, token),
+            False,
+            token,
         )
         return pb.AddResponse(added=added, replaced=replaced, count=part.count)
 
@@ -399,8 +461,46 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         part = self._get(request.collection)
         ids = wire.unpack_ids(request.ids)
         removed = await self._run(
-            self._writes, self._logged, part, lambda: spb.WalRecord(remove=request), lambda j: part.remove(ids, j)
+            self._writes,
+            self._logged,
+            part,
+            lambda: spb.WalRecord(remove=request),
+            lambda journal: part.remove(ids, journal),
+            None,
+            lambda: track_owners(part, ids, 0),
         )
+        return pb.RemoveResponse(removed=removed)
+
+    async def RollbackAdd(
+        self, request: spb.RollbackAddRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RemoveResponse:
+        if not request.write_token:
+            raise InvalidArgument("write_token is 0: send the token the Add was tagged with")
+        part = self._get(request.collection)
+        ids = wire.unpack_ids(request.ids)
+        chosen: list[np.ndarray] = [np.empty(0, np.int64)]
+
+        def owned(present: np.ndarray) -> np.ndarray:  # under the write lock
+            part.aborted[request.write_token] = None  # the Add, if it arrives after this, is refused
+            while len(part.aborted) > MAX_ABORTED:
+                part.aborted.popitem(last=False)
+            mine = np.fromiter((part.owners.get(i) == request.write_token for i in present.tolist()), bool,
+                               count=present.size)  # fmt: skip
+            chosen.append(present[mine])
+            return chosen[-1]
+
+        removed = await self._run(
+            self._writes,
+            self._logged,
+            part,
+            lambda: spb.WalRecord(remove=pb.RemoveRequest(collection=part.spec.name, ids=wire.pack_ids(chosen[-1]))),
+            lambda journal: part.remove(ids, journal, only=owned),
+            None,
+            lambda: track_owners(part, chosen[-1], 0),
+            True,
+        )
+        if removed:
+            log.info("rolled back %d ids of a failed Add in %s", removed, part.spec.name)
         return pb.RemoveResponse(removed=removed)
 
     async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.GetResponse:
