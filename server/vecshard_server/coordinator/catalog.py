@@ -2,6 +2,11 @@
 
 It keeps no state of its own: everything here is rebuilt from the shards' ListCollections at start
 and whenever a request names a collection the catalog has not seen (created by another coordinator).
+
+Refreshes, creates and drops hold `lock` from before they ask the shards until they have changed
+the catalog, so they happen one after the other: a refresh that listed the shards before a create
+(or drop) reached them can no longer finish after it and undo it (an acknowledged collection used
+to be NOT_FOUND here for up to REFRESH_MIN_INTERVAL_S).
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ class Catalog:
     def __init__(self, shards: ShardSet) -> None:
         self.shards = shards
         self.collections: dict[str, Collection] = {}
-        self.lock = asyncio.Lock()  # held by Create/Drop across their shard calls
+        # Held by refreshes, creates and drops across their shard calls and their change here.
+        self.lock = asyncio.Lock()
         self._last_refresh = 0.0
 
     def new(self, spec: CollectionSpec) -> Collection:
@@ -54,6 +60,13 @@ class Catalog:
 
     async def refresh(self, timeout: float) -> list[spb.ShardListResponse]:
         """Rebuild the catalog from every shard's list (a collection exists if any shard has it)."""
+        async with self.lock:
+            return await self.refresh_locked(timeout)
+
+    async def refresh_locked(self, timeout: float) -> list[spb.ShardListResponse]:
+        """`refresh`, for a caller that already holds `lock` (a create checking what exists)."""
+        if not self.lock.locked():
+            raise RuntimeError("Catalog.refresh_locked needs the catalog's lock held")
         out = await self.shards.call("ListCollections", self.shards.all(pb.ListCollectionsRequest()), timeout)
         lists = [out.results[i] for i in range(len(self.shards))]
         seen: dict[str, Collection] = {}
@@ -83,8 +96,12 @@ class Catalog:
         check_name(name)
         coll = self.collections.get(name)
         if coll is None and time.monotonic() - self._last_refresh > REFRESH_MIN_INTERVAL_S:
-            await self.refresh(timeout())  # created by another coordinator?
-            coll = self.collections.get(name)
+            async with self.lock:  # created by another coordinator, or by a create that held the lock?
+                coll = self.collections.get(name)
+                # Concurrent misses share one refresh: those that waited for the lock find it done.
+                if coll is None and time.monotonic() - self._last_refresh > REFRESH_MIN_INTERVAL_S:
+                    await self.refresh_locked(timeout())
+                    coll = self.collections.get(name)
         if coll is None:
             hint = if_missing or "create it first"
             raise NotFound(f"collection {name!r} does not exist: {hint} (ListCollections shows what exists)")

@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf import message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vecshard.errors import Cancelled, DeadlineExceeded, Unavailable, VecshardError, error_for
-from vecshard.v1 import shard_pb2_grpc
-from vecshard.v1 import vector_search_pb2 as pb
+from vecshard.v1 import shard_pb2, shard_pb2_grpc
 from vecshard_server.common.config import Settings
 from vecshard_server.common.observability import REQUEST_ID, REQUEST_ID_HEADER, SHARD_CALL_SECONDS, span, trace_headers
+from vecshard_server.common.rpc import WRITE_TOKEN, WRITE_TOKEN_HEADER
 from vecshard_server.common.security import shard_channel
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,27 @@ log = logging.getLogger(__name__)
 # Per-shard failures that allow_partial tolerates (and reads retry on another replica); any other
 # code fails the call.
 TOLERABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-WRITES = frozenset({"CreateCollection", "DropCollection", "Add", "Remove", "InstallQuantizer"})
+WRITES = frozenset({"CreateCollection", "DropCollection", "Add", "Remove", "InstallQuantizer", "RollbackAdd"})
 DOWN_FOR_S = 1.0  # a replica that answered UNAVAILABLE is tried last for this long
+_SHARD_SERVICE = shard_pb2.DESCRIPTOR.services_by_name["Shard"]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A shard request already serialized (on a worker thread, when it is big): sent as these bytes
+    to every shard it goes to, instead of being serialized again, on the event loop, per call.
+
+    raw_reply: the reply comes back as its bytes, for the caller to parse where it chooses (a big
+    reply takes tens of milliseconds to parse: too long for the event loop).
+    """
+
+    message: Any
+    data: bytes
+    raw_reply: bool = False
+
+    @classmethod
+    def of(cls, message: Any, raw_reply: bool = False) -> Encoded:
+        return cls(message, message.SerializeToString(), raw_reply)
 
 
 @dataclass
@@ -44,6 +64,21 @@ class Replica:
     channel: grpc.aio.Channel
     stub: shard_pb2_grpc.ShardStub
     down_until: float = 0.0
+    _raw: dict[tuple[str, bool], Any] = field(default_factory=dict, repr=False)
+
+    def raw(self, method: str, raw_reply: bool) -> Any:
+        """`method` taking already serialized request bytes (for `Encoded` requests), and giving back
+        the reply's bytes when `raw_reply`."""
+        call = self._raw.get((method, raw_reply))
+        if call is None:
+            output = message_factory.GetMessageClass(_SHARD_SERVICE.methods_by_name[method].output_type)
+            call = self._raw[method, raw_reply] = self.channel.unary_unary(
+                f"/{_SHARD_SERVICE.full_name}/{method}",
+                request_serializer=None,  # bytes go out as they are
+                response_deserializer=None if raw_reply else output.FromString,
+                _registered_method=True,
+            )
+        return call
 
 
 @dataclass
@@ -138,6 +173,11 @@ class ShardSet:
         try:
             with span(f"shard/{method}", attributes={"vecshard.shard": replica.address}):
                 metadata = [*trace_headers(), *([(REQUEST_ID_HEADER, REQUEST_ID.get())] if REQUEST_ID.get() else [])]
+                if method == "Add" and WRITE_TOKEN.get():
+                    metadata.append((WRITE_TOKEN_HEADER, str(WRITE_TOKEN.get())))
+                if isinstance(request, Encoded):
+                    call = replica.raw(method, request.raw_reply)
+                    return await call(request.data, timeout=timeout, metadata=metadata or None)
                 return await getattr(replica.stub, method)(request, timeout=timeout, metadata=metadata or None)
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.UNAVAILABLE:
@@ -199,10 +239,11 @@ class ShardSet:
                 log.warning("%s on %s: %d of %d replicas (quorum %d)", method, group.name, len(ok),
                             len(group.replicas), quorum)  # fmt: skip
             return ok[0][1]
-        if method == "Add" and not request.upsert and ok:
-            # Not acknowledged: take the new ids back out of the replicas that stored them.
-            undo = pb.RemoveRequest(collection=request.collection, ids=request.ids)
-            await asyncio.gather(*(self._ask(r, "Remove", undo, timeout) for r, _ in ok), return_exceptions=True)
+        add = request.message if isinstance(request, Encoded) else request
+        if method == "Add" and WRITE_TOKEN.get() and ok:
+            # Not acknowledged: take this Add's ids back out of the replicas that stored them.
+            undo = shard_pb2.RollbackAddRequest(collection=add.collection, write_token=WRITE_TOKEN.get(), ids=add.ids)
+            await asyncio.gather(*(self._ask(r, "RollbackAdd", undo, timeout) for r, _ in ok), return_exceptions=True)
         raise (refused or errors)[0]  # e.g. ALREADY_EXISTS from a replica, or too few replicas
 
     async def call(
@@ -215,6 +256,8 @@ class ShardSet:
     ) -> Fanout:
         """Call `method` on each shard group of `requests` concurrently.
 
+        requests: by group index, a message or an `Encoded` one (sent as its bytes; with raw_reply,
+            the results are the replies' bytes).
         fail_fast: raise the first failure at once and cancel the other calls; otherwise wait for
         every call and return the failures beside the results.
         """

@@ -14,6 +14,7 @@ from vecshard.errors import FailedPrecondition, InvalidArgument, ResourceExhaust
 from vecshard.v1 import types_pb2
 from vecshard_server.common.config import Settings
 from vecshard_server.common.spec import CollectionSpec
+from vecshard_server.coordinator import offload
 from vecshard_server.embedding.service import Embeddings
 
 
@@ -32,9 +33,32 @@ def normalize_rows(x: wire.FloatArray, field: str) -> wire.FloatArray:
     return np.ascontiguousarray(x / norms[:, None], dtype=np.float32)
 
 
-def rows_per_message(settings: Settings, dim: int) -> int:
-    """How many vectors of `dim` fit in one message under the configured limit."""
-    return max(1, (settings.max_message_bytes - 64 * 1024) // (4 * dim + 1))
+MESSAGE_RESERVE = 64 * 1024  # room in a message for its fields other than the rows, and their framing
+
+
+def rows_per_message(settings: Settings, row_bytes: int) -> int:
+    """How many rows of `row_bytes` each (as encoded: see the *_row_bytes helpers) fit in one message
+    under the configured limit."""
+    return max(1, (settings.max_message_bytes - MESSAGE_RESERVE) // row_bytes)
+
+
+# Bytes per row of the messages that carry vectors, as they travel: vectors are packed float32 and
+# ids packed int64 (types.proto); each packed field adds its framing once, not per row.
+
+
+def get_row_bytes(dim: int) -> int:
+    """A GetResponse row: the vector and its `found` byte."""
+    return 4 * dim + 1
+
+
+def sample_row_bytes(dim: int) -> int:
+    """A public SampleResponse row: the vector, its int64 id, int32 shard and int32 IVF list."""
+    return 4 * dim + 16
+
+
+def page_row_bytes(dim: int) -> int:
+    """A row of a shard's Sample or Export page (ExportResponse): the vector and its int64 id."""
+    return 4 * dim + 8
 
 
 def request_ids(settings: Settings, data: bytes, *, unique: bool) -> np.ndarray:
@@ -88,4 +112,6 @@ async def request_vectors(
             f"{field} come from model {fingerprint!r} but collection {spec.name!r} {bound}: embed them with "
             "the collection's model (or send texts/images and let the server embed them)"
         )
-    return wire.unpack_matrix(matrix, field), given
+    # Reading a big bytes field copies it: off the loop too (see offload.py).
+    vectors = await offload.run(4 * matrix.rows * matrix.cols > offload.INLINE_BYTES, wire.unpack_matrix, matrix, field)
+    return vectors, given

@@ -5,16 +5,24 @@ shards (placement.py), fans calls out with the caller's remaining deadline (fano
 top-k (merge.py). Collections come from the catalog (catalog.py), rebuilt from the shards at start
 and on a miss, so the coordinator keeps no state of its own; training.py trains the one coarse
 quantizer that all shards of an IVF collection share.
+
+The event loop also answers health checks, so each handler's heavy part (checking, packing and
+unpacking big matrices, merging, assigning lists) is a plain method run through offload.py: on a
+worker thread once the request passes a small size, inline below it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
+import numpy.typing as npt
 
 from vecshard import wire
 from vecshard.errors import (
@@ -26,15 +34,24 @@ from vecshard.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import types_pb2, vector_search_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.config import Settings
-from vecshard_server.common.rpc import Server
+from vecshard_server.common.rpc import WRITE_TOKEN, Server
 from vecshard_server.common.security import ApiKeys
 from vecshard_server.common.spec import CollectionSpec, check_collection_count
+from vecshard_server.coordinator import offload
 from vecshard_server.coordinator.catalog import Catalog, Collection
-from vecshard_server.coordinator.fanout import TOLERABLE, ShardSet
-from vecshard_server.coordinator.inputs import normalize_rows, request_ids, request_vectors, rows_per_message
+from vecshard_server.coordinator.fanout import TOLERABLE, Encoded, ShardSet
+from vecshard_server.coordinator.inputs import (
+    get_row_bytes,
+    normalize_rows,
+    request_ids,
+    request_vectors,
+    rows_per_message,
+    sample_row_bytes,
+)
 from vecshard_server.coordinator.merge import merge_topk
 from vecshard_server.coordinator.placement import split_by_shard
 from vecshard_server.coordinator.training import DEFAULT_SEED, Trainer, sample_quotas, shard_seed
@@ -47,6 +64,9 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VectorSearch"].full_name
 _REFRESH_MIN_INTERVAL_S = 0.5
 
+ROLLBACK_TIMEOUT_S = 5.0  # one RollbackAdd round
+ROLLBACK_RETRY_S = 120.0  # unreachable groups are retried in the background this long
+
 
 class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
     def __init__(self, settings: Settings, shard_addresses: list[str], embeddings: Embeddings) -> None:
@@ -55,6 +75,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         self.shards = ShardSet(shard_addresses, settings)
         self.catalog = Catalog(self.shards)
         self.trainer = Trainer(self.catalog, settings)
+        self._background: set[asyncio.Future[None]] = set()
         self.ready = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -73,6 +94,8 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         log.info("catalog: %d collections from %d shards", len(self.catalog.collections), len(self.shards))
 
     async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         for coll in self.catalog.collections.values():
             if coll.auto_train is not None:
                 coll.auto_train.cancel()
@@ -98,8 +121,8 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
     ) -> pb.CollectionInfo:
         timeout = self._timeout(context)
         spec = CollectionSpec.validate(await self._bind_model(request.config, timeout), self.settings)
-        async with self.catalog.lock:
-            await self.catalog.refresh(timeout)
+        async with self.catalog.lock:  # no refresh can interleave and drop what this creates
+            await self.catalog.refresh_locked(timeout)
             if spec.name in self.catalog.collections:
                 raise AlreadyExists(f"collection {spec.name!r} already exists: drop it first or choose another name")
             check_collection_count(len(self.catalog.collections), self.settings)
@@ -174,12 +197,48 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
     async def Add(self, request: pb.AddRequest, context: grpc.aio.ServicerContext) -> pb.AddResponse:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
         spec = coll.spec
-        ids = request_ids(self.settings, request.ids, unique=True)
-        timeout = self._timeout(context)
+        id_bytes = request.ids
+        heavy = len(id_bytes) + 4 * request.vectors.rows * request.vectors.cols > offload.INLINE_BYTES
+        ids = await offload.run(heavy, request_ids, self.settings, id_bytes, unique=True)
         vectors, given = await request_vectors(
             self.embeddings, coll.spec, request.vectors, request.texts, request.images, request.model_fingerprint,
-            types_pb2.INPUT_ROLE_PASSAGE, "vectors", timeout,
+            types_pb2.INPUT_ROLE_PASSAGE, "vectors", self._timeout(context),
         )  # fmt: skip
+        heavy = heavy or vectors.nbytes > offload.INLINE_BYTES
+        requests = await offload.run(heavy, self._add_requests, request, spec, ids, vectors, given, heavy)
+        timeout = self._timeout(context)  # after embedding, which may have taken most of it
+        # A non-upsert Add is all or nothing: shards commit only before their deadline, and a failure
+        # anywhere takes back, on every group, exactly what this request wrote (its token).
+        token = 0 if request.upsert else secrets.randbits(63) | 1
+        WRITE_TOKEN.set(token)
+        try:
+            out = await self.shards.call("Add", requests, timeout, fail_fast=False)
+        finally:
+            WRITE_TOKEN.set(0)
+        for s, resp in out.results.items():
+            coll.shard_counts[s] = resp.count
+        if out.failures:
+            if token:
+                # Shielded: a caller that gives up must not stop the rollback half way.
+                await asyncio.shield(self._rollback_add(coll, requests, token))
+            raise self.shards.first_error(out.failures)
+        self.trainer.maybe_auto_train(coll)
+        return pb.AddResponse(
+            added=sum(r.added for r in out.results.values()),
+            replaced=sum(r.replaced for r in out.results.values()),
+            count=coll.count,
+        )
+
+    def _add_requests(
+        self,
+        request: pb.AddRequest,
+        spec: CollectionSpec,
+        ids: wire.IdArray,
+        vectors: wire.FloatArray,
+        given: bool,
+        encode: bool,
+    ) -> dict[int, pb.AddRequest | Encoded]:
+        """Check the vectors and split the Add by shard (each part encoded here, when big)."""
         if vectors.shape[0] != ids.size:
             raise InvalidArgument(f"got {ids.size} ids for {vectors.shape[0]} vectors: send one id per vector")
         wire.check_vectors(vectors, spec.dim)
@@ -198,38 +257,46 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                     vectors=wire.pack_matrix(vectors[pos]),
                     upsert=request.upsert,
                 )
-        out = await self.shards.call("Add", requests, timeout, fail_fast=False)
-        for s, resp in out.results.items():
-            coll.shard_counts[s] = resp.count
-        if out.failures:
-            if not request.upsert and out.results:
-                await self._rollback_add(coll, {s: requests[s].ids for s in out.results}, timeout)
-            raise self.shards.first_error(out.failures)
-        self.trainer.maybe_auto_train(coll)
-        return pb.AddResponse(
-            added=sum(r.added for r in out.results.values()),
-            replaced=sum(r.replaced for r in out.results.values()),
-            count=coll.count,
-        )
+        return {s: Encoded.of(r) if encode else r for s, r in requests.items()}
 
-    async def _rollback_add(self, coll: Collection, ids_by_shard: dict[int, bytes], timeout: float) -> None:
-        """Remove what a failed non-upsert Add wrote: those ids were new on their shards."""
-        requests = {s: pb.RemoveRequest(collection=coll.spec.name, ids=b) for s, b in ids_by_shard.items()}
-        out = await self.shards.call("Remove", requests, max(timeout, 5.0), fail_fast=False)
+    async def _rollback_add(self, coll: Collection, requests: dict[int, Any], token: int) -> None:
+        """Take a failed non-upsert Add back out of every group it was sent to: only the ids whose last
+        write is still this Add (a concurrent acknowledged upsert of the same id stays). A shard also
+        remembers the token as rolled back, so the Add arriving there later is refused: the order of
+        the two does not matter. Groups that cannot be reached now are retried in the background."""
+        pending = {
+            s: spb.RollbackAddRequest(collection=coll.spec.name, write_token=token, ids=_message(req).ids)
+            for s, req in requests.items()
+        }
+        if await self._rollback_round(coll, pending):
+            retry = asyncio.ensure_future(self._rollback_retries(coll, pending))
+            self._background.add(retry)
+            retry.add_done_callback(self._background.discard)
+
+    async def _rollback_round(self, coll: Collection, pending: dict[int, spb.RollbackAddRequest]) -> bool:
+        """One RollbackAdd to each pending group; drops the groups that answered. True if any remain."""
+        out = await self.shards.call("RollbackAdd", pending, ROLLBACK_TIMEOUT_S, fail_fast=False)
         for s, resp in out.results.items():
-            coll.shard_counts[s] -= resp.removed
-        for s, err in out.failures.items():
-            log.error("rollback of a failed Add on %s failed: %s", self.shards.shards[s].name, err.details())
+            coll.shard_counts[s] = max(0, coll.shard_counts[s] - resp.removed)
+            del pending[s]
+        return bool(pending)
+
+    async def _rollback_retries(self, coll: Collection, pending: dict[int, spb.RollbackAddRequest]) -> None:
+        deadline = time.monotonic() + ROLLBACK_RETRY_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(1.0)
+            if not await self._rollback_round(coll, pending):
+                return
+        names = ", ".join(self.shards.shards[s].name for s in pending)
+        log.error(
+            "rollback of a failed Add could not reach %s for %.0fs: ids of that Add may remain there; remove "
+            "them or retry the Add with upsert", names, ROLLBACK_RETRY_S,
+        )  # fmt: skip
 
     async def Remove(self, request: pb.RemoveRequest, context: grpc.aio.ServicerContext) -> pb.RemoveResponse:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
-        ids = np.unique(request_ids(self.settings, request.ids, unique=False))
-        parts = split_by_shard(ids, len(self.shards))
-        requests = {
-            s: pb.RemoveRequest(collection=coll.spec.name, ids=wire.pack_ids(ids[pos]))
-            for s, pos in enumerate(parts)
-            if pos.size
-        }
+        id_bytes = request.ids
+        requests = await offload.run(len(id_bytes) > offload.INLINE_BYTES // 8, self._remove_requests, coll, id_bytes)
         out = await self.shards.call("Remove", requests, self._timeout(context), fail_fast=False)
         removed = 0
         for s, resp in out.results.items():
@@ -239,28 +306,57 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             raise self.shards.first_error(out.failures)
         return pb.RemoveResponse(removed=removed)
 
-    async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.GetResponse:
-        coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
-        ids = request_ids(self.settings, request.ids, unique=False)
-        if ids.size > rows_per_message(self.settings, coll.spec.dim):
-            raise ResourceExhausted(
-                f"{ids.size} vectors of dim {coll.spec.dim} would exceed the message limit: get at most "
-                f"{rows_per_message(self.settings, coll.spec.dim)} ids per call"
-            )
+    def _remove_requests(self, coll: Collection, id_bytes: bytes) -> dict[int, pb.RemoveRequest]:
+        ids = np.unique(request_ids(self.settings, id_bytes, unique=False))
         parts = split_by_shard(ids, len(self.shards))
-        requests = {
-            s: pb.GetRequest(collection=coll.spec.name, ids=wire.pack_ids(ids[pos]))
+        return {
+            s: pb.RemoveRequest(collection=coll.spec.name, ids=wire.pack_ids(ids[pos]))
             for s, pos in enumerate(parts)
             if pos.size
         }
+
+    async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.GetResponse:
+        coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
+        id_bytes = request.ids
+        heavy = len(id_bytes) // 8 * get_row_bytes(coll.spec.dim) > offload.INLINE_BYTES
+        ids, parts, requests = await offload.run(heavy, self._get_requests, coll, id_bytes)
         out = await self.shards.call("Get", requests, self._timeout(context))
+        return await offload.run(heavy, self._get_response, coll, request.allow_missing, ids, parts, out.results)
+
+    def _get_requests(
+        self, coll: Collection, id_bytes: bytes
+    ) -> tuple[wire.IdArray, list[npt.NDArray[np.intp]], dict[int, Encoded]]:
+        ids = request_ids(self.settings, id_bytes, unique=False)
+        limit = rows_per_message(self.settings, get_row_bytes(coll.spec.dim))
+        if ids.size > limit:
+            raise ResourceExhausted(
+                f"{ids.size} vectors of dim {coll.spec.dim} would exceed the message limit: get at most "
+                f"{limit} ids per call"
+            )
+        parts = split_by_shard(ids, len(self.shards))
+        requests = {
+            s: Encoded.of(pb.GetRequest(collection=coll.spec.name, ids=wire.pack_ids(ids[pos])), raw_reply=True)
+            for s, pos in enumerate(parts)
+            if pos.size
+        }
+        return ids, parts, requests
+
+    @staticmethod
+    def _get_response(
+        coll: Collection,
+        allow_missing: bool,
+        ids: wire.IdArray,
+        parts: list[npt.NDArray[np.intp]],
+        replies: dict[int, bytes],
+    ) -> pb.GetResponse:
         vectors = np.zeros((ids.size, coll.spec.dim), dtype=np.float32)
         found = np.zeros(ids.size, dtype=np.uint8)
-        for s, resp in out.results.items():
+        for s, data in replies.items():
+            resp = pb.GetResponse.FromString(data)
             pos = parts[s]
             vectors[pos] = wire.unpack_matrix(resp.vectors)
             found[pos] = np.frombuffer(resp.found, dtype=np.uint8)
-        if not request.allow_missing and not found.all():
+        if not allow_missing and not found.all():
             missing = ids[found == 0]
             raise NotFound(
                 f"{missing.size} of the {ids.size} requested ids {'is' if missing.size == 1 else 'are'} not in "
@@ -286,20 +382,9 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         nq = queries.shape[0]
         if nq > self.settings.max_batch:
             raise ResourceExhausted(f"{nq} queries in one request, over max_batch={self.settings.max_batch}: split it")
-        wire.check_vectors(queries, spec.dim, "queries")
-        if nq * k > self.settings.max_results:
-            raise ResourceExhausted(
-                f"nq * k = {nq * k} results would exceed the message limit ({self.settings.max_results} results): "
-                "send fewer queries per call or a smaller k"
-            )
         allow_partial = request.allow_partial
-        shard_req = request  # forwarded as received unless the queries must change
-        if spec.metric.value == "cosine":
-            queries = normalize_rows(queries, "queries")
-        if spec.metric.value == "cosine" or not given:
-            shard_req = pb.SearchRequest(collection=spec.name, queries=wire.pack_matrix(queries), k=k)
-        shard_req.nprobe = request.nprobe or spec.nprobe
-        shard_req.allow_partial = False
+        heavy = queries.nbytes > offload.INLINE_BYTES
+        shard_req = await offload.run(heavy, self._shard_search, request, spec, queries, given)
         out = await self.shards.call(
             "Search", self.shards.all(shard_req), self._timeout(context), fail_fast=not allow_partial
         )
@@ -311,21 +396,44 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 raise Unavailable(
                     "no shard answered: " + "; ".join(self.shards.error(s, e).details for s, e in out.failures.items())
                 )
-        order = sorted(out.results)
+        heavy = nq * k * len(out.results) > offload.INLINE_RESULTS
+        resp = await offload.run(heavy, self._merged, out.results, nq, k, spec.larger_is_better)
+        resp.failed_shards.extend(self.shards.shards[s].name for s in sorted(out.failures))
+        return resp
+
+    def _shard_search(
+        self, request: pb.SearchRequest, spec: CollectionSpec, queries: wire.FloatArray, given: bool
+    ) -> Encoded:
+        """Check the queries and make the request every shard gets, encoded once (here: off the loop
+        when big); the replies come back as bytes, for _merged to parse."""
+        nq, k = queries.shape[0], request.k
+        wire.check_vectors(queries, spec.dim, "queries")
+        if nq * k > self.settings.max_results:
+            raise ResourceExhausted(
+                f"nq * k = {nq * k} results would exceed the message limit ({self.settings.max_results} results): "
+                "send fewer queries per call or a smaller k"
+            )
+        shard_req = request  # forwarded as received unless the queries must change
+        if spec.metric.value == "cosine":
+            queries = normalize_rows(queries, "queries")
+        if spec.metric.value == "cosine" or not given:
+            shard_req = pb.SearchRequest(collection=spec.name, queries=wire.pack_matrix(queries), k=k)
+        shard_req.nprobe = request.nprobe or spec.nprobe
+        shard_req.allow_partial = False
+        return Encoded.of(shard_req, raw_reply=True)
+
+    def _merged(self, replies: dict[int, bytes], nq: int, k: int, larger_is_better: bool) -> pb.SearchResponse:
+        """The shards' top-k (their replies' bytes) merged into the response."""
+        results = {s: pb.SearchResponse.FromString(data) for s, data in replies.items()}
+        order = sorted(results)
         D, I = merge_topk(
-            [np.frombuffer(out.results[s].distances, dtype=wire.F32).reshape(nq, k) for s in order],
-            [np.frombuffer(out.results[s].ids, dtype=wire.I64).reshape(nq, k) for s in order],
+            [np.frombuffer(results[s].distances, dtype=wire.F32).reshape(nq, k) for s in order],
+            [np.frombuffer(results[s].ids, dtype=wire.I64).reshape(nq, k) for s in order],
             k,
-            spec.larger_is_better,
+            larger_is_better,
         )
         return pb.SearchResponse(
-            nq=nq,
-            k=k,
-            distances=D.tobytes(),
-            ids=I.tobytes(),
-            shards_total=len(self.shards),
-            shards_ok=len(out.results),
-            failed_shards=[self.shards.shards[s].name for s in sorted(out.failures)],
+            nq=nq, k=k, distances=D.tobytes(), ids=I.tobytes(), shards_total=len(self.shards), shards_ok=len(results)
         )
 
     async def Sample(self, request: pb.SampleRequest, context: grpc.aio.ServicerContext) -> pb.SampleResponse:
@@ -333,10 +441,11 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         spec = coll.spec
         if request.max_points == 0:
             raise InvalidArgument("max_points must be at least 1")
-        if request.max_points > rows_per_message(self.settings, spec.dim):
+        limit = rows_per_message(self.settings, sample_row_bytes(spec.dim))
+        if request.max_points > limit:
             raise ResourceExhausted(
                 f"{request.max_points} vectors of dim {spec.dim} would exceed the message limit: ask for at most "
-                f"{rows_per_message(self.settings, spec.dim)}"
+                f"{limit}"
             )
         timeout = self._timeout(context)
         info = await self.catalog.describe(coll, timeout, include_centroids=True)
@@ -346,18 +455,29 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         out = await self.shards.call(
             "Sample",
             {
-                s: pb.SampleRequest(collection=spec.name, max_points=q, seed=shard_seed(seed, s))
+                s: Encoded.of(
+                    pb.SampleRequest(collection=spec.name, max_points=q, seed=shard_seed(seed, s)), raw_reply=True
+                )
                 for s, q in enumerate(quotas)
                 if q
             },
             timeout,
         )
-        order = sorted(out.results)
-        ids = np.concatenate([wire.unpack_ids(out.results[s].ids) for s in order] or [np.empty(0, np.int64)])
+        n = sum(quotas)
+        nlist = info.centroids.rows if info.HasField("centroids") else 0
+        heavy = n * sample_row_bytes(spec.dim) > offload.INLINE_BYTES or n * nlist * spec.dim > offload.INLINE_FLOPS
+        return await offload.run(heavy, self._sample_response, spec, info, out.results)
+
+    @staticmethod
+    def _sample_response(spec: CollectionSpec, info: pb.CollectionInfo, replies: dict[int, bytes]) -> pb.SampleResponse:
+        """The shards' samples (their replies' bytes) in shard order, each vector with its shard and IVF list."""
+        results = {s: spb.ExportResponse.FromString(data) for s, data in replies.items()}
+        order = sorted(results)
+        ids = np.concatenate([wire.unpack_ids(results[s].ids) for s in order] or [np.empty(0, np.int64)])
         vectors: wire.FloatArray = np.vstack(
-            [wire.unpack_matrix(out.results[s].vectors) for s in order] or [np.empty((0, spec.dim), np.float32)]
+            [wire.unpack_matrix(results[s].vectors) for s in order] or [np.empty((0, spec.dim), np.float32)]
         )
-        shards = np.concatenate([np.full(wire.unpack_ids(out.results[s].ids).size, s, np.int32) for s in order]
+        shards = np.concatenate([np.full(results[s].vectors.rows, s, np.int32) for s in order]
                                 or [np.empty(0, np.int32)])  # fmt: skip
         lists = np.full(ids.size, -1, dtype=np.int32)
         if info.HasField("centroids") and info.centroids.rows and ids.size:
@@ -432,3 +552,8 @@ async def serve_coordinator(
         )
 
     await server.run(ready=ready, on_stop=service.close, port_file=port_file, exit_with_parent=exit_with_parent)
+
+
+def _message(request: Any) -> Any:
+    """The protobuf message of a shard request (possibly sent pre-encoded)."""
+    return getattr(request, "message", request)

@@ -3,12 +3,17 @@
 The coordinator samples the shards in proportion to their counts, runs k-means once (exactly as
 `IndexIVFFlat.train` would), and installs the same centroids on every shard. Training starts by
 itself when a collection reaches its train threshold, or on an explicit Train.
+
+A shard's part of the sample can be larger than one message, so it arrives in pages (see
+`Trainer.sample`): any sample size works, e.g. 39 points per centroid for a large nlist.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import math
 import time
 
 import numpy as np
@@ -18,8 +23,11 @@ from vecshard.errors import FailedPrecondition
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.config import Settings
+from vecshard_server.common.spec import CollectionSpec
+from vecshard_server.coordinator import offload
 from vecshard_server.coordinator.catalog import Catalog, Collection
-from vecshard_server.coordinator.inputs import rows_per_message
+from vecshard_server.coordinator.fanout import Encoded
+from vecshard_server.coordinator.inputs import page_row_bytes, rows_per_message
 from vecshard_server.shard.engine import train_centroids
 
 log = logging.getLogger(__name__)
@@ -72,19 +80,9 @@ class Trainer:
                         f"{spec.nlist} to train ({39 * spec.nlist} recommended): add more vectors first"
                     )
                 n = min(total, max_points or 256 * spec.nlist)
-                quotas = [min(q, rows_per_message(self.settings, spec.dim)) for q in sample_quotas(counts, n)]
-                out = await self.shards.call(
-                    "Sample",
-                    {
-                        s: pb.SampleRequest(collection=spec.name, max_points=q, seed=shard_seed(seed, s))
-                        for s, q in enumerate(quotas)
-                        if q
-                    },
-                    timeout,
-                )
-                sample = np.vstack([wire.unpack_matrix(out.results[s].vectors, "sample") for s in sorted(out.results)])
-                centroids = await asyncio.to_thread(train_centroids, sample, spec, seed)
-                install = spb.InstallQuantizerRequest(collection=spec.name, centroids=wire.pack_matrix(centroids))
+                _, sample = await self.sample(spec, counts, sample_quotas(counts, n), seed, timeout)
+                # k-means on the default executor, not offload's pool: it may run for minutes.
+                install = await asyncio.to_thread(_install_request, sample, spec, seed)
                 done = await self.shards.call("InstallQuantizer", self.shards.all(install), timeout)
                 self.catalog.info(coll, done.results)
                 log.info(
@@ -98,11 +96,107 @@ class Trainer:
             finally:
                 coll.training = False
 
+    async def sample(
+        self, spec: CollectionSpec, counts: list[int], quotas: list[int], seed: int, timeout: float
+    ) -> tuple[wire.IdArray, wire.FloatArray]:
+        """quotas[s] of shard s's points (holding counts[s]), each shard's a uniform random sample
+        without replacement; concatenated in shard order, each shard's part by ascending id.
+
+        A part that fits one message is one shard Sample, as always. A larger one comes in pages
+        of one message each (sized from the real encoding: page_row_bytes): while it is at most
+        half of the shard, independent Samples with distinct seeds until together they hold enough
+        distinct points, then a uniform choice among those (a union of uniform samples is uniform:
+        every set of its size is equally likely); above half, Export pages of the whole partition,
+        then the same choice. Reproducible: the same seed and data give the same sample.
+        """
+        page = rows_per_message(self.settings, page_row_bytes(spec.dim))
+        parts = await asyncio.gather(
+            *(self._shard_sample(spec, s, q, counts[s], page, seed, timeout) for s, q in enumerate(quotas) if q)
+        )
+        heavy = sum(quotas) * page_row_bytes(spec.dim) > offload.INLINE_BYTES
+        return await offload.run(heavy, _concat, spec.dim, list(parts))
+
+    async def _shard_sample(
+        self, spec: CollectionSpec, s: int, quota: int, count: int, page: int, seed: int, timeout: float
+    ) -> tuple[wire.IdArray, wire.FloatArray]:
+        if quota <= page:
+            req = pb.SampleRequest(collection=spec.name, max_points=quota, seed=shard_seed(seed, s))
+            return await self._page("Sample", s, req, spec.dim, timeout)
+        pages: list[tuple[wire.IdArray, wire.FloatArray]] = []
+        if 2 * quota <= count:
+            distinct = 0
+            for j in itertools.count(1):
+                # Ask for about what is still missing, allowing for points drawn again.
+                size = min(page, count, math.ceil((quota - distinct) * count / max(1, count - distinct) * 1.02) + 16)
+                req = pb.SampleRequest(collection=spec.name, max_points=size, seed=page_seed(seed, s, j))
+                pages.append(await self._page("Sample", s, req, spec.dim, timeout))
+                before = distinct
+                distinct = await offload.run(distinct + size > offload.INLINE_BYTES // 8, _distinct, pages)
+                # Enough; or nothing new or less than asked for: the partition shrank, take what it has.
+                if distinct >= quota or distinct == before or pages[-1][0].size < size:
+                    break
+        else:
+            after = -1
+            while not pages or pages[-1][0].size == page:
+                req = spb.ExportRequest(collection=spec.name, after_id=after, limit=page)
+                pages.append(await self._page("Export", s, req, spec.dim, timeout))
+                after = int(pages[-1][0][-1]) if pages[-1][0].size else after
+        heavy = sum(p[0].size for p in pages) * page_row_bytes(spec.dim) > offload.INLINE_BYTES
+        return await offload.run(heavy, _choose, pages, quota, spec.dim, page_seed(seed, s, 0))
+
+    async def _page(
+        self, method: str, s: int, request: object, dim: int, timeout: float
+    ) -> tuple[wire.IdArray, wire.FloatArray]:
+        """One Sample or Export page of shard s: (ids, vectors)."""
+        out = await self.shards.call(method, {s: Encoded.of(request, raw_reply=True)}, timeout)
+        data: bytes = out.results[s]
+        return await offload.run(len(data) > offload.INLINE_BYTES, _unpack, data, dim)
+
+
+def _unpack(data: bytes, dim: int) -> tuple[wire.IdArray, wire.FloatArray]:
+    resp = spb.ExportResponse.FromString(data)
+    ids = wire.unpack_ids(resp.ids)
+    vectors = wire.unpack_matrix(resp.vectors, "sample") if ids.size else np.empty((0, dim), np.float32)
+    return ids, vectors
+
+
+def _distinct(pages: list[tuple[wire.IdArray, wire.FloatArray]]) -> int:
+    return int(np.unique(np.concatenate([p[0] for p in pages])).size)
+
+
+def _choose(
+    pages: list[tuple[wire.IdArray, wire.FloatArray]], quota: int, dim: int, seed: int
+) -> tuple[wire.IdArray, wire.FloatArray]:
+    """A uniform choice of `quota` distinct points among the pages' (all when fewer), by ascending id."""
+    ids, first = np.unique(np.concatenate([p[0] for p in pages]), return_index=True)
+    vectors = np.concatenate([p[1] for p in pages])[first] if ids.size else np.empty((0, dim), np.float32)
+    if ids.size > quota:
+        keep = np.sort(np.random.default_rng(seed).choice(ids.size, size=quota, replace=False))
+        ids, vectors = ids[keep], vectors[keep]
+    return ids, np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def _concat(dim: int, parts: list[tuple[wire.IdArray, wire.FloatArray]]) -> tuple[wire.IdArray, wire.FloatArray]:
+    if not parts:
+        return np.empty(0, np.int64), np.empty((0, dim), np.float32)
+    return np.concatenate([p[0] for p in parts]), np.vstack([p[1] for p in parts])
+
+
+def _install_request(sample: wire.FloatArray, spec: CollectionSpec, seed: int) -> Encoded:
+    """k-means on the sample, and the request that installs its centroids (encoded once here)."""
+    centroids = train_centroids(sample, spec, seed)
+    return Encoded.of(spb.InstallQuantizerRequest(collection=spec.name, centroids=wire.pack_matrix(centroids)))
+
 
 def shard_seed(seed: int, shard: int) -> int:
     """Each shard's sampling seed: the request's plus the shard index, wrapped to uint64 (a seed near
     2**64 once overflowed the proto field: INTERNAL)."""
     return (seed + shard) % 2**64
+
+
+def page_seed(seed: int, shard: int, page: int) -> int:
+    """The seed of a shard's `page`-th sample page (page 0: its seed for choosing among the pages)."""
+    return (shard_seed(seed, shard) + page * 0x9E3779B97F4A7C15) % 2**64
 
 
 def sample_quotas(counts: list[int], n: int) -> list[int]:
