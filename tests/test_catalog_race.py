@@ -80,7 +80,6 @@ def run(cluster: LocalCluster, scenario: Callable[[CoordinatorService], Awaitabl
         service = CoordinatorService(settings, cluster.shard_addresses, LocalEmbeddings.from_file(None, settings))
         await service.start()
         try:
-            service.catalog._last_refresh = 0.0  # a miss may refresh at once
             await scenario(service)
         finally:
             await service.close()
@@ -118,7 +117,6 @@ def test_a_refresh_listed_before_a_drop_does_not_bring_it_back(cluster: LocalClu
     async def scenario(service: CoordinatorService) -> None:
         ctx = Context()
         await service.CreateCollection(create_request("race_gone"), ctx)
-        service.catalog._last_refresh = 0.0
         miss = await start_stale_refresh(service)
         await service.DropCollection(pb.DropCollectionRequest(name="race_gone"), ctx)
         with pytest.raises(NotFound):
@@ -147,6 +145,7 @@ def test_concurrent_misses_share_one_refresh(cluster: LocalCluster) -> None:
         misses = [service.DescribeCollection(pb.DescribeCollectionRequest(name=f"race_none{i}"), ctx) for i in range(8)]
         outcomes = await asyncio.gather(*misses, return_exceptions=True)
         assert all(isinstance(o, NotFound) for o in outcomes), outcomes
-        assert listings == 1
+        # Misses noticed while the first refresh was listing share one more (it may have missed them).
+        assert listings == 2
 
     run(cluster, scenario)

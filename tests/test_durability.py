@@ -140,7 +140,7 @@ def test_coordinator_kill_9_under_load_loses_no_acknowledged_write(tmp_path: Pat
             time.sleep(1.5)
             assert cluster.coordinator is not None
             cluster.coordinator.kill()
-            time.sleep(0.3)
+            time.sleep(3.0)  # longer than the SDK's UNAVAILABLE retries (5 attempts, ~1.5 s of backoff)
             cluster.coordinator.restart()
             time.sleep(1.0)
         result = verify(cluster.address, name, load)

@@ -89,6 +89,12 @@ class PermissionDenied(VecshardError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
+class Aborted(VecshardError):
+    """The call met a concurrent change (e.g. a training being switched on a shard); retry it."""
+
+    code = grpc.StatusCode.ABORTED
+
+
 class Unimplemented(VecshardError):
     """The server does not implement this call (an older server version)."""
 
@@ -108,6 +114,7 @@ _BY_CODE: dict[grpc.StatusCode, type[VecshardError]] = {
         NotFound,
         AlreadyExists,
         FailedPrecondition,
+        Aborted,
         ResourceExhausted,
         Unavailable,
         DeadlineExceeded,

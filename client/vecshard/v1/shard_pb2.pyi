@@ -1,12 +1,22 @@
 from vecshard.v1 import types_pb2 as _types_pb2
 from vecshard.v1 import vector_search_pb2 as _vector_search_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class InstallMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INSTALL_MODE_ONE_STEP: _ClassVar[InstallMode]
+    INSTALL_MODE_PREPARE: _ClassVar[InstallMode]
+    INSTALL_MODE_ACTIVATE: _ClassVar[InstallMode]
+INSTALL_MODE_ONE_STEP: InstallMode
+INSTALL_MODE_PREPARE: InstallMode
+INSTALL_MODE_ACTIVATE: InstallMode
 
 class RollbackAddRequest(_message.Message):
     __slots__ = ("collection", "write_token", "ids")
@@ -19,18 +29,24 @@ class RollbackAddRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., write_token: _Optional[int] = ..., ids: _Optional[bytes] = ...) -> None: ...
 
 class ShardCollectionState(_message.Message):
-    __slots__ = ("config", "count", "trained", "centroids", "digest")
+    __slots__ = ("config", "count", "trained", "centroids", "digest", "train_epoch", "train_id", "prepared_epoch")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     TRAINED_FIELD_NUMBER: _ClassVar[int]
     CENTROIDS_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    PREPARED_EPOCH_FIELD_NUMBER: _ClassVar[int]
     config: _types_pb2.CollectionConfig
     count: int
     trained: bool
     centroids: _types_pb2.FloatMatrix
     digest: int
-    def __init__(self, config: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., digest: _Optional[int] = ...) -> None: ...
+    train_epoch: int
+    train_id: int
+    prepared_epoch: int
+    def __init__(self, config: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., digest: _Optional[int] = ..., train_epoch: _Optional[int] = ..., train_id: _Optional[int] = ..., prepared_epoch: _Optional[int] = ...) -> None: ...
 
 class ShardListResponse(_message.Message):
     __slots__ = ("collections",)
@@ -39,12 +55,20 @@ class ShardListResponse(_message.Message):
     def __init__(self, collections: _Optional[_Iterable[_Union[ShardCollectionState, _Mapping]]] = ...) -> None: ...
 
 class InstallQuantizerRequest(_message.Message):
-    __slots__ = ("collection", "centroids")
+    __slots__ = ("collection", "centroids", "epoch", "train_id", "mode", "decide")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     CENTROIDS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    DECIDE_FIELD_NUMBER: _ClassVar[int]
     collection: str
     centroids: _types_pb2.FloatMatrix
-    def __init__(self, collection: _Optional[str] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ...) -> None: ...
+    epoch: int
+    train_id: int
+    mode: InstallMode
+    decide: bool
+    def __init__(self, collection: _Optional[str] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., epoch: _Optional[int] = ..., train_id: _Optional[int] = ..., mode: _Optional[_Union[InstallMode, str]] = ..., decide: _Optional[bool] = ...) -> None: ...
 
 class WalRecord(_message.Message):
     __slots__ = ("lsn", "create", "drop", "add", "remove", "install", "abort", "write_token")

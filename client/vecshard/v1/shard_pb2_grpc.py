@@ -171,7 +171,12 @@ class ShardServicer:
 
     def InstallQuantizer(self, request, context):
         """Rebuilds the partition as IVF_FLAT over the given centroids, without losing adds or removes
-        that arrive meanwhile, then switches searches to it.
+        that arrive meanwhile, then switches searches to it. A training is one decision per collection:
+        coordinators PREPARE (build, keep serving the old index) on every group, the deciding group 0
+        first (it refuses a second training of the same epoch), then ACTIVATE (switch) on every group.
+        Errors: FAILED_PRECONDITION when the epoch was superseded, another training of it is decided,
+        or nothing is prepared to activate (install again); INVALID_ARGUMENT for centroids of the wrong
+        shape; NOT_FOUND for an unknown collection.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

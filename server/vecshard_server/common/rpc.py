@@ -48,6 +48,23 @@ def write_token_from(metadata: Sequence[tuple[str, Any]] | None) -> int:
     return 0
 
 
+TRAIN_EPOCH_HEADER = "x-vecshard-train-epoch"
+# The training epoch a coordinator expects its shards to search with (None: no check): a shard at
+# another epoch refuses (ABORTED), so one search never merges results of two quantizers.
+TRAIN_EPOCH: ContextVar[int | None] = ContextVar("vecshard_train_epoch", default=None)
+
+
+def header_int(metadata: Sequence[tuple[str, Any]] | None, key: str) -> int | None:
+    """An integer metadata value (None when absent or malformed)."""
+    for k, value in metadata or ():
+        if k == key:
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
 MAX_DETAILS = 1000  # characters of an error message sent back (it travels as a header)
 
 

@@ -6,7 +6,9 @@ and whenever a request names a collection the catalog has not seen (created by a
 Refreshes, creates and drops hold `lock` from before they ask the shards until they have changed
 the catalog, so they happen one after the other: a refresh that listed the shards before a create
 (or drop) reached them can no longer finish after it and undo it (an acknowledged collection used
-to be NOT_FOUND here for up to REFRESH_MIN_INTERVAL_S).
+to be NOT_FOUND here for up to 0.5 s). A name this coordinator does not know triggers a refresh
+unless one that started after the miss was noticed has finished since: concurrent misses share one
+ListCollections fan-out, and a collection created through another coordinator is found at once.
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.spec import CollectionSpec, check_name
 from vecshard_server.coordinator.fanout import ShardSet
 
-REFRESH_MIN_INTERVAL_S = 0.5
-
 
 @dataclass
 class Collection:
@@ -35,6 +35,28 @@ class Collection:
     training: bool = False
     train_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     auto_train: asyncio.Task[None] | None = None
+    # Each shard's active and prepared training epoch (see Trainer.install).
+    shard_epochs: list[int] = field(default_factory=list)
+    shard_prepared: list[int] = field(default_factory=list)
+    heal_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    epochs_stale: bool = False  # a shard refused the epoch we knew: ask them again before searching
+
+    def __post_init__(self) -> None:
+        n = len(self.shard_counts)
+        self.shard_epochs = self.shard_epochs or [0] * n
+        self.shard_prepared = self.shard_prepared or [0] * n
+
+    @property
+    def epoch(self) -> int | None:
+        """The training epoch every shard searches with; None while they differ."""
+        return self.shard_epochs[0] if not self.epochs_stale and len(set(self.shard_epochs)) == 1 else None
+
+    def take(self, i: int, state: spb.ShardCollectionState) -> None:
+        """Shard i's fresh state of this collection."""
+        self.shard_counts[i] = state.count
+        self.shard_trained[i] = state.trained
+        self.shard_epochs[i] = state.train_epoch
+        self.shard_prepared[i] = state.prepared_epoch
 
     @property
     def count(self) -> int:
@@ -53,7 +75,7 @@ class Catalog:
         self.collections: dict[str, Collection] = {}
         # Held by refreshes, creates and drops across their shard calls and their change here.
         self.lock = asyncio.Lock()
-        self._last_refresh = 0.0
+        self._last_refresh_start = 0.0  # when the last completed refresh asked the shards
 
     def new(self, spec: CollectionSpec) -> Collection:
         return Collection(spec, [0] * len(self.shards), [False] * len(self.shards))
@@ -67,6 +89,7 @@ class Catalog:
         """`refresh`, for a caller that already holds `lock` (a create checking what exists)."""
         if not self.lock.locked():
             raise RuntimeError("Catalog.refresh_locked needs the catalog's lock held")
+        started = time.monotonic()
         out = await self.shards.call("ListCollections", self.shards.all(pb.ListCollectionsRequest()), timeout)
         lists = [out.results[i] for i in range(len(self.shards))]
         seen: dict[str, Collection] = {}
@@ -80,26 +103,28 @@ class Catalog:
                     if existing is not None and existing.spec == coll.spec:
                         existing.shard_counts = coll.shard_counts
                         existing.shard_trained = coll.shard_trained
+                        existing.shard_epochs = coll.shard_epochs
+                        existing.shard_prepared = coll.shard_prepared
                         coll = existing
                     seen[name] = coll
-                coll.shard_counts[i] = state.count
-                coll.shard_trained[i] = state.trained
+                coll.take(i, state)
         self.collections = seen
-        self._last_refresh = time.monotonic()
+        self._last_refresh_start = started
         return lists
 
     async def get(self, name: str, timeout: Callable[[], float], if_missing: str = "") -> Collection:
-        """The named collection; refreshes once (rate-limited) before answering NOT_FOUND.
+        """The named collection; on a miss, refreshes from the shards before answering NOT_FOUND.
 
         if_missing: what the NOT_FOUND message tells the caller (default: create it first).
         """
         check_name(name)
         coll = self.collections.get(name)
-        if coll is None and time.monotonic() - self._last_refresh > REFRESH_MIN_INTERVAL_S:
+        if coll is None:
+            missed_at = time.monotonic()
             async with self.lock:  # created by another coordinator, or by a create that held the lock?
                 coll = self.collections.get(name)
-                # Concurrent misses share one refresh: those that waited for the lock find it done.
-                if coll is None and time.monotonic() - self._last_refresh > REFRESH_MIN_INTERVAL_S:
+                # Concurrent misses share one refresh: one that started after this miss saw everything.
+                if coll is None and self._last_refresh_start <= missed_at:
                     await self.refresh_locked(timeout())
                     coll = self.collections.get(name)
         if coll is None:
@@ -110,8 +135,9 @@ class Catalog:
     def info(self, coll: Collection, states: dict[int, spb.ShardCollectionState]) -> pb.CollectionInfo:
         """The public CollectionInfo, after taking in the shards' fresh states (if any)."""
         for i, st in states.items():
-            coll.shard_counts[i] = st.count
-            coll.shard_trained[i] = st.trained
+            coll.take(i, st)
+        if len(states) == len(self.shards):
+            coll.epochs_stale = False
         if not coll.spec.is_ivf:
             state = pb.TRAINING_STATE_NOT_APPLICABLE
         elif coll.training:

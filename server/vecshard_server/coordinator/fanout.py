@@ -27,7 +27,7 @@ from vecshard.errors import Cancelled, DeadlineExceeded, Unavailable, VecshardEr
 from vecshard.v1 import shard_pb2, shard_pb2_grpc
 from vecshard_server.common.config import Settings
 from vecshard_server.common.observability import REQUEST_ID, REQUEST_ID_HEADER, SHARD_CALL_SECONDS, span, trace_headers
-from vecshard_server.common.rpc import WRITE_TOKEN, WRITE_TOKEN_HEADER
+from vecshard_server.common.rpc import TRAIN_EPOCH, TRAIN_EPOCH_HEADER, WRITE_TOKEN, WRITE_TOKEN_HEADER
 from vecshard_server.common.security import shard_channel
 
 log = logging.getLogger(__name__)
@@ -175,6 +175,8 @@ class ShardSet:
                 metadata = [*trace_headers(), *([(REQUEST_ID_HEADER, REQUEST_ID.get())] if REQUEST_ID.get() else [])]
                 if method == "Add" and WRITE_TOKEN.get():
                     metadata.append((WRITE_TOKEN_HEADER, str(WRITE_TOKEN.get())))
+                if method == "Search" and TRAIN_EPOCH.get() is not None:
+                    metadata.append((TRAIN_EPOCH_HEADER, str(TRAIN_EPOCH.get())))
                 if isinstance(request, Encoded):
                     call = replica.raw(method, request.raw_reply)
                     return await call(request.data, timeout=timeout, metadata=metadata or None)

@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from vecshard import wire
 from vecshard.errors import (
+    Aborted,
     AlreadyExists,
     DeadlineExceeded,
     FailedPrecondition,
@@ -38,7 +39,7 @@ from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import types_pb2, vector_search_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.config import Settings
-from vecshard_server.common.rpc import WRITE_TOKEN, Server
+from vecshard_server.common.rpc import TRAIN_EPOCH, WRITE_TOKEN, Server
 from vecshard_server.common.security import ApiKeys
 from vecshard_server.common.spec import CollectionSpec, check_collection_count
 from vecshard_server.coordinator import offload
@@ -62,7 +63,6 @@ from vecshard_server.shard.engine import assign_lists
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VectorSearch"].full_name
-_REFRESH_MIN_INTERVAL_S = 0.5
 
 ROLLBACK_TIMEOUT_S = 5.0  # one RollbackAdd round
 ROLLBACK_RETRY_S = 120.0  # unreachable groups are retried in the background this long
@@ -385,9 +385,21 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         allow_partial = request.allow_partial
         heavy = queries.nbytes > offload.INLINE_BYTES
         shard_req = await offload.run(heavy, self._shard_search, request, spec, queries, given)
-        out = await self.shards.call(
-            "Search", self.shards.all(shard_req), self._timeout(context), fail_fast=not allow_partial
-        )
+        for _ in range(3):  # a training switching between the shards' answers: settle, then again
+            if spec.is_ivf and coll.epoch is None:
+                await self.trainer.settle(coll, self._timeout(context))
+            TRAIN_EPOCH.set(coll.epoch if spec.is_ivf else None)
+            try:
+                out = await self.shards.call(
+                    "Search", self.shards.all(shard_req), self._timeout(context), fail_fast=not allow_partial
+                )
+            except Aborted:
+                out = None
+            if out is not None and not any(e.code() == grpc.StatusCode.ABORTED for e in out.failures.values()):
+                break
+            coll.epochs_stale = True  # settle asks the shards again
+        else:
+            raise Unavailable(f"the shards of {spec.name!r} are switching to a new training: retry shortly")
         if out.failures:
             for s, err in out.failures.items():
                 if err.code() not in TOLERABLE:

@@ -14,7 +14,9 @@ import asyncio
 import itertools
 import logging
 import math
+import secrets
 import time
+from typing import Any
 
 import numpy as np
 
@@ -82,9 +84,8 @@ class Trainer:
                 n = min(total, max_points or 256 * spec.nlist)
                 _, sample = await self.sample(spec, counts, sample_quotas(counts, n), seed, timeout)
                 # k-means on the default executor, not offload's pool: it may run for minutes.
-                install = await asyncio.to_thread(_install_request, sample, spec, seed)
-                done = await self.shards.call("InstallQuantizer", self.shards.all(install), timeout)
-                self.catalog.info(coll, done.results)
+                centroids = await asyncio.to_thread(train_centroids, sample, spec, seed)
+                await self.install(coll, centroids, timeout)
                 log.info(
                     "trained %s: %d centroids from %d of %d vectors in %.2fs",
                     spec.name,
@@ -95,6 +96,69 @@ class Trainer:
                 )
             finally:
                 coll.training = False
+
+    async def install(self, coll: Collection, centroids: wire.FloatArray, timeout: float) -> None:
+        """Install `centroids` as the collection's next training, one decision for all shards.
+
+        Every group PREPAREs the new index beside the serving one (the deciding group 0 first: it
+        refuses a second training of the same epoch, so two coordinators training at once cannot
+        leave shards with different centroids), then every group ACTIVATEs it (group 0 first). A
+        search meanwhile names the epoch it expects; a shard at another one refuses it, and the
+        coordinator waits out the switch (milliseconds) or, after a crash in between, completes it
+        (`settle`). Nothing is logged until activation.
+        """
+        spec = coll.spec
+        await self.catalog.describe(coll, timeout)
+        epoch, train_id = max([*coll.shard_epochs, *coll.shard_prepared]) + 1, secrets.randbits(63) | 1
+
+        def request(mode: spb.InstallMode, **extra: Any) -> spb.InstallQuantizerRequest:
+            return spb.InstallQuantizerRequest(collection=spec.name, epoch=epoch, train_id=train_id, mode=mode, **extra)
+
+        packed = wire.pack_matrix(centroids)
+        prepare = request(spb.INSTALL_MODE_PREPARE, centroids=packed)
+        deciding = request(spb.INSTALL_MODE_PREPARE, centroids=packed, decide=True)
+        others = range(1, len(self.shards))
+        try:
+            await self.shards.call("InstallQuantizer", {0: Encoded.of(deciding)}, timeout)
+        except FailedPrecondition as err:
+            raise FailedPrecondition(
+                f"collection {spec.name!r} is being trained by another coordinator ({err.details}): describe it "
+                "to see when it is trained, or Train again later"
+            ) from None
+        if others:
+            encoded = Encoded.of(prepare)
+            await self.shards.call("InstallQuantizer", {s: encoded for s in others}, timeout)
+        activate = request(spb.INSTALL_MODE_ACTIVATE)
+        first = await self.shards.call("InstallQuantizer", {0: activate}, timeout)
+        rest = await self.shards.call("InstallQuantizer", {s: activate for s in others}, timeout) if others else None
+        self.catalog.info(coll, {**first.results, **(rest.results if rest else {})})
+
+    async def settle(self, coll: Collection, timeout: float) -> None:
+        """Make every shard of an IVF collection search with the same training: wait out a switch in
+        progress (activation takes milliseconds), else complete the newest training on the shards
+        behind it (a coordinator died between activations, or a replica restarted from an older
+        snapshot). The shards decide: an install of a superseded training is refused."""
+        for attempt in range(10):
+            await self.catalog.describe(coll, timeout)
+            if coll.epoch is not None:
+                return
+            await asyncio.sleep(0.02 * (attempt + 1))
+        async with coll.heal_lock:
+            await self.catalog.describe(coll, timeout)
+            if coll.epoch is not None:
+                return
+            newest = max(range(len(self.shards)), key=lambda s: coll.shard_epochs[s])
+            req = pb.DescribeCollectionRequest(name=coll.spec.name, include_centroids=True)
+            state = (await self.shards.call("DescribeCollection", {newest: req}, timeout)).results[newest]
+            install = spb.InstallQuantizerRequest(
+                collection=coll.spec.name, centroids=state.centroids, epoch=state.train_epoch,
+                train_id=state.train_id, mode=spb.INSTALL_MODE_ONE_STEP,
+            )  # fmt: skip
+            behind = {s: install for s in range(len(self.shards)) if coll.shard_epochs[s] < state.train_epoch}
+            log.warning("collection %s: shards %s are behind training epoch %d: completing it", coll.spec.name,
+                        sorted(behind), state.train_epoch)  # fmt: skip
+            done = await self.shards.call("InstallQuantizer", behind, timeout, fail_fast=False)
+            self.catalog.info(coll, done.results)
 
     async def sample(
         self, spec: CollectionSpec, counts: list[int], quotas: list[int], seed: int, timeout: float
@@ -180,12 +244,6 @@ def _concat(dim: int, parts: list[tuple[wire.IdArray, wire.FloatArray]]) -> tupl
     if not parts:
         return np.empty(0, np.int64), np.empty((0, dim), np.float32)
     return np.concatenate([p[0] for p in parts]), np.vstack([p[1] for p in parts])
-
-
-def _install_request(sample: wire.FloatArray, spec: CollectionSpec, seed: int) -> Encoded:
-    """k-means on the sample, and the request that installs its centroids (encoded once here)."""
-    centroids = train_centroids(sample, spec, seed)
-    return Encoded.of(spb.InstallQuantizerRequest(collection=spec.name, centroids=wire.pack_matrix(centroids)))
 
 
 def shard_seed(seed: int, shard: int) -> int:

@@ -119,6 +119,16 @@ def _ivf_ids(ivf: Any) -> I64:
     return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
 
 
+@dataclasses.dataclass
+class Prepared:
+    """A training's index, built and kept up to date beside the serving one until activation."""
+
+    epoch: int
+    train_id: int
+    centroids: F32
+    index: Any
+
+
 class ShardIndex:
     """One shard's partition of one collection."""
 
@@ -145,6 +155,9 @@ class ShardIndex:
         self.owners: dict[int, int] = {}
         self.owner_tokens: OrderedDict[int, I64] = OrderedDict()
         self.aborted: OrderedDict[int, None] = OrderedDict()  # write tokens RollbackAdd has seen
+        self.train_epoch = 0  # the active training of the shared quantizer (0: untrained)
+        self.train_id = 0
+        self._prepared: Prepared | None = None
 
     def mark_dropped(self, journal: Journal | None = None) -> None:
         """Drop: once in-flight writes are done (they log before the drop), refuse every later one."""
@@ -348,11 +361,36 @@ class ShardIndex:
 
     # -- training -------------------------------------------------------------------------------
 
-    def install_quantizer(self, centroids: F32, journal: Journal | None = None) -> None:
-        """Rebuild as IVF_FLAT over `centroids` and switch to it.
+    @property
+    def prepared_epoch(self) -> int:
+        return self._prepared.epoch if self._prepared is not None else 0
 
-        Adds and removes keep going to the current index while the new one is built; they are
-        recorded and replayed on the new index under the write lock just before the switch.
+    def prepared_centroids(self, epoch: int, train_id: int) -> F32:
+        """The centroids of the prepared training (epoch, train_id); FailedPrecondition if none."""
+        p = self._prepared
+        if p is None or (p.epoch, p.train_id) != (epoch, train_id):
+            if (epoch, train_id) == (self.train_epoch, self.train_id) and self._centroids is not None:
+                return self._centroids
+            raise FailedPrecondition(
+                f"collection {self.spec.name!r} has no training prepared for epoch {epoch} here (it was "
+                "superseded, or this shard restarted since): install it again"
+            )
+        return p.centroids
+
+    def install_quantizer(
+        self, centroids: F32, journal: Journal | None = None, epoch: int = 0, train_id: int = 0
+    ) -> None:
+        """Prepare and activate in one step (replay, repairs): see `prepare_quantizer`."""
+        epoch = epoch or self.train_epoch + 1
+        self.prepare_quantizer(centroids, epoch, train_id)
+        self.activate_quantizer(epoch, train_id, journal)
+
+    def prepare_quantizer(self, centroids: F32, epoch: int, train_id: int, decide: bool = False) -> None:
+        """Build an IVF_FLAT index over `centroids` beside the serving one, for training (epoch, train_id).
+
+        Adds and removes keep going to the serving index while the new one is built; they are
+        recorded and replayed on the new index, now and again at activation, so it misses nothing.
+        decide: refuse if any training of this epoch or later is active or prepared here.
         """
         if not self.spec.is_ivf:
             raise FailedPrecondition(f"collection {self.spec.name!r} is FLAT: it has no quantizer to install")
@@ -364,27 +402,63 @@ class ShardIndex:
             raise FailedPrecondition(f"a quantizer install is already running for {self.spec.name!r}: retry later")
         try:
             with self._lock.write():
+                p = self._prepared
+                if (epoch, train_id) == (self.train_epoch, self.train_id) or (
+                    p is not None and (p.epoch, p.train_id) == (epoch, train_id)
+                ):
+                    return  # already active or prepared: a retried request
+                if epoch <= self.train_epoch:
+                    raise FailedPrecondition(
+                        f"collection {self.spec.name!r} is already trained at epoch {self.train_epoch}: the "
+                        f"training of epoch {epoch} was superseded"
+                    )
+                if p is not None and (p.epoch > epoch or (decide and p.epoch == epoch)):
+                    raise FailedPrecondition(
+                        f"another training of collection {self.spec.name!r} (epoch {p.epoch}) is being installed"
+                    )
                 ids, vecs = self._export()
                 self._pending = []
+                self._prepared = None
             try:
                 new = new_ivf(self.spec, centroids)
                 if ids.size:
                     new.add_with_ids(vecs, ids)
                 with self._lock.write():
-                    if journal is not None:
-                        self.applied_lsn = journal()
-                    for op, op_ids, op_vecs in self._pending:
-                        self._remove_from(new, op_ids)
-                        if op == "add":
-                            new.add_with_ids(op_vecs, op_ids)
-                    self._index = new
-                    self._copy = None  # the next search copies the new IVF index to the accelerator
-                    self._centroids = np.array(centroids, dtype=np.float32)
-                    self._pending = None
-            finally:
+                    self._replay_pending(new)
+                    self._pending = []  # keep recording until activation
+                    self._prepared = Prepared(epoch, train_id, np.array(centroids, dtype=np.float32), new)
+            except BaseException:
                 self._pending = None
+                raise
         finally:
             self._install_lock.release()
+
+    def activate_quantizer(self, epoch: int, train_id: int, journal: Journal | None = None) -> None:
+        """Switch searches to the prepared index of (epoch, train_id): the writes made since it was
+        prepared are replayed on it first, under the write lock. A no-op if already active."""
+        with self._lock.write():
+            if (epoch, train_id) == (self.train_epoch, self.train_id) and self._centroids is not None:
+                return
+            p = self._prepared
+            self.prepared_centroids(epoch, train_id)  # raises unless exactly this training is prepared
+            assert p is not None
+            if journal is not None:
+                self.applied_lsn = journal()
+            self._replay_pending(p.index)
+            self._index = p.index
+            self._copy = None  # the next search copies the new IVF index to the accelerator
+            self._centroids = p.centroids
+            self.train_epoch, self.train_id = epoch, train_id
+            self._pending = None
+            self._prepared = None
+
+    def _replay_pending(self, new: Any) -> None:
+        """Apply the writes recorded since the export to `new`; the caller holds the write lock."""
+        for op, op_ids, op_vecs in self._pending or []:
+            self._remove_from(new, op_ids)
+            if op == "add":
+                new.add_with_ids(op_vecs, op_ids)
+        self._pending = []
 
     # -- persistence ----------------------------------------------------------------------------
 
@@ -400,7 +474,8 @@ class ShardIndex:
             faiss.write_index(self._index, str(tmp / "index.faiss"))
             lsn = self.applied_lsn
             meta = {"config": _spec_to_json(self.spec), "trained": self.trained, "count": self.count, "lsn": lsn,
-                    "digest": self.digest, "sha256": _sha256(tmp / "index.faiss")}  # fmt: skip
+                    "digest": self.digest, "sha256": _sha256(tmp / "index.faiss"), "train_epoch": self.train_epoch,
+                    "train_id": self.train_id}  # fmt: skip
         meta["meta_sha256"] = _meta_checksum(meta)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         for f in tmp.iterdir():
@@ -453,6 +528,9 @@ class ShardIndex:
         if len(shard._ids) != meta["count"]:
             raise SnapshotCorrupt(f"snapshot {directory} holds {len(shard._ids)} ids, meta.json says {meta['count']}")
         shard.applied_lsn = shard.snapshot_lsn = int(meta.get("lsn", 0))
+        # Snapshots from before training epochs: a trained one counts as epoch 1.
+        shard.train_epoch = int(meta.get("train_epoch", 1 if shard.trained else 0))
+        shard.train_id = int(meta.get("train_id", 0))
         return shard
 
 

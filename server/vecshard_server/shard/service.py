@@ -24,13 +24,13 @@ import grpc
 import numpy as np
 
 from vecshard import wire
-from vecshard.errors import AlreadyExists, DeadlineExceeded, InvalidArgument, NotFound
+from vecshard.errors import Aborted, AlreadyExists, DeadlineExceeded, InvalidArgument, NotFound
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import shard_pb2_grpc, types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.config import Settings
 from vecshard_server.common.observability import CHECKPOINT_SECONDS, register_collections
-from vecshard_server.common.rpc import Server, write_token_from
+from vecshard_server.common.rpc import TRAIN_EPOCH_HEADER, Server, header_int, write_token_from
 from vecshard_server.common.security import shard_channel
 from vecshard_server.common.spec import CollectionSpec, check_name
 from vecshard_server.shard.accel import detect
@@ -189,6 +189,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             and mine.count == theirs.count
             and mine.digest == theirs.digest
             and mine.trained == theirs.trained
+            and (mine.train_epoch, mine.train_id) == (theirs.train_epoch, theirs.train_id)
         )
 
     def _copy_from(self, stub: shard_pb2_grpc.ShardStub, name: str, state: spb.ShardCollectionState | None) -> None:
@@ -200,7 +201,8 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         part = ShardIndex(spec, self.settings.max_vectors_per_shard, self.accelerator)
         desc = stub.DescribeCollection(pb.DescribeCollectionRequest(name=name, include_centroids=True), timeout=60)
         if desc.trained:
-            part.install_quantizer(wire.unpack_matrix(desc.centroids, "centroids"))
+            part.install_quantizer(wire.unpack_matrix(desc.centroids, "centroids"), None, desc.train_epoch,
+                                   desc.train_id)  # fmt: skip
         limit = max(1, (self.settings.max_message_bytes - 64 * 1024) // (4 * spec.dim + 8))
         after = -1
         while True:
@@ -251,7 +253,9 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             part.remove(ids, journal=journal)
             track_owners(part, ids, 0)
         elif op == "install":
-            part.install_quantizer(wire.unpack_matrix(record.install.centroids, "centroids"), journal=journal)
+            install = record.install
+            centroids = wire.unpack_matrix(install.centroids, "centroids")
+            part.install_quantizer(centroids, journal, install.epoch, install.train_id)
         part.applied_lsn = record.lsn
         return 1
 
@@ -377,8 +381,9 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     @staticmethod
     def _state(part: ShardIndex, include_centroids: bool = False) -> spb.ShardCollectionState:
         state = spb.ShardCollectionState(
-            config=part.spec.to_proto(), count=part.count, trained=part.trained, digest=part.digest
-        )
+            config=part.spec.to_proto(), count=part.count, trained=part.trained, digest=part.digest,
+            train_epoch=part.train_epoch, train_id=part.train_id, prepared_epoch=part.prepared_epoch,
+        )  # fmt: skip
         centroids = part.centroids
         if include_centroids and centroids is not None:
             state.centroids.CopyFrom(wire.pack_matrix(centroids))
@@ -510,6 +515,12 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         part = self._get(request.collection)
+        expected = header_int(context.invocation_metadata(), TRAIN_EPOCH_HEADER) if context is not None else None
+        if expected is not None and expected != part.train_epoch:
+            raise Aborted(
+                f"collection {part.spec.name!r} is at training epoch {part.train_epoch} on this shard, the coordinator "
+                f"expected {expected}: a training is being switched; retry"
+            )
         queries = wire.unpack_matrix(request.queries, "queries")
         if self.settings.search_batching:
             D, I = await self._batcher(part).search(queries, request.k, request.nprobe)
@@ -536,16 +547,36 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         self, request: spb.InstallQuantizerRequest, context: grpc.aio.ServicerContext
     ) -> spb.ShardCollectionState:
         part = self._get(request.collection)
-        centroids = wire.unpack_matrix(request.centroids, "centroids")
-        await self._run(
-            self._writes,
-            self._logged,
-            part,
-            lambda: spb.WalRecord(install=request),
-            lambda journal: part.install_quantizer(centroids, journal),
-        )
-        log.info("collection %s: installed %d centroids, %d vectors re-indexed", part.spec.name, part.spec.nlist,
-                 part.count)  # fmt: skip
+        mode = request.mode
+        if mode == spb.INSTALL_MODE_PREPARE:
+            centroids = wire.unpack_matrix(request.centroids, "centroids")
+            await self._run(
+                self._writes, part.prepare_quantizer, centroids, request.epoch, request.train_id, request.decide
+            )
+            return self._state(part)
+        epoch = request.epoch or part.train_epoch + 1
+        if mode == spb.INSTALL_MODE_ACTIVATE:
+
+            def record() -> spb.WalRecord:  # under the write lock: the prepared centroids go to the log
+                centroids = part.prepared_centroids(epoch, request.train_id)
+                return spb.WalRecord(install=spb.InstallQuantizerRequest(
+                    collection=part.spec.name, centroids=wire.pack_matrix(centroids), epoch=epoch,
+                    train_id=request.train_id))  # fmt: skip
+
+            await self._run(
+                self._writes, self._logged, part, record,
+                lambda journal: part.activate_quantizer(epoch, request.train_id, journal), None, None, True,
+            )  # fmt: skip
+        else:
+            centroids = wire.unpack_matrix(request.centroids, "centroids")
+            logged = spb.InstallQuantizerRequest(collection=part.spec.name, centroids=request.centroids, epoch=epoch,
+                                                 train_id=request.train_id)  # fmt: skip
+            await self._run(
+                self._writes, self._logged, part, lambda: spb.WalRecord(install=logged),
+                lambda journal: part.install_quantizer(centroids, journal, epoch, request.train_id),
+            )  # fmt: skip
+        log.info("collection %s: installed training epoch %d (%d centroids), %d vectors re-indexed", part.spec.name,
+                 part.train_epoch, part.spec.nlist, part.count)  # fmt: skip
         self._last_checkpoint = 0.0  # snapshot soon: replaying an install means re-indexing everything
         return self._state(part)
 
