@@ -18,6 +18,14 @@ INSTALL_MODE_ONE_STEP: InstallMode
 INSTALL_MODE_PREPARE: InstallMode
 INSTALL_MODE_ACTIVATE: InstallMode
 
+class ResyncRequest(_message.Message):
+    __slots__ = ("collection", "peer")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    peer: str
+    def __init__(self, collection: _Optional[str] = ..., peer: _Optional[str] = ...) -> None: ...
+
 class RollbackAddRequest(_message.Message):
     __slots__ = ("collection", "write_token", "ids")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]

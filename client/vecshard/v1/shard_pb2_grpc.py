@@ -97,6 +97,11 @@ class ShardStub:
                 request_serializer=vecshard_dot_v1_dot_shard__pb2.RollbackAddRequest.SerializeToString,
                 response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.RemoveResponse.FromString,
                 _registered_method=True)
+        self.Resync = channel.unary_unary(
+                '/vecshard.v1.Shard/Resync',
+                request_serializer=vecshard_dot_v1_dot_shard__pb2.ResyncRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.FromString,
+                _registered_method=True)
 
 
 class ShardServicer:
@@ -198,6 +203,18 @@ class ShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Resync(self, request, context):
+        """Makes this replica's partition equal to the peer replica's while serving writes: copies it in
+        pages from `peer`, replays the writes that arrived here meanwhile, then swaps (reads meanwhile
+        get UNAVAILABLE, so coordinators read another replica). Sent by a coordinator to a replica that
+        missed an acknowledged write (write quorum below the replica count).
+        Errors: UNAVAILABLE when the peer cannot be reached (retry); NOT_FOUND for an unknown collection
+        here that the peer does not hold either.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -260,6 +277,11 @@ def add_ShardServicer_to_server(servicer, server):
                     servicer.RollbackAdd,
                     request_deserializer=vecshard_dot_v1_dot_shard__pb2.RollbackAddRequest.FromString,
                     response_serializer=vecshard_dot_v1_dot_vector__search__pb2.RemoveResponse.SerializeToString,
+            ),
+            'Resync': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resync,
+                    request_deserializer=vecshard_dot_v1_dot_shard__pb2.ResyncRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -587,6 +609,33 @@ class Shard:
             '/vecshard.v1.Shard/RollbackAdd',
             vecshard_dot_v1_dot_shard__pb2.RollbackAddRequest.SerializeToString,
             vecshard_dot_v1_dot_vector__search__pb2.RemoveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Resync(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.Shard/Resync',
+            vecshard_dot_v1_dot_shard__pb2.ResyncRequest.SerializeToString,
+            vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.FromString,
             options,
             channel_credentials,
             insecure,

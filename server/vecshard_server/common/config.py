@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     grace_s: float = Field(5.0, ge=0, description="how long in-flight RPCs may finish on shutdown")
     write_quorum: int = Field(0, ge=0, description="replicas of a group that must persist a write (0: all)")
     hedge_delay_s: float = Field(0.1, ge=0, description="a read waits this long before also asking another replica")
+    anti_entropy_s: float = Field(
+        30.0, ge=0, description="coordinator: compare the replicas' digests this often (0: never)"
+    )
     device: str = Field(
         "auto", description="where shards search trained IVF indexes: auto (a GPU when faiss sees one), cpu, cuda:N"
     )

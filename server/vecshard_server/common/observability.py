@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -26,6 +26,11 @@ REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", d
 ROLE = {"name": "vecshard"}
 
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+REPLICAS_DIVERGED = Gauge(
+    "vecshard_replicas_diverged",
+    "1 while the replicas of a shard group hold different data for a collection",
+    ["group", "collection"],
+)
 RPCS = Counter("vecshard_rpcs", "RPCs handled, by method and status code", ["role", "method", "code"])
 RPC_SECONDS = Histogram("vecshard_rpc_seconds", "RPC latency by method", ["role", "method"], buckets=_LATENCY)
 SHARD_CALL_SECONDS = Histogram(

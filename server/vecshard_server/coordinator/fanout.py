@@ -25,8 +25,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vecshard.errors import Cancelled, DeadlineExceeded, Unavailable, VecshardError, error_for
 from vecshard.v1 import shard_pb2, shard_pb2_grpc
+from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.config import Settings
-from vecshard_server.common.observability import REQUEST_ID, REQUEST_ID_HEADER, SHARD_CALL_SECONDS, span, trace_headers
+from vecshard_server.common.observability import (
+    REPLICAS_DIVERGED,
+    REQUEST_ID,
+    REQUEST_ID_HEADER,
+    SHARD_CALL_SECONDS,
+    span,
+    trace_headers,
+)
 from vecshard_server.common.rpc import TRAIN_EPOCH, TRAIN_EPOCH_HEADER, WRITE_TOKEN, WRITE_TOKEN_HEADER
 from vecshard_server.common.security import shard_channel
 
@@ -91,13 +99,15 @@ class ShardGroup:
     def name(self) -> str:
         return f"shard-{self.index} ({', '.join(r.address for r in self.replicas)})"
 
-    def read_order(self) -> list[Replica]:
-        """Round-robin over the replicas, those recently found down last."""
+    def read_order(self, behind: frozenset[str] = frozenset()) -> list[Replica]:
+        """Round-robin over the replicas, those recently found down last, without those `behind`
+        (known to have missed acknowledged writes of the collection read) unless none is left."""
         n = len(self.replicas)
         self._next = (self._next + 1) % n
         ring = [self.replicas[(self._next + i) % n] for i in range(n)]
         now = time.monotonic()
-        return sorted(ring, key=lambda r: r.down_until > now)
+        current = [r for r in ring if r.address not in behind] or ring
+        return sorted(current, key=lambda r: r.down_until > now)
 
 
 @dataclass
@@ -106,6 +116,19 @@ class Fanout:
 
     results: dict[int, Any]
     failures: dict[int, grpc.aio.AioRpcError]
+
+
+REPAIR_TIMEOUT_S = 300.0
+
+
+def collection_of(request: Any) -> str:
+    """The collection a shard request is about ("" for none, e.g. ListCollections)."""
+    message = request.message if isinstance(request, Encoded) else request
+    for name in ("collection", "name"):
+        value = getattr(message, name, "")
+        if isinstance(value, str) and value:
+            return value
+    return ""
 
 
 class ShardSet:
@@ -119,6 +142,94 @@ class ShardSet:
             ShardGroup(i, [self._replica(addr.strip()) for addr in group.split(",") if addr.strip()])
             for i, group in enumerate(groups)
         ]
+        # (group, replica address, collection) -> acknowledged writes that replica missed since its
+        # last resync; reads avoid it, `repair` resyncs it from a replica that has them.
+        self.behind: dict[tuple[int, str, str], int] = {}
+        self.repair_needed = asyncio.Event()
+
+    async def repair(self) -> None:
+        """Forever: resync every replica known to have missed acknowledged writes from a peer that
+        has them (Resync RPC), retrying every second while it cannot be reached."""
+        while True:
+            await self.repair_needed.wait()
+            self.repair_needed.clear()
+            for (g, address, collection), misses in list(self.behind.items()):
+                group = self.shards[g]
+                peers = [
+                    r for r in group.replicas if r.address != address and (g, r.address, collection) not in self.behind
+                ]
+                target = next((r for r in group.replicas if r.address == address), None)
+                if not peers or target is None:
+                    continue
+                try:
+                    await target.stub.Resync(
+                        shard_pb2.ResyncRequest(collection=collection, peer=peers[0].address), timeout=REPAIR_TIMEOUT_S
+                    )
+                    done = True
+                except grpc.aio.AioRpcError as err:
+                    done = err.code() == grpc.StatusCode.NOT_FOUND  # dropped everywhere meanwhile
+                    if not done:
+                        log.warning("resync of %s on %s from %s failed: %s", collection, address, peers[0].address,
+                                    err.details())  # fmt: skip
+                if done and self.behind.get((g, address, collection)) == misses:  # none missed since
+                    del self.behind[(g, address, collection)]
+                    log.info("replica %s of %s is in sync again for %s", address, group.name, collection)
+            if self.behind:
+                await asyncio.sleep(1.0)
+                self.repair_needed.set()
+
+    async def anti_entropy(self, every_s: float) -> None:
+        """Forever, every `every_s`: compare the replicas of each group collection by collection
+        (count, digest, training epoch). A difference seen twice, a second apart, with nothing changed
+        in between, is divergence: a replica this coordinator knows missed writes is being repaired;
+        otherwise a majority (R >= 3) is copied to the others, and with two replicas, where nothing
+        tells which one is right, it is logged and shown as vecshard_replicas_diverged."""
+        while every_s > 0:
+            await asyncio.sleep(every_s)
+            for group in self.shards:
+                if len(group.replicas) > 1:
+                    try:
+                        await self._compare(group)
+                    except grpc.aio.AioRpcError:
+                        pass  # a replica is down: nothing to compare now
+
+    async def _compare(self, group: ShardGroup) -> None:
+        async def states() -> list[dict[str, tuple[int, int, int]]]:
+            answers = await asyncio.gather(
+                *(r.stub.ListCollections(pb.ListCollectionsRequest(), timeout=10) for r in group.replicas)
+            )
+            return [{s.config.name: (s.count, s.digest, s.train_epoch) for s in a.collections} for a in answers]
+
+        first = await states()
+        names = set().union(*first)
+        suspects = {n for n in names if len({st.get(n) for st in first}) > 1}
+        if not suspects:
+            for n in names:
+                REPLICAS_DIVERGED.labels(str(group.index), n).set(0)
+            return
+        await asyncio.sleep(1.0)
+        second = await states()
+        for n in suspects:
+            now = [st.get(n) for st in second]
+            if now != [st.get(n) for st in first] or len(set(now)) == 1:
+                continue  # writes in flight, or converged
+            known = [r.address for r in group.replicas if (group.index, r.address, n) in self.behind]
+            if known:
+                continue  # being repaired
+            votes: dict[Any, list[Replica]] = {}
+            for r, st in zip(group.replicas, now, strict=True):
+                votes.setdefault(st, []).append(r)
+            best = max(votes.values(), key=len)
+            if 2 * len(best) > len(group.replicas):
+                for r in group.replicas:
+                    if r not in best:
+                        self.behind[(group.index, r.address, n)] = self.behind.get((group.index, r.address, n), 0) + 1
+                self.repair_needed.set()
+                log.warning("%s: replicas differ on %s; the majority's copy goes to the others", group.name, n)
+            else:
+                REPLICAS_DIVERGED.labels(str(group.index), n).set(1)
+                log.error("%s: replicas differ on %s (count, digest, epoch: %s) and none is known to be behind",
+                          group.name, n, now)  # fmt: skip
 
     def _replica(self, address: str) -> Replica:
         # Reconnect within a second of a replica coming back (gRPC's default backoff grows to 120 s).
@@ -189,7 +300,9 @@ class ShardSet:
             SHARD_CALL_SECONDS.labels(replica.address, method).observe(time.perf_counter() - started)
 
     async def _read(self, group: ShardGroup, method: str, request: Any, timeout: float) -> Any:
-        order = group.read_order()
+        collection = collection_of(request)
+        behind = frozenset(a for g, a, c in self.behind if g == group.index and c == collection)
+        order = group.read_order(behind)
         if len(order) == 1:
             return await self._ask(order[0], method, request, timeout)
         deadline = time.monotonic() + timeout
@@ -236,13 +349,24 @@ class ShardSet:
         errors = [o for o in outcomes if isinstance(o, BaseException)]
         refused = [e for e in errors if not isinstance(e, grpc.aio.AioRpcError) or e.code() not in TOLERABLE]
         quorum = min(self.settings.write_quorum or len(group.replicas), len(group.replicas))
-        if not refused and len(ok) >= quorum:
+        acknowledged = not refused and len(ok) >= quorum
+        rolled_back = not acknowledged and method == "Add" and bool(WRITE_TOKEN.get())
+        if ok and errors and not rolled_back:
+            # Some replicas applied it and some may not have (timed out, unreachable): whether the
+            # write is acknowledged or not, they must end up equal. Resync those from one that has it.
+            collection = collection_of(request)
+            for r, o in zip(group.replicas, outcomes, strict=True):
+                if isinstance(o, grpc.aio.AioRpcError) and o.code() in TOLERABLE and collection:
+                    key = (group.index, r.address, collection)
+                    self.behind[key] = self.behind.get(key, 0) + 1
+                    self.repair_needed.set()
+        if acknowledged:
             if errors:
                 log.warning("%s on %s: %d of %d replicas (quorum %d)", method, group.name, len(ok),
                             len(group.replicas), quorum)  # fmt: skip
             return ok[0][1]
         add = request.message if isinstance(request, Encoded) else request
-        if method == "Add" and WRITE_TOKEN.get() and ok:
+        if rolled_back and ok:
             # Not acknowledged: take this Add's ids back out of the replicas that stored them.
             undo = shard_pb2.RollbackAddRequest(collection=add.collection, write_token=WRITE_TOKEN.get(), ids=add.ids)
             await asyncio.gather(*(self._ask(r, "RollbackAdd", undo, timeout) for r, _ in ok), return_exceptions=True)

@@ -82,6 +82,8 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
 
     async def start(self, wait_s: float = 60.0) -> None:
         """Wait (bounded) for the shards to report SERVING, then load the catalog from them."""
+        for task in (self.shards.repair(), self.shards.anti_entropy(self.settings.anti_entropy_s)):
+            self._background.add(asyncio.ensure_future(task))
         missing = await self.shards.wait_serving(wait_s)
         self.ready = True
         if missing:

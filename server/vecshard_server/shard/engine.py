@@ -158,6 +158,9 @@ class ShardIndex:
         self.train_epoch = 0  # the active training of the shared quantizer (0: untrained)
         self.train_id = 0
         self._prepared: Prepared | None = None
+        # Writes recorded for a resync from a peer (see record_writes / adopt).
+        self._recorders: list[list[tuple[str, I64, F32 | None]]] = []
+        self.resyncing = False  # reads refused (UNAVAILABLE) while a copy from a peer replaces this one
 
     def mark_dropped(self, journal: Journal | None = None) -> None:
         """Drop: once in-flight writes are done (they log before the drop), refuse every later one."""
@@ -214,6 +217,8 @@ class ShardIndex:
             self._ids.update(id_list)
             if self._pending is not None:
                 self._pending.append(("add", ids, vectors))
+            for recorder in self._recorders:
+                recorder.append(("add", ids, vectors))
             return new, len(present)
 
     def remove(self, ids: I64, journal: Journal | None = None, only: Callable[[I64], I64] | None = None) -> int:
@@ -235,6 +240,8 @@ class ShardIndex:
                         self._copy = None  # rebuilt at the next search
                 if self._pending is not None:
                     self._pending.append(("remove", present, None))
+                for recorder in self._recorders:
+                    recorder.append(("remove", present, None))
             return int(present.size)
 
     @staticmethod
@@ -451,6 +458,36 @@ class ShardIndex:
             self.train_epoch, self.train_id = epoch, train_id
             self._pending = None
             self._prepared = None
+
+    def record_writes(self) -> list[tuple[str, I64, F32 | None]]:
+        """Start recording every write applied here (for `adopt`)."""
+        with self._lock.write():
+            recorder: list[tuple[str, I64, F32 | None]] = []
+            self._recorders.append(recorder)
+            return recorder
+
+    def stop_recording(self, recorder: list[tuple[str, I64, F32 | None]]) -> None:
+        with self._lock.write():
+            if recorder in self._recorders:
+                self._recorders.remove(recorder)
+
+    def adopt(self, copy: ShardIndex, recorder: list[tuple[str, I64, F32 | None]]) -> None:
+        """Become `copy` (this partition as a peer replica holds it), plus the writes recorded here
+        since the copy began (replayed as upserts and removes: idempotent where the copy has them)."""
+        with self._lock.write():
+            self._recorders.remove(recorder)
+            for op, ids, vectors in recorder:
+                if op == "add":
+                    assert vectors is not None
+                    copy.add(ids, vectors, upsert=True)
+                else:
+                    copy.remove(ids)
+            self._index, self._ids, self.digest = copy._index, copy._ids, copy.digest
+            self._centroids, self.train_epoch, self.train_id = copy._centroids, copy.train_epoch, copy.train_id
+            self._copy = None
+            self._prepared, self._pending = None, None
+            self.owners.clear()
+            self.owner_tokens.clear()
 
     def _replay_pending(self, new: Any) -> None:
         """Apply the writes recorded since the export to `new`; the caller holds the write lock."""

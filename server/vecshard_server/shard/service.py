@@ -24,7 +24,7 @@ import grpc
 import numpy as np
 
 from vecshard import wire
-from vecshard.errors import Aborted, AlreadyExists, DeadlineExceeded, InvalidArgument, NotFound
+from vecshard.errors import Aborted, AlreadyExists, DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import shard_pb2_grpc, types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
@@ -197,6 +197,19 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             self._drop(name)
             log.info("catch-up: dropped %s (the peer has no such collection)", name)
             return
+        part = self._fetch(stub, name, state)
+        with self._catalog_lock:
+            if self.wal is not None:  # a create record orders the copy after every older record of the name
+                part.applied_lsn = self.wal.append(spb.WalRecord(create=state.config))
+                self.wal.sync(part.applied_lsn)
+            self.collections[name] = part
+            path = self._collection_dir(name)
+            if path is not None:
+                part.save(path)
+        log.info("catch-up: copied %s (%d vectors, trained=%s)", name, part.count, part.trained)
+
+    def _fetch(self, stub: shard_pb2_grpc.ShardStub, name: str, state: spb.ShardCollectionState) -> ShardIndex:
+        """A new partition holding what the peer behind `stub` holds of collection `name`."""
         spec = CollectionSpec.from_proto(state.config)
         part = ShardIndex(spec, self.settings.max_vectors_per_shard, self.accelerator)
         desc = stub.DescribeCollection(pb.DescribeCollectionRequest(name=name, include_centroids=True), timeout=60)
@@ -212,15 +225,50 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                 break
             part.add(ids, wire.unpack_matrix(page.vectors), upsert=True)
             after = int(ids[-1])
-        with self._catalog_lock:
-            if self.wal is not None:  # a create record orders the copy after every older record of the name
-                part.applied_lsn = self.wal.append(spb.WalRecord(create=state.config))
-                self.wal.sync(part.applied_lsn)
-            self.collections[name] = part
-            path = self._collection_dir(name)
-            if path is not None:
-                part.save(path)
-        log.info("catch-up: copied %s (%d vectors, trained=%s)", name, part.count, part.trained)
+        return part
+
+    def resync(self, name: str, peer: str) -> spb.ShardCollectionState:
+        """Make this replica's partition of `name` equal to `peer`'s while serving (see the Resync RPC).
+
+        The copy is not a point-in-time image of the peer: writes reaching both replicas meanwhile
+        are recorded here and replayed on the copy (idempotently); a write this replica misses again
+        makes its coordinator resync it again.
+        """
+        channel = shard_channel(peer, self.settings, self.settings.grpc_options(), aio=False)
+        try:
+            stub = shard_pb2_grpc.ShardStub(channel)
+            try:
+                state = stub.DescribeCollection(pb.DescribeCollectionRequest(name=name), timeout=60)
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.NOT_FOUND:
+                    raise Unavailable(f"cannot reach peer {peer} to resync {name!r}: {err.code().name}") from None
+                self._drop(name)  # the peer has none: it was dropped while this replica missed it
+                raise NotFound(f"collection {name!r} no longer exists (peer {peer} has none): dropped here") from None
+            part = self.collections.get(name)
+            if part is None or part.spec != CollectionSpec.from_proto(state.config):
+                self._copy_from(stub, name, state)
+                return self._state(self._get(name))
+            recorder = part.record_writes()
+            part.resyncing = True
+            try:
+                copy = self._fetch(stub, name, state)
+                with self._catalog_lock:
+                    # The snapshot makes the copy durable; a crash before it leaves the old state, and
+                    # the next start catches up from a peer again.
+                    part.adopt(copy, recorder)
+                    part.resyncing = False
+                    path = self._collection_dir(name)
+                    if path is not None:
+                        part.save(path)
+            except grpc.RpcError as err:
+                raise Unavailable(f"copying {name!r} from peer {peer} failed: {err.code().name}") from None
+            finally:
+                part.resyncing = False
+                part.stop_recording(recorder)
+            log.info("resync: %s copied from %s (%d vectors)", name, peer, part.count)
+            return self._state(part)
+        finally:
+            channel.close()
 
     def _replay(self, record: spb.WalRecord) -> int:
         op = record.WhichOneof("op")
@@ -510,11 +558,21 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
     async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.GetResponse:
         part = self._get(request.collection)
+        if part.resyncing:
+            raise Unavailable(f"this replica is copying {part.spec.name!r} from a peer: read another replica")
         vectors, found = await self._run(self._reads, part.get, wire.unpack_ids(request.ids))
         return pb.GetResponse(vectors=wire.pack_matrix(vectors), found=found.astype(np.uint8).tobytes())
 
+    async def Resync(self, request: spb.ResyncRequest, context: grpc.aio.ServicerContext) -> spb.ShardCollectionState:
+        check_name(request.collection)
+        if not request.peer:
+            raise InvalidArgument("peer is empty: send the host:port of a replica of this group")
+        return await self._run(self._writes, self.resync, request.collection, request.peer)
+
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         part = self._get(request.collection)
+        if part.resyncing:
+            raise Unavailable(f"this replica is copying {part.spec.name!r} from a peer: read another replica")
         expected = header_int(context.invocation_metadata(), TRAIN_EPOCH_HEADER) if context is not None else None
         if expected is not None and expected != part.train_epoch:
             raise Aborted(
