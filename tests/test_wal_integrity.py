@@ -354,3 +354,49 @@ def test_rollback_before_its_add_arrives_refuses_the_add(tmp_path: Path) -> None
     other = shard_pb2.RollbackAddRequest(collection="c", write_token=777, ids=wire.pack_ids(np.array([2])))
     assert asyncio.run(s.RollbackAdd(other, None)).removed == 1  # type: ignore[arg-type]
     assert _stored(s) == {} and _stored(_shard(tmp_path)) == {}
+
+
+def test_writers_blocked_on_one_collection_do_not_starve_searches_of_another(tmp_path: Path) -> None:
+    """Reads and writes once shared one small thread pool: writers waiting for one collection's lock
+    took every thread, and searches of other collections queued behind them."""
+    s = _shard(tmp_path)
+    s._create(_config("busy"))
+    s._create(_config("other"))
+    _add(s, "other", 1)
+    busy = s.collections["busy"]
+    release = threading.Event()
+    locked = threading.Event()
+
+    def hold() -> None:
+        with busy._lock.write():
+            locked.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert locked.wait(5)
+
+    async def scenario() -> tuple[bool, int]:
+        writes = [
+            asyncio.ensure_future(
+                s.Add(
+                    pb.AddRequest(
+                        collection="busy", ids=wire.pack_ids(np.array([i])), vectors=wire.pack_matrix(vec(i))
+                    ),
+                    None,  # type: ignore[arg-type]
+                )
+            )
+            for i in range(16)  # more than there are threads for writes
+        ]
+        await asyncio.sleep(0.2)
+        query = pb.SearchRequest(collection="other", queries=wire.pack_matrix(vec(1)), k=1)
+        found = await asyncio.wait_for(s.Search(query, None), timeout=10)  # type: ignore[arg-type]
+        still_blocked = not any(w.done() for w in writes)
+        release.set()
+        await asyncio.gather(*writes)
+        return still_blocked, int(np.frombuffer(found.ids, dtype=np.int64)[0])
+
+    still_blocked, hit = asyncio.run(scenario())
+    holder.join()
+    assert still_blocked and hit == 1  # the search was answered while every writer still waited
+    assert _stored(s, "busy") == {i: float(i) for i in range(16)}
