@@ -13,11 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 import yaml
 
 from vecshard import TLS, Client
+from vecshard.v1 import shard_pb2_grpc
+from vecshard.v1 import vector_search_pb2 as pb
 
 from .certs import CA
 from .conftest import free_port
@@ -148,8 +151,11 @@ def test_manifests_run_as_written(tmp_path: Path) -> None:
         d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("vecshard-models")
     )
     (models_dir / "models.toml").write_text(models_cm["data"]["models.toml"])
+    internal_dir = tmp_path / "internal"
+    internal_dir.mkdir()
+    (internal_dir / "token").write_text("internal-secret\n")
     paths = {"/etc/vecshard/tls": str(tls_dir), "/etc/vecshard/api-keys": str(keys_dir),
-             "/etc/vecshard/models": str(models_dir)}  # fmt: skip
+             "/etc/vecshard/models": str(models_dir), "/etc/vecshard/internal": str(internal_dir)}  # fmt: skip
 
     # Every pod: a name, a loopback port standing in for its DNS name, its own data dir.
     pods: list[tuple[dict[str, Any], dict[str, Any], str, int]] = []
@@ -213,6 +219,20 @@ def test_manifests_run_as_written(tmp_path: Path) -> None:
             info = c.describe("k8s")
             assert info.count == 400 and len(info.shards) == 2 and all(s.count for s in info.shards)
             assert all("," in s.name for s in info.shards)  # each group has 2 replicas
+        # The internal plane: a shard port with the public client certificate (same CA) but without the
+        # internal token refuses every call; with the token it serves.
+        shard_addr = next(v for k, v in dns.items() if k.startswith("vecshard-shard-a-0"))
+        creds = grpc.ssl_channel_credentials(ca.path.read_bytes(), (tls_dir / "tls.key").read_bytes(),
+                                             (tls_dir / "tls.crt").read_bytes())  # fmt: skip
+        with grpc.secure_channel(shard_addr, creds) as ch:
+            stub = shard_pb2_grpc.ShardStub(ch)
+            for md in ([], [("x-api-key", "admin-key")], [("x-vecshard-internal", "wrong")]):
+                with pytest.raises(grpc.RpcError) as err:
+                    stub.ListCollections(pb.ListCollectionsRequest(), timeout=10, metadata=md)
+                assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, md
+            listed = stub.ListCollections(pb.ListCollectionsRequest(), timeout=10,
+                                          metadata=[("x-vecshard-internal", "internal-secret")])  # fmt: skip
+            assert [st.config.name for st in listed.collections] == ["k8s"]
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

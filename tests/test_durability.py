@@ -220,7 +220,8 @@ def test_snapshot_plus_log_and_corrupt_snapshot(tmp_path: Path) -> None:
     with pytest.raises(SnapshotCorrupt, match="checksum"):
         _shard(tmp_path)
     result = subprocess.run(
-        [sys.executable, "-m", "vecshard_server", "shard", "--port", "0", "--data-dir", str(tmp_path)],
+        [sys.executable, "-m", "vecshard_server", "shard", "--host", "127.0.0.1", "--port", "0",
+         "--data-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode != 0 and "does not match the checksum" in result.stderr

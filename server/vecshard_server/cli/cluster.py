@@ -112,10 +112,15 @@ class LocalCluster:
         env: dict[str, str] | None = None,
         log_level: str = "INFO",
         metrics_port: int = 0,
+        internal_token: str | None = None,
     ) -> None:
         """metrics_port: when set, the coordinator serves Prometheus metrics on it and shard process i
         (in start order) on metrics_port + 1 + i; 0 turns metrics off in every child, whatever
-        VECSHARD_METRICS_PORT says (children would otherwise all try to bind the same port)."""
+        VECSHARD_METRICS_PORT says (children would otherwise all try to bind the same port).
+
+        Shards listen on 127.0.0.1 whatever `host` is (only the coordinator listens on `host`);
+        internal_token: the shared secret the shards then require of every caller (the coordinator
+        and replica peers get it through their environment)."""
         if shards < 1 or replicas < 1:
             raise ClusterError("a cluster needs at least one shard of at least one replica")
         self.num_shards = shards
@@ -123,7 +128,9 @@ class LocalCluster:
         self.host = host
         self.port = port
         self.data_dir = data_dir
-        self.env = env
+        self.env = {**(env or {}), **({"VECSHARD_INTERNAL_TOKEN": internal_token} if internal_token else {})}
+        self.internal_token = internal_token
+        self.shard_host = "127.0.0.1"
         self.log_level = log_level
         self.metrics_port = metrics_port
         self.metrics_ports: dict[str, int] = {}  # process name -> its metrics port, once started
@@ -141,10 +148,10 @@ class LocalCluster:
     @property
     def shard_addresses(self) -> list[str]:
         """One entry per shard group: its replicas' addresses, comma-separated (the --shard format)."""
-        return [",".join(f"{self.host}:{p.port}" for p in group) for group in self.groups]
+        return [",".join(f"{self.shard_host}:{p.port}" for p in group) for group in self.groups]
 
     def _peers(self, group: list[Process], replica: Process | None) -> list[str]:
-        return [arg for p in group if p is not replica and p.port for arg in ("--peer", f"{self.host}:{p.port}")]
+        return [arg for p in group if p is not replica and p.port for arg in ("--peer", f"{self.shard_host}:{p.port}")]
 
     def restart_replica(self, group: int, replica: int, timeout: float = 60.0) -> int:
         """Restart one replica (after kill()); it catches up from its peers before serving."""
@@ -180,7 +187,7 @@ class LocalCluster:
             for r in range(self.num_replicas):  # replica r starts knowing replicas 0..r-1 as peers
                 for g in range(self.num_shards):
                     name = f"shard-{g}" if self.num_replicas == 1 else f"shard-{g}-r{r}"
-                    args = ["shard", "--host", self.host, "--port", "0", "--name", name, *common]
+                    args = ["shard", "--host", self.shard_host, "--port", "0", "--name", name, *common]
                     args += ["--metrics-port", str(self._metrics_port_for(name, 1 + len(self.shards)))]
                     if self.data_dir is not None:
                         args += ["--data-dir", str(self.data_dir / name)]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import signal
 import sys
 import time
@@ -31,6 +33,11 @@ LOG_FORMAT = click.option(
 )
 METRICS_PORT = click.option("--metrics-port", default=0, type=click.IntRange(0, 65535), envvar="VECSHARD_METRICS_PORT",
                             help="serve Prometheus metrics on this port (0: off)")  # fmt: skip
+
+
+INSECURE = click.option(
+    "--insecure", is_flag=True, help="listen beyond loopback without internal authentication (not for production)"
+)
 
 
 MODELS = click.option(
@@ -79,8 +86,6 @@ def _settings(**overrides: Any) -> Settings:
 def cli(config: Path | None) -> None:
     """vecshard: a gRPC vector search server with a sharded faiss index."""
     if config is not None:
-        import os
-
         os.environ["VECSHARD_CONFIG"] = str(config.resolve())  # child processes read it too
 
 
@@ -132,6 +137,8 @@ def serve(
         log_level=log_level,
         env=env,
         metrics_port=metrics_port,
+        # A fresh secret per run: the shards (on loopback) accept only this cluster's own processes.
+        internal_token=None if _internal_token_set() else secrets.token_urlsafe(32),
     )
     stopping = False
 
@@ -197,7 +204,7 @@ def coordinator(
     _logging(log_level, "coordinator", log_format)
     from vecshard_server.common.observability import start_metrics
 
-    start_metrics("coordinator", metrics_port)
+    start_metrics("coordinator", metrics_port, host)
     settings = _settings(models_file=models, embedder=embedder)
     from vecshard_server.common.observability import setup_tracing
 
@@ -220,6 +227,7 @@ def coordinator(
     metavar="HOST:PORT",
     help="another replica of this shard group: catch up from it before serving (repeat)",
 )
+@INSECURE
 @ROLE_OPTIONS
 def shard(
     host: str,
@@ -228,6 +236,7 @@ def shard(
     name: str,
     device: str | None,
     peers: tuple[str, ...],
+    insecure: bool,
     port_file: Path | None,
     exit_with_parent: bool,
     log_level: str,
@@ -237,9 +246,11 @@ def shard(
     """Run one shard worker (one replica of a shard group)."""
     _logging(log_level, name, log_format)
     from vecshard_server.common.observability import start_metrics
+    from vecshard_server.common.security import check_internal_listener
 
-    start_metrics("shard", metrics_port)
     settings = _settings(device=device)
+    check_internal_listener("shard", host, settings, insecure)
+    start_metrics("shard", metrics_port, host)
     from vecshard_server.common.observability import setup_tracing
 
     setup_tracing("shard", settings.otel_exporter)
@@ -259,12 +270,14 @@ def shard(
 @click.option("--port", default=50071, show_default=True, type=click.IntRange(0, 65535))
 @MODELS
 @click.option("--preload", multiple=True, metavar="MODEL", help="load this model before serving (repeat)")
+@INSECURE
 @ROLE_OPTIONS
 def embedder(
     host: str,
     port: int,
     models: Path | None,
     preload: tuple[str, ...],
+    insecure: bool,
     port_file: Path | None,
     exit_with_parent: bool,
     log_level: str,
@@ -274,16 +287,22 @@ def embedder(
     """Run an embedding server that coordinators call with --embedder (GPU when torch sees one)."""
     _logging(log_level, "embedder", log_format)
     from vecshard_server.common.observability import start_metrics
+    from vecshard_server.common.security import check_internal_listener
 
-    start_metrics("embedder", metrics_port)
     settings = _settings(models_file=models)
+    _check_models(settings)
+    check_internal_listener("embedder", host, settings, insecure)
+    start_metrics("embedder", metrics_port, host)
     from vecshard_server.common.observability import setup_tracing
 
     setup_tracing("embedder", settings.otel_exporter)
-    _check_models(settings)
     from vecshard_server.embedding.service import serve_embedder
 
     asyncio.run(serve_embedder(settings, host, port, settings.models_file, list(preload), port_file, exit_with_parent))
+
+
+def _internal_token_set() -> bool:
+    return bool(os.environ.get("VECSHARD_INTERNAL_TOKEN") or os.environ.get("VECSHARD_INTERNAL_TOKEN_FILE"))
 
 
 def _check_models(settings: Settings) -> None:

@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     shard_tls_key: Path | None = Field(None, description="coordinator: its key")
     shard_tls_server_name: str = Field("", description="coordinator: expected shard certificate name (default: host)")
     api_keys_file: Path | None = Field(None, description="API keys (admin/read) for the public API; none: open")
+    internal_token: str = Field(
+        "",
+        repr=False,
+        description="shared secret of the internal plane: shards and embedders accept only callers "
+        "that send it (coordinators, replica peers); empty: none (loopback, or mutual TLS with an internal CA)",
+    )
+    internal_token_file: Path | None = Field(None, description="...read from this file (e.g. a Kubernetes secret)")
     otel_exporter: str = Field("", description="OpenTelemetry span exporter: console or otlp (the otel extra)")
     models_file: Path | None = Field(None, description="model registry (TOML/JSON); built-in minilm without one")
     embedder: str = Field("", description="address of a `vecshard embedder`; empty: embed in the coordinator")
@@ -88,6 +95,15 @@ class Settings(BaseSettings):
             ("grpc.max_send_message_length", self.max_message_bytes),
             ("grpc.max_receive_message_length", self.max_message_bytes),
         ]
+
+    @property
+    def token(self) -> str:
+        """The internal token, from internal_token or internal_token_file ("" when neither is set)."""
+        if self.internal_token:
+            return self.internal_token
+        if self.internal_token_file is not None:
+            return Path(self.internal_token_file).read_text().strip()
+        return ""
 
     @property
     def max_results(self) -> int:

@@ -9,7 +9,9 @@ service only: health and reflection stay open for probes, and shards are reached
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
+import logging
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,6 +23,7 @@ from vecshard.errors import PermissionDenied, Unauthenticated
 from vecshard_server.common.config import Settings
 
 API_KEY_HEADER = "x-api-key"
+INTERNAL_HEADER = "x-vecshard-internal"
 WRITE_METHODS = frozenset({"CreateCollection", "DropCollection", "Add", "Remove", "Train"})
 
 
@@ -55,6 +58,58 @@ class ApiKeys:
             raise PermissionDenied(f"{method.rsplit('/', 1)[-1]} needs an admin API key; this key is read-only")
 
 
+class InternalAuth:
+    """The internal plane's check: a shard or embedder serves only callers that send the cluster's
+    internal token (coordinators, replica peers) — never a public API key or client certificate."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def check(self, method: str, metadata: Iterable[tuple[str, Any]] | None) -> None:
+        sent = next((str(v) for k, v in metadata or () if k == INTERNAL_HEADER), "")
+        if not sent:
+            raise Unauthenticated(
+                f"{method} is internal: only coordinators and replica peers of this cluster may call it (they send "
+                f"the '{INTERNAL_HEADER}' token)"
+            )
+        if not hmac.compare_digest(sent, self.token):
+            raise Unauthenticated("wrong internal token")
+
+
+def internal_metadata(settings: Settings) -> list[tuple[str, str]]:
+    """What a coordinator or replica sends on every internal call."""
+    token = settings.token
+    return [(INTERNAL_HEADER, token)] if token else []
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_internal_listener(role: str, host: str, settings: Settings, insecure: bool) -> None:
+    """A shard or embedder listening beyond loopback must authenticate its callers: an internal
+    token, or mutual TLS (with a CA that signs internal certificates only). Refuse to start without
+    one of them unless --insecure says so."""
+    if is_loopback(host) or settings.token or settings.tls_client_ca:
+        return
+    if not insecure:
+        raise SystemExit(
+            f"vecshard {role}: refusing to listen on {host} without internal authentication: anyone who reaches "
+            "this port could read and change every collection. Set VECSHARD_INTERNAL_TOKEN (or "
+            "VECSHARD_INTERNAL_TOKEN_FILE) on this process and its coordinators, and/or mutual TLS with an internal "
+            "CA (VECSHARD_TLS_CLIENT_CA), or listen on 127.0.0.1, or pass --insecure to accept the risk."
+        )
+    logging.getLogger(__name__).warning(
+        "INSECURE: %s listens on %s without internal authentication (--insecure): anyone who reaches it can read "
+        "and change every collection", role, host,
+    )  # fmt: skip
+
+
 def _read(path: Path | None) -> bytes | None:
     return Path(path).read_bytes() if path else None
 
@@ -74,11 +129,27 @@ def channel_credentials(ca: Path | None, cert: Path | None, key: Path | None) ->
 
 
 def shard_channel(address: str, settings: Settings, options: list[tuple[str, Any]], aio: bool = True) -> Any:
-    """A channel to a shard: mutual TLS when the shard_tls_* settings are given, else plaintext."""
+    """A channel to a shard or embedder: mutual TLS when the shard_tls_* settings are given, else
+    plaintext. A synchronous channel also sends the internal token on every call; asyncio callers
+    add `internal_metadata` themselves (on the hot path, cheaper than a client interceptor)."""
     module: Any = grpc.aio if aio else grpc
     if settings.shard_tls_ca is None:
-        return module.insecure_channel(address, options=options)
-    if settings.shard_tls_server_name:
-        options = [*options, ("grpc.ssl_target_name_override", settings.shard_tls_server_name)]
-    creds = channel_credentials(settings.shard_tls_ca, settings.shard_tls_cert, settings.shard_tls_key)
-    return module.secure_channel(address, creds, options=options)
+        channel = module.insecure_channel(address, options=options)
+    else:
+        if settings.shard_tls_server_name:
+            options = [*options, ("grpc.ssl_target_name_override", settings.shard_tls_server_name)]
+        creds = channel_credentials(settings.shard_tls_ca, settings.shard_tls_cert, settings.shard_tls_key)
+        channel = module.secure_channel(address, creds, options=options)
+    metadata = internal_metadata(settings)
+    return channel if aio or not metadata else grpc.intercept_channel(channel, _WithMetadata(metadata))
+
+
+class _WithMetadata(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Adds fixed metadata (the internal token) to every unary call of a synchronous channel."""
+
+    def __init__(self, metadata: list[tuple[str, str]]) -> None:
+        self.metadata = metadata
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        details = details._replace(metadata=[*(details.metadata or ()), *self.metadata])
+        return continuation(details, request)

@@ -36,7 +36,7 @@ from vecshard_server.common.observability import (
     trace_headers,
 )
 from vecshard_server.common.rpc import TRAIN_EPOCH, TRAIN_EPOCH_HEADER, WRITE_TOKEN, WRITE_TOKEN_HEADER
-from vecshard_server.common.security import shard_channel
+from vecshard_server.common.security import internal_metadata, shard_channel
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,7 @@ class ShardSet:
         # (group, replica address, collection) -> acknowledged writes that replica missed since its
         # last resync; reads avoid it, `repair` resyncs it from a replica that has them.
         self.behind: dict[tuple[int, str, str], int] = {}
+        self._internal = internal_metadata(settings)
         self.repair_needed = asyncio.Event()
 
     async def repair(self) -> None:
@@ -163,7 +164,9 @@ class ShardSet:
                     continue
                 try:
                     await target.stub.Resync(
-                        shard_pb2.ResyncRequest(collection=collection, peer=peers[0].address), timeout=REPAIR_TIMEOUT_S
+                        shard_pb2.ResyncRequest(collection=collection, peer=peers[0].address),
+                        timeout=REPAIR_TIMEOUT_S,
+                        metadata=self._internal or None,
                     )
                     done = True
                 except grpc.aio.AioRpcError as err:
@@ -196,7 +199,10 @@ class ShardSet:
     async def _compare(self, group: ShardGroup) -> None:
         async def states() -> list[dict[str, tuple[int, int, int]]]:
             answers = await asyncio.gather(
-                *(r.stub.ListCollections(pb.ListCollectionsRequest(), timeout=10) for r in group.replicas)
+                *(
+                    r.stub.ListCollections(pb.ListCollectionsRequest(), timeout=10, metadata=self._internal or None)
+                    for r in group.replicas
+                )
             )
             return [{s.config.name: (s.count, s.digest, s.train_epoch) for s in a.collections} for a in answers]
 
@@ -284,6 +290,7 @@ class ShardSet:
         try:
             with span(f"shard/{method}", attributes={"vecshard.shard": replica.address}):
                 metadata = [*trace_headers(), *([(REQUEST_ID_HEADER, REQUEST_ID.get())] if REQUEST_ID.get() else [])]
+                metadata.extend(self._internal)
                 if method == "Add" and WRITE_TOKEN.get():
                     metadata.append((WRITE_TOKEN_HEADER, str(WRITE_TOKEN.get())))
                 if method == "Search" and TRAIN_EPOCH.get() is not None:

@@ -29,7 +29,7 @@ from vecshard.v1 import embedder_pb2, embedder_pb2_grpc, types_pb2
 from vecshard_server.common.config import Settings
 from vecshard_server.common.observability import EMBED_BATCH, EMBED_SECONDS
 from vecshard_server.common.rpc import Server
-from vecshard_server.common.security import shard_channel
+from vecshard_server.common.security import InternalAuth, internal_metadata, shard_channel
 from vecshard_server.embedding.models import KINDS, EmbeddingModel
 from vecshard_server.embedding.registry import Registry, load_registry
 
@@ -173,11 +173,12 @@ class RemoteEmbeddings:
         self.address = address
         # Internal traffic: the same (m)TLS as to shards.
         self._channel = shard_channel(address, settings, settings.grpc_options())
+        self._internal = internal_metadata(settings)
         self._stub = embedder_pb2_grpc.EmbedderStub(self._channel)
 
     async def _call(self, method: str, request: Any, timeout: float) -> Any:
         try:
-            return await getattr(self._stub, method)(request, timeout=timeout)
+            return await getattr(self._stub, method)(request, timeout=timeout, metadata=self._internal or None)
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.UNAVAILABLE:
                 raise Unavailable(f"embedder {self.address} is unavailable ({err.details()}); retry") from None
@@ -229,7 +230,8 @@ async def serve_embedder(
     embeddings = LocalEmbeddings.from_file(models_file, settings)
     service = EmbedderService(embeddings, settings)
     server = Server(settings, [SERVICE_NAME])
-    server.add_service(service, SERVICE_NAME)
+    token = settings.token
+    server.add_service(service, SERVICE_NAME, authorize=InternalAuth(token).check if token else None)
     bound = server.bind(host, port)
 
     async def ready() -> None:
