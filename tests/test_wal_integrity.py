@@ -237,7 +237,8 @@ def test_snapshot_claiming_more_than_the_log_refuses(tmp_path: Path) -> None:
     expected, _ = _workload(tmp_path)
     meta_path = tmp_path / "collections" / "c" / "meta.json"
     meta = json.loads(meta_path.read_text())
-    del meta["meta_sha256"]  # as written by an earlier version
+    for key in ("meta_sha256", "train_epoch", "train_id"):  # as written by an earlier version
+        meta.pop(key, None)
     meta["lsn"] = 10_000
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(SnapshotCorrupt, match="covers lsn 10000 but the log .* ends at lsn"):
@@ -400,3 +401,13 @@ def test_writers_blocked_on_one_collection_do_not_starve_searches_of_another(tmp
     holder.join()
     assert still_blocked and hit == 1  # the search was answered while every writer still waited
     assert _stored(s, "busy") == {i: float(i) for i in range(16)}
+
+
+def test_a_damaged_checksum_key_does_not_turn_the_check_off(tmp_path: Path) -> None:
+    """A bit flipped inside the "meta_sha256" key once made the file read as an old, unchecksummed one."""
+    _workload(tmp_path)
+    meta_path = tmp_path / "collections" / "c" / "meta.json"
+    text = meta_path.read_text().replace('"meta_sha256"', '"meta_sha2S6"')
+    meta_path.write_text(text)
+    with pytest.raises(SnapshotCorrupt, match="checksum .meta_sha256. is missing"):
+        _shard(tmp_path)

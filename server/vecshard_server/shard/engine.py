@@ -8,6 +8,16 @@ COSINE collections hold unit vectors in an inner-product index (the coordinator 
 
 Thread safety: searches share a read lock; add/remove/swap take the write lock. faiss releases
 the GIL, so the shard server runs these methods in worker threads.
+
+Snapshots (`save`) hold no lock while the index is written: the partition is "frozen" for that
+time. Under the write lock (briefly) the state to write is recorded and the main index stops
+changing: later writes go to a small delta index of the same kind (a trained partition's delta is
+an IVF index over the same centroids, so a search of it probes exactly the lists a search of the
+main index probes), and ids of the main index removed or replaced meanwhile are masked (hidden from
+searches by an IDSelector, and from reads by id). Reads consult both, merged by (distance, id). Once
+the main index is on disk the masks and the delta are applied to it under the write lock: work
+proportional to the writes made during the snapshot. Replacing the index (activating a training,
+adopting a peer's copy) during a snapshot simply ends the frozen state: the new index holds everything.
 """
 
 from __future__ import annotations
@@ -120,6 +130,32 @@ def _ivf_ids(ivf: Any) -> I64:
 
 
 @dataclasses.dataclass
+class _Frozen:
+    """A partition's state while its main index is being written to disk (see `save`)."""
+
+    delta: Any  # the writes since the freeze: an index of the main index's kind
+    masked: set[int]  # ids of the main index removed or replaced since the freeze (hidden there)
+    # The ids stored in `delta`, each with its IVF list (-1 for a flat delta), in the order written.
+    in_delta: dict[int, int]
+    # The IDSelector hiding `masked` (which only grows): (its size when built, Not, Batch); the
+    # Batch is kept referenced while the Not points to it.
+    selector: tuple[int, Any, Any] | None = None
+
+    def hide_masked(self) -> tuple[int, Any, Any] | None:
+        """(size, selector of the ids not masked, its inner Batch), None when nothing is masked;
+        the caller holds a lock (searches may build it concurrently: either copy will do)."""
+        if not self.masked:
+            return None
+        cached = self.selector
+        if cached is None or cached[0] != len(self.masked):
+            ids = np.fromiter(self.masked, dtype=np.int64, count=len(self.masked))
+            # A hashed set (its bloom filter uses the low id bits: ids sharing them only cost a set lookup).
+            batch = faiss.IDSelectorBatch(ids.size, faiss.swig_ptr(ids))
+            cached = self.selector = (ids.size, faiss.IDSelectorNot(batch), batch)
+        return cached
+
+
+@dataclasses.dataclass
 class Prepared:
     """A training's index, built and kept up to date beside the serving one until activation."""
 
@@ -141,8 +177,10 @@ class ShardIndex:
         self._copy_lock = threading.Lock()
         self._lock = RWLock()
         self._install_lock = threading.Lock()
+        self._save_lock = threading.Lock()  # one snapshot at a time
         self._ids: set[int] = set()
-        self._index: Any = faiss.IndexIDMap2(faiss.IndexFlat(spec.dim, faiss_metric(spec.metric)))
+        self._index: Any = self._new_flat()
+        self._frozen: _Frozen | None = None  # while a snapshot writes the index (see `save`)
         self._centroids: F32 | None = None
         # While a quantizer is being installed: the writes to replay on the new index.
         self._pending: list[tuple[str, I64, F32 | None]] | None = None
@@ -204,11 +242,11 @@ class ShardIndex:
                 self.applied_lsn = journal()
             if present:
                 old_ids = np.asarray(present, dtype=np.int64)
-                self.digest = (self.digest - _digest_of(old_ids, self._index.reconstruct_batch(old_ids))) & _MASK
-                self._remove_from(self._index, old_ids)
+                self.digest = (self.digest - _digest_of(old_ids, self._vectors(old_ids))) & _MASK
+                self._unstore(old_ids)
                 if self._copy is not None:
                     self._copy.remove(old_ids)  # their old slots become tombstones; the new vectors take new ones
-            self._index.add_with_ids(vectors, ids)
+            self._store(ids, vectors)
             if self._copy is not None:
                 self._copy.add(ids, vectors)
                 if self._copy.stale:
@@ -231,8 +269,8 @@ class ShardIndex:
             if present.size:
                 if journal is not None:
                     self.applied_lsn = journal()
-                self.digest = (self.digest - _digest_of(present, self._index.reconstruct_batch(present))) & _MASK
-                self._remove_from(self._index, present)
+                self.digest = (self.digest - _digest_of(present, self._vectors(present))) & _MASK
+                self._unstore(present)
                 self._ids.difference_update(present.tolist())
                 if self._copy is not None:
                     self._copy.remove(present)
@@ -243,6 +281,52 @@ class ShardIndex:
                 for recorder in self._recorders:
                     recorder.append(("remove", present, None))
             return int(present.size)
+
+    def _store(self, ids: I64, vectors: F32) -> None:
+        """Add new ids to the CPU index (to the delta while frozen); the caller holds the write lock."""
+        frozen = self._frozen
+        if frozen is None:
+            self._index.add_with_ids(vectors, ids)
+        elif isinstance(frozen.delta, faiss.IndexIVF):
+            # As IndexIVF.add_with_ids does (assign, then add_core), keeping each vector's list so
+            # that the thaw moves it to the same list of the main index in one faiss call.
+            x = np.ascontiguousarray(vectors, dtype=np.float32)
+            xids = np.ascontiguousarray(ids, dtype=np.int64)
+            lists = np.ascontiguousarray(frozen.delta.quantizer.assign(x, 1)[:, 0], dtype=np.int64)
+            frozen.delta.add_core(xids.size, faiss.swig_ptr(x), faiss.swig_ptr(xids), faiss.swig_ptr(lists))
+            stored = lists >= 0  # (a vector with no list, NaN say, is not stored: as in add_with_ids)
+            frozen.in_delta.update(zip(xids[stored].tolist(), lists[stored].tolist(), strict=True))
+        else:
+            frozen.delta.add_with_ids(vectors, ids)
+            frozen.in_delta.update(dict.fromkeys(ids.tolist(), -1))
+
+    def _unstore(self, ids: I64) -> None:
+        """Remove stored ids from the CPU index (while frozen: from the delta, or masked in the main
+        index); the caller holds the write lock."""
+        frozen = self._frozen
+        if frozen is None:
+            self._remove_from(self._index, ids)
+            return
+        new = np.fromiter((i in frozen.in_delta for i in ids.tolist()), dtype=bool, count=ids.size)
+        if new.any():
+            self._remove_from(frozen.delta, ids[new])
+            for i in ids[new].tolist():
+                del frozen.in_delta[i]
+        frozen.masked.update(ids[~new].tolist())
+
+    def _vectors(self, ids: I64) -> F32:
+        """The vectors of stored `ids`, in order; the caller holds a lock."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        frozen = self._frozen
+        if frozen is None or not frozen.in_delta:
+            return np.asarray(self._index.reconstruct_batch(ids), dtype=np.float32)
+        new = np.fromiter((i in frozen.in_delta for i in ids.tolist()), dtype=bool, count=ids.size)
+        out = np.empty((ids.size, self.spec.dim), dtype=np.float32)
+        if not new.all():
+            out[~new] = self._index.reconstruct_batch(np.ascontiguousarray(ids[~new]))
+        if new.any():
+            out[new] = frozen.delta.reconstruct_batch(np.ascontiguousarray(ids[new]))
+        return out
 
     @staticmethod
     def _remove_from(index: Any, ids: I64) -> None:
@@ -261,7 +345,7 @@ class ShardIndex:
             found = np.fromiter((i in self._ids for i in ids.tolist()), dtype=bool, count=ids.size)
             out = np.zeros((ids.size, self.spec.dim), dtype=np.float32)
             if found.any():
-                out[found] = self._index.reconstruct_batch(np.ascontiguousarray(ids[found]))
+                out[found] = self._vectors(ids[found])
             return out, found
 
     @property
@@ -274,20 +358,52 @@ class ShardIndex:
         direction, id): of equal distances the smaller id comes first and wins the last places."""
         with self._lock.read():
             if not self.trained:
-                return self._ranked(queries, k, lambda q, fetch: self._index.search(q, fetch))
-            params = faiss.SearchParametersIVF(nprobe=max(1, min(nprobe or self.spec.nprobe, self.spec.nlist)))  # type: ignore[call-arg]
+                return self._ranked(queries, k, self._cpu_search(0))
+            probe = max(1, min(nprobe or self.spec.nprobe, self.spec.nlist))
+            params = faiss.SearchParametersIVF(nprobe=probe)  # type: ignore[call-arg]
             copy = self._search_copy()
+            cpu = self._cpu_search(probe)
             pad = float(-FLT_MAX if self.spec.larger_is_better else FLT_MAX)
 
             def run(q: F32, fetch: int) -> tuple[F32, I64]:
                 if copy is None or not copy.can_answer(fetch):
-                    return self._index.search(q, fetch, params=params)  # type: ignore[no-any-return]
+                    return cpu(q, fetch)
                 D, I, short = copy.search(q, fetch, params, pad)
                 if short.any():  # too many tombstones among these rows' results for the copy
-                    D[short], I[short] = self._index.search(q[short], fetch, params=params)
+                    D[short], I[short] = cpu(q[short], fetch)
                 return D, I
 
             return self._ranked(queries, k, run)
+
+    def _cpu_search(self, nprobe: int) -> Callable[[F32, int], tuple[F32, I64]]:
+        """A search of the CPU index (faiss's contract: rows best first, -1 padding last; nprobe 0:
+        untrained); the caller holds the read lock while it runs. While frozen: the main index without
+        its masked ids, merged with the delta."""
+        index, frozen = self._index, self._frozen
+
+        def params(sel: Any = None) -> Any:  # a new object per call: IndexIDMap's search alters it
+            kw = {"sel": sel} if sel is not None else {}
+            if nprobe:
+                return faiss.SearchParametersIVF(nprobe=nprobe, **kw)  # type: ignore[call-arg]
+            return faiss.SearchParameters(**kw) if kw else None
+
+        if frozen is None:
+            return lambda q, fetch: index.search(q, fetch, params=params())
+        hide = frozen.hide_masked()
+        delta = frozen.delta
+        larger = self.spec.larger_is_better
+
+        def merged(q: F32, fetch: int) -> tuple[F32, I64]:
+            D, I = index.search(q, fetch, params=params(hide[1] if hide is not None else None))
+            if not delta.ntotal:
+                return D, I
+            dD, dI = delta.search(q, fetch, params=params())
+            D, I = np.hstack([D, dD]), np.hstack([I, dI])
+            key = np.where(I >= 0, -D if larger else D, np.inf)
+            order = np.argsort(key, axis=1, kind="stable")[:, :fetch]
+            return np.take_along_axis(D, order, axis=1), np.take_along_axis(I, order, axis=1)
+
+        return merged
 
     def _ranked(
         self, queries: F32, k: int, search: Callable[[F32, int], tuple[F32, I64]], fetch: int = 0
@@ -328,8 +444,10 @@ class ShardIndex:
         return np.ascontiguousarray(D[:, :k]), np.ascontiguousarray(I[:, :k])
 
     def _search_copy(self) -> SearchCopy | None:
-        """The accelerator copy, (re)built from the CPU index when missing; the caller holds a lock."""
-        if self._accelerator is None or self._copy is not None:
+        """The accelerator copy, (re)built from the CPU index when missing; the caller holds a lock.
+        While frozen the main index is not the partition's state: a missing copy waits for the thaw
+        (the writes keep an existing copy exact, as always)."""
+        if self._accelerator is None or self._copy is not None or self._frozen is not None:
             return self._copy
         with self._copy_lock:
             if self._copy is None:
@@ -346,7 +464,7 @@ class ShardIndex:
             chosen = np.sort(rng.choice(ids, size=n, replace=False)) if n < ids.size else ids
             if not chosen.size:
                 return chosen, np.empty((0, self.spec.dim), dtype=np.float32)
-            return chosen, np.asarray(self._index.reconstruct_batch(chosen), dtype=np.float32)
+            return chosen, self._vectors(chosen)
 
     def export_page(self, after_id: int, limit: int) -> tuple[I64, F32]:
         """Up to `limit` (id, vector) pairs with id > after_id, in ascending id order."""
@@ -355,16 +473,16 @@ class ShardIndex:
             ids = np.sort(ids[ids > after_id])[:limit]
             if not ids.size:
                 return ids, np.empty((0, self.spec.dim), dtype=np.float32)
-            return ids, np.asarray(self._index.reconstruct_batch(ids), dtype=np.float32)
+            return ids, self._vectors(ids)
 
     def _export(self) -> tuple[I64, F32]:
         """All (ids, vectors); the caller holds a lock."""
-        if isinstance(self._index, faiss.IndexIDMap2):
+        if self._frozen is None and isinstance(self._index, faiss.IndexIDMap2):
             ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
             vecs = self._index.index.reconstruct_n(0, self._index.ntotal)
             return ids, vecs
         ids = np.fromiter(self._ids, dtype=np.int64, count=len(self._ids))
-        return ids, self._index.reconstruct_batch(ids) if ids.size else np.empty((0, self.spec.dim), np.float32)
+        return ids, self._vectors(ids) if ids.size else np.empty((0, self.spec.dim), np.float32)
 
     # -- training -------------------------------------------------------------------------------
 
@@ -453,6 +571,7 @@ class ShardIndex:
                 self.applied_lsn = journal()
             self._replay_pending(p.index)
             self._index = p.index
+            self._frozen = None  # the new index holds every write: a snapshot under way just writes the old one
             self._copy = None  # the next search copies the new IVF index to the accelerator
             self._centroids = p.centroids
             self.train_epoch, self.train_id = epoch, train_id
@@ -471,9 +590,13 @@ class ShardIndex:
             if recorder in self._recorders:
                 self._recorders.remove(recorder)
 
-    def adopt(self, copy: ShardIndex, recorder: list[tuple[str, I64, F32 | None]]) -> None:
+    def adopt(
+        self, copy: ShardIndex, recorder: list[tuple[str, I64, F32 | None]], agrees: Callable[[ShardIndex], bool]
+    ) -> bool:
         """Become `copy` (this partition as a peer replica holds it), plus the writes recorded here
-        since the copy began (replayed as upserts and removes: idempotent where the copy has them)."""
+        since the copy began (replayed as upserts and removes: idempotent where the copy has them) —
+        but only if `agrees(result)`, called under the write lock (no write here meanwhile): e.g. the
+        peer's state right now is the result's. Otherwise nothing changes and False is returned."""
         with self._lock.write():
             self._recorders.remove(recorder)
             for op, ids, vectors in recorder:
@@ -482,12 +605,16 @@ class ShardIndex:
                     copy.add(ids, vectors, upsert=True)
                 else:
                     copy.remove(ids)
+            if not agrees(copy):
+                return False
             self._index, self._ids, self.digest = copy._index, copy._ids, copy.digest
+            self._frozen = None  # as in activate_quantizer: a snapshot under way writes the old index
             self._centroids, self.train_epoch, self.train_id = copy._centroids, copy.train_epoch, copy.train_id
             self._copy = None
             self._prepared, self._pending = None, None
             self.owners.clear()
             self.owner_tokens.clear()
+            return True
 
     def _replay_pending(self, new: Any) -> None:
         """Apply the writes recorded since the export to `new`; the caller holds the write lock."""
@@ -502,17 +629,61 @@ class ShardIndex:
     def save(self, directory: Path) -> None:
         """Write the partition to `directory` atomically, with the lsn it covers and a checksum.
 
-        Taken under the read lock: searches go on, writes wait until the index is on disk.
+        Searches and writes go on meanwhile: the state to write is frozen under the write lock (a
+        moment), the index is written with no lock held, and the writes made meanwhile are folded
+        back into it under the write lock (see the module's docstring).
         """
-        tmp = directory.with_name(directory.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        with self._lock.read():
-            faiss.write_index(self._index, str(tmp / "index.faiss"))
-            lsn = self.applied_lsn
-            meta = {"config": _spec_to_json(self.spec), "trained": self.trained, "count": self.count, "lsn": lsn,
-                    "digest": self.digest, "sha256": _sha256(tmp / "index.faiss"), "train_epoch": self.train_epoch,
-                    "train_id": self.train_id}  # fmt: skip
+        with self._save_lock:
+            tmp = directory.with_name(directory.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            with self._lock.write():
+                index, frozen = self._index, self._freeze()
+                lsn = self.applied_lsn
+                meta: dict[str, Any] = {"config": _spec_to_json(self.spec), "trained": self.trained,
+                                        "count": self.count, "lsn": lsn, "digest": self.digest}  # fmt: skip
+                epoch = {"train_epoch": self.train_epoch, "train_id": self.train_id}
+            try:
+                faiss.write_index(index, str(tmp / "index.faiss"))  # `index` does not change meanwhile
+            finally:
+                with self._lock.write():
+                    self._thaw(frozen)
+            self._publish(directory, tmp, {**meta, "sha256": _sha256(tmp / "index.faiss"), **epoch})
+            self.snapshot_lsn = lsn
+
+    def _new_flat(self) -> Any:
+        return faiss.IndexIDMap2(faiss.IndexFlat(self.spec.dim, faiss_metric(self.spec.metric)))
+
+    def _freeze(self) -> _Frozen:
+        """Stop changing the main index: later writes go to a delta; the caller holds the write lock."""
+        if self._frozen is not None:  # the thaw of the last snapshot failed (faiss ran out of memory?)
+            self._thaw(self._frozen)
+        delta = new_ivf(self.spec, self._centroids) if self._centroids is not None else self._new_flat()
+        self._frozen = _Frozen(delta, set(), {})
+        return self._frozen
+
+    def _thaw(self, frozen: _Frozen) -> None:
+        """Fold the writes made while `frozen` into the main index; the caller holds the write lock.
+        Nothing to do when the index was replaced meanwhile (that ended the frozen state)."""
+        if self._frozen is not frozen:
+            return
+        if frozen.masked:
+            self._remove_from(self._index, np.fromiter(frozen.masked, dtype=np.int64, count=len(frozen.masked)))
+            frozen.masked.clear()  # (in case what follows fails: reads stay right, frozen or not)
+        if frozen.in_delta:  # a few faiss calls, whatever nlist is (a thread waiting for the GIL pays per call)
+            n = len(frozen.in_delta)
+            ids = np.fromiter(frozen.in_delta, dtype=np.int64, count=n)
+            x = np.ascontiguousarray(frozen.delta.reconstruct_batch(ids), dtype=np.float32)
+            if isinstance(self._index, faiss.IndexIVF):  # each vector into the list the delta gave it
+                lists = np.fromiter(frozen.in_delta.values(), dtype=np.int64, count=n)
+                self._index.add_core(n, faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
+            else:
+                self._index.add_with_ids(x, ids)
+        self._frozen = None
+
+    @staticmethod
+    def _publish(directory: Path, tmp: Path, meta: dict[str, Any]) -> None:
+        """Write meta.json into `tmp`, fsync it all and rename it to `directory` atomically."""
         meta["meta_sha256"] = _meta_checksum(meta)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         for f in tmp.iterdir():
@@ -529,7 +700,6 @@ class ShardIndex:
             os.fsync(fd)
         finally:
             os.close(fd)
-        self.snapshot_lsn = lsn
 
     @classmethod
     def load(cls, directory: Path, max_vectors: int, accelerator: Accelerator | None = None) -> ShardIndex:
@@ -538,6 +708,9 @@ class ShardIndex:
             meta = json.loads((directory / "meta.json").read_text())
             if "meta_sha256" in meta and meta["meta_sha256"] != _meta_checksum(meta):
                 raise ValueError("its content does not match its own checksum (meta_sha256)")
+            if "meta_sha256" not in meta and ("train_epoch" in meta or "train_id" in meta):
+                # Written by a version that always checksums: a damaged key must not turn the check off.
+                raise ValueError("its checksum (meta_sha256) is missing")
             spec = _spec_from_json(meta["config"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise SnapshotCorrupt(
