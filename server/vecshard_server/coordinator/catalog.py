@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vecshard.errors import NotFound
+from vecshard.errors import FailedPrecondition, NotFound
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.spec import CollectionSpec, check_name
@@ -40,6 +40,8 @@ class Collection:
     shard_prepared: list[int] = field(default_factory=list)
     heal_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     epochs_stale: bool = False  # a shard refused the epoch we knew: ask them again before searching
+    # Set when a shard holds the collection with another config than `spec` (see Catalog._agree).
+    conflict: str = ""
 
     def __post_init__(self) -> None:
         n = len(self.shard_counts)
@@ -105,17 +107,23 @@ class Catalog:
                         existing.shard_trained = coll.shard_trained
                         existing.shard_epochs = coll.shard_epochs
                         existing.shard_prepared = coll.shard_prepared
+                        existing.conflict = ""
                         coll = existing
                     seen[name] = coll
+                self._agree(coll, i, state)
                 coll.take(i, state)
         self.collections = seen
         self._last_refresh_start = started
         return lists
 
-    async def get(self, name: str, timeout: Callable[[], float], if_missing: str = "") -> Collection:
+    async def get(
+        self, name: str, timeout: Callable[[], float], if_missing: str = "", conflict_ok: bool = False
+    ) -> Collection:
         """The named collection; on a miss, refreshes from the shards before answering NOT_FOUND.
 
         if_missing: what the NOT_FOUND message tells the caller (default: create it first).
+        conflict_ok: also a collection whose shards disagree on its config (to drop it); others
+        are FAILED_PRECONDITION.
         """
         check_name(name)
         coll = self.collections.get(name)
@@ -130,11 +138,26 @@ class Catalog:
         if coll is None:
             hint = if_missing or "create it first"
             raise NotFound(f"collection {name!r} does not exist: {hint} (ListCollections shows what exists)")
+        if coll.conflict and not conflict_ok:
+            raise FailedPrecondition(coll.conflict)
         return coll
+
+    def _agree(self, coll: Collection, i: int, state: spb.ShardCollectionState) -> None:
+        """Note when shard i holds the collection with another config than the catalog's. Only the
+        internal API (a shard's own CreateCollection) makes that; requests then mixed rows of two
+        dimensions (INTERNAL), so every request but a drop is refused until it is re-created."""
+        theirs = CollectionSpec.from_proto(state.config)
+        if theirs != coll.spec and not coll.conflict:
+            coll.conflict = (
+                f"collection {coll.spec.name!r} has another config on {self.shards.shards[i].name} ({_brief(theirs)}) "
+                f"than on the other shards ({_brief(coll.spec)}): drop it (DropCollection reaches every shard) and "
+                "create it again"
+            )
 
     def info(self, coll: Collection, states: dict[int, spb.ShardCollectionState]) -> pb.CollectionInfo:
         """The public CollectionInfo, after taking in the shards' fresh states (if any)."""
         for i, st in states.items():
+            self._agree(coll, i, st)
             coll.take(i, st)
         if len(states) == len(self.shards):
             coll.epochs_stale = False
@@ -161,6 +184,13 @@ class Catalog:
         }
         out = await self.shards.call("DescribeCollection", requests, timeout)
         info = self.info(coll, out.results)
+        if coll.conflict:
+            raise FailedPrecondition(coll.conflict)
         if include_centroids and out.results[0].HasField("centroids"):
             info.centroids.CopyFrom(out.results[0].centroids)
         return info
+
+
+def _brief(spec: CollectionSpec) -> str:
+    ivf = f", nlist {spec.nlist}" if spec.is_ivf else ""
+    return f"dim {spec.dim}, {spec.metric.value}, {spec.index_type.value}{ivf}"

@@ -349,9 +349,20 @@ class ShardSet:
     async def _write(self, group: ShardGroup, method: str, request: Any, timeout: float) -> Any:
         if len(group.replicas) == 1:
             return await self._ask(group.replicas[0], method, request, timeout)
-        outcomes = await asyncio.gather(
-            *(self._ask(r, method, request, timeout) for r in group.replicas), return_exceptions=True
-        )
+        try:
+            outcomes = await asyncio.gather(
+                *(self._ask(r, method, request, timeout) for r in group.replicas), return_exceptions=True
+            )
+        except asyncio.CancelledError:
+            # The caller gave up with the replicas' outcomes unknown: some may have applied the write.
+            # Make them equal again: the others are resynced from the first replica.
+            collection = collection_of(request)
+            if collection and method != "RollbackAdd":
+                for r in group.replicas[1:]:
+                    key = (group.index, r.address, collection)
+                    self.behind[key] = self.behind.get(key, 0) + 1
+                self.repair_needed.set()
+            raise
         ok = [(r, o) for r, o in zip(group.replicas, outcomes, strict=True) if not isinstance(o, BaseException)]
         errors = [o for o in outcomes if isinstance(o, BaseException)]
         refused = [e for e in errors if not isinstance(e, grpc.aio.AioRpcError) or e.code() not in TOLERABLE]
@@ -414,6 +425,11 @@ class ShardSet:
         finally:
             for task in pending:
                 task.cancel()
+            # A fail-fast raise leaves the errors of calls that finished at the same time unread: read
+            # them, or asyncio logs each as "Task exception was never retrieved" (with a traceback).
+            for task in tasks:
+                if task.done() and not task.cancelled():
+                    task.exception()
         return out
 
     def first_error(self, failures: Mapping[int, grpc.aio.AioRpcError]) -> VecshardError:

@@ -44,7 +44,7 @@ from vecshard_server.common.security import ApiKeys
 from vecshard_server.common.spec import CollectionSpec, check_collection_count
 from vecshard_server.coordinator import offload
 from vecshard_server.coordinator.catalog import Catalog, Collection
-from vecshard_server.coordinator.fanout import TOLERABLE, Encoded, ShardSet
+from vecshard_server.coordinator.fanout import TOLERABLE, Encoded, Fanout, ShardSet
 from vecshard_server.coordinator.inputs import (
     get_row_bytes,
     normalize_rows,
@@ -166,7 +166,9 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
     async def DropCollection(
         self, request: pb.DropCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.DropCollectionResponse:
-        coll = await self.catalog.get(request.name, lambda: self._timeout(context), if_missing="nothing to drop")
+        coll = await self.catalog.get(
+            request.name, lambda: self._timeout(context), if_missing="nothing to drop", conflict_ok=True
+        )
         async with self.catalog.lock:
             out = await self.shards.call(
                 "DropCollection", self.shards.all(request), self._timeout(context), fail_fast=False
@@ -212,17 +214,20 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         # A non-upsert Add is all or nothing: shards commit only before their deadline, and a failure
         # anywhere takes back, on every group, exactly what this request wrote (its token).
         token = 0 if request.upsert else secrets.randbits(63) | 1
-        WRITE_TOKEN.set(token)
-        try:
+
+        async def commit() -> Fanout:
+            WRITE_TOKEN.set(token)  # this task's own context: the shard calls send it
             out = await self.shards.call("Add", requests, timeout, fail_fast=False)
-        finally:
-            WRITE_TOKEN.set(0)
-        for s, resp in out.results.items():
-            coll.shard_counts[s] = resp.count
+            for s, resp in out.results.items():
+                coll.shard_counts[s] = resp.count
+            if out.failures and token:
+                await self._rollback_add(coll, requests, token)
+            return out
+
+        # Shielded: a caller that gives up (its deadline may pass before the shards' reserve-shortened
+        # one) must not leave the fan-out or its rollback half done.
+        out = await asyncio.shield(asyncio.ensure_future(commit()))
         if out.failures:
-            if token:
-                # Shielded: a caller that gives up must not stop the rollback half way.
-                await asyncio.shield(self._rollback_add(coll, requests, token))
             raise self.shards.first_error(out.failures)
         self.trainer.maybe_auto_train(coll)
         return pb.AddResponse(
@@ -356,7 +361,15 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         for s, data in replies.items():
             resp = pb.GetResponse.FromString(data)
             pos = parts[s]
-            vectors[pos] = wire.unpack_matrix(resp.vectors)
+            rows = wire.unpack_matrix(resp.vectors)
+            if rows.shape != (pos.size, coll.spec.dim) or len(resp.found) != pos.size:
+                # Only a shard holding the collection with another config answers so (was INTERNAL).
+                raise FailedPrecondition(
+                    f"shard group {s} answered {rows.shape[0]} x {rows.shape[1]} vectors for {pos.size} ids of "
+                    f"{coll.spec.name!r} (dim {coll.spec.dim}): it holds the collection with another config; "
+                    "drop it (DropCollection reaches every shard) and create it again"
+                )
+            vectors[pos] = rows
             found[pos] = np.frombuffer(resp.found, dtype=np.uint8)
         if not allow_missing and not found.all():
             missing = ids[found == 0]

@@ -24,14 +24,23 @@ import grpc
 import numpy as np
 
 from vecshard import wire
-from vecshard.errors import Aborted, AlreadyExists, DeadlineExceeded, InvalidArgument, NotFound, Unavailable
+from vecshard.errors import (
+    Aborted,
+    AlreadyExists,
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from vecshard.types import Metric
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import shard_pb2_grpc, types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.config import Settings
 from vecshard_server.common.observability import CHECKPOINT_SECONDS, register_collections
 from vecshard_server.common.rpc import TRAIN_EPOCH_HEADER, Server, header_int, write_token_from
-from vecshard_server.common.security import shard_channel
+from vecshard_server.common.security import InternalAuth, shard_channel
 from vecshard_server.common.spec import CollectionSpec, check_name
 from vecshard_server.shard.accel import detect
 from vecshard_server.shard.batching import SearchBatcher
@@ -60,6 +69,70 @@ def track_owners(part: ShardIndex, ids: np.ndarray, token: int) -> None:
     elif part.owners:
         for i in ids.tolist():
             part.owners.pop(i, None)
+
+
+def check_add(spec: CollectionSpec, ids: np.ndarray, vectors: np.ndarray) -> None:
+    """Refuse what the coordinator refuses (it sends only valid batches; other callers of the
+    internal API are told why): faiss failed on a wrong shape only once the write was logged, and a
+    logged write that cannot be applied ends the process; an id twice in one batch leaves a stale
+    copy in the index; NaN, Inf or overflowing values get no IVF list, so the id was counted but its
+    vector not stored (every Get, Sample and training of the partition then failed); and a COSINE
+    partition (an inner-product index) holding a vector that is not unit length ranks it above
+    every exact match, with a "cosine similarity" above 1."""
+    wire.check_ids(ids)
+    if vectors.shape[0] != ids.size:
+        raise InvalidArgument(f"got {ids.size} ids for {vectors.shape[0]} vectors: send one id per vector")
+    wire.check_vectors(vectors, spec.dim)
+    if spec.metric is Metric.COSINE:
+        norms = np.linalg.norm(vectors, axis=1)
+        off = np.flatnonzero(np.abs(norms - 1) > 1e-3)
+        if off.size:
+            raise InvalidArgument(
+                f"vectors rows {off[:5].tolist()} have norms {np.round(norms[off[:5]], 4).tolist()}: collection "
+                f"{spec.name!r} is COSINE, whose shards store L2-normalised vectors; normalise them (the coordinator "
+                "does)"
+            )
+
+
+def check_search(settings: Settings, spec: CollectionSpec, queries: np.ndarray, k: int) -> None:
+    """Refuse a search faiss cannot run (wrong dimension, k = 0: INTERNAL before) or whose results
+    could not be held (a huge k or nq * k would allocate them all first), with the coordinator's limits."""
+    if not 1 <= k <= settings.max_k:
+        raise InvalidArgument(f"k must be between 1 and max_k={settings.max_k}, got {k}")
+    if queries.shape[1] != spec.dim:
+        raise InvalidArgument(
+            f"queries have dimension {queries.shape[1]} but collection {spec.name!r} has dim {spec.dim}"
+        )
+    if queries.shape[0] * k > settings.max_results:
+        raise ResourceExhausted(
+            f"nq * k = {queries.shape[0] * k} results would exceed the message limit ({settings.max_results} "
+            "results): send fewer queries per call or a smaller k"
+        )
+
+
+def check_centroids(spec: CollectionSpec, centroids: np.ndarray) -> None:
+    """NaN, Inf or overflowing centroids give no vector an IVF list: the new index silently lost every
+    vector, whose Get then failed (INTERNAL). The shape is the engine's to check."""
+    if centroids.shape == (spec.nlist, spec.dim) and centroids.size:
+        wire.check_vectors(centroids, spec.dim, "centroids")
+
+
+def rows_that_fit(settings: Settings, row_bytes: int) -> int:
+    """Rows of `row_bytes` (as encoded) that fit one reply, as the coordinator counts them."""
+    return max(1, (settings.max_message_bytes - 64 * 1024) // row_bytes)
+
+
+def check_reply_rows(settings: Settings, rows: int, row_bytes: int, dim: int, fix: str) -> None:
+    """Refuse a reply over the message limit before building it: gRPC refused it only once it was
+    built, with its own message ("Sent message larger than max") and an error logged here."""
+    limit = rows_that_fit(settings, row_bytes)
+    if rows > limit:
+        raise ResourceExhausted(
+            f"{rows} vectors of dim {dim} would exceed the message limit: {fix.format(limit=limit)}"
+        )
+
+
+MAX_EPOCH = 2**63  # epochs count 1, 2, ...: the shard's next of one near 2**64 overflowed (INTERNAL)
 
 
 def deadline_of(context: grpc.aio.ServicerContext | None) -> float | None:
@@ -248,14 +321,25 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             if part is None or part.spec != CollectionSpec.from_proto(state.config):
                 self._copy_from(stub, name, state)
                 return self._state(self._get(name))
+            if (part.count, part.digest, part.train_epoch) == (state.count, state.digest, state.train_epoch):
+                return self._state(part)  # already equal (it caught up at its start, say): nothing to copy
             recorder = part.record_writes()
             part.resyncing = True
             try:
                 copy = self._fetch(stub, name, state)
+
+                def agrees(result: ShardIndex) -> bool:
+                    # The peer may have lagged behind writes this replica applied before it started
+                    # recording (a write the peer applies later): adopting then would undo them here.
+                    # So only when the peer holds exactly the result now (writes here wait meanwhile).
+                    now = stub.DescribeCollection(pb.DescribeCollectionRequest(name=name), timeout=2)
+                    return (now.count, now.digest) == (result.count, result.digest)
+
                 with self._catalog_lock:
                     # The snapshot makes the copy durable; a crash before it leaves the old state, and
                     # the next start catches up from a peer again.
-                    part.adopt(copy, recorder)
+                    if not part.adopt(copy, recorder, agrees):
+                        raise Unavailable(f"peer {peer} changed while {name!r} was copied from it: retry")
                     part.resyncing = False
                     path = self._collection_dir(name)
                     if path is not None:
@@ -438,8 +522,10 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         return state
 
     def _create(self, config: types_pb2.CollectionConfig) -> spb.ShardCollectionState:
-        spec = CollectionSpec.from_proto(config)
-        check_name(spec.name)
+        # The coordinator's checks (metric, index type, dim, nlist within this process's limits): an
+        # unknown metric was INTERNAL, and a dim of 2**32 - 1 a collection whose Get allocates 16 GB a row.
+        CollectionSpec.validate(config, self.settings)
+        spec = CollectionSpec.from_proto(config)  # as sent: the coordinator filled in the defaults
         with self._catalog_lock:
             existing = self.collections.get(spec.name)
             if existing is not None:
@@ -496,6 +582,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         part = self._get(request.collection)
         ids = wire.unpack_ids(request.ids)
         vectors = wire.unpack_matrix(request.vectors)
+        check_add(part.spec, ids, vectors)
         token = write_token_from(context.invocation_metadata()) if context is not None else 0
         added, replaced = await self._run(
             self._writes,
@@ -560,7 +647,10 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         part = self._get(request.collection)
         if part.resyncing:
             raise Unavailable(f"this replica is copying {part.spec.name!r} from a peer: read another replica")
-        vectors, found = await self._run(self._reads, part.get, wire.unpack_ids(request.ids))
+        ids = wire.unpack_ids(request.ids)
+        dim = part.spec.dim
+        check_reply_rows(self.settings, ids.size, 4 * dim + 1, dim, "get at most {limit} ids per call")
+        vectors, found = await self._run(self._reads, part.get, ids)
         return pb.GetResponse(vectors=wire.pack_matrix(vectors), found=found.astype(np.uint8).tobytes())
 
     async def Resync(self, request: spb.ResyncRequest, context: grpc.aio.ServicerContext) -> spb.ShardCollectionState:
@@ -580,6 +670,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                 f"expected {expected}: a training is being switched; retry"
             )
         queries = wire.unpack_matrix(request.queries, "queries")
+        check_search(self.settings, part.spec, queries, request.k)  # before batching: one bad query failed all
         if self.settings.search_batching:
             D, I = await self._batcher(part).search(queries, request.k, request.nprobe)
         else:
@@ -593,12 +684,19 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
     async def Sample(self, request: pb.SampleRequest, context: grpc.aio.ServicerContext) -> spb.ExportResponse:
         part = self._get(request.collection)
+        dim = part.spec.dim
+        check_reply_rows(self.settings, min(request.max_points, part.count), 4 * dim + 8, dim,
+                         "ask for at most {limit} points per call")  # fmt: skip
         ids, x = await self._run(self._reads, part.sample, request.max_points, request.seed)
         return spb.ExportResponse(ids=wire.pack_ids(ids), vectors=wire.pack_matrix(x))
 
     async def Export(self, request: spb.ExportRequest, context: grpc.aio.ServicerContext) -> spb.ExportResponse:
         part = self._get(request.collection)
-        ids, vectors = await self._run(self._reads, part.export_page, request.after_id, max(1, request.limit))
+        fit = rows_that_fit(self.settings, 4 * part.spec.dim + 8)
+        limit = max(1, min(request.limit, fit + 1))  # one more than fits tells a page that would not
+        ids, vectors = await self._run(self._reads, part.export_page, request.after_id, limit)
+        check_reply_rows(self.settings, ids.size, 4 * part.spec.dim + 8, part.spec.dim,
+                         "send a limit of at most {limit} per page")  # fmt: skip
         return spb.ExportResponse(ids=wire.pack_ids(ids), vectors=wire.pack_matrix(vectors))
 
     async def InstallQuantizer(
@@ -606,8 +704,16 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     ) -> spb.ShardCollectionState:
         part = self._get(request.collection)
         mode = request.mode
+        if mode not in (spb.INSTALL_MODE_ONE_STEP, spb.INSTALL_MODE_PREPARE, spb.INSTALL_MODE_ACTIVATE):
+            raise InvalidArgument(f"mode {mode} is not an InstallMode: send ONE_STEP (0), PREPARE (1) or ACTIVATE (2)")
+        if request.epoch >= MAX_EPOCH:
+            raise InvalidArgument(
+                f"epoch {request.epoch} is out of range: a collection's trainings are epochs 1, 2, ... below 2**63 "
+                "(0: the shard's next)"
+            )
         if mode == spb.INSTALL_MODE_PREPARE:
             centroids = wire.unpack_matrix(request.centroids, "centroids")
+            check_centroids(part.spec, centroids)
             await self._run(
                 self._writes, part.prepare_quantizer, centroids, request.epoch, request.train_id, request.decide
             )
@@ -627,6 +733,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             )  # fmt: skip
         else:
             centroids = wire.unpack_matrix(request.centroids, "centroids")
+            check_centroids(part.spec, centroids)
             logged = spb.InstallQuantizerRequest(collection=part.spec.name, centroids=request.centroids, epoch=epoch,
                                                  train_id=request.train_id)  # fmt: skip
             await self._run(
@@ -652,7 +759,8 @@ async def serve_shard(
     service = ShardService(settings, data_dir, peers)
     register_collections(lambda: [(n, p.count, p.trained) for n, p in list(service.collections.items())])
     server = Server(settings, [SERVICE_NAME])
-    server.add_service(service, SERVICE_NAME, lambda: service.ready)
+    token = settings.token
+    server.add_service(service, SERVICE_NAME, lambda: service.ready, InternalAuth(token).check if token else None)
     bound = server.bind(host, port)
     checkpoints: asyncio.Task[None] | None = None
 
