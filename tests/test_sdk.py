@@ -92,6 +92,10 @@ class _Flaky(pb_grpc.VectorSearchServicer):
         self.calls += 1
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad k")
 
+    def Remove(self, request, context):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        context.abort(grpc.StatusCode.UNAVAILABLE, "maybe applied on some groups")
+
 
 def test_retries_unavailable_but_never_invalid_argument() -> None:
     flaky = _Flaky()
@@ -106,6 +110,13 @@ def test_retries_unavailable_but_never_invalid_argument() -> None:
             with pytest.raises(InvalidArgument, match="bad k"):
                 c.search("x", np.zeros((1, 2)), k=1)
             assert flaky.calls == 4  # not retried
+            # A write that met UNAVAILABLE may have been applied somewhere: replaying it behind the
+            # caller's back, after another client's later write, would undo that write. Not retried.
+            from vecshard import Unavailable
+
+            with pytest.raises(Unavailable, match="maybe applied"):
+                c.remove("x", [1])
+            assert flaky.calls == 5
         with Client(f"127.0.0.1:{port}", timeout=30, retries=False) as c:
             flaky.calls = 0
             with pytest.raises(Exception, match="try again"):

@@ -15,9 +15,10 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 API_KEY_HEADER = "x-api-key"
 
 # Retries happen inside gRPC, per the service config: only UNAVAILABLE (the server or a shard is
-# momentarily unreachable) is retried, with exponential backoff; INVALID_ARGUMENT, DEADLINE_EXCEEDED
-# and every other code are returned at once. Non-idempotent writes are safe to retry here because
-# a refused Add leaves nothing behind (the coordinator rolls it back).
+# momentarily unreachable) is retried, with exponential backoff, and only for calls that read.
+# Writes are never retried behind the caller's back: an upsert that answered UNAVAILABLE may have
+# been applied on some groups, and replaying it after another client's later write (a remove, say)
+# would bring back what that write undid. A failed write is the caller's to retry, knowingly.
 RETRY_POLICY = {
     "maxAttempts": 5,
     "initialBackoff": "0.1s",
@@ -25,6 +26,11 @@ RETRY_POLICY = {
     "backoffMultiplier": 2,
     "retryableStatusCodes": ["UNAVAILABLE"],
 }
+
+
+READ_METHODS = (
+    "ListCollections", "DescribeCollection", "Get", "Search", "Sample", "Embed", "ListModels",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,8 @@ def channel_options(
             ("grpc.http2.max_pings_without_data", 0),
         ]
     if retries:
-        config = {"methodConfig": [{"name": [{"service": "vecshard.v1.VectorSearch"}], "retryPolicy": RETRY_POLICY}]}
+        names = [{"service": "vecshard.v1.VectorSearch", "method": m} for m in READ_METHODS]
+        config = {"methodConfig": [{"name": names, "retryPolicy": RETRY_POLICY}]}
         options.append(("grpc.service_config", json.dumps(config)))
     return options
 
