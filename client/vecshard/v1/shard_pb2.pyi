@@ -37,7 +37,7 @@ class RollbackAddRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., write_token: _Optional[int] = ..., ids: _Optional[bytes] = ...) -> None: ...
 
 class ShardCollectionState(_message.Message):
-    __slots__ = ("config", "count", "trained", "centroids", "digest", "train_epoch", "train_id", "prepared_epoch")
+    __slots__ = ("config", "count", "trained", "centroids", "digest", "train_epoch", "train_id", "prepared_epoch", "writes")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     TRAINED_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,7 @@ class ShardCollectionState(_message.Message):
     TRAIN_EPOCH_FIELD_NUMBER: _ClassVar[int]
     TRAIN_ID_FIELD_NUMBER: _ClassVar[int]
     PREPARED_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    WRITES_FIELD_NUMBER: _ClassVar[int]
     config: _types_pb2.CollectionConfig
     count: int
     trained: bool
@@ -54,7 +55,8 @@ class ShardCollectionState(_message.Message):
     train_epoch: int
     train_id: int
     prepared_epoch: int
-    def __init__(self, config: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., digest: _Optional[int] = ..., train_epoch: _Optional[int] = ..., train_id: _Optional[int] = ..., prepared_epoch: _Optional[int] = ...) -> None: ...
+    writes: int
+    def __init__(self, config: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., digest: _Optional[int] = ..., train_epoch: _Optional[int] = ..., train_id: _Optional[int] = ..., prepared_epoch: _Optional[int] = ..., writes: _Optional[int] = ...) -> None: ...
 
 class ShardListResponse(_message.Message):
     __slots__ = ("collections",)

@@ -197,16 +197,18 @@ class ShardSet:
                         pass  # a replica is down: nothing to compare now
 
     async def _compare(self, group: ShardGroup) -> None:
-        async def states() -> list[dict[str, tuple[int, int, int]]]:
+        async def states() -> tuple[list[dict[str, tuple[int, int, int]]], list[dict[str, int]]]:
             answers = await asyncio.gather(
                 *(
                     r.stub.ListCollections(pb.ListCollectionsRequest(), timeout=10, metadata=self._internal or None)
                     for r in group.replicas
                 )
             )
-            return [{s.config.name: (s.count, s.digest, s.train_epoch) for s in a.collections} for a in answers]
+            return [{s.config.name: (s.count, s.digest, s.train_epoch) for s in a.collections} for a in answers], [
+                {s.config.name: s.writes for s in a.collections} for a in answers
+            ]
 
-        first = await states()
+        first, _ = await states()
         names = set().union(*first)
         suspects = {n for n in names if len({st.get(n) for st in first}) > 1}
         if not suspects:
@@ -214,7 +216,7 @@ class ShardSet:
                 REPLICAS_DIVERGED.labels(str(group.index), n).set(0)
             return
         await asyncio.sleep(1.0)
-        second = await states()
+        second, writes = await states()
         for n in suspects:
             now = [st.get(n) for st in second]
             if now != [st.get(n) for st in first] or len(set(now)) == 1:
@@ -225,13 +227,21 @@ class ShardSet:
             votes: dict[Any, list[Replica]] = {}
             for r, st in zip(group.replicas, now, strict=True):
                 votes.setdefault(st, []).append(r)
-            best = max(votes.values(), key=len)
-            if 2 * len(best) > len(group.replicas):
+            majority = max(votes.values(), key=len)
+            applied = [w.get(n, -1) for w in writes]
+            most = [r for r, a in zip(group.replicas, applied, strict=True) if a == max(applied)]
+            # A majority holding the same data; without one (two replicas), the replica that applied
+            # the most writes, which has missed the fewest (one that missed writes while the
+            # coordinator that saw it died, or whose log was cut, has applied fewer).
+            source = majority if 2 * len(majority) > len(group.replicas) else most if len(most) == 1 else None
+            if source is not None:
                 for r in group.replicas:
-                    if r not in best:
-                        self.behind[(group.index, r.address, n)] = self.behind.get((group.index, r.address, n), 0) + 1
+                    if r not in source:
+                        key = (group.index, r.address, n)
+                        self.behind[key] = self.behind.get(key, 0) + 1
                 self.repair_needed.set()
-                log.warning("%s: replicas differ on %s; the majority's copy goes to the others", group.name, n)
+                log.warning("%s: replicas differ on %s; copying it from %s", group.name, n,
+                            ", ".join(r.address for r in source))  # fmt: skip
             else:
                 REPLICAS_DIVERGED.labels(str(group.index), n).set(1)
                 log.error("%s: replicas differ on %s (count, digest, epoch: %s) and none is known to be behind",

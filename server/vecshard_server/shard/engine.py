@@ -188,6 +188,7 @@ class ShardIndex:
         self.applied_lsn = 0  # the last logged write applied here
         self.snapshot_lsn = 0  # the last logged write in the snapshot on disk
         self.dropped = False  # set under the write lock by the collection's drop; later writes are refused
+        self.writes = 0  # writes applied (see ShardCollectionState.writes)
         # Which non-upsert Add (by its coordinator's write token) last wrote each id, for RollbackAdd.
         # Kept by the shard service under the write lock (in its journal step); bounded by MAX_OWNED.
         self.owners: dict[int, int] = {}
@@ -253,6 +254,7 @@ class ShardIndex:
                     self._copy = None  # rebuilt at the next search
             self.digest = (self.digest + _digest_of(ids, vectors)) & _MASK
             self._ids.update(id_list)
+            self.writes += 1
             if self._pending is not None:
                 self._pending.append(("add", ids, vectors))
             for recorder in self._recorders:
@@ -272,6 +274,7 @@ class ShardIndex:
                 self.digest = (self.digest - _digest_of(present, self._vectors(present))) & _MASK
                 self._unstore(present)
                 self._ids.difference_update(present.tolist())
+                self.writes += 1
                 if self._copy is not None:
                     self._copy.remove(present)
                     if self._copy.stale:
@@ -607,7 +610,7 @@ class ShardIndex:
                     copy.remove(ids)
             if not agrees(copy):
                 return False
-            self._index, self._ids, self.digest = copy._index, copy._ids, copy.digest
+            self._index, self._ids, self.digest, self.writes = copy._index, copy._ids, copy.digest, copy.writes
             self._frozen = None  # as in activate_quantizer: a snapshot under way writes the old index
             self._centroids, self.train_epoch, self.train_id = copy._centroids, copy.train_epoch, copy.train_id
             self._copy = None
@@ -642,7 +645,7 @@ class ShardIndex:
                 lsn = self.applied_lsn
                 meta: dict[str, Any] = {"config": _spec_to_json(self.spec), "trained": self.trained,
                                         "count": self.count, "lsn": lsn, "digest": self.digest}  # fmt: skip
-                epoch = {"train_epoch": self.train_epoch, "train_id": self.train_id}
+                epoch = {"train_epoch": self.train_epoch, "train_id": self.train_id, "writes": self.writes}
             try:
                 faiss.write_index(index, str(tmp / "index.faiss"))  # `index` does not change meanwhile
             finally:
@@ -741,6 +744,7 @@ class ShardIndex:
         # Snapshots from before training epochs: a trained one counts as epoch 1.
         shard.train_epoch = int(meta.get("train_epoch", 1 if shard.trained else 0))
         shard.train_id = int(meta.get("train_id", 0))
+        shard.writes = int(meta.get("writes", 0))
         return shard
 
 

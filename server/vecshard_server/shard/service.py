@@ -239,6 +239,10 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                     }
                     names = set(theirs) | set(self.collections)
                     stale = sorted(n for n in names if not self._same(self.collections.get(n), theirs.get(n)))
+                    ahead = [n for n in stale if self._ahead(self.collections.get(n), theirs.get(n))]
+                    if ahead:  # the peer missed writes this replica has: it is the one to repair, not this
+                        log.warning("ahead of peer %s on %s (more writes applied): keeping this copy", peer, ahead)
+                        stale = [n for n in stale if n not in ahead]
                     if not stale:
                         log.info("in sync with peer %s (%d collections)", peer, len(theirs))
                         return
@@ -252,6 +256,16 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                 channel.close()
         if self.peers:
             log.warning("no peer reachable (%s): serving the local state", ", ".join(self.peers))
+
+    @staticmethod
+    def _ahead(mine: ShardIndex | None, theirs: spb.ShardCollectionState | None) -> bool:
+        """This replica applied more writes of the collection than the peer (same config)."""
+        return (
+            mine is not None
+            and theirs is not None
+            and mine.spec == CollectionSpec.from_proto(theirs.config)
+            and mine.writes > theirs.writes
+        )
 
     @staticmethod
     def _same(mine: ShardIndex | None, theirs: spb.ShardCollectionState | None) -> bool:
@@ -298,6 +312,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                 break
             part.add(ids, wire.unpack_matrix(page.vectors), upsert=True)
             after = int(ids[-1])
+        part.writes = state.writes  # as many writes as the copy's source has applied
         return part
 
     def resync(self, name: str, peer: str) -> spb.ShardCollectionState:
@@ -333,6 +348,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                     # recording (a write the peer applies later): adopting then would undo them here.
                     # So only when the peer holds exactly the result now (writes here wait meanwhile).
                     now = stub.DescribeCollection(pb.DescribeCollectionRequest(name=name), timeout=2)
+                    result.writes = now.writes
                     return (now.count, now.digest) == (result.count, result.digest)
 
                 with self._catalog_lock:
@@ -515,6 +531,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         state = spb.ShardCollectionState(
             config=part.spec.to_proto(), count=part.count, trained=part.trained, digest=part.digest,
             train_epoch=part.train_epoch, train_id=part.train_id, prepared_epoch=part.prepared_epoch,
+            writes=part.writes,
         )  # fmt: skip
         centroids = part.centroids
         if include_centroids and centroids is not None:
