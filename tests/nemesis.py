@@ -63,8 +63,7 @@ import signal
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -73,7 +72,6 @@ from typing import Any
 import grpc
 import numpy as np
 
-import vecshard_server.cli.cluster as cluster_module
 from vecshard import Client, VecshardError, wire
 from vecshard.v1 import shard_pb2, shard_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
@@ -310,31 +308,6 @@ def _counts(c: Counter[str]) -> str:
 # -- the cluster --------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _capturing_output(log_dir: Path) -> Iterator[None]:
-    """LocalCluster.start with each child's stdout+stderr in log_dir/<name>.log."""
-    original = cluster_module.Process
-
-    class Capturing(Process):  # type: ignore[misc]
-        def __init__(
-            self,
-            name: str,
-            args: list[str],
-            port_file: Path,
-            env: dict[str, str] | None,
-            stdout: Path | None = None,
-            stderr: Path | None = None,
-        ) -> None:
-            log = log_dir / f"{name}.0.log"
-            super().__init__(name, args, port_file, env, stdout or log, stderr or log)
-
-    cluster_module.Process = Capturing
-    try:
-        yield
-    finally:
-        cluster_module.Process = original
-
-
 class Harness:
     def __init__(self, profile: Profile, work_dir: Path, log: Callable[[str], None]) -> None:
         self.profile = profile
@@ -360,9 +333,9 @@ class Harness:
         env = {"VECSHARD_CHECKPOINT_INTERVAL_S": "2", "VECSHARD_CHECKPOINT_WAL_BYTES": str(256 * 1024)}
         if self.profile.quorum:
             env["VECSHARD_WRITE_QUORUM"] = str(self.profile.quorum)
-        cluster = LocalCluster(shards=SHARDS, replicas=REPLICAS, data_dir=self.data_dir, env=env, log_level="INFO")
-        with _capturing_output(self.log_dir):
-            cluster.start(timeout=120)
+        cluster = LocalCluster(shards=SHARDS, replicas=REPLICAS, data_dir=self.data_dir, env=env, log_level="INFO",
+                               log_dir=self.log_dir)  # fmt: skip
+        cluster.start(timeout=120)
         self.cluster = cluster
         return cluster
 

@@ -113,6 +113,7 @@ class LocalCluster:
         log_level: str = "INFO",
         metrics_port: int = 0,
         internal_token: str | None = None,
+        log_dir: Path | None = None,
     ) -> None:
         """metrics_port: when set, the coordinator serves Prometheus metrics on it and shard process i
         (in start order) on metrics_port + 1 + i; 0 turns metrics off in every child, whatever
@@ -120,7 +121,8 @@ class LocalCluster:
 
         Shards listen on 127.0.0.1 whatever `host` is (only the coordinator listens on `host`);
         internal_token: the shared secret the shards then require of every caller (the coordinator
-        and replica peers get it through their environment)."""
+        and replica peers get it through their environment).
+        log_dir: each child's stdout and stderr go to log_dir/<name>.0.log (appended on restarts)."""
         if shards < 1 or replicas < 1:
             raise ClusterError("a cluster needs at least one shard of at least one replica")
         self.num_shards = shards
@@ -130,6 +132,7 @@ class LocalCluster:
         self.data_dir = data_dir
         self.env = {**(env or {}), **({"VECSHARD_INTERNAL_TOKEN": internal_token} if internal_token else {})}
         self.internal_token = internal_token
+        self.log_dir = log_dir
         self.shard_host = "127.0.0.1"
         self.log_level = log_level
         self.metrics_port = metrics_port
@@ -191,9 +194,7 @@ class LocalCluster:
                     args += ["--metrics-port", str(self._metrics_port_for(name, 1 + len(self.shards)))]
                     if self.data_dir is not None:
                         args += ["--data-dir", str(self.data_dir / name)]
-                    proc = Process(
-                        name, args + self._peers(self.groups[g], None), self._run_dir / f"{name}.port", self.env
-                    )
+                    proc = self._process(name, args + self._peers(self.groups[g], None))
                     self.groups[g].append(proc)
                     self.shards.append(proc)
                 for g in range(self.num_shards):
@@ -202,12 +203,16 @@ class LocalCluster:
             args += ["--metrics-port", str(self._metrics_port_for("coordinator", 0))]
             for addr in self.shard_addresses:
                 args += ["--shard", addr]
-            self.coordinator = Process("coordinator", args, self._run_dir / "coordinator.port", self.env)
+            self.coordinator = self._process("coordinator", args)
             self.coordinator.wait_port(deadline)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _process(self, name: str, args: list[str]) -> Process:
+        log = self.log_dir / f"{name}.0.log" if self.log_dir is not None else None
+        return Process(name, args, self._run_dir / f"{name}.port", self.env, stdout=log, stderr=log)
 
     def _metrics_port_for(self, name: str, offset: int) -> int:
         if not self.metrics_port:

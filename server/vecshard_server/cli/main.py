@@ -202,13 +202,8 @@ def coordinator(
 ) -> None:
     """Run the coordinator alone, over shard workers at the given addresses."""
     _logging(log_level, "coordinator", log_format)
-    from vecshard_server.common.observability import start_metrics
-
-    start_metrics("coordinator", metrics_port, host)
     settings = _settings(models_file=models, embedder=embedder)
-    from vecshard_server.common.observability import setup_tracing
-
-    setup_tracing("coordinator", settings.otel_exporter)
+    _observe("coordinator", host, settings, metrics_port)
     from vecshard_server.coordinator.service import serve_coordinator
 
     asyncio.run(serve_coordinator(settings, host, port, list(shards), port_file, exit_with_parent))
@@ -245,15 +240,8 @@ def shard(
 ) -> None:
     """Run one shard worker (one replica of a shard group)."""
     _logging(log_level, name, log_format)
-    from vecshard_server.common.observability import start_metrics
-    from vecshard_server.common.security import check_internal_listener
-
     settings = _settings(device=device)
-    check_internal_listener("shard", host, settings, insecure)
-    start_metrics("shard", metrics_port, host)
-    from vecshard_server.common.observability import setup_tracing
-
-    setup_tracing("shard", settings.otel_exporter)
+    _observe("shard", host, settings, metrics_port, insecure)
     from vecshard_server.shard.engine import SnapshotCorrupt
     from vecshard_server.shard.service import serve_shard
     from vecshard_server.shard.wal import WalCorrupt
@@ -286,19 +274,24 @@ def embedder(
 ) -> None:
     """Run an embedding server that coordinators call with --embedder (GPU when torch sees one)."""
     _logging(log_level, "embedder", log_format)
-    from vecshard_server.common.observability import start_metrics
-    from vecshard_server.common.security import check_internal_listener
-
     settings = _settings(models_file=models)
     _check_models(settings)
-    check_internal_listener("embedder", host, settings, insecure)
-    start_metrics("embedder", metrics_port, host)
-    from vecshard_server.common.observability import setup_tracing
-
-    setup_tracing("embedder", settings.otel_exporter)
+    _observe("embedder", host, settings, metrics_port, insecure)
     from vecshard_server.embedding.service import serve_embedder
 
     asyncio.run(serve_embedder(settings, host, port, settings.models_file, list(preload), port_file, exit_with_parent))
+
+
+def _observe(role: str, host: str, settings: Settings, metrics_port: int, insecure: bool | None = None) -> None:
+    """What every server role does before serving: refuse an unauthenticated internal listener
+    (shards, embedders: `insecure` given), then metrics on the role's host and tracing."""
+    from vecshard_server.common.observability import setup_tracing, start_metrics
+    from vecshard_server.common.security import check_internal_listener
+
+    if insecure is not None:
+        check_internal_listener(role, host, settings, insecure)
+    start_metrics(role, metrics_port, host)
+    setup_tracing(role, settings.otel_exporter)
 
 
 def _internal_token_set() -> bool:
