@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -139,6 +140,19 @@ def deadline_of(context: grpc.aio.ServicerContext | None) -> float | None:
     """The caller's deadline on this process's monotonic clock (None: no deadline)."""
     remaining = context.time_remaining() if context is not None else None
     return None if remaining is None else time.monotonic() + remaining
+
+
+_PEER = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,253})|\[[0-9A-Fa-f:.]{2,45}\]):([0-9]{1,5})")
+
+
+def check_peer(peer: str) -> None:
+    """A Resync peer must be a plain host:port (a name, IPv4 or [IPv6]): no scheme, path or options."""
+    match = _PEER.fullmatch(peer)
+    if match is None or not 1 <= int(match.group(1)) <= 65535:
+        shown = peer[:80] + ("..." if len(peer) > 80 else "")
+        raise InvalidArgument(
+            f"peer {shown!r} is not host:port: send the address of a replica of this group, e.g. 10.0.0.7:7001"
+        )
 
 
 class ShardService(shard_pb2_grpc.ShardServicer):
@@ -334,7 +348,10 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                 raise NotFound(f"collection {name!r} no longer exists (peer {peer} has none): dropped here") from None
             part = self.collections.get(name)
             if part is None or part.spec != CollectionSpec.from_proto(state.config):
-                self._copy_from(stub, name, state)
+                try:
+                    self._copy_from(stub, name, state)
+                except grpc.RpcError as err:  # the peer dropped it, restarted, ... meanwhile
+                    raise Unavailable(f"copying {name!r} from peer {peer} failed: {err.code().name}: retry") from None
                 return self._state(self._get(name))
             if (part.count, part.digest, part.train_epoch) == (state.count, state.digest, state.train_epoch):
                 return self._state(part)  # already equal (it caught up at its start, say): nothing to copy
@@ -672,8 +689,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
     async def Resync(self, request: spb.ResyncRequest, context: grpc.aio.ServicerContext) -> spb.ShardCollectionState:
         check_name(request.collection)
-        if not request.peer:
-            raise InvalidArgument("peer is empty: send the host:port of a replica of this group")
+        check_peer(request.peer)
         return await self._run(self._writes, self.resync, request.collection, request.peer)
 
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
