@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     anti_entropy_s: float = Field(
         30.0, ge=0, description="coordinator: compare the replicas' digests this often (0: never)"
     )
+    tombstone_ttl_s: float = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="shard: keep a removed id's tombstone this long; a replica down longer than this must be "
+        "rebuilt from a peer (delete its data dir), or ids removed meanwhile can come back",
+    )
     device: str = Field(
         "auto", description="where shards search trained IVF indexes: auto (a GPU when faiss sees one), cpu, cuda:N"
     )

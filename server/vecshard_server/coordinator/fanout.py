@@ -37,6 +37,7 @@ from vecshard_server.common.observability import (
 )
 from vecshard_server.common.rpc import TRAIN_EPOCH, TRAIN_EPOCH_HEADER, WRITE_TOKEN, WRITE_TOKEN_HEADER
 from vecshard_server.common.security import internal_metadata, shard_channel
+from vecshard_server.common.versions import WriteClock
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ class ShardSet:
         # last resync; reads avoid it, `repair` resyncs it from a replica that has them.
         self.behind: dict[tuple[int, str, str], int] = {}
         self._internal = internal_metadata(settings)
+        self.clock = WriteClock()  # the versions of this coordinator's writes
         self.repair_needed = asyncio.Event()
 
     async def repair(self) -> None:
@@ -301,7 +303,7 @@ class ShardSet:
             with span(f"shard/{method}", attributes={"vecshard.shard": replica.address}):
                 metadata = [*trace_headers(), *([(REQUEST_ID_HEADER, REQUEST_ID.get())] if REQUEST_ID.get() else [])]
                 metadata.extend(self._internal)
-                if method == "Add" and WRITE_TOKEN.get():
+                if method in ("Add", "Remove") and WRITE_TOKEN.get():
                     metadata.append((WRITE_TOKEN_HEADER, str(WRITE_TOKEN.get())))
                 if method == "Search" and TRAIN_EPOCH.get() is not None:
                     metadata.append((TRAIN_EPOCH_HEADER, str(TRAIN_EPOCH.get())))
@@ -378,7 +380,8 @@ class ShardSet:
         refused = [e for e in errors if not isinstance(e, grpc.aio.AioRpcError) or e.code() not in TOLERABLE]
         quorum = min(self.settings.write_quorum or len(group.replicas), len(group.replicas))
         acknowledged = not refused and len(ok) >= quorum
-        rolled_back = not acknowledged and method == "Add" and bool(WRITE_TOKEN.get())
+        message = request.message if isinstance(request, Encoded) else request
+        rolled_back = not acknowledged and method == "Add" and not message.upsert and bool(WRITE_TOKEN.get())
         if ok and errors and not rolled_back:
             # Some replicas applied it and some may not have (timed out, unreachable): whether the
             # write is acknowledged or not, they must end up equal. Resync those from one that has it.
@@ -393,10 +396,11 @@ class ShardSet:
                 log.warning("%s on %s: %d of %d replicas (quorum %d)", method, group.name, len(ok),
                             len(group.replicas), quorum)  # fmt: skip
             return ok[0][1]
-        add = request.message if isinstance(request, Encoded) else request
         if rolled_back and ok:
             # Not acknowledged: take this Add's ids back out of the replicas that stored them.
-            undo = shard_pb2.RollbackAddRequest(collection=add.collection, write_token=WRITE_TOKEN.get(), ids=add.ids)
+            undo = shard_pb2.RollbackAddRequest(
+                collection=message.collection, write_token=WRITE_TOKEN.get(), ids=message.ids
+            )
             await asyncio.gather(*(self._ask(r, "RollbackAdd", undo, timeout) for r, _ in ok), return_exceptions=True)
         raise (refused or errors)[0]  # e.g. ALREADY_EXISTS from a replica, or too few replicas
 

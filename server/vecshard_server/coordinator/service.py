@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -211,12 +210,14 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         heavy = heavy or vectors.nbytes > offload.INLINE_BYTES
         requests = await offload.run(heavy, self._add_requests, request, spec, ids, vectors, given, heavy)
         timeout = self._timeout(context)  # after embedding, which may have taken most of it
-        # A non-upsert Add is all or nothing: shards commit only before their deadline, and a failure
-        # anywhere takes back, on every group, exactly what this request wrote (its token).
-        token = 0 if request.upsert else secrets.randbits(63) | 1
+        # Every write carries a version (replicas keep the newest per id). A non-upsert Add is all or
+        # nothing: shards commit only before their deadline, and a failure anywhere takes back, on
+        # every group, exactly what this request wrote (its version).
+        version = self.shards.clock.next()
+        token = 0 if request.upsert else version
 
         async def commit() -> Fanout:
-            WRITE_TOKEN.set(token)  # this task's own context: the shard calls send it
+            WRITE_TOKEN.set(version)  # this task's own context: the shard calls send it
             out = await self.shards.call("Add", requests, timeout, fail_fast=False)
             for s, resp in out.results.items():
                 coll.shard_counts[s] = resp.count
@@ -304,7 +305,13 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
         id_bytes = request.ids
         requests = await offload.run(len(id_bytes) > offload.INLINE_BYTES // 8, self._remove_requests, coll, id_bytes)
-        out = await self.shards.call("Remove", requests, self._timeout(context), fail_fast=False)
+        version = self.shards.clock.next()
+
+        async def commit() -> Fanout:
+            WRITE_TOKEN.set(version)  # this task's own context: the shard calls send it
+            return await self.shards.call("Remove", requests, self._timeout(context), fail_fast=False)
+
+        out = await asyncio.ensure_future(commit())
         removed = 0
         for s, resp in out.results.items():
             coll.shard_counts[s] = max(0, coll.shard_counts[s] - resp.removed)
