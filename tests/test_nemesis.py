@@ -22,17 +22,7 @@ SEED = int(os.environ.get("VECSHARD_NEMESIS_SEED", "20240611"))
 MINUTES = env_minutes()
 
 
-KNOWN_GAP = (
-    "replicas of a group apply writes in no agreed order and a coordinator records a replica's missed "
-    "write only in its memory: concurrent writes to one id, or a coordinator killed before it repaired a "
-    "replica, can leave replicas different or (write quorum 1) lose an acknowledged write at a later "
-    "catch-up. Per-id write versions are the fix (see docs/operations.md, Known gaps). Until then the "
-    "checker still runs and prints every violation, but a seeded short run can find one now and then."
-)
-
-
 @pytest.mark.slow
-@pytest.mark.xfail(reason=KNOWN_GAP, strict=False)
 @pytest.mark.timeout(300 + int(MINUTES * 60))
 @pytest.mark.parametrize("index", [0, 1], ids=["quorum-all", "quorum-1"])
 def test_nemesis_loses_no_acknowledged_write(tmp_path: Path, index: int) -> None:

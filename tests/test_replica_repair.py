@@ -68,9 +68,10 @@ def test_a_replica_that_missed_writes_is_resynced_while_running(tmp_path: Path, 
         assert _state(r0.address, name) == _state(r1.address, name)
 
 
-def test_anti_entropy_copies_the_majority_to_a_replica_that_drifted(tmp_path: Path, name: str) -> None:
+def test_anti_entropy_merges_a_replica_that_drifted_into_the_others(tmp_path: Path, name: str) -> None:
     """A replica can drift without this coordinator knowing (the coordinator that saw the miss died):
-    the periodic digest comparison finds it, and with three replicas the majority is copied to it."""
+    the periodic digest comparison finds it and merges the replicas: a write only one of three got
+    reaches the other two (per id the newest version wins, not the majority)."""
     env = {"VECSHARD_ANTI_ENTROPY_S": "1"}
     with LocalCluster(shards=1, replicas=3, data_dir=tmp_path, env=env, log_level="ERROR") as cluster:
         x = np.random.default_rng(1).random((50, DIM), dtype=np.float32)
@@ -83,16 +84,17 @@ def test_anti_entropy_copies_the_majority_to_a_replica_that_drifted(tmp_path: Pa
             shard_pb2_grpc.ShardStub(ch).Add(req, timeout=10)
         assert _holds(stray.address, name, 777)
         deadline = time.monotonic() + 30
-        while _holds(stray.address, name, 777):
-            assert time.monotonic() < deadline, "the drifted replica was not repaired"
+        while not all(_holds(r.address, name, 777) for r in cluster.groups[0]):
+            assert time.monotonic() < deadline, "the drifted replica was not merged"
             time.sleep(0.3)
         good = _state(cluster.groups[0][0].address, name)
-        assert _state(stray.address, name) == good and good[0] == 50
+        assert all(_state(r.address, name) == good for r in cluster.groups[0]) and good[0] == 51
 
 
-def test_anti_entropy_with_two_replicas_copies_from_the_one_that_applied_more_writes(tmp_path: Path, name: str) -> None:
-    """With two replicas a majority cannot decide; the count of writes each applied can: a replica
-    that missed writes (its coordinator died before repairing it, or its log was cut) applied fewer."""
+def test_anti_entropy_merges_two_replicas_that_each_missed_other_writes(tmp_path: Path, name: str) -> None:
+    """With two replicas neither a majority nor a count of writes can tell which one is right when each
+    missed writes the other got (their coordinators died before repairing them): per-id versions can.
+    Anti-entropy merges them both ways: every write either got survives, and a remove stays a remove."""
     env = {"VECSHARD_ANTI_ENTROPY_S": "1"}
     with LocalCluster(shards=1, replicas=2, data_dir=tmp_path, env=env, log_level="ERROR") as cluster:
         x = np.random.default_rng(2).random((20, DIM), dtype=np.float32)
@@ -100,11 +102,28 @@ def test_anti_entropy_with_two_replicas_copies_from_the_one_that_applied_more_wr
             c.create_collection(name, DIM)
             c.add(name, np.arange(20), x)
         r0, r1 = cluster.groups[0]
-        with grpc.insecure_channel(r0.address) as ch:  # a write only r0 got, unknown to the coordinator
-            req = pb.AddRequest(collection=name, ids=wire.pack_ids(np.array([555])), vectors=wire.pack_matrix(x[:1]))
-            shard_pb2_grpc.ShardStub(ch).Add(req, timeout=10)
+
+        def write(address: str, method: str, request: object) -> None:  # unknown to the coordinator
+            with grpc.insecure_channel(address) as ch:
+                getattr(shard_pb2_grpc.ShardStub(ch), method)(request, timeout=10)
+
+        one = np.array([555])
+        write(
+            r0.address, "Add", pb.AddRequest(collection=name, ids=wire.pack_ids(one), vectors=wire.pack_matrix(x[:1]))
+        )
+        write(r1.address, "Add", pb.AddRequest(collection=name, ids=wire.pack_ids(one + 1),
+                                               vectors=wire.pack_matrix(x[1:2])))  # fmt: skip
+        write(r1.address, "Remove", pb.RemoveRequest(collection=name, ids=wire.pack_ids(np.array([3]))))
+        write(r0.address, "Add", pb.AddRequest(collection=name, ids=wire.pack_ids(np.array([4])),
+                                               vectors=wire.pack_matrix(x[9:10]), upsert=True))  # fmt: skip
         deadline = time.monotonic() + 30
-        while not _holds(r1.address, name, 555):
-            assert time.monotonic() < deadline, "the replica that missed the write was not repaired"
+        while not (_holds(r1.address, name, 555) and _holds(r0.address, name, 556)):
+            assert time.monotonic() < deadline, "the replicas were not merged"
             time.sleep(0.3)
         assert _state(r0.address, name) == _state(r1.address, name)
+        with Client(cluster.address, timeout=30) as c:
+            got = c.get(name, [3, 4, 555, 556], allow_missing=True)
+        assert np.isnan(got[0]).all()  # removed on r1 after r0 stored it: stays removed
+        np.testing.assert_array_equal(got[1], x[9])  # the newer upsert on r0 wins
+        np.testing.assert_array_equal(got[2], x[0])
+        np.testing.assert_array_equal(got[3], x[1])

@@ -175,7 +175,7 @@ def assert_equal(part: ShardIndex, model: Model, queries: np.ndarray, what: str)
     want = np.stack([model.store[i] for i in seen[found].tolist()]) if found.any() else got[found]
     np.testing.assert_array_equal(got[found], want, err_msg=what)
     ids, x = model.arrays()
-    page_ids, page_x = part.export_page(-1, 10**6)
+    page_ids, page_x, _, _, _ = part.export_page(-1, 10**6)
     np.testing.assert_array_equal(page_ids, ids, err_msg=what)
     np.testing.assert_array_equal(page_x, x, err_msg=what)
     assert part.count == n, what
@@ -257,28 +257,30 @@ def test_results_while_a_snapshot_is_written_equal_the_reference(
     assert loaded.count == 400 and loaded.trained == (kind != "flat")
 
 
-def test_a_peer_copy_adopted_during_a_snapshot_ends_it(tmp_path: Path, gate: Gate) -> None:
-    """Adopting a peer's copy replaces the index: the snapshot under way writes the old one and its
-    end leaves the adopted one alone."""
+def test_a_merge_from_a_peer_during_a_snapshot_keeps_the_newest_of_each_id(tmp_path: Path, gate: Gate) -> None:
+    """A peer's entries merged while a snapshot is written (versioned upserts and tombstones, some
+    newer than the partition's, some older) reach searches at once, and the snapshot's end keeps them."""
     spec = spec_of("l2", ivf=False)
     part, model = ShardIndex(spec, 10**6), Model(spec)
     x = family(200, seed=1)
-    part.add(np.arange(100), x[:100], False)
-    recorder = part.record_writes()
+    part.add(np.arange(100), x[:100], False, None, 100)  # everything at version 100
+    model.add(np.arange(100), x[:100])
     saver = start_save(part, tmp_path / "c", gate)
-    within(lambda: part.add(np.arange(100, 110), x[100:110], False), "an add")
-    within(lambda: part.remove(np.arange(5)), "a remove")
-    copy = ShardIndex(spec, 10**6)  # the peer's copy, which had the first 100 and 50 more
-    copy.add(np.arange(150), x[:150], True)
-    assert within(lambda: part.adopt(copy, recorder, lambda result: True), "adopt")
-    model.add(np.arange(150), x[:150])
-    model.add(np.arange(100, 110), x[100:110])
-    model.remove(np.arange(5))
-    assert part._frozen is None
-    assert_equal(part, model, x[:8], "after adopt")
+    # The peer's page: ids 0..49 at version 50 (older: ignored), 50..149 at 150 (newer or new: taken),
+    # and tombstones of 0..4 at 99 (older: ignored) and 95..99 at 200 (newer: removed).
+    versions = np.where(np.arange(150) < 50, 50, 150)
+    within(lambda: part.add(np.arange(150), x[50:200], True, None, versions), "a merged page")
+    within(lambda: part.remove(np.r_[0:5, 95:100], None, np.r_[[99] * 5, [200] * 5]), "merged tombstones")
+    model.add(np.arange(50, 150), x[100:200])
+    model.remove(np.arange(95, 100))
+    assert part.count == 145 and part.tombstones == 5
+    assert_equal(part, model, x[:8], "during the snapshot")
     gate.release.set()
     saver.join(60)
     assert_equal(part, model, x[:8], "after the snapshot")
+    loaded = ShardIndex.load(tmp_path / "c", 10**6)  # the state at the freeze, versions included
+    assert loaded.count == 100 and loaded.max_version == 100
+    assert loaded.add(np.arange(10), x[:10], True, None, 99) == (0, 0)  # older than what it holds
 
 
 # -- (1) and (3): a shard service over a data dir ------------------------------------------------

@@ -139,8 +139,12 @@ class ShardServicer:
     def Add(self, request, context):
         """Atomic on this shard: ALREADY_EXISTS (without upsert) leaves nothing written, and so does a
         caller's deadline that passed before the write was committed (DEADLINE_EXCEEDED). A coordinator
-        tags a non-upsert Add with metadata `x-vecshard-write-token`, so RollbackAdd can take back
-        exactly what it wrote.
+        tags each Add and Remove with its version in metadata `x-vecshard-write-token` (the shard's own
+        clock versions a write without one). Per id the newest version wins, whatever order writes
+        arrive in: an id held or removed at a newer version is left as it is, an id held at the very
+        version of this write is this write again (a retry or replay) and left alone, and a removal
+        leaves a tombstone (at equal versions the tombstone wins). RollbackAdd takes back an Add by
+        its version.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -188,28 +192,32 @@ class ShardServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Export(self, request, context):
-        """A page of the partition's (id, vector) pairs in ascending id order, for a replica catching up.
+        """A page of the partition's entries in ascending id order (stored ids with their vectors and
+        versions, tombstones with theirs), for a replica catching up or merging.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RollbackAdd(self, request, context):
-        """Takes back a failed non-upsert Add: removes those of `ids` whose last write was the Add tagged
-        with `write_token`, leaving ids that another write (an upsert, a remove, a re-add) touched since.
-        Idempotent; a token this shard never saw (or forgot: see docs/operations.md) removes nothing.
+        """Takes back a failed non-upsert Add: removes those of `ids` still held at the Add's version
+        (`write_token`), leaving ids another write touched since, and tombstones the absent ones at it,
+        so the Add arriving later (or a peer's copy of it) stores nothing. Idempotent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Resync(self, request, context):
-        """Makes this replica's partition equal to the peer replica's while serving writes: copies it in
-        pages from `peer`, replays the writes that arrived here meanwhile, then swaps (reads meanwhile
-        get UNAVAILABLE, so coordinators read another replica). Sent by a coordinator to a replica that
-        missed an acknowledged write (write quorum below the replica count).
-        Errors: UNAVAILABLE when the peer cannot be reached (retry); NOT_FOUND for an unknown collection
-        here that the peer does not hold either.
+        """Merges the peer replica's partition into this one while serving: pulls the peer's entries in
+        pages and applies every one newer than this replica's entry of the id (a stored vector or a
+        tombstone; writes arriving meanwhile are ordered by version too), and adopts the peer's
+        training if it is newer. Entries this replica holds newer stay: run it both ways to make two
+        replicas equal. A partition missing here (or with another config) is copied whole.
+        Sent by a coordinator to a replica that missed writes, and between replicas whose digests differ.
+        Errors: UNAVAILABLE when the peer cannot be reached or changes config meanwhile (retry);
+        NOT_FOUND for an unknown collection here that the peer does not hold either; INVALID_ARGUMENT
+        when `peer` is not host:port.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     anti_entropy_s: float = Field(
         30.0, ge=0, description="coordinator: compare the replicas' digests this often (0: never)"
     )
+    peer_sync_s: float = Field(
+        10.0,
+        ge=0,
+        description="shard with peers: compare each collection with the peer replicas this often and merge "
+        "a difference seen twice in a row (0: never; coordinators' anti-entropy still runs)",
+    )
     tombstone_ttl_s: float = Field(
         7 * 24 * 3600.0,
         gt=0,
@@ -78,6 +84,65 @@ class Settings(BaseSettings):
     max_embed_batch: int = Field(1024, ge=1, description="most texts or images in one request")
     max_text_chars: int = Field(100_000, ge=1, description="longest text accepted for embedding")
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest encoded image accepted")
+    # Per-request cost limits (docs/limits.md): a request over one gets RESOURCE_EXHAUSTED naming it.
+    max_search_results: int = Field(
+        1_000_000, ge=1, description="most (distance, id) results of one Search: nq * k (split bigger searches)"
+    )
+    max_search_scan: int = Field(
+        1_000_000_000,
+        ge=1,
+        description="most vectors one Search may compare its queries with, estimated as nq * the vectors a query "
+        "visits (FLAT or untrained IVF: the collection's count; IVF: count * nprobe / nlist)",
+    )
+    max_embed_chars: int = Field(
+        2_000_000, ge=1, description="most characters of text in one Embed (or Add or Search sending texts)"
+    )
+    # Admission control (docs/limits.md): work in flight per process; beyond it RESOURCE_EXHAUSTED at
+    # once, with a retry-after hint.
+    max_inflight_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1,
+        description="coordinator: estimated memory (bytes of requests, copies and replies) of the large "
+        "requests it works on at once",
+    )
+    small_request_bytes: int = Field(
+        1024 * 1024,
+        ge=0,
+        description="coordinator: a request estimated at most this many bytes is small: it is admitted on a "
+        "budget of its own (max_inflight_small_bytes), so large ones never hold it up",
+    )
+    max_inflight_small_bytes: int = Field(
+        128 * 1024 * 1024, ge=1, description="coordinator: estimated memory of the small requests in flight at once"
+    )
+    max_inflight_embed_chars: int = Field(
+        4_000_000,
+        ge=1,
+        description="embedding (in a coordinator or an embedder): characters (images: see docs/limits.md) of the "
+        "large Embed requests in flight at once",
+    )
+    small_embed_chars: int = Field(
+        8192,
+        ge=0,
+        description="embedding: a request of at most this many characters is small and has a budget of its own "
+        "(max_inflight_small_embed_chars)",
+    )
+    max_inflight_small_embed_chars: int = Field(
+        1_000_000, ge=1, description="embedding: characters of the small Embed requests in flight at once"
+    )
+    # Fair scheduling (docs/limits.md): big work runs in pieces, so small requests get in between.
+    search_chunk_work: int = Field(
+        1 << 27,
+        ge=1,
+        description="coordinator: a Search is sent to the shards in chunks of queries of about this much work "
+        "each (vectors scanned * dim), at most search_chunk_parallel at a time",
+    )
+    search_chunk_parallel: int = Field(2, ge=1, description="coordinator: chunks of one Search in flight at once")
+    embed_chunk_chars: int = Field(
+        32_768,
+        ge=1,
+        description="embedding: a batch is run in sub-batches of about this many characters, taking turns with "
+        "other requests (fair queuing)",
+    )
 
     @classmethod
     def settings_customise_sources(

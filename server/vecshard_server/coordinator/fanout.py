@@ -186,9 +186,10 @@ class ShardSet:
     async def anti_entropy(self, every_s: float) -> None:
         """Forever, every `every_s`: compare the replicas of each group collection by collection
         (count, digest, training epoch). A difference seen twice, a second apart, with nothing changed
-        in between, is divergence: a replica this coordinator knows missed writes is being repaired;
-        otherwise a majority (R >= 3) is copied to the others, and with two replicas, where nothing
-        tells which one is right, it is logged and shown as vecshard_replicas_diverged."""
+        in between, is divergence (a replica missed writes while its coordinator died, say): each
+        replica then merges every other one (Resync: per id the newest version wins, so the merge
+        loses no acknowledged write whichever replica missed it). A difference that outlives the
+        merges is shown as vecshard_replicas_diverged."""
         while every_s > 0:
             await asyncio.sleep(every_s)
             for group in self.shards:
@@ -198,19 +199,17 @@ class ShardSet:
                     except grpc.aio.AioRpcError:
                         pass  # a replica is down: nothing to compare now
 
-    async def _compare(self, group: ShardGroup) -> None:
-        async def states() -> tuple[list[dict[str, tuple[int, int, int]]], list[dict[str, int]]]:
-            answers = await asyncio.gather(
-                *(
-                    r.stub.ListCollections(pb.ListCollectionsRequest(), timeout=10, metadata=self._internal or None)
-                    for r in group.replicas
-                )
+    async def _states(self, group: ShardGroup) -> list[dict[str, tuple[int, int, int]]]:
+        answers = await asyncio.gather(
+            *(
+                r.stub.ListCollections(pb.ListCollectionsRequest(), timeout=10, metadata=self._internal or None)
+                for r in group.replicas
             )
-            return [{s.config.name: (s.count, s.digest, s.train_epoch) for s in a.collections} for a in answers], [
-                {s.config.name: s.writes for s in a.collections} for a in answers
-            ]
+        )
+        return [{s.config.name: (s.count, s.digest, s.train_epoch) for s in a.collections} for a in answers]
 
-        first, _ = await states()
+    async def _compare(self, group: ShardGroup) -> None:
+        first = await self._states(group)
         names = set().union(*first)
         suspects = {n for n in names if len({st.get(n) for st in first}) > 1}
         if not suspects:
@@ -218,36 +217,36 @@ class ShardSet:
                 REPLICAS_DIVERGED.labels(str(group.index), n).set(0)
             return
         await asyncio.sleep(1.0)
-        second, writes = await states()
-        for n in suspects:
+        second = await self._states(group)
+        for n in sorted(suspects):
             now = [st.get(n) for st in second]
             if now != [st.get(n) for st in first] or len(set(now)) == 1:
                 continue  # writes in flight, or converged
-            known = [r.address for r in group.replicas if (group.index, r.address, n) in self.behind]
-            if known:
+            if any((group.index, r.address, n) in self.behind for r in group.replicas):
                 continue  # being repaired
-            votes: dict[Any, list[Replica]] = {}
-            for r, st in zip(group.replicas, now, strict=True):
-                votes.setdefault(st, []).append(r)
-            majority = max(votes.values(), key=len)
-            applied = [w.get(n, -1) for w in writes]
-            most = [r for r, a in zip(group.replicas, applied, strict=True) if a == max(applied)]
-            # A majority holding the same data; without one (two replicas), the replica that applied
-            # the most writes, which has missed the fewest (one that missed writes while the
-            # coordinator that saw it died, or whose log was cut, has applied fewer).
-            source = majority if 2 * len(majority) > len(group.replicas) else most if len(most) == 1 else None
-            if source is not None:
-                for r in group.replicas:
-                    if r not in source:
-                        key = (group.index, r.address, n)
-                        self.behind[key] = self.behind.get(key, 0) + 1
-                self.repair_needed.set()
-                log.warning("%s: replicas differ on %s; copying it from %s", group.name, n,
-                            ", ".join(r.address for r in source))  # fmt: skip
-            else:
-                REPLICAS_DIVERGED.labels(str(group.index), n).set(1)
-                log.error("%s: replicas differ on %s (count, digest, epoch: %s) and none is known to be behind",
-                          group.name, n, now)  # fmt: skip
+            log.warning("%s: replicas differ on %s (count, digest, epoch: %s): merging them", group.name, n, now)
+            merged = await self.merge_replicas(group, n)
+            REPLICAS_DIVERGED.labels(str(group.index), n).set(0 if merged else 1)
+
+    async def merge_replicas(self, group: ShardGroup, collection: str) -> bool:
+        """Make the group's replicas of `collection` equal: each merges every other (Resync; the first
+        replica then holds all, and every later one merges it). False if a merge failed."""
+        ok = True
+        for target in group.replicas:
+            for peer in group.replicas:
+                if peer is target:
+                    continue
+                try:
+                    await target.stub.Resync(
+                        shard_pb2.ResyncRequest(collection=collection, peer=peer.address),
+                        timeout=REPAIR_TIMEOUT_S,
+                        metadata=self._internal or None,
+                    )
+                except grpc.aio.AioRpcError as err:
+                    ok = False
+                    log.warning("merge of %s into %s from %s failed: %s", collection, target.address,
+                                peer.address, err.details())  # fmt: skip
+        return ok
 
     def _replica(self, address: str) -> Replica:
         # Reconnect within a second of a replica coming back (gRPC's default backoff grows to 120 s).

@@ -16,7 +16,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +43,7 @@ from vecshard_server.common.observability import CHECKPOINT_SECONDS, register_co
 from vecshard_server.common.rpc import TRAIN_EPOCH_HEADER, Server, header_int, write_token_from
 from vecshard_server.common.security import InternalAuth, shard_channel
 from vecshard_server.common.spec import CollectionSpec, check_name
+from vecshard_server.common.versions import MAX_VERSION, NODE_BITS, WriteClock
 from vecshard_server.shard.accel import detect
 from vecshard_server.shard.batching import SearchBatcher
 from vecshard_server.shard.engine import Journal, ShardIndex, SnapshotCorrupt
@@ -52,24 +53,17 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = spb.DESCRIPTOR.services_by_name["Shard"].full_name
 T = TypeVar("T")
-MAX_OWNED = 1_000_000  # ids per partition whose writing Add is remembered for RollbackAdd
-MAX_ABORTED = 100_000  # rolled-back write tokens remembered per partition
+MAX_ABORTED = 100_000  # rolled-back Add versions remembered per partition
 
 
-def track_owners(part: ShardIndex, ids: np.ndarray, token: int) -> None:
-    """Under the partition's write lock: `ids` were just written by the Add tagged `token` (0: by
-    any other write, which ends the claim of an earlier Add on them)."""
-    if token:
-        part.owners.update(dict.fromkeys(ids.tolist(), token))
-        part.owner_tokens[token] = ids
-        while len(part.owners) > MAX_OWNED and part.owner_tokens:  # forget the oldest Adds first
-            old, old_ids = part.owner_tokens.popitem(last=False)
-            for i in old_ids.tolist():
-                if part.owners.get(i) == old:
-                    del part.owners[i]
-    elif part.owners:
-        for i in ids.tolist():
-            part.owners.pop(i, None)
+def record_versions(record: spb.WalRecord, n: int) -> int | np.ndarray:
+    """The version of each of a logged add's or remove's `n` ids (0: logged by an older version)."""
+    if record.versions:
+        versions = np.frombuffer(record.versions, dtype="<i8").astype(np.int64)
+        if versions.size != n:
+            raise ValueError(f"log record lsn {record.lsn} has {versions.size} versions for {n} ids")
+        return versions
+    return int(record.version)
 
 
 def check_add(spec: CollectionSpec, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -163,6 +157,8 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         self.data_dir = data_dir
         self.peers = peers or []
         self.accelerator = detect(settings.device)
+        self.clock = WriteClock()  # versions writes that come without one (callers other than coordinators)
+        self._sync_seen: dict[tuple[str, str], tuple[Any, Any]] = {}  # differences seen by the last peer_sync
         self.collections: dict[str, ShardIndex] = {}
         self.wal: Wal | None = None
         self.ready = False
@@ -235,34 +231,30 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             time.perf_counter() - started,
         )  # fmt: skip
 
-    def catch_up(self, attempts: int = 5) -> None:
-        """Make this replica equal to a peer replica of its group before it serves.
+    def catch_up(self) -> None:
+        """Before serving, merge what the first reachable peer replica of this group holds.
 
-        Collections whose config, count, digest or training differ from the first reachable peer's
-        are copied from it (its pages of (id, vector) pairs, over its centroids), or dropped when
-        the peer has none; repeated until a comparison finds no difference.
+        Each collection of the peer is merged into this replica's (every entry newer there is
+        applied here), or copied whole when missing here or configured otherwise; a collection the
+        peer does not hold is dropped (it was dropped while this replica was down). The peer gets
+        what only this replica has from its coordinators' anti-entropy.
         """
         for peer in self.peers:
             channel = shard_channel(peer, self.settings, self.settings.grpc_options(), aio=False)
             stub = shard_pb2_grpc.ShardStub(channel)
             try:
-                for _ in range(attempts):
-                    theirs = {
-                        st.config.name: st
-                        for st in stub.ListCollections(pb.ListCollectionsRequest(), timeout=30).collections
-                    }
-                    names = set(theirs) | set(self.collections)
-                    stale = sorted(n for n in names if not self._same(self.collections.get(n), theirs.get(n)))
-                    ahead = [n for n in stale if self._ahead(self.collections.get(n), theirs.get(n))]
-                    if ahead:  # the peer missed writes this replica has: it is the one to repair, not this
-                        log.warning("ahead of peer %s on %s (more writes applied): keeping this copy", peer, ahead)
-                        stale = [n for n in stale if n not in ahead]
-                    if not stale:
-                        log.info("in sync with peer %s (%d collections)", peer, len(theirs))
-                        return
-                    for name in stale:
-                        self._copy_from(stub, name, theirs.get(name))
-                log.warning("still differs from peer %s after %d rounds (writes under way): serving", peer, attempts)
+                theirs = {
+                    st.config.name: st
+                    for st in stub.ListCollections(pb.ListCollectionsRequest(), timeout=30).collections
+                }
+                for name in sorted(set(theirs) | set(self.collections)):
+                    mine, state = self.collections.get(name), theirs.get(name)
+                    if mine is not None and state is not None and mine.spec == CollectionSpec.from_proto(state.config):
+                        applied = self._merge_from(stub, mine, state)
+                        log.info("catch-up: %s merged from %s (%d entries newer there)", name, peer, applied)
+                    else:
+                        self._copy_from(stub, name, state)
+                log.info("caught up with peer %s (%d collections)", peer, len(theirs))
                 return
             except grpc.RpcError as err:
                 log.warning("cannot catch up from peer %s (%s): trying the next", peer, err.code().name)
@@ -271,27 +263,44 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         if self.peers:
             log.warning("no peer reachable (%s): serving the local state", ", ".join(self.peers))
 
-    @staticmethod
-    def _ahead(mine: ShardIndex | None, theirs: spb.ShardCollectionState | None) -> bool:
-        """This replica applied more writes of the collection than the peer (same config)."""
-        return (
-            mine is not None
-            and theirs is not None
-            and mine.spec == CollectionSpec.from_proto(theirs.config)
-            and mine.writes > theirs.writes
-        )
-
-    @staticmethod
-    def _same(mine: ShardIndex | None, theirs: spb.ShardCollectionState | None) -> bool:
-        if mine is None or theirs is None:
-            return mine is None and theirs is None
-        return (
-            mine.spec == CollectionSpec.from_proto(theirs.config)
-            and mine.count == theirs.count
-            and mine.digest == theirs.digest
-            and mine.trained == theirs.trained
-            and (mine.train_epoch, mine.train_id) == (theirs.train_epoch, theirs.train_id)
-        )
+    def peer_sync(self) -> int:
+        """One round of anti-entropy with the peer replicas, run by the replica itself (so it does
+        not depend on a coordinator that saw a miss staying alive): a collection whose count, digest
+        or training differs from a peer's, the same way as at the last round (neither side changed in
+        between, so no write in flight explains it), is merged from that peer. Each replica pulls,
+        so two replicas that each missed writes both end up with every write. Returns the merges run."""
+        merged = 0
+        seen: dict[tuple[str, str], tuple[Any, Any]] = {}
+        for peer in self.peers:
+            channel = shard_channel(peer, self.settings, self.settings.grpc_options(), aio=False)
+            try:
+                stub = shard_pb2_grpc.ShardStub(channel)
+                try:
+                    answer = stub.ListCollections(pb.ListCollectionsRequest(), timeout=10)
+                except grpc.RpcError:
+                    continue  # down: nothing to compare now
+                for state in answer.collections:
+                    part = self.collections.get(state.config.name)
+                    if part is None or part.spec != CollectionSpec.from_proto(state.config):
+                        continue  # creates and drops are the coordinators' (and catch-up's) business
+                    theirs = (state.count, state.digest, state.train_epoch)
+                    mine = (part.count, part.digest, part.train_epoch)
+                    if theirs == mine:
+                        continue
+                    key = (part.spec.name, peer)
+                    seen[key] = (mine, theirs)
+                    if self._sync_seen.get(key) != (mine, theirs):
+                        continue  # new, or still changing: look again next round
+                    applied = self._merge_from(stub, part, state)
+                    merged += 1
+                    log.warning("peer sync: %s differed from peer %s (count, digest, epoch: %s here, %s there); "
+                                "merged %d entries newer there", key[0], peer, mine, theirs, applied)  # fmt: skip
+            except grpc.RpcError as err:
+                log.warning("peer sync with %s failed: %s", peer, err.code().name)
+            finally:
+                channel.close()
+        self._sync_seen = seen
+        return merged
 
     def _copy_from(self, stub: shard_pb2_grpc.ShardStub, name: str, state: spb.ShardCollectionState | None) -> None:
         if state is None:
@@ -306,8 +315,31 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             self.collections[name] = part
             path = self._collection_dir(name)
             if path is not None:
-                part.save(path)
+                part.save(path, self._purge_before())
         log.info("catch-up: copied %s (%d vectors, trained=%s)", name, part.count, part.trained)
+
+    def _pages(self, stub: shard_pb2_grpc.ShardStub, spec: CollectionSpec) -> Iterator[spb.ExportResponse]:
+        """The peer's export of collection `spec.name`, page by page."""
+        limit = max(1, (self.settings.max_message_bytes - 64 * 1024) // (4 * spec.dim + 16))
+        after = -1
+        while True:
+            request = spb.ExportRequest(collection=spec.name, after_id=after, limit=limit, include_tombstones=True)
+            page = stub.Export(request, timeout=60)
+            ids, dead = wire.unpack_ids(page.ids), wire.unpack_ids(page.tombstone_ids)
+            if not ids.size and not dead.size:
+                return
+            yield page
+            after = int(max(ids[-1] if ids.size else -1, dead[-1] if dead.size else -1))
+
+    @staticmethod
+    def _entries(page: spb.ExportResponse) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        ids, dead = wire.unpack_ids(page.ids), wire.unpack_ids(page.tombstone_ids)
+        vectors = wire.unpack_matrix(page.vectors) if ids.size else np.empty((0, 0), np.float32)
+        versions = wire.unpack_ids(page.versions) if page.versions else np.zeros(ids.size, np.int64)
+        dead_versions = wire.unpack_ids(page.tombstone_versions)
+        if versions.size != ids.size or dead_versions.size != dead.size or vectors.shape[0] != ids.size:
+            raise Unavailable("the peer sent a malformed export page: retry")
+        return ids, vectors, versions, dead, dead_versions
 
     def _fetch(self, stub: shard_pb2_grpc.ShardStub, name: str, state: spb.ShardCollectionState) -> ShardIndex:
         """A new partition holding what the peer behind `stub` holds of collection `name`."""
@@ -317,25 +349,53 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         if desc.trained:
             part.install_quantizer(wire.unpack_matrix(desc.centroids, "centroids"), None, desc.train_epoch,
                                    desc.train_id)  # fmt: skip
-        limit = max(1, (self.settings.max_message_bytes - 64 * 1024) // (4 * spec.dim + 8))
-        after = -1
-        while True:
-            page = stub.Export(spb.ExportRequest(collection=name, after_id=after, limit=limit), timeout=60)
-            ids = wire.unpack_ids(page.ids)
-            if not ids.size:
-                break
-            part.add(ids, wire.unpack_matrix(page.vectors), upsert=True)
-            after = int(ids[-1])
+        for page in self._pages(stub, spec):
+            ids, vectors, versions, dead, dead_versions = self._entries(page)
+            if ids.size:
+                part.add(ids, vectors, True, None, versions)
+            if dead.size:
+                part.remove(dead, None, dead_versions)
         part.writes = state.writes  # as many writes as the copy's source has applied
         return part
 
-    def resync(self, name: str, peer: str) -> spb.ShardCollectionState:
-        """Make this replica's partition of `name` equal to `peer`'s while serving (see the Resync RPC).
+    def _merge_from(self, stub: shard_pb2_grpc.ShardStub, part: ShardIndex, state: spb.ShardCollectionState) -> int:
+        """Apply every entry of the peer's partition newer than this one's (logged like any write),
+        after adopting the peer's training if it is newer. Returns how many entries were applied."""
+        name = part.spec.name
+        if state.trained and state.train_epoch > part.train_epoch:
+            desc = stub.DescribeCollection(pb.DescribeCollectionRequest(name=name, include_centroids=True), timeout=60)
+            if desc.trained and desc.train_epoch > part.train_epoch:
+                install = spb.InstallQuantizerRequest(collection=name, centroids=desc.centroids,
+                                                      epoch=desc.train_epoch, train_id=desc.train_id)  # fmt: skip
+                centroids = wire.unpack_matrix(desc.centroids, "centroids")
+                self._logged(
+                    part, lambda: spb.WalRecord(install=install),
+                    lambda journal: part.install_quantizer(centroids, journal, desc.train_epoch, desc.train_id),
+                )  # fmt: skip
+        before = part.writes
+        for page in self._pages(stub, part.spec):
+            self._apply_page(part, page)
+        return part.writes - before
 
-        The copy is not a point-in-time image of the peer: writes reaching both replicas meanwhile
-        are recorded here and replayed on the copy (idempotently); a write this replica misses again
-        makes its coordinator resync it again.
-        """
+    def _apply_page(self, part: ShardIndex, page: spb.ExportResponse) -> None:
+        """Apply the entries of a peer's export page newer than this partition's, logged."""
+        ids, vectors, versions, dead, dead_versions = self._entries(page)
+        name = part.spec.name
+        if ids.size:
+            add = pb.AddRequest(collection=name, ids=page.ids, vectors=page.vectors, upsert=True)
+            self._logged(
+                part, lambda: spb.WalRecord(add=add, versions=page.versions),
+                lambda journal: part.add(ids, vectors, True, journal, versions),
+            )  # fmt: skip
+        if dead.size:
+            remove = pb.RemoveRequest(collection=name, ids=page.tombstone_ids)
+            self._logged(
+                part, lambda: spb.WalRecord(remove=remove, versions=page.tombstone_versions),
+                lambda journal: part.remove(dead, journal, dead_versions),
+            )  # fmt: skip
+
+    def resync(self, name: str, peer: str) -> spb.ShardCollectionState:
+        """Merge the peer replica's partition of `name` into this one while serving (see the Resync RPC)."""
         channel = shard_channel(peer, self.settings, self.settings.grpc_options(), aio=False)
         try:
             stub = shard_pb2_grpc.ShardStub(channel)
@@ -347,42 +407,14 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                 self._drop(name)  # the peer has none: it was dropped while this replica missed it
                 raise NotFound(f"collection {name!r} no longer exists (peer {peer} has none): dropped here") from None
             part = self.collections.get(name)
-            if part is None or part.spec != CollectionSpec.from_proto(state.config):
-                try:
-                    self._copy_from(stub, name, state)
-                except grpc.RpcError as err:  # the peer dropped it, restarted, ... meanwhile
-                    raise Unavailable(f"copying {name!r} from peer {peer} failed: {err.code().name}: retry") from None
-                return self._state(self._get(name))
-            if (part.count, part.digest, part.train_epoch) == (state.count, state.digest, state.train_epoch):
-                return self._state(part)  # already equal (it caught up at its start, say): nothing to copy
-            recorder = part.record_writes()
-            part.resyncing = True
             try:
-                copy = self._fetch(stub, name, state)
-
-                def agrees(result: ShardIndex) -> bool:
-                    # The peer may have lagged behind writes this replica applied before it started
-                    # recording (a write the peer applies later): adopting then would undo them here.
-                    # So only when the peer holds exactly the result now (writes here wait meanwhile).
-                    now = stub.DescribeCollection(pb.DescribeCollectionRequest(name=name), timeout=2)
-                    result.writes = now.writes
-                    return (now.count, now.digest) == (result.count, result.digest)
-
-                with self._catalog_lock:
-                    # The snapshot makes the copy durable; a crash before it leaves the old state, and
-                    # the next start catches up from a peer again.
-                    if not part.adopt(copy, recorder, agrees):
-                        raise Unavailable(f"peer {peer} changed while {name!r} was copied from it: retry")
-                    part.resyncing = False
-                    path = self._collection_dir(name)
-                    if path is not None:
-                        part.save(path)
-            except grpc.RpcError as err:
-                raise Unavailable(f"copying {name!r} from peer {peer} failed: {err.code().name}") from None
-            finally:
-                part.resyncing = False
-                part.stop_recording(recorder)
-            log.info("resync: %s copied from %s (%d vectors)", name, peer, part.count)
+                if part is None or part.spec != CollectionSpec.from_proto(state.config):
+                    self._copy_from(stub, name, state)
+                    return self._state(self._get(name))
+                applied = self._merge_from(stub, part, state)
+            except grpc.RpcError as err:  # the peer dropped it, restarted, ... meanwhile
+                raise Unavailable(f"merging {name!r} from peer {peer} failed: {err.code().name}: retry") from None
+            log.info("resync: %s merged from %s (%d entries newer there)", name, peer, applied)
             return self._state(part)
         finally:
             channel.close()
@@ -411,12 +443,10 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         journal: Journal = lambda: record.lsn  # noqa: E731
         if op == "add":
             ids = wire.unpack_ids(record.add.ids)
-            part.add(ids, wire.unpack_matrix(record.add.vectors), upsert=True, journal=journal)
-            track_owners(part, ids, record.write_token)
+            part.add(ids, wire.unpack_matrix(record.add.vectors), True, journal, record_versions(record, ids.size))
         elif op == "remove":
             ids = wire.unpack_ids(record.remove.ids)
-            part.remove(ids, journal=journal)
-            track_owners(part, ids, 0)
+            part.remove(ids, journal, record_versions(record, ids.size), record.rollback)
         elif op == "install":
             install = record.install
             centroids = wire.unpack_matrix(install.centroids, "centroids")
@@ -488,6 +518,10 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             wal.sync(lsns[-1])
         return result
 
+    def _purge_before(self) -> int:
+        """Versions of tombstones old enough to forget (settings.tombstone_ttl_s)."""
+        return int((time.time() - self.settings.tombstone_ttl_s) * 1e6) << NODE_BITS
+
     def checkpoint(self, final: bool = False) -> None:
         """Snapshot every collection changed since its last snapshot; drop the log they cover."""
         if self.wal is None:
@@ -504,7 +538,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                 with self._catalog_lock:
                     path = self._collection_dir(name)
                     if self.collections.get(name) is part and path is not None:
-                        part.save(path)
+                        part.save(path, self._purge_before())
                         saved += 1
             removed = self.wal.delete_through(covered)
             self._last_checkpoint = time.monotonic()
@@ -548,7 +582,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         state = spb.ShardCollectionState(
             config=part.spec.to_proto(), count=part.count, trained=part.trained, digest=part.digest,
             train_epoch=part.train_epoch, train_id=part.train_id, prepared_epoch=part.prepared_epoch,
-            writes=part.writes,
+            writes=part.writes, max_version=part.max_version, tombstones=part.tombstones,
         )  # fmt: skip
         centroids = part.centroids
         if include_centroids and centroids is not None:
@@ -617,33 +651,42 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         ids = wire.unpack_ids(request.ids)
         vectors = wire.unpack_matrix(request.vectors)
         check_add(part.spec, ids, vectors)
-        token = write_token_from(context.invocation_metadata()) if context is not None else 0
+        version = self._version(context)
+        if version in part.aborted:
+            raise DeadlineExceeded("this Add was rolled back by its coordinator before it arrived: nothing written")
         added, replaced = await self._run(
             self._writes,
             self._logged,
             part,
-            lambda: spb.WalRecord(add=request, write_token=token),
-            lambda journal: part.add(ids, vectors, request.upsert, journal),
+            lambda: spb.WalRecord(add=request, version=version),
+            lambda journal: part.add(ids, vectors, request.upsert, journal, version),
             deadline_of(context),
-            lambda: track_owners(part, ids, token),
+            None,
             False,
-            token,
+            version,
         )
         return pb.AddResponse(added=added, replaced=replaced, count=part.count)
 
     async def Remove(self, request: pb.RemoveRequest, context: grpc.aio.ServicerContext) -> pb.RemoveResponse:
         part = self._get(request.collection)
         ids = wire.unpack_ids(request.ids)
+        version = self._version(context)
         removed = await self._run(
             self._writes,
             self._logged,
             part,
-            lambda: spb.WalRecord(remove=request),
-            lambda journal: part.remove(ids, journal),
-            None,
-            lambda: track_owners(part, ids, 0),
+            lambda: spb.WalRecord(remove=request, version=version),
+            lambda journal: part.remove(ids, journal, version),
         )
         return pb.RemoveResponse(removed=removed)
+
+    def _version(self, context: grpc.aio.ServicerContext | None) -> int:
+        """The version of a write: its coordinator's, or one of this shard's clock."""
+        version = write_token_from(context.invocation_metadata()) if context is not None else 0
+        if not version or version > MAX_VERSION:
+            return self.clock.next()
+        self.clock.observe(version)
+        return version
 
     async def RollbackAdd(
         self, request: spb.RollbackAddRequest, context: grpc.aio.ServicerContext
@@ -651,27 +694,19 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         if not request.write_token:
             raise InvalidArgument("write_token is 0: send the token the Add was tagged with")
         part = self._get(request.collection)
+        if request.write_token > MAX_VERSION:
+            raise InvalidArgument(f"write_token {request.write_token} is above 2**63 - 1: no Add has such a version")
         ids = wire.unpack_ids(request.ids)
-        chosen: list[np.ndarray] = [np.empty(0, np.int64)]
-
-        def owned(present: np.ndarray) -> np.ndarray:  # under the write lock
-            part.aborted[request.write_token] = None  # the Add, if it arrives after this, is refused
-            while len(part.aborted) > MAX_ABORTED:
-                part.aborted.popitem(last=False)
-            mine = np.fromiter((part.owners.get(i) == request.write_token for i in present.tolist()), bool,
-                               count=present.size)  # fmt: skip
-            chosen.append(present[mine])
-            return chosen[-1]
-
+        token = request.write_token
+        part.forget_add(token, MAX_ABORTED)  # the Add, if it arrives after this, is refused
         removed = await self._run(
             self._writes,
             self._logged,
             part,
-            lambda: spb.WalRecord(remove=pb.RemoveRequest(collection=part.spec.name, ids=wire.pack_ids(chosen[-1]))),
-            lambda journal: part.remove(ids, journal, only=owned),
-            None,
-            lambda: track_owners(part, chosen[-1], 0),
-            True,
+            lambda: spb.WalRecord(
+                remove=pb.RemoveRequest(collection=part.spec.name, ids=request.ids), version=token, rollback=True
+            ),  # fmt: skip
+            lambda journal: part.remove(ids, journal, token, rollback=True),
         )
         if removed:
             log.info("rolled back %d ids of a failed Add in %s", removed, part.spec.name)
@@ -679,8 +714,6 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
     async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.GetResponse:
         part = self._get(request.collection)
-        if part.resyncing:
-            raise Unavailable(f"this replica is copying {part.spec.name!r} from a peer: read another replica")
         ids = wire.unpack_ids(request.ids)
         dim = part.spec.dim
         check_reply_rows(self.settings, ids.size, 4 * dim + 1, dim, "get at most {limit} ids per call")
@@ -694,8 +727,6 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         part = self._get(request.collection)
-        if part.resyncing:
-            raise Unavailable(f"this replica is copying {part.spec.name!r} from a peer: read another replica")
         expected = header_int(context.invocation_metadata(), TRAIN_EPOCH_HEADER) if context is not None else None
         if expected is not None and expected != part.train_epoch:
             raise Aborted(
@@ -725,12 +756,17 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
     async def Export(self, request: spb.ExportRequest, context: grpc.aio.ServicerContext) -> spb.ExportResponse:
         part = self._get(request.collection)
-        fit = rows_that_fit(self.settings, 4 * part.spec.dim + 8)
+        fit = rows_that_fit(self.settings, 4 * part.spec.dim + 16)
         limit = max(1, min(request.limit, fit + 1))  # one more than fits tells a page that would not
-        ids, vectors = await self._run(self._reads, part.export_page, request.after_id, limit)
-        check_reply_rows(self.settings, ids.size, 4 * part.spec.dim + 8, part.spec.dim,
+        ids, vectors, versions, dead, dead_versions = await self._run(
+            self._reads, part.export_page, request.after_id, limit, request.include_tombstones
+        )
+        check_reply_rows(self.settings, ids.size + dead.size, 4 * part.spec.dim + 16, part.spec.dim,
                          "send a limit of at most {limit} per page")  # fmt: skip
-        return spb.ExportResponse(ids=wire.pack_ids(ids), vectors=wire.pack_matrix(vectors))
+        return spb.ExportResponse(
+            ids=wire.pack_ids(ids), vectors=wire.pack_matrix(vectors), versions=wire.pack_ids(versions),
+            tombstone_ids=wire.pack_ids(dead), tombstone_versions=wire.pack_ids(dead_versions),
+        )  # fmt: skip
 
     async def InstallQuantizer(
         self, request: spb.InstallQuantizerRequest, context: grpc.aio.ServicerContext
@@ -795,7 +831,7 @@ async def serve_shard(
     token = settings.token
     server.add_service(service, SERVICE_NAME, lambda: service.ready, InternalAuth(token).check if token else None)
     bound = server.bind(host, port)
-    checkpoints: asyncio.Task[None] | None = None
+    loops: list[asyncio.Task[None]] = []
 
     async def checkpoint_loop() -> None:
         while True:
@@ -803,16 +839,25 @@ async def serve_shard(
             if service.checkpoint_due():
                 await asyncio.to_thread(service.checkpoint)
 
+    async def peer_sync_loop() -> None:
+        while True:
+            await asyncio.sleep(settings.peer_sync_s)
+            try:
+                await asyncio.to_thread(service.peer_sync)
+            except Exception:  # a peer down, a collection dropped meanwhile: the next round retries
+                log.warning("peer sync round failed", exc_info=True)
+
     async def ready() -> None:
-        nonlocal checkpoints
         log.info("%s listening on %s:%d (data dir %s, trained IVF searches on %s); recovering", name, host, bound,
                  data_dir or "none: in memory", service.accelerator.name if service.accelerator else "cpu")  # fmt: skip
         await asyncio.to_thread(service.recover)
-        checkpoints = asyncio.create_task(checkpoint_loop())
+        loops.append(asyncio.create_task(checkpoint_loop()))
+        if service.peers and settings.peer_sync_s > 0:
+            loops.append(asyncio.create_task(peer_sync_loop()))
 
     async def on_stop() -> None:
-        if checkpoints is not None:
-            checkpoints.cancel()
+        for loop in loops:
+            loop.cancel()
         await asyncio.to_thread(service.close)
 
     await server.run(ready=ready, on_stop=on_stop, port_file=port_file, exit_with_parent=exit_with_parent)
