@@ -36,6 +36,7 @@ from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.cli.cluster import LocalCluster
 from vecshard_server.common.config import Settings
 from vecshard_server.common.spec import CollectionSpec
+from vecshard_server.coordinator.inputs import page_row_bytes
 from vecshard_server.coordinator.placement import shard_of
 from vecshard_server.coordinator.service import CoordinatorService
 from vecshard_server.coordinator.training import sample_quotas
@@ -45,7 +46,10 @@ from vecshard_server.shard.engine import train_centroids
 from .conftest import clustered
 
 DIM, N, NLIST, K = 32, 100_000, 1024, 4096
-LIMITS = {"VECSHARD_MAX_K": str(K), "VECSHARD_MAX_MESSAGE_BYTES": str(64 * 1024 * 1024)}
+# k = 4096 over 1365 queries is 5.6M results: over the default per-request cost limit (1M), at the
+# message limit here.
+LIMITS = {"VECSHARD_MAX_K": str(K), "VECSHARD_MAX_MESSAGE_BYTES": str(64 * 1024 * 1024),
+          "VECSHARD_MAX_SEARCH_RESULTS": str(64 * 1024 * 1024 // 12)}  # fmt: skip
 PROBE_EVERY_S = 0.02
 MAX_PROBE_S = 2.0
 
@@ -145,8 +149,8 @@ def test_health_answers_during_the_largest_requests(big: tuple[LocalCluster, Cli
 
 
 def page_rows(limit: int, dim: int) -> int:
-    """Rows of a shard's Sample/Export page: vector and int64 id, below the limit less 64 KiB."""
-    return (limit - 64 * 1024) // (4 * dim + 8)
+    """Rows of a shard's Sample/Export page (vector, int64 id and version), below the limit less 64 KiB."""
+    return (limit - 64 * 1024) // page_row_bytes(dim)
 
 
 def by_shard(ids: np.ndarray, shards: int) -> np.ndarray:

@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from vecshard.errors import InvalidArgument, VecshardError
+from vecshard.errors import RETRY_AFTER_HEADER, InvalidArgument, VecshardError
 from vecshard_server.common.config import Settings
 from vecshard_server.common.observability import REQUEST_ID, observe_rpc, request_id_from, span
 from vecshard_server.common.security import server_credentials
@@ -140,7 +140,8 @@ def _guarded(
                 return await inner(request, context)
         except VecshardError as err:
             code = err.code
-            await context.abort(err.code, _bounded(err.details))
+            details = _bounded(err.details)
+            await context.abort(err.code, details, trailing_metadata=retry_trailers(err.code, details, err.retry_after))
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise
@@ -156,6 +157,24 @@ def _guarded(
     call.__name__ = getattr(inner, "__name__", "rpc")
     call.__doc__ = inner.__doc__
     return call
+
+
+def retry_trailers(code: grpc.StatusCode, details: str, retry_after_s: float | None) -> tuple[tuple[str, Any], ...]:
+    """The trailing metadata of a refusal with a retry-after hint: `retry-after-ms` (any client reads
+    it) and the standard google.rpc.Status with a RetryInfo detail in grpc-status-details-bin (what
+    grpc-status aware clients and proxies read). Empty without a hint."""
+    if retry_after_s is None:
+        return ()
+    from google.protobuf import any_pb2, duration_pb2
+    from google.rpc import error_details_pb2, status_pb2
+
+    ms = max(1, round(retry_after_s * 1000))
+    detail = any_pb2.Any()
+    detail.Pack(
+        error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=ms // 1000, nanos=ms % 1000 * 10**6))
+    )
+    status = status_pb2.Status(code=code.value[0], message=details, details=[detail])
+    return ((RETRY_AFTER_HEADER, str(ms)), ("grpc-status-details-bin", status.SerializeToString()))
 
 
 def _bounded(details: str) -> str:

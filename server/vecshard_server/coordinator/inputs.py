@@ -57,8 +57,9 @@ def sample_row_bytes(dim: int) -> int:
 
 
 def page_row_bytes(dim: int) -> int:
-    """A row of a shard's Sample or Export page (ExportResponse): the vector and its int64 id."""
-    return 4 * dim + 8
+    """A row of a shard's Sample or Export page (ExportResponse): the vector, its int64 id and (Export)
+    its int64 version."""
+    return 4 * dim + 16
 
 
 def request_ids(settings: Settings, data: bytes, *, unique: bool) -> np.ndarray:
@@ -115,3 +116,54 @@ async def request_vectors(
     # Reading a big bytes field copies it: off the loop too (see offload.py).
     vectors = await offload.run(4 * matrix.rows * matrix.cols > offload.INLINE_BYTES, wire.unpack_matrix, matrix, field)
     return vectors, given
+
+
+# -- per-request cost limits (docs/limits.md) ------------------------------------------------------
+# Each refusal is RESOURCE_EXHAUSTED without a retry-after hint: the request is valid, but too big
+# for this server's configuration; the same request fails again, a smaller one (the message says
+# how) or a raised setting succeeds. (INVALID_ARGUMENT is kept for what no setting can allow, e.g. a
+# k over max_k, which existed before these limits.)
+
+
+def vectors_visited(spec: CollectionSpec, count: int, trained: bool, nprobe: int) -> int:
+    """About how many stored vectors one query is compared with: all of them for FLAT (and an IVF
+    collection not yet trained, which is searched exactly), else count * nprobe / nlist."""
+    if not spec.is_ivf or not trained or spec.nlist <= 0:
+        return count
+    return min(count, -(-count * max(1, nprobe) // spec.nlist))
+
+
+def check_search_cost(settings: Settings, spec: CollectionSpec, nq: int, k: int, per_query: int) -> None:
+    """Refuse a Search whose results (nq * k) or estimated vectors scanned (nq * per_query) exceed
+    max_search_results / max_search_scan, naming the limit, its setting and the split that fits."""
+    results = nq * k
+    if results > settings.max_search_results:
+        fit = max(1, settings.max_search_results // k)
+        raise ResourceExhausted(
+            f"nq * k = {nq} * {k} = {results} results, over max_search_results={settings.max_search_results} "
+            f"(VECSHARD_MAX_SEARCH_RESULTS): send at most {fit} queries per call with k={k}, or raise the setting"
+        )
+    scan = nq * per_query
+    if scan > settings.max_search_scan:
+        fit = settings.max_search_scan // max(1, per_query)
+        how = (
+            f"send at most {fit} queries per call"
+            if fit
+            else "even one query scans more than that: use an IVF_FLAT collection or a smaller nprobe"
+        )
+        raise ResourceExhausted(
+            f"this search would compare about {scan} vectors ({nq} queries x ~{per_query} vectors each in "
+            f"{spec.name!r}), over max_search_scan={settings.max_search_scan} (VECSHARD_MAX_SEARCH_SCAN): "
+            f"{how}, or raise the setting"
+        )
+
+
+CHUNK_MAX_RESULTS = 1 << 18  # (distance, id) pairs per shard in one chunk's reply
+
+
+def search_chunk_rows(settings: Settings, dim: int, k: int, per_query: int) -> int:
+    """How many queries each chunk of a Search carries: about search_chunk_work (vectors scanned x
+    dim) per chunk, so a big search reaches the shards as short faiss calls that other searches
+    interleave with, and no chunk's reply gets huge."""
+    work = max(1, per_query) * max(1, dim)
+    return max(1, min(settings.search_chunk_work // work, CHUNK_MAX_RESULTS // max(1, k)))

@@ -42,21 +42,40 @@ from vecshard_server.common.rpc import TRAIN_EPOCH, WRITE_TOKEN, Server
 from vecshard_server.common.security import ApiKeys
 from vecshard_server.common.spec import CollectionSpec, check_collection_count
 from vecshard_server.coordinator import offload
+from vecshard_server.coordinator.admission import (
+    COPIES,
+    add_cost,
+    coordinator_admission,
+    embed_cost,
+    ids_cost,
+    input_rows,
+    search_cost,
+)
 from vecshard_server.coordinator.catalog import Catalog, Collection
 from vecshard_server.coordinator.fanout import TOLERABLE, Encoded, Fanout, ShardSet
 from vecshard_server.coordinator.inputs import (
+    check_search_cost,
     get_row_bytes,
     normalize_rows,
     request_ids,
     request_vectors,
     rows_per_message,
     sample_row_bytes,
+    search_chunk_rows,
+    vectors_visited,
 )
 from vecshard_server.coordinator.merge import merge_topk
 from vecshard_server.coordinator.placement import split_by_shard
 from vecshard_server.coordinator.training import DEFAULT_SEED, Trainer, sample_quotas, shard_seed
 from vecshard_server.embedding.registry import RegistryError
-from vecshard_server.embedding.service import Embeddings, LocalEmbeddings, RemoteEmbeddings, model_info
+from vecshard_server.embedding.service import (
+    Embeddings,
+    LocalEmbeddings,
+    RemoteEmbeddings,
+    check_embed_inputs,
+    check_embed_request,
+    model_info,
+)
 from vecshard_server.shard.engine import assign_lists
 
 log = logging.getLogger(__name__)
@@ -74,6 +93,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         self.shards = ShardSet(shard_addresses, settings)
         self.catalog = Catalog(self.shards)
         self.trainer = Trainer(self.catalog, settings)
+        self.admission = coordinator_admission(settings)  # the bound on work in flight (docs/limits.md)
         self._background: set[asyncio.Future[None]] = set()
         self.ready = False
 
@@ -199,6 +219,13 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
 
     async def Add(self, request: pb.AddRequest, context: grpc.aio.ServicerContext) -> pb.AddResponse:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
+        if request.texts or request.images:  # per-request limits before anything is embedded or written
+            check_embed_inputs(request.texts, request.images, self.settings)
+        n = input_rows(request.vectors, len(request.texts), len(request.images), coll.spec.dim)
+        with self.admission.admit(add_cost(request, coll.spec.dim), f"an Add of {n} vectors"):
+            return await self._add(coll, request, context)
+
+    async def _add(self, coll: Collection, request: pb.AddRequest, context: grpc.aio.ServicerContext) -> pb.AddResponse:
         spec = coll.spec
         id_bytes = request.ids
         heavy = len(id_bytes) + 4 * request.vectors.rows * request.vectors.cols > offload.INLINE_BYTES
@@ -303,6 +330,12 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
 
     async def Remove(self, request: pb.RemoveRequest, context: grpc.aio.ServicerContext) -> pb.RemoveResponse:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
+        with self.admission.admit(ids_cost(len(request.ids)), f"a Remove of {len(request.ids) // 8} ids"):
+            return await self._remove(coll, request, context)
+
+    async def _remove(
+        self, coll: Collection, request: pb.RemoveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RemoveResponse:
         id_bytes = request.ids
         requests = await offload.run(len(id_bytes) > offload.INLINE_BYTES // 8, self._remove_requests, coll, id_bytes)
         version = self.shards.clock.next()
@@ -332,10 +365,12 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
     async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.GetResponse:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
         id_bytes = request.ids
-        heavy = len(id_bytes) // 8 * get_row_bytes(coll.spec.dim) > offload.INLINE_BYTES
-        ids, parts, requests = await offload.run(heavy, self._get_requests, coll, id_bytes)
-        out = await self.shards.call("Get", requests, self._timeout(context))
-        return await offload.run(heavy, self._get_response, coll, request.allow_missing, ids, parts, out.results)
+        row_bytes = get_row_bytes(coll.spec.dim)
+        with self.admission.admit(ids_cost(len(id_bytes), row_bytes), f"a Get of {len(id_bytes) // 8} ids"):
+            heavy = len(id_bytes) // 8 * row_bytes > offload.INLINE_BYTES
+            ids, parts, requests = await offload.run(heavy, self._get_requests, coll, id_bytes)
+            out = await self.shards.call("Get", requests, self._timeout(context))
+            return await offload.run(heavy, self._get_response, coll, request.allow_missing, ids, parts, out.results)
 
     def _get_requests(
         self, coll: Collection, id_bytes: bytes
@@ -397,16 +432,41 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             raise InvalidArgument(f"nprobe applies to IVF_FLAT collections; {spec.name!r} is FLAT: leave nprobe 0")
         if request.nprobe > spec.nlist:
             raise InvalidArgument(f"nprobe ({request.nprobe}) cannot exceed the collection's nlist ({spec.nlist})")
-        queries, given = await request_vectors(
-            self.embeddings, coll.spec, request.queries, request.texts, request.images, request.model_fingerprint,
-            types_pb2.INPUT_ROLE_QUERY, "queries", self._timeout(context),
-        )  # fmt: skip
-        nq = queries.shape[0]
-        if nq > self.settings.max_batch:
-            raise ResourceExhausted(f"{nq} queries in one request, over max_batch={self.settings.max_batch}: split it")
-        allow_partial = request.allow_partial
-        heavy = queries.nbytes > offload.INLINE_BYTES
-        shard_req = await offload.run(heavy, self._shard_search, request, spec, queries, given)
+        # Cost limits and admission first, from the request's sizes: a refusal costs microseconds.
+        if request.texts or request.images:
+            check_embed_inputs(request.texts, request.images, self.settings)
+        nq_sent = input_rows(request.queries, len(request.texts), len(request.images), spec.dim)
+        per_query = vectors_visited(spec, coll.count, coll.trained, request.nprobe or spec.nprobe)
+        check_search_cost(self.settings, spec, nq_sent, k, per_query)
+        with self.admission.admit(search_cost(request, spec.dim, nq_sent), f"a Search of {nq_sent} queries, k={k}"):
+            queries, given = await request_vectors(
+                self.embeddings, coll.spec, request.queries, request.texts, request.images, request.model_fingerprint,
+                types_pb2.INPUT_ROLE_QUERY, "queries", self._timeout(context),
+            )  # fmt: skip
+            nq = queries.shape[0]
+            if nq > self.settings.max_batch:
+                raise ResourceExhausted(
+                    f"{nq} queries in one request, over max_batch={self.settings.max_batch}: split it"
+                )
+            check_search_cost(self.settings, spec, nq, k, per_query)
+            heavy = queries.nbytes > offload.INLINE_BYTES
+            rows = search_chunk_rows(self.settings, spec.dim, k, per_query)
+            if nq <= rows:
+                allow_partial = request.allow_partial  # (read first: the shards' request may be this one)
+                shard_req = await offload.run(heavy, self._shard_search, request, spec, queries, given)
+                out = await self._search_shards(coll, shard_req, allow_partial, context)
+                heavy = nq * k * len(out.results) > offload.INLINE_RESULTS
+                resp = await offload.run(heavy, self._merged, out.results, nq, k, spec.larger_is_better)
+                resp.failed_shards.extend(self.shards.shards[s].name for s in sorted(out.failures))
+                return resp
+            return await self._chunked_search(coll, request, queries, rows, context)
+
+    async def _search_shards(
+        self, coll: Collection, shard_req: Encoded, allow_partial: bool, context: grpc.aio.ServicerContext
+    ) -> Fanout:
+        """One search fan-out (waiting out a training switch), its failures checked: only tolerable
+        ones remain, and only with allow_partial."""
+        spec = coll.spec
         for _ in range(3):  # a training switching between the shards' answers: settle, then again
             if spec.is_ivf and coll.epoch is None:
                 await self.trainer.settle(coll, self._timeout(context))
@@ -430,16 +490,65 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 raise Unavailable(
                     "no shard answered: " + "; ".join(self.shards.error(s, e).details for s, e in out.failures.items())
                 )
-        heavy = nq * k * len(out.results) > offload.INLINE_RESULTS
-        resp = await offload.run(heavy, self._merged, out.results, nq, k, spec.larger_is_better)
-        resp.failed_shards.extend(self.shards.shards[s].name for s in sorted(out.failures))
+        return out
+
+    async def _chunked_search(
+        self,
+        coll: Collection,
+        request: pb.SearchRequest,
+        queries: wire.FloatArray,
+        rows: int,
+        context: grpc.aio.ServicerContext,
+    ) -> pb.SearchResponse:
+        """A big Search as chunks of `rows` queries, search_chunk_parallel at a time: each chunk is a
+        short faiss call on the shards, so other searches get in between (fair scheduling), and only
+        a few chunks' replies are held at once. Same results as one call: queries are independent."""
+        spec, k, nq = coll.spec, request.k, queries.shape[0]
+        D = np.empty((nq, k), dtype=np.float32)
+        I = np.empty((nq, k), dtype=np.int64)
+        failed: set[int] = set()
+        starts = iter(range(0, nq, rows))
+
+        # Checked (and normalised) as a whole, so errors name rows of the request, not of a chunk.
+        queries = await offload.run(True, self._checked_queries, request, spec, queries)
+        nprobe = request.nprobe or spec.nprobe
+
+        async def worker() -> None:
+            for a in starts:
+                b = min(nq, a + rows)
+                part = pb.SearchRequest(
+                    collection=spec.name, k=k, nprobe=nprobe, queries=wire.pack_matrix(queries[a:b])
+                )
+                shard_req = Encoded.of(part, raw_reply=True)
+                out = await self._search_shards(coll, shard_req, request.allow_partial, context)
+                failed.update(out.failures)
+                heavy = (b - a) * k * len(out.results) > offload.INLINE_RESULTS
+                merged = await offload.run(heavy, self._merged, out.results, b - a, k, spec.larger_is_better)
+                D[a:b] = np.frombuffer(merged.distances, dtype=wire.F32).reshape(b - a, k)
+                I[a:b] = np.frombuffer(merged.ids, dtype=wire.I64).reshape(b - a, k)
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(self.settings.search_chunk_parallel)]
+        try:
+            await asyncio.gather(*workers)
+        except BaseException:  # one chunk failed (or the call was cancelled): stop the others
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            raise
+        total = len(self.shards)
+        resp = await offload.run(
+            True,
+            lambda: pb.SearchResponse(
+                nq=nq, k=k, distances=D.tobytes(), ids=I.tobytes(), shards_total=total, shards_ok=total - len(failed)
+            ),
+        )
+        resp.failed_shards.extend(self.shards.shards[s].name for s in sorted(failed))
         return resp
 
-    def _shard_search(
-        self, request: pb.SearchRequest, spec: CollectionSpec, queries: wire.FloatArray, given: bool
-    ) -> Encoded:
-        """Check the queries and make the request every shard gets, encoded once (here: off the loop
-        when big); the replies come back as bytes, for _merged to parse."""
+    def _checked_queries(
+        self, request: pb.SearchRequest, spec: CollectionSpec, queries: wire.FloatArray
+    ) -> wire.FloatArray:
+        """The queries checked (dim, finite, the reply within the message limit), and normalised for COSINE."""
         nq, k = queries.shape[0], request.k
         wire.check_vectors(queries, spec.dim, "queries")
         if nq * k > self.settings.max_results:
@@ -447,9 +556,16 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 f"nq * k = {nq * k} results would exceed the message limit ({self.settings.max_results} results): "
                 "send fewer queries per call or a smaller k"
             )
+        return normalize_rows(queries, "queries") if spec.metric.value == "cosine" else queries
+
+    def _shard_search(
+        self, request: pb.SearchRequest, spec: CollectionSpec, queries: wire.FloatArray, given: bool
+    ) -> Encoded:
+        """Check the queries and make the request every shard gets, encoded once (here: off the loop
+        when big); the replies come back as bytes, for _merged to parse."""
+        k = request.k
+        queries = self._checked_queries(request, spec, queries)
         shard_req = request  # forwarded as received unless the queries must change
-        if spec.metric.value == "cosine":
-            queries = normalize_rows(queries, "queries")
         if spec.metric.value == "cosine" or not given:
             shard_req = pb.SearchRequest(collection=spec.name, queries=wire.pack_matrix(queries), k=k)
         shard_req.nprobe = request.nprobe or spec.nprobe
@@ -481,6 +597,14 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 f"{request.max_points} vectors of dim {spec.dim} would exceed the message limit: ask for at most "
                 f"{limit}"
             )
+        cost = COPIES * request.max_points * sample_row_bytes(spec.dim)
+        with self.admission.admit(cost, f"a Sample of {request.max_points} vectors"):
+            return await self._sample(coll, request, context)
+
+    async def _sample(
+        self, coll: Collection, request: pb.SampleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SampleResponse:
+        spec = coll.spec
         timeout = self._timeout(context)
         info = await self.catalog.describe(coll, timeout, include_centroids=True)
         counts = [s.count for s in info.shards]
@@ -528,7 +652,10 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
     async def Embed(
         self, request: types_pb2.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> types_pb2.EmbedResponse:
-        return await self.embeddings.embed(request, self._timeout(context))
+        check_embed_request(request, self.settings)  # per-request limits (the embedding side checks again)
+        n = len(request.texts) + len(request.images)
+        with self.admission.admit(embed_cost(request), f"an Embed of {n} inputs"):
+            return await self.embeddings.embed(request, self._timeout(context))
 
     async def ListModels(
         self, request: types_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
