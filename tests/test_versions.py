@@ -257,3 +257,20 @@ def test_a_remove_listing_an_id_twice_removes_it_once_at_its_newest_version() ->
     part.add(np.array([5]), vec(5, 1), True, None, 1)
     assert part.remove(np.array([5, 5, 6, 6]), None, np.array([3, 4, 7, 2])) == 1
     assert state(part)[1] == {5: 4, 6: 7}
+
+
+def test_a_frozen_id_map_is_the_map_at_the_freeze_whatever_is_written_after() -> None:
+    """Snapshots write the map frozen with the index; writes after the freeze copy the part they touch."""
+    from vecshard_server.shard.idmap import IdVersions, pairs_of
+
+    ids = np.arange(0, 1000, 3, dtype=np.int64)
+    m = IdVersions.from_arrays(ids, ids * 10)
+    frozen = m.freeze()
+    m[1] = 5
+    del m[3]
+    m.pop(6)
+    m[9] = 7
+    pairs = pairs_of(frozen)
+    assert dict(zip(pairs[0].tolist(), pairs[1].tolist(), strict=True)) == {i: i * 10 for i in ids.tolist()}
+    assert len(m) == ids.size - 1 and m.get(1) == 5 and 3 not in m and m[9] == 7 and m.get(6, 0) == 0
+    assert dict(m.items()) == {**{i: i * 10 for i in ids.tolist() if i not in (3, 6)}, 1: 5, 9: 7}

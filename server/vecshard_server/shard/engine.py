@@ -44,6 +44,7 @@ from vecshard_server.common.hashing import fmix64
 from vecshard_server.common.results import FLT_MAX
 from vecshard_server.common.spec import CollectionSpec
 from vecshard_server.shard.accel import Accelerator, SearchCopy
+from vecshard_server.shard.idmap import IdVersions, pairs_of
 from vecshard_server.shard.locks import RWLock
 
 log = logging.getLogger(__name__)
@@ -180,8 +181,8 @@ class ShardIndex:
         self._save_lock = threading.Lock()  # one snapshot at a time
         # Per id, the version of its last write: stored ids in _versions, removed ones (tombstones)
         # in _tombs; an id is in at most one of them. See vecshard_server.common.versions.
-        self._versions: dict[int, int] = {}
-        self._tombs: dict[int, int] = {}
+        self._versions = IdVersions()
+        self._tombs = IdVersions()
         self._index: Any = self._new_flat()
         self._frozen: _Frozen | None = None  # while a snapshot writes the index (see `save`)
         self._centroids: F32 | None = None
@@ -287,7 +288,7 @@ class ShardIndex:
             stored.update(zip(id_list, versions.tolist(), strict=True))
             if tombs:
                 for i in id_list:
-                    tombs.pop(i, None)
+                    tombs.pop(i)
             self.max_version = max(self.max_version, int(versions.max()))
             self.writes += 1
             if self._pending is not None:
@@ -688,7 +689,7 @@ class ShardIndex:
             tmp.mkdir(parents=True)
             with self._lock.write():
                 index, frozen = self._index, self._freeze()
-                versions, tombs = self._versions.copy(), self._tombs.copy()  # C-level copies: ~30 ms per 1M ids
+                versions, tombs = self._versions.freeze(), self._tombs.freeze()  # copy-on-write: no copy here
                 lsn = self.applied_lsn
                 meta: dict[str, Any] = {"config": _spec_to_json(self.spec), "trained": self.trained,
                                         "count": self.count, "lsn": lsn, "digest": self.digest}  # fmt: skip
@@ -699,8 +700,8 @@ class ShardIndex:
             finally:
                 with self._lock.write():
                     self._thaw(frozen)
-            np.save(tmp / "versions.npy", _pairs(versions))
-            np.save(tmp / "tombstones.npy", _pairs(tombs))
+            np.save(tmp / "versions.npy", pairs_of(versions))
+            np.save(tmp / "tombstones.npy", pairs_of(tombs))
             sums = {f"{name}_sha256": _sha256(tmp / f"{name}.npy") for name in ("versions", "tombstones")}
             self._publish(directory, tmp, {**meta, "sha256": _sha256(tmp / "index.faiss"), **sums, **epoch})
             self.snapshot_lsn = lsn
@@ -794,10 +795,10 @@ class ShardIndex:
                     f"{directory}/versions.npy does not list the ids of index.faiss: refusing to start. Restore the "
                     "shard's data dir from a backup, or delete this replica's data dir so it catches up from its peers."
                 )
-            shard._versions = dict(zip(live[0].tolist(), live[1].tolist(), strict=True))
-            shard._tombs = dict(zip(dead[0].tolist(), dead[1].tolist(), strict=True))
+            shard._versions = IdVersions.from_arrays(live[0], live[1])
+            shard._tombs = IdVersions.from_arrays(dead[0], dead[1])
         else:  # written before versions: every id at version 0 (older than any versioned write)
-            shard._versions = dict.fromkeys(ids.tolist(), 0)
+            shard._versions = IdVersions.from_arrays(ids, np.zeros(ids.size, dtype=np.int64))
         shard.digest = int(meta["digest"]) if "digest" in meta else _digest_of(*shard._export())
         if shard.count != meta["count"]:
             raise SnapshotCorrupt(f"snapshot {directory} holds {shard.count} ids, meta.json says {meta['count']}")
@@ -808,14 +809,6 @@ class ShardIndex:
         shard.train_id = int(meta.get("train_id", 0))
         shard.writes = int(meta.get("writes", 0))
         return shard
-
-
-def _pairs(d: dict[int, int]) -> I64:
-    """A 2 x n array: the keys of `d`, then its values."""
-    out = np.empty((2, len(d)), dtype=np.int64)
-    out[0] = np.fromiter(d.keys(), dtype=np.int64, count=len(d))
-    out[1] = np.fromiter(d.values(), dtype=np.int64, count=len(d))
-    return out
 
 
 def _load_pairs(directory: Path, name: str, meta: dict[str, Any]) -> I64:
