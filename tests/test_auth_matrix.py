@@ -24,12 +24,13 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pool, message_factory
 
-from vecshard.v1 import shard_pb2, vector_search_pb2  # noqa: F401 - register the services
+from vecshard.v1 import embedder_pb2, shard_pb2, vector_search_pb2  # noqa: F401 - register the services
 
 from .certs import CA
 from .conftest import start_role
 
-PUBLIC, INTERNAL = "vecshard.v1.VectorSearch", "vecshard.v1.Shard"
+PUBLIC, INTERNAL, EMBEDDER = "vecshard.v1.VectorSearch", "vecshard.v1.Shard", "vecshard.v1.Embedder"
+SERVICES = {"coordinator": PUBLIC, "shard": INTERNAL, "embedder": EMBEDDER}
 WRITES = {"CreateCollection", "DropCollection", "Add", "Remove", "Train"}
 REFUSED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 INTERNAL_TOKEN = "s3cret-internal"  # the roles-alone shape's (serve makes its own, unknown here)
@@ -44,7 +45,7 @@ class Credential:
 
 @dataclass
 class Port:
-    kind: str  # "coordinator" or "shard"
+    kind: str  # "coordinator", "shard" or "embedder"
     address: str
     root_ca: bytes | None = None  # TLS when set
 
@@ -81,7 +82,7 @@ def _must_refuse(keys: bool, port: str, cred: Credential, method: str) -> bool:
     sent = dict(cred.metadata)
     if cred.name == "no client cert":  # every port of that shape requires mutual TLS
         return True
-    if port == "shard":
+    if port in ("shard", "embedder"):  # the internal plane: only the cluster's own processes
         return sent.get("x-vecshard-internal") != INTERNAL_TOKEN
     if not keys:
         return False
@@ -96,7 +97,7 @@ def _must_refuse(keys: bool, port: str, cred: Credential, method: str) -> bool:
 def run_matrix(ports: list[Port], credentials: list[Credential], keys: bool) -> Counter[str]:
     counts: Counter[str] = Counter()
     for p in ports:
-        service, port = (PUBLIC if p.kind == "coordinator" else INTERNAL), p.kind
+        service, port = SERVICES[p.kind], p.kind
         for cred in credentials:
             with _channel(p, cred) as ch:
                 for method, request_class in _methods(service):
@@ -190,6 +191,7 @@ def test_roles_alone_with_mtls_and_internal_token(tmp_path: Path) -> None:
     shard_env = {"VECSHARD_TLS_CERT": str(shard_cert), "VECSHARD_TLS_KEY": str(shard_key),
                  "VECSHARD_TLS_CLIENT_CA": str(internal_ca.path), **token}  # fmt: skip
     shard = start_role(["shard", "--log-level", "ERROR"], tmp_path / "s.port", shard_env)
+    embedder = start_role(["embedder", "--log-level", "ERROR"], tmp_path / "e.port", shard_env)
     coord_env = {"VECSHARD_TLS_CERT": str(cert), "VECSHARD_TLS_KEY": str(key),
                  "VECSHARD_SHARD_TLS_CA": str(internal_ca.path), "VECSHARD_SHARD_TLS_CERT": str(shard_cert),
                  "VECSHARD_SHARD_TLS_KEY": str(shard_key), "VECSHARD_API_KEYS_FILE": str(_keys(tmp_path)),
@@ -205,12 +207,17 @@ def test_roles_alone_with_mtls_and_internal_token(tmp_path: Path) -> None:
                  Credential("internal token", [("x-vecshard-internal", INTERNAL_TOKEN)], internal)]  # fmt: skip
         # The coordinator speaks TLS with the public CA, the shard with the internal one (and mTLS).
         counts = run_matrix([Port("coordinator", coord.address, ca.path.read_bytes())], creds, True)
-        shard_counts = run_matrix([Port("shard", shard.address, internal_ca.path.read_bytes())], creds, True)
+        internal_root = internal_ca.path.read_bytes()
+        shard_counts = run_matrix([Port("shard", shard.address, internal_root)], creds, True)
+        embedder_counts = run_matrix([Port("embedder", embedder.address, internal_root)], creds, True)
         print(f"\nauth matrix, roles alone (mTLS with an internal CA + token): coordinator {dict(counts)}; "
-              f"shard {dict(shard_counts)}")  # fmt: skip
-        assert counts["served_when_refused"] == 0 and shard_counts["served_when_refused"] == 0
+              f"shard {dict(shard_counts)}; embedder {dict(embedder_counts)}")  # fmt: skip
+        for c in (counts, shard_counts, embedder_counts):
+            assert c["served_when_refused"] == 0, c
+            assert not [k for k in c if k.startswith("unexpectedly")], c
+        assert embedder_counts["served"] > 0  # the internal token is served: the matrix can tell
     finally:
-        for p in (coord, shard):
+        for p in (coord, shard, embedder):
             p.terminate()
             p.wait(30)
 
