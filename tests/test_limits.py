@@ -250,3 +250,33 @@ def test_fair_scheduler_lets_a_small_request_in_between() -> None:
 
     asyncio.run(main())
     assert order.index("small") <= 2, order  # after at most the big request's next piece, not its last
+
+
+def test_a_large_request_is_checked_before_it_is_parsed(cluster: LocalCluster, stub: pb_grpc.VectorSearchStub) -> None:
+    """Requests over 1 MiB are parsed off the event loop, after the admission check of their size: a
+    busy coordinator refuses one without parsing it, and bytes that are no message still get
+    INVALID_ARGUMENT on that path."""
+    garbage = b"\xff" * (2 << 20)
+    channel = grpc.insecure_channel(cluster.address)
+    raw = channel.unary_unary(
+        "/vecshard.v1.VectorSearch/Search", request_serializer=lambda b: b, response_deserializer=lambda b: b
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        raw(garbage, metadata=ADMIN, timeout=60)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    big = search_request(nq=100, k=10)
+    for _ in range(20):  # a big search holds the large lane; a 2 MiB request meanwhile is refused unparsed
+        runner = threading.Thread(target=lambda: stub.Search(big, metadata=ADMIN, timeout=120))
+        runner.start()
+        refused = None
+        while runner.is_alive() and refused is None:
+            try:
+                raw(garbage, metadata=ADMIN, timeout=60)
+            except grpc.RpcError as err:
+                if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    refused = err
+        runner.join()
+        if refused is not None:
+            assert "a request of 2,097,152 bytes" in refused.details() and from_rpc_error(refused).retry_after
+            return
+    raise AssertionError("no large request was refused while big searches ran")

@@ -108,6 +108,11 @@ class Admission:
     def lane_of(self, cost: int) -> Lane:
         return self.small if cost <= self.small_cost else self.large
 
+    def check(self, cost: int, what: str) -> None:
+        """Raise ResourceExhausted (with retry_after_s) if `cost` would not be admitted now; holds nothing."""
+        cost = max(1, int(cost))
+        self._refuse_unless_fits(cost, self.lane_of(cost), self._clock(), what)
+
     @contextmanager
     def admit(self, cost: int, what: str) -> Iterator[None]:
         """Hold `cost` units of the request's lane for the `with` block, or raise ResourceExhausted
@@ -115,16 +120,7 @@ class Admission:
         cost = max(1, int(cost))
         lane = self.lane_of(cost)
         now = self._clock()
-        if not lane.fits(cost):
-            self.refused += 1
-            wait = lane.retry_after(cost, now)
-            setting = self._settings[lane.name]
-            raise ResourceExhausted(
-                f"{self.name} is busy: {what} (about {cost:,} {self.unit} of work) does not fit beside the "
-                f"{lane.in_flight:,} {self.unit} of {lane.name} requests in flight ({setting}={lane.budget:,}): "
-                f"retry in about {wait:.2f}s (retry-after), send smaller requests, or raise {setting}",
-                retry_after_s=wait,
-            )
+        self._refuse_unless_fits(cost, lane, now, what)
         ticket = next(self._ids)
         held = min(cost, lane.budget)
         lane.in_flight += held
@@ -137,6 +133,18 @@ class Admission:
             elapsed = self._clock() - done.started
             rate = elapsed / done.cost
             lane.seconds_per_unit = rate if lane.seconds_per_unit == 0.0 else 0.8 * lane.seconds_per_unit + 0.2 * rate
+
+    def _refuse_unless_fits(self, cost: int, lane: Lane, now: float, what: str) -> None:
+        if not lane.fits(cost):
+            self.refused += 1
+            wait = lane.retry_after(cost, now)
+            setting = self._settings[lane.name]
+            raise ResourceExhausted(
+                f"{self.name} is busy: {what} (about {cost:,} {self.unit} of work) does not fit beside the "
+                f"{lane.in_flight:,} {self.unit} of {lane.name} requests in flight ({setting}={lane.budget:,}): "
+                f"retry in about {wait:.2f}s (retry-after), send smaller requests, or raise {setting}",
+                retry_after_s=wait,
+            )
 
 
 @dataclass(order=True)

@@ -76,22 +76,53 @@ class Undecodable:
     error: str
 
 
+# Requests larger than this are parsed in a worker thread, after authorization and the server's
+# check of their size (`Precheck`): grpcio runs deserializers on the event loop, and parsing 60 MB
+# there held every other call (health checks included) for tens of milliseconds.
+LAZY_PARSE_BYTES = 1 << 20
+
+# Called with the size of a large request before it is parsed; raises (e.g. ResourceExhausted when
+# the process is too busy for it) to refuse it without spending the parse.
+Precheck = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Unparsed:
+    """A large request, still bytes (see LAZY_PARSE_BYTES)."""
+
+    message_class: Any
+    data: bytes
+
+    def parse(self) -> Any:
+        return _parse(self.message_class, self.data)
+
+
+def _parse(message_class: Any, data: bytes) -> Any:
+    try:
+        return message_class.FromString(data)
+    except DecodeError as err:
+        return Undecodable(message_class.DESCRIPTOR.full_name, str(err)[:200])
+
+
 def _deserializer(message_class: Any) -> Callable[[bytes], Any]:
     """Parse a request, handing an undecodable one to the handler as `Undecodable` so it gets
-    INVALID_ARGUMENT (grpcio would answer UNKNOWN for a deserializer that raises)."""
-    name = message_class.DESCRIPTOR.full_name
+    INVALID_ARGUMENT (grpcio would answer UNKNOWN for a deserializer that raises); a large one is
+    left `Unparsed` for the handler's wrapper to parse off the loop."""
 
     def parse(data: bytes) -> Any:
-        try:
-            return message_class.FromString(data)
-        except DecodeError as err:
-            return Undecodable(name, str(err)[:200])
+        if len(data) > LAZY_PARSE_BYTES:
+            return Unparsed(message_class, data)
+        return _parse(message_class, data)
 
     return parse
 
 
 def service_handlers(
-    servicer: Any, service_name: str, ready: Callable[[], bool] | None = None, authorize: Authorize | None = None
+    servicer: Any,
+    service_name: str,
+    ready: Callable[[], bool] | None = None,
+    authorize: Authorize | None = None,
+    precheck: Precheck | None = None,
 ) -> dict[str, grpc.RpcMethodHandler]:
     """The unary handlers of every RPC of `service_name`, each wrapped so errors map to statuses:
     `VecshardError` becomes its status, bytes that are no valid request INVALID_ARGUMENT, anything
@@ -102,13 +133,14 @@ def service_handlers(
 
     ready: while it returns False (e.g. a shard replaying its log), calls get UNAVAILABLE.
     authorize: called with (method, metadata) before the handler; raises to refuse the call.
+    precheck: called with a large request's size before it is parsed (see LAZY_PARSE_BYTES).
     """
     service = descriptor_pool.Default().FindServiceByName(service_name)
     handlers = {}
     for method in service.methods:
         inner = getattr(servicer, method.name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _guarded(inner, f"/{service_name}/{method.name}", ready, authorize),
+            _guarded(inner, f"/{service_name}/{method.name}", ready, authorize, precheck),
             request_deserializer=_deserializer(message_factory.GetMessageClass(method.input_type)),
             response_serializer=message_factory.GetMessageClass(method.output_type).SerializeToString,
         )
@@ -120,6 +152,7 @@ def _guarded(
     method: str,
     ready: Callable[[], bool] | None,
     authorize: Authorize | None,
+    precheck: Precheck | None = None,
 ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
@@ -131,6 +164,10 @@ def _guarded(
                 await context.abort(code, "still loading its data (health: NOT_SERVING): retry shortly")
             if authorize is not None:
                 authorize(method, context.invocation_metadata())
+            if isinstance(request, Unparsed):
+                if precheck is not None:
+                    precheck(len(request.data))
+                request = await asyncio.to_thread(request.parse)
             if isinstance(request, Undecodable):
                 raise InvalidArgument(
                     f"the request is not a valid {request.message_type} message ({request.error}): "
@@ -218,9 +255,10 @@ class Server:
         service_name: str,
         ready: Callable[[], bool] | None = None,
         authorize: Authorize | None = None,
+        precheck: Precheck | None = None,
     ) -> None:
         """Serve `servicer`'s RPCs of `service_name` through `service_handlers`."""
-        handlers = service_handlers(servicer, service_name, ready, authorize)
+        handlers = service_handlers(servicer, service_name, ready, authorize, precheck)
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, handlers),))
         self.server.add_registered_method_handlers(service_name, handlers)
 

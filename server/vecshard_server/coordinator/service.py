@@ -215,6 +215,11 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         coll = await self.catalog.get(request.name, lambda: self._timeout(context))
         return await self.catalog.describe(coll, self._timeout(context), request.include_centroids)
 
+    def precheck(self, size: int) -> None:
+        """Refuse a large request (its bytes not parsed yet) that cannot be admitted now: when the
+        process is busy, refusing costs no parse of tens of megabytes (see rpc.LAZY_PARSE_BYTES)."""
+        self.admission.check(COPIES * size, f"a request of {size:,} bytes")
+
     # -- data -----------------------------------------------------------------------------------
 
     async def Add(self, request: pb.AddRequest, context: grpc.aio.ServicerContext) -> pb.AddResponse:
@@ -699,7 +704,8 @@ async def serve_coordinator(
     service = CoordinatorService(settings, shard_addresses, embeddings)
     api_keys = ApiKeys.load(settings.api_keys_file) if settings.api_keys_file else None
     server = Server(settings, [SERVICE_NAME])
-    server.add_service(service, SERVICE_NAME, lambda: service.ready, api_keys.check if api_keys else None)
+    server.add_service(service, SERVICE_NAME, lambda: service.ready, api_keys.check if api_keys else None,
+                       service.precheck)  # fmt: skip
     bound = server.bind(host, port)
 
     async def ready() -> None:
