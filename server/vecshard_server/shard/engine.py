@@ -236,35 +236,33 @@ class ShardIndex:
         id is stored from another write. All or nothing otherwise.
         """
         with self._lock.write():
-            id_list = ids.tolist()
+            ids = np.ascontiguousarray(ids, dtype=np.int64)
             versions = np.broadcast_to(np.asarray(version, dtype=np.int64), ids.shape)
-            v_list = versions.tolist()
-            stored, tombs = self._versions, self._tombs
-            apply = np.ones(len(id_list), dtype=bool)
-            present: list[int] = []
-            conflicts: list[int] = []
-            for n, (i, v) in enumerate(zip(id_list, v_list, strict=True)):
-                held = stored.get(i)
-                if held is not None:
-                    if v and held >= v and (upsert or held == v):
-                        apply[n] = False  # a newer write of it, or this one again
-                    elif not upsert:
-                        conflicts.append(i)
-                    else:
-                        present.append(i)
-                elif v and tombs.get(i, 0) >= v:
-                    apply[n] = False  # removed (or this Add rolled back) at a version at least as new
-            if conflicts:
-                shown = ", ".join(map(str, conflicts[:5]))
-                raise AlreadyExists(
-                    f"ids already stored in collection {self.spec.name!r}: {shown}"
-                    f"{' ...' if len(conflicts) > 5 else ''}; pass upsert=true to replace them"
-                )
-            if not apply.all():
-                ids, vectors, versions = ids[apply], vectors[apply], versions[apply]
+            held = self._versions.get_many(ids)  # -1: not stored
+            stored = held >= 0
+            versioned = versions > 0
+            again = stored & versioned & (held == versions)  # this very write again
+            newer = stored & versioned & (held > versions)  # a newer write of the id
+            if upsert:
+                skip = again | newer
+            else:
+                conflicts = ids[stored & ~again]
+                if conflicts.size:
+                    shown = ", ".join(map(str, conflicts[:5].tolist()))
+                    raise AlreadyExists(
+                        f"ids already stored in collection {self.spec.name!r}: {shown}"
+                        f"{' ...' if conflicts.size > 5 else ''}; pass upsert=true to replace them"
+                    )
+                skip = again
+            if self._tombs:  # removed (or this Add rolled back) at a version at least as new
+                skip |= ~stored & versioned & (self._tombs.get_many(ids) >= versions)
+            if skip.any():
+                keep = ~skip
+                ids, vectors, versions, stored = ids[keep], vectors[keep], versions[keep], stored[keep]
             if not ids.size:
                 return 0, 0
-            new = ids.size - len(present)
+            present = ids[stored]
+            new = ids.size - present.size
             if self.count + new > self.max_vectors:
                 raise ResourceExhausted(
                     f"collection {self.spec.name!r} would hold {self.count + new} vectors on this shard, over "
@@ -272,8 +270,8 @@ class ShardIndex:
                 )
             if journal is not None:
                 self.applied_lsn = journal()
-            if present:
-                old_ids = np.asarray(present, dtype=np.int64)
+            if present.size:
+                old_ids = present
                 self.digest = (self.digest - _digest_of(old_ids, self._vectors(old_ids))) & _MASK
                 self._unstore(old_ids)
                 if self._copy is not None:
@@ -284,16 +282,13 @@ class ShardIndex:
                 if self._copy.stale:
                     self._copy = None  # rebuilt at the next search
             self.digest = (self.digest + _digest_of(ids, vectors)) & _MASK
-            id_list = ids.tolist()
-            stored.update(zip(id_list, versions.tolist(), strict=True))
-            if tombs:
-                for i in id_list:
-                    tombs.pop(i)
+            self._versions.set_many(ids, versions)
+            self._tombs.delete_many(ids)
             self.max_version = max(self.max_version, int(versions.max()))
             self.writes += 1
             if self._pending is not None:
                 self._pending.append(("add", ids, vectors))
-            return new, len(present)
+            return new, int(present.size)
 
     def remove(self, ids: I64, journal: Journal | None = None, version: int | I64 = 0, rollback: bool = False) -> int:
         """Remove ids at `version` (one for all, or one per id; 0: unversioned, applied as it comes):

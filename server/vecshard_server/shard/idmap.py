@@ -84,6 +84,46 @@ class IdVersions:
         for i, version in pairs:
             self[i] = version
 
+    def _groups(self, ids: npt.NDArray[np.int64]) -> Iterator[tuple[int, npt.NDArray[np.intp]]]:
+        """(part, positions in `ids` of the ids in that part) for each part `ids` touch."""
+        part = ids & _MASK
+        if ids.size <= 1 or (part == part[0]).all():
+            yield (int(part[0]) if ids.size else 0), np.arange(ids.size)
+            return
+        order = np.argsort(part, kind="stable")
+        bounds = np.searchsorted(part[order], np.arange(PARTS + 1))
+        for p in range(PARTS):
+            if bounds[p] < bounds[p + 1]:
+                yield p, order[bounds[p] : bounds[p + 1]]
+
+    def get_many(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """The version of each id, -1 for ids not in the map (C-level lookups, part by part)."""
+        out = np.full(ids.size, -1, dtype=np.int64)
+        if not self._len:
+            return out
+        for p, rows in self._groups(ids):
+            out[rows] = np.fromiter(map(self._parts[p].get, ids[rows].tolist(), itertools.repeat(-1)),
+                                    dtype=np.int64, count=rows.size)  # fmt: skip
+        return out
+
+    def set_many(self, ids: npt.NDArray[np.int64], versions: npt.NDArray[np.int64]) -> None:
+        for p, rows in self._groups(ids):
+            part = self._writable(p)
+            n = len(part)
+            part.update(zip(ids[rows].tolist(), versions[rows].tolist(), strict=True))
+            self._len += len(part) - n
+
+    def delete_many(self, ids: npt.NDArray[np.int64]) -> None:
+        """Remove those of `ids` that are in the map."""
+        if not self._len:
+            return
+        for p, rows in self._groups(ids):
+            part = self._writable(p)
+            n = len(part)
+            for i in ids[rows].tolist():
+                part.pop(i, None)
+            self._len -= n - len(part)
+
     def __len__(self) -> int:
         return self._len
 
