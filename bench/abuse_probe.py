@@ -40,6 +40,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+
 from vecshard import Client, wire  # noqa: E402
 from vecshard.v1 import types_pb2  # noqa: E402
 from vecshard.v1 import vector_search_pb2 as pb  # noqa: E402
@@ -104,9 +106,29 @@ class Memory:
         return {n: max(self.sampled[n], rss_kib(pid, "VmHWM")) // 1024 for n, pid in self.pids.items()}
 
 
+def health_probe(address: str, every: float, stop: Any, out: list[tuple[float, float, str]]) -> None:
+    """The coordinator's health check (what a liveness probe calls), timed from when it was due."""
+    stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(address))
+    due = time.monotonic()
+    while not stop.is_set():
+        error = ""
+        try:
+            stub.Check(health_pb2.HealthCheckRequest(), timeout=30)
+        except grpc.RpcError as err:
+            error = err.code().name
+        out.append((due, time.monotonic() - due, error))
+        due += every
+        time.sleep(max(0.0, due - time.monotonic()))
+        due = max(due, time.monotonic() - every)
+
+
 def probe_process(address: str, dim: int, every: float, stop: Any, conn: Any) -> None:
-    """The probe, in a process of its own (the abusing calls' (de)serialisation must not stall it
-    through this script's GIL): sends back [(due, latency, error code or "")]."""
+    """The probes, in a process of its own (the abusing calls' (de)serialisation must not stall them
+    through this script's GIL): sends back ([(due, latency, error code or "")] of the searches, the
+    same of the health checks (4 times as often))."""
+    health: list[tuple[float, float, str]] = []
+    checker = threading.Thread(target=health_probe, args=(address, every / 4, stop, health), daemon=True)
+    checker.start()
     stub = pb_grpc.VectorSearchStub(channel(address, READ))
     q = np.random.default_rng(9).random((1, dim), np.float32)
     request = pb.SearchRequest(collection="flat", queries=wire.pack_matrix(q), k=10)
@@ -122,7 +144,8 @@ def probe_process(address: str, dim: int, every: float, stop: Any, conn: Any) ->
         due += every
         time.sleep(max(0.0, due - time.monotonic()))
         due = max(due, time.monotonic() - every)  # after a long stall, do not burst
-    conn.send(out)
+    checker.join()
+    conn.send((out, health))
 
 
 def sample_until(memory: Memory, done: threading.Event) -> None:
@@ -232,13 +255,15 @@ def main() -> None:
             print(f"{key}: done in {t1 - t0:.1f}s: {dict(ended)}", file=sys.stderr, flush=True)
             del calls
         stop.set()
-        probes = receiver.recv()
+        probes, checks = receiver.recv()
         prober.join()
         sdk.close()
     mode = "limits OFF (before)" if args.no_limits else "limits ON (defaults)"
     print(f"\nprobe: 1-query k=10 search of {n}x{dim} FLAT every {args.probe_every}s; {mode}; cpus={os.cpu_count()}")
+    print(f"health: the coordinator's grpc.health.v1 Check every {args.probe_every / 4}s (p50/p99/max ms)")
     print(
-        f"{'case':4} {'probes':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'took s':>6}  abuse ended  | peak RSS MiB"
+        f"{'case':4} {'probes':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'health p50/p99/max':>20} {'took s':>6}  "
+        "abuse ended  | peak RSS MiB"
     )
     errors = Counter(e for _, _, e in probes if e)
     for key, title, t0, t1, ended, peaks in windows:
@@ -247,7 +272,10 @@ def main() -> None:
         p50, p99, mx = np.percentile(ms, 50), np.percentile(ms, 99), ms.max()
         rss = " ".join(f"{name}={mib}" for name, mib in peaks.items())
         took = 0.0 if key == "idle" else t1 - t0 - args.probe_every
-        print(f"{key:4} {len(lat):6d} {p50:7.1f} {p99:7.1f} {mx:7.1f} {took:6.1f}  {dict(ended)} | {rss}   # {title}")
+        hms = np.array([lat for due, lat, _ in checks if t0 <= due < t1] or [0.0]) * 1000
+        health = f"{np.percentile(hms, 50):.1f}/{np.percentile(hms, 99):.1f}/{hms.max():.1f}"
+        print(f"{key:4} {len(lat):6d} {p50:7.1f} {p99:7.1f} {mx:7.1f} {health:>20} {took:6.1f}  {dict(ended)} | {rss}"
+              f"   # {title}")  # fmt: skip
     if errors:
         print(f"probe errors: {dict(errors)}")
 

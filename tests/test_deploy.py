@@ -3,6 +3,7 @@ and the containers' commands, args and environment, exactly as written, run a wo
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -124,6 +125,10 @@ def _pod_env(workload: dict[str, Any], container: dict[str, Any], docs: list[dic
     for item in container.get("env", []):
         if "value" in item:
             env[item["name"]] = item["value"]
+        elif "resourceFieldRef" in item["valueFrom"]:  # e.g. limits.cpu: Kubernetes rounds it up to cores
+            ref = item["valueFrom"]["resourceFieldRef"]
+            value = container["resources"]["limits"][ref["resource"].split(".", 1)[1]]
+            env[item["name"]] = str(math.ceil(float(value[:-1]) / 1000 if value.endswith("m") else float(value)))
         else:
             field = item["valueFrom"]["fieldRef"]["fieldPath"]
             env[item["name"]] = pod if field == "metadata.name" else str(index)  # the pod-index label

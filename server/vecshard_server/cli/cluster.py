@@ -194,7 +194,7 @@ class LocalCluster:
                     args += ["--metrics-port", str(self._metrics_port_for(name, 1 + len(self.shards)))]
                     if self.data_dir is not None:
                         args += ["--data-dir", str(self.data_dir / name)]
-                    proc = self._process(name, args + self._peers(self.groups[g], None))
+                    proc = self._process(name, args + self._peers(self.groups[g], None), self._shard_env())
                     self.groups[g].append(proc)
                     self.shards.append(proc)
                 for g in range(self.num_shards):
@@ -210,9 +210,22 @@ class LocalCluster:
             raise
         return self
 
-    def _process(self, name: str, args: list[str]) -> Process:
+    def _process(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Process:
         log = self.log_dir / f"{name}.0.log" if self.log_dir is not None else None
-        return Process(name, args, self._run_dir / f"{name}.port", self.env, stdout=log, stderr=log)
+        return Process(name, args, self._run_dir / f"{name}.port", env or self._env(), stdout=log, stderr=log)
+
+    def _env(self) -> dict[str, str]:
+        """Every child's: faiss's OpenMP threads sleep when idle (the default spins for a while, taking
+        CPU from the other processes of this host: the probe searches of bench/abuse_probe.py waited)."""
+        given = {**os.environ, **self.env}
+        return {**({} if "OMP_WAIT_POLICY" in given else {"OMP_WAIT_POLICY": "PASSIVE"}), **self.env}
+
+    def _shard_env(self) -> dict[str, str]:
+        """A shard's: also the host's cores shared among its shard processes (OpenMP would give each
+        every core, and S x R processes on C cores then oversubscribe them C x S x R ways)."""
+        given = {**os.environ, **self.env}
+        threads = max(1, (os.cpu_count() or 1) // (self.num_shards * self.num_replicas))
+        return {**({} if "OMP_NUM_THREADS" in given else {"OMP_NUM_THREADS": str(threads)}), **self._env()}
 
     def _metrics_port_for(self, name: str, offset: int) -> int:
         if not self.metrics_port:
