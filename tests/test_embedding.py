@@ -374,3 +374,23 @@ def test_embed_pacer_sizes_calls_by_measured_speed() -> None:
     short = EmbedPacer(timeout=3.0)
     assert short.target_s == 0.5
     assert [len(c) for c in EmbedPacer(60.0, maximum=5).chunks(range(12))] == [5, 5, 2]
+    # Long texts: no call over the characters a server accepts by default (max_embed_chars 2M).
+    fast = EmbedPacer(60.0)
+    fast.size = 256
+    sizes = [sum(map(len, c)) for c in fast.chunks(["x" * 30_000] * 300)]
+    assert max(sizes) <= 1_000_000 and sum(sizes) == 300 * 30_000
+
+
+def test_paced_adds_cut_long_texts_by_characters_and_pair_ids_with_inputs() -> None:
+    from vecshard import InvalidArgument
+    from vecshard.build import EmbedPacer, paced_adds
+
+    pacer = EmbedPacer(60.0)
+    pacer.size = 256
+    out = list(paced_adds("c", range(100), ("x" * 40_000 for _ in range(100)), "texts", pacer, upsert=False))
+    assert [n for n, _ in out] == [25, 25, 25, 25]  # 25 x 40k = 1M characters a call
+    assert np.concatenate([np.frombuffer(r.ids, "<i8") for _, r in out]).tolist() == list(range(100))
+    with pytest.raises(InvalidArgument, match="ran out of texts after 2 rows"):
+        list(paced_adds("c", range(3), ["a", "b"], "texts", EmbedPacer(60.0), upsert=False))
+    with pytest.raises(InvalidArgument, match="got more texts than ids"):
+        list(paced_adds("c", range(2), ["a", "b", "c"], "texts", EmbedPacer(60.0), upsert=False))

@@ -247,6 +247,9 @@ def embeddings(resp: types_pb2.EmbedResponse) -> Embeddings:
 EMBED_TARGET_S = 8.0  # server-side embedding time aimed at per call
 EMBED_FIRST_BATCH = 8
 EMBED_MAX_BATCH = 256
+# Characters of text per embedding call: half the server's default per-request limit
+# (max_embed_chars, 2,000,000; see docs/limits.md), so long texts never make a call too big.
+EMBED_MAX_CHARS = 1_000_000
 
 
 class EmbedPacer:
@@ -267,9 +270,18 @@ class EmbedPacer:
         self.size = max(1, min(self.maximum, int(self.target_s / per_input), 4 * self.size))
 
     def chunks(self, items: Iterable[Any]) -> Iterator[list[Any]]:
-        """Consecutive chunks of `items`, each as large as the pacer says at the time it is cut."""
-        it = iter(items)
-        while chunk := list(itertools.islice(it, self.size)):
+        """Consecutive chunks of `items`, each as large as the pacer says at the time it is cut, and
+        of at most EMBED_MAX_CHARS characters of text (a longer single text is a chunk of its own)."""
+        chunk: list[Any] = []
+        chars = 0
+        for item in items:
+            n = len(item) if isinstance(item, str) else 0
+            if chunk and (len(chunk) >= self.size or chars + n > EMBED_MAX_CHARS):
+                yield chunk
+                chunk, chars = [], 0
+            chunk.append(item)
+            chars += n
+        if chunk:
             yield chunk
 
 
@@ -314,17 +326,19 @@ def paced_adds(
     server's embedding of one request ends well inside its deadline. Ids and inputs may be
     iterators; yields (inputs in the request, request)."""
     id_iter = iter(wire.as_ids(ids)) if isinstance(ids, np.ndarray | list | tuple | range) else iter(ids)
-    item_iter = iter(items)
+    chunks = pacer.chunks(items)  # cut lazily: each as large as the pacer says after the last call
     done = 0
     while True:
-        chunk_ids = np.fromiter(itertools.islice(id_iter, pacer.size), dtype=np.int64)
-        chunk = list(itertools.islice(item_iter, max(chunk_ids.size, 1)))
-        if not chunk_ids.size:
-            if chunk:
-                raise InvalidArgument(f"got more {kind} than ids (ids ran out after {done}): send one id per input")
+        chunk = next(chunks, [])
+        chunk_ids = np.fromiter(itertools.islice(id_iter, max(len(chunk), 1)), dtype=np.int64)
+        if not chunk:
+            if chunk_ids.size:
+                raise InvalidArgument(f"ran out of {kind} after {done} rows: send one input per id")
             return
         if len(chunk) != chunk_ids.size:
-            raise InvalidArgument(f"ran out of {kind} after {done + len(chunk)} rows: send one input per id")
+            raise InvalidArgument(
+                f"got more {kind} than ids (ids ran out after {done + chunk_ids.size}): send one id per input"
+            )
         req = pb.AddRequest(collection=name_of(collection), ids=wire.pack_ids(chunk_ids), upsert=upsert,
                             model_fingerprint=model_fingerprint)  # fmt: skip
         if kind == "texts":
