@@ -127,3 +127,31 @@ def test_anti_entropy_merges_two_replicas_that_each_missed_other_writes(tmp_path
         np.testing.assert_array_equal(got[1], x[9])  # the newer upsert on r0 wins
         np.testing.assert_array_equal(got[2], x[0])
         np.testing.assert_array_equal(got[3], x[1])
+
+
+def test_a_replica_that_missed_a_drop_and_re_create_takes_the_new_incarnation(tmp_path: Path, name: str) -> None:
+    """The long nemesis found it: with write quorum 1, a replica down during a Drop and the Create of
+    the same name after it came back with the old collection's ids, merged them into the new one (same
+    config), and its peer then merged them too. Each partition now has an incarnation (its create's
+    version): replicas merge only one incarnation, and the newer replaces the older."""
+    env = {"VECSHARD_WRITE_QUORUM": "1", "VECSHARD_PEER_SYNC_S": "1"}
+    with LocalCluster(shards=1, replicas=2, data_dir=tmp_path, env=env, log_level="ERROR") as cluster:
+        x = np.random.default_rng(4).random((40, DIM), dtype=np.float32)
+        r0, r1 = cluster.groups[0]
+        with Client(cluster.address, timeout=30) as c:
+            c.create_collection(name, DIM)
+            c.add(name, np.arange(20), x[:20])  # the old incarnation, on both replicas
+            r1.kill()
+            c.drop_collection(name)
+            c.create_collection(name, DIM)  # same config, new incarnation: only r0 has it
+            c.add(name, np.arange(20, 40), x[20:])
+            cluster.restart_replica(0, 1)  # r1 catches up from r0
+            deadline = time.monotonic() + 30
+            while _state(r0.address, name) != _state(r1.address, name):
+                assert time.monotonic() < deadline, "the replicas did not converge"
+                time.sleep(0.3)
+            for r in (r0, r1):
+                assert not _holds(r.address, name, 0) and _holds(r.address, name, 20)
+            assert c.describe(name).count == 20
+            time.sleep(2.5)  # two peer-sync rounds: nothing of the old incarnation comes back
+            assert not _holds(r0.address, name, 5) and _state(r0.address, name)[0] == 20

@@ -37,7 +37,7 @@ class RollbackAddRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., write_token: _Optional[int] = ..., ids: _Optional[bytes] = ...) -> None: ...
 
 class ShardCollectionState(_message.Message):
-    __slots__ = ("config", "count", "trained", "centroids", "digest", "train_epoch", "train_id", "prepared_epoch", "writes", "max_version", "tombstones")
+    __slots__ = ("config", "count", "trained", "centroids", "digest", "train_epoch", "train_id", "prepared_epoch", "writes", "max_version", "tombstones", "incarnation")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     TRAINED_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class ShardCollectionState(_message.Message):
     WRITES_FIELD_NUMBER: _ClassVar[int]
     MAX_VERSION_FIELD_NUMBER: _ClassVar[int]
     TOMBSTONES_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     config: _types_pb2.CollectionConfig
     count: int
     trained: bool
@@ -60,7 +61,8 @@ class ShardCollectionState(_message.Message):
     writes: int
     max_version: int
     tombstones: int
-    def __init__(self, config: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., digest: _Optional[int] = ..., train_epoch: _Optional[int] = ..., train_id: _Optional[int] = ..., prepared_epoch: _Optional[int] = ..., writes: _Optional[int] = ..., max_version: _Optional[int] = ..., tombstones: _Optional[int] = ...) -> None: ...
+    incarnation: int
+    def __init__(self, config: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., digest: _Optional[int] = ..., train_epoch: _Optional[int] = ..., train_id: _Optional[int] = ..., prepared_epoch: _Optional[int] = ..., writes: _Optional[int] = ..., max_version: _Optional[int] = ..., tombstones: _Optional[int] = ..., incarnation: _Optional[int] = ...) -> None: ...
 
 class ShardListResponse(_message.Message):
     __slots__ = ("collections",)

@@ -110,7 +110,8 @@ class ShardServicer:
 
     def CreateCollection(self, request, context):
         """Creates the collection's partition. ALREADY_EXISTS if it exists with another config
-        (creating it again with the same config is a no-op, so a coordinator can retry).
+        (creating it again with the same config is a no-op, so a coordinator can retry). The
+        coordinator sends the create's version (`x-vecshard-write-token`): the partition's incarnation.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -147,7 +147,16 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             if spec.name in self.catalog.collections:
                 raise AlreadyExists(f"collection {spec.name!r} already exists: drop it first or choose another name")
             check_collection_count(len(self.catalog.collections), self.settings)
-            out = await self.shards.call("CreateCollection", self.shards.all(spec.to_proto()), timeout, fail_fast=False)
+            # The create's version names this incarnation of the collection on the shards: replicas
+            # that disagree (one missed a drop and the create after it) keep the newer one.
+            version = self.shards.clock.next()
+
+            async def create() -> Fanout:
+                WRITE_TOKEN.set(version)
+                return await self.shards.call("CreateCollection", self.shards.all(spec.to_proto()), timeout,
+                                              fail_fast=False)  # fmt: skip
+
+            out = await asyncio.ensure_future(create())
             if out.failures:
                 if out.results:  # undo, so a retry starts clean
                     await self.shards.call(

@@ -194,6 +194,7 @@ class ShardIndex:
         self.dropped = False  # set under the write lock by the collection's drop; later writes are refused
         self.writes = 0  # writes applied (see ShardCollectionState.writes)
         self.max_version = 0  # the newest write version applied
+        self.incarnation = 0  # the version of the create that made this partition here (0: unknown)
         self.aborted: OrderedDict[int, None] = OrderedDict()  # Add versions RollbackAdd has seen
         self.train_epoch = 0  # the active training of the shared quantizer (0: untrained)
         self.train_id = 0
@@ -689,7 +690,7 @@ class ShardIndex:
                 meta: dict[str, Any] = {"config": _spec_to_json(self.spec), "trained": self.trained,
                                         "count": self.count, "lsn": lsn, "digest": self.digest}  # fmt: skip
                 epoch = {"train_epoch": self.train_epoch, "train_id": self.train_id, "writes": self.writes,
-                         "max_version": self.max_version}  # fmt: skip
+                         "max_version": self.max_version, "incarnation": self.incarnation}  # fmt: skip
             try:
                 faiss.write_index(index, str(tmp / "index.faiss"))  # `index` does not change meanwhile
             finally:
@@ -798,6 +799,7 @@ class ShardIndex:
         if shard.count != meta["count"]:
             raise SnapshotCorrupt(f"snapshot {directory} holds {shard.count} ids, meta.json says {meta['count']}")
         shard.max_version = int(meta.get("max_version", 0))
+        shard.incarnation = int(meta.get("incarnation", 0))
         shard.applied_lsn = shard.snapshot_lsn = int(meta.get("lsn", 0))
         # Snapshots from before training epochs: a trained one counts as epoch 1.
         shard.train_epoch = int(meta.get("train_epoch", 1 if shard.trained else 0))

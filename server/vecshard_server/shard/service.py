@@ -248,12 +248,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                     for st in stub.ListCollections(pb.ListCollectionsRequest(), timeout=30).collections
                 }
                 for name in sorted(set(theirs) | set(self.collections)):
-                    mine, state = self.collections.get(name), theirs.get(name)
-                    if mine is not None and state is not None and mine.spec == CollectionSpec.from_proto(state.config):
-                        applied = self._merge_from(stub, mine, state)
-                        log.info("catch-up: %s merged from %s (%d entries newer there)", name, peer, applied)
-                    else:
-                        self._copy_from(stub, name, state)
+                    self._sync_from(stub, peer, name, self.collections.get(name), theirs.get(name), "catch-up")
                 log.info("caught up with peer %s (%d collections)", peer, len(theirs))
                 return
             except grpc.RpcError as err:
@@ -281,8 +276,13 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                     continue  # down: nothing to compare now
                 for state in answer.collections:
                     part = self.collections.get(state.config.name)
-                    if part is None or part.spec != CollectionSpec.from_proto(state.config):
+                    if part is None:
                         continue  # creates and drops are the coordinators' (and catch-up's) business
+                    if state.incarnation != part.incarnation or part.spec != CollectionSpec.from_proto(state.config):
+                        if state.incarnation > part.incarnation:  # this replica missed a drop and a create
+                            self._sync_from(stub, peer, part.spec.name, part, state, "peer sync")
+                            merged += 1
+                        continue
                     theirs = (state.count, state.digest, state.train_epoch)
                     mine = (part.count, part.digest, part.train_epoch)
                     if theirs == mine:
@@ -302,15 +302,43 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         self._sync_seen = seen
         return merged
 
+    def _sync_from(
+        self,
+        stub: shard_pb2_grpc.ShardStub,
+        peer: str,
+        name: str,
+        mine: ShardIndex | None,
+        state: spb.ShardCollectionState | None,
+        why: str,
+    ) -> None:
+        """Bring this replica's `name` up to the peer's: merge when both hold the same incarnation;
+        copy the peer's when this replica has none, or an older incarnation (it missed a drop and the
+        create after it), and drop it when the peer has none; keep it when the peer's is older (the
+        peer is the one to repair)."""
+        if mine is not None and state is not None:
+            if state.incarnation < mine.incarnation:
+                log.warning("%s: %s here is a newer incarnation (%d) than on peer %s (%d): keeping it", why, name,
+                            mine.incarnation, peer, state.incarnation)  # fmt: skip
+                return
+            if state.incarnation == mine.incarnation and mine.spec == CollectionSpec.from_proto(state.config):
+                applied = self._merge_from(stub, mine, state)
+                log.info("%s: %s merged from %s (%d entries newer there)", why, name, peer, applied)
+                return
+        self._copy_from(stub, name, state)
+
     def _copy_from(self, stub: shard_pb2_grpc.ShardStub, name: str, state: spb.ShardCollectionState | None) -> None:
         if state is None:
             self._drop(name)
             log.info("catch-up: dropped %s (the peer has no such collection)", name)
             return
         part = self._fetch(stub, name, state)
+        part.incarnation = state.incarnation
         with self._catalog_lock:
+            old = self.collections.get(name)
+            if old is not None:  # writes still on their way to it are refused (NOT_FOUND), not lost
+                old.mark_dropped()
             if self.wal is not None:  # a create record orders the copy after every older record of the name
-                part.applied_lsn = self.wal.append(spb.WalRecord(create=state.config))
+                part.applied_lsn = self.wal.append(spb.WalRecord(create=state.config, version=state.incarnation))
                 self.wal.sync(part.applied_lsn)
             self.collections[name] = part
             path = self._collection_dir(name)
@@ -406,16 +434,11 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                     raise Unavailable(f"cannot reach peer {peer} to resync {name!r}: {err.code().name}") from None
                 self._drop(name)  # the peer has none: it was dropped while this replica missed it
                 raise NotFound(f"collection {name!r} no longer exists (peer {peer} has none): dropped here") from None
-            part = self.collections.get(name)
             try:
-                if part is None or part.spec != CollectionSpec.from_proto(state.config):
-                    self._copy_from(stub, name, state)
-                    return self._state(self._get(name))
-                applied = self._merge_from(stub, part, state)
+                self._sync_from(stub, peer, name, self.collections.get(name), state, "resync")
             except grpc.RpcError as err:  # the peer dropped it, restarted, ... meanwhile
                 raise Unavailable(f"merging {name!r} from peer {peer} failed: {err.code().name}: retry") from None
-            log.info("resync: %s merged from %s (%d entries newer there)", name, peer, applied)
-            return self._state(part)
+            return self._state(self._get(name))
         finally:
             channel.close()
 
@@ -430,6 +453,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                 CollectionSpec.from_proto(record.create), self.settings.max_vectors_per_shard, self.accelerator
             )
             part.applied_lsn = record.lsn
+            part.incarnation = record.version
             self.collections[name] = part
             return 1
         if part is None:
@@ -583,13 +607,14 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             config=part.spec.to_proto(), count=part.count, trained=part.trained, digest=part.digest,
             train_epoch=part.train_epoch, train_id=part.train_id, prepared_epoch=part.prepared_epoch,
             writes=part.writes, max_version=part.max_version, tombstones=part.tombstones,
+            incarnation=part.incarnation,
         )  # fmt: skip
         centroids = part.centroids
         if include_centroids and centroids is not None:
             state.centroids.CopyFrom(wire.pack_matrix(centroids))
         return state
 
-    def _create(self, config: types_pb2.CollectionConfig) -> spb.ShardCollectionState:
+    def _create(self, config: types_pb2.CollectionConfig, incarnation: int = 0) -> spb.ShardCollectionState:
         # The coordinator's checks (metric, index type, dim, nlist within this process's limits): an
         # unknown metric was INTERNAL, and a dim of 2**32 - 1 a collection whose Get allocates 16 GB a row.
         CollectionSpec.validate(config, self.settings)
@@ -601,12 +626,13 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                     raise AlreadyExists(f"collection {spec.name!r} exists on this shard with another config")
                 return self._state(existing)
             part = ShardIndex(spec, self.settings.max_vectors_per_shard, self.accelerator)
+            part.incarnation = incarnation or self.clock.next()
 
             def create(journal: Journal | None) -> None:
                 if journal is not None:
                     part.applied_lsn = journal()
 
-            self._logged(None, lambda: spb.WalRecord(create=config), create)
+            self._logged(None, lambda: spb.WalRecord(create=config, version=part.incarnation), create)
             self.collections[spec.name] = part
             return self._state(part)
 
@@ -628,7 +654,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     async def CreateCollection(
         self, request: types_pb2.CollectionConfig, context: grpc.aio.ServicerContext
     ) -> spb.ShardCollectionState:
-        return await self._run(self._writes, self._create, request)
+        return await self._run(self._writes, self._create, request, self._version(context))
 
     async def DropCollection(
         self, request: pb.DropCollectionRequest, context: grpc.aio.ServicerContext
