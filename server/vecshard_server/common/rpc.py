@@ -85,6 +85,11 @@ LAZY_PARSE_BYTES = 1 << 20
 # the process is too busy for it) to refuse it without spending the parse.
 Precheck = Callable[[int], None]
 
+# The size of the request being handled when it is large (0: small). Handlers estimate costs from it:
+# reading a bytes field of a parsed message copies it (60 MB on the event loop, several times per
+# request, held it for seconds when eight such searches came at once; so does ByteSize()).
+REQUEST_BYTES: ContextVar[int] = ContextVar("vecshard_request_bytes", default=0)
+
 
 @dataclass(frozen=True)
 class Unparsed:
@@ -167,6 +172,7 @@ def _guarded(
             if isinstance(request, Unparsed):
                 if precheck is not None:
                     precheck(len(request.data))
+                REQUEST_BYTES.set(len(request.data))
                 request = await asyncio.to_thread(request.parse)
             if isinstance(request, Undecodable):
                 raise InvalidArgument(

@@ -18,6 +18,8 @@ from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.admission import Admission
 from vecshard_server.common.config import Settings
+from vecshard_server.common.rpc import REQUEST_BYTES
+from vecshard_server.coordinator.inputs import data_bytes
 
 COPIES = 3  # a request's payload held about 3 times: received, converted, re-encoded for the shards
 RESULT_BYTES = 12  # a (float32 distance, int64 id) result
@@ -42,7 +44,10 @@ def input_rows(matrix: types_pb2.FloatMatrix, texts: int, images: int, dim: int)
     matrix whose rows field disagrees with its data is refused later, when it is read."""
     if texts or images:
         return texts + images
-    return len(matrix.data) // (4 * max(1, dim)) if matrix.data else matrix.rows
+    n = data_bytes(matrix) // (4 * max(1, dim))
+    # For a large request n is from its whole size, a little over: its declared rows if they fit (a
+    # request declaring fewer than it sends is refused once its vectors are read).
+    return min(n, matrix.rows) if matrix.rows and REQUEST_BYTES.get() else n or matrix.rows
 
 
 def _payload(matrix: types_pb2.FloatMatrix, texts: list[str] | None, images: list[bytes] | None, dim: int) -> int:
@@ -50,7 +55,7 @@ def _payload(matrix: types_pb2.FloatMatrix, texts: list[str] | None, images: lis
     n = len(texts or ()) + len(images or ())
     if n:
         return sum(len(t) for t in texts or ()) + sum(len(b) for b in images or ()) + n * 4 * max(1, dim)
-    return len(matrix.data)
+    return data_bytes(matrix)
 
 
 def search_cost(request: pb.SearchRequest, dim: int, nq: int) -> int:
@@ -60,7 +65,7 @@ def search_cost(request: pb.SearchRequest, dim: int, nq: int) -> int:
 
 def add_cost(request: pb.AddRequest, dim: int) -> int:
     payload = _payload(request.vectors, list(request.texts), list(request.images), dim)
-    return COPIES * (payload + len(request.ids))
+    return COPIES * (payload + (0 if REQUEST_BYTES.get() else len(request.ids)))  # (large: ids are in payload)
 
 
 def ids_cost(id_bytes: int, row_bytes: int = 0) -> int:

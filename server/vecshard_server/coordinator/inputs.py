@@ -13,6 +13,7 @@ from vecshard import wire
 from vecshard.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from vecshard.v1 import types_pb2
 from vecshard_server.common.config import Settings
+from vecshard_server.common.rpc import REQUEST_BYTES
 from vecshard_server.common.spec import CollectionSpec
 from vecshard_server.coordinator import offload
 from vecshard_server.embedding.service import Embeddings
@@ -76,6 +77,12 @@ def request_ids(settings: Settings, data: bytes, *, unique: bool) -> np.ndarray:
     return ids
 
 
+def data_bytes(matrix: types_pb2.FloatMatrix) -> int:
+    """len(matrix.data), or for a large request (rpc.REQUEST_BYTES) the request's size, an upper bound
+    of it: reading a bytes field of a parsed message copies it, and that on the event loop."""
+    return REQUEST_BYTES.get() or len(matrix.data)
+
+
 async def request_vectors(
     embeddings: Embeddings,
     spec: CollectionSpec,
@@ -88,7 +95,8 @@ async def request_vectors(
     timeout: float,
 ) -> tuple[wire.FloatArray, bool]:
     """The request's vectors, and whether they were given as such (else embedded by the model)."""
-    given = bool(matrix.rows or matrix.data)
+    # (A large request without texts or images: its bytes are vectors; matrix.data is not read here.)
+    given = bool(matrix.rows) or (bool(matrix.data) if texts or images or not REQUEST_BYTES.get() else True)
     sources = [n for n, present in ((field, given), ("texts", bool(texts)), ("images", bool(images))) if present]
     if len(sources) > 1:
         raise InvalidArgument(f"send one of {field}, texts or images, not {' and '.join(sources)}")
