@@ -155,3 +155,44 @@ def test_a_replica_that_missed_a_drop_and_re_create_takes_the_new_incarnation(tm
             assert c.describe(name).count == 20
             time.sleep(2.5)  # two peer-sync rounds: nothing of the old incarnation comes back
             assert not _holds(r0.address, name, 5) and _state(r0.address, name)[0] == 20
+
+
+def test_a_collection_created_while_a_replica_was_down_survives_a_catch_up_from_that_replica(
+    tmp_path: Path, name: str
+) -> None:
+    """Write quorum 1: a Create (and Adds) acknowledged by r0 alone while r1 was down. Then r0 restarts
+    and catches up from r1, which never had the collection. Catch-up used to drop what the peer lacks
+    ("it was dropped meanwhile"): acknowledged data gone. Shards now remember the versions of their
+    drops: r1 never dropped it, so r0 keeps it, and r1 copies it from r0 (peer sync)."""
+    env = {"VECSHARD_WRITE_QUORUM": "1", "VECSHARD_PEER_SYNC_S": "1"}
+    with LocalCluster(shards=1, replicas=2, data_dir=tmp_path, env=env, log_level="ERROR") as cluster:
+        x = np.random.default_rng(5).random((10, DIM), dtype=np.float32)
+        r0, r1 = cluster.groups[0]
+        r1.kill()
+        with Client(cluster.address, timeout=30) as c:
+            c.create_collection(name, DIM)
+            c.add(name, np.arange(10), x)
+        r0.kill()
+        cluster.restart_replica(0, 1)  # no peer up: serves its own state (no such collection)
+        cluster.restart_replica(0, 0)  # catches up from r1, which lacks it and never dropped it
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if _state(r1.address, name) == _state(r0.address, name):
+                    break
+            except grpc.RpcError:
+                pass  # r1 has not copied it yet
+            assert time.monotonic() < deadline, "r1 did not copy the collection r0 kept"
+            time.sleep(0.3)
+        assert _state(r0.address, name)[0] == 10
+        with Client(cluster.address, timeout=30) as c:
+            np.testing.assert_array_equal(c.get(name, np.arange(10)), x)
+            c.drop_collection(name)  # and a drop is a drop on both, also after restarts
+        r1.kill()
+        cluster.restart_replica(0, 1)
+        time.sleep(2.5)
+        for r in (r0, r1):
+            with grpc.insecure_channel(r.address) as ch:
+                names = [s.config.name for s in shard_pb2_grpc.ShardStub(ch).ListCollections(
+                    pb.ListCollectionsRequest(), timeout=10).collections]  # fmt: skip
+            assert name not in names

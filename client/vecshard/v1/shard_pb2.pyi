@@ -65,10 +65,19 @@ class ShardCollectionState(_message.Message):
     def __init__(self, config: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., digest: _Optional[int] = ..., train_epoch: _Optional[int] = ..., train_id: _Optional[int] = ..., prepared_epoch: _Optional[int] = ..., writes: _Optional[int] = ..., max_version: _Optional[int] = ..., tombstones: _Optional[int] = ..., incarnation: _Optional[int] = ...) -> None: ...
 
 class ShardListResponse(_message.Message):
-    __slots__ = ("collections",)
+    __slots__ = ("collections", "dropped")
+    class DroppedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
     collections: _containers.RepeatedCompositeFieldContainer[ShardCollectionState]
-    def __init__(self, collections: _Optional[_Iterable[_Union[ShardCollectionState, _Mapping]]] = ...) -> None: ...
+    dropped: _containers.ScalarMap[str, int]
+    def __init__(self, collections: _Optional[_Iterable[_Union[ShardCollectionState, _Mapping]]] = ..., dropped: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class InstallQuantizerRequest(_message.Message):
     __slots__ = ("collection", "centroids", "epoch", "train_id", "mode", "decide")

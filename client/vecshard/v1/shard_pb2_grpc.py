@@ -118,7 +118,8 @@ class ShardServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DropCollection(self, request, context):
-        """Drops the partition; dropping a missing one is a no-op.
+        """Drops the partition; dropping a missing one is a no-op. The coordinator sends the drop's version
+        (`x-vecshard-write-token`); the shard remembers it (ShardListResponse.dropped).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -302,7 +302,7 @@ class ShardSet:
             with span(f"shard/{method}", attributes={"vecshard.shard": replica.address}):
                 metadata = [*trace_headers(), *([(REQUEST_ID_HEADER, REQUEST_ID.get())] if REQUEST_ID.get() else [])]
                 metadata.extend(self._internal)
-                if method in ("Add", "Remove", "CreateCollection") and WRITE_TOKEN.get():
+                if method in ("Add", "Remove", "CreateCollection", "DropCollection") and WRITE_TOKEN.get():
                     metadata.append((WRITE_TOKEN_HEADER, str(WRITE_TOKEN.get())))
                 if method == "Search" and TRAIN_EPOCH.get() is not None:
                     metadata.append((TRAIN_EPOCH_HEADER, str(TRAIN_EPOCH.get())))

@@ -197,10 +197,16 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         coll = await self.catalog.get(
             request.name, lambda: self._timeout(context), if_missing="nothing to drop", conflict_ok=True
         )
-        async with self.catalog.lock:
-            out = await self.shards.call(
+        version = self.shards.clock.next()
+
+        async def drop() -> Fanout:
+            WRITE_TOKEN.set(version)  # replicas that disagree on a collection compare it with incarnations
+            return await self.shards.call(
                 "DropCollection", self.shards.all(request), self._timeout(context), fail_fast=False
             )
+
+        async with self.catalog.lock:
+            out = await asyncio.ensure_future(drop())
             if out.failures:
                 raise self.shards.first_error(out.failures)
             if coll.auto_train is not None:

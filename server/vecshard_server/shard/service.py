@@ -10,13 +10,14 @@ and only then report SERVING.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -159,6 +160,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         self.accelerator = detect(settings.device)
         self.clock = WriteClock()  # versions writes that come without one (callers other than coordinators)
         self._sync_seen: dict[tuple[str, str], tuple[Any, Any]] = {}  # differences seen by the last peer_sync
+        self.dropped: dict[str, int] = {}  # collection name -> version of its last drop here (dropped.json)
         self.collections: dict[str, ShardIndex] = {}
         self.wal: Wal | None = None
         self.ready = False
@@ -192,6 +194,16 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             self.ready = True
             return
         started = time.perf_counter()
+        dropped = self.data_dir / "dropped.json"
+        if dropped.exists():
+            try:
+                self.dropped = {str(k): int(v) for k, v in json.loads(dropped.read_text()).items()}
+            except (ValueError, AttributeError) as err:
+                raise SnapshotCorrupt(
+                    f"{dropped} is damaged ({err}): refusing to start, since it decides which collections a peer "
+                    "may bring back. Restore it from a backup, or delete this replica's data dir so it catches up "
+                    "from its peers."
+                ) from None
         root = self.data_dir / "collections"
         for d in sorted(root.iterdir()) if root.exists() else []:
             if d.name.endswith(".tmp"):
@@ -243,12 +255,11 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             channel = shard_channel(peer, self.settings, self.settings.grpc_options(), aio=False)
             stub = shard_pb2_grpc.ShardStub(channel)
             try:
-                theirs = {
-                    st.config.name: st
-                    for st in stub.ListCollections(pb.ListCollectionsRequest(), timeout=30).collections
-                }
+                answer = stub.ListCollections(pb.ListCollectionsRequest(), timeout=30)
+                theirs = {st.config.name: st for st in answer.collections}
                 for name in sorted(set(theirs) | set(self.collections)):
-                    self._sync_from(stub, peer, name, self.collections.get(name), theirs.get(name), "catch-up")
+                    self._sync_from(stub, peer, name, self.collections.get(name), theirs.get(name), answer.dropped,
+                                    "catch-up")  # fmt: skip
                 log.info("caught up with peer %s (%d collections)", peer, len(theirs))
                 return
             except grpc.RpcError as err:
@@ -274,27 +285,32 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                     answer = stub.ListCollections(pb.ListCollectionsRequest(), timeout=10)
                 except grpc.RpcError:
                     continue  # down: nothing to compare now
-                for state in answer.collections:
-                    part = self.collections.get(state.config.name)
-                    if part is None:
-                        continue  # creates and drops are the coordinators' (and catch-up's) business
-                    if state.incarnation != part.incarnation or part.spec != CollectionSpec.from_proto(state.config):
-                        if state.incarnation > part.incarnation:  # this replica missed a drop and a create
-                            self._sync_from(stub, peer, part.spec.name, part, state, "peer sync")
+                theirs = {st.config.name: st for st in answer.collections}
+                for name in sorted(set(theirs) | set(self.collections)):
+                    part, state = self.collections.get(name), theirs.get(name)
+                    key = (name, peer)
+                    if part is None or state is None or state.incarnation != part.incarnation:
+                        # One replica missed a create or a drop (incarnations and drop versions decide
+                        # which): once the difference has lasted a round, so no call in flight explains it.
+                        look = ("catalog", state.incarnation if state else None, part.incarnation if part else None)
+                        seen[key] = (look, None)
+                        if self._sync_seen.get(key) == (look, None):
+                            self._sync_from(stub, peer, name, part, state, answer.dropped, "peer sync")
                             merged += 1
                         continue
-                    theirs = (state.count, state.digest, state.train_epoch)
+                    if part.spec != CollectionSpec.from_proto(state.config):
+                        continue  # one incarnation, two configs: never made by vecshard; left to an operator
+                    theirs_now = (state.count, state.digest, state.train_epoch)
                     mine = (part.count, part.digest, part.train_epoch)
-                    if theirs == mine:
+                    if theirs_now == mine:
                         continue
-                    key = (part.spec.name, peer)
-                    seen[key] = (mine, theirs)
-                    if self._sync_seen.get(key) != (mine, theirs):
+                    seen[key] = (mine, theirs_now)
+                    if self._sync_seen.get(key) != (mine, theirs_now):
                         continue  # new, or still changing: look again next round
                     applied = self._merge_from(stub, part, state)
                     merged += 1
                     log.warning("peer sync: %s differed from peer %s (count, digest, epoch: %s here, %s there); "
-                                "merged %d entries newer there", key[0], peer, mine, theirs, applied)  # fmt: skip
+                                "merged %d entries newer there", name, peer, mine, theirs_now, applied)  # fmt: skip
             except grpc.RpcError as err:
                 log.warning("peer sync with %s failed: %s", peer, err.code().name)
             finally:
@@ -309,28 +325,37 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         name: str,
         mine: ShardIndex | None,
         state: spb.ShardCollectionState | None,
+        peer_dropped: Mapping[str, int],
         why: str,
     ) -> None:
-        """Bring this replica's `name` up to the peer's: merge when both hold the same incarnation;
-        copy the peer's when this replica has none, or an older incarnation (it missed a drop and the
-        create after it), and drop it when the peer has none; keep it when the peer's is older (the
-        peer is the one to repair)."""
-        if mine is not None and state is not None:
-            if state.incarnation < mine.incarnation:
-                log.warning("%s: %s here is a newer incarnation (%d) than on peer %s (%d): keeping it", why, name,
-                            mine.incarnation, peer, state.incarnation)  # fmt: skip
+        """Bring this replica's `name` up to the peer's. Both hold one incarnation: merge. The peer's is
+        newer, or this replica has none and did not drop it after the peer's was made: copy the peer's
+        (this replica missed a drop and a create, or a create). The peer has none and dropped it after
+        this one was made: drop it (this replica missed the drop). Otherwise keep it: the peer is the
+        one that missed something, and its own sync repairs it."""
+        if state is None:
+            if mine is not None and name in peer_dropped and peer_dropped[name] >= mine.incarnation:
+                self._drop(name, peer_dropped[name])
+                log.info("%s: dropped %s (peer %s dropped it after this one was made)", why, name, peer)
+            elif mine is not None:
+                log.warning("%s: peer %s has no %s and did not drop it since this one was made: keeping it",
+                            why, peer, name)  # fmt: skip
+            return
+        if mine is None:
+            if name in self.dropped and self.dropped[name] >= state.incarnation:
+                log.warning("%s: %s was dropped here after peer %s's was made: not copying it", why, name, peer)
                 return
-            if state.incarnation == mine.incarnation and mine.spec == CollectionSpec.from_proto(state.config):
-                applied = self._merge_from(stub, mine, state)
-                log.info("%s: %s merged from %s (%d entries newer there)", why, name, peer, applied)
-                return
+        elif state.incarnation < mine.incarnation:
+            log.warning("%s: %s here is a newer incarnation (%d) than on peer %s (%d): keeping it", why, name,
+                        mine.incarnation, peer, state.incarnation)  # fmt: skip
+            return
+        elif state.incarnation == mine.incarnation and mine.spec == CollectionSpec.from_proto(state.config):
+            applied = self._merge_from(stub, mine, state)
+            log.info("%s: %s merged from %s (%d entries newer there)", why, name, peer, applied)
+            return
         self._copy_from(stub, name, state)
 
-    def _copy_from(self, stub: shard_pb2_grpc.ShardStub, name: str, state: spb.ShardCollectionState | None) -> None:
-        if state is None:
-            self._drop(name)
-            log.info("catch-up: dropped %s (the peer has no such collection)", name)
-            return
+    def _copy_from(self, stub: shard_pb2_grpc.ShardStub, name: str, state: spb.ShardCollectionState) -> None:
         part = self._fetch(stub, name, state)
         part.incarnation = state.incarnation
         with self._catalog_lock:
@@ -432,10 +457,10 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             except grpc.RpcError as err:
                 if err.code() != grpc.StatusCode.NOT_FOUND:
                     raise Unavailable(f"cannot reach peer {peer} to resync {name!r}: {err.code().name}") from None
-                self._drop(name)  # the peer has none: it was dropped while this replica missed it
-                raise NotFound(f"collection {name!r} no longer exists (peer {peer} has none): dropped here") from None
+                state = None
             try:
-                self._sync_from(stub, peer, name, self.collections.get(name), state, "resync")
+                dropped = stub.ListCollections(pb.ListCollectionsRequest(), timeout=60).dropped
+                self._sync_from(stub, peer, name, self.collections.get(name), state, dropped, "resync")
             except grpc.RpcError as err:  # the peer dropped it, restarted, ... meanwhile
                 raise Unavailable(f"merging {name!r} from peer {peer} failed: {err.code().name}: retry") from None
             return self._state(self._get(name))
@@ -459,6 +484,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         if part is None:
             return 0  # the collection was dropped later on
         if op == "drop":
+            self.dropped[name] = max(self.dropped.get(name, 0), record.version)
             del self.collections[name]
             path = self._collection_dir(name)
             if path is not None:
@@ -636,18 +662,34 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             self.collections[spec.name] = part
             return self._state(part)
 
-    def _drop(self, name: str) -> None:
+    def _drop(self, name: str, version: int = 0) -> None:
+        version = version or self.clock.next()
         with self._catalog_lock:
+            if version > self.dropped.get(name, 0):  # remembered (and kept on disk) even if absent here
+                self.dropped[name] = version
+                self._save_dropped()
             part = self.collections.get(name)
             if part is None:
                 return
             # Under the partition's write lock: writes in flight finish (and log) first; later ones
             # see `dropped` and are refused.
-            self._logged(None, lambda: spb.WalRecord(drop=name), part.mark_dropped)
+            self._logged(None, lambda: spb.WalRecord(drop=name, version=version), part.mark_dropped)
             del self.collections[name]
             path = self._collection_dir(name)
             if path is not None:
                 shutil.rmtree(path, ignore_errors=True)
+
+    def _save_dropped(self) -> None:
+        """data_dir/dropped.json: the collections dropped here and the versions of their drops."""
+        if self.data_dir is None:
+            return
+        path = self.data_dir / "dropped.json"
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as fh:
+            json.dump(self.dropped, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
 
     # -- RPCs -----------------------------------------------------------------------------------
 
@@ -659,13 +701,15 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     async def DropCollection(
         self, request: pb.DropCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.DropCollectionResponse:
-        await self._run(self._writes, self._drop, request.name)
+        await self._run(self._writes, self._drop, request.name, self._version(context))
         return pb.DropCollectionResponse()
 
     async def ListCollections(
         self, request: pb.ListCollectionsRequest, context: grpc.aio.ServicerContext
     ) -> spb.ShardListResponse:
-        return spb.ShardListResponse(collections=[self._state(p) for p in list(self.collections.values())])
+        return spb.ShardListResponse(
+            collections=[self._state(p) for p in list(self.collections.values())], dropped=dict(self.dropped)
+        )
 
     async def DescribeCollection(
         self, request: pb.DescribeCollectionRequest, context: grpc.aio.ServicerContext
