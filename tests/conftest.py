@@ -20,13 +20,29 @@ __all__ = ["clustered"]
 _names = itertools.count()
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A loopback port that was free a moment ago."""
+    """A loopback port that was free a moment ago, for a process started next. Drawn below Linux's
+    ephemeral range (32768-60999): a port-0 pick comes from that range, where the kernel also gives
+    every outgoing connection its local port, so between the pick and the child's bind another
+    connection could take it (CI once saw "Address already in use" for a shard's metrics port)."""
+    import random
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    for _ in range(1000):
+        port = random.randint(20000, 32000)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free loopback port in 20000-32000")
 
 
 def start_role(args: list[str], port_file: Path, env: dict[str, str] | None = None, timeout: float = 120,
