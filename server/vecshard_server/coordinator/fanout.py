@@ -119,6 +119,10 @@ class Fanout:
     failures: dict[int, grpc.aio.AioRpcError]
 
 
+# Writes that carry a version (x-vecshard-write-token): per id, or per collection (incarnations and
+# drops), replicas keep the newest (docs/operations.md, Write versions).
+VERSIONED = frozenset({"Add", "Remove", "CreateCollection", "DropCollection"})
+
 REPAIR_TIMEOUT_S = 300.0
 
 
@@ -302,7 +306,7 @@ class ShardSet:
             with span(f"shard/{method}", attributes={"vecshard.shard": replica.address}):
                 metadata = [*trace_headers(), *([(REQUEST_ID_HEADER, REQUEST_ID.get())] if REQUEST_ID.get() else [])]
                 metadata.extend(self._internal)
-                if method in ("Add", "Remove", "CreateCollection", "DropCollection") and WRITE_TOKEN.get():
+                if method in VERSIONED and WRITE_TOKEN.get():
                     metadata.append((WRITE_TOKEN_HEADER, str(WRITE_TOKEN.get())))
                 if method == "Search" and TRAIN_EPOCH.get() is not None:
                     metadata.append((TRAIN_EPOCH_HEADER, str(TRAIN_EPOCH.get())))
@@ -410,6 +414,7 @@ class ShardSet:
         timeout: float,
         *,
         fail_fast: bool = True,
+        version: int = 0,
     ) -> Fanout:
         """Call `method` on each shard group of `requests` concurrently.
 
@@ -417,11 +422,20 @@ class ShardSet:
             the results are the replies' bytes).
         fail_fast: raise the first failure at once and cancel the other calls; otherwise wait for
         every call and return the failures beside the results.
+        version: of a write (VERSIONED), sent to the shards with it; by default the next of this
+            coordinator's clock.
         """
         if timeout <= 0:
             raise DeadlineExceeded("the call's deadline passed before the shards were asked")
         each = self._write if method in WRITES else self._read
-        tasks = {asyncio.ensure_future(each(self.shards[i], method, req, timeout)): i for i, req in requests.items()}
+        stamped = WRITE_TOKEN.set(version or self.clock.next()) if method in VERSIONED else None
+        try:  # the tasks copy the context as they are created: they send the version
+            tasks = {
+                asyncio.ensure_future(each(self.shards[i], method, req, timeout)): i for i, req in requests.items()
+            }
+        finally:
+            if stamped is not None:
+                WRITE_TOKEN.reset(stamped)
         out = Fanout({}, {})
         pending = set(tasks)
         try:

@@ -38,7 +38,7 @@ from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import types_pb2, vector_search_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.config import Settings
-from vecshard_server.common.rpc import TRAIN_EPOCH, WRITE_TOKEN, Server
+from vecshard_server.common.rpc import TRAIN_EPOCH, Server
 from vecshard_server.common.security import ApiKeys
 from vecshard_server.common.spec import CollectionSpec, check_collection_count
 from vecshard_server.coordinator import offload
@@ -149,14 +149,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             check_collection_count(len(self.catalog.collections), self.settings)
             # The create's version names this incarnation of the collection on the shards: replicas
             # that disagree (one missed a drop and the create after it) keep the newer one.
-            version = self.shards.clock.next()
-
-            async def create() -> Fanout:
-                WRITE_TOKEN.set(version)
-                return await self.shards.call("CreateCollection", self.shards.all(spec.to_proto()), timeout,
-                                              fail_fast=False)  # fmt: skip
-
-            out = await asyncio.ensure_future(create())
+            out = await self.shards.call("CreateCollection", self.shards.all(spec.to_proto()), timeout, fail_fast=False)
             if out.failures:
                 if out.results:  # undo, so a retry starts clean
                     await self.shards.call(
@@ -197,16 +190,10 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         coll = await self.catalog.get(
             request.name, lambda: self._timeout(context), if_missing="nothing to drop", conflict_ok=True
         )
-        version = self.shards.clock.next()
-
-        async def drop() -> Fanout:
-            WRITE_TOKEN.set(version)  # replicas that disagree on a collection compare it with incarnations
-            return await self.shards.call(
+        async with self.catalog.lock:
+            out = await self.shards.call(
                 "DropCollection", self.shards.all(request), self._timeout(context), fail_fast=False
             )
-
-        async with self.catalog.lock:
-            out = await asyncio.ensure_future(drop())
             if out.failures:
                 raise self.shards.first_error(out.failures)
             if coll.auto_train is not None:
@@ -264,8 +251,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         token = 0 if request.upsert else version
 
         async def commit() -> Fanout:
-            WRITE_TOKEN.set(version)  # this task's own context: the shard calls send it
-            out = await self.shards.call("Add", requests, timeout, fail_fast=False)
+            out = await self.shards.call("Add", requests, timeout, fail_fast=False, version=version)
             for s, resp in out.results.items():
                 coll.shard_counts[s] = resp.count
             if out.failures and token:
@@ -358,13 +344,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
     ) -> pb.RemoveResponse:
         id_bytes = request.ids
         requests = await offload.run(len(id_bytes) > offload.INLINE_BYTES // 8, self._remove_requests, coll, id_bytes)
-        version = self.shards.clock.next()
-
-        async def commit() -> Fanout:
-            WRITE_TOKEN.set(version)  # this task's own context: the shard calls send it
-            return await self.shards.call("Remove", requests, self._timeout(context), fail_fast=False)
-
-        out = await asyncio.ensure_future(commit())
+        out = await self.shards.call("Remove", requests, self._timeout(context), fail_fast=False)
         removed = 0
         for s, resp in out.results.items():
             coll.shard_counts[s] = max(0, coll.shard_counts[s] - resp.removed)
