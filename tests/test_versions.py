@@ -274,3 +274,16 @@ def test_a_frozen_id_map_is_the_map_at_the_freeze_whatever_is_written_after() ->
     assert dict(zip(pairs[0].tolist(), pairs[1].tolist(), strict=True)) == {i: i * 10 for i in ids.tolist()}
     assert len(m) == ids.size - 1 and m.get(1) == 5 and 3 not in m and m[9] == 7 and m.get(6, 0) == 0
     assert dict(m.items()) == {**{i: i * 10 for i in ids.tolist() if i not in (3, 6)}, 1: 5, 9: 7}
+
+
+def test_a_damaged_dropped_json_refuses_to_start_and_names_it(tmp_path: Path) -> None:
+    """dropped.json decides which collections a peer may bring back: damage must not pass silently."""
+    s = _service(tmp_path)
+    s._create(_config())
+    s._drop("c", WriteClock().next())
+    s.wal.close()  # type: ignore[union-attr]
+    assert "c" in json.loads((tmp_path / "dropped.json").read_text())
+    assert "c" in _service(tmp_path).dropped  # remembered across a restart
+    (tmp_path / "dropped.json").write_text('{"c": 12')  # cut short
+    with pytest.raises(SnapshotCorrupt, match="dropped.json"):
+        _service(tmp_path)
