@@ -133,7 +133,9 @@ def test_admission_refuses_beyond_the_bound_and_small_requests_pass(
     """A big search (one query per chunk: it runs a while) holds the coordinator's large lane; big
     requests meanwhile are refused at once with a retry-after hint, small ones are served, and a
     refused Add wrote nothing."""
-    big = search_request(nq=100, k=10)  # ~28 KiB of cost: a large request, under the 64 KiB budget
+    # ~25 KiB of cost: a large request, under the 64 KiB budget; and 90 x 4300 vectors stays under the
+    # scan limit while one of the Adds below is stored (100 queries did not: refused as too big)
+    big = search_request(nq=90, k=10)
     big_add = pb.AddRequest(
         collection="flat",
         ids=wire.pack_ids(np.arange(10**6, 10**6 + 300)),
@@ -273,7 +275,7 @@ def test_a_large_request_is_checked_before_it_is_parsed(cluster: LocalCluster, s
     with pytest.raises(grpc.RpcError) as info:
         raw(garbage, metadata=ADMIN, timeout=60)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
-    big = search_request(nq=100, k=10)
+    big = search_request(nq=90, k=10)
     for _ in range(20):  # a big search holds the large lane; a 2 MiB request meanwhile is refused unparsed
         runner = threading.Thread(target=lambda: stub.Search(big, metadata=ADMIN, timeout=120))
         runner.start()
