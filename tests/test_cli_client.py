@@ -112,3 +112,24 @@ def test_sample_and_plot(cluster_of: Callable[[int], LocalCluster], tmp_path: Pa
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
     with Client(address) as c:
         c.drop_collection(name)
+
+
+def test_jsonl_fields_become_payloads_and_search_filters_them(cluster_of: Callable[[int], LocalCluster],
+                                                              tmp_path: Path, name: str) -> None:  # fmt: skip
+    address = cluster_of(2).address
+    src = tmp_path / "docs.jsonl"
+    meta = [{"lang": "en", "year": 2021}, {"lang": "en", "year": 2015}, {"lang": "fr", "year": 2022}, {}]
+    src.write_text("\n".join(json.dumps({**d, **m}) for d, m in zip(DOCS, meta, strict=True)) + "\n")
+    run("collections", "create", name, "--model", "minilm", "--address", address)
+    run("add", name, str(src), "--address", address)
+    assert run("count", name, "--filter", 'lang = "en"', "--address", address).strip() == "2"
+    assert run("count", name, "--address", address).strip() == "4"
+    out = json.loads(run("search", name, "--text", "anything at all", "-k", "4", "--filter",
+                         'lang = "en" and year >= 2020 or lang = "fr"', "--payload", "--json",
+                         "--address", address))  # fmt: skip
+    assert {h["id"]: h["payload"] for h in out[0]["hits"]} == {10: meta[0], 30: meta[2]}
+    table = run("search", name, "--text", "x", "--filter", "year < 2016", "--payload", "--address", address)
+    assert table.splitlines()[1].split()[-1] == "payload" and '"year": 2015' in table
+    bad = CliRunner().invoke(cli, ["search", name, "--text", "x", "--filter", "year >= ", "--address", address])
+    assert bad.exit_code == 2 and "column 8" in bad.output and "expected" in bad.output, bad.output
+    run("collections", "drop", name, "--yes", "--address", address)

@@ -175,7 +175,7 @@ def _write(s: ShardService, n: int, start: int = 0) -> None:
 
 def _ids(s: ShardService) -> set[int]:
     part = s.collections["c"]
-    got, found = part.get(np.arange(0, 1000))
+    got, found, _ = part.get(np.arange(0, 1000))
     return set(np.flatnonzero(found).tolist())
 
 

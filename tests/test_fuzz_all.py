@@ -45,6 +45,7 @@ from vecshard.v1 import (
     embedder_pb2,  # noqa: F401 - registers the Embedder service
     shard_pb2_grpc,
 )
+from vecshard.v1 import payload_pb2 as ppb
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import types_pb2 as tpb
 from vecshard.v1 import vector_search_pb2 as pb
@@ -324,6 +325,131 @@ class Gen:
             model_fingerprint=r.choice(["", "", "junk"]),
         )
 
+    def value(self, depth: int = 0) -> ppb.Value:
+        r = self.r
+        x = r.random()
+        if x < 0.2:
+            return ppb.Value(int_value=r.choice([0, 1, -7, 2**63 - 1, -(2**63), r.getrandbits(40)]))
+        if x < 0.35:
+            return ppb.Value(double_value=r.choice([0.5, -1e300, 3.0, 1e-300]))
+        if x < 0.55:
+            return ppb.Value(string_value=r.choice(["en", "fr", "é 名", "", self.text(5)]))
+        if x < 0.65:
+            return ppb.Value(bool_value=r.random() < 0.5)
+        if x < 0.72:
+            return ppb.Value(null_value=ppb.NULL_VALUE)
+        if x < 0.86 and depth < 3:
+            return ppb.Value(list_value=ppb.ListValue(values=[self.value(depth + 1) for _ in range(r.randint(0, 3))]))
+        if depth < 3:
+            return ppb.Value(struct_value=self.payload(depth + 1, good=True))
+        return ppb.Value()
+
+    def payload(self, depth: int = 0, good: bool = False) -> ppb.Payload:
+        r = self.r
+        p = ppb.Payload()
+        for _ in range(r.randint(0, 4)):
+            p.fields[r.choice(["lang", "year", "tags", "meta", "x", "é"])].CopyFrom(self.value(depth))
+        if good or not self.bad():
+            return p
+        x = r.random()
+        if x < 0.25:
+            p.fields["bad"].double_value = r.choice([float("nan"), float("inf"), -float("inf")])
+        elif x < 0.45:
+            p.fields[""].bool_value = True
+        elif x < 0.65:
+            p.fields["big"].string_value = "x" * (64 * 1024 + 1)
+        else:
+            deep = ppb.Value(int_value=1)
+            for _ in range(r.choice([33, 45])):
+                deep = ppb.Value(list_value=ppb.ListValue(values=[deep]))
+            p.fields["deep"].CopyFrom(deep)
+        return p
+
+    def condition(self, depth: int) -> ppb.Condition:
+        r = self.r
+        key = self.pick(["lang", "year", "tags", "meta.x", "x"], ["", "a..b", ".", "x" * 300, "é.名"])
+        x = r.random()
+        if x < 0.15 and depth < 4:
+            return ppb.Condition(filter=self.filter_(depth + 1))
+        if x < 0.25:
+            return ppb.Condition(has_id=self.ids(r.randint(0, 4)))
+        fc = ppb.FieldCondition(key=key)
+        test = r.choice(["match", "match_any", "range", "is_null", "is_empty", "exists", "none"])
+        if test == "match":
+            fc.match.CopyFrom(self.value() if self.bad() else ppb.Value(string_value="en"))
+        elif test == "match_any":
+            fc.match_any.values.extend(self.value() for _ in range(self.pick([1, 3], [0, 2000])))
+        elif test == "range":
+            for b in r.sample(["gt", "gte", "lt", "lte"], r.randint(self.pick([1], [0]), 2)):
+                getattr(fc.range, b).CopyFrom(
+                    self.pick(
+                        [ppb.Value(int_value=2020), ppb.Value(double_value=1.5)],
+                        [self.value(), ppb.Value(double_value=float("nan"))],
+                    )
+                )
+        elif test in ("is_null", "is_empty", "exists"):
+            setattr(fc, test, self.pick([True], [False]))
+        return ppb.Condition(field=fc) if test != "none" or self.bad() else ppb.Condition(field=fc)
+
+    def filter_(self, depth: int = 0) -> ppb.Filter:
+        r = self.r
+        f = ppb.Filter()
+        for group in ("must", "should", "must_not"):
+            getattr(f, group).extend(self.condition(depth) for _ in range(r.randint(0, 2)))
+        if depth == 0 and self.bad() and r.random() < 0.3:
+            deep = f
+            for _ in range(r.choice([33, 36])):
+                deep = ppb.Filter(must=[ppb.Condition(filter=deep)])
+            return deep
+        return f
+
+    def maybe_filter(self, req: Any) -> None:
+        if self.r.random() < 0.35:
+            req.filter.CopyFrom(self.filter_())
+        if self.r.random() < 0.3:
+            req.with_payload.CopyFrom(
+                ppb.PayloadSelector(enable=True, fields=self.r.choice([[], ["lang"], ["a.b", ""]]))
+            )
+
+    def c_count(self, healthy: bool) -> Message:
+        req = pb.CountRequest(collection=self.name(healthy))
+        if self.r.random() < 0.7:
+            req.filter.CopyFrom(self.filter_())
+        return req
+
+    def c_scroll(self, healthy: bool) -> Message:
+        req = pb.ScrollRequest(
+            collection=self.name(healthy),
+            start_id=self.pick([0, 0, 50_000], [-1, -(2**63)]),
+            limit=self.pick([0, 1, 10, 10_000], [10_001, U32]),
+            with_vectors=self.r.random() < 0.3,
+        )
+        self.maybe_filter(req)
+        return req
+
+    def c_set_payload(self, healthy: bool) -> Message:
+        r = self.r
+        req = pb.SetPayloadRequest(collection=self.name(healthy), mode=self.pick([0, 1, 2, 3], [4, -1, 2**31 - 1]),
+                                   payload=self.payload())  # fmt: skip
+        if req.mode == 3:
+            req.ClearField("payload")
+            req.keys.extend(self.pick([["lang"], ["meta.x", "tags"]], [[], [""], ["a..b"]]))
+        x = r.random()
+        if x < 0.5 or (x < 0.55 and self.bad()):
+            req.ids = self.ids(self.rows())
+        if x >= 0.45:
+            req.filter.CopyFrom(self.filter_())
+        return req
+
+    def c_create_index(self, healthy: bool) -> Message:
+        return pb.CreatePayloadIndexRequest(collection=self.name(healthy),
+                                            field=self.pick(["lang", "year", "meta.x"], ["", "a..b", "x" * 300]),
+                                            type=self.pick([1, 2, 3, 4], [0, 5, -1, 2**31 - 1]))  # fmt: skip
+
+    def c_drop_index(self, healthy: bool) -> Message:
+        field = self.pick(["lang", "year", "meta.x"], ["", "nope", "a..b"])
+        return pb.DropPayloadIndexRequest(collection=self.name(healthy), field=field)
+
     def k(self) -> int:
         return self.pick([1, 3, 10, MAX_K], [0, MAX_K + 1, U32, 2**31])
 
@@ -366,6 +492,8 @@ class Gen:
         req = pb.AddRequest(collection=name, ids=self.ids(n), upsert=self.r.random() < 0.3,
                             model_fingerprint=self.fingerprint(name))  # fmt: skip
         self.vectors_or_inputs(req, "vectors", name, n)
+        if self.r.random() < 0.4:
+            req.payloads.extend(self.payload() for _ in range(self.pick([n], [0, n + 1, max(0, n - 1)]) if n else 0))
         return req
 
     def c_remove(self, healthy: bool) -> Message:
@@ -384,10 +512,13 @@ class Gen:
             req.texts.extend(self.texts())
         else:
             self.vectors_or_inputs(req, "queries", name, self.pick([1, 1, 2, 4], [0, 9, MAX_BATCH + 1]))
+        self.maybe_filter(req)
         return req
 
     def c_train(self, healthy: bool) -> Message:
-        name = self.pick(["zz_ivf", "zz_ivf", "keep_ivf", "zc0", "zc1"], ["keep_flat", "zz0", *ODD_NAMES[:4]])
+        # (never a keep_* name unless healthy: its bytes are also a DropCollectionRequest of that name)
+        good = ["zz_ivf", "zz_ivf", "keep_ivf" if healthy else "zz_ivf", "zc0", "zc1"]
+        name = self.pick(good, ["keep_flat" if healthy else "zc2", "zz0", *ODD_NAMES[:4]])
         return pb.TrainRequest(collection=name, max_training_points=self.pick([0, 0, 64, 500], [1, 3, U64]),
                                seed=self.u64())  # fmt: skip
 
@@ -415,12 +546,17 @@ class Gen:
     def s_add(self, healthy: bool) -> Message:
         name, n = self.name(healthy), self.rows()
         vectors = self.matrix(self.dim_of(name), n, unit=self.cosine(name))
-        return pb.AddRequest(collection=name, ids=self.ids(n), vectors=vectors, upsert=self.r.random() < 0.4)
+        req = pb.AddRequest(collection=name, ids=self.ids(n), vectors=vectors, upsert=self.r.random() < 0.4)
+        if self.r.random() < 0.4:
+            req.payloads.extend(self.payload(good=True) for _ in range(n))
+        return req
 
     def s_search(self, healthy: bool) -> Message:
         name = self.name(healthy)
-        return pb.SearchRequest(collection=name, queries=self.matrix(self.dim_of(name), self.pick([1, 2, 5], [0, 300])),
-                                k=self.k(), nprobe=self.nprobe(name))  # fmt: skip
+        req = pb.SearchRequest(collection=name, queries=self.matrix(self.dim_of(name), self.pick([1, 2, 5], [0, 300])),
+                               k=self.k(), nprobe=self.nprobe(name))  # fmt: skip
+        self.maybe_filter(req)
+        return req
 
     def s_sample(self, healthy: bool) -> Message:
         return pb.SampleRequest(collection=self.name(healthy), max_points=self.pick([1, 10, 100], [0, 10**6, U64]),
@@ -489,6 +625,16 @@ BUILDERS: dict[tuple[str, str], Callable[[Gen, bool], Message]] = {
     (PUBLIC, "Embed"): Gen.c_embed,
     (PUBLIC, "Sample"): Gen.c_sample,
     (PUBLIC, "ListModels"): Gen.c_list_models,
+    (PUBLIC, "Count"): Gen.c_count,
+    (PUBLIC, "Scroll"): Gen.c_scroll,
+    (PUBLIC, "SetPayload"): Gen.c_set_payload,
+    (PUBLIC, "CreatePayloadIndex"): Gen.c_create_index,
+    (PUBLIC, "DropPayloadIndex"): Gen.c_drop_index,
+    (SHARD, "Count"): Gen.c_count,
+    (SHARD, "Scroll"): Gen.c_scroll,
+    (SHARD, "SetPayload"): Gen.c_set_payload,
+    (SHARD, "CreatePayloadIndex"): Gen.c_create_index,
+    (SHARD, "DropPayloadIndex"): Gen.c_drop_index,
     (SHARD, "CreateCollection"): Gen.s_create,
     (SHARD, "DropCollection"): Gen.drop_name,
     (SHARD, "ListCollections"): Gen.c_list,
@@ -661,6 +807,7 @@ def fuzz(t: Target, requests: int, seed: int) -> Outcomes:
                 reply = call(payload, timeout=TIMEOUT, metadata=md or None)
                 code, details = grpc.StatusCode.OK, ""
                 reply_class.FromString(reply)  # a reply that parses
+
                 if method == "CreateCollection":  # droppable from now on
                     config = reply_class.FromString(reply).config
                     if config.name not in HEALTHY:

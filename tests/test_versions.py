@@ -56,7 +56,7 @@ def apply(part: ShardIndex, op: Op) -> None:
 
 
 def state(part: ShardIndex) -> tuple[dict[int, tuple[int, tuple[float, ...]]], dict[int, int], int]:
-    ids, x, versions, dead, dead_versions = part.export_page(-1, 10**6)
+    ids, x, versions, dead, dead_versions, _ = part.export_page(-1, 10**6)
     live = {i: (v, tuple(row)) for i, v, row in zip(ids.tolist(), versions.tolist(), x.tolist(), strict=True)}
     return live, dict(zip(dead.tolist(), dead_versions.tolist(), strict=True)), part.digest
 
@@ -92,7 +92,7 @@ def merge(into: ShardIndex, peer: ShardIndex, page: int) -> None:
     """What Resync does with a peer's export, page by page."""
     after = -1
     while True:
-        ids, x, versions, dead, dead_versions = peer.export_page(after, page)
+        ids, x, versions, dead, dead_versions, _ = peer.export_page(after, page)
         if not ids.size and not dead.size:
             return
         if ids.size:

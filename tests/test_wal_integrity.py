@@ -65,7 +65,7 @@ def _remove(s: ShardService, name: str, i: int) -> None:
 
 def _stored(s: ShardService, name: str = "c") -> dict[int, float]:
     part = s.collections[name]
-    got, found = part.get(np.arange(0, 200))
+    got, found, _ = part.get(np.arange(0, 200))
     return {int(i): float(got[i, 0]) for i in np.flatnonzero(found)}
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import grpc
 import numpy as np
 
-from vecshard import build
+from vecshard import build, wire
 from vecshard.build import ImageInput
 from vecshard.connection import DEFAULT_ADDRESS, DEFAULT_MAX_MESSAGE_BYTES, TLS, open_channel
 from vecshard.errors import DeadlineExceeded, Unavailable, from_rpc_error
@@ -25,6 +25,7 @@ from vecshard.types import (
     IndexType,
     Metric,
     ModelInfo,
+    Point,
     Sample,
     SearchResult,
 )
@@ -103,6 +104,7 @@ class AsyncClient:
         nprobe: int = 0,
         train_threshold: int = 0,
         model: str | None = None,
+        store_text: bool = False,
         timeout: float | None = None,
     ) -> CollectionInfo:
         """See `Client.create_collection`.
@@ -110,7 +112,7 @@ class AsyncClient:
         Example:
             >>> await c.create_collection("img", dim=128, index="ivf_flat", nlist=100)
         """
-        req = build.create_collection(name, dim, metric, index, nlist, nprobe, train_threshold, model)
+        req = build.create_collection(name, dim, metric, index, nlist, nprobe, train_threshold, model, store_text)
         return build.collection_info(await self._call(self._stub.CreateCollection, req, timeout))
 
     async def drop_collection(self, name: build.CollectionRef, *, timeout: float | None = None) -> None:
@@ -149,6 +151,7 @@ class AsyncClient:
         *,
         texts: Sequence[str] | None = None,
         images: Sequence[ImageInput] | None = None,
+        payloads: Sequence[dict[str, Any] | None] | None = None,
         upsert: bool = False,
         batch_size: int | None = None,
         model_fingerprint: str = "",
@@ -166,11 +169,12 @@ class AsyncClient:
             id_arr = build.check_add_inputs(ids, len(items), kind)
             pacer = build.EmbedPacer(self.timeout if timeout is None else timeout, batch_size or build.EMBED_MAX_BATCH)
             adds = build.paced_adds(collection, id_arr, items, kind, pacer, upsert=upsert,
-                                    model_fingerprint=model_fingerprint)  # fmt: skip
+                                    model_fingerprint=model_fingerprint,
+                                    payloads=build.payloads_of(payloads, len(items)))  # fmt: skip
             return build.add_result(await self._paced(self._stub.Add, adds, pacer, timeout, retries=0))
         requests = build.add_batches(
             collection, ids, vectors, upsert=upsert, batch_size=batch_size,
-            model_fingerprint=model_fingerprint, max_message_bytes=self.max_message_bytes,
+            model_fingerprint=model_fingerprint, max_message_bytes=self.max_message_bytes, payloads=payloads,
         )  # fmt: skip
         return build.add_result([await self._call(self._stub.Add, req, timeout) for req in requests])
 
@@ -237,13 +241,179 @@ class AsyncClient:
                 await asyncio.wait([t for t in tasks if not t.done()], return_when=asyncio.FIRST_COMPLETED)
         return build.add_result(await asyncio.gather(*tasks))
 
-    async def remove(self, collection: build.CollectionRef, ids: Any, *, timeout: float | None = None) -> int:
+    async def remove(
+        self,
+        collection: build.CollectionRef,
+        ids: Any = None,
+        *,
+        filter: build.FilterArg | None = None,  # noqa: A002
+        timeout: float | None = None,
+    ) -> int:
         """See `Client.remove`.
 
         Example:
             >>> await c.remove("img", [3, 4])
         """
-        return int((await self._call(self._stub.Remove, build.remove(collection, ids), timeout)).removed)
+        return int((await self._call(self._stub.Remove, build.remove(collection, ids, filter), timeout)).removed)
+
+    async def delete(
+        self,
+        collection: build.CollectionRef,
+        filter: build.FilterArg,
+        *,
+        timeout: float | None = None,  # noqa: A002
+    ) -> int:
+        """See `Client.delete`.
+
+        Example:
+            >>> await c.delete("docs", 'year < 2015')
+        """
+        return await self.remove(collection, filter=filter, timeout=timeout)
+
+    async def count(
+        self,
+        collection: build.CollectionRef,
+        filter: build.FilterArg | None = None,  # noqa: A002
+        *,
+        timeout: float | None = None,
+    ) -> int:
+        """See `Client.count`.
+
+        Example:
+            >>> await c.count("docs", 'lang = "en"')
+        """
+        req = pb.CountRequest(collection=build.name_of(collection), filter=build.filter_of(filter))
+        return int((await self._call(self._stub.Count, req, timeout)).count)
+
+    async def scroll(
+        self,
+        collection: build.CollectionRef,
+        filter: build.FilterArg | None = None,  # noqa: A002
+        *,
+        with_payload: build.WithPayload = True,
+        with_vectors: bool = False,
+        start_id: int = 0,
+        page_size: int = 100,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Point]:
+        """See `Client.scroll`.
+
+        Example:
+            >>> async for p in c.scroll("docs", 'lang = "en"'):
+            ...     print(p.id, p.payload)
+        """
+        req = pb.ScrollRequest(collection=build.name_of(collection), filter=build.filter_of(filter),
+                               start_id=start_id, limit=page_size, with_payload=build.selector(with_payload),
+                               with_vectors=with_vectors)  # fmt: skip
+        while True:
+            resp = await self._call(self._stub.Scroll, req, timeout)
+            for point in build.scroll_page(resp, with_vectors):
+                yield point
+            if resp.done:
+                return
+            req.start_id = resp.next_start_id
+
+    async def retrieve(
+        self,
+        collection: build.CollectionRef,
+        ids: Any,
+        *,
+        with_payload: build.WithPayload = True,
+        with_vectors: bool = False,
+        timeout: float | None = None,
+    ) -> list[Point | None]:
+        """See `Client.retrieve`.
+
+        Example:
+            >>> [p.payload for p in await c.retrieve("docs", [1, 2]) if p]
+        """
+        resp = await self._call(self._stub.Get, build.get(collection, ids, True, with_payload), timeout)
+        found = np.frombuffer(resp.found, dtype=np.uint8).astype(bool)
+        payloads = build.get_payloads(resp) if resp.payloads else [None] * found.size
+        vectors = build.get_result(resp, True) if with_vectors else None
+        return [
+            Point(i, payloads[j], vectors[j] if vectors is not None else None) if found[j] else None
+            for j, i in enumerate(wire.as_ids(ids).tolist())
+        ]
+
+    async def set_payload(
+        self,
+        collection: build.CollectionRef,
+        payload: dict[str, Any],
+        *,
+        ids: Any = None,
+        filter: build.FilterArg | None = None,  # noqa: A002
+        timeout: float | None = None,
+    ) -> int:
+        """See `Client.set_payload`.
+
+        Example:
+            >>> await c.set_payload("docs", {"reviewed": True}, ids=[1])
+        """
+        req = build.set_payload(collection, payload, ids, filter, "merge")
+        return int((await self._call(self._stub.SetPayload, req, timeout)).updated)
+
+    async def overwrite_payload(
+        self,
+        collection: build.CollectionRef,
+        payload: dict[str, Any],
+        *,
+        ids: Any = None,
+        filter: build.FilterArg | None = None,  # noqa: A002
+        timeout: float | None = None,
+    ) -> int:
+        """See `Client.overwrite_payload`.
+
+        Example:
+            >>> await c.overwrite_payload("docs", {"lang": "en"}, ids=[1])
+        """
+        req = build.set_payload(collection, payload, ids, filter, "overwrite")
+        return int((await self._call(self._stub.SetPayload, req, timeout)).updated)
+
+    async def delete_payload_keys(
+        self,
+        collection: build.CollectionRef,
+        keys: Sequence[str],
+        *,
+        ids: Any = None,
+        filter: build.FilterArg | None = None,  # noqa: A002
+        timeout: float | None = None,
+    ) -> int:
+        """See `Client.delete_payload_keys`.
+
+        Example:
+            >>> await c.delete_payload_keys("docs", ["draft"], ids=[1])
+        """
+        req = build.set_payload(collection, None, ids, filter, "delete_keys", keys)
+        return int((await self._call(self._stub.SetPayload, req, timeout)).updated)
+
+    async def create_payload_index(
+        self,
+        collection: build.CollectionRef,
+        field: str,
+        type: str,
+        *,
+        timeout: float | None = None,  # noqa: A002
+    ) -> CollectionInfo:
+        """See `Client.create_payload_index`.
+
+        Example:
+            >>> await c.create_payload_index("docs", "lang", "keyword")
+        """
+        req = pb.CreatePayloadIndexRequest(collection=build.name_of(collection), field=field,
+                                           type=build.index_type(type))  # type: ignore[arg-type]  # fmt: skip
+        return build.collection_info(await self._call(self._stub.CreatePayloadIndex, req, timeout))
+
+    async def drop_payload_index(
+        self, collection: build.CollectionRef, field: str, *, timeout: float | None = None
+    ) -> CollectionInfo:
+        """See `Client.drop_payload_index`.
+
+        Example:
+            >>> await c.drop_payload_index("docs", "lang")
+        """
+        req = pb.DropPayloadIndexRequest(collection=build.name_of(collection), field=field)
+        return build.collection_info(await self._call(self._stub.DropPayloadIndex, req, timeout))
 
     async def get(
         self, collection: build.CollectionRef, ids: Any, *, allow_missing: bool = False, timeout: float | None = None
@@ -265,6 +435,8 @@ class AsyncClient:
         texts: Sequence[str] | None = None,
         images: Sequence[ImageInput] | None = None,
         nprobe: int | None = None,
+        filter: build.FilterArg | None = None,  # noqa: A002
+        with_payload: build.WithPayload = False,
         allow_partial: bool = False,
         model_fingerprint: str = "",
         timeout: float | None = None,
@@ -274,7 +446,8 @@ class AsyncClient:
         Example:
             >>> D, I = await c.search("img", np.random.rand(3, 128), k=5)
         """
-        req = build.search(collection, queries, k, texts, images, nprobe, allow_partial, model_fingerprint)
+        req = build.search(collection, queries, k, texts, images, nprobe, allow_partial, model_fingerprint, filter,
+                           with_payload)  # fmt: skip
         return build.search_result(await self._call(self._stub.Search, req, timeout))
 
     async def train(

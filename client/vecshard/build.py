@@ -13,7 +13,21 @@ import numpy as np
 
 from vecshard import wire
 from vecshard.errors import FailedPrecondition, InvalidArgument
-from vecshard.types import AddResult, CollectionInfo, Embeddings, IndexType, Metric, ModelInfo, Sample, SearchResult
+from vecshard.payload import FilterLike, filter_to_proto, payload_from_proto, payload_to_proto
+from vecshard.types import (
+    INDEX_TYPE_NAMES,
+    AddResult,
+    CollectionInfo,
+    Embeddings,
+    FilterPlan,
+    IndexType,
+    Metric,
+    ModelInfo,
+    Point,
+    Sample,
+    SearchResult,
+)
+from vecshard.v1 import payload_pb2 as ppb
 from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 
@@ -21,6 +35,71 @@ HEADROOM = 64 * 1024  # bytes kept free in each message for the non-vector field
 
 ImageInput = bytes | str | os.PathLike[str] | Any  # encoded bytes, a file path, or a PIL image
 CollectionRef = str | CollectionInfo  # a collection's name, or what list_collections()/describe() return
+FilterArg = FilterLike | str  # a filter dict, a Filter message, or text such as 'lang = "en" and year >= 2020'
+WithPayload = bool | Sequence[str]  # all, none, or these (dotted) fields
+
+
+def filter_of(f: FilterArg | None) -> ppb.Filter | None:
+    """A filter from a dict, a Filter, or the text form (parsed by vecshard.filter_text)."""
+    if isinstance(f, str):
+        from vecshard.filter_text import FilterSyntaxError, parse_filter
+
+        try:
+            return filter_to_proto(parse_filter(f))
+        except FilterSyntaxError as err:
+            raise InvalidArgument(str(err)) from None
+    return filter_to_proto(f)
+
+
+def selector(with_payload: WithPayload) -> ppb.PayloadSelector:
+    if isinstance(with_payload, bool):
+        return ppb.PayloadSelector(enable=with_payload)
+    if isinstance(with_payload, str):
+        return ppb.PayloadSelector(enable=True, fields=[with_payload])
+    return ppb.PayloadSelector(enable=True, fields=list(with_payload))
+
+
+def payloads_of(payloads: Sequence[dict[str, Any] | None] | None, n: int) -> list[ppb.Payload] | None:
+    """One Payload per point (None: no payloads), checked before anything is sent."""
+    if payloads is None:
+        return None
+    items = list(payloads)
+    if len(items) != n:
+        raise InvalidArgument(f"got {len(items)} payloads for {n} points: pass one per id (None for none)")
+    return [payload_to_proto(p, f"payloads[{i}]") for i, p in enumerate(items)]
+
+
+def index_type(kind: str) -> int:
+    if kind not in INDEX_TYPE_NAMES:
+        raise InvalidArgument(f"payload index type must be one of {', '.join(INDEX_TYPE_NAMES)}, got {kind!r}")
+    return INDEX_TYPE_NAMES.index(kind) + 1
+
+
+_MODES = {"merge": 1, "overwrite": 2, "delete_keys": 3}
+
+
+def set_payload(
+    collection: CollectionRef, payload: dict[str, Any] | None, ids: Any, f: FilterArg | None, mode: str,
+    keys: Sequence[str] = (),
+) -> pb.SetPayloadRequest:  # fmt: skip
+    one_of("target", ids=ids, filter=f)
+    req = pb.SetPayloadRequest(collection=name_of(collection), mode=_MODES[mode], keys=list(keys),  # type: ignore[arg-type]
+                               payload=payload_to_proto(payload))  # fmt: skip
+    if ids is not None:
+        req.ids = wire.pack_ids(wire.as_ids(ids))
+    else:
+        req.filter.CopyFrom(filter_of(f))
+    return req
+
+
+def scroll_page(resp: pb.ScrollResponse, with_vectors: bool) -> list[Point]:
+    ids = wire.unpack_ids(resp.ids).tolist()
+    payloads = [payload_from_proto(p) for p in resp.payloads] if resp.payloads else [None] * len(ids)
+    vectors = wire.unpack_matrix(resp.vectors) if with_vectors and ids else None
+    return [
+        Point(i, p, vectors[j].copy() if vectors is not None else None)
+        for j, (i, p) in enumerate(zip(ids, payloads, strict=True))
+    ]
 
 
 def name_of(collection: CollectionRef) -> str:
@@ -62,7 +141,7 @@ def one_of(kind: str, **given: Any) -> str:
 
 def create_collection(
     name: str, dim: int, metric: str | Metric | None, index: str | IndexType, nlist: int, nprobe: int,
-    train_threshold: int, model: str | None,
+    train_threshold: int, model: str | None, store_text: bool = False,
 ) -> pb.CreateCollectionRequest:  # fmt: skip
     config = types_pb2.CollectionConfig(
         name=name,
@@ -73,6 +152,7 @@ def create_collection(
         nprobe=nprobe,
         train_threshold=train_threshold,
         embedding_model=model or "",
+        store_text=store_text,
     )
     return pb.CreateCollectionRequest(config=config)
 
@@ -86,6 +166,7 @@ def add_batches(
     batch_size: int | None = None,
     model_fingerprint: str = "",
     max_message_bytes: int,
+    payloads: Sequence[dict[str, Any] | None] | None = None,
 ) -> list[pb.AddRequest]:
     """Check a whole batch of vectors, then split it into Add requests below the message limit.
     (Texts and images go through `paced_adds`, sized by embedding speed.)"""
@@ -98,7 +179,11 @@ def add_batches(
     n = x.shape[0]
     if n != id_arr.size:
         raise InvalidArgument(f"got {id_arr.size} ids for {n} vectors: send one id per input")
-    rows = batch_size or max(1, (max_message_bytes - HEADROOM) // (x.shape[1] * 4 + 8))
+    packed = payloads_of(payloads, n)
+    row_bytes = x.shape[1] * 4 + 8
+    if packed is not None:  # rows sized by the largest payload, so every request fits
+        row_bytes += max((p.ByteSize() for p in packed), default=0) + 8
+    rows = batch_size or max(1, (max_message_bytes - HEADROOM) // row_bytes)
     return [
         pb.AddRequest(
             collection=name_of(collection),
@@ -106,6 +191,7 @@ def add_batches(
             vectors=wire.pack_matrix(x[start : start + rows]),
             upsert=upsert,
             model_fingerprint=model_fingerprint,
+            payloads=packed[start : start + rows] if packed is not None else None,
         )
         for start in range(0, n, rows)
     ]
@@ -160,14 +246,23 @@ def add_result(responses: Iterable[pb.AddResponse]) -> AddResult:
     return AddResult(added=added, replaced=replaced, count=count)
 
 
-def remove(collection: CollectionRef, ids: Any) -> pb.RemoveRequest:
+def remove(collection: CollectionRef, ids: Any, f: FilterArg | None = None) -> pb.RemoveRequest:
+    one_of("target", ids=ids, filter=f)
+    if ids is None:
+        return pb.RemoveRequest(collection=name_of(collection), filter=filter_of(f))
     return pb.RemoveRequest(collection=name_of(collection), ids=wire.pack_ids(wire.as_ids(ids)))
 
 
-def get(collection: CollectionRef, ids: Any, allow_missing: bool) -> pb.GetRequest:
+def get(collection: CollectionRef, ids: Any, allow_missing: bool, with_payload: WithPayload = False) -> pb.GetRequest:
     return pb.GetRequest(
-        collection=name_of(collection), ids=wire.pack_ids(wire.as_ids(ids)), allow_missing=allow_missing
-    )
+        collection=name_of(collection), ids=wire.pack_ids(wire.as_ids(ids)), allow_missing=allow_missing,
+        with_payload=selector(with_payload),
+    )  # fmt: skip
+
+
+def get_payloads(resp: pb.GetResponse) -> list[dict[str, Any] | None]:
+    found = np.frombuffer(resp.found, dtype=np.uint8)
+    return [payload_from_proto(p) if ok else None for p, ok in zip(resp.payloads, found.tolist(), strict=True)]
 
 
 def get_result(resp: pb.GetResponse, allow_missing: bool) -> np.ndarray:
@@ -180,11 +275,13 @@ def get_result(resp: pb.GetResponse, allow_missing: bool) -> np.ndarray:
 
 def search(
     collection: CollectionRef, queries: Any, k: int, texts: Sequence[str] | None, images: Sequence[ImageInput] | None,
-    nprobe: int | None, allow_partial: bool, model_fingerprint: str,
+    nprobe: int | None, allow_partial: bool, model_fingerprint: str, f: FilterArg | None = None,
+    with_payload: WithPayload = False,
 ) -> pb.SearchRequest:  # fmt: skip
     one_of("query", queries=queries, texts=texts, images=images)
     req = pb.SearchRequest(collection=name_of(collection), k=k, nprobe=nprobe or 0, allow_partial=allow_partial,
-                           model_fingerprint=model_fingerprint)  # fmt: skip
+                           model_fingerprint=model_fingerprint, filter=filter_of(f),
+                           with_payload=selector(with_payload))  # fmt: skip
     if queries is not None:
         req.queries.CopyFrom(wire.pack_matrix(wire.as_matrix(queries, "queries")))
     elif texts is not None:
@@ -196,12 +293,20 @@ def search(
 
 def search_result(resp: pb.SearchResponse) -> SearchResult:
     shape = (resp.nq, resp.k)
+    ids = np.frombuffer(resp.ids, dtype=wire.I64).reshape(shape)
+    payloads = None
+    if resp.payloads:
+        flat = [payload_from_proto(p) if i >= 0 else None for p, i in zip(resp.payloads, ids.reshape(-1).tolist(),
+                                                                           strict=True)]  # fmt: skip
+        payloads = [flat[r * resp.k : (r + 1) * resp.k] for r in range(resp.nq)]
     return SearchResult(
         distances=np.frombuffer(resp.distances, dtype=wire.F32).reshape(shape),
-        ids=np.frombuffer(resp.ids, dtype=wire.I64).reshape(shape),
+        ids=ids,
         shards_total=resp.shards_total,
         shards_ok=resp.shards_ok,
         failed_shards=tuple(resp.failed_shards),
+        payloads=payloads,
+        plans=tuple(FilterPlan(p.shard, p.plan, p.matches, p.nprobe, tuple(p.unindexed_fields)) for p in resp.plans),
     )
 
 
@@ -321,6 +426,7 @@ def paced_adds(
     *,
     upsert: bool,
     model_fingerprint: str = "",
+    payloads: Sequence[ppb.Payload] | None = None,
 ) -> Iterator[tuple[int, pb.AddRequest]]:
     """Add requests of texts or images (`kind`), each as large as `pacer` says when it is cut, so the
     server's embedding of one request ends well inside its deadline. Ids and inputs may be
@@ -345,6 +451,8 @@ def paced_adds(
             req.texts.extend(chunk)
         else:
             req.images.extend(image_bytes(i) for i in chunk)
+        if payloads is not None:
+            req.payloads.extend(payloads[done : done + len(chunk)])
         done += len(chunk)
         yield len(chunk), req
 

@@ -10,10 +10,10 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from vecshard import build
+from vecshard import build, wire
 from vecshard.build import ImageInput
 from vecshard.connection import DEFAULT_ADDRESS, DEFAULT_MAX_MESSAGE_BYTES, TLS, open_channel
-from vecshard.errors import DeadlineExceeded, Unavailable, from_rpc_error
+from vecshard.errors import DeadlineExceeded, InvalidArgument, Unavailable, from_rpc_error
 from vecshard.types import (
     AddResult,
     CollectionInfo,
@@ -21,6 +21,7 @@ from vecshard.types import (
     IndexType,
     Metric,
     ModelInfo,
+    Point,
     Sample,
     SearchResult,
 )
@@ -123,6 +124,7 @@ class Client:
         nprobe: int = 0,
         train_threshold: int = 0,
         model: str | None = None,
+        store_text: bool = False,
         timeout: float | None = None,
     ) -> CollectionInfo:
         """Create a collection on every shard.
@@ -135,12 +137,14 @@ class Client:
             model: bind the collection to a server embedding model (see `list_models`): add and
                 search then take `texts=`/`images=`. With a model, pass dim=0 to use the model's
                 dimension and metric=None for cosine.
+            store_text: with a model, keep each added text in its point's payload under "text",
+                so searches can return it (`with_payload=True`).
 
         Example:
             >>> c.create_collection("img", dim=128, metric="l2", index="ivf_flat", nlist=100, nprobe=10)
             >>> c.create_collection("docs", dim=0, metric=None, model="minilm")
         """
-        req = build.create_collection(name, dim, metric, index, nlist, nprobe, train_threshold, model)
+        req = build.create_collection(name, dim, metric, index, nlist, nprobe, train_threshold, model, store_text)
         return build.collection_info(self._call(self._stub.CreateCollection, req, timeout))
 
     def drop_collection(self, name: build.CollectionRef, *, timeout: float | None = None) -> None:
@@ -180,6 +184,7 @@ class Client:
         *,
         texts: Sequence[str] | None = None,
         images: Sequence[ImageInput] | None = None,
+        payloads: Sequence[dict[str, Any] | None] | None = None,
         upsert: bool = False,
         batch_size: int | None = None,
         model_fingerprint: str = "",
@@ -195,11 +200,15 @@ class Client:
         failing with AlreadyExists. For large or streamed inputs, see `upload`.
 
         Args:
+            payloads: one JSON-like dict per id (None for none): str keys; None, bool, int (int64,
+                kept exact), float, str, lists and nested dicts; at most 64 KiB each by default.
+                An upsert replaces the payload with the vector.
             model_fingerprint: with vectors made by `embed`, its fingerprint: the server refuses
                 vectors of another model (FailedPrecondition).
 
         Example:
             >>> c.add("img", ids=np.arange(1000), vectors=np.random.rand(1000, 128).astype("float32"))
+            >>> c.add("img", ids=[7], vectors=v, payloads=[{"lang": "en", "year": 2021}])
             AddResult(added=1000, replaced=0, count=1000)
             >>> c.add("docs", ids=[1, 2], texts=["a cat sat", "stock prices fell"])
         """
@@ -210,11 +219,12 @@ class Client:
             id_arr = build.check_add_inputs(ids, len(items), kind)
             pacer = build.EmbedPacer(self.timeout if timeout is None else timeout, batch_size or build.EMBED_MAX_BATCH)
             adds = build.paced_adds(collection, id_arr, items, kind, pacer, upsert=upsert,
-                                    model_fingerprint=model_fingerprint)  # fmt: skip
+                                    model_fingerprint=model_fingerprint,
+                                    payloads=build.payloads_of(payloads, len(items)))  # fmt: skip
             return build.add_result(self._paced(self._stub.Add, adds, pacer, timeout, retries=0))
         requests = build.add_batches(
             collection, ids, vectors, upsert=upsert, batch_size=batch_size,
-            model_fingerprint=model_fingerprint, max_message_bytes=self.max_message_bytes,
+            model_fingerprint=model_fingerprint, max_message_bytes=self.max_message_bytes, payloads=payloads,
         )  # fmt: skip
         return build.add_result(self._call(self._stub.Add, req, timeout) for req in requests)
 
@@ -251,6 +261,7 @@ class Client:
         vectors: Any = None,
         *,
         texts: Iterable[str] | None = None,
+        payloads: Sequence[dict[str, Any] | None] | None = None,
         batch_size: int = 1000,
         parallel: int = 2,
         retries: int = 3,
@@ -266,6 +277,7 @@ class Client:
         upsert by default, so a retried batch never fails on its own earlier attempt.
 
         Args:
+            payloads: one dict per id (None for none), as in `add`; ids must then be a sequence.
             progress: True shows a progress bar (needs `tqdm`: pip install "vecshard[progress]");
                 a callable is called with the number of inputs stored after each batch.
             texts: for a model-bound collection, texts instead of vectors: sent one request at a
@@ -275,10 +287,13 @@ class Client:
         Example:
             >>> c.upload("img", ids=range(1_000_000), vectors=np.load("vecs.npy", mmap_mode="r"), parallel=4)
         """
+        if payloads is not None and not isinstance(ids, np.ndarray | list | tuple | range):
+            raise InvalidArgument("payloads need ids as a sequence or an array (not an iterator): one payload per id")
+        packed = build.payloads_of(payloads, len(ids)) if payloads is not None else None
         bar = _progress_bar(progress, build.name_of(collection))
         if texts is not None:  # paced by the server's embedding speed, one request at a time
             pacer = build.EmbedPacer(self.timeout if timeout is None else timeout, batch_size)
-            adds = build.paced_adds(collection, ids, texts, "texts", pacer, upsert=upsert)
+            adds = build.paced_adds(collection, ids, texts, "texts", pacer, upsert=upsert, payloads=packed)
             try:
                 return build.add_result(self._paced(self._stub.Add, adds, pacer, timeout, retries, bar))
             finally:
@@ -298,8 +313,12 @@ class Client:
 
         with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
             in_flight: dict[Future[pb.AddResponse], int] = {}
+            sent = 0
             for rows, req in build.upload_batches(collection, ids, vectors, texts, batch_size=batch_size,
                                                   upsert=upsert):  # fmt: skip
+                if packed is not None:
+                    req.payloads.extend(packed[sent : sent + rows])
+                sent += rows
                 if len(in_flight) >= 2 * max(1, parallel):
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     for f in done:
@@ -312,14 +331,190 @@ class Client:
         bar(0, close=True)
         return build.add_result(results)
 
-    def remove(self, collection: build.CollectionRef, ids: Any, *, timeout: float | None = None) -> int:
-        """Remove vectors by id; returns how many were stored. Removed ids never come back.
+    def remove(
+        self,
+        collection: build.CollectionRef,
+        ids: Any = None,
+        *,
+        filter: build.FilterArg | None = None,  # noqa: A002 (the name users know from every peer)
+        timeout: float | None = None,
+    ) -> int:
+        """Remove points by id, or every point matching `filter`; returns how many were stored.
+        Removed ids never come back.
 
         Example:
             >>> c.remove("img", [3, 4, 5])
             3
+            >>> c.remove("img", filter={"must": [{"key": "year", "range": {"lt": 2000}}]})
         """
-        return int(self._call(self._stub.Remove, build.remove(collection, ids), timeout).removed)
+        return int(self._call(self._stub.Remove, build.remove(collection, ids, filter), timeout).removed)
+
+    def delete(
+        self,
+        collection: build.CollectionRef,
+        filter: build.FilterArg,  # noqa: A002
+        *,
+        timeout: float | None = None,
+    ) -> int:
+        """Remove every point matching `filter` (a dict, or text such as 'lang = "en"'); returns
+        how many were removed.
+
+        Example:
+            >>> c.delete("docs", 'tenant = 42 and year < 2015')
+        """
+        return self.remove(collection, filter=filter, timeout=timeout)
+
+    def count(
+        self,
+        collection: build.CollectionRef,
+        filter: build.FilterArg | None = None,  # noqa: A002
+        *,
+        timeout: float | None = None,
+    ) -> int:
+        """How many points match `filter` (all points without one), over every shard.
+
+        Example:
+            >>> c.count("docs", {"must": [{"key": "lang", "match": "en"}]})
+            1250
+        """
+        req = pb.CountRequest(collection=build.name_of(collection), filter=build.filter_of(filter))
+        return int(self._call(self._stub.Count, req, timeout).count)
+
+    def scroll(
+        self,
+        collection: build.CollectionRef,
+        filter: build.FilterArg | None = None,  # noqa: A002
+        *,
+        with_payload: build.WithPayload = True,
+        with_vectors: bool = False,
+        start_id: int = 0,
+        page_size: int = 100,
+        timeout: float | None = None,
+    ) -> Iterator[Point]:
+        """Every point matching `filter` (all without one), in ascending id order, fetched a page at
+        a time. A point stored throughout the iteration is yielded exactly once, whatever is
+        written meanwhile.
+
+        Example:
+            >>> for p in c.scroll("docs", 'lang = "en"', with_payload=["title"]):
+            ...     print(p.id, p.payload)
+        """
+        req = pb.ScrollRequest(collection=build.name_of(collection), filter=build.filter_of(filter),
+                               start_id=start_id, limit=page_size, with_payload=build.selector(with_payload),
+                               with_vectors=with_vectors)  # fmt: skip
+        while True:
+            resp = self._call(self._stub.Scroll, req, timeout)
+            yield from build.scroll_page(resp, with_vectors)
+            if resp.done:
+                return
+            req.start_id = resp.next_start_id
+
+    def retrieve(
+        self,
+        collection: build.CollectionRef,
+        ids: Any,
+        *,
+        with_payload: build.WithPayload = True,
+        with_vectors: bool = False,
+        timeout: float | None = None,
+    ) -> list[Point | None]:
+        """The points of `ids` in the order asked (None for ids not stored), with their payloads
+        and, if asked, vectors.
+
+        Example:
+            >>> [p.payload for p in c.retrieve("docs", [1, 2]) if p]
+        """
+        resp = self._call(self._stub.Get, build.get(collection, ids, True, with_payload), timeout)
+        found = np.frombuffer(resp.found, dtype=np.uint8).astype(bool)
+        payloads = build.get_payloads(resp) if resp.payloads else [None] * found.size
+        vectors = build.get_result(resp, True) if with_vectors else None
+        ids_list = wire.as_ids(ids).tolist()
+        return [
+            Point(i, payloads[j], vectors[j] if vectors is not None else None) if found[j] else None
+            for j, i in enumerate(ids_list)
+        ]
+
+    def set_payload(
+        self,
+        collection: build.CollectionRef,
+        payload: dict[str, Any],
+        *,
+        ids: Any = None,
+        filter: build.FilterArg | None = None,  # noqa: A002
+        timeout: float | None = None,
+    ) -> int:
+        """Set the given top-level keys of the payloads of `ids` (or of the points matching
+        `filter`), keeping their other keys; vectors stay as they are. Returns how many points
+        were written.
+
+        Example:
+            >>> c.set_payload("docs", {"reviewed": True}, filter='lang = "en"')
+        """
+        req = build.set_payload(collection, payload, ids, filter, "merge")
+        return int(self._call(self._stub.SetPayload, req, timeout).updated)
+
+    def overwrite_payload(
+        self,
+        collection: build.CollectionRef,
+        payload: dict[str, Any],
+        *,
+        ids: Any = None,
+        filter: build.FilterArg | None = None,  # noqa: A002
+        timeout: float | None = None,
+    ) -> int:
+        """Replace the whole payload of `ids` (or of the points matching `filter`) with `payload`.
+
+        Example:
+            >>> c.overwrite_payload("docs", {"lang": "en"}, ids=[1, 2])
+        """
+        req = build.set_payload(collection, payload, ids, filter, "overwrite")
+        return int(self._call(self._stub.SetPayload, req, timeout).updated)
+
+    def delete_payload_keys(
+        self,
+        collection: build.CollectionRef,
+        keys: Sequence[str],
+        *,
+        ids: Any = None,
+        filter: build.FilterArg | None = None,  # noqa: A002
+        timeout: float | None = None,
+    ) -> int:
+        """Remove `keys` (top-level or dotted paths) from the payloads of `ids` (or matching `filter`).
+
+        Example:
+            >>> c.delete_payload_keys("docs", ["draft", "meta.tmp"], filter="draft exists")
+        """
+        req = build.set_payload(collection, None, ids, filter, "delete_keys", keys)
+        return int(self._call(self._stub.SetPayload, req, timeout).updated)
+
+    def create_payload_index(
+        self,
+        collection: build.CollectionRef,
+        field: str,
+        type: str,
+        *,
+        timeout: float | None = None,  # noqa: A002
+    ) -> CollectionInfo:
+        """Index a payload field ("keyword", "integer", "float" or "bool"), so filters on it read a
+        column instead of every payload. Filters on unindexed fields work too, by scanning.
+
+        Example:
+            >>> c.create_payload_index("docs", "lang", "keyword")
+        """
+        req = pb.CreatePayloadIndexRequest(collection=build.name_of(collection), field=field,
+                                           type=build.index_type(type))  # type: ignore[arg-type]  # fmt: skip
+        return build.collection_info(self._call(self._stub.CreatePayloadIndex, req, timeout))
+
+    def drop_payload_index(
+        self, collection: build.CollectionRef, field: str, *, timeout: float | None = None
+    ) -> CollectionInfo:
+        """Drop a payload index (filters on the field keep working, by scanning).
+
+        Example:
+            >>> c.drop_payload_index("docs", "lang")
+        """
+        req = pb.DropPayloadIndexRequest(collection=build.name_of(collection), field=field)
+        return build.collection_info(self._call(self._stub.DropPayloadIndex, req, timeout))
 
     def get(
         self, collection: build.CollectionRef, ids: Any, *, allow_missing: bool = False, timeout: float | None = None
@@ -345,6 +540,8 @@ class Client:
         texts: Sequence[str] | None = None,
         images: Sequence[ImageInput] | None = None,
         nprobe: int | None = None,
+        filter: build.FilterArg | None = None,  # noqa: A002
+        with_payload: build.WithPayload = False,
         allow_partial: bool = False,
         model_fingerprint: str = "",
         timeout: float | None = None,
@@ -357,6 +554,12 @@ class Client:
 
         Args:
             nprobe: IVF lists to probe (None: the collection's default).
+            filter: search only points whose payload matches: a dict such as
+                {"must": [{"key": "lang", "match": "en"}, {"key": "year", "range": {"gte": 2020}}]},
+                or text such as 'lang = "en" and year >= 2020'. Each query gets min(k, matches)
+                hits; `result.plans` says how each shard ran it.
+            with_payload: True for the hits' payloads, or a list of (dotted) fields to return;
+                read them from `result.hits()` or `result.payloads`.
             allow_partial: answer from the shards that respond instead of raising Unavailable;
                 see `result.failed_shards`.
             texts, images: instead of query vectors, for a model-bound collection (a CLIP
@@ -368,7 +571,8 @@ class Client:
             (3, 5)
             >>> D, I = c.search("docs", texts=["feline on a mat"], k=3)
         """
-        req = build.search(collection, queries, k, texts, images, nprobe, allow_partial, model_fingerprint)
+        req = build.search(collection, queries, k, texts, images, nprobe, allow_partial, model_fingerprint, filter,
+                           with_payload)  # fmt: skip
         return build.search_result(self._call(self._stub.Search, req, timeout))
 
     def train(

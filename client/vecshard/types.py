@@ -95,6 +95,9 @@ _TRAINING_STATES = {
     vector_search_pb2.TRAINING_STATE_TRAINED: "trained",
 }
 
+INDEX_TYPE_NAMES = ("keyword", "integer", "float", "bool")
+_INDEX_TYPES = dict(enumerate(INDEX_TYPE_NAMES, start=1))  # PayloadIndexType values
+
 
 @dataclass(frozen=True)
 class ShardInfo:
@@ -122,6 +125,9 @@ class CollectionInfo:
     model_fingerprint: str
     shards: tuple[ShardInfo, ...]
     centroids: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # Payload indexes: field -> "keyword", "integer", "float" or "bool".
+    payload_indexes: dict[str, str] = field(default_factory=dict, compare=False)
+    store_text: bool = False
 
     @property
     def trained(self) -> bool:
@@ -148,6 +154,8 @@ class CollectionInfo:
             training_state=_TRAINING_STATES.get(info.training_state, "unspecified"),
             shards=tuple(ShardInfo(s.name, s.count, s.trained) for s in info.shards),
             centroids=centroids,
+            payload_indexes={x.field: _INDEX_TYPES.get(x.type, "unspecified") for x in info.payload_indexes},
+            store_text=cfg.store_text,
         )
 
 
@@ -162,10 +170,33 @@ class AddResult:
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: a stored id and its distance (or similarity) to the query."""
+    """One search result: a stored id, its distance (or similarity) to the query, and its payload
+    (when searched with with_payload; else None)."""
 
     id: int
     distance: float
+    payload: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Point:
+    """A stored point as `scroll` and `get_points` return it: id, payload (None when not asked for)
+    and vector (None when not asked for)."""
+
+    id: int
+    payload: dict[str, Any] | None = None
+    vector: np.ndarray | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class FilterPlan:
+    """How one shard ran a filtered request (see payload.proto's FilterPlan)."""
+
+    shard: str
+    plan: str
+    matches: int
+    nprobe: int
+    unindexed_fields: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -181,6 +212,10 @@ class SearchResult:
     shards_total: int = 0
     shards_ok: int = 0
     failed_shards: tuple[str, ...] = ()
+    # With with_payload: per query, the k payloads aligned with `ids` (None for padding).
+    payloads: list[list[dict[str, Any] | None]] | None = field(default=None, repr=False)
+    # With a filter: how each shard ran it.
+    plans: tuple[FilterPlan, ...] = ()
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.distances, self.ids))
@@ -199,8 +234,9 @@ class SearchResult:
             >>> for q, hits in enumerate(result.hits()):
             ...     print(q, [(h.id, round(h.distance, 3)) for h in hits])
         """
-        for D, I in zip(self.distances, self.ids, strict=True):
-            yield [Hit(int(i), float(d)) for d, i in zip(D, I, strict=True) if i >= 0]
+        rows = self.payloads or [[None] * self.ids.shape[1]] * self.ids.shape[0]
+        for D, I, P in zip(self.distances, self.ids, rows, strict=True):
+            yield [Hit(int(i), float(d), p) for d, i, p in zip(D, I, P, strict=True) if i >= 0]
 
     @property
     def partial(self) -> bool:

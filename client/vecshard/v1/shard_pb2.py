@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from vecshard.v1 import payload_pb2 as vecshard_dot_v1_dot_payload__pb2
 from vecshard.v1 import types_pb2 as vecshard_dot_v1_dot_types__pb2
 from vecshard.v1 import vector_search_pb2 as vecshard_dot_v1_dot_vector__search__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17vecshard/v1/shard.proto\x12\x0bvecshard.v1\x1a\x17vecshard/v1/types.proto\x1a\x1fvecshard/v1/vector_search.proto\"1\n\rResyncRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0c\n\x04peer\x18\x02 \x01(\t\"J\n\x12RollbackAddRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0bwrite_token\x18\x02 \x01(\x04\x12\x0b\n\x03ids\x18\x03 \x01(\x0c\"\xaf\x02\n\x14ShardCollectionState\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.vecshard.v1.CollectionConfig\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x0f\n\x07trained\x18\x03 \x01(\x08\x12+\n\tcentroids\x18\x04 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\x0e\n\x06\x64igest\x18\x05 \x01(\x04\x12\x13\n\x0btrain_epoch\x18\x06 \x01(\x04\x12\x10\n\x08train_id\x18\x07 \x01(\x04\x12\x16\n\x0eprepared_epoch\x18\x08 \x01(\x04\x12\x0e\n\x06writes\x18\t \x01(\x04\x12\x13\n\x0bmax_version\x18\n \x01(\x04\x12\x12\n\ntombstones\x18\x0b \x01(\x04\x12\x13\n\x0bincarnation\x18\x0c \x01(\x04\"\xb9\x01\n\x11ShardListResponse\x12\x36\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32!.vecshard.v1.ShardCollectionState\x12<\n\x07\x64ropped\x18\x02 \x03(\x0b\x32+.vecshard.v1.ShardListResponse.DroppedEntry\x1a.\n\x0c\x44roppedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xb3\x01\n\x17InstallQuantizerRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12+\n\tcentroids\x18\x02 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x10\n\x08train_id\x18\x04 \x01(\x04\x12&\n\x04mode\x18\x05 \x01(\x0e\x32\x18.vecshard.v1.InstallMode\x12\x0e\n\x06\x64\x65\x63ide\x18\x06 \x01(\x08\"\xc9\x02\n\tWalRecord\x12\x0b\n\x03lsn\x18\x01 \x01(\x04\x12/\n\x06\x63reate\x18\x02 \x01(\x0b\x32\x1d.vecshard.v1.CollectionConfigH\x00\x12\x0e\n\x04\x64rop\x18\x03 \x01(\tH\x00\x12&\n\x03\x61\x64\x64\x18\x04 \x01(\x0b\x32\x17.vecshard.v1.AddRequestH\x00\x12,\n\x06remove\x18\x05 \x01(\x0b\x32\x1a.vecshard.v1.RemoveRequestH\x00\x12\x37\n\x07install\x18\x06 \x01(\x0b\x32$.vecshard.v1.InstallQuantizerRequestH\x00\x12\x0f\n\x05\x61\x62ort\x18\x07 \x01(\x04H\x00\x12\x13\n\x0bwrite_token\x18\x08 \x01(\x04\x12\x0f\n\x07version\x18\t \x01(\x04\x12\x10\n\x08versions\x18\n \x01(\x0c\x12\x10\n\x08rollback\x18\x0b \x01(\x08\x42\x04\n\x02op\"`\n\rExportRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x10\n\x08\x61\x66ter_id\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x1a\n\x12include_tombstones\x18\x04 \x01(\x08\"\x8d\x01\n\x0e\x45xportResponse\x12\x0b\n\x03ids\x18\x01 \x01(\x0c\x12)\n\x07vectors\x18\x02 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\x10\n\x08versions\x18\x03 \x01(\x0c\x12\x15\n\rtombstone_ids\x18\x04 \x01(\x0c\x12\x1a\n\x12tombstone_versions\x18\x05 \x01(\x0c*]\n\x0bInstallMode\x12\x19\n\x15INSTALL_MODE_ONE_STEP\x10\x00\x12\x18\n\x14INSTALL_MODE_PREPARE\x10\x01\x12\x19\n\x15INSTALL_MODE_ACTIVATE\x10\x02\x32\xe4\x07\n\x05Shard\x12T\n\x10\x43reateCollection\x12\x1d.vecshard.v1.CollectionConfig\x1a!.vecshard.v1.ShardCollectionState\x12Y\n\x0e\x44ropCollection\x12\".vecshard.v1.DropCollectionRequest\x1a#.vecshard.v1.DropCollectionResponse\x12V\n\x0fListCollections\x12#.vecshard.v1.ListCollectionsRequest\x1a\x1e.vecshard.v1.ShardListResponse\x12_\n\x12\x44\x65scribeCollection\x12&.vecshard.v1.DescribeCollectionRequest\x1a!.vecshard.v1.ShardCollectionState\x12\x38\n\x03\x41\x64\x64\x12\x17.vecshard.v1.AddRequest\x1a\x18.vecshard.v1.AddResponse\x12\x41\n\x06Remove\x12\x1a.vecshard.v1.RemoveRequest\x1a\x1b.vecshard.v1.RemoveResponse\x12\x38\n\x03Get\x12\x17.vecshard.v1.GetRequest\x1a\x18.vecshard.v1.GetResponse\x12\x41\n\x06Search\x12\x1a.vecshard.v1.SearchRequest\x1a\x1b.vecshard.v1.SearchResponse\x12\x41\n\x06Sample\x12\x1a.vecshard.v1.SampleRequest\x1a\x1b.vecshard.v1.ExportResponse\x12[\n\x10InstallQuantizer\x12$.vecshard.v1.InstallQuantizerRequest\x1a!.vecshard.v1.ShardCollectionState\x12\x41\n\x06\x45xport\x12\x1a.vecshard.v1.ExportRequest\x1a\x1b.vecshard.v1.ExportResponse\x12K\n\x0bRollbackAdd\x12\x1f.vecshard.v1.RollbackAddRequest\x1a\x1b.vecshard.v1.RemoveResponse\x12G\n\x06Resync\x12\x1a.vecshard.v1.ResyncRequest\x1a!.vecshard.v1.ShardCollectionStateb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17vecshard/v1/shard.proto\x12\x0bvecshard.v1\x1a\x19vecshard/v1/payload.proto\x1a\x17vecshard/v1/types.proto\x1a\x1fvecshard/v1/vector_search.proto\"1\n\rResyncRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0c\n\x04peer\x18\x02 \x01(\t\"J\n\x12RollbackAddRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0bwrite_token\x18\x02 \x01(\x04\x12\x0b\n\x03ids\x18\x03 \x01(\x0c\"\xe3\x02\n\x14ShardCollectionState\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.vecshard.v1.CollectionConfig\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x0f\n\x07trained\x18\x03 \x01(\x08\x12+\n\tcentroids\x18\x04 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\x0e\n\x06\x64igest\x18\x05 \x01(\x04\x12\x13\n\x0btrain_epoch\x18\x06 \x01(\x04\x12\x10\n\x08train_id\x18\x07 \x01(\x04\x12\x16\n\x0eprepared_epoch\x18\x08 \x01(\x04\x12\x0e\n\x06writes\x18\t \x01(\x04\x12\x13\n\x0bmax_version\x18\n \x01(\x04\x12\x12\n\ntombstones\x18\x0b \x01(\x04\x12\x13\n\x0bincarnation\x18\x0c \x01(\x04\x12\x32\n\x0fpayload_indexes\x18\r \x03(\x0b\x32\x19.vecshard.v1.PayloadIndex\"\xb9\x01\n\x11ShardListResponse\x12\x36\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32!.vecshard.v1.ShardCollectionState\x12<\n\x07\x64ropped\x18\x02 \x03(\x0b\x32+.vecshard.v1.ShardListResponse.DroppedEntry\x1a.\n\x0c\x44roppedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xb3\x01\n\x17InstallQuantizerRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12+\n\tcentroids\x18\x02 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x10\n\x08train_id\x18\x04 \x01(\x04\x12&\n\x04mode\x18\x05 \x01(\x0e\x32\x18.vecshard.v1.InstallMode\x12\x0e\n\x06\x64\x65\x63ide\x18\x06 \x01(\x08\"\xfc\x03\n\tWalRecord\x12\x0b\n\x03lsn\x18\x01 \x01(\x04\x12/\n\x06\x63reate\x18\x02 \x01(\x0b\x32\x1d.vecshard.v1.CollectionConfigH\x00\x12\x0e\n\x04\x64rop\x18\x03 \x01(\tH\x00\x12&\n\x03\x61\x64\x64\x18\x04 \x01(\x0b\x32\x17.vecshard.v1.AddRequestH\x00\x12,\n\x06remove\x18\x05 \x01(\x0b\x32\x1a.vecshard.v1.RemoveRequestH\x00\x12\x37\n\x07install\x18\x06 \x01(\x0b\x32$.vecshard.v1.InstallQuantizerRequestH\x00\x12\x0f\n\x05\x61\x62ort\x18\x07 \x01(\x04H\x00\x12\x35\n\x0bset_payload\x18\x0c \x01(\x0b\x32\x1e.vecshard.v1.SetPayloadRequestH\x00\x12>\n\x0c\x63reate_index\x18\r \x01(\x0b\x32&.vecshard.v1.CreatePayloadIndexRequestH\x00\x12:\n\ndrop_index\x18\x0e \x01(\x0b\x32$.vecshard.v1.DropPayloadIndexRequestH\x00\x12\x13\n\x0bwrite_token\x18\x08 \x01(\x04\x12\x0f\n\x07version\x18\t \x01(\x04\x12\x10\n\x08versions\x18\n \x01(\x0c\x12\x10\n\x08rollback\x18\x0b \x01(\x08\x42\x04\n\x02op\"`\n\rExportRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x10\n\x08\x61\x66ter_id\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x1a\n\x12include_tombstones\x18\x04 \x01(\x08\"\xb5\x01\n\x0e\x45xportResponse\x12\x0b\n\x03ids\x18\x01 \x01(\x0c\x12)\n\x07vectors\x18\x02 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\x10\n\x08versions\x18\x03 \x01(\x0c\x12\x15\n\rtombstone_ids\x18\x04 \x01(\x0c\x12\x1a\n\x12tombstone_versions\x18\x05 \x01(\x0c\x12&\n\x08payloads\x18\x06 \x03(\x0b\x32\x14.vecshard.v1.Payload*]\n\x0bInstallMode\x12\x19\n\x15INSTALL_MODE_ONE_STEP\x10\x00\x12\x18\n\x14INSTALL_MODE_PREPARE\x10\x01\x12\x19\n\x15INSTALL_MODE_ACTIVATE\x10\x02\x32\xf4\n\n\x05Shard\x12T\n\x10\x43reateCollection\x12\x1d.vecshard.v1.CollectionConfig\x1a!.vecshard.v1.ShardCollectionState\x12Y\n\x0e\x44ropCollection\x12\".vecshard.v1.DropCollectionRequest\x1a#.vecshard.v1.DropCollectionResponse\x12V\n\x0fListCollections\x12#.vecshard.v1.ListCollectionsRequest\x1a\x1e.vecshard.v1.ShardListResponse\x12_\n\x12\x44\x65scribeCollection\x12&.vecshard.v1.DescribeCollectionRequest\x1a!.vecshard.v1.ShardCollectionState\x12\x38\n\x03\x41\x64\x64\x12\x17.vecshard.v1.AddRequest\x1a\x18.vecshard.v1.AddResponse\x12\x41\n\x06Remove\x12\x1a.vecshard.v1.RemoveRequest\x1a\x1b.vecshard.v1.RemoveResponse\x12\x38\n\x03Get\x12\x17.vecshard.v1.GetRequest\x1a\x18.vecshard.v1.GetResponse\x12\x41\n\x06Search\x12\x1a.vecshard.v1.SearchRequest\x1a\x1b.vecshard.v1.SearchResponse\x12\x41\n\x06Sample\x12\x1a.vecshard.v1.SampleRequest\x1a\x1b.vecshard.v1.ExportResponse\x12[\n\x10InstallQuantizer\x12$.vecshard.v1.InstallQuantizerRequest\x1a!.vecshard.v1.ShardCollectionState\x12\x41\n\x06\x45xport\x12\x1a.vecshard.v1.ExportRequest\x1a\x1b.vecshard.v1.ExportResponse\x12K\n\x0bRollbackAdd\x12\x1f.vecshard.v1.RollbackAddRequest\x1a\x1b.vecshard.v1.RemoveResponse\x12G\n\x06Resync\x12\x1a.vecshard.v1.ResyncRequest\x1a!.vecshard.v1.ShardCollectionState\x12M\n\nSetPayload\x12\x1e.vecshard.v1.SetPayloadRequest\x1a\x1f.vecshard.v1.SetPayloadResponse\x12>\n\x05\x43ount\x12\x19.vecshard.v1.CountRequest\x1a\x1a.vecshard.v1.CountResponse\x12\x41\n\x06Scroll\x12\x1a.vecshard.v1.ScrollRequest\x1a\x1b.vecshard.v1.ScrollResponse\x12_\n\x12\x43reatePayloadIndex\x12&.vecshard.v1.CreatePayloadIndexRequest\x1a!.vecshard.v1.ShardCollectionState\x12[\n\x10\x44ropPayloadIndex\x12$.vecshard.v1.DropPayloadIndexRequest\x1a!.vecshard.v1.ShardCollectionStateb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,26 +36,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SHARDLISTRESPONSE_DROPPEDENTRY']._loaded_options = None
   _globals['_SHARDLISTRESPONSE_DROPPEDENTRY']._serialized_options = b'8\001'
-  _globals['_INSTALLMODE']._serialized_start=1475
-  _globals['_INSTALLMODE']._serialized_end=1568
-  _globals['_RESYNCREQUEST']._serialized_start=98
-  _globals['_RESYNCREQUEST']._serialized_end=147
-  _globals['_ROLLBACKADDREQUEST']._serialized_start=149
-  _globals['_ROLLBACKADDREQUEST']._serialized_end=223
-  _globals['_SHARDCOLLECTIONSTATE']._serialized_start=226
-  _globals['_SHARDCOLLECTIONSTATE']._serialized_end=529
-  _globals['_SHARDLISTRESPONSE']._serialized_start=532
-  _globals['_SHARDLISTRESPONSE']._serialized_end=717
-  _globals['_SHARDLISTRESPONSE_DROPPEDENTRY']._serialized_start=671
-  _globals['_SHARDLISTRESPONSE_DROPPEDENTRY']._serialized_end=717
-  _globals['_INSTALLQUANTIZERREQUEST']._serialized_start=720
-  _globals['_INSTALLQUANTIZERREQUEST']._serialized_end=899
-  _globals['_WALRECORD']._serialized_start=902
-  _globals['_WALRECORD']._serialized_end=1231
-  _globals['_EXPORTREQUEST']._serialized_start=1233
-  _globals['_EXPORTREQUEST']._serialized_end=1329
-  _globals['_EXPORTRESPONSE']._serialized_start=1332
-  _globals['_EXPORTRESPONSE']._serialized_end=1473
-  _globals['_SHARD']._serialized_start=1571
-  _globals['_SHARD']._serialized_end=2567
+  _globals['_INSTALLMODE']._serialized_start=1773
+  _globals['_INSTALLMODE']._serialized_end=1866
+  _globals['_RESYNCREQUEST']._serialized_start=125
+  _globals['_RESYNCREQUEST']._serialized_end=174
+  _globals['_ROLLBACKADDREQUEST']._serialized_start=176
+  _globals['_ROLLBACKADDREQUEST']._serialized_end=250
+  _globals['_SHARDCOLLECTIONSTATE']._serialized_start=253
+  _globals['_SHARDCOLLECTIONSTATE']._serialized_end=608
+  _globals['_SHARDLISTRESPONSE']._serialized_start=611
+  _globals['_SHARDLISTRESPONSE']._serialized_end=796
+  _globals['_SHARDLISTRESPONSE_DROPPEDENTRY']._serialized_start=750
+  _globals['_SHARDLISTRESPONSE_DROPPEDENTRY']._serialized_end=796
+  _globals['_INSTALLQUANTIZERREQUEST']._serialized_start=799
+  _globals['_INSTALLQUANTIZERREQUEST']._serialized_end=978
+  _globals['_WALRECORD']._serialized_start=981
+  _globals['_WALRECORD']._serialized_end=1489
+  _globals['_EXPORTREQUEST']._serialized_start=1491
+  _globals['_EXPORTREQUEST']._serialized_end=1587
+  _globals['_EXPORTRESPONSE']._serialized_start=1590
+  _globals['_EXPORTRESPONSE']._serialized_end=1771
+  _globals['_SHARD']._serialized_start=1869
+  _globals['_SHARD']._serialized_end=3265
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from vecshard.v1 import payload_pb2 as _payload_pb2
 from vecshard.v1 import types_pb2 as _types_pb2
 from vecshard.v1 import vector_search_pb2 as _vector_search_pb2
 from google.protobuf.internal import containers as _containers
@@ -37,7 +38,7 @@ class RollbackAddRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., write_token: _Optional[int] = ..., ids: _Optional[bytes] = ...) -> None: ...
 
 class ShardCollectionState(_message.Message):
-    __slots__ = ("config", "count", "trained", "centroids", "digest", "train_epoch", "train_id", "prepared_epoch", "writes", "max_version", "tombstones", "incarnation")
+    __slots__ = ("config", "count", "trained", "centroids", "digest", "train_epoch", "train_id", "prepared_epoch", "writes", "max_version", "tombstones", "incarnation", "payload_indexes")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     TRAINED_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +51,7 @@ class ShardCollectionState(_message.Message):
     MAX_VERSION_FIELD_NUMBER: _ClassVar[int]
     TOMBSTONES_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_INDEXES_FIELD_NUMBER: _ClassVar[int]
     config: _types_pb2.CollectionConfig
     count: int
     trained: bool
@@ -62,7 +64,8 @@ class ShardCollectionState(_message.Message):
     max_version: int
     tombstones: int
     incarnation: int
-    def __init__(self, config: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., digest: _Optional[int] = ..., train_epoch: _Optional[int] = ..., train_id: _Optional[int] = ..., prepared_epoch: _Optional[int] = ..., writes: _Optional[int] = ..., max_version: _Optional[int] = ..., tombstones: _Optional[int] = ..., incarnation: _Optional[int] = ...) -> None: ...
+    payload_indexes: _containers.RepeatedCompositeFieldContainer[_payload_pb2.PayloadIndex]
+    def __init__(self, config: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., digest: _Optional[int] = ..., train_epoch: _Optional[int] = ..., train_id: _Optional[int] = ..., prepared_epoch: _Optional[int] = ..., writes: _Optional[int] = ..., max_version: _Optional[int] = ..., tombstones: _Optional[int] = ..., incarnation: _Optional[int] = ..., payload_indexes: _Optional[_Iterable[_Union[_payload_pb2.PayloadIndex, _Mapping]]] = ...) -> None: ...
 
 class ShardListResponse(_message.Message):
     __slots__ = ("collections", "dropped")
@@ -96,7 +99,7 @@ class InstallQuantizerRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., epoch: _Optional[int] = ..., train_id: _Optional[int] = ..., mode: _Optional[_Union[InstallMode, str]] = ..., decide: _Optional[bool] = ...) -> None: ...
 
 class WalRecord(_message.Message):
-    __slots__ = ("lsn", "create", "drop", "add", "remove", "install", "abort", "write_token", "version", "versions", "rollback")
+    __slots__ = ("lsn", "create", "drop", "add", "remove", "install", "abort", "set_payload", "create_index", "drop_index", "write_token", "version", "versions", "rollback")
     LSN_FIELD_NUMBER: _ClassVar[int]
     CREATE_FIELD_NUMBER: _ClassVar[int]
     DROP_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +107,9 @@ class WalRecord(_message.Message):
     REMOVE_FIELD_NUMBER: _ClassVar[int]
     INSTALL_FIELD_NUMBER: _ClassVar[int]
     ABORT_FIELD_NUMBER: _ClassVar[int]
+    SET_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    CREATE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    DROP_INDEX_FIELD_NUMBER: _ClassVar[int]
     WRITE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
@@ -115,11 +121,14 @@ class WalRecord(_message.Message):
     remove: _vector_search_pb2.RemoveRequest
     install: InstallQuantizerRequest
     abort: int
+    set_payload: _vector_search_pb2.SetPayloadRequest
+    create_index: _vector_search_pb2.CreatePayloadIndexRequest
+    drop_index: _vector_search_pb2.DropPayloadIndexRequest
     write_token: int
     version: int
     versions: bytes
     rollback: bool
-    def __init__(self, lsn: _Optional[int] = ..., create: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., drop: _Optional[str] = ..., add: _Optional[_Union[_vector_search_pb2.AddRequest, _Mapping]] = ..., remove: _Optional[_Union[_vector_search_pb2.RemoveRequest, _Mapping]] = ..., install: _Optional[_Union[InstallQuantizerRequest, _Mapping]] = ..., abort: _Optional[int] = ..., write_token: _Optional[int] = ..., version: _Optional[int] = ..., versions: _Optional[bytes] = ..., rollback: _Optional[bool] = ...) -> None: ...
+    def __init__(self, lsn: _Optional[int] = ..., create: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., drop: _Optional[str] = ..., add: _Optional[_Union[_vector_search_pb2.AddRequest, _Mapping]] = ..., remove: _Optional[_Union[_vector_search_pb2.RemoveRequest, _Mapping]] = ..., install: _Optional[_Union[InstallQuantizerRequest, _Mapping]] = ..., abort: _Optional[int] = ..., set_payload: _Optional[_Union[_vector_search_pb2.SetPayloadRequest, _Mapping]] = ..., create_index: _Optional[_Union[_vector_search_pb2.CreatePayloadIndexRequest, _Mapping]] = ..., drop_index: _Optional[_Union[_vector_search_pb2.DropPayloadIndexRequest, _Mapping]] = ..., write_token: _Optional[int] = ..., version: _Optional[int] = ..., versions: _Optional[bytes] = ..., rollback: _Optional[bool] = ...) -> None: ...
 
 class ExportRequest(_message.Message):
     __slots__ = ("collection", "after_id", "limit", "include_tombstones")
@@ -134,15 +143,17 @@ class ExportRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., after_id: _Optional[int] = ..., limit: _Optional[int] = ..., include_tombstones: _Optional[bool] = ...) -> None: ...
 
 class ExportResponse(_message.Message):
-    __slots__ = ("ids", "vectors", "versions", "tombstone_ids", "tombstone_versions")
+    __slots__ = ("ids", "vectors", "versions", "tombstone_ids", "tombstone_versions", "payloads")
     IDS_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     TOMBSTONE_IDS_FIELD_NUMBER: _ClassVar[int]
     TOMBSTONE_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    PAYLOADS_FIELD_NUMBER: _ClassVar[int]
     ids: bytes
     vectors: _types_pb2.FloatMatrix
     versions: bytes
     tombstone_ids: bytes
     tombstone_versions: bytes
-    def __init__(self, ids: _Optional[bytes] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., versions: _Optional[bytes] = ..., tombstone_ids: _Optional[bytes] = ..., tombstone_versions: _Optional[bytes] = ...) -> None: ...
+    payloads: _containers.RepeatedCompositeFieldContainer[_payload_pb2.Payload]
+    def __init__(self, ids: _Optional[bytes] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., versions: _Optional[bytes] = ..., tombstone_ids: _Optional[bytes] = ..., tombstone_versions: _Optional[bytes] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.Payload, _Mapping]]] = ...) -> None: ...

@@ -102,6 +102,31 @@ class ShardStub:
                 request_serializer=vecshard_dot_v1_dot_shard__pb2.ResyncRequest.SerializeToString,
                 response_deserializer=vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.FromString,
                 _registered_method=True)
+        self.SetPayload = channel.unary_unary(
+                '/vecshard.v1.Shard/SetPayload',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.SetPayloadRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.SetPayloadResponse.FromString,
+                _registered_method=True)
+        self.Count = channel.unary_unary(
+                '/vecshard.v1.Shard/Count',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.CountRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.CountResponse.FromString,
+                _registered_method=True)
+        self.Scroll = channel.unary_unary(
+                '/vecshard.v1.Shard/Scroll',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.ScrollRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.ScrollResponse.FromString,
+                _registered_method=True)
+        self.CreatePayloadIndex = channel.unary_unary(
+                '/vecshard.v1.Shard/CreatePayloadIndex',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.CreatePayloadIndexRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.FromString,
+                _registered_method=True)
+        self.DropPayloadIndex = channel.unary_unary(
+                '/vecshard.v1.Shard/DropPayloadIndex',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.DropPayloadIndexRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.FromString,
+                _registered_method=True)
 
 
 class ShardServicer:
@@ -225,6 +250,40 @@ class ShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetPayload(self, request, context):
+        """Payload writes are versioned writes (write token) like Add: the points written take the
+        version, and a point held at a newer one is left as it is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Count(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Scroll(self, request, context):
+        """The partition's page: ids >= start_id matching the filter, ascending, at most `limit`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreatePayloadIndex(self, request, context):
+        """Payload indexes are hints for speed (results never depend on them): replicas adopt each other's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropPayloadIndex(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -291,6 +350,31 @@ def add_ShardServicer_to_server(servicer, server):
             'Resync': grpc.unary_unary_rpc_method_handler(
                     servicer.Resync,
                     request_deserializer=vecshard_dot_v1_dot_shard__pb2.ResyncRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.SerializeToString,
+            ),
+            'SetPayload': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPayload,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.SetPayloadRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.SetPayloadResponse.SerializeToString,
+            ),
+            'Count': grpc.unary_unary_rpc_method_handler(
+                    servicer.Count,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.CountRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.CountResponse.SerializeToString,
+            ),
+            'Scroll': grpc.unary_unary_rpc_method_handler(
+                    servicer.Scroll,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.ScrollRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.ScrollResponse.SerializeToString,
+            ),
+            'CreatePayloadIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePayloadIndex,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.CreatePayloadIndexRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.SerializeToString,
+            ),
+            'DropPayloadIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropPayloadIndex,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.DropPayloadIndexRequest.FromString,
                     response_serializer=vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.SerializeToString,
             ),
     }
@@ -645,6 +729,141 @@ class Shard:
             target,
             '/vecshard.v1.Shard/Resync',
             vecshard_dot_v1_dot_shard__pb2.ResyncRequest.SerializeToString,
+            vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPayload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.Shard/SetPayload',
+            vecshard_dot_v1_dot_vector__search__pb2.SetPayloadRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.SetPayloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Count(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.Shard/Count',
+            vecshard_dot_v1_dot_vector__search__pb2.CountRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.CountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Scroll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.Shard/Scroll',
+            vecshard_dot_v1_dot_vector__search__pb2.ScrollRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.ScrollResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePayloadIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.Shard/CreatePayloadIndex',
+            vecshard_dot_v1_dot_vector__search__pb2.CreatePayloadIndexRequest.SerializeToString,
+            vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropPayloadIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.Shard/DropPayloadIndex',
+            vecshard_dot_v1_dot_vector__search__pb2.DropPayloadIndexRequest.SerializeToString,
             vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.FromString,
             options,
             channel_credentials,

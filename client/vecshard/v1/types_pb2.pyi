@@ -49,7 +49,7 @@ class FloatMatrix(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ...) -> None: ...
 
 class CollectionConfig(_message.Message):
-    __slots__ = ("name", "dim", "metric", "index_type", "nlist", "nprobe", "train_threshold", "embedding_model", "model_fingerprint")
+    __slots__ = ("name", "dim", "metric", "index_type", "nlist", "nprobe", "train_threshold", "embedding_model", "model_fingerprint", "store_text")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,7 @@ class CollectionConfig(_message.Message):
     TRAIN_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    STORE_TEXT_FIELD_NUMBER: _ClassVar[int]
     name: str
     dim: int
     metric: Metric
@@ -68,7 +69,8 @@ class CollectionConfig(_message.Message):
     train_threshold: int
     embedding_model: str
     model_fingerprint: str
-    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index_type: _Optional[_Union[IndexType, str]] = ..., nlist: _Optional[int] = ..., nprobe: _Optional[int] = ..., train_threshold: _Optional[int] = ..., embedding_model: _Optional[str] = ..., model_fingerprint: _Optional[str] = ...) -> None: ...
+    store_text: bool
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index_type: _Optional[_Union[IndexType, str]] = ..., nlist: _Optional[int] = ..., nprobe: _Optional[int] = ..., train_threshold: _Optional[int] = ..., embedding_model: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., store_text: _Optional[bool] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "kind", "dim", "normalized", "fingerprint", "modalities", "query_prefix", "passage_prefix", "device")

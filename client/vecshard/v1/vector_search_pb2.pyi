@@ -1,3 +1,4 @@
+from vecshard.v1 import payload_pb2 as _payload_pb2
 from vecshard.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -15,11 +16,22 @@ class TrainingState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRAINING_STATE_UNTRAINED: _ClassVar[TrainingState]
     TRAINING_STATE_TRAINING: _ClassVar[TrainingState]
     TRAINING_STATE_TRAINED: _ClassVar[TrainingState]
+
+class SetPayloadMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SET_PAYLOAD_MODE_UNSPECIFIED: _ClassVar[SetPayloadMode]
+    SET_PAYLOAD_MODE_MERGE: _ClassVar[SetPayloadMode]
+    SET_PAYLOAD_MODE_OVERWRITE: _ClassVar[SetPayloadMode]
+    SET_PAYLOAD_MODE_DELETE_KEYS: _ClassVar[SetPayloadMode]
 TRAINING_STATE_UNSPECIFIED: TrainingState
 TRAINING_STATE_NOT_APPLICABLE: TrainingState
 TRAINING_STATE_UNTRAINED: TrainingState
 TRAINING_STATE_TRAINING: TrainingState
 TRAINING_STATE_TRAINED: TrainingState
+SET_PAYLOAD_MODE_UNSPECIFIED: SetPayloadMode
+SET_PAYLOAD_MODE_MERGE: SetPayloadMode
+SET_PAYLOAD_MODE_OVERWRITE: SetPayloadMode
+SET_PAYLOAD_MODE_DELETE_KEYS: SetPayloadMode
 
 class CreateCollectionRequest(_message.Message):
     __slots__ = ("config",)
@@ -66,21 +78,23 @@ class ShardInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("config", "count", "training_state", "shards", "centroids")
+    __slots__ = ("config", "count", "training_state", "shards", "centroids", "payload_indexes")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     TRAINING_STATE_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     CENTROIDS_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_INDEXES_FIELD_NUMBER: _ClassVar[int]
     config: _types_pb2.CollectionConfig
     count: int
     training_state: TrainingState
     shards: _containers.RepeatedCompositeFieldContainer[ShardInfo]
     centroids: _types_pb2.FloatMatrix
-    def __init__(self, config: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., count: _Optional[int] = ..., training_state: _Optional[_Union[TrainingState, str]] = ..., shards: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ...) -> None: ...
+    payload_indexes: _containers.RepeatedCompositeFieldContainer[_payload_pb2.PayloadIndex]
+    def __init__(self, config: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., count: _Optional[int] = ..., training_state: _Optional[_Union[TrainingState, str]] = ..., shards: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., payload_indexes: _Optional[_Iterable[_Union[_payload_pb2.PayloadIndex, _Mapping]]] = ...) -> None: ...
 
 class AddRequest(_message.Message):
-    __slots__ = ("collection", "ids", "vectors", "upsert", "texts", "images", "model_fingerprint")
+    __slots__ = ("collection", "ids", "vectors", "upsert", "texts", "images", "model_fingerprint", "payloads")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +102,7 @@ class AddRequest(_message.Message):
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    PAYLOADS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     ids: bytes
     vectors: _types_pb2.FloatMatrix
@@ -95,7 +110,8 @@ class AddRequest(_message.Message):
     texts: _containers.RepeatedScalarFieldContainer[str]
     images: _containers.RepeatedScalarFieldContainer[bytes]
     model_fingerprint: str
-    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[bytes] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., upsert: _Optional[bool] = ..., texts: _Optional[_Iterable[str]] = ..., images: _Optional[_Iterable[bytes]] = ..., model_fingerprint: _Optional[str] = ...) -> None: ...
+    payloads: _containers.RepeatedCompositeFieldContainer[_payload_pb2.Payload]
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[bytes] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., upsert: _Optional[bool] = ..., texts: _Optional[_Iterable[str]] = ..., images: _Optional[_Iterable[bytes]] = ..., model_fingerprint: _Optional[str] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.Payload, _Mapping]]] = ...) -> None: ...
 
 class AddResponse(_message.Message):
     __slots__ = ("added", "replaced", "count")
@@ -108,12 +124,14 @@ class AddResponse(_message.Message):
     def __init__(self, added: _Optional[int] = ..., replaced: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class RemoveRequest(_message.Message):
-    __slots__ = ("collection", "ids")
+    __slots__ = ("collection", "ids", "filter")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
     collection: str
     ids: bytes
-    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[bytes] = ...) -> None: ...
+    filter: _payload_pb2.Filter
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[bytes] = ..., filter: _Optional[_Union[_payload_pb2.Filter, _Mapping]] = ...) -> None: ...
 
 class RemoveResponse(_message.Message):
     __slots__ = ("removed",)
@@ -122,25 +140,29 @@ class RemoveResponse(_message.Message):
     def __init__(self, removed: _Optional[int] = ...) -> None: ...
 
 class GetRequest(_message.Message):
-    __slots__ = ("collection", "ids", "allow_missing")
+    __slots__ = ("collection", "ids", "allow_missing", "with_payload")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     ALLOW_MISSING_FIELD_NUMBER: _ClassVar[int]
+    WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     collection: str
     ids: bytes
     allow_missing: bool
-    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[bytes] = ..., allow_missing: _Optional[bool] = ...) -> None: ...
+    with_payload: _payload_pb2.PayloadSelector
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[bytes] = ..., allow_missing: _Optional[bool] = ..., with_payload: _Optional[_Union[_payload_pb2.PayloadSelector, _Mapping]] = ...) -> None: ...
 
 class GetResponse(_message.Message):
-    __slots__ = ("vectors", "found")
+    __slots__ = ("vectors", "found", "payloads")
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     FOUND_FIELD_NUMBER: _ClassVar[int]
+    PAYLOADS_FIELD_NUMBER: _ClassVar[int]
     vectors: _types_pb2.FloatMatrix
     found: bytes
-    def __init__(self, vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., found: _Optional[bytes] = ...) -> None: ...
+    payloads: _containers.RepeatedCompositeFieldContainer[_payload_pb2.Payload]
+    def __init__(self, vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., found: _Optional[bytes] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.Payload, _Mapping]]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "queries", "k", "nprobe", "allow_partial", "texts", "images", "model_fingerprint")
+    __slots__ = ("collection", "queries", "k", "nprobe", "allow_partial", "texts", "images", "model_fingerprint", "filter", "with_payload")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -149,6 +171,8 @@ class SearchRequest(_message.Message):
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: _types_pb2.FloatMatrix
     k: int
@@ -157,10 +181,12 @@ class SearchRequest(_message.Message):
     texts: _containers.RepeatedScalarFieldContainer[str]
     images: _containers.RepeatedScalarFieldContainer[bytes]
     model_fingerprint: str
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., k: _Optional[int] = ..., nprobe: _Optional[int] = ..., allow_partial: _Optional[bool] = ..., texts: _Optional[_Iterable[str]] = ..., images: _Optional[_Iterable[bytes]] = ..., model_fingerprint: _Optional[str] = ...) -> None: ...
+    filter: _payload_pb2.Filter
+    with_payload: _payload_pb2.PayloadSelector
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., k: _Optional[int] = ..., nprobe: _Optional[int] = ..., allow_partial: _Optional[bool] = ..., texts: _Optional[_Iterable[str]] = ..., images: _Optional[_Iterable[bytes]] = ..., model_fingerprint: _Optional[str] = ..., filter: _Optional[_Union[_payload_pb2.Filter, _Mapping]] = ..., with_payload: _Optional[_Union[_payload_pb2.PayloadSelector, _Mapping]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("nq", "k", "distances", "ids", "shards_total", "shards_ok", "failed_shards")
+    __slots__ = ("nq", "k", "distances", "ids", "shards_total", "shards_ok", "failed_shards", "payloads", "plans")
     NQ_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     DISTANCES_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +194,8 @@ class SearchResponse(_message.Message):
     SHARDS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     SHARDS_OK_FIELD_NUMBER: _ClassVar[int]
     FAILED_SHARDS_FIELD_NUMBER: _ClassVar[int]
+    PAYLOADS_FIELD_NUMBER: _ClassVar[int]
+    PLANS_FIELD_NUMBER: _ClassVar[int]
     nq: int
     k: int
     distances: bytes
@@ -175,7 +203,9 @@ class SearchResponse(_message.Message):
     shards_total: int
     shards_ok: int
     failed_shards: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, nq: _Optional[int] = ..., k: _Optional[int] = ..., distances: _Optional[bytes] = ..., ids: _Optional[bytes] = ..., shards_total: _Optional[int] = ..., shards_ok: _Optional[int] = ..., failed_shards: _Optional[_Iterable[str]] = ...) -> None: ...
+    payloads: _containers.RepeatedCompositeFieldContainer[_payload_pb2.Payload]
+    plans: _containers.RepeatedCompositeFieldContainer[_payload_pb2.FilterPlan]
+    def __init__(self, nq: _Optional[int] = ..., k: _Optional[int] = ..., distances: _Optional[bytes] = ..., ids: _Optional[bytes] = ..., shards_total: _Optional[int] = ..., shards_ok: _Optional[int] = ..., failed_shards: _Optional[_Iterable[str]] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.Payload, _Mapping]]] = ..., plans: _Optional[_Iterable[_Union[_payload_pb2.FilterPlan, _Mapping]]] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
     __slots__ = ("collection", "max_training_points", "seed")
@@ -208,3 +238,89 @@ class SampleResponse(_message.Message):
     shards: bytes
     lists: bytes
     def __init__(self, ids: _Optional[bytes] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., shards: _Optional[bytes] = ..., lists: _Optional[bytes] = ...) -> None: ...
+
+class CountRequest(_message.Message):
+    __slots__ = ("collection", "filter")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    filter: _payload_pb2.Filter
+    def __init__(self, collection: _Optional[str] = ..., filter: _Optional[_Union[_payload_pb2.Filter, _Mapping]] = ...) -> None: ...
+
+class CountResponse(_message.Message):
+    __slots__ = ("count", "plans")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    PLANS_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    plans: _containers.RepeatedCompositeFieldContainer[_payload_pb2.FilterPlan]
+    def __init__(self, count: _Optional[int] = ..., plans: _Optional[_Iterable[_Union[_payload_pb2.FilterPlan, _Mapping]]] = ...) -> None: ...
+
+class ScrollRequest(_message.Message):
+    __slots__ = ("collection", "filter", "start_id", "limit", "with_payload", "with_vectors")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    START_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    filter: _payload_pb2.Filter
+    start_id: int
+    limit: int
+    with_payload: _payload_pb2.PayloadSelector
+    with_vectors: bool
+    def __init__(self, collection: _Optional[str] = ..., filter: _Optional[_Union[_payload_pb2.Filter, _Mapping]] = ..., start_id: _Optional[int] = ..., limit: _Optional[int] = ..., with_payload: _Optional[_Union[_payload_pb2.PayloadSelector, _Mapping]] = ..., with_vectors: _Optional[bool] = ...) -> None: ...
+
+class ScrollResponse(_message.Message):
+    __slots__ = ("ids", "payloads", "vectors", "next_start_id", "done")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    PAYLOADS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_START_ID_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    ids: bytes
+    payloads: _containers.RepeatedCompositeFieldContainer[_payload_pb2.Payload]
+    vectors: _types_pb2.FloatMatrix
+    next_start_id: int
+    done: bool
+    def __init__(self, ids: _Optional[bytes] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.Payload, _Mapping]]] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., next_start_id: _Optional[int] = ..., done: _Optional[bool] = ...) -> None: ...
+
+class SetPayloadRequest(_message.Message):
+    __slots__ = ("collection", "ids", "filter", "payload", "mode", "keys")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    ids: bytes
+    filter: _payload_pb2.Filter
+    payload: _payload_pb2.Payload
+    mode: SetPayloadMode
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[bytes] = ..., filter: _Optional[_Union[_payload_pb2.Filter, _Mapping]] = ..., payload: _Optional[_Union[_payload_pb2.Payload, _Mapping]] = ..., mode: _Optional[_Union[SetPayloadMode, str]] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SetPayloadResponse(_message.Message):
+    __slots__ = ("updated",)
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    updated: int
+    def __init__(self, updated: _Optional[int] = ...) -> None: ...
+
+class CreatePayloadIndexRequest(_message.Message):
+    __slots__ = ("collection", "field", "type")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    field: str
+    type: _payload_pb2.PayloadIndexType
+    def __init__(self, collection: _Optional[str] = ..., field: _Optional[str] = ..., type: _Optional[_Union[_payload_pb2.PayloadIndexType, str]] = ...) -> None: ...
+
+class DropPayloadIndexRequest(_message.Message):
+    __slots__ = ("collection", "field")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    field: str
+    def __init__(self, collection: _Optional[str] = ..., field: _Optional[str] = ...) -> None: ...

@@ -96,6 +96,31 @@ class VectorSearchStub:
                 request_serializer=vecshard_dot_v1_dot_types__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=vecshard_dot_v1_dot_types__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.Count = channel.unary_unary(
+                '/vecshard.v1.VectorSearch/Count',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.CountRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.CountResponse.FromString,
+                _registered_method=True)
+        self.Scroll = channel.unary_unary(
+                '/vecshard.v1.VectorSearch/Scroll',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.ScrollRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.ScrollResponse.FromString,
+                _registered_method=True)
+        self.SetPayload = channel.unary_unary(
+                '/vecshard.v1.VectorSearch/SetPayload',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.SetPayloadRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.SetPayloadResponse.FromString,
+                _registered_method=True)
+        self.CreatePayloadIndex = channel.unary_unary(
+                '/vecshard.v1.VectorSearch/CreatePayloadIndex',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.CreatePayloadIndexRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.CollectionInfo.FromString,
+                _registered_method=True)
+        self.DropPayloadIndex = channel.unary_unary(
+                '/vecshard.v1.VectorSearch/DropPayloadIndex',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.DropPayloadIndexRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.CollectionInfo.FromString,
+                _registered_method=True)
 
 
 class VectorSearchServicer:
@@ -229,6 +254,59 @@ class VectorSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Count(self, request, context):
+        """How many points match a filter (every point without one), over all shards.
+        Errors: INVALID_ARGUMENT a malformed filter (the message gives the path of the bad condition);
+        NOT_FOUND no such collection; UNAVAILABLE a shard is down.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Scroll(self, request, context):
+        """Pages through the points matching a filter in ascending id order, with their payloads (and
+        vectors if asked). Pass the response's next_start_id as start_id to get the next page: a point
+        stored throughout the iteration is returned exactly once, whatever is written meanwhile.
+        Errors: INVALID_ARGUMENT a malformed filter, limit above 10,000, a negative start_id;
+        NOT_FOUND no such collection; RESOURCE_EXHAUSTED the page would exceed the message limit (lower
+        limit); UNAVAILABLE a shard is down.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPayload(self, request, context):
+        """Changes the payloads of points (by ids or by filter) without resending their vectors: MERGE
+        sets the given top-level keys and keeps the others, OVERWRITE replaces the whole payload,
+        DELETE_KEYS removes the listed keys (dotted paths reach into nested objects). Ids not stored
+        are ignored (see `updated`).
+        Errors: INVALID_ARGUMENT neither or both of ids and filter, a malformed filter or payload, a
+        payload over max_payload_bytes; NOT_FOUND no such collection; UNAVAILABLE a shard is down (safe
+        to retry).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreatePayloadIndex(self, request, context):
+        """Indexes a payload field on every shard, so filters on it need not read every payload. Every
+        later write maintains it. Creating an index that exists with the same type is a no-op.
+        Errors: INVALID_ARGUMENT an empty or malformed field path, an unspecified type; ALREADY_EXISTS
+        the field is indexed with another type (drop it first); NOT_FOUND no such collection;
+        UNAVAILABLE a shard is down (retry).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropPayloadIndex(self, request, context):
+        """Drops a payload index (filters on the field still work, by reading payloads).
+        Errors: NOT_FOUND no such collection or no index on the field; UNAVAILABLE a shard is down.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VectorSearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -291,6 +369,31 @@ def add_VectorSearchServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=vecshard_dot_v1_dot_types__pb2.ListModelsRequest.FromString,
                     response_serializer=vecshard_dot_v1_dot_types__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'Count': grpc.unary_unary_rpc_method_handler(
+                    servicer.Count,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.CountRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.CountResponse.SerializeToString,
+            ),
+            'Scroll': grpc.unary_unary_rpc_method_handler(
+                    servicer.Scroll,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.ScrollRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.ScrollResponse.SerializeToString,
+            ),
+            'SetPayload': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPayload,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.SetPayloadRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.SetPayloadResponse.SerializeToString,
+            ),
+            'CreatePayloadIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePayloadIndex,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.CreatePayloadIndexRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.CollectionInfo.SerializeToString,
+            ),
+            'DropPayloadIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropPayloadIndex,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.DropPayloadIndexRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.CollectionInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -618,6 +721,141 @@ class VectorSearch:
             '/vecshard.v1.VectorSearch/ListModels',
             vecshard_dot_v1_dot_types__pb2.ListModelsRequest.SerializeToString,
             vecshard_dot_v1_dot_types__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Count(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.VectorSearch/Count',
+            vecshard_dot_v1_dot_vector__search__pb2.CountRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.CountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Scroll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.VectorSearch/Scroll',
+            vecshard_dot_v1_dot_vector__search__pb2.ScrollRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.ScrollResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPayload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.VectorSearch/SetPayload',
+            vecshard_dot_v1_dot_vector__search__pb2.SetPayloadRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.SetPayloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePayloadIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.VectorSearch/CreatePayloadIndex',
+            vecshard_dot_v1_dot_vector__search__pb2.CreatePayloadIndexRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.CollectionInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropPayloadIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.VectorSearch/DropPayloadIndex',
+            vecshard_dot_v1_dot_vector__search__pb2.DropPayloadIndexRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.CollectionInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,9 +8,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,25 +62,19 @@ def milvus_lite(
     return {"recall": recall_at_k(found, gt, k), "insert_vps": insert_vps, "search": rows}
 
 
-def chroma(
-    base: F32, queries: F32, gt: I64, k: int, duration_s: float, efs: Sequence[int] = (16, 64, 256)
-) -> dict[str, Any]:
-    """Chroma as a local server (`chroma run`), HNSW at several search ef values: recall@k and QPS
-    of batches of 1 and 64, to compare with vecshard at equal recall."""
-    import shutil
-    import socket
-    import subprocess
-
+@contextlib.contextmanager
+def chroma_server() -> Iterator[Any]:
+    """A Chroma server (`chroma run`) on a free port with its data in a temporary dir: yields a
+    connected chromadb.HttpClient, or a string saying why there is none."""
     try:
         import chromadb
     except ImportError:
-        return {"skipped": "chromadb not installed: pip install 'vecshard[bench]'"}
-    import sys
-
+        yield "chromadb not installed: pip install 'vecshard[bench]'"
+        return
     chroma_bin = shutil.which("chroma") or shutil.which("chroma", path=str(Path(sys.executable).parent))
     if chroma_bin is None:
-        return {"skipped": "the chroma command is not on PATH"}
-
+        yield "the chroma command is not on PATH"
+        return
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -92,31 +91,43 @@ def chroma(
                 except Exception:  # not up yet
                     client = None
                     if time.monotonic() > deadline or server.poll() is not None:
-                        return {"skipped": "chroma run did not start"}
+                        yield "chroma run did not start"
+                        return
                     time.sleep(0.5)
-            ids = [str(i) for i in range(len(base))]
-            points = []
-            insert_vps = 0.0
-            for ef in efs:
-                col = client.create_collection(f"bench_{ef}", metadata={"hnsw:space": "l2", "hnsw:search_ef": ef,
-                                                                        "hnsw:construction_ef": 200})  # fmt: skip
-                start = time.perf_counter()
-                for s in range(0, len(base), 1000):
-                    col.add(ids=ids[s : s + 1000], embeddings=base[s : s + 1000].tolist())
-                insert_vps = len(base) / (time.perf_counter() - start)
-
-                def search(q: F32, col: Any = col) -> I64:
-                    res = col.query(query_embeddings=q.tolist(), n_results=k, include=[])
-                    return np.array([[int(i) for i in row] + [-1] * (k - len(row)) for row in res["ids"]])
-
-                found = np.vstack([search(b) for b in make_batches(queries, 64)])[: len(queries)]
-                points.append({
-                    "ef": ef,
-                    "recall": recall_at_k(found, gt, k),
-                    "qps_batch1": timed_loop(search, make_batches(queries, 1), duration_s)["qps"],
-                    "qps_batch64": timed_loop(search, make_batches(queries, 64), duration_s)["qps"],
-                })  # fmt: skip
+            yield client
         finally:
             server.terminate()
             server.wait(30)
+
+
+def chroma(
+    base: F32, queries: F32, gt: I64, k: int, duration_s: float, efs: Sequence[int] = (16, 64, 256)
+) -> dict[str, Any]:
+    """Chroma as a local server (`chroma run`), HNSW at several search ef values: recall@k and QPS
+    of batches of 1 and 64, to compare with vecshard at equal recall."""
+    with chroma_server() as client:
+        if isinstance(client, str):
+            return {"skipped": client}
+        ids = [str(i) for i in range(len(base))]
+        points = []
+        insert_vps = 0.0
+        for ef in efs:
+            col = client.create_collection(f"bench_{ef}", metadata={"hnsw:space": "l2", "hnsw:search_ef": ef,
+                                                                    "hnsw:construction_ef": 200})  # fmt: skip
+            start = time.perf_counter()
+            for s in range(0, len(base), 1000):
+                col.add(ids=ids[s : s + 1000], embeddings=base[s : s + 1000].tolist())
+            insert_vps = len(base) / (time.perf_counter() - start)
+
+            def search(q: F32, col: Any = col) -> I64:
+                res = col.query(query_embeddings=q.tolist(), n_results=k, include=[])
+                return np.array([[int(i) for i in row] + [-1] * (k - len(row)) for row in res["ids"]])
+
+            found = np.vstack([search(b) for b in make_batches(queries, 64)])[: len(queries)]
+            points.append({
+                "ef": ef,
+                "recall": recall_at_k(found, gt, k),
+                "qps_batch1": timed_loop(search, make_batches(queries, 1), duration_s)["qps"],
+                "qps_batch64": timed_loop(search, make_batches(queries, 64), duration_s)["qps"],
+            })  # fmt: skip
     return {"points": points, "insert_vps": insert_vps}

@@ -16,6 +16,7 @@ import click
 import numpy as np
 
 from vecshard import Client, CollectionInfo, VecshardError
+from vecshard.filter_text import FilterSyntaxError, parse_filter
 
 ADDRESS = click.option(
     "--address", envvar="VECSHARD_ADDRESS", default="localhost:50051", show_default=True, help="coordinator host:port"
@@ -114,9 +115,12 @@ def drop(name: str, address: str, timeout: float) -> None:
     click.echo(f"dropped {name}")
 
 
-def read_records(path: Path, id_field: str, text_field: str) -> tuple[np.ndarray, list[str]]:
+def read_records(
+    path: Path, id_field: str, text_field: str, payloads: list[dict[str, Any]] | None = None
+) -> tuple[np.ndarray, list[str]]:
     """(ids, texts) from JSONL (objects with text_field and, optionally, id_field) or plain text
-    (one text per non-empty line; the id is the line number, from 0)."""
+    (one text per non-empty line; the id is the line number, from 0). With `payloads`, each JSONL
+    object's other fields are appended to it (one payload per record)."""
     ids: list[int] = []
     texts: list[str] = []
     with open(path, encoding="utf-8") as fh:
@@ -131,6 +135,8 @@ def read_records(path: Path, id_field: str, text_field: str) -> tuple[np.ndarray
                     msg = f"{path}:{n + 1}: expected a JSON object with a {text_field!r} field"
                     raise click.ClickException(msg) from None
                 ids.append(int(obj.get(id_field, n)))
+                if payloads is not None:
+                    payloads.append({k: v for k, v in obj.items() if k not in (id_field, text_field)})
             else:
                 texts.append(line.rstrip("\n"))
                 ids.append(n)
@@ -156,18 +162,21 @@ def read_vectors(path: Path) -> np.ndarray:
 @click.option("--start-id", default=0, show_default=True, help=".npy/.fvecs: id of the first vector")
 @click.option("--upsert", is_flag=True, help="replace ids that exist")
 @click.option("--batch-size", default=256, show_default=True, help="inputs per request")
+@click.option("--payload/--no-payload", default=True, show_default=True,
+              help="JSONL: store each object's other fields as the point's payload")  # fmt: skip
 @ADDRESS
 @TIMEOUT
 def add(collection: str, file: Path, id_field: str, text_field: str, start_id: int, upsert: bool, batch_size: int,
-        address: str, timeout: float) -> None:  # fmt: skip
-    """Add FILE to COLLECTION: texts from .jsonl/.txt (embedded by the collection's model) or
-    vectors from .npy/.fvecs."""
+        payload: bool, address: str, timeout: float) -> None:  # fmt: skip
+    """Add FILE to COLLECTION: texts from .jsonl/.txt (embedded by the collection's model; a JSON
+    line's other fields become the point's payload) or vectors from .npy/.fvecs."""
+    payloads: list[dict[str, Any]] | None = [] if payload and file.suffix in (".jsonl", ".ndjson") else None
     if file.suffix in (".npy", ".fvecs"):
         vectors = read_vectors(file)
         ids = np.arange(start_id, start_id + len(vectors), dtype=np.int64)
         send: Callable[[Client, slice], Any] = lambda c, s: c.add(collection, ids[s], vectors[s], upsert=upsert)  # noqa: E731
     else:
-        ids, texts = read_records(file, id_field, text_field)
+        ids, texts = read_records(file, id_field, text_field, payloads)
     total = len(ids)
     with connect(address, timeout) as c, click.progressbar(length=total, label=f"adding to {collection}",
                                                            file=sys.stderr) as bar:  # fmt: skip
@@ -178,7 +187,8 @@ def add(collection: str, file: Path, id_field: str, text_field: str, start_id: i
                 bar.update(min(batch_size, total - start))
         else:  # requests sized by the server's embedding speed; retried only when they replace
             count = c.upload(collection, ids, texts=texts, batch_size=batch_size, upsert=upsert,
-                             retries=3 if upsert else 0, progress=bar.update).count  # fmt: skip
+                             retries=3 if upsert else 0, progress=bar.update,
+                             payloads=payloads if payloads and any(payloads) else None).count  # fmt: skip
     click.echo(f"added {total} to {collection} ({count} stored)")
 
 
@@ -204,13 +214,21 @@ def add(collection: str, file: Path, id_field: str, text_field: str, start_id: i
 )
 @click.option("--id-field", default="id", show_default=True)
 @click.option("--text-field", default="text", show_default=True)
+@click.option(
+    "--filter", "filter_text", help="""only points whose payload matches, e.g. 'lang = "en" and year >= 2020'"""
+)
+@click.option("--payload", "with_payload", is_flag=True, help="print each hit's payload")
 @ADDRESS
 @TIMEOUT
 @AS_JSON
 def search(collection: str, texts: tuple[str, ...], images: tuple[Path, ...], vectors: Path | None, k: int,
-           nprobe: int, source: Path | None, id_field: str, text_field: str, address: str, timeout: float,
-           as_json: bool) -> None:  # fmt: skip
-    """Search COLLECTION by text, image or vectors; prints the k best per query."""
+           nprobe: int, source: Path | None, id_field: str, text_field: str, filter_text: str | None,
+           with_payload: bool, address: str, timeout: float, as_json: bool) -> None:  # fmt: skip
+    """Search COLLECTION by text, image or vectors; prints the k best per query.
+
+    The filter language: key = value, !=, <, <=, >, >=, key in [...], key not in [...], key is null,
+    key is empty, key exists, id in [...], combined with and / or / not and parentheses; dotted keys
+    reach into nested objects. A syntax error shows where it is."""
     given = [n for n, v in (("--text", texts), ("--image", images), ("--vectors", vectors)) if v]
     if len(given) != 1:
         raise click.UsageError("give exactly one of --text, --image or --vectors")
@@ -218,36 +236,65 @@ def search(collection: str, texts: tuple[str, ...], images: tuple[Path, ...], ve
     with connect(address, timeout) as c:
         # L2/L1 give distances (smaller is better), IP/COSINE similarities (larger is better).
         score = "similarity" if c.describe(collection).metric.larger_is_better else "distance"
+        f = _parsed_filter(filter_text)
+        opts: dict[str, Any] = {"k": k, "nprobe": nprobe or None, "filter": f, "with_payload": with_payload}
         if texts:
             labels = list(texts)
-            result = c.search(collection, texts=labels, k=k, nprobe=nprobe or None)
+            result = c.search(collection, texts=labels, **opts)
         elif images:
             labels = [str(p) for p in images]
-            result = c.search(collection, images=list(images), k=k, nprobe=nprobe or None)
+            result = c.search(collection, images=list(images), **opts)
         else:
             assert vectors is not None
             q = np.asarray(read_vectors(vectors))
             labels = [f"#{i}" for i in range(len(q))]
-            result = c.search(collection, q, k=k, nprobe=nprobe or None)
+            result = c.search(collection, q, **opts)
     lookup: dict[int, str] = {}
     if source is not None:
         ids, src_texts = read_records(source, id_field, text_field)
         lookup = dict(zip(ids.tolist(), src_texts, strict=True))
     out: list[dict[str, Any]] = []
-    for label, D, I in zip(labels, result.distances, result.ids, strict=True):
+    for label, row_hits in zip(labels, result.hits(), strict=True):
         hits: list[dict[str, Any]] = []
-        for d, i in zip(D, I, strict=True):
-            if i >= 0:
-                hits.append({"id": int(i), score: float(d), **({"text": lookup.get(int(i), "")} if lookup else {})})
+        for h in row_hits:
+            hit: dict[str, Any] = {"id": h.id, score: h.distance}
+            if lookup:
+                hit["text"] = lookup.get(h.id, "")
+            if with_payload:
+                hit["payload"] = h.payload or {}
+            hits.append(hit)
         out.append({"query": label, "hits": hits})
     if as_json:
         click.echo(json.dumps(out, indent=2, ensure_ascii=False))
         return
     for row in out:
         click.echo(f"query: {row['query']}")
-        _table(["rank", "id", score, *(["text"] if lookup else [])],
-               [(r + 1, h["id"], f"{h[score]:.4f}", *([_clip(h["text"])] if lookup else []))
+        _table(["rank", "id", score, *(["text"] if lookup else []), *(["payload"] if with_payload else [])],
+               [(r + 1, h["id"], f"{h[score]:.4f}", *([_clip(h["text"])] if lookup else []),
+                 *([_clip(json.dumps(h["payload"], ensure_ascii=False))] if with_payload else []))
                 for r, h in enumerate(row["hits"])])  # fmt: skip
+
+
+def _parsed_filter(text: str | None) -> dict[str, Any] | None:
+    """The --filter text as a filter dict; a syntax error is a usage error showing where it is."""
+    if text is None:
+        return None
+    try:
+        return parse_filter(text)
+    except FilterSyntaxError as err:
+        raise click.BadParameter(str(err), param_hint="--filter") from None
+
+
+@click.command()
+@click.argument("collection")
+@click.option("--filter", "filter_text", help="""count only points whose payload matches, e.g. 'lang = "en"'""")
+@ADDRESS
+@TIMEOUT
+def count(collection: str, filter_text: str | None, address: str, timeout: float) -> None:
+    """Print how many points COLLECTION holds (matching --filter, if given)."""
+    f = _parsed_filter(filter_text)
+    with connect(address, timeout) as c:
+        click.echo(c.count(collection, f))
 
 
 @click.command()
@@ -347,4 +394,4 @@ def _table(header: list[str], rows: list[tuple[Any, ...]]) -> None:
             click.echo("  ".join("-" * w for w in widths))
 
 
-COMMANDS = [collections, add, search, embed, plot]
+COMMANDS = [collections, add, search, count, embed, plot]

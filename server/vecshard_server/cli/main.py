@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import secrets
@@ -348,6 +349,13 @@ def _check_models(settings: Settings) -> None:
     "--peers", multiple=True, type=click.Choice(["milvus", "chroma"]), help="also measure these systems (repeat)"
 )
 @click.option("--embed", is_flag=True, help="measure embedding throughput and text retrieval instead")
+@click.option(
+    "--filter",
+    "filtered",
+    is_flag=True,
+    help="measure filtered search instead: synthetic clustered data with payloads (-n, --dim, --nlist, --nprobe; "
+    "first --shards), pass rates 0.01%-50%, uncorrelated / correlated / anti-correlated; --peers chroma compares",
+)
 def bench(
     shards_list: tuple[int, ...],
     dataset: str,
@@ -362,10 +370,23 @@ def bench(
     out: Path | None,
     peers: tuple[str, ...],
     embed: bool,
+    filtered: bool,
 ) -> None:
     """Measure search and add through local clusters against in-process faiss (same data, same run)."""
     _logging("WARNING", "bench")
     _settings()
+    if filtered:
+        from vecshard_server.bench import filtered as bench_filtered
+
+        result = bench_filtered.run_filter_bench(n, dim, nlist, nprobe, k, 100, shards_list[0], peers,
+                                                 log=lambda line: click.echo(line, err=True))  # fmt: skip
+        report = bench_filtered.format_markdown(result)
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "bench_filter.md").write_text(report)
+            (out / "bench_filter.json").write_text(json.dumps(result, indent=2))
+        click.echo(report)
+        return
     if embed:
         from vecshard_server.bench import embed as bench_embed
 

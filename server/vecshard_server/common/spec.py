@@ -40,6 +40,7 @@ class CollectionSpec:
     train_threshold: int = 0
     embedding_model: str = ""
     model_fingerprint: str = ""
+    store_text: bool = False
 
     @property
     def is_ivf(self) -> bool:
@@ -60,6 +61,7 @@ class CollectionSpec:
             train_threshold=self.train_threshold,
             embedding_model=self.embedding_model,
             model_fingerprint=self.model_fingerprint,
+            store_text=self.store_text,
         )
 
     @classmethod
@@ -75,12 +77,15 @@ class CollectionSpec:
             train_threshold=cfg.train_threshold,
             embedding_model=cfg.embedding_model,
             model_fingerprint=cfg.model_fingerprint,
+            store_text=cfg.store_text,
         )
 
     @classmethod
     def validate(cls, cfg: types_pb2.CollectionConfig, settings: Settings) -> CollectionSpec:
         """Check a user's config and fill in defaults; raises InvalidArgument naming the field."""
         check_name(cfg.name)
+        if cfg.store_text and not cfg.embedding_model:
+            raise InvalidArgument("store_text keeps the texts a model embeds: set embedding_model too")
         if not 1 <= cfg.dim <= settings.max_dim:
             raise InvalidArgument(f"dim must be between 1 and {settings.max_dim}, got {cfg.dim}")
         if cfg.metric not in (

@@ -42,6 +42,8 @@ class Collection:
     epochs_stale: bool = False  # a shard refused the epoch we knew: ask them again before searching
     # Set when a shard holds the collection with another config than `spec` (see Catalog._agree).
     conflict: str = ""
+    # Each shard's payload indexes, (field, PayloadIndexType).
+    shard_indexes: dict[int, list[tuple[str, int]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.shard_counts)
@@ -59,6 +61,7 @@ class Collection:
         self.shard_trained[i] = state.trained
         self.shard_epochs[i] = state.train_epoch
         self.shard_prepared[i] = state.prepared_epoch
+        self.shard_indexes[i] = sorted((x.field, int(x.type)) for x in state.payload_indexes)
 
     @property
     def count(self) -> int:
@@ -172,6 +175,8 @@ class Catalog:
         info = pb.CollectionInfo(config=coll.spec.to_proto(), count=coll.count, training_state=state)
         for s in self.shards.shards:
             info.shards.add(name=s.name, count=coll.shard_counts[s.index], trained=coll.shard_trained[s.index])
+        for f, t in sorted({x for indexes in coll.shard_indexes.values() for x in indexes}):
+            info.payload_indexes.add(field=f, type=t)
         return info
 
     async def describe(self, coll: Collection, timeout: float, include_centroids: bool = False) -> pb.CollectionInfo:

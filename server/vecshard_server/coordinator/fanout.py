@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 # Per-shard failures that allow_partial tolerates (and reads retry on another replica); any other
 # code fails the call.
 TOLERABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-WRITES = frozenset({"CreateCollection", "DropCollection", "Add", "Remove", "InstallQuantizer", "RollbackAdd"})
+WRITES = frozenset({"CreateCollection", "DropCollection", "Add", "Remove", "InstallQuantizer", "RollbackAdd",
+                    "SetPayload", "CreatePayloadIndex", "DropPayloadIndex"})  # fmt: skip
 DOWN_FOR_S = 1.0  # a replica that answered UNAVAILABLE is tried last for this long
 _SHARD_SERVICE = shard_pb2.DESCRIPTOR.services_by_name["Shard"]
 
@@ -121,7 +122,7 @@ class Fanout:
 
 # Writes that carry a version (x-vecshard-write-token): per id, or per collection (incarnations and
 # drops), replicas keep the newest (docs/operations.md, Write versions).
-VERSIONED = frozenset({"Add", "Remove", "CreateCollection", "DropCollection"})
+VERSIONED = frozenset({"Add", "Remove", "CreateCollection", "DropCollection", "SetPayload"})
 
 REPAIR_TIMEOUT_S = 300.0
 

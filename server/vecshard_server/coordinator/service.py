@@ -34,6 +34,7 @@ from vecshard.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from vecshard.v1 import payload_pb2 as ppb
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import types_pb2, vector_search_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
@@ -65,6 +66,7 @@ from vecshard_server.coordinator.inputs import (
     vectors_visited,
 )
 from vecshard_server.coordinator.merge import merge_topk
+from vecshard_server.coordinator.payload_inputs import check_filter, check_payloads
 from vecshard_server.coordinator.placement import split_by_shard
 from vecshard_server.coordinator.training import DEFAULT_SEED, Trainer, sample_quotas, shard_seed
 from vecshard_server.embedding.registry import RegistryError
@@ -82,6 +84,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VectorSearch"].full_name
 
+MAX_SCROLL = 10_000  # points per Scroll page
 ROLLBACK_TIMEOUT_S = 5.0  # one RollbackAdd round
 ROLLBACK_RETRY_S = 120.0  # unreachable groups are retried in the background this long
 
@@ -229,6 +232,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         if request.texts or request.images:  # per-request limits before anything is embedded or written
             check_embed_inputs(request.texts, request.images, self.settings)
         n = input_rows(request.vectors, len(request.texts), len(request.images), coll.spec.dim)
+        check_payloads(request.payloads, len(request.ids) // 8, self.settings)
         with self.admission.admit(add_cost(request, coll.spec.dim), f"an Add of {n} vectors"):
             return await self._add(coll, request, context)
 
@@ -286,6 +290,9 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         if spec.metric.value == "cosine":
             vectors = normalize_rows(vectors, "vectors")
         parts = split_by_shard(ids, len(self.shards))
+        payloads: Any = request.payloads
+        if spec.store_text and request.texts:
+            payloads = [with_text(payloads[i] if payloads else None, t) for i, t in enumerate(request.texts)]
         requests: dict[int, pb.AddRequest] = {}
         for s, pos in enumerate(parts):
             if pos.size == ids.size and given and spec.metric.value != "cosine":
@@ -297,6 +304,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                     ids=wire.pack_ids(ids[pos]),
                     vectors=wire.pack_matrix(vectors[pos]),
                     upsert=request.upsert,
+                    payloads=[payloads[j] for j in pos.tolist()] if payloads else None,
                 )
         return {s: Encoded.of(r) if encode else r for s, r in requests.items()}
 
@@ -336,6 +344,15 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
 
     async def Remove(self, request: pb.RemoveRequest, context: grpc.aio.ServicerContext) -> pb.RemoveResponse:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
+        if request.HasField("filter"):
+            if request.ids:
+                raise InvalidArgument("send ids or a filter, not both")
+            check_filter(request.filter, self.settings, write="Remove")
+            requests = self.shards.all(pb.RemoveRequest(collection=coll.spec.name, filter=request.filter))
+            out = await self.shards.call("Remove", requests, self._timeout(context), fail_fast=False)
+            return self._removed(coll, out)
+        if not request.ids:
+            raise InvalidArgument("ids is empty: send the ids to remove, or a filter")
         with self.admission.admit(ids_cost(len(request.ids)), f"a Remove of {len(request.ids) // 8} ids"):
             return await self._remove(coll, request, context)
 
@@ -344,7 +361,9 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
     ) -> pb.RemoveResponse:
         id_bytes = request.ids
         requests = await offload.run(len(id_bytes) > offload.INLINE_BYTES // 8, self._remove_requests, coll, id_bytes)
-        out = await self.shards.call("Remove", requests, self._timeout(context), fail_fast=False)
+        return self._removed(coll, await self.shards.call("Remove", requests, self._timeout(context), fail_fast=False))
+
+    def _removed(self, coll: Collection, out: Fanout) -> pb.RemoveResponse:
         removed = 0
         for s, resp in out.results.items():
             coll.shard_counts[s] = max(0, coll.shard_counts[s] - resp.removed)
@@ -368,12 +387,15 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         row_bytes = get_row_bytes(coll.spec.dim)
         with self.admission.admit(ids_cost(len(id_bytes), row_bytes), f"a Get of {len(id_bytes) // 8} ids"):
             heavy = len(id_bytes) // 8 * row_bytes > offload.INLINE_BYTES
-            ids, parts, requests = await offload.run(heavy, self._get_requests, coll, id_bytes)
+            ids, parts, requests = await offload.run(heavy, self._get_requests, coll, id_bytes, request.with_payload)
             out = await self.shards.call("Get", requests, self._timeout(context))
-            return await offload.run(heavy, self._get_response, coll, request.allow_missing, ids, parts, out.results)
+            resp = await offload.run(heavy, self._get_response, coll, request.allow_missing, ids, parts, out.results)
+            if request.with_payload.enable:
+                self._check_reply(resp, "get fewer ids per call, or fewer payload fields")
+            return resp
 
     def _get_requests(
-        self, coll: Collection, id_bytes: bytes
+        self, coll: Collection, id_bytes: bytes, with_payload: ppb.PayloadSelector
     ) -> tuple[wire.IdArray, list[npt.NDArray[np.intp]], dict[int, Encoded]]:
         ids = request_ids(self.settings, id_bytes, unique=False)
         limit = rows_per_message(self.settings, get_row_bytes(coll.spec.dim))
@@ -384,7 +406,10 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             )
         parts = split_by_shard(ids, len(self.shards))
         requests = {
-            s: Encoded.of(pb.GetRequest(collection=coll.spec.name, ids=wire.pack_ids(ids[pos])), raw_reply=True)
+            s: Encoded.of(
+                pb.GetRequest(collection=coll.spec.name, ids=wire.pack_ids(ids[pos]), with_payload=with_payload),
+                raw_reply=True,
+            )
             for s, pos in enumerate(parts)
             if pos.size
         }
@@ -400,6 +425,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
     ) -> pb.GetResponse:
         vectors = np.zeros((ids.size, coll.spec.dim), dtype=np.float32)
         found = np.zeros(ids.size, dtype=np.uint8)
+        payloads: list[ppb.Payload] = []
         for s, data in replies.items():
             resp = pb.GetResponse.FromString(data)
             pos = parts[s]
@@ -413,6 +439,10 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 )
             vectors[pos] = rows
             found[pos] = np.frombuffer(resp.found, dtype=np.uint8)
+            if resp.payloads:
+                payloads = payloads or [ppb.Payload() for _ in range(ids.size)]
+                for j, p in zip(pos.tolist(), resp.payloads, strict=True):
+                    payloads[j] = p
         if not allow_missing and not found.all():
             missing = ids[found == 0]
             raise NotFound(
@@ -420,7 +450,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 f"{coll.spec.name!r}: {missing[:5].tolist()}{' ...' if missing.size > 5 else ''}; "
                 "set allow_missing to get a found mask instead"
             )
-        return pb.GetResponse(vectors=wire.pack_matrix(vectors), found=found.tobytes())
+        return pb.GetResponse(vectors=wire.pack_matrix(vectors), found=found.tobytes(), payloads=payloads)
 
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
@@ -432,6 +462,9 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             raise InvalidArgument(f"nprobe applies to IVF_FLAT collections; {spec.name!r} is FLAT: leave nprobe 0")
         if request.nprobe > spec.nlist:
             raise InvalidArgument(f"nprobe ({request.nprobe}) cannot exceed the collection's nlist ({spec.nlist})")
+        if request.HasField("filter"):
+            check_filter(request.filter, self.settings)
+        with_payload = request.with_payload.enable
         # Cost limits and admission first, from the request's sizes: a refusal costs microseconds.
         if request.texts or request.images:
             check_embed_inputs(request.texts, request.images, self.settings)
@@ -456,8 +489,10 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 shard_req = await offload.run(heavy, self._shard_search, request, spec, queries, given)
                 out = await self._search_shards(coll, shard_req, allow_partial, context)
                 heavy = nq * k * len(out.results) > offload.INLINE_RESULTS
-                resp = await offload.run(heavy, self._merged, out.results, nq, k, spec.larger_is_better)
+                resp = await offload.run(heavy, self._merged, out.results, nq, k, spec.larger_is_better, with_payload)
                 resp.failed_shards.extend(self.shards.shards[s].name for s in sorted(out.failures))
+                if with_payload:
+                    self._check_reply(resp, "send fewer queries per call, a smaller k or fewer payload fields")
                 return resp
             return await self._chunked_search(coll, request, queries, rows, context)
 
@@ -508,6 +543,8 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         I = np.empty((nq, k), dtype=np.int64)
         failed: set[int] = set()
         starts = iter(range(0, nq, rows))
+        payloads: list[ppb.Payload] = [ppb.Payload() for _ in range(nq * k)] if request.with_payload.enable else []
+        plans: list[ppb.FilterPlan] = []
 
         # Checked (and normalised) as a whole, so errors name rows of the request, not of a chunk.
         queries = await offload.run(True, self._checked_queries, request, spec, queries)
@@ -517,15 +554,21 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             for a in starts:
                 b = min(nq, a + rows)
                 part = pb.SearchRequest(
-                    collection=spec.name, k=k, nprobe=nprobe, queries=wire.pack_matrix(queries[a:b])
-                )
+                    collection=spec.name, k=k, nprobe=nprobe, queries=wire.pack_matrix(queries[a:b]),
+                    filter=request.filter if request.HasField("filter") else None, with_payload=request.with_payload,
+                )  # fmt: skip
                 shard_req = Encoded.of(part, raw_reply=True)
                 out = await self._search_shards(coll, shard_req, request.allow_partial, context)
                 failed.update(out.failures)
                 heavy = (b - a) * k * len(out.results) > offload.INLINE_RESULTS
-                merged = await offload.run(heavy, self._merged, out.results, b - a, k, spec.larger_is_better)
+                merged = await offload.run(
+                    heavy, self._merged, out.results, b - a, k, spec.larger_is_better, request.with_payload.enable
+                )
                 D[a:b] = np.frombuffer(merged.distances, dtype=wire.F32).reshape(b - a, k)
                 I[a:b] = np.frombuffer(merged.ids, dtype=wire.I64).reshape(b - a, k)
+                if merged.payloads:
+                    payloads[a * k : b * k] = merged.payloads
+                plans.extend(merged.plans)
 
         workers = [asyncio.ensure_future(worker()) for _ in range(self.settings.search_chunk_parallel)]
         try:
@@ -539,9 +582,10 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         resp = await offload.run(
             True,
             lambda: pb.SearchResponse(
-                nq=nq, k=k, distances=D.tobytes(), ids=I.tobytes(), shards_total=total, shards_ok=total - len(failed)
+                nq=nq, k=k, distances=D.tobytes(), ids=I.tobytes(), shards_total=total, shards_ok=total - len(failed),
+                payloads=payloads, plans=plans,
             ),
-        )
+        )  # fmt: skip
         resp.failed_shards.extend(self.shards.shards[s].name for s in sorted(failed))
         return resp
 
@@ -567,13 +611,19 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         queries = self._checked_queries(request, spec, queries)
         shard_req = request  # forwarded as received unless the queries must change
         if spec.metric.value == "cosine" or not given:
-            shard_req = pb.SearchRequest(collection=spec.name, queries=wire.pack_matrix(queries), k=k)
+            shard_req = pb.SearchRequest(collection=spec.name, queries=wire.pack_matrix(queries), k=k,
+                                         with_payload=request.with_payload)  # fmt: skip
+            if request.HasField("filter"):
+                shard_req.filter.CopyFrom(request.filter)
         shard_req.nprobe = request.nprobe or spec.nprobe
         shard_req.allow_partial = False
         return Encoded.of(shard_req, raw_reply=True)
 
-    def _merged(self, replies: dict[int, bytes], nq: int, k: int, larger_is_better: bool) -> pb.SearchResponse:
-        """The shards' top-k (their replies' bytes) merged into the response."""
+    def _merged(
+        self, replies: dict[int, bytes], nq: int, k: int, larger_is_better: bool, with_payload: bool = False
+    ) -> pb.SearchResponse:
+        """The shards' top-k (their replies' bytes) merged into the response, with the winners'
+        payloads and the shards' filter plans."""
         results = {s: pb.SearchResponse.FromString(data) for s, data in replies.items()}
         order = sorted(results)
         D, I = merge_topk(
@@ -582,9 +632,31 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             k,
             larger_is_better,
         )
-        return pb.SearchResponse(
+        resp = pb.SearchResponse(
             nq=nq, k=k, distances=D.tobytes(), ids=I.tobytes(), shards_total=len(self.shards), shards_ok=len(results)
         )
+        for s in order:
+            for plan in results[s].plans:
+                plan.shard = self.shards.shards[s].name
+                resp.plans.append(plan)
+        if with_payload:
+            by_id: dict[int, ppb.Payload] = {}
+            for s in order:
+                shard_ids = np.frombuffer(results[s].ids, dtype=wire.I64).tolist()
+                for i, p in zip(shard_ids, results[s].payloads, strict=False):
+                    if i >= 0:
+                        by_id[i] = p
+            empty = ppb.Payload()
+            resp.payloads.extend(by_id.get(i, empty) for i in I.reshape(-1).tolist())
+        return resp
+
+    def _check_reply(self, reply: Any, fix: str) -> None:
+        size = reply.ByteSize()
+        if size > self.settings.max_message_bytes:
+            raise ResourceExhausted(
+                f"the reply would be {size:,} bytes with its payloads, over the message limit "
+                f"({self.settings.max_message_bytes:,}): {fix}"
+            )
 
     async def Sample(self, request: pb.SampleRequest, context: grpc.aio.ServicerContext) -> pb.SampleResponse:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
@@ -648,6 +720,131 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         )
 
     # -- embedding ------------------------------------------------------------------------------
+
+    # -- payloads -------------------------------------------------------------------------------
+
+    async def Count(self, request: pb.CountRequest, context: grpc.aio.ServicerContext) -> pb.CountResponse:
+        coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
+        if request.HasField("filter"):
+            check_filter(request.filter, self.settings)
+        out = await self.shards.call("Count", self.shards.all(request), self._timeout(context))
+        resp = pb.CountResponse(count=sum(r.count for r in out.results.values()))
+        for s in sorted(out.results):
+            for plan in out.results[s].plans:
+                plan.shard = self.shards.shards[s].name
+                resp.plans.append(plan)
+        if not request.HasField("filter"):
+            for s, r in out.results.items():
+                coll.shard_counts[s] = r.count
+        return resp
+
+    async def Scroll(self, request: pb.ScrollRequest, context: grpc.aio.ServicerContext) -> pb.ScrollResponse:
+        coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
+        if request.HasField("filter"):
+            check_filter(request.filter, self.settings)
+        if request.start_id < 0:
+            raise InvalidArgument(f"start_id must be >= 0 (ids are), got {request.start_id}")
+        limit = request.limit or 100
+        if limit > MAX_SCROLL:
+            raise InvalidArgument(f"limit must be at most {MAX_SCROLL:,} points per page, got {limit:,}")
+        shard_req = pb.ScrollRequest()
+        shard_req.CopyFrom(request)
+        shard_req.limit = limit
+        out = await self.shards.call("Scroll", self.shards.all(shard_req), self._timeout(context))
+        return await offload.run(limit * coll.spec.dim > 1 << 16, self._scrolled, coll, request, limit, out.results)
+
+    def _scrolled(
+        self, coll: Collection, request: pb.ScrollRequest, limit: int, results: dict[int, pb.ScrollResponse]
+    ) -> pb.ScrollResponse:
+        """The first `limit` ids of the shards' pages. A shard's page that was cut short (by `limit` or
+        by size) ends where the merged page may end: ids beyond the smallest such end wait for the
+        next page, so no id is skipped."""
+        ends = [int(np.frombuffer(r.ids, dtype=wire.I64)[-1]) for r in results.values() if not r.done and r.ids]
+        horizon = min(ends) if ends else None
+        rows: list[tuple[int, int, int]] = []  # (id, shard, position)
+        for s, r in results.items():
+            for j, i in enumerate(np.frombuffer(r.ids, dtype=wire.I64).tolist()):
+                if horizon is None or i <= horizon:
+                    rows.append((i, s, j))
+        rows.sort()
+        more = horizon is not None or len(rows) > limit
+        rows = rows[:limit]
+        ids = np.asarray([i for i, _, _ in rows], dtype=np.int64)
+        out = pb.ScrollResponse(ids=wire.pack_ids(ids), done=not more)
+        out.next_start_id = int(ids[-1]) + 1 if ids.size else request.start_id
+        if request.with_payload.enable:
+            out.payloads.extend(results[s].payloads[j] for _, s, j in rows)
+        if request.with_vectors:
+            mats = {s: wire.unpack_matrix(r.vectors) for s, r in results.items() if r.ids}
+            x = np.stack([mats[s][j] for _, s, j in rows]) if rows else np.empty((0, coll.spec.dim), np.float32)
+            out.vectors.CopyFrom(wire.pack_matrix(x))
+        self._check_reply(out, "ask for a smaller limit or fewer payload fields")
+        return out
+
+    async def SetPayload(
+        self, request: pb.SetPayloadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetPayloadResponse:
+        await self.catalog.get(request.collection, lambda: self._timeout(context))  # NOT_FOUND first
+        by_filter = request.HasField("filter")
+        if by_filter == bool(request.ids):
+            raise InvalidArgument("send exactly one of ids and filter: the points whose payload to write")
+        if request.mode not in pb.SetPayloadMode.values():
+            raise InvalidArgument(f"mode {request.mode} is not MERGE, OVERWRITE or DELETE_KEYS")
+        if request.mode == pb.SET_PAYLOAD_MODE_DELETE_KEYS:
+            if not request.keys or request.payload.fields:
+                raise InvalidArgument("DELETE_KEYS takes the keys to delete in `keys`, and no payload")
+            for key in request.keys:
+                if not key or any(not part for part in key.split(".")):
+                    raise InvalidArgument(f"keys: {key!r} is not a key or a dotted path")
+        elif request.keys:
+            raise InvalidArgument("keys are for DELETE_KEYS; MERGE and OVERWRITE take a payload")
+        check_payloads([request.payload], 1, self.settings)
+        if by_filter:
+            check_filter(request.filter, self.settings, write="SetPayload")
+            requests: dict[int, Any] = self.shards.all(request)
+        else:
+            ids = np.unique(request_ids(self.settings, request.ids, unique=False))
+            requests = {}
+            for s, pos in enumerate(split_by_shard(ids, len(self.shards))):
+                if pos.size:
+                    part = pb.SetPayloadRequest()
+                    part.CopyFrom(request)
+                    part.ids = wire.pack_ids(ids[pos])
+                    requests[s] = part
+        with self.admission.admit(ids_cost(len(request.ids)), "a SetPayload"):
+            out = await self.shards.call("SetPayload", requests, self._timeout(context), fail_fast=False)
+        if out.failures:
+            raise self.shards.first_error(out.failures)
+        return pb.SetPayloadResponse(updated=sum(r.updated for r in out.results.values()))
+
+    async def CreatePayloadIndex(
+        self, request: pb.CreatePayloadIndexRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CollectionInfo:
+        coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
+        if not request.field or any(not part for part in request.field.split(".")):
+            raise InvalidArgument(f"field must be a key or a dotted path like 'meta.lang', got {request.field!r}")
+        if request.type not in (1, 2, 3, 4):
+            raise InvalidArgument("type must be KEYWORD, INTEGER, FLOAT or BOOL")
+        out = await self.shards.call("CreatePayloadIndex", self.shards.all(request), self._timeout(context),
+                                     fail_fast=False)  # fmt: skip
+        if out.failures:
+            raise self.shards.first_error(out.failures)
+        return self.catalog.info(coll, out.results)
+
+    async def DropPayloadIndex(
+        self, request: pb.DropPayloadIndexRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CollectionInfo:
+        coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
+        if not any(f == request.field for indexes in coll.shard_indexes.values() for f, _ in indexes):
+            await self.catalog.describe(coll, self._timeout(context))
+        if not any(f == request.field for indexes in coll.shard_indexes.values() for f, _ in indexes):
+            raise NotFound(f"collection {coll.spec.name!r} has no payload index on {request.field!r}")
+        out = await self.shards.call("DropPayloadIndex", self.shards.all(request), self._timeout(context),
+                                     fail_fast=False)  # fmt: skip
+        failures = {s: e for s, e in out.failures.items() if e.code() != grpc.StatusCode.NOT_FOUND}
+        if failures:
+            raise self.shards.first_error(failures)
+        return await self.catalog.describe(coll, self._timeout(context))
 
     async def Embed(
         self, request: types_pb2.EmbedRequest, context: grpc.aio.ServicerContext
@@ -719,3 +916,13 @@ async def serve_coordinator(
 def _message(request: Any) -> Any:
     """The protobuf message of a shard request (possibly sent pre-encoded)."""
     return getattr(request, "message", request)
+
+
+def with_text(payload: ppb.Payload | None, text: str) -> ppb.Payload:
+    """The payload of a point added from `text` to a store_text collection: "text" set unless given."""
+    out = ppb.Payload()
+    if payload is not None:
+        out.CopyFrom(payload)
+    if "text" not in out.fields:
+        out.fields["text"].string_value = text
+    return out

@@ -30,7 +30,7 @@ import os
 import shutil
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +39,17 @@ import numpy as np
 import numpy.typing as npt
 
 from vecshard.errors import AlreadyExists, FailedPrecondition, InvalidArgument, ResourceExhausted
+from vecshard.payload import PayloadDict
 from vecshard.types import IndexType, Metric
+from vecshard.v1 import payload_pb2 as ppb
+from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.hashing import fmix64
 from vecshard_server.common.results import FLT_MAX
 from vecshard_server.common.spec import CollectionSpec
 from vecshard_server.shard.accel import Accelerator, SearchCopy
 from vecshard_server.shard.idmap import IdVersions, pairs_of
 from vecshard_server.shard.locks import RWLock
+from vecshard_server.shard.payloads import EMPTY, INDEX_TYPES, PayloadStore, decode, encode, payload_from_blob
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,22 @@ def row_hashes(ids: I64, vectors: F32) -> npt.NDArray[np.uint64]:
     with np.errstate(over="ignore"):
         mixed = (words * weights).sum(axis=1, dtype=np.uint64)
     return fmix64((mixed ^ fmix64(np.asarray(ids, dtype=np.int64))).view(np.int64))
+
+
+def _without_keys(payload: PayloadDict, keys: Sequence[str]) -> PayloadDict:
+    """A copy of payload without the (dotted) keys; the nested objects on a key's path are copied."""
+    out = dict(payload)
+    for key in keys:
+        parts = key.split(".")
+        node: dict[str, Any] = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                break
+            node[part] = node = dict(child)
+        else:
+            node.pop(parts[-1], None)
+    return out
 
 
 def _digest_of(ids: I64, vectors: F32) -> int:
@@ -183,6 +203,7 @@ class ShardIndex:
         # in _tombs; an id is in at most one of them. See vecshard_server.common.versions.
         self._versions = IdVersions()
         self._tombs = IdVersions()
+        self._payloads = PayloadStore()  # every stored id has a slot here (an empty payload at least)
         self._index: Any = self._new_flat()
         self._frozen: _Frozen | None = None  # while a snapshot writes the index (see `save`)
         self._centroids: F32 | None = None
@@ -226,16 +247,24 @@ class ShardIndex:
     # -- writes ---------------------------------------------------------------------------------
 
     def add(
-        self, ids: I64, vectors: F32, upsert: bool, journal: Journal | None = None, version: int | I64 = 0
+        self,
+        ids: I64,
+        vectors: F32,
+        upsert: bool,
+        journal: Journal | None = None,
+        version: int | I64 = 0,
+        payloads: Sequence[ppb.Payload] | None = None,
     ) -> tuple[int, int]:
-        """Add (or with upsert, replace) vectors written at `version` (one for all ids, or one per id;
+        """Add (or with upsert, replace) points written at `version` (one for all ids, or one per id;
         0: unversioned, as in logs of older versions: applied as it comes). Returns (added, replaced).
+        `payloads`: none, or one per id (a point's payload is replaced with its vector).
 
         Per id the newest version wins: an id stored at a newer version, or removed at one at least
         as new, is left as it is; an id stored at this very version is this write again (a retry,
         a replay) and left alone. Without upsert the whole write is refused (AlreadyExists) when an
         id is stored from another write. All or nothing otherwise.
         """
+        decoded = decode(payloads) if payloads else None  # outside the lock
         with self._lock.write():
             ids = np.ascontiguousarray(ids, dtype=np.int64)
             versions = np.broadcast_to(np.asarray(version, dtype=np.int64), ids.shape)
@@ -260,6 +289,8 @@ class ShardIndex:
             if skip.any():
                 keep = ~skip
                 ids, vectors, versions, stored = ids[keep], vectors[keep], versions[keep], stored[keep]
+                if decoded is not None:
+                    decoded = [d for d, k in zip(decoded, keep.tolist(), strict=True) if k]
             if not ids.size:
                 return 0, 0
             present = ids[stored]
@@ -277,12 +308,14 @@ class ShardIndex:
                 self._unstore(old_ids)
                 if self._copy is not None:
                     self._copy.remove(old_ids)  # their old slots become tombstones; the new vectors take new ones
-            self._store(ids, vectors)
+            change = self._payloads.put(ids.tolist(), decoded if decoded is not None else [(EMPTY, b"")] * ids.size)
+            self._store(ids, vectors)  # after put: it records each id's IVF list in its payload slot
             if self._copy is not None:
                 self._copy.add(ids, vectors)
                 if self._copy.stale:
                     self._copy = None  # rebuilt at the next search
             self.digest = (self.digest + _digest_of(ids, vectors)) & _MASK
+            self.digest = (self.digest + change) & _MASK
             self._versions.set_many(ids, versions)
             self._tombs.delete_many(ids)
             self.max_version = max(self.max_version, int(versions.max()))
@@ -299,43 +332,57 @@ class ShardIndex:
         only ids stored at exactly that version go, and ids stored at an older one stay as they are.
         Returns how many stored ids were removed."""
         with self._lock.write():
-            wanted: dict[int, int] = {}  # an id listed twice: its newest version
-            for i, v in zip(ids.tolist(), np.broadcast_to(np.asarray(version, dtype=np.int64), ids.shape).tolist(),
-                            strict=True):  # fmt: skip
-                wanted[i] = max(v, wanted.get(i, v))
-            stored, tombs = self._versions, self._tombs
-            gone: list[int] = []
-            marks: list[tuple[int, int]] = []
-            for i, v in wanted.items():
-                held = stored.get(i)
-                if held is not None:
-                    if not v or held == v or (held < v and not rollback):
-                        gone.append(i)
-                        if v:
-                            marks.append((i, v))
-                elif v and tombs.get(i, 0) < v:
-                    marks.append((i, v))
-            if not gone and not marks:
+            return self._remove_locked(ids, journal, version, rollback)
+
+    def remove_matching(self, f: ppb.Filter, journal: Journal | None, version: int, resolved: list[I64]) -> int:
+        """Remove the points matching `f` (as `remove`, at `version`); the ids are appended to
+        `resolved` before `journal` runs, for the log record."""
+        with self._lock.write():
+            _, ids, _ = self._payloads.matching(f)
+            resolved.append(ids)
+            if not ids.size:
                 return 0
-            if journal is not None:
-                self.applied_lsn = journal()
-            present = np.asarray(gone, dtype=np.int64)
-            if present.size:
-                self.digest = (self.digest - _digest_of(present, self._vectors(present))) & _MASK
-                self._unstore(present)
-                for i in gone:
-                    del stored[i]
-                if self._copy is not None:
-                    self._copy.remove(present)
-                    if self._copy.stale:
-                        self._copy = None  # rebuilt at the next search
-                if self._pending is not None:
-                    self._pending.append(("remove", present, None))
-            tombs.update(marks)
-            if marks:
-                self.max_version = max(self.max_version, max(v for _, v in marks))
-            self.writes += 1
-            return int(present.size)
+            return self._remove_locked(ids, journal, version, False)
+
+    def _remove_locked(self, ids: I64, journal: Journal | None, version: int | I64, rollback: bool) -> int:
+        wanted: dict[int, int] = {}  # an id listed twice: its newest version
+        for i, v in zip(ids.tolist(), np.broadcast_to(np.asarray(version, dtype=np.int64), ids.shape).tolist(),
+                        strict=True):  # fmt: skip
+            wanted[i] = max(v, wanted.get(i, v))
+        stored, tombs = self._versions, self._tombs
+        gone: list[int] = []
+        marks: list[tuple[int, int]] = []
+        for i, v in wanted.items():
+            held = stored.get(i)
+            if held is not None:
+                if not v or held == v or (held < v and not rollback):
+                    gone.append(i)
+                    if v:
+                        marks.append((i, v))
+            elif v and tombs.get(i, 0) < v:
+                marks.append((i, v))
+        if not gone and not marks:
+            return 0
+        if journal is not None:
+            self.applied_lsn = journal()
+        present = np.asarray(gone, dtype=np.int64)
+        if present.size:
+            self.digest = (self.digest - _digest_of(present, self._vectors(present))) & _MASK
+            self._unstore(present)
+            for i in gone:
+                del stored[i]
+            self.digest = (self.digest + self._payloads.drop(gone)) & _MASK
+            if self._copy is not None:
+                self._copy.remove(present)
+                if self._copy.stale:
+                    self._copy = None  # rebuilt at the next search
+            if self._pending is not None:
+                self._pending.append(("remove", present, None))
+        tombs.update(marks)
+        if marks:
+            self.max_version = max(self.max_version, max(v for _, v in marks))
+        self.writes += 1
+        return int(present.size)
 
     def forget_add(self, version: int, keep: int) -> None:
         """Remember that the Add of `version` was rolled back (the last `keep` such Adds)."""
@@ -352,20 +399,122 @@ class ShardIndex:
                 del self._tombs[i]
             return len(old)
 
+    # -- payloads -------------------------------------------------------------------------------
+
+    def set_payload(
+        self,
+        ids: I64 | None,
+        f: ppb.Filter | None,
+        mode: int,
+        patch: PayloadDict,
+        keys: Sequence[str],
+        journal: Journal | None,
+        version: int,
+        resolved: list[I64],
+    ) -> int:
+        """Write the payloads of the stored points among `ids` (or matching `f`) at `version`: MERGE
+        sets patch's top-level keys, OVERWRITE replaces the payload with patch, DELETE_KEYS removes
+        `keys`. A point held at this version or a newer one is left as it is. The ids the write
+        resolved to are appended to `resolved` before `journal` runs. Returns how many were written."""
+        with self._lock.write():
+            if ids is None:
+                _, ids, _ = self._payloads.matching(f)
+            ids = np.ascontiguousarray(ids, dtype=np.int64)
+            resolved.append(ids)
+            held = self._versions.get_many(ids)
+            todo = held >= 0
+            if version:
+                todo &= held < version
+            ids = ids[todo]
+            if not ids.size:
+                return 0
+            if journal is not None:
+                self.applied_lsn = journal()
+            out = []
+            for i in ids.tolist():
+                old = self._payloads.get(i) or EMPTY
+                if mode == pb.SET_PAYLOAD_MODE_OVERWRITE:
+                    new = dict(patch)
+                elif mode == pb.SET_PAYLOAD_MODE_DELETE_KEYS:
+                    new = _without_keys(old, keys)
+                else:
+                    new = {**old, **patch}
+                out.append((new, encode(new)))
+            self.digest = (self.digest + self._payloads.put(ids.tolist(), out)) & _MASK
+            if version:
+                self._versions.set_many(ids, np.full(ids.size, version, dtype=np.int64))
+                self.max_version = max(self.max_version, version)
+            self.writes += 1
+            return int(ids.size)
+
+    def payloads_of(self, ids: I64) -> list[PayloadDict | None]:
+        """The payload of each id (None when not stored); the caller holds a lock."""
+        get = self._payloads.get
+        return [get(i) if i >= 0 else None for i in ids.tolist()]
+
+    def count_matching(self, f: ppb.Filter | None) -> tuple[int, list[str]]:
+        """(points matching f, fields read without an index)."""
+        with self._lock.read():
+            if f is None:
+                return self.count, []
+            mask, _, unindexed = self._payloads.matching(f)
+            return int(mask.sum()), unindexed
+
+    def scroll(
+        self, f: ppb.Filter | None, start_id: int, limit: int, with_payload: bool, with_vectors: bool
+    ) -> tuple[I64, list[PayloadDict | None], F32 | None, bool]:
+        """The first `limit` matching ids >= start_id ascending, their payloads and vectors (if
+        asked), and whether more match after them."""
+        with self._lock.read():
+            _, ids, _ = self._payloads.matching(f)
+            ids = ids[ids >= start_id]
+            more = ids.size > limit
+            ids = np.ascontiguousarray(ids[:limit])
+            payloads = self.payloads_of(ids) if with_payload else []
+            vectors = self._vectors(ids) if with_vectors and ids.size else None
+            return ids, payloads, vectors, bool(more)
+
+    @property
+    def payload_indexes(self) -> list[tuple[str, int]]:
+        kinds = {v: k for k, v in INDEX_TYPES.items()}
+        return sorted((f, kinds[i.kind]) for f, i in self._payloads.indexes.items())
+
+    def create_payload_index(self, field: str, kind: int, journal: Journal | None = None) -> bool:
+        """Index a payload field; False when it already is, with this kind."""
+        if kind not in INDEX_TYPES:
+            raise InvalidArgument(f"payload index type {kind} is not one of KEYWORD, INTEGER, FLOAT, BOOL")
+        with self._lock.write():
+            have = self._payloads.indexes.get(field)
+            if have is not None and have.kind == INDEX_TYPES[kind]:
+                return False
+            if have is None and journal is not None:
+                self.applied_lsn = journal()
+            return self._payloads.create_index(field, INDEX_TYPES[kind])
+
+    def drop_payload_index(self, field: str, journal: Journal | None = None) -> None:
+        with self._lock.write():
+            if field in self._payloads.indexes and journal is not None:
+                self.applied_lsn = journal()
+            self._payloads.drop_index(field)
+
     def _store(self, ids: I64, vectors: F32) -> None:
         """Add new ids to the CPU index (to the delta while frozen); the caller holds the write lock."""
         frozen = self._frozen
-        if frozen is None:
-            self._index.add_with_ids(vectors, ids)
-        elif isinstance(frozen.delta, faiss.IndexIVF):
-            # As IndexIVF.add_with_ids does (assign, then add_core), keeping each vector's list so
-            # that the thaw moves it to the same list of the main index in one faiss call.
+        target = self._index if frozen is None else frozen.delta
+        if isinstance(target, faiss.IndexIVF):
+            # As IndexIVF.add_with_ids does (assign, then add_core), keeping each vector's list: filtered
+            # searches probe only lists holding matches, and the thaw moves a delta's vector to the
+            # same list of the main index in one faiss call.
             x = np.ascontiguousarray(vectors, dtype=np.float32)
             xids = np.ascontiguousarray(ids, dtype=np.int64)
-            lists = np.ascontiguousarray(frozen.delta.quantizer.assign(x, 1)[:, 0], dtype=np.int64)
-            frozen.delta.add_core(xids.size, faiss.swig_ptr(x), faiss.swig_ptr(xids), faiss.swig_ptr(lists))
-            stored = lists >= 0  # (a vector with no list, NaN say, is not stored: as in add_with_ids)
-            frozen.in_delta.update(zip(xids[stored].tolist(), lists[stored].tolist(), strict=True))
+            lists = np.ascontiguousarray(target.quantizer.assign(x, 1)[:, 0], dtype=np.int64)
+            target.add_core(xids.size, faiss.swig_ptr(x), faiss.swig_ptr(xids), faiss.swig_ptr(lists))
+            self._payloads.set_lists(xids, lists)
+            if frozen is not None:
+                stored = lists >= 0  # (a vector with no list, NaN say, is not stored: as in add_with_ids)
+                frozen.in_delta.update(zip(xids[stored].tolist(), lists[stored].tolist(), strict=True))
+        elif frozen is None:
+            self._index.add_with_ids(vectors, ids)
         else:
             frozen.delta.add_with_ids(vectors, ids)
             frozen.in_delta.update(dict.fromkeys(ids.tolist(), -1))
@@ -409,14 +558,14 @@ class ShardIndex:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def get(self, ids: I64) -> tuple[F32, npt.NDArray[np.bool_]]:
-        """(vectors, found) for `ids` in order; rows of missing ids are zeros."""
+    def get(self, ids: I64, with_payload: bool = False) -> tuple[F32, npt.NDArray[np.bool_], list[PayloadDict | None]]:
+        """(vectors, found, payloads if asked) for `ids` in order; rows of missing ids are zeros."""
         with self._lock.read():
             found = np.fromiter((i in self._versions for i in ids.tolist()), dtype=bool, count=ids.size)
             out = np.zeros((ids.size, self.spec.dim), dtype=np.float32)
             if found.any():
                 out[found] = self._vectors(ids[found])
-            return out, found
+            return out, found, self.payloads_of(ids) if with_payload else []
 
     @property
     def device(self) -> str:
@@ -445,10 +594,158 @@ class ShardIndex:
 
             return self._ranked(queries, k, run)
 
-    def _cpu_search(self, nprobe: int) -> Callable[[F32, int], tuple[F32, I64]]:
+    def search_filtered(
+        self, queries: F32, k: int, nprobe: int, f: ppb.Filter, with_payload: bool = False
+    ) -> tuple[F32, I64, ppb.FilterPlan, list[PayloadDict | None]]:
+        """This shard's top-k among the points matching `f`, as `search` orders them, with the plan
+        that ran and (if asked) the hits' payloads. Never fewer than min(k, matches) hits per query.
+
+        Plans: "exact" computes distances to every match (recall 1.0) when that costs no more than
+        the IVF search would scan; otherwise an IVF search at nprobe whose candidates are filtered
+        ("ivf-postfilter": matches are common, so k / pass-rate candidates hold k of them), or
+        restricted to the matches by an IDSelector ("ivf-filtered"); rows still short of hits probe
+        twice as many lists, up to nlist (where the search is exhaustive over the matches).
+        Untrained partitions: "exact", or "flat-filtered" (the whole partition, restricted)."""
+        with self._lock.read():
+            mask, members, unindexed = self._payloads.matching(f)
+            m, n, nq = members.size, self.count, queries.shape[0]
+            plan = ppb.FilterPlan(matches=m, unindexed_fields=unindexed)
+            pad = float(-FLT_MAX if self.spec.larger_is_better else FLT_MAX)
+            D = np.full((nq, k), pad, dtype=np.float32)
+            I = np.full((nq, k), -1, dtype=np.int64)
+            if m == 0:
+                plan.plan = "none"
+            elif not self.trained:
+                if 4 * m <= n:
+                    D, I = self._exact_among(queries, k, members)
+                    plan.plan = "exact"
+                else:
+                    D, I = self._ranked(queries, k, self._cpu_search(0, self._selector(members, mask)), n=m)
+                    plan.plan = "flat-filtered"
+            else:
+                probe = max(1, min(nprobe or self.spec.nprobe, self.spec.nlist))
+                if m * self.spec.nlist <= n * probe * self.filter_exact_ratio:
+                    D, I = self._exact_among(queries, k, members)
+                    plan.plan = "exact"
+                else:
+                    D, I, plan.nprobe, plan.plan = self._ivf_filtered(queries, k, probe, members, mask)
+            payloads = self.payloads_of(I.reshape(-1)) if with_payload else []
+            return D, I, plan, payloads
+
+    def search_with_payloads(self, queries: F32, k: int, nprobe: int) -> tuple[F32, I64, list[PayloadDict | None]]:
+        """`search`, and the payload of each hit (None for a hit removed since)."""
+        D, I = self.search(queries, k, nprobe)
+        with self._lock.read():
+            return D, I, self.payloads_of(I.reshape(-1))
+
+    def _exact_among(self, queries: F32, k: int, members: I64) -> tuple[F32, I64]:
+        """Exact top-k over the vectors of `members` (ascending ids); the caller holds a lock."""
+        flat = faiss.IndexFlat(self.spec.dim, faiss_metric(self.spec.metric))
+        flat.add(np.ascontiguousarray(self._vectors(members), dtype=np.float32))
+
+        def search(q: F32, fetch: int) -> tuple[F32, I64]:
+            D, I = flat.search(q, fetch)
+            return D, np.where(I >= 0, members[np.maximum(I, 0)], -1)
+
+        return self._ranked(queries, k, search, n=members.size)
+
+    def _selector(self, members: I64, mask: npt.NDArray[np.bool_]) -> Any:
+        """An IDSelector accepting exactly `members` (a hashed set of them, or of the rest when smaller)."""
+        if 2 * members.size <= self.count:
+            batch = faiss.IDSelectorBatch(members.size, faiss.swig_ptr(members))
+            batch.referenced = members  # type: ignore[attr-defined]  # kept alive with the selector
+            return batch
+        rest = np.ascontiguousarray(self._payloads.ids_of(~mask))
+        batch = faiss.IDSelectorBatch(rest.size, faiss.swig_ptr(rest))
+        batch.referenced = rest  # type: ignore[attr-defined]
+        sel = faiss.IDSelectorNot(batch)
+        sel.referenced = batch  # type: ignore[attr-defined]
+        return sel
+
+    def _ivf_filtered(
+        self, queries: F32, k: int, probe: int, members: I64, mask: npt.NDArray[np.bool_]
+    ) -> tuple[F32, I64, int, str]:
+        """(D, I, the largest nprobe used, plan) of a trained partition's filtered search."""
+        n, m, nq, nlist = self.count, members.size, queries.shape[0], self.spec.nlist
+        need = min(k, m)
+        pad = float(-FLT_MAX if self.spec.larger_is_better else FLT_MAX)
+        D = np.full((nq, k), pad, dtype=np.float32)
+        I = np.full((nq, k), -1, dtype=np.int64)
+        rows = np.arange(nq)
+        plan = "ivf-filtered"
+        fetch = min(n, -(-k * n // m) * 3 // 2 + 16)
+        if nq * fetch <= self._POSTFILTER_RESULTS:
+            plan = "ivf-postfilter"
+            cD, cI = self._cpu_search(probe)(queries, fetch)
+            ok = self._payloads.contains(cI.reshape(-1), mask).reshape(cI.shape) & (cI >= 0)
+            order = np.argsort(~ok, axis=1, kind="stable")[:, :k]  # passing candidates first, best first
+            pD, pI = np.take_along_axis(cD, order, axis=1), np.take_along_axis(cI, order, axis=1)
+            passed = np.take_along_axis(ok, order, axis=1)
+            pD, pI = np.where(passed, pD, pad), np.where(passed, pI, -1)
+            D, I = self._ordered(np.ascontiguousarray(pD), np.ascontiguousarray(pI), k)
+            rows = np.flatnonzero(ok.sum(axis=1) < need)
+        used = probe
+        if rows.size:
+            plan = "ivf-filtered"
+            sel = self._selector(members, mask)
+            if self._frozen is None:  # probe the nearest lists holding matches, as many as it takes
+                counts = np.bincount(self._payloads.lists_of(mask), minlength=nlist)[:nlist]
+                search, width = self._search_lists_with_matches(probe, need, counts, sel)
+                D[rows], I[rows] = self._ranked(queries[rows], k, search, n=m)
+                used = width[0]
+            else:  # while a snapshot is written: twice the lists until every row has its hits
+                while rows.size:
+                    used = probe
+                    rD, rI = self._ranked(queries[rows], k, self._cpu_search(probe, sel), n=m)
+                    done = ((rI >= 0).sum(axis=1) >= need) | (probe >= nlist)
+                    D[rows[done]], I[rows[done]] = rD[done], rI[done]
+                    rows = rows[~done]
+                    probe = min(nlist, 2 * probe)
+        return D, I, used, plan
+
+    def _search_lists_with_matches(
+        self, probe: int, need: int, counts: npt.NDArray[np.int64], sel: Any
+    ) -> tuple[Callable[[F32, int], tuple[F32, I64]], list[int]]:
+        """A search (for `_ranked`) of each query's `probe` nearest lists among those holding matches
+        (counts > 0), and further ones until they hold `need` matches, restricted by `sel`; and a
+        cell holding the most lists any call probed. The caller holds the read lock."""
+        index = self._index
+        nlist = index.nlist
+        holding = counts > 0
+        width = [0]
+
+        def search(q: F32, fetch: int) -> tuple[F32, I64]:
+            q = np.ascontiguousarray(q, dtype=np.float32)
+            coarse_d, order = index.quantizer.search(q, nlist)  # every list, nearest first
+            has = holding[order]
+            rank = np.cumsum(has, axis=1)
+            before = np.cumsum(counts[order], axis=1) - counts[order]  # matches in the nearer lists
+            take = has & ((rank <= probe) | (before < need))
+            w = max(1, int(take.sum(axis=1).max()))
+            width[0] = max(width[0], w)
+            pos = np.argsort(~take, axis=1, kind="stable")[:, :w]  # the taken lists, nearest first
+            assign = np.where(np.take_along_axis(take, pos, axis=1), np.take_along_axis(order, pos, axis=1), -1)
+            assign = np.ascontiguousarray(assign, dtype=np.int64)
+            dis = np.ascontiguousarray(np.take_along_axis(coarse_d, pos, axis=1), dtype=np.float32)
+            n = q.shape[0]
+            D = np.empty((n, fetch), dtype=np.float32)
+            I = np.empty((n, fetch), dtype=np.int64)
+            params = faiss.SearchParametersIVF(nprobe=w, sel=sel)  # type: ignore[call-arg]
+            index.search_preassigned_c(n, faiss.swig_ptr(q), fetch, faiss.swig_ptr(assign), faiss.swig_ptr(dis),
+                                       faiss.swig_ptr(D), faiss.swig_ptr(I), False, params)  # fmt: skip
+            return D, I
+
+        return search, width
+
+    # Settings.filter_exact_ratio, set by the shard process (one setting for all its partitions).
+    filter_exact_ratio = 1.0
+    _POSTFILTER_RESULTS = 1 << 16  # candidates per request filtered by lookup before an IDSelector pays
+
+    def _cpu_search(self, nprobe: int, only: Any = None) -> Callable[[F32, int], tuple[F32, I64]]:
         """A search of the CPU index (faiss's contract: rows best first, -1 padding last; nprobe 0:
-        untrained); the caller holds the read lock while it runs. While frozen: the main index without
-        its masked ids, merged with the delta."""
+        untrained), restricted to the ids the IDSelector `only` accepts when given; the caller holds
+        the read lock while it runs. While frozen: the main index without its masked ids, merged with
+        the delta."""
         index, frozen = self._index, self._frozen
 
         def params(sel: Any = None) -> Any:  # a new object per call: IndexIDMap's search alters it
@@ -458,16 +755,17 @@ class ShardIndex:
             return faiss.SearchParameters(**kw) if kw else None
 
         if frozen is None:
-            return lambda q, fetch: index.search(q, fetch, params=params())
+            return lambda q, fetch: index.search(q, fetch, params=params(only))
         hide = frozen.hide_masked()
         delta = frozen.delta
         larger = self.spec.larger_is_better
+        main_sel = only if hide is None else hide[1] if only is None else faiss.IDSelectorAnd(only, hide[1])
 
         def merged(q: F32, fetch: int) -> tuple[F32, I64]:
-            D, I = index.search(q, fetch, params=params(hide[1] if hide is not None else None))
+            D, I = index.search(q, fetch, params=params(main_sel))
             if not delta.ntotal:
                 return D, I
-            dD, dI = delta.search(q, fetch, params=params())
+            dD, dI = delta.search(q, fetch, params=params(only))
             D, I = np.hstack([D, dD]), np.hstack([I, dI])
             key = np.where(I >= 0, -D if larger else D, np.inf)
             order = np.argsort(key, axis=1, kind="stable")[:, :fetch]
@@ -476,7 +774,7 @@ class ShardIndex:
         return merged
 
     def _ranked(
-        self, queries: F32, k: int, search: Callable[[F32, int], tuple[F32, I64]], fetch: int = 0
+        self, queries: F32, k: int, search: Callable[[F32, int], tuple[F32, I64]], fetch: int = 0, n: int = -1
     ) -> tuple[F32, I64]:
         """The top-k of `search` (faiss's contract: rows best first, -1 padding last) with ties broken
         by the smaller id. faiss keeps whichever tied ids it met first at the k boundary, so it is asked
@@ -484,7 +782,7 @@ class ShardIndex:
         (at most the number stored, in chunks of rows holding at most _TIE_BUDGET results) until their
         whole tie group is in; then rows are sorted by (distance, id) and cut to k. Without a tie at
         the boundary that is one faiss call."""
-        n = self.count
+        n = self.count if n < 0 else n
         if k < 1 or k >= n:  # all stored vectors fit in k: no tie can cross the boundary
             return self._ordered(*search(queries, k), k)
         fetch = fetch or k + 1
@@ -497,7 +795,7 @@ class ShardIndex:
         step = max(1, self._TIE_BUDGET // fetch)
         for start in range(0, rows.size, step):
             chunk = rows[start : start + step]
-            out_d[chunk], out_i[chunk] = self._ranked(queries[chunk], k, search, fetch)
+            out_d[chunk], out_i[chunk] = self._ranked(queries[chunk], k, search, fetch, n)
         return out_d, out_i
 
     _TIE_BUDGET = 1 << 22  # results per faiss call when searching again past a tie
@@ -536,9 +834,12 @@ class ShardIndex:
                 return chosen, np.empty((0, self.spec.dim), dtype=np.float32)
             return chosen, self._vectors(chosen)
 
-    def export_page(self, after_id: int, limit: int, tombstones: bool = True) -> tuple[I64, F32, I64, I64, I64]:
+    def export_page(
+        self, after_id: int, limit: int, tombstones: bool = True
+    ) -> tuple[I64, F32, I64, I64, I64, list[PayloadDict | None]]:
         """The first `limit` entries with id > after_id, in ascending id order: (ids, vectors, versions)
-        of the stored ones and (ids, versions) of the tombstones (none unless `tombstones`)."""
+        of the stored ones, (ids, versions) of the tombstones (none unless `tombstones`), and the
+        payloads of the stored ones."""
         with self._lock.read():
             live = np.fromiter(self._versions, dtype=np.int64, count=len(self._versions))
             dead = np.fromiter(
@@ -554,7 +855,7 @@ class ShardIndex:
             versions = np.fromiter((self._versions[i] for i in live.tolist()), dtype=np.int64, count=live.size)
             dead_versions = np.fromiter((self._tombs[i] for i in dead.tolist()), dtype=np.int64, count=dead.size)
             vectors = self._vectors(live) if live.size else np.empty((0, self.spec.dim), dtype=np.float32)
-            return live, vectors, versions, dead, dead_versions
+            return live, vectors, versions, dead, dead_versions, self.payloads_of(live)
 
     def _export(self) -> tuple[I64, F32]:
         """All (ids, vectors); the caller holds a lock."""
@@ -652,12 +953,26 @@ class ShardIndex:
                 self.applied_lsn = journal()
             self._replay_pending(p.index)
             self._index = p.index
+            self._relist()
             self._frozen = None  # the new index holds every write: a snapshot under way just writes the old one
             self._copy = None  # the next search copies the new IVF index to the accelerator
             self._centroids = p.centroids
             self.train_epoch, self.train_id = epoch, train_id
             self._pending = None
             self._prepared = None
+
+    def _relist(self) -> None:
+        """Record the IVF list of every stored id (after the index was replaced); the caller holds the
+        write lock."""
+        index = self._index
+        if not isinstance(index, faiss.IndexIVF):
+            return
+        invlists: Any = index.invlists
+        for lst in range(index.nlist):
+            size = invlists.list_size(lst)
+            if size:
+                ids = faiss.rev_swig_ptr(invlists.get_ids(lst), size).astype(np.int64)
+                self._payloads.set_lists(ids, np.full(size, lst, dtype=np.int64))
 
     def _replay_pending(self, new: Any) -> None:
         """Apply the writes recorded since the export to `new`; the caller holds the write lock."""
@@ -686,6 +1001,8 @@ class ShardIndex:
             with self._lock.write():
                 index, frozen = self._index, self._freeze()
                 versions, tombs = self._versions.freeze(), self._tombs.freeze()  # copy-on-write: no copy here
+                payloads = self._payloads.freeze()  # payload dicts are never changed in place
+                payload_indexes = self.payload_indexes
                 lsn = self.applied_lsn
                 meta: dict[str, Any] = {"config": _spec_to_json(self.spec), "trained": self.trained,
                                         "count": self.count, "lsn": lsn, "digest": self.digest}  # fmt: skip
@@ -698,7 +1015,9 @@ class ShardIndex:
                     self._thaw(frozen)
             np.save(tmp / "versions.npy", pairs_of(versions))
             np.save(tmp / "tombstones.npy", pairs_of(tombs))
-            sums = {f"{name}_sha256": _sha256(tmp / f"{name}.npy") for name in ("versions", "tombstones")}
+            np.save(tmp / "payloads.npy", _pack_payloads(*payloads))
+            sums = {f"{name}_sha256": _sha256(tmp / f"{name}.npy") for name in ("versions", "tombstones", "payloads")}
+            meta["payload_indexes"] = payload_indexes
             self._publish(directory, tmp, {**meta, "sha256": _sha256(tmp / "index.faiss"), **sums, **epoch})
             self.snapshot_lsn = lsn
 
@@ -795,6 +1114,19 @@ class ShardIndex:
             shard._tombs = IdVersions.from_arrays(dead[0], dead[1])
         else:  # written before versions: every id at version 0 (older than any versioned write)
             shard._versions = IdVersions.from_arrays(ids, np.zeros(ids.size, dtype=np.int64))
+        with_payload: dict[int, tuple[PayloadDict, bytes]] = {}
+        if "payloads_sha256" in meta:
+            for i, blob in _unpack_payloads(directory, meta):
+                with_payload[i] = (payload_from_blob(blob), blob)
+            if not set(with_payload) <= set(shard._versions):
+                raise SnapshotCorrupt(
+                    f"{directory}/payloads.npy lists ids that index.faiss does not hold: refusing to start"
+                )
+        empty = (EMPTY, b"")
+        shard._payloads.put(ids.tolist(), [with_payload.get(i, empty) for i in ids.tolist()])
+        for field, kind in meta.get("payload_indexes", []):
+            shard._payloads.create_index(field, INDEX_TYPES[kind])
+        shard._relist()
         shard.digest = int(meta["digest"]) if "digest" in meta else _digest_of(*shard._export())
         if shard.count != meta["count"]:
             raise SnapshotCorrupt(f"snapshot {directory} holds {shard.count} ids, meta.json says {meta['count']}")
@@ -822,6 +1154,36 @@ def _load_pairs(directory: Path, name: str, meta: dict[str, Any]) -> I64:
     if pairs.dtype != np.int64 or pairs.ndim != 2 or pairs.shape[0] != 2:
         raise SnapshotCorrupt(f"{path} holds a {pairs.dtype} array of shape {pairs.shape}, not 2 x n int64")
     out: I64 = pairs
+    return out
+
+
+def _pack_payloads(ids: I64, payloads: list[PayloadDict | None]) -> npt.NDArray[np.uint8]:
+    """Non-empty payloads as one uint8 array: n, then n (id, length) int64 pairs, then the canonical
+    bytes of each payload in that order."""
+    pairs = [(int(i), encode(p)) for i, p in zip(ids.tolist(), payloads, strict=True) if p]
+    head = np.array([len(pairs)] + [x for i, b in pairs for x in (i, len(b))], dtype="<i8")
+    return np.frombuffer(head.tobytes() + b"".join(b for _, b in pairs), dtype=np.uint8)
+
+
+def _unpack_payloads(directory: Path, meta: dict[str, Any]) -> list[tuple[int, bytes]]:
+    path = directory / "payloads.npy"
+    if not path.exists() or _sha256(path) != meta.get("payloads_sha256"):
+        raise SnapshotCorrupt(
+            f"{path} does not match the checksum in meta.json: refusing to start. Restore the shard's data dir "
+            "from a backup, or delete this replica's data dir so it catches up from its peers."
+        )
+    try:
+        raw = np.load(path, allow_pickle=False).tobytes()
+        n = int(np.frombuffer(raw[:8], dtype="<i8")[0])
+        head = np.frombuffer(raw[8 : 8 + 16 * n], dtype="<i8").reshape(n, 2)
+        out, at = [], 8 + 16 * n
+        for i, size in head.tolist():
+            out.append((i, raw[at : at + size]))
+            at += size
+        if at != len(raw):
+            raise ValueError(f"{len(raw) - at} bytes left over")
+    except (OSError, ValueError, IndexError) as err:
+        raise SnapshotCorrupt(f"{path} cannot be read ({err}): refusing to start") from None
     return out
 
 

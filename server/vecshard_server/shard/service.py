@@ -35,7 +35,9 @@ from vecshard.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from vecshard.payload import payload_from_proto
 from vecshard.types import Metric
+from vecshard.v1 import payload_pb2 as ppb
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import shard_pb2_grpc, types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
@@ -48,6 +50,7 @@ from vecshard_server.common.versions import MAX_VERSION, NODE_BITS, WriteClock
 from vecshard_server.shard.accel import detect
 from vecshard_server.shard.batching import SearchBatcher
 from vecshard_server.shard.engine import Journal, ShardIndex, SnapshotCorrupt
+from vecshard_server.shard.payloads import project
 from vecshard_server.shard.wal import Wal, payload_of, scan, segments
 
 log = logging.getLogger(__name__)
@@ -158,6 +161,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         self.data_dir = data_dir
         self.peers = peers or []
         self.accelerator = detect(settings.device)
+        ShardIndex.filter_exact_ratio = settings.filter_exact_ratio
         self.clock = WriteClock()  # versions writes that come without one (callers other than coordinators)
         self._sync_seen: dict[tuple[str, str], tuple[Any, Any]] = {}  # differences seen by the last peer_sync
         self.dropped: dict[str, int] = {}  # collection name -> version of its last drop here (dropped.json)
@@ -390,7 +394,8 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         vectors = wire.unpack_matrix(page.vectors) if ids.size else np.empty((0, 0), np.float32)
         versions = wire.unpack_ids(page.versions) if page.versions else np.zeros(ids.size, np.int64)
         dead_versions = wire.unpack_ids(page.tombstone_versions)
-        if versions.size != ids.size or dead_versions.size != dead.size or vectors.shape[0] != ids.size:
+        if (versions.size != ids.size or dead_versions.size != dead.size or vectors.shape[0] != ids.size
+                or len(page.payloads) not in (0, ids.size)):  # fmt: skip
             raise Unavailable("the peer sent a malformed export page: retry")
         return ids, vectors, versions, dead, dead_versions
 
@@ -405,10 +410,11 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         for page in self._pages(stub, spec):
             ids, vectors, versions, dead, dead_versions = self._entries(page)
             if ids.size:
-                part.add(ids, vectors, True, None, versions)
+                part.add(ids, vectors, True, None, versions, page.payloads or None)
             if dead.size:
                 part.remove(dead, None, dead_versions)
         part.writes = state.writes  # as many writes as the copy's source has applied
+        self._adopt_indexes(part, state, logged=False)
         return part
 
     def _merge_from(self, stub: shard_pb2_grpc.ShardStub, part: ShardIndex, state: spb.ShardCollectionState) -> int:
@@ -425,20 +431,38 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                     part, lambda: spb.WalRecord(install=install),
                     lambda journal: part.install_quantizer(centroids, journal, desc.train_epoch, desc.train_id),
                 )  # fmt: skip
+        self._adopt_indexes(part, state, logged=True)
         before = part.writes
         for page in self._pages(stub, part.spec):
             self._apply_page(part, page)
         return part.writes - before
+
+    def _adopt_indexes(self, part: ShardIndex, state: spb.ShardCollectionState, logged: bool) -> None:
+        """Create the peer's payload indexes missing here (indexes only speed filters up)."""
+        have = dict(part.payload_indexes)
+        for index in state.payload_indexes:
+            if index.field in have:
+                continue
+            request = pb.CreatePayloadIndexRequest(collection=part.spec.name, field=index.field, type=index.type)
+            if logged:
+                self._logged(
+                    part, lambda r=request: spb.WalRecord(create_index=r),  # type: ignore[misc]
+                    lambda journal, r=request: part.create_payload_index(r.field, r.type, journal),  # type: ignore[misc]
+                )  # fmt: skip
+            else:
+                part.create_payload_index(index.field, index.type)
 
     def _apply_page(self, part: ShardIndex, page: spb.ExportResponse) -> None:
         """Apply the entries of a peer's export page newer than this partition's, logged."""
         ids, vectors, versions, dead, dead_versions = self._entries(page)
         name = part.spec.name
         if ids.size:
-            add = pb.AddRequest(collection=name, ids=page.ids, vectors=page.vectors, upsert=True)
+            add = pb.AddRequest(
+                collection=name, ids=page.ids, vectors=page.vectors, upsert=True, payloads=page.payloads
+            )
             self._logged(
                 part, lambda: spb.WalRecord(add=add, versions=page.versions),
-                lambda journal: part.add(ids, vectors, True, journal, versions),
+                lambda journal: part.add(ids, vectors, True, journal, versions, page.payloads or None),
             )  # fmt: skip
         if dead.size:
             remove = pb.RemoveRequest(collection=name, ids=page.tombstone_ids)
@@ -493,10 +517,21 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         journal: Journal = lambda: record.lsn  # noqa: E731
         if op == "add":
             ids = wire.unpack_ids(record.add.ids)
-            part.add(ids, wire.unpack_matrix(record.add.vectors), True, journal, record_versions(record, ids.size))
+            part.add(ids, wire.unpack_matrix(record.add.vectors), True, journal, record_versions(record, ids.size),
+                     record.add.payloads or None)  # fmt: skip
         elif op == "remove":
             ids = wire.unpack_ids(record.remove.ids)
             part.remove(ids, journal, record_versions(record, ids.size), record.rollback)
+        elif op == "set_payload":
+            sp = record.set_payload
+            ids = wire.unpack_ids(sp.ids)
+            patch = payload_from_proto(sp.payload)
+            part.set_payload(ids, None, sp.mode, patch, list(sp.keys), journal, record.version, [])
+        elif op == "create_index":
+            part.create_payload_index(record.create_index.field, record.create_index.type, journal)
+        elif op == "drop_index":
+            if record.drop_index.field in dict(part.payload_indexes):
+                part.drop_payload_index(record.drop_index.field, journal)
         elif op == "install":
             install = record.install
             centroids = wire.unpack_matrix(install.centroids, "centroids")
@@ -634,6 +669,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             train_epoch=part.train_epoch, train_id=part.train_id, prepared_epoch=part.prepared_epoch,
             writes=part.writes, max_version=part.max_version, tombstones=part.tombstones,
             incarnation=part.incarnation,
+            payload_indexes=[ppb.PayloadIndex(field=f, type=t) for f, t in part.payload_indexes],  # type: ignore[arg-type]
         )  # fmt: skip
         centroids = part.centroids
         if include_centroids and centroids is not None:
@@ -729,7 +765,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             self._logged,
             part,
             lambda: spb.WalRecord(add=request, version=version),
-            lambda journal: part.add(ids, vectors, request.upsert, journal, version),
+            lambda journal: part.add(ids, vectors, request.upsert, journal, version, request.payloads or None),
             deadline_of(context),
             None,
             False,
@@ -739,8 +775,23 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
     async def Remove(self, request: pb.RemoveRequest, context: grpc.aio.ServicerContext) -> pb.RemoveResponse:
         part = self._get(request.collection)
-        ids = wire.unpack_ids(request.ids)
         version = self._version(context)
+        if request.HasField("filter"):
+            resolved: list[np.ndarray] = []
+            removed = await self._run(
+                self._writes,
+                self._logged,
+                part,
+                lambda: spb.WalRecord(
+                    remove=pb.RemoveRequest(collection=part.spec.name, ids=wire.pack_ids(resolved[-1])), version=version
+                ),
+                lambda journal: part.remove_matching(request.filter, journal, version, resolved),
+                None,
+                None,
+                True,
+            )
+            return pb.RemoveResponse(removed=removed)
+        ids = wire.unpack_ids(request.ids)
         removed = await self._run(
             self._writes,
             self._logged,
@@ -787,8 +838,12 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         ids = wire.unpack_ids(request.ids)
         dim = part.spec.dim
         check_reply_rows(self.settings, ids.size, 4 * dim + 1, dim, "get at most {limit} ids per call")
-        vectors, found = await self._run(self._reads, part.get, ids)
-        return pb.GetResponse(vectors=wire.pack_matrix(vectors), found=found.astype(np.uint8).tobytes())
+        with_payload = request.with_payload.enable
+        vectors, found, payloads = await self._run(self._reads, part.get, ids, with_payload)
+        return pb.GetResponse(
+            vectors=wire.pack_matrix(vectors), found=found.astype(np.uint8).tobytes(),
+            payloads=[project(p, request.with_payload.fields) for p in payloads],
+        )  # fmt: skip
 
     async def Resync(self, request: spb.ResyncRequest, context: grpc.aio.ServicerContext) -> spb.ShardCollectionState:
         check_name(request.collection)
@@ -805,6 +860,8 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             )
         queries = wire.unpack_matrix(request.queries, "queries")
         check_search(self.settings, part.spec, queries, request.k)  # before batching: one bad query failed all
+        if request.HasField("filter") or request.with_payload.enable:
+            return await self._run(self._reads, self._search_filtered, part, queries, request)
         if self.settings.search_batching:
             D, I = await self._batcher(part).search(queries, request.k, request.nprobe)
         else:
@@ -815,6 +872,110 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             distances=D.astype(wire.F32, copy=False).tobytes(),
             ids=I.astype(wire.I64, copy=False).tobytes(),
         )
+
+    @staticmethod
+    def _search_filtered(part: ShardIndex, queries: np.ndarray, request: pb.SearchRequest) -> pb.SearchResponse:
+        selector = request.with_payload
+        plans = []
+        if request.HasField("filter"):
+            D, I, plan, payloads = part.search_filtered(
+                queries, request.k, request.nprobe, request.filter, selector.enable
+            )
+            plans.append(plan)
+        else:
+            D, I, payloads = part.search_with_payloads(queries, request.k, request.nprobe)
+        return pb.SearchResponse(
+            nq=queries.shape[0], k=request.k, distances=D.astype(wire.F32, copy=False).tobytes(),
+            ids=I.astype(wire.I64, copy=False).tobytes(), plans=plans,
+            payloads=[project(p, selector.fields) for p in payloads] if selector.enable else [],
+        )  # fmt: skip
+
+    def _fitting(self, payloads: list[ppb.Payload], row_bytes: int) -> int:
+        """How many leading rows (each row_bytes plus its payload) fit in one reply: all of them
+        without payloads (the rows were already checked), else at least 1."""
+        sizes = np.fromiter((p.ByteSize() for p in payloads), dtype=np.int64, count=len(payloads))
+        if not sizes.any():
+            return len(payloads)
+        budget = rows_that_fit(self.settings, row_bytes) * row_bytes
+        return max(1, int(np.searchsorted(np.cumsum(sizes + row_bytes + 8), budget, side="right")))
+
+    async def Count(self, request: pb.CountRequest, context: grpc.aio.ServicerContext) -> pb.CountResponse:
+        part = self._get(request.collection)
+        f = request.filter if request.HasField("filter") else None
+        count, unindexed = await self._run(self._reads, part.count_matching, f)
+        plans = [ppb.FilterPlan(plan="count", matches=count, unindexed_fields=unindexed)] if f is not None else []
+        return pb.CountResponse(count=count, plans=plans)
+
+    async def Scroll(self, request: pb.ScrollRequest, context: grpc.aio.ServicerContext) -> pb.ScrollResponse:
+        part = self._get(request.collection)
+        f = request.filter if request.HasField("filter") else None
+        limit = request.limit or 100
+        dim = part.spec.dim
+        row = 16 + (4 * dim if request.with_vectors else 0)
+        check_reply_rows(self.settings, limit, row, dim, "scroll with a limit of at most {limit}")
+        ids, payloads, vectors, more = await self._run(
+            self._reads, part.scroll, f, request.start_id, limit, request.with_payload.enable, request.with_vectors
+        )
+        encoded = [project(p, request.with_payload.fields) for p in payloads]
+        keep = self._fitting(encoded, row)
+        if encoded and keep < ids.size:
+            ids, encoded, more = ids[:keep], encoded[:keep], True
+            vectors = vectors[:keep] if vectors is not None else None
+        out = pb.ScrollResponse(
+            ids=wire.pack_ids(ids), payloads=encoded,
+            next_start_id=int(ids[-1]) + 1 if ids.size else request.start_id, done=not more,
+        )  # fmt: skip
+        if vectors is not None:
+            out.vectors.CopyFrom(wire.pack_matrix(vectors))
+        return out
+
+    async def SetPayload(
+        self, request: pb.SetPayloadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetPayloadResponse:
+        part = self._get(request.collection)
+        version = self._version(context)
+        ids = wire.unpack_ids(request.ids) if not request.HasField("filter") else None
+        f = request.filter if request.HasField("filter") else None
+        patch = payload_from_proto(request.payload)
+        keys = list(request.keys)
+        resolved: list[np.ndarray] = []
+
+        def record() -> spb.WalRecord:
+            logged = pb.SetPayloadRequest(collection=part.spec.name, ids=wire.pack_ids(resolved[-1]),
+                                          payload=request.payload, mode=request.mode, keys=keys)  # fmt: skip
+            return spb.WalRecord(set_payload=logged, version=version)
+
+        updated = await self._run(
+            self._writes,
+            self._logged,
+            part,
+            record,
+            lambda journal: part.set_payload(ids, f, request.mode, patch, keys, journal, version, resolved),
+            None,
+            None,
+            True,
+        )
+        return pb.SetPayloadResponse(updated=updated)
+
+    async def CreatePayloadIndex(
+        self, request: pb.CreatePayloadIndexRequest, context: grpc.aio.ServicerContext
+    ) -> spb.ShardCollectionState:
+        part = self._get(request.collection)
+        await self._run(
+            self._writes, self._logged, part, lambda: spb.WalRecord(create_index=request),
+            lambda journal: part.create_payload_index(request.field, request.type, journal),
+        )  # fmt: skip
+        return self._state(part)
+
+    async def DropPayloadIndex(
+        self, request: pb.DropPayloadIndexRequest, context: grpc.aio.ServicerContext
+    ) -> spb.ShardCollectionState:
+        part = self._get(request.collection)
+        await self._run(
+            self._writes, self._logged, part, lambda: spb.WalRecord(drop_index=request),
+            lambda journal: part.drop_payload_index(request.field, journal),
+        )  # fmt: skip
+        return self._state(part)
 
     async def Sample(self, request: pb.SampleRequest, context: grpc.aio.ServicerContext) -> spb.ExportResponse:
         part = self._get(request.collection)
@@ -828,14 +989,22 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         part = self._get(request.collection)
         fit = rows_that_fit(self.settings, 4 * part.spec.dim + 16)
         limit = max(1, min(request.limit, fit + 1))  # one more than fits tells a page that would not
-        ids, vectors, versions, dead, dead_versions = await self._run(
+        ids, vectors, versions, dead, dead_versions, payloads = await self._run(
             self._reads, part.export_page, request.after_id, limit, request.include_tombstones
         )
         check_reply_rows(self.settings, ids.size + dead.size, 4 * part.spec.dim + 16, part.spec.dim,
                          "send a limit of at most {limit} per page")  # fmt: skip
+        encoded = [project(p, ()) for p in payloads]
+        keep = self._fitting(encoded, 4 * part.spec.dim + 16)
+        if keep < ids.size:  # the page ends before the first payload that does not fit
+            last = ids[keep - 1]
+            ids, vectors, versions, encoded = ids[:keep], vectors[:keep], versions[:keep], encoded[:keep]
+            dead_keep = dead <= last
+            dead, dead_versions = dead[dead_keep], dead_versions[dead_keep]
         return spb.ExportResponse(
             ids=wire.pack_ids(ids), vectors=wire.pack_matrix(vectors), versions=wire.pack_ids(versions),
             tombstone_ids=wire.pack_ids(dead), tombstone_versions=wire.pack_ids(dead_versions),
+            payloads=encoded,
         )  # fmt: skip
 
     async def InstallQuantizer(

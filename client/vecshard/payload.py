@@ -1,0 +1,225 @@
+"""Payloads and filters: Python values <-> proto (payload.proto), shared by the SDK and the server.
+
+A payload is a JSON-like dict: str keys; None, bool, int (int64), float, str, lists and nested
+dicts. Integers stay integers (never doubles), so int64 values round-trip exactly.
+
+A filter is a dict of the shape of the `Filter` message (or a `Filter` itself):
+
+    {"must": [{"key": "lang", "match": "en"}, {"key": "year", "range": {"gte": 2020}}],
+     "should": [...], "must_not": [...]}
+
+where each condition is a nested filter dict, `{"has_id": [1, 2]}`, or `{"key": path, TEST: ...}`
+with TEST one of match (a value), match_any (a list), range ({"gt"|"gte"|"lt"|"lte": number}),
+is_null / is_empty / exists (True). `vecshard.filter_text.parse_filter` reads the same from text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import numpy as np
+
+from vecshard.errors import InvalidArgument
+from vecshard.v1 import payload_pb2 as ppb
+
+JsonValue = None | bool | int | float | str | list[Any] | dict[str, Any]
+PayloadDict = dict[str, Any]
+FilterLike = Mapping[str, Any] | ppb.Filter
+
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+MAX_DEPTH = 32  # nesting of payload values and of filter groups
+
+_TESTS = ("match", "match_any", "range", "is_null", "is_empty", "exists")
+_BOUNDS = ("gt", "gte", "lt", "lte")
+
+
+def value_to_proto(v: Any, path: str = "payload", depth: int = 0) -> ppb.Value:
+    """One Python value as a `Value`; InvalidArgument (naming `path`) for what JSON cannot hold."""
+    if depth > MAX_DEPTH:
+        raise InvalidArgument(f"{path} is nested more than {MAX_DEPTH} levels deep")
+    if v is None:
+        return ppb.Value(null_value=ppb.NULL_VALUE)
+    if isinstance(v, bool | np.bool_):
+        return ppb.Value(bool_value=bool(v))
+    if isinstance(v, int | np.integer):
+        if not INT64_MIN <= int(v) <= INT64_MAX:
+            raise InvalidArgument(f"{path} = {v} does not fit in int64")
+        return ppb.Value(int_value=int(v))
+    if isinstance(v, float | np.floating):
+        if not math.isfinite(v):
+            raise InvalidArgument(f"{path} is {v}: payload numbers must be finite (JSON has no NaN or Inf)")
+        return ppb.Value(double_value=float(v))
+    if isinstance(v, str):
+        return ppb.Value(string_value=v)
+    if isinstance(v, Mapping):
+        return ppb.Value(struct_value=payload_to_proto(v, path, depth + 1))
+    if isinstance(v, list | tuple):
+        items = [value_to_proto(x, f"{path}[{i}]", depth + 1) for i, x in enumerate(v)]
+        return ppb.Value(list_value=ppb.ListValue(values=items))
+    raise InvalidArgument(
+        f"{path} is a {type(v).__name__}: payload values are None, bool, int, float, str, lists and dicts"
+    )
+
+
+def payload_to_proto(d: Mapping[str, Any] | None, path: str = "payload", depth: int = 0) -> ppb.Payload:
+    """A dict (None: empty) as a `Payload`."""
+    if d is None:
+        return ppb.Payload()
+    if not isinstance(d, Mapping):
+        raise InvalidArgument(f"{path} must be a dict with str keys, got {type(d).__name__}")
+    out = ppb.Payload()
+    for k, v in d.items():
+        if not isinstance(k, str) or not k:
+            raise InvalidArgument(f"{path} has the key {k!r}: keys are non-empty strings")
+        out.fields[k].CopyFrom(value_to_proto(v, f"{path}.{k}", depth))
+    return out
+
+
+def value_from_proto(v: ppb.Value) -> Any:
+    """A `Value` as a Python value (an unset Value reads as None)."""
+    kind = v.WhichOneof("kind")
+    if kind == "struct_value":
+        return payload_from_proto(v.struct_value)
+    if kind == "list_value":
+        return [value_from_proto(x) for x in v.list_value.values]
+    if kind is None or kind == "null_value":
+        return None
+    return getattr(v, kind)
+
+
+def payload_from_proto(p: ppb.Payload) -> PayloadDict:
+    """A `Payload` as a dict."""
+    return {k: value_from_proto(v) for k, v in p.fields.items()}
+
+
+def check_value(v: ppb.Value, path: str, depth: int = 0) -> None:
+    """Refuse what a client in another language could send but a payload cannot hold."""
+    if depth > MAX_DEPTH:
+        raise InvalidArgument(f"{path} is nested more than {MAX_DEPTH} levels deep")
+    kind = v.WhichOneof("kind")
+    if kind is None:
+        raise InvalidArgument(f"{path} is a Value with no kind set: set one (null_value for null)")
+    if kind == "double_value" and not math.isfinite(v.double_value):
+        raise InvalidArgument(f"{path} is {v.double_value}: payload numbers must be finite")
+    elif kind == "list_value":
+        for i, x in enumerate(v.list_value.values):
+            check_value(x, f"{path}[{i}]", depth + 1)
+    elif kind == "struct_value":
+        check_payload(v.struct_value, path, depth + 1)
+
+
+def check_payload(p: ppb.Payload, path: str = "payload", depth: int = 0) -> None:
+    for k, v in p.fields.items():
+        if not k:
+            raise InvalidArgument(f"{path} has an empty key: keys are non-empty strings")
+        check_value(v, f"{path}.{k}", depth)
+
+
+# -- filters ------------------------------------------------------------------------------------
+
+
+def filter_to_proto(f: FilterLike | None, path: str = "filter") -> ppb.Filter | None:
+    """An SDK filter dict (or a `Filter`) as a `Filter`; None stays None. InvalidArgument names the
+    path of the bad part, e.g. filter.must[1].range."""
+    if f is None or isinstance(f, ppb.Filter):
+        return f
+    return _filter(f, path, 0)
+
+
+def _filter(f: Any, path: str, depth: int) -> ppb.Filter:
+    if not isinstance(f, Mapping):
+        raise InvalidArgument(f"{path} must be a dict with must / should / must_not lists, got {type(f).__name__}")
+    if depth > MAX_DEPTH:
+        raise InvalidArgument(f"{path} nests filters more than {MAX_DEPTH} levels deep")
+    unknown = set(f) - {"must", "should", "must_not"}
+    if unknown:
+        raise InvalidArgument(f"{path} has unknown keys {sorted(unknown)}: a filter has must, should and must_not")
+    out = ppb.Filter()
+    for group in ("must", "should", "must_not"):
+        conds = f.get(group) or []
+        if isinstance(conds, Mapping):
+            conds = [conds]
+        if not isinstance(conds, Sequence) or isinstance(conds, str):
+            raise InvalidArgument(f"{path}.{group} must be a list of conditions")
+        getattr(out, group).extend(_condition(c, f"{path}.{group}[{i}]", depth) for i, c in enumerate(conds))
+    return out
+
+
+def _condition(c: Any, path: str, depth: int) -> ppb.Condition:
+    if not isinstance(c, Mapping):
+        raise InvalidArgument(f"{path} must be a dict, got {type(c).__name__}")
+    if "has_id" in c:
+        if len(c) != 1:
+            raise InvalidArgument(f"{path}: has_id stands alone in its condition")
+        ids = np.asarray(c["has_id"]).reshape(-1)
+        if ids.size and (not np.issubdtype(ids.dtype, np.integer) or (ids < 0).any()):
+            raise InvalidArgument(f"{path}.has_id must list ids (integers >= 0)")
+        return ppb.Condition(has_id=ids.astype("<i8").tobytes())
+    if "key" not in c:
+        if set(c) <= {"must", "should", "must_not"}:  # a nested group ({} matches every point)
+            return ppb.Condition(filter=_filter(c, path, depth + 1))
+        raise InvalidArgument(f"{path} needs a 'key' (a field condition), 'has_id', or must/should/must_not")
+    key = c["key"]
+    if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
+        raise InvalidArgument(f"{path}.key must be a dotted path like 'meta.lang', got {key!r}")
+    tests = [t for t in _TESTS if t in c]
+    extra = set(c) - {"key", *_TESTS}
+    if len(tests) != 1 or extra:
+        raise InvalidArgument(f"{path} must have 'key' and exactly one of {', '.join(_TESTS)}")
+    test = tests[0]
+    arg = c[test]
+    fc = ppb.FieldCondition(key=key)
+    if test == "match":
+        fc.match.CopyFrom(_match_value(arg, f"{path}.match"))
+    elif test == "match_any":
+        if not isinstance(arg, Sequence) or isinstance(arg, str) or not arg:
+            raise InvalidArgument(f"{path}.match_any must be a non-empty list of values")
+        fc.match_any.values.extend(_match_value(x, f"{path}.match_any[{i}]") for i, x in enumerate(arg))
+    elif test == "range":
+        if not isinstance(arg, Mapping) or not arg or set(arg) - set(_BOUNDS):
+            raise InvalidArgument(f"{path}.range must be a dict of gt / gte / lt / lte numbers")
+        for b, x in arg.items():
+            if isinstance(x, bool) or not isinstance(x, int | float | np.integer | np.floating):
+                raise InvalidArgument(f"{path}.range.{b} must be a number, got {x!r}")
+            getattr(fc.range, b).CopyFrom(value_to_proto(x, f"{path}.range.{b}"))
+    else:
+        if arg is not True:
+            raise InvalidArgument(f"{path}.{test} must be True (negate with must_not)")
+        setattr(fc, test, True)
+    return ppb.Condition(field=fc)
+
+
+def _match_value(x: Any, path: str) -> ppb.Value:
+    if x is None or isinstance(x, list | tuple | Mapping):
+        raise InvalidArgument(f"{path} must be a string, a number or a bool (use is_null for null)")
+    return value_to_proto(x, path)
+
+
+def filter_from_proto(f: ppb.Filter) -> dict[str, Any]:
+    """A `Filter` as the SDK's dict form (for display and tests)."""
+    out: dict[str, Any] = {}
+    for group in ("must", "should", "must_not"):
+        conds = getattr(f, group)
+        if conds:
+            out[group] = [_condition_from_proto(c) for c in conds]
+    return out
+
+
+def _condition_from_proto(c: ppb.Condition) -> dict[str, Any]:
+    kind = c.WhichOneof("kind")
+    if kind == "filter":
+        return filter_from_proto(c.filter)
+    if kind == "has_id":
+        return {"has_id": np.frombuffer(c.has_id, dtype="<i8").tolist()}
+    fc = c.field
+    test = fc.WhichOneof("test")
+    if test == "match":
+        return {"key": fc.key, "match": value_from_proto(fc.match)}
+    if test == "match_any":
+        return {"key": fc.key, "match_any": [value_from_proto(v) for v in fc.match_any.values]}
+    if test == "range":
+        return {"key": fc.key, "range": {b: value_from_proto(getattr(fc.range, b)) for b in _BOUNDS
+                                          if fc.range.HasField(b)}}  # fmt: skip
+    return {"key": fc.key, cast(str, test): True}

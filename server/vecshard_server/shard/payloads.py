@@ -1,0 +1,535 @@
+"""The payloads of one partition, their payload indexes, and filter evaluation.
+
+Every stored point has a slot (its row in the numpy columns below) holding its payload (a dict,
+never mutated once stored: writes replace it). A filter evaluates to a boolean mask over the slots:
+conditions on indexed fields read numpy columns, the others read every payload ("a scan").
+
+Semantics (see payload.proto): a dotted key reaches into nested objects and through lists; a field's
+values are its leaves (lists flattened); a test holds when it holds for any value. Numbers compare
+exactly by value (int 3 equals 3.0; 2**53 + 1 does not equal 2.0**53); bools are not numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from vecshard.errors import AlreadyExists, InvalidArgument, NotFound
+from vecshard.payload import MAX_DEPTH, PayloadDict, payload_from_proto, payload_to_proto, value_from_proto
+from vecshard.v1 import payload_pb2 as ppb
+
+Mask = npt.NDArray[np.bool_]
+I64 = npt.NDArray[np.int64]
+
+EMPTY: PayloadDict = {}  # shared by every point without a payload; never mutated
+_EXACT_INT = 1 << 53  # integers beyond this are not exact as float64
+
+INDEX_TYPES: dict[int, str] = {
+    ppb.PAYLOAD_INDEX_TYPE_KEYWORD: "keyword",
+    ppb.PAYLOAD_INDEX_TYPE_INTEGER: "integer",
+    ppb.PAYLOAD_INDEX_TYPE_FLOAT: "float",
+    ppb.PAYLOAD_INDEX_TYPE_BOOL: "bool",
+}
+
+
+def encode(payload: PayloadDict) -> bytes:
+    """The canonical bytes of a payload (map keys sorted): equal payloads, equal bytes."""
+    return payload_to_proto(payload).SerializeToString(deterministic=True) if payload else b""
+
+
+def payload_hash(point_id: int, blob: bytes) -> int:
+    """A 64-bit hash of (id, payload bytes), 0 for an empty payload: part of a partition's digest."""
+    if not blob:
+        return 0
+    h = hashlib.blake2b(blob, digest_size=8, key=int(point_id).to_bytes(8, "little", signed=True))
+    return int.from_bytes(h.digest(), "little")
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _flatten(v: Any, out: list[Any]) -> None:
+    if isinstance(v, list):
+        for x in v:
+            _flatten(x, out)
+    else:
+        out.append(v)
+
+
+def values_at(payload: PayloadDict, path: Sequence[str]) -> tuple[bool, list[Any]]:
+    """(whether the key is present, its leaf values)."""
+    cur: list[Any] = [payload]
+    for part in path:
+        nxt: list[Any] = []
+        for obj in cur:
+            items: list[Any] = []
+            _flatten(obj, items)
+            for o in items:
+                if isinstance(o, dict) and part in o:
+                    nxt.append(o[part])
+        if not nxt:
+            return False, []
+        cur = nxt
+    leaves: list[Any] = []
+    for v in cur:
+        _flatten(v, leaves)
+    return True, leaves
+
+
+def _eq(x: Any, v: Any) -> bool:
+    if isinstance(v, bool):
+        return isinstance(x, bool) and x == v
+    if isinstance(v, str):
+        return isinstance(x, str) and x == v
+    return _is_num(x) and x == v
+
+
+class _Bounds:
+    """A numeric range; comparisons of Python ints and floats are exact."""
+
+    def __init__(self, r: ppb.Range, path: str) -> None:
+        self.b: dict[str, int | float] = {}
+        for name in ("gt", "gte", "lt", "lte"):
+            if r.HasField(name):
+                v = value_from_proto(getattr(r, name))
+                if not _is_num(v):
+                    raise InvalidArgument(f"{path}.range.{name} must be a number (int or double)")
+                if isinstance(v, float) and math.isnan(v):
+                    raise InvalidArgument(f"{path}.range.{name} is NaN")
+                self.b[name] = v
+        if not self.b:
+            raise InvalidArgument(f"{path}.range sets no bound: set gt, gte, lt or lte")
+
+    def holds(self, x: Any) -> bool:
+        b = self.b
+        return _is_num(x) and not (
+            ("gt" in b and not x > b["gt"]) or ("gte" in b and not x >= b["gte"])
+            or ("lt" in b and not x < b["lt"]) or ("lte" in b and not x <= b["lte"])
+        )  # fmt: skip
+
+    def int_bounds(self) -> tuple[int, int]:
+        """The same range over integers, as [lo, hi] (lo > hi: empty)."""
+        lo, hi = -(1 << 63), (1 << 63) - 1
+        for name, v in self.b.items():
+            if name == "gt":
+                lo = max(lo, math.floor(v) + 1)
+            elif name == "gte":
+                lo = max(lo, math.ceil(v))
+            elif name == "lt":
+                hi = min(hi, math.ceil(v) - 1)
+            else:
+                hi = min(hi, math.floor(v))
+        return lo, hi
+
+    def exact_as_float(self) -> bool:
+        return all(isinstance(v, float) or abs(v) <= _EXACT_INT for v in self.b.values())
+
+    def column_mask(self, col: npt.NDArray[Any]) -> Mask:
+        m = np.ones(col.shape, dtype=bool)
+        with np.errstate(invalid="ignore"):
+            for name, v in self.b.items():
+                fv = float(v)
+                m &= (
+                    col > fv
+                    if name == "gt"
+                    else col >= fv
+                    if name == "gte"
+                    else col < fv
+                    if name == "lt"
+                    else col <= fv
+                )
+        return m
+
+
+class FieldIndex:
+    """A payload index on one field: a numpy column of each slot's value of the index's type.
+
+    A slot with several values of the type is in `multi`; a slot with values of other kinds (or,
+    for a float index, integers too large for float64) is in `other` and read from its payload.
+    """
+
+    def __init__(self, field: str, kind: str) -> None:
+        self.field, self.kind = field, kind
+        self.path = field.split(".")
+        dtype: Any = {"keyword": np.int32, "integer": np.int64, "float": np.float64, "bool": np.int8}[kind]
+        self.col: npt.NDArray[Any] = np.empty(0, dtype=dtype)
+        self.has: Mask = np.zeros(0, dtype=bool)
+        self.multi: dict[int, frozenset[Any]] = {}  # slot -> its values (codes for keyword)
+        self.other: set[int] = set()
+        self.vocab: dict[str, int] = {}
+
+    def grow(self, n: int) -> None:
+        if n > self.col.size:
+            extra = n - self.col.size
+            self.col = np.concatenate([self.col, np.zeros(extra, dtype=self.col.dtype)])
+            self.has = np.concatenate([self.has, np.zeros(extra, dtype=bool)])
+
+    def _typed(self, x: Any) -> Any:
+        """x as a value of this index's column, or None when it is of another kind."""
+        if self.kind == "keyword":
+            if isinstance(x, str):
+                return self.vocab.setdefault(x, len(self.vocab))
+            return None
+        if self.kind == "bool":
+            return int(x) if isinstance(x, bool) else None
+        if not _is_num(x):
+            return None
+        if self.kind == "integer":
+            return x if isinstance(x, int) else None
+        return float(x) if isinstance(x, float) or abs(x) <= _EXACT_INT else None
+
+    def set(self, slot: int, payload: PayloadDict | None) -> None:
+        self.has[slot] = False
+        self.multi.pop(slot, None)
+        self.other.discard(slot)
+        if not payload:
+            return
+        _, leaves = values_at(payload, self.path)
+        typed = []
+        for x in leaves:
+            if x is None:
+                continue
+            t = self._typed(x)
+            if t is None:
+                self.other.add(slot)
+            else:
+                typed.append(t)
+        if len(typed) == 1 or (typed and len(set(typed)) == 1):
+            self.col[slot], self.has[slot] = typed[0], True
+        elif typed:
+            self.multi[slot] = frozenset(typed)
+
+    def _equal(self, n: int, wanted: list[Any]) -> Mask:
+        """Slots holding one of the (already typed) values."""
+        col, has = self.col[:n], self.has[:n]
+        m = has & np.isin(col, np.asarray(wanted, dtype=col.dtype)) if wanted else np.zeros(n, dtype=bool)
+        want = set(wanted)
+        for slot, vals in self.multi.items():
+            if slot < n and vals & want:
+                m[slot] = True
+        return m
+
+    def answer(self, fc: ppb.FieldCondition, n: int, path: str) -> Mask | None:
+        """The slots whose typed values pass `fc` (the caller adds `other` by scanning), or None when
+        this index cannot answer the test."""
+        test = fc.WhichOneof("test")
+        if test in ("match", "match_any"):
+            values = (
+                [value_from_proto(fc.match)] if test == "match" else [value_from_proto(v) for v in fc.match_any.values]
+            )
+            wanted: list[Any] = []
+            for v in values:
+                if self.kind == "keyword":
+                    if isinstance(v, str) and v in self.vocab:
+                        wanted.append(self.vocab[v])
+                elif self.kind == "bool":
+                    if isinstance(v, bool):
+                        wanted.append(int(v))
+                elif _is_num(v):
+                    if self.kind == "integer" and (isinstance(v, int) or float(v).is_integer()):
+                        if -(1 << 63) <= int(v) < (1 << 63):
+                            wanted.append(int(v))
+                    elif self.kind == "float":
+                        if isinstance(v, int) and abs(v) > _EXACT_INT:
+                            return None
+                        wanted.append(float(v))
+            return self._equal(n, wanted)
+        if test == "range" and self.kind in ("integer", "float"):
+            bounds = _Bounds(fc.range, path)
+            col, has = self.col[:n], self.has[:n]
+            if self.kind == "integer":
+                lo, hi = bounds.int_bounds()
+                m = has & (col >= lo) & (col <= hi) if lo <= hi else np.zeros(n, dtype=bool)
+            else:
+                if not bounds.exact_as_float():
+                    return None
+                m = has & bounds.column_mask(col)
+            for slot, vals in self.multi.items():
+                if slot < n and any(bounds.holds(v) for v in vals):
+                    m[slot] = True
+            return m
+        if test == "exists":
+            m = self.has[:n].copy()
+            for slot in self.multi:
+                if slot < n:
+                    m[slot] = True
+            return m
+        return None
+
+
+class PayloadStore:
+    """Payloads by point id, in slots; the caller (ShardIndex) serialises writes under its lock."""
+
+    def __init__(self) -> None:
+        self._slot: dict[int, int] = {}
+        self._ids = np.empty(0, dtype=np.int64)
+        self._live = np.zeros(0, dtype=bool)
+        self._lists = np.zeros(0, dtype=np.int32)  # each slot's IVF list (-1: none, or untrained)
+        self._payloads: list[PayloadDict | None] = []
+        self._hashes: dict[int, int] = {}  # slot -> payload_hash, for non-empty payloads
+        self._free: list[int] = []
+        self.indexes: dict[str, FieldIndex] = {}
+
+    def __len__(self) -> int:
+        return len(self._slot)
+
+    @property
+    def slots(self) -> int:
+        return len(self._payloads)
+
+    def _grow(self, n: int) -> None:
+        if n > self._ids.size:
+            cap = max(n, 2 * self._ids.size, 1024)
+            self._ids = np.concatenate([self._ids, np.full(cap - self._ids.size, -1, dtype=np.int64)])
+            self._live = np.concatenate([self._live, np.zeros(cap - self._live.size, dtype=bool)])
+            self._lists = np.concatenate([self._lists, np.full(cap - self._lists.size, -1, dtype=np.int32)])
+            for index in self.indexes.values():
+                index.grow(cap)
+
+    def put(self, ids: Iterable[int], payloads: Iterable[tuple[PayloadDict, bytes]]) -> int:
+        """Store (payload, its canonical bytes) for each id; returns the digest change (mod 2^64)."""
+        change = 0
+        for i, (payload, blob) in zip(ids, payloads, strict=True):
+            slot = self._slot.get(i)
+            if slot is None:
+                if self._free:
+                    slot = self._free.pop()
+                else:
+                    slot = len(self._payloads)
+                    self._payloads.append(None)
+                    self._grow(slot + 1)
+                self._slot[i] = slot
+                self._ids[slot], self._live[slot], self._lists[slot] = i, True, -1
+            change -= self._hashes.pop(slot, 0)
+            h = payload_hash(i, blob)
+            if h:
+                self._hashes[slot] = h
+                change += h
+            self._payloads[slot] = payload or EMPTY
+            for index in self.indexes.values():
+                index.set(slot, payload)
+        return change & ((1 << 64) - 1)
+
+    def drop(self, ids: Iterable[int]) -> int:
+        """Forget the payloads of ids (removed points); returns the digest change."""
+        change = 0
+        for i in ids:
+            slot = self._slot.pop(i, None)
+            if slot is None:
+                continue
+            change -= self._hashes.pop(slot, 0)
+            self._payloads[slot] = None
+            self._live[slot] = False
+            self._ids[slot] = -1
+            for index in self.indexes.values():
+                index.set(slot, None)
+            self._free.append(slot)
+        return change & ((1 << 64) - 1)
+
+    def set_lists(self, ids: I64, lists: I64) -> None:
+        """Record the IVF list of stored ids."""
+        get = self._slot.get
+        slots = np.fromiter((get(i, -1) for i in ids.tolist()), dtype=np.int64, count=ids.size)
+        ok = slots >= 0
+        self._lists[slots[ok]] = lists[ok]
+
+    def lists_of(self, mask: Mask) -> npt.NDArray[np.int64]:
+        """The IVF lists of the slots where mask is set (those with one)."""
+        lists = self._lists[: mask.size][mask]
+        return lists[lists >= 0].astype(np.int64)
+
+    def freeze(self) -> tuple[I64, list[PayloadDict | None]]:
+        """(ids, payloads) by slot, a copy (payload dicts are never changed in place)."""
+        n = self.slots
+        return self._ids[:n].copy(), list(self._payloads)
+
+    def ids_of(self, mask: Mask) -> I64:
+        """The ids of the live slots where mask is set (in slot order)."""
+        n = mask.size
+        return self._ids[:n][mask & self._live[:n]]
+
+    def get(self, i: int) -> PayloadDict | None:
+        slot = self._slot.get(i)
+        return None if slot is None else self._payloads[slot]
+
+    def items(self) -> list[tuple[int, PayloadDict]]:
+        """(id, payload) of every point with a non-empty payload (a consistent copy under the caller's lock)."""
+        return [(int(self._ids[s]), p) for s, p in enumerate(self._payloads) if p]
+
+    # -- indexes --------------------------------------------------------------------------------
+
+    def create_index(self, field: str, kind: str) -> bool:
+        """Index `field`; False when it is already indexed with this kind."""
+        have = self.indexes.get(field)
+        if have is not None:
+            if have.kind == kind:
+                return False
+            raise AlreadyExists(f"payload field {field!r} is already indexed as {have.kind}: drop that index first")
+        index = FieldIndex(field, kind)
+        index.grow(self._ids.size)
+        for slot, p in enumerate(self._payloads):
+            if p:
+                index.set(slot, p)
+        self.indexes[field] = index
+        return True
+
+    def drop_index(self, field: str) -> None:
+        if self.indexes.pop(field, None) is None:
+            raise NotFound(f"payload field {field!r} has no index")
+
+    # -- filters --------------------------------------------------------------------------------
+
+    def matching(self, f: ppb.Filter | None) -> tuple[Mask, I64, list[str]]:
+        """(mask over slots, the matching ids ascending, the fields read without an index)."""
+        n = self.slots
+        live = self._live[:n]
+        if f is None:
+            ids = np.sort(self._ids[:n][live])
+            return live.copy(), ids, []
+        unindexed: list[str] = []
+        mask = self._filter(f, live, "filter", 0, unindexed)
+        return mask, np.sort(self._ids[:n][mask]), sorted(set(unindexed))
+
+    def contains(self, ids: I64, mask: Mask) -> Mask:
+        """Whether each id is stored and its slot passes `mask` (-1 and unknown ids: False)."""
+        get = self._slot.get
+        slots = np.fromiter((get(i, -1) for i in ids.tolist()), dtype=np.int64, count=ids.size)
+        ok = slots >= 0
+        out = np.zeros(ids.size, dtype=bool)
+        out[ok] = mask[slots[ok]] if mask.size else False
+        return out
+
+    def _filter(self, f: ppb.Filter, live: Mask, path: str, depth: int, unindexed: list[str]) -> Mask:
+        if depth > MAX_DEPTH:
+            raise InvalidArgument(f"{path} nests filters more than {MAX_DEPTH} levels deep")
+        m = live.copy()
+        for i, c in enumerate(f.must):
+            m &= self._condition(c, live, f"{path}.must[{i}]", depth, unindexed)
+        if len(f.should):
+            any_of = np.zeros_like(live)
+            for i, c in enumerate(f.should):
+                any_of |= self._condition(c, live, f"{path}.should[{i}]", depth, unindexed)
+            m &= any_of
+        for i, c in enumerate(f.must_not):
+            m &= ~self._condition(c, live, f"{path}.must_not[{i}]", depth, unindexed)
+        return m
+
+    def _condition(self, c: ppb.Condition, live: Mask, path: str, depth: int, unindexed: list[str]) -> Mask:
+        kind = c.WhichOneof("kind")
+        if kind == "filter":
+            return self._filter(c.filter, live, path, depth + 1, unindexed)
+        n = live.size
+        if kind == "has_id":
+            if len(c.has_id) % 8:
+                raise InvalidArgument(f"{path}.has_id has {len(c.has_id)} bytes: pack ids as little-endian int64")
+            get = self._slot.get
+            slots = [s for s in (get(i) for i in np.frombuffer(c.has_id, dtype="<i8").tolist()) if s is not None]
+            m = np.zeros(n, dtype=bool)
+            m[np.asarray(slots, dtype=np.int64)] = True
+            return m
+        if kind != "field":
+            raise InvalidArgument(f"{path} is empty: set field, filter or has_id")
+        fc = c.field
+        key = fc.key
+        if not key or any(not p for p in key.split(".")):
+            raise InvalidArgument(f"{path}.key must be a dotted path like 'meta.lang', got {key!r}")
+        pred = self._predicate(fc, path)
+        test = fc.WhichOneof("test")
+        index = self.indexes.get(key)
+        if index is not None:
+            if test == "is_empty":
+                hit = index.answer(ppb.FieldCondition(key=key, exists=True), n, path)
+                if hit is not None:
+                    exists = self._scan_slots(
+                        hit, index.other, self._predicate(ppb.FieldCondition(key=key, exists=True), path)
+                    )
+                    return live & ~exists
+            else:
+                hit = index.answer(fc, n, path)
+                if hit is not None:
+                    return self._scan_slots(hit, index.other, pred)
+        unindexed.append(key)
+        payloads = self._payloads
+        return np.fromiter((p is not None and pred(p) for p in payloads), dtype=bool, count=n)
+
+    def _scan_slots(self, m: Mask, slots: set[int], pred: Callable[[PayloadDict], bool]) -> Mask:
+        payloads = self._payloads
+        for s in slots:
+            if s < m.size and not m[s]:
+                p = payloads[s]
+                m[s] = p is not None and pred(p)
+        return m
+
+    @staticmethod
+    def _predicate(fc: ppb.FieldCondition, path: str) -> Callable[[PayloadDict], bool]:
+        keys = fc.key.split(".")
+        test = fc.WhichOneof("test")
+        if test == "match" or test == "match_any":
+            raw = [fc.match] if test == "match" else list(fc.match_any.values)
+            if not raw:
+                raise InvalidArgument(f"{path}.match_any is empty: list at least one value")
+            values = []
+            for v in raw:
+                if v.WhichOneof("kind") not in ("bool_value", "int_value", "double_value", "string_value"):
+                    raise InvalidArgument(f"{path}.{test} takes strings, numbers or bools (use is_null for null)")
+                values.append(value_from_proto(v))
+            return lambda p: any(_eq(x, v) for x in values_at(p, keys)[1] for v in values)
+        if test == "range":
+            bounds = _Bounds(fc.range, path)
+            return lambda p: any(bounds.holds(x) for x in values_at(p, keys)[1])
+        if test in ("is_null", "is_empty", "exists"):
+            if not getattr(fc, test):
+                raise InvalidArgument(f"{path}.{test} must be true (negate it with must_not)")
+            if test == "is_null":
+                return lambda p: (lambda leaves: bool(leaves) and all(x is None for x in leaves))(values_at(p, keys)[1])
+            if test == "exists":
+                return lambda p: any(x is not None for x in values_at(p, keys)[1])
+            return lambda p: all(x is None for x in values_at(p, keys)[1])
+        raise InvalidArgument(f"{path} sets no test: set match, match_any, range, is_null, is_empty or exists")
+
+
+def decode(payloads: Sequence[ppb.Payload]) -> list[tuple[PayloadDict, bytes]]:
+    """(dict, canonical bytes) of each payload received."""
+    out = []
+    for p in payloads:
+        if p.fields:
+            d = payload_from_proto(p)
+            out.append((d, encode(d)))
+        else:
+            out.append((EMPTY, b""))
+    return out
+
+
+def payload_from_blob(blob: bytes) -> PayloadDict:
+    """A payload from its canonical bytes (as stored in snapshots)."""
+    p = ppb.Payload()
+    p.ParseFromString(blob)
+    return payload_from_proto(p)
+
+
+def project(payload: PayloadDict | None, fields: Sequence[str]) -> ppb.Payload:
+    """The payload (only `fields`, dotted paths allowed, when given) as a proto."""
+    if not payload:
+        return ppb.Payload()
+    if not fields:
+        return payload_to_proto(payload)
+    out: PayloadDict = {}
+    for f in fields:
+        parts = f.split(".")
+        src: Any = payload
+        for part in parts:
+            if not isinstance(src, dict) or part not in src:
+                break
+            src = src[part]
+        else:
+            dst = out
+            for part in parts[:-1]:
+                dst = dst.setdefault(part, {})
+            dst[parts[-1]] = src
+    return payload_to_proto(out)
