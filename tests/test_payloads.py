@@ -443,7 +443,7 @@ BAD: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("Remove", "empty filter", lambda n: pb.RemoveRequest(collection=n, filter=ppb.Filter()), "every point"),
     ("SetPayload", "empty filter", lambda n: pb.SetPayloadRequest(
         collection=n, filter=ppb.Filter(), payload=payload_to_proto({"a": 0})), "every point"),
-    ("Remove", "neither", lambda n: pb.RemoveRequest(collection=n), "ids is empty: send the ids to remove, or a filter"),
+    ("Remove", "neither", lambda n: pb.RemoveRequest(collection=n), "ids is empty: send the ids"),
     ("Remove", "ids and filter", lambda n: pb.RemoveRequest(collection=n, ids=wire.pack_ids(np.array([1])),
                                                              filter=ppb.Filter()), "not both"),
     ("SetPayload", "neither", lambda n: pb.SetPayloadRequest(collection=n, payload=payload_to_proto({"a": 1})),
