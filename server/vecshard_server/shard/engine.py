@@ -690,7 +690,10 @@ class ShardIndex:
             sel = self._selector(members, mask)
             if self._frozen is None:  # probe the nearest lists holding matches, as many as it takes
                 counts = np.bincount(self._payloads.lists_of(mask), minlength=nlist)[:nlist]
-                search, width = self._search_lists_with_matches(probe, need, counts, sel)
+                # as many matches as an unfiltered search at this nprobe scans of its points (the same
+                # share of the matches' mass, nearest lists first), and at least k
+                target = max(need, -(-m * probe // nlist))
+                search, width = self._search_lists_with_matches(target, counts, sel)
                 D[rows], I[rows] = self._ranked(queries[rows], k, search, n=m)
                 used = width[0]
             else:  # while a snapshot is written: twice the lists until every row has its hits
@@ -704,11 +707,11 @@ class ShardIndex:
         return D, I, used, plan
 
     def _search_lists_with_matches(
-        self, probe: int, need: int, counts: npt.NDArray[np.int64], sel: Any
+        self, target: int, counts: npt.NDArray[np.int64], sel: Any
     ) -> tuple[Callable[[F32, int], tuple[F32, I64]], list[int]]:
-        """A search (for `_ranked`) of each query's `probe` nearest lists among those holding matches
-        (counts > 0), and further ones until they hold `need` matches, restricted by `sel`; and a
-        cell holding the most lists any call probed. The caller holds the read lock."""
+        """A search (for `_ranked`) of each query's nearest lists holding matches (counts per list),
+        nearest first, until they hold `target` matches, restricted by `sel`; and a cell holding the
+        most lists any call probed. The caller holds the read lock."""
         index = self._index
         nlist = index.nlist
         holding = counts > 0
@@ -718,9 +721,8 @@ class ShardIndex:
             q = np.ascontiguousarray(q, dtype=np.float32)
             coarse_d, order = index.quantizer.search(q, nlist)  # every list, nearest first
             has = holding[order]
-            rank = np.cumsum(has, axis=1)
             before = np.cumsum(counts[order], axis=1) - counts[order]  # matches in the nearer lists
-            take = has & ((rank <= probe) | (before < need))
+            take = has & (before < target)
             w = max(1, int(take.sum(axis=1).max()))
             width[0] = max(width[0], w)
             pos = np.argsort(~take, axis=1, kind="stable")[:, :w]  # the taken lists, nearest first
