@@ -77,6 +77,7 @@ import grpc
 import numpy as np
 
 from vecshard import Client, VecshardError, wire
+from vecshard.payload import payload_from_proto
 from vecshard.v1 import shard_pb2, shard_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.cli.cluster import ClusterError, LocalCluster, Process
@@ -112,6 +113,13 @@ def vec(ids: Any, versions: Any) -> np.ndarray:
         x = np.sin(i * 12.9898 + v * 78.233 + j * 37.719) * 43758.5453
         out[:, j] = x - np.floor(x)
     return out.astype(np.float32)
+
+
+def pay(ids: Any, versions: Any) -> list[dict[str, Any]]:
+    """The payload written with vec(ids, versions): a stored point's payload must name its vector's write."""
+    i = np.atleast_1d(np.asarray(ids, dtype=np.int64))
+    v = np.broadcast_to(np.atleast_1d(np.asarray(versions, dtype=np.int64)), i.shape)
+    return [{"id": a, "v": b, "big": (1 << 62) + b} for a, b in zip(i.tolist(), v.tolist(), strict=True)]
 
 
 def decode(ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -593,7 +601,7 @@ class Harness:
         ids = self.history.new_ids(rng.randint(1, 6))
         versions = self.history.next_versions(coll, ids)
         op = self.history.begin("add", coll, worker, ids, versions)
-        self._call(op, lambda: c.add(coll, ids, vec(ids, versions)))
+        self._call(op, lambda: c.add(coll, ids, vec(ids, versions), payloads=pay(ids, versions)))
 
     def step_upsert(self, c: Client, rng: random.Random, worker: str = "upserter") -> None:
         coll = rng.choice((FLAT, IVF))
@@ -602,7 +610,7 @@ class Harness:
             return
         versions = self.history.next_versions(coll, ids)
         op = self.history.begin("upsert", coll, worker, ids, versions)
-        self._call(op, lambda: c.add(coll, ids, vec(ids, versions), upsert=True))
+        self._call(op, lambda: c.add(coll, ids, vec(ids, versions), upsert=True, payloads=pay(ids, versions)))
 
     def step_remove(self, c: Client, rng: random.Random, worker: str = "remover") -> None:
         coll = rng.choice((FLAT, IVF))
@@ -747,6 +755,7 @@ class State:
     trained: bool = False
     centroids: bytes = b""
     rows: dict[int, np.ndarray] = field(default_factory=dict)
+    payloads: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def shard_state(address: str, coll: str, token: str | None = None) -> State:
@@ -769,6 +778,7 @@ def shard_state(address: str, coll: str, token: str | None = None) -> State:
                 break
             rows = wire.unpack_matrix(page.vectors)
             state.rows.update(zip(ids.tolist(), rows, strict=True))
+            state.payloads.update(zip(ids.tolist(), (payload_from_proto(p) for p in page.payloads), strict=True))
             after = int(ids[-1])
     return state
 
@@ -776,7 +786,11 @@ def shard_state(address: str, coll: str, token: str | None = None) -> State:
 def _same(a: State, b: State) -> bool:
     if (a.exists, a.count, a.digest, a.trained, a.centroids) != (b.exists, b.count, b.digest, b.trained, b.centroids):
         return False
-    return a.rows.keys() == b.rows.keys() and all(np.array_equal(a.rows[i], b.rows[i]) for i in a.rows)
+    return (
+        a.rows.keys() == b.rows.keys()
+        and all(np.array_equal(a.rows[i], b.rows[i]) for i in a.rows)
+        and a.payloads == b.payloads
+    )
 
 
 class Checker:
@@ -997,6 +1011,8 @@ class Checker:
                 for i, v in zip(ids.tolist(), got.tolist(), strict=True):
                     kind, allowed = self.judge(coll, i, v)
                     self.report.checked[f"{coll} ids checked on a replica"] += 1
+                    if v >= 1 and kind is None and state.payloads.get(i) != pay(i, v)[0]:
+                        kind, allowed = "payload_of_another_write", {v}
                     if kind is not None:
                         bad[kind] += 1
                         if bad[kind] <= 6:

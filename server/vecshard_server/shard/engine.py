@@ -469,7 +469,8 @@ class ShardIndex:
             _, ids, _ = self._payloads.matching(f)
             ids = ids[ids >= start_id]
             more = ids.size > limit
-            ids = np.ascontiguousarray(ids[:limit])
+            ids = np.sort(ids)[:limit] if not more else np.partition(ids, limit - 1)[:limit]
+            ids = np.ascontiguousarray(np.sort(ids))
             payloads = self.payloads_of(ids) if with_payload else []
             vectors = self._vectors(ids) if with_vectors and ids.size else None
             return ids, payloads, vectors, bool(more)
@@ -639,7 +640,7 @@ class ShardIndex:
             return D, I, self.payloads_of(I.reshape(-1))
 
     def _exact_among(self, queries: F32, k: int, members: I64) -> tuple[F32, I64]:
-        """Exact top-k over the vectors of `members` (ascending ids); the caller holds a lock."""
+        """Exact top-k over the vectors of `members`; the caller holds a lock."""
         flat = faiss.IndexFlat(self.spec.dim, faiss_metric(self.spec.metric))
         flat.add(np.ascontiguousarray(self._vectors(members), dtype=np.float32))
 
@@ -650,7 +651,17 @@ class ShardIndex:
         return self._ranked(queries, k, search, n=members.size)
 
     def _selector(self, members: I64, mask: npt.NDArray[np.bool_]) -> Any:
-        """An IDSelector accepting exactly `members` (a hashed set of them, or of the rest when smaller)."""
+        """An IDSelector accepting exactly `members`: a bitmap indexed by id when the ids
+        are small enough (a millisecond to build for a million ids), else a hashed set of them (or of
+        the rest, when smaller)."""
+        top = int(members.max()) + 1 if members.size else 0
+        if top <= self._BITMAP_IDS:
+            bits = np.zeros(top, dtype=bool)
+            bits[members] = True
+            bitmap = np.packbits(bits, bitorder="little")
+            bitmap_sel = faiss.IDSelectorBitmap(bitmap.size, faiss.swig_ptr(bitmap))  # n: bytes, not bits
+            bitmap_sel.referenced = bitmap  # type: ignore[attr-defined]  # kept alive with the selector
+            return bitmap_sel
         if 2 * members.size <= self.count:
             batch = faiss.IDSelectorBatch(members.size, faiss.swig_ptr(members))
             batch.referenced = members  # type: ignore[attr-defined]  # kept alive with the selector
@@ -674,26 +685,33 @@ class ShardIndex:
         rows = np.arange(nq)
         plan = "ivf-filtered"
         fetch = min(n, -(-k * n // m) * 3 // 2 + 16)
-        if nq * fetch <= self._POSTFILTER_RESULTS:
+        counts = np.bincount(self._payloads.lists_of(mask), minlength=nlist)[:nlist]
+        # the `probe` nearest lists holding matches, and more until they hold the share of the
+        # matches an unfiltered search scans of all points (and at least k)
+        target = max(need, -(-m * probe // nlist))
+        likely = rows
+        if self._frozen is None:  # filtering candidates pays where the nearest lists hold their share
+            _, near = self._index.quantizer.search(np.ascontiguousarray(queries, dtype=np.float32), probe)
+            likely = np.flatnonzero(counts[np.maximum(near, 0)].sum(axis=1) >= target)
+        if likely.size and likely.size * fetch <= self._POSTFILTER_RESULTS:
             plan = "ivf-postfilter"
-            cD, cI = self._cpu_search(probe)(queries, fetch)
+            cD, cI = self._cpu_search(probe)(queries[likely], fetch)
             ok = self._payloads.contains(cI.reshape(-1), mask).reshape(cI.shape) & (cI >= 0)
             order = np.argsort(~ok, axis=1, kind="stable")[:, :k]  # passing candidates first, best first
             pD, pI = np.take_along_axis(cD, order, axis=1), np.take_along_axis(cI, order, axis=1)
             passed = np.take_along_axis(ok, order, axis=1)
             pD, pI = np.where(passed, pD, pad), np.where(passed, pI, -1)
-            D, I = self._ordered(np.ascontiguousarray(pD), np.ascontiguousarray(pI), k)
-            rows = np.flatnonzero(ok.sum(axis=1) < need)
+            D[likely], I[likely] = self._ordered(np.ascontiguousarray(pD), np.ascontiguousarray(pI), k)
+            short = np.zeros(nq, dtype=bool)
+            short[likely[ok.sum(axis=1) < need]] = True
+            short[np.setdiff1d(rows, likely)] = True
+            rows = np.flatnonzero(short)
         used = probe
         if rows.size:
             plan = "ivf-filtered"
             sel = self._selector(members, mask)
             if self._frozen is None:  # probe the nearest lists holding matches, as many as it takes
-                counts = np.bincount(self._payloads.lists_of(mask), minlength=nlist)[:nlist]
-                # as many matches as an unfiltered search at this nprobe scans of its points (the same
-                # share of the matches' mass, nearest lists first), and at least k
-                target = max(need, -(-m * probe // nlist))
-                search, width = self._search_lists_with_matches(target, counts, sel)
+                search, width = self._search_lists_with_matches(probe, target, counts, sel)
                 D[rows], I[rows] = self._ranked(queries[rows], k, search, n=m)
                 used = width[0]
             else:  # while a snapshot is written: twice the lists until every row has its hits
@@ -707,11 +725,11 @@ class ShardIndex:
         return D, I, used, plan
 
     def _search_lists_with_matches(
-        self, target: int, counts: npt.NDArray[np.int64], sel: Any
+        self, probe: int, target: int, counts: npt.NDArray[np.int64], sel: Any
     ) -> tuple[Callable[[F32, int], tuple[F32, I64]], list[int]]:
-        """A search (for `_ranked`) of each query's nearest lists holding matches (counts per list),
-        nearest first, until they hold `target` matches, restricted by `sel`; and a cell holding the
-        most lists any call probed. The caller holds the read lock."""
+        """A search (for `_ranked`) of each query's `probe` nearest lists holding matches (counts per
+        list), and further ones until they hold `target` matches, restricted by `sel`; and a cell
+        holding the most lists any call probed. The caller holds the read lock."""
         index = self._index
         nlist = index.nlist
         holding = counts > 0
@@ -721,8 +739,9 @@ class ShardIndex:
             q = np.ascontiguousarray(q, dtype=np.float32)
             coarse_d, order = index.quantizer.search(q, nlist)  # every list, nearest first
             has = holding[order]
+            rank = np.cumsum(has, axis=1)
             before = np.cumsum(counts[order], axis=1) - counts[order]  # matches in the nearer lists
-            take = has & (before < target)
+            take = has & ((rank <= probe) | (before < target))
             w = max(1, int(take.sum(axis=1).max()))
             width[0] = max(width[0], w)
             pos = np.argsort(~take, axis=1, kind="stable")[:, :w]  # the taken lists, nearest first
@@ -742,6 +761,7 @@ class ShardIndex:
     # Settings.filter_exact_ratio, set by the shard process (one setting for all its partitions).
     filter_exact_ratio = 1.0
     _POSTFILTER_RESULTS = 1 << 16  # candidates per request filtered by lookup before an IDSelector pays
+    _BITMAP_IDS = 1 << 27  # ids below this get a bitmap IDSelector (16 MiB at most)
 
     def _cpu_search(self, nprobe: int, only: Any = None) -> Callable[[F32, int], tuple[F32, I64]]:
         """A search of the CPU index (faiss's contract: rows best first, -1 padding last; nprobe 0:

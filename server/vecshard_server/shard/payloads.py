@@ -130,6 +130,21 @@ class _Bounds:
     def exact_as_float(self) -> bool:
         return all(isinstance(v, float) or abs(v) <= _EXACT_INT for v in self.b.values())
 
+    def float_slice(self, values: npt.NDArray[np.float64]) -> tuple[int, int]:
+        """The [a, b) positions of ascending float64 values within the range (bounds exact as float)."""
+        a, b = 0, values.size
+        for name, v in self.b.items():
+            fv = float(v)
+            if name == "gt":
+                a = max(a, int(np.searchsorted(values, fv, "right")))
+            elif name == "gte":
+                a = max(a, int(np.searchsorted(values, fv, "left")))
+            elif name == "lt":
+                b = min(b, int(np.searchsorted(values, fv, "left")))
+            else:
+                b = min(b, int(np.searchsorted(values, fv, "right")))
+        return a, max(a, b)
+
     def column_mask(self, col: npt.NDArray[Any]) -> Mask:
         m = np.ones(col.shape, dtype=bool)
         with np.errstate(invalid="ignore"):
@@ -163,6 +178,10 @@ class FieldIndex:
         self.multi: dict[int, frozenset[Any]] = {}  # slot -> its values (codes for keyword)
         self.other: set[int] = set()
         self.vocab: dict[str, int] = {}
+        # The column sorted: (values, their slots), for lookups in O(log n + matches). Dropped by
+        # every write and rebuilt once a few reads have scanned the column without it.
+        self._sorted: tuple[npt.NDArray[Any], npt.NDArray[np.int64]] | None = None
+        self._scans = 0
 
     def grow(self, n: int) -> None:
         if n > self.col.size:
@@ -185,6 +204,7 @@ class FieldIndex:
         return float(x) if isinstance(x, float) or abs(x) <= _EXACT_INT else None
 
     def set(self, slot: int, payload: PayloadDict | None) -> None:
+        self._sorted = None
         self.has[slot] = False
         self.multi.pop(slot, None)
         self.other.discard(slot)
@@ -205,10 +225,46 @@ class FieldIndex:
         elif typed:
             self.multi[slot] = frozenset(typed)
 
+    _REBUILD_AFTER = 3  # column scans since the last write before the sorted view is rebuilt
+
+    def sorted_view(self, n: int) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64]] | None:
+        """(values ascending, their slots) of the first n slots, or None while it is not worth
+        rebuilding (writes came in since it was built)."""
+        if self._sorted is None:
+            self._scans += 1
+            if self._scans < self._REBUILD_AFTER:
+                return None
+            slots = np.flatnonzero(self.has[:n])
+            values = self.col[slots]
+            order = np.argsort(values, kind="stable")
+            self._sorted = (values[order], slots[order])
+            self._scans = 0
+        return self._sorted
+
     def _equal(self, n: int, wanted: list[Any]) -> Mask:
         """Slots holding one of the (already typed) values."""
         col, has = self.col[:n], self.has[:n]
-        m = has & np.isin(col, np.asarray(wanted, dtype=col.dtype)) if wanted else np.zeros(n, dtype=bool)
+        view = self.sorted_view(n) if wanted else None
+        if view is not None:
+            values, slots = view
+            w = np.asarray(wanted, dtype=values.dtype)
+            lo, hi = np.searchsorted(values, w, "left"), np.searchsorted(values, w, "right")
+            m = np.zeros(n, dtype=bool)
+            for a, b in zip(lo.tolist(), hi.tolist(), strict=True):
+                if b > a:
+                    m[slots[a:b]] = True
+        elif not wanted:
+            m = np.zeros(n, dtype=bool)
+        elif len(wanted) <= 4:
+            m = np.zeros(n, dtype=bool)
+            for v in wanted:
+                m |= col == v
+            m &= has
+        else:
+            values = np.asarray(wanted, dtype=col.dtype)
+            # a lookup table over the values' range is one pass over the column (sorting is not)
+            table = col.dtype.kind in "iu" and int(values.max()) - int(values.min()) < 1 << 24
+            m = has & np.isin(col, values, kind="table" if table else None)
         want = set(wanted)
         for slot, vals in self.multi.items():
             if slot < n and vals & want:
@@ -243,12 +299,24 @@ class FieldIndex:
         if test == "range" and self.kind in ("integer", "float"):
             bounds = _Bounds(fc.range, path)
             col, has = self.col[:n], self.has[:n]
+            if self.kind == "float" and not bounds.exact_as_float():
+                return None
+            view = self.sorted_view(n)
             if self.kind == "integer":
                 lo, hi = bounds.int_bounds()
-                m = has & (col >= lo) & (col <= hi) if lo <= hi else np.zeros(n, dtype=bool)
+                if lo > hi:
+                    m = np.zeros(n, dtype=bool)
+                elif view is not None:
+                    start, stop = int(np.searchsorted(view[0], lo, "left")), int(np.searchsorted(view[0], hi, "right"))
+                    m = np.zeros(n, dtype=bool)
+                    m[view[1][start:stop]] = True
+                else:
+                    m = has & (col >= lo) & (col <= hi)
+            elif view is not None:
+                a, b = bounds.float_slice(view[0])
+                m = np.zeros(n, dtype=bool)
+                m[view[1][a:b]] = True
             else:
-                if not bounds.exact_as_float():
-                    return None
                 m = has & bounds.column_mask(col)
             for slot, vals in self.multi.items():
                 if slot < n and any(bounds.holds(v) for v in vals):
@@ -386,15 +454,14 @@ class PayloadStore:
     # -- filters --------------------------------------------------------------------------------
 
     def matching(self, f: ppb.Filter | None) -> tuple[Mask, I64, list[str]]:
-        """(mask over slots, the matching ids ascending, the fields read without an index)."""
+        """(mask over slots, the matching ids in slot order, the fields read without an index)."""
         n = self.slots
         live = self._live[:n]
         if f is None:
-            ids = np.sort(self._ids[:n][live])
-            return live.copy(), ids, []
+            return live.copy(), self._ids[:n][live], []
         unindexed: list[str] = []
         mask = self._filter(f, live, "filter", 0, unindexed)
-        return mask, np.sort(self._ids[:n][mask]), sorted(set(unindexed))
+        return mask, self._ids[:n][mask], sorted(set(unindexed))
 
     def contains(self, ids: I64, mask: Mask) -> Mask:
         """Whether each id is stored and its slot passes `mask` (-1 and unknown ids: False)."""
