@@ -13,7 +13,7 @@ from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
 
 PROTO_ROOT = Path(__file__).resolve().parent
-PUBLIC = ["vecshard/v1/types.proto", "vecshard/v1/vector_search.proto"]
+PUBLIC = ["vecshard/v1/types.proto", "vecshard/v1/payload.proto", "vecshard/v1/vector_search.proto"]
 LOCK = PROTO_ROOT / "vecshard" / "v1" / "api.lock.json"
 API_DOC = PROTO_ROOT.parent / "docs" / "api.md"
 

@@ -727,13 +727,17 @@ class ShardIndex:
     def _search_lists_with_matches(
         self, probe: int, target: int, counts: npt.NDArray[np.int64], sel: Any
     ) -> tuple[Callable[[F32, int], tuple[F32, I64]], list[int]]:
-        """A search (for `_ranked`) of each query's `probe` nearest lists holding matches (counts per
-        list), and further ones until they hold `target` matches, restricted by `sel`; and a cell
+        """A search (for `_ranked`) of each query's lists holding matches (counts per list), restricted
+        by `sel`: the `probe` nearest of them; further ones until they hold `target` matches; and
+        every one whose centroid is as close to the nearest of them as an unfiltered search's
+        `probe`-th centroid is to its first (the same width of shell, moved out to where the matches
+        begin: when they begin far away, many lists lie at about the same distance). Also a cell
         holding the most lists any call probed. The caller holds the read lock."""
         index = self._index
         nlist = index.nlist
         holding = counts > 0
         width = [0]
+        sign = -1.0 if self.spec.larger_is_better else 1.0  # coarse distances as "smaller is nearer"
 
         def search(q: F32, fetch: int) -> tuple[F32, I64]:
             q = np.ascontiguousarray(q, dtype=np.float32)
@@ -741,7 +745,10 @@ class ShardIndex:
             has = holding[order]
             rank = np.cumsum(has, axis=1)
             before = np.cumsum(counts[order], axis=1) - counts[order]  # matches in the nearer lists
-            take = has & ((rank <= probe) | (before < target))
+            near = sign * coarse_d.astype(np.float64)
+            shell = near[:, min(probe, nlist) - 1] - near[:, 0]
+            first = np.take_along_axis(near, np.argmax(has, axis=1)[:, None], axis=1)[:, 0]
+            take = has & ((rank <= probe) | (before < target) | (near <= (first + shell)[:, None]))
             w = max(1, int(take.sum(axis=1).max()))
             width[0] = max(width[0], w)
             pos = np.argsort(~take, axis=1, kind="stable")[:, :w]  # the taken lists, nearest first
