@@ -338,7 +338,7 @@ class ShardIndex:
         """Remove the points matching `f` (as `remove`, at `version`); the ids are appended to
         `resolved` before `journal` runs, for the log record."""
         with self._lock.write():
-            _, ids, _ = self._payloads.matching(f)
+            ids = self._payloads.matching_ids(f)
             resolved.append(ids)
             if not ids.size:
                 return 0
@@ -418,7 +418,7 @@ class ShardIndex:
         resolved to are appended to `resolved` before `journal` runs. Returns how many were written."""
         with self._lock.write():
             if ids is None:
-                _, ids, _ = self._payloads.matching(f)
+                ids = self._payloads.matching_ids(f)
             ids = np.ascontiguousarray(ids, dtype=np.int64)
             resolved.append(ids)
             held = self._versions.get_many(ids)
@@ -457,7 +457,7 @@ class ShardIndex:
         with self._lock.read():
             if f is None:
                 return self.count, []
-            mask, _, unindexed = self._payloads.matching(f)
+            mask, unindexed = self._payloads.matching(f)
             return int(mask.sum()), unindexed
 
     def scroll(
@@ -466,7 +466,7 @@ class ShardIndex:
         """The first `limit` matching ids >= start_id ascending, their payloads and vectors (if
         asked), and whether more match after them."""
         with self._lock.read():
-            _, ids, _ = self._payloads.matching(f)
+            ids = self._payloads.matching_ids(f)
             ids = ids[ids >= start_id]
             more = ids.size > limit
             ids = np.sort(ids)[:limit] if not more else np.partition(ids, limit - 1)[:limit]
@@ -608,8 +608,8 @@ class ShardIndex:
         twice as many lists, up to nlist (where the search is exhaustive over the matches).
         Untrained partitions: "exact", or "flat-filtered" (the whole partition, restricted)."""
         with self._lock.read():
-            mask, members, unindexed = self._payloads.matching(f)
-            m, n, nq = members.size, self.count, queries.shape[0]
+            mask, unindexed = self._payloads.matching(f)
+            m, n, nq = int(np.count_nonzero(mask)), self.count, queries.shape[0]
             plan = ppb.FilterPlan(matches=m, unindexed_fields=unindexed)
             pad = float(-FLT_MAX if self.spec.larger_is_better else FLT_MAX)
             D = np.full((nq, k), pad, dtype=np.float32)
@@ -618,18 +618,18 @@ class ShardIndex:
                 plan.plan = "none"
             elif not self.trained:
                 if 4 * m <= n:
-                    D, I = self._exact_among(queries, k, members)
+                    D, I = self._exact_among(queries, k, mask)
                     plan.plan = "exact"
                 else:
-                    D, I = self._ranked(queries, k, self._cpu_search(0, self._selector(members, mask)), n=m)
+                    D, I = self._ranked(queries, k, self._cpu_search(0, self._selector(mask)), n=m)
                     plan.plan = "flat-filtered"
             else:
                 probe = max(1, min(nprobe or self.spec.nprobe, self.spec.nlist))
                 if m * self.spec.nlist <= n * probe * self.filter_exact_ratio:
-                    D, I = self._exact_among(queries, k, members)
+                    D, I = self._exact_among(queries, k, mask)
                     plan.plan = "exact"
                 else:
-                    D, I, plan.nprobe, plan.plan = self._ivf_filtered(queries, k, probe, members, mask)
+                    D, I, plan.nprobe, plan.plan = self._ivf_filtered(queries, k, probe, m, mask)
             payloads = self.payloads_of(I.reshape(-1)) if with_payload else []
             return D, I, plan, payloads
 
@@ -639,8 +639,10 @@ class ShardIndex:
         with self._lock.read():
             return D, I, self.payloads_of(I.reshape(-1))
 
-    def _exact_among(self, queries: F32, k: int, members: I64) -> tuple[F32, I64]:
-        """Exact top-k over the vectors of `members`; the caller holds a lock."""
+    def _exact_among(self, queries: F32, k: int, mask: npt.NDArray[np.bool_]) -> tuple[F32, I64]:
+        """Exact top-k over the vectors of the points where `mask` (over payload slots) is set; the
+        caller holds a lock."""
+        members = np.ascontiguousarray(self._payloads.ids_of(mask))
         flat = faiss.IndexFlat(self.spec.dim, faiss_metric(self.spec.metric))
         flat.add(np.ascontiguousarray(self._vectors(members), dtype=np.float32))
 
@@ -650,10 +652,11 @@ class ShardIndex:
 
         return self._ranked(queries, k, search, n=members.size)
 
-    def _selector(self, members: I64, mask: npt.NDArray[np.bool_]) -> Any:
-        """An IDSelector accepting exactly `members`: a bitmap indexed by id when the ids
+    def _selector(self, mask: npt.NDArray[np.bool_]) -> Any:
+        """An IDSelector accepting exactly the points where `mask` is set: a bitmap indexed by id when the ids
         are small enough (a millisecond to build for a million ids), else a hashed set of them (or of
         the rest, when smaller)."""
+        members = np.ascontiguousarray(self._payloads.ids_of(mask))
         top = int(members.max()) + 1 if members.size else 0
         if top <= self._BITMAP_IDS:
             bits = np.zeros(top, dtype=bool)
@@ -674,10 +677,10 @@ class ShardIndex:
         return sel
 
     def _ivf_filtered(
-        self, queries: F32, k: int, probe: int, members: I64, mask: npt.NDArray[np.bool_]
+        self, queries: F32, k: int, probe: int, m: int, mask: npt.NDArray[np.bool_]
     ) -> tuple[F32, I64, int, str]:
         """(D, I, the largest nprobe used, plan) of a trained partition's filtered search."""
-        n, m, nq, nlist = self.count, members.size, queries.shape[0], self.spec.nlist
+        n, nq, nlist = self.count, queries.shape[0], self.spec.nlist
         need = min(k, m)
         pad = float(-FLT_MAX if self.spec.larger_is_better else FLT_MAX)
         D = np.full((nq, k), pad, dtype=np.float32)
@@ -685,7 +688,7 @@ class ShardIndex:
         rows = np.arange(nq)
         plan = "ivf-filtered"
         fetch = min(n, -(-k * n // m) * 3 // 2 + 16)
-        counts = np.bincount(self._payloads.lists_of(mask), minlength=nlist)[:nlist]
+        counts = self._payloads.list_counts(mask, nlist)
         # the `probe` nearest lists holding matches, and more until they hold the share of the
         # matches an unfiltered search scans of all points (and at least k)
         target = max(need, -(-m * probe // nlist))
@@ -709,7 +712,7 @@ class ShardIndex:
         used = probe
         if rows.size:
             plan = "ivf-filtered"
-            sel = self._selector(members, mask)
+            sel = self._selector(mask)
             if self._frozen is None:  # probe the nearest lists holding matches, as many as it takes
                 search, width = self._search_lists_with_matches(probe, target, counts, sel)
                 D[rows], I[rows] = self._ranked(queries[rows], k, search, n=m)

@@ -338,7 +338,7 @@ class PayloadStore:
         self._slot: dict[int, int] = {}
         self._ids = np.empty(0, dtype=np.int64)
         self._live = np.zeros(0, dtype=bool)
-        self._lists = np.zeros(0, dtype=np.int32)  # each slot's IVF list (-1: none, or untrained)
+        self._lists = np.zeros(0, dtype=np.intp)  # each slot's IVF list + 1 (0: none, or untrained)
         self._payloads: list[PayloadDict | None] = []
         self._hashes: dict[int, int] = {}  # slot -> payload_hash, for non-empty payloads
         self._free: list[int] = []
@@ -356,7 +356,7 @@ class PayloadStore:
             cap = max(n, 2 * self._ids.size, 1024)
             self._ids = np.concatenate([self._ids, np.full(cap - self._ids.size, -1, dtype=np.int64)])
             self._live = np.concatenate([self._live, np.zeros(cap - self._live.size, dtype=bool)])
-            self._lists = np.concatenate([self._lists, np.full(cap - self._lists.size, -1, dtype=np.int32)])
+            self._lists = np.concatenate([self._lists, np.zeros(cap - self._lists.size, dtype=np.intp)])
             for index in self.indexes.values():
                 index.grow(cap)
 
@@ -373,7 +373,7 @@ class PayloadStore:
                     self._payloads.append(None)
                     self._grow(slot + 1)
                 self._slot[i] = slot
-                self._ids[slot], self._live[slot], self._lists[slot] = i, True, -1
+                self._ids[slot], self._live[slot], self._lists[slot] = i, True, 0
             change -= self._hashes.pop(slot, 0)
             h = payload_hash(i, blob)
             if h:
@@ -405,12 +405,12 @@ class PayloadStore:
         get = self._slot.get
         slots = np.fromiter((get(i, -1) for i in ids.tolist()), dtype=np.int64, count=ids.size)
         ok = slots >= 0
-        self._lists[slots[ok]] = lists[ok]
+        self._lists[slots[ok]] = lists[ok] + 1
 
-    def lists_of(self, mask: Mask) -> npt.NDArray[np.int64]:
-        """The IVF lists of the slots where mask is set (those with one)."""
-        lists = self._lists[: mask.size][mask]
-        return lists[lists >= 0].astype(np.int64)
+    def list_counts(self, mask: Mask, nlist: int) -> npt.NDArray[np.int64]:
+        """How many of the slots where mask is set each IVF list holds (one weighted pass)."""
+        counts = np.bincount(self._lists[: mask.size], weights=mask, minlength=nlist + 1)[1 : nlist + 1]
+        return counts.astype(np.int64)
 
     def freeze(self) -> tuple[I64, list[PayloadDict | None]]:
         """(ids, payloads) by slot, a copy (payload dicts are never changed in place)."""
@@ -453,15 +453,18 @@ class PayloadStore:
 
     # -- filters --------------------------------------------------------------------------------
 
-    def matching(self, f: ppb.Filter | None) -> tuple[Mask, I64, list[str]]:
-        """(mask over slots, the matching ids in slot order, the fields read without an index)."""
+    def matching(self, f: ppb.Filter | None) -> tuple[Mask, list[str]]:
+        """(mask over slots of the points matching f, the fields read without an index)."""
         n = self.slots
         live = self._live[:n]
         if f is None:
-            return live.copy(), self._ids[:n][live], []
+            return live.copy(), []
         unindexed: list[str] = []
-        mask = self._filter(f, live, "filter", 0, unindexed)
-        return mask, self._ids[:n][mask], sorted(set(unindexed))
+        return self._filter(f, live, "filter", 0, unindexed), sorted(set(unindexed))
+
+    def matching_ids(self, f: ppb.Filter | None) -> I64:
+        """The ids of the points matching f, in slot order."""
+        return self.ids_of(self.matching(f)[0])
 
     def contains(self, ids: I64, mask: Mask) -> Mask:
         """Whether each id is stored and its slot passes `mask` (-1 and unknown ids: False)."""
