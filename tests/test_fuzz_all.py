@@ -337,7 +337,7 @@ class Gen:
         if x < 0.65:
             return ppb.Value(bool_value=r.random() < 0.5)
         if x < 0.72:
-            return ppb.Value(null_value=ppb.NULL_VALUE)
+            return ppb.Value(null_value=True)
         if x < 0.86 and depth < 3:
             return ppb.Value(list_value=ppb.ListValue(values=[self.value(depth + 1) for _ in range(r.randint(0, 3))]))
         if depth < 3:

@@ -50,7 +50,7 @@ def _typed(v: Any) -> dict[str, Any]:
     kind: str
     x: Any
     if v is None:
-        kind, x = "null_value", "NULL_VALUE"
+        kind, x = "null_value", True
     elif isinstance(v, bool):
         kind, x = "bool_value", v
     elif isinstance(v, int):

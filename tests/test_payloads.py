@@ -205,6 +205,19 @@ def brute_force(x: np.ndarray, ids: np.ndarray, q: np.ndarray, k: int, metric: s
     return D, I
 
 
+def assert_same_ids(I: np.ndarray, bI: np.ndarray, bD: np.ndarray, msg: str) -> None:
+    """The same ids in the same places, except among reference distances that tie in float32 (the
+    server ranks float32 distances, ties by id; the reference ranks float64 ones). bI/bD hold one
+    more column than I, so a tie across the k-th place is seen too."""
+    k = I.shape[1]
+    close = np.isclose(bD[:, 1:], bD[:, :-1], rtol=1e-6, atol=1e-6)
+    tied = np.zeros(bD.shape, dtype=bool)
+    tied[:, 1:] |= close
+    tied[:, :-1] |= close
+    tied = tied[:, :k]
+    np.testing.assert_array_equal(np.where(tied, -2, I), np.where(tied, -2, bI[:, :k]), err_msg=msg)
+
+
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, list[dict[str, Any]]]:
     x = np.random.default_rng(5).standard_normal((N, DIM)).astype(np.float32)
@@ -251,14 +264,14 @@ def test_filtered_search_equals_brute_force_over_the_filtered_set(
             keep = np.array([matches(f, i, p) for i, p in enumerate(payloads)], dtype=bool)
             ids = np.flatnonzero(keep).astype(np.int64)
             for metric in METRICS:
-                bD, bI = brute_force(x[keep], ids, q, k, metric)
+                bD, bI = brute_force(x[keep], ids, q, k + 1, metric)
                 for indexed in (False, True):
                     coll = names[metric, indexed]
                     full = 8 if index == "ivf" else None
                     D, I = c.search(coll, q, k, nprobe=full, filter=f)
-                    np.testing.assert_array_equal(I, bI, err_msg=f"{metric} indexed={indexed} filter={f}")
+                    assert_same_ids(I, bI, bD, f"{metric} indexed={indexed} filter={f}")
                     real = I >= 0
-                    np.testing.assert_allclose(D[real], bD[real], rtol=1e-4, atol=1e-3)
+                    np.testing.assert_allclose(D[real], bD[:, :k][real], rtol=1e-4, atol=1e-3)
                     if index == "ivf":  # one list probed: never short of min(k, matches) hits
                         res = c.search(coll, q, k, nprobe=1, filter=f)
                         assert ((res.ids >= 0).sum(axis=1) == min(k, ids.size)).all(), (f, res.plans)
@@ -294,13 +307,13 @@ def test_filtered_ivf_plans_are_exact_at_full_nprobe(data: tuple[np.ndarray, lis
             keep = np.array([matches(f, i, p) for i, p in enumerate(payloads)], dtype=bool)
             ids = np.flatnonzero(keep).astype(np.int64)
             for metric in METRICS:
-                bD, bI = brute_force(x[keep], ids, q, k, metric)
+                bD, bI = brute_force(x[keep], ids, q, k + 1, metric)
                 res = c.search(f"{name}_{metric[:2]}", q, k, nprobe=8, filter=f)
                 plans.update(p.plan for p in res.plans)
                 assert all(p.plan != "exact" for p in res.plans)
-                np.testing.assert_array_equal(res.ids, bI, err_msg=f"{metric} {f} {res.plans}")
+                assert_same_ids(res.ids, bI, bD, f"{metric} {f} {res.plans}")
                 real = res.ids >= 0
-                np.testing.assert_allclose(res.distances[real], bD[real], rtol=1e-4, atol=1e-3)
+                np.testing.assert_allclose(res.distances[real], bD[:, :k][real], rtol=1e-4, atol=1e-3)
                 short = c.search(f"{name}_{metric[:2]}", q, k, nprobe=1, filter=f)
                 assert ((short.ids >= 0).sum(axis=1) == min(k, ids.size)).all(), (f, short.plans)
 
@@ -430,7 +443,7 @@ BAD: list[tuple[str, str, Callable[[str], Any], str]] = [
         filter=ppb.Filter(should=[ppb.Condition(field=ppb.FieldCondition(
             key="a", range=ppb.Range(gt=ppb.Value(string_value="x"))))])), "filter.should[0].range.gt"),
     ("Count", "match null", lambda n: pb.CountRequest(collection=n, filter=ppb.Filter(must=[ppb.Condition(
-        field=ppb.FieldCondition(key="a", match=ppb.Value(null_value=ppb.NULL_VALUE)))])), "is_null"),
+        field=ppb.FieldCondition(key="a", match=ppb.Value(null_value=True)))])), "is_null"),
     ("Count", "bad key", lambda n: pb.CountRequest(collection=n, filter=ppb.Filter(must_not=[ppb.Condition(
         filter=ppb.Filter(must=[ppb.Condition(field=ppb.FieldCondition(key="a..b", exists=True))]))])),
      "filter.must_not[0].must[0].key"),

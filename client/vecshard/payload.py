@@ -40,7 +40,7 @@ def value_to_proto(v: Any, path: str = "payload", depth: int = 0) -> ppb.Value:
     if depth > MAX_DEPTH:
         raise InvalidArgument(f"{path} is nested more than {MAX_DEPTH} levels deep")
     if v is None:
-        return ppb.Value(null_value=ppb.NULL_VALUE)
+        return ppb.Value(null_value=True)
     if isinstance(v, bool | np.bool_):
         return ppb.Value(bool_value=bool(v))
     if isinstance(v, int | np.integer):

@@ -7,10 +7,6 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class NullValue(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    NULL_VALUE: _ClassVar[NullValue]
-
 class PayloadIndexType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PAYLOAD_INDEX_TYPE_UNSPECIFIED: _ClassVar[PayloadIndexType]
@@ -18,7 +14,6 @@ class PayloadIndexType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PAYLOAD_INDEX_TYPE_INTEGER: _ClassVar[PayloadIndexType]
     PAYLOAD_INDEX_TYPE_FLOAT: _ClassVar[PayloadIndexType]
     PAYLOAD_INDEX_TYPE_BOOL: _ClassVar[PayloadIndexType]
-NULL_VALUE: NullValue
 PAYLOAD_INDEX_TYPE_UNSPECIFIED: PayloadIndexType
 PAYLOAD_INDEX_TYPE_KEYWORD: PayloadIndexType
 PAYLOAD_INDEX_TYPE_INTEGER: PayloadIndexType
@@ -34,14 +29,14 @@ class Value(_message.Message):
     STRING_VALUE_FIELD_NUMBER: _ClassVar[int]
     LIST_VALUE_FIELD_NUMBER: _ClassVar[int]
     STRUCT_VALUE_FIELD_NUMBER: _ClassVar[int]
-    null_value: NullValue
+    null_value: bool
     bool_value: bool
     int_value: int
     double_value: float
     string_value: str
     list_value: ListValue
     struct_value: Payload
-    def __init__(self, null_value: _Optional[_Union[NullValue, str]] = ..., bool_value: _Optional[bool] = ..., int_value: _Optional[int] = ..., double_value: _Optional[float] = ..., string_value: _Optional[str] = ..., list_value: _Optional[_Union[ListValue, _Mapping]] = ..., struct_value: _Optional[_Union[Payload, _Mapping]] = ...) -> None: ...
+    def __init__(self, null_value: _Optional[bool] = ..., bool_value: _Optional[bool] = ..., int_value: _Optional[int] = ..., double_value: _Optional[float] = ..., string_value: _Optional[str] = ..., list_value: _Optional[_Union[ListValue, _Mapping]] = ..., struct_value: _Optional[_Union[Payload, _Mapping]] = ...) -> None: ...
 
 class ListValue(_message.Message):
     __slots__ = ("values",)

@@ -80,7 +80,7 @@ async function main() {
       price: { double_value: 9.5 + i },
       tags: { list_value: { values: [{ string_value: "a" }, { int_value: String(i) }] } },
       meta: { struct_value: { fields: { ok: { bool_value: true } } } },
-      none: { null_value: "NULL_VALUE" },
+      none: { null_value: true },
     } })),
   });
   out.added = added.added;
