@@ -297,6 +297,9 @@ def test_only_filter_syntax_errors(tokens: list[str] | str) -> None:
     try:
         f = parse_filter(text)
     except FilterSyntaxError as e:
-        assert 1 <= e.line <= text.count("\n") + 1 and e.column >= 1 and e.message
+        lines = text.split("\n")
+        assert 1 <= e.line <= len(lines), (text, e.line)
+        assert 1 <= e.column <= len(lines[e.line - 1]) + 1, (text, e.line, e.column)  # within the line, or just past it
+        assert "^" in str(e) and e.message in str(e), str(e)  # the caret under the spot, and what was expected
     else:
         assert f and f.keys() <= {"must", "should", "must_not"}
