@@ -133,3 +133,35 @@ def test_a_replica_that_missed_payload_writes_catches_up_and_drift_is_merged(tmp
         _wait_equal(r0, r1, name, "anti-entropy")
         ids, got, _ = _export(r0.address, name)
         assert dict(zip(ids, got, strict=True))[10] == {**model[10], "drift": "only on r1"}
+
+
+def test_a_damaged_payload_snapshot_refuses_to_start_and_names_it(tmp_path: Path) -> None:
+    """One flipped byte anywhere in payloads.npy (header, index or payload bytes) is caught by its
+    checksum: the shard refuses to start rather than serve wrong payloads."""
+    import pytest
+
+    from vecshard.v1 import types_pb2
+    from vecshard_server.common.config import Settings
+    from vecshard_server.shard.engine import SnapshotCorrupt
+    from vecshard_server.shard.service import ShardService
+
+    s = ShardService(Settings(), tmp_path)
+    s.recover()
+    s._create(types_pb2.CollectionConfig(name="c", dim=DIM, metric=types_pb2.METRIC_L2,
+                                         index_type=types_pb2.INDEX_TYPE_FLAT))  # fmt: skip
+    x = np.random.default_rng(3).standard_normal((5, DIM)).astype(np.float32)
+    s.collections["c"].add(np.arange(5), x, True, None, 1, [payload_to_proto(p) for p in _payloads(5)])
+    s.checkpoint()
+    s.close()
+    path = tmp_path / "collections" / "c" / "payloads.npy"
+    good = path.read_bytes()
+    for at in (10, len(good) // 2, len(good) - 1):
+        data = bytearray(good)
+        data[at] ^= 0x01
+        path.write_bytes(bytes(data))
+        with pytest.raises(SnapshotCorrupt, match="payloads.npy"):
+            ShardService(Settings(), tmp_path).recover()
+    path.write_bytes(good)
+    again = ShardService(Settings(), tmp_path)
+    again.recover()
+    assert again.collections["c"].get(np.arange(5), True)[2] == _payloads(5)

@@ -469,7 +469,8 @@ class ShardIndex:
             ids = self._payloads.matching_ids(f)
             ids = ids[ids >= start_id]
             more = ids.size > limit
-            ids = np.sort(ids)[:limit] if not more else np.partition(ids, limit - 1)[:limit]
+            if more:  # the `limit` smallest, without sorting them all
+                ids = np.partition(ids, limit - 1)[:limit]
             ids = np.ascontiguousarray(np.sort(ids))
             payloads = self.payloads_of(ids) if with_payload else []
             vectors = self._vectors(ids) if with_vectors and ids.size else None
