@@ -97,7 +97,7 @@ IVF = types_pb2.INDEX_TYPE_IVF_FLAT
         (cfg(metric=0), C.INVALID_ARGUMENT, "metric"),
         (cfg(metric=9), C.INVALID_ARGUMENT, "metric"),
         (cfg(index_type=0), C.INVALID_ARGUMENT, "index_type"),
-        (cfg(nlist=4), C.INVALID_ARGUMENT, "nlist applies to IVF_FLAT"),
+        (cfg(nlist=4), C.INVALID_ARGUMENT, "nlist applies to IVF collections only"),
         (cfg(index_type=IVF), C.INVALID_ARGUMENT, "nlist between 1 and 256"),
         (cfg(index_type=IVF, nlist=257), C.INVALID_ARGUMENT, "nlist"),
         (cfg(index_type=IVF, nlist=8, nprobe=9), C.INVALID_ARGUMENT, "cannot exceed nlist"),

@@ -98,13 +98,20 @@ class AsyncClient:
         name: str,
         dim: int,
         metric: str | Metric | None = Metric.L2,
-        index: str | IndexType = IndexType.FLAT,
+        index: str | IndexType | None = None,
         *,
         nlist: int = 0,
         nprobe: int = 0,
         train_threshold: int = 0,
         model: str | None = None,
         store_text: bool = False,
+        pq_m: int = 0,
+        pq_nbits: int = 0,
+        refine_factor: int = 0,
+        coarse_quantizer: str = "",
+        expected_size: int = 0,
+        target_recall: float = 0.0,
+        memory_budget: int = 0,
         timeout: float | None = None,
     ) -> CollectionInfo:
         """See `Client.create_collection`.
@@ -112,7 +119,9 @@ class AsyncClient:
         Example:
             >>> await c.create_collection("img", dim=128, index="ivf_flat", nlist=100)
         """
-        req = build.create_collection(name, dim, metric, index, nlist, nprobe, train_threshold, model, store_text)
+        req = build.create_collection(name, dim, metric, index, nlist, nprobe, train_threshold, model, store_text,
+                                      pq_m, pq_nbits, refine_factor, coarse_quantizer, expected_size,
+                                      target_recall, memory_budget)  # fmt: skip
         return build.collection_info(await self._call(self._stub.CreateCollection, req, timeout))
 
     async def drop_collection(self, name: build.CollectionRef, *, timeout: float | None = None) -> None:
@@ -437,6 +446,7 @@ class AsyncClient:
         nprobe: int | None = None,
         filter: build.FilterArg | None = None,  # noqa: A002
         with_payload: build.WithPayload = False,
+        refine_factor: int = 0,
         allow_partial: bool = False,
         model_fingerprint: str = "",
         timeout: float | None = None,
@@ -447,7 +457,7 @@ class AsyncClient:
             >>> D, I = await c.search("img", np.random.rand(3, 128), k=5)
         """
         req = build.search(collection, queries, k, texts, images, nprobe, allow_partial, model_fingerprint, filter,
-                           with_payload)  # fmt: skip
+                           with_payload, refine_factor)  # fmt: skip
         return build.search_result(await self._call(self._stub.Search, req, timeout))
 
     async def train(

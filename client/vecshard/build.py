@@ -139,20 +139,40 @@ def one_of(kind: str, **given: Any) -> str:
     return names[0]
 
 
+_COARSE = {"": types_pb2.COARSE_QUANTIZER_UNSPECIFIED, "flat": types_pb2.COARSE_QUANTIZER_FLAT,
+           "hnsw": types_pb2.COARSE_QUANTIZER_HNSW}  # fmt: skip
+
+
 def create_collection(
-    name: str, dim: int, metric: str | Metric | None, index: str | IndexType, nlist: int, nprobe: int,
-    train_threshold: int, model: str | None, store_text: bool = False,
+    name: str, dim: int, metric: str | Metric | None, index: str | IndexType | None, nlist: int, nprobe: int,
+    train_threshold: int, model: str | None, store_text: bool = False, pq_m: int = 0, pq_nbits: int = 0,
+    refine_factor: int = 0, coarse_quantizer: str = "", expected_size: int = 0, target_recall: float = 0.0,
+    memory_budget: int = 0,
 ) -> pb.CreateCollectionRequest:  # fmt: skip
+    if coarse_quantizer.lower() not in _COARSE:
+        raise InvalidArgument(f"unknown coarse_quantizer {coarse_quantizer!r}: use 'flat' or 'hnsw'")
+    sizing = bool(expected_size or target_recall or memory_budget)
+    if index is None:
+        kind = types_pb2.INDEX_TYPE_UNSPECIFIED if sizing else IndexType.FLAT.to_proto()
+    else:
+        kind = IndexType.parse(index).to_proto()
     config = types_pb2.CollectionConfig(
         name=name,
         dim=dim,
         metric=Metric.parse(metric).to_proto() if metric is not None else types_pb2.METRIC_UNSPECIFIED,
-        index_type=IndexType.parse(index).to_proto(),
+        index_type=kind,
+        coarse_quantizer=_COARSE[coarse_quantizer.lower()],
+        expected_size=expected_size,
+        target_recall=target_recall,
+        memory_budget=memory_budget,
         nlist=nlist,
         nprobe=nprobe,
         train_threshold=train_threshold,
         embedding_model=model or "",
         store_text=store_text,
+        pq_m=pq_m,
+        pq_nbits=pq_nbits,
+        refine_factor=refine_factor,
     )
     return pb.CreateCollectionRequest(config=config)
 
@@ -276,10 +296,11 @@ def get_result(resp: pb.GetResponse, allow_missing: bool) -> np.ndarray:
 def search(
     collection: CollectionRef, queries: Any, k: int, texts: Sequence[str] | None, images: Sequence[ImageInput] | None,
     nprobe: int | None, allow_partial: bool, model_fingerprint: str, f: FilterArg | None = None,
-    with_payload: WithPayload = False,
+    with_payload: WithPayload = False, refine_factor: int = 0,
 ) -> pb.SearchRequest:  # fmt: skip
     one_of("query", queries=queries, texts=texts, images=images)
     req = pb.SearchRequest(collection=name_of(collection), k=k, nprobe=nprobe or 0, allow_partial=allow_partial,
+                           refine_factor=refine_factor,
                            model_fingerprint=model_fingerprint, filter=filter_of(f),
                            with_payload=selector(with_payload))  # fmt: skip
     if queries is not None:

@@ -118,21 +118,41 @@ class Client:
         name: str,
         dim: int,
         metric: str | Metric | None = Metric.L2,
-        index: str | IndexType = IndexType.FLAT,
+        index: str | IndexType | None = None,
         *,
         nlist: int = 0,
         nprobe: int = 0,
         train_threshold: int = 0,
         model: str | None = None,
         store_text: bool = False,
+        pq_m: int = 0,
+        pq_nbits: int = 0,
+        refine_factor: int = 0,
+        coarse_quantizer: str = "",
+        expected_size: int = 0,
+        target_recall: float = 0.0,
+        memory_budget: int = 0,
         timeout: float | None = None,
     ) -> CollectionInfo:
         """Create a collection on every shard.
 
         Args:
             metric: "l2" (squared L2), "inner_product", "cosine" or "l1".
-            index: "flat" (exact) or "ivf_flat" (needs nlist; exact until trained).
+            index: "flat" (exact), "ivf_flat" (needs nlist; exact until trained), or a compressed
+                IVF kind: "ivf_sq8" (dim bytes per vector), "ivf_sqfp16" (2 * dim bytes) or
+                "ivf_pq" (pq_m bytes at 8 bits); these support l2, inner_product and cosine, and
+                keep the float vectors on disk for `get` and re-ranking.
             nlist: IVF lists; nprobe: default lists probed per search (0: server default).
+            pq_m, pq_nbits: IVF_PQ sub-quantizers (must divide dim; 0: dim / 8 or below) and
+                bits per code (0: 8).
+            refine_factor: compressed kinds: re-rank the best k * refine_factor candidates by exact
+                distance (0 or 1: off); a search may override it.
+            coarse_quantizer: IVF kinds: "flat" (default; compares with every centroid) or "hnsw"
+                (a graph over the centroids, for nlist in the tens of thousands).
+            expected_size, target_recall, memory_budget: instead of choosing `index` (leave it None)
+                and nlist/nprobe yourself, let the server pick them from its sizing guide
+                (docs/capacity.md) for this many vectors, recall@10 (default 0.95) and bytes of
+                index memory; the returned info holds the choice.
             train_threshold: IVF trains itself at this many vectors (0: 39 * nlist).
             model: bind the collection to a server embedding model (see `list_models`): add and
                 search then take `texts=`/`images=`. With a model, pass dim=0 to use the model's
@@ -143,8 +163,11 @@ class Client:
         Example:
             >>> c.create_collection("img", dim=128, metric="l2", index="ivf_flat", nlist=100, nprobe=10)
             >>> c.create_collection("docs", dim=0, metric=None, model="minilm")
+            >>> c.create_collection("big", dim=768, expected_size=50_000_000, memory_budget=64 << 30)
         """
-        req = build.create_collection(name, dim, metric, index, nlist, nprobe, train_threshold, model, store_text)
+        req = build.create_collection(name, dim, metric, index, nlist, nprobe, train_threshold, model, store_text,
+                                      pq_m, pq_nbits, refine_factor, coarse_quantizer, expected_size,
+                                      target_recall, memory_budget)  # fmt: skip
         return build.collection_info(self._call(self._stub.CreateCollection, req, timeout))
 
     def drop_collection(self, name: build.CollectionRef, *, timeout: float | None = None) -> None:
@@ -542,6 +565,7 @@ class Client:
         nprobe: int | None = None,
         filter: build.FilterArg | None = None,  # noqa: A002
         with_payload: build.WithPayload = False,
+        refine_factor: int = 0,
         allow_partial: bool = False,
         model_fingerprint: str = "",
         timeout: float | None = None,
@@ -560,6 +584,8 @@ class Client:
                 hits; `result.plans` says how each shard ran it.
             with_payload: True for the hits' payloads, or a list of (dotted) fields to return;
                 read them from `result.hits()` or `result.payloads`.
+            refine_factor: compressed IVF kinds: re-rank the best k * refine_factor candidates by
+                exact distance (0: the collection's setting).
             allow_partial: answer from the shards that respond instead of raising Unavailable;
                 see `result.failed_shards`.
             texts, images: instead of query vectors, for a model-bound collection (a CLIP
@@ -572,7 +598,7 @@ class Client:
             >>> D, I = c.search("docs", texts=["feline on a mat"], k=3)
         """
         req = build.search(collection, queries, k, texts, images, nprobe, allow_partial, model_fingerprint, filter,
-                           with_payload)  # fmt: skip
+                           with_payload, refine_factor)  # fmt: skip
         return build.search_result(self._call(self._stub.Search, req, timeout))
 
     def train(

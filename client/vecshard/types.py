@@ -53,6 +53,19 @@ class IndexType(enum.StrEnum):
 
     FLAT = "flat"
     IVF_FLAT = "ivf_flat"
+    IVF_SQ8 = "ivf_sq8"
+    IVF_SQFP16 = "ivf_sqfp16"
+    IVF_PQ = "ivf_pq"
+
+    @property
+    def is_ivf(self) -> bool:
+        """Every kind but FLAT: an inverted file over one trained coarse quantizer."""
+        return self is not IndexType.FLAT
+
+    @property
+    def quantized(self) -> bool:
+        """Vectors are stored compressed in the index (floats kept on disk for Get and refine)."""
+        return self in (IndexType.IVF_SQ8, IndexType.IVF_SQFP16, IndexType.IVF_PQ)
 
     def to_proto(self) -> types_pb2.IndexType:
         return _INDEX_TO_PROTO[self]
@@ -63,11 +76,12 @@ class IndexType(enum.StrEnum):
 
     @classmethod
     def parse(cls, value: str | IndexType) -> IndexType:
-        """Accept an IndexType or its name in any case ("flat", "ivf_flat", "IVF")."""
+        """Accept an IndexType or its name in any case ("flat", "ivf_flat", "IVF", "ivf_pq", "IVF_SQ8")."""
         if isinstance(value, IndexType):
             return value
         key = str(value).strip().lower()
-        key = {"ivf": "ivf_flat", "ivfflat": "ivf_flat"}.get(key, key)
+        key = {"ivf": "ivf_flat", "ivfflat": "ivf_flat", "ivfpq": "ivf_pq", "ivfsq8": "ivf_sq8",
+               "ivf_fp16": "ivf_sqfp16", "ivfsqfp16": "ivf_sqfp16"}.get(key, key)  # fmt: skip
         try:
             return cls(key)
         except ValueError:
@@ -85,6 +99,9 @@ _METRIC_FROM_PROTO: dict[int, Metric] = {v: k for k, v in _METRIC_TO_PROTO.items
 _INDEX_TO_PROTO: dict[IndexType, types_pb2.IndexType] = {
     IndexType.FLAT: types_pb2.INDEX_TYPE_FLAT,
     IndexType.IVF_FLAT: types_pb2.INDEX_TYPE_IVF_FLAT,
+    IndexType.IVF_SQ8: types_pb2.INDEX_TYPE_IVF_SQ8,
+    IndexType.IVF_SQFP16: types_pb2.INDEX_TYPE_IVF_SQFP16,
+    IndexType.IVF_PQ: types_pb2.INDEX_TYPE_IVF_PQ,
 }
 _INDEX_FROM_PROTO: dict[int, IndexType] = {v: k for k, v in _INDEX_TO_PROTO.items()}
 
@@ -128,6 +145,14 @@ class CollectionInfo:
     # Payload indexes: field -> "keyword", "integer", "float" or "bool".
     payload_indexes: dict[str, str] = field(default_factory=dict, compare=False)
     store_text: bool = False
+    pq_m: int = 0
+    pq_nbits: int = 0
+    refine_factor: int = 0
+    coarse_quantizer: str = ""  # IVF kinds: "flat" or "hnsw"
+    expected_size: int = 0  # sizing inputs, as given at creation
+    target_recall: float = 0.0
+    # With include_centroids, quantized kinds: the trained empty faiss index (faiss.deserialize_index).
+    codec: bytes = field(default=b"", compare=False, repr=False)
 
     @property
     def trained(self) -> bool:
@@ -156,6 +181,15 @@ class CollectionInfo:
             centroids=centroids,
             payload_indexes={x.field: _INDEX_TYPES.get(x.type, "unspecified") for x in info.payload_indexes},
             store_text=cfg.store_text,
+            pq_m=cfg.pq_m,
+            pq_nbits=cfg.pq_nbits,
+            refine_factor=cfg.refine_factor,
+            coarse_quantizer={types_pb2.COARSE_QUANTIZER_FLAT: "flat", types_pb2.COARSE_QUANTIZER_HNSW: "hnsw"}.get(
+                cfg.coarse_quantizer, ""
+            ),
+            expected_size=cfg.expected_size,
+            target_recall=round(cfg.target_recall, 6),
+            codec=info.codec,
         )
 
 

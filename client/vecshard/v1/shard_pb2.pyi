@@ -38,7 +38,7 @@ class RollbackAddRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., write_token: _Optional[int] = ..., ids: _Optional[bytes] = ...) -> None: ...
 
 class ShardCollectionState(_message.Message):
-    __slots__ = ("config", "count", "trained", "centroids", "digest", "train_epoch", "train_id", "prepared_epoch", "writes", "max_version", "tombstones", "incarnation", "payload_indexes")
+    __slots__ = ("config", "count", "trained", "centroids", "digest", "train_epoch", "train_id", "prepared_epoch", "writes", "max_version", "tombstones", "incarnation", "payload_indexes", "codec")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     TRAINED_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,7 @@ class ShardCollectionState(_message.Message):
     TOMBSTONES_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_INDEXES_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
     config: _types_pb2.CollectionConfig
     count: int
     trained: bool
@@ -65,7 +66,8 @@ class ShardCollectionState(_message.Message):
     tombstones: int
     incarnation: int
     payload_indexes: _containers.RepeatedCompositeFieldContainer[_payload_pb2.PayloadIndex]
-    def __init__(self, config: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., digest: _Optional[int] = ..., train_epoch: _Optional[int] = ..., train_id: _Optional[int] = ..., prepared_epoch: _Optional[int] = ..., writes: _Optional[int] = ..., max_version: _Optional[int] = ..., tombstones: _Optional[int] = ..., incarnation: _Optional[int] = ..., payload_indexes: _Optional[_Iterable[_Union[_payload_pb2.PayloadIndex, _Mapping]]] = ...) -> None: ...
+    codec: bytes
+    def __init__(self, config: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., digest: _Optional[int] = ..., train_epoch: _Optional[int] = ..., train_id: _Optional[int] = ..., prepared_epoch: _Optional[int] = ..., writes: _Optional[int] = ..., max_version: _Optional[int] = ..., tombstones: _Optional[int] = ..., incarnation: _Optional[int] = ..., payload_indexes: _Optional[_Iterable[_Union[_payload_pb2.PayloadIndex, _Mapping]]] = ..., codec: _Optional[bytes] = ...) -> None: ...
 
 class ShardListResponse(_message.Message):
     __slots__ = ("collections", "dropped")
@@ -83,20 +85,22 @@ class ShardListResponse(_message.Message):
     def __init__(self, collections: _Optional[_Iterable[_Union[ShardCollectionState, _Mapping]]] = ..., dropped: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class InstallQuantizerRequest(_message.Message):
-    __slots__ = ("collection", "centroids", "epoch", "train_id", "mode", "decide")
+    __slots__ = ("collection", "centroids", "epoch", "train_id", "mode", "decide", "codec")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     CENTROIDS_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     TRAIN_ID_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     DECIDE_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
     collection: str
     centroids: _types_pb2.FloatMatrix
     epoch: int
     train_id: int
     mode: InstallMode
     decide: bool
-    def __init__(self, collection: _Optional[str] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., epoch: _Optional[int] = ..., train_id: _Optional[int] = ..., mode: _Optional[_Union[InstallMode, str]] = ..., decide: _Optional[bool] = ...) -> None: ...
+    codec: bytes
+    def __init__(self, collection: _Optional[str] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., epoch: _Optional[int] = ..., train_id: _Optional[int] = ..., mode: _Optional[_Union[InstallMode, str]] = ..., decide: _Optional[bool] = ..., codec: _Optional[bytes] = ...) -> None: ...
 
 class WalRecord(_message.Message):
     __slots__ = ("lsn", "create", "drop", "add", "remove", "install", "abort", "set_payload", "create_index", "drop_index", "write_token", "version", "versions", "rollback")

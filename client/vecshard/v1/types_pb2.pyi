@@ -20,6 +20,15 @@ class IndexType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INDEX_TYPE_UNSPECIFIED: _ClassVar[IndexType]
     INDEX_TYPE_FLAT: _ClassVar[IndexType]
     INDEX_TYPE_IVF_FLAT: _ClassVar[IndexType]
+    INDEX_TYPE_IVF_SQ8: _ClassVar[IndexType]
+    INDEX_TYPE_IVF_SQFP16: _ClassVar[IndexType]
+    INDEX_TYPE_IVF_PQ: _ClassVar[IndexType]
+
+class CoarseQuantizer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COARSE_QUANTIZER_UNSPECIFIED: _ClassVar[CoarseQuantizer]
+    COARSE_QUANTIZER_FLAT: _ClassVar[CoarseQuantizer]
+    COARSE_QUANTIZER_HNSW: _ClassVar[CoarseQuantizer]
 
 class InputRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -34,6 +43,12 @@ METRIC_L1: Metric
 INDEX_TYPE_UNSPECIFIED: IndexType
 INDEX_TYPE_FLAT: IndexType
 INDEX_TYPE_IVF_FLAT: IndexType
+INDEX_TYPE_IVF_SQ8: IndexType
+INDEX_TYPE_IVF_SQFP16: IndexType
+INDEX_TYPE_IVF_PQ: IndexType
+COARSE_QUANTIZER_UNSPECIFIED: CoarseQuantizer
+COARSE_QUANTIZER_FLAT: CoarseQuantizer
+COARSE_QUANTIZER_HNSW: CoarseQuantizer
 INPUT_ROLE_UNSPECIFIED: InputRole
 INPUT_ROLE_QUERY: InputRole
 INPUT_ROLE_PASSAGE: InputRole
@@ -49,7 +64,7 @@ class FloatMatrix(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ...) -> None: ...
 
 class CollectionConfig(_message.Message):
-    __slots__ = ("name", "dim", "metric", "index_type", "nlist", "nprobe", "train_threshold", "embedding_model", "model_fingerprint", "store_text")
+    __slots__ = ("name", "dim", "metric", "index_type", "nlist", "nprobe", "train_threshold", "embedding_model", "model_fingerprint", "store_text", "pq_m", "pq_nbits", "refine_factor", "coarse_quantizer", "expected_size", "target_recall", "memory_budget")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +75,13 @@ class CollectionConfig(_message.Message):
     EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     STORE_TEXT_FIELD_NUMBER: _ClassVar[int]
+    PQ_M_FIELD_NUMBER: _ClassVar[int]
+    PQ_NBITS_FIELD_NUMBER: _ClassVar[int]
+    REFINE_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    COARSE_QUANTIZER_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_RECALL_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BUDGET_FIELD_NUMBER: _ClassVar[int]
     name: str
     dim: int
     metric: Metric
@@ -70,7 +92,14 @@ class CollectionConfig(_message.Message):
     embedding_model: str
     model_fingerprint: str
     store_text: bool
-    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index_type: _Optional[_Union[IndexType, str]] = ..., nlist: _Optional[int] = ..., nprobe: _Optional[int] = ..., train_threshold: _Optional[int] = ..., embedding_model: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., store_text: _Optional[bool] = ...) -> None: ...
+    pq_m: int
+    pq_nbits: int
+    refine_factor: int
+    coarse_quantizer: CoarseQuantizer
+    expected_size: int
+    target_recall: float
+    memory_budget: int
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index_type: _Optional[_Union[IndexType, str]] = ..., nlist: _Optional[int] = ..., nprobe: _Optional[int] = ..., train_threshold: _Optional[int] = ..., embedding_model: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., store_text: _Optional[bool] = ..., pq_m: _Optional[int] = ..., pq_nbits: _Optional[int] = ..., refine_factor: _Optional[int] = ..., coarse_quantizer: _Optional[_Union[CoarseQuantizer, str]] = ..., expected_size: _Optional[int] = ..., target_recall: _Optional[float] = ..., memory_budget: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "kind", "dim", "normalized", "fingerprint", "modalities", "query_prefix", "passage_prefix", "device")

@@ -26,17 +26,17 @@ from vecshard.v1 import payload_pb2 as vecshard_dot_v1_dot_payload__pb2
 from vecshard.v1 import types_pb2 as vecshard_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fvecshard/v1/vector_search.proto\x12\x0bvecshard.v1\x1a\x19vecshard/v1/payload.proto\x1a\x17vecshard/v1/types.proto\"H\n\x17\x43reateCollectionRequest\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.vecshard.v1.CollectionConfig\"%\n\x15\x44ropCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44ropCollectionResponse\"\x18\n\x16ListCollectionsRequest\"K\n\x17ListCollectionsResponse\x12\x30\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x1b.vecshard.v1.CollectionInfo\"D\n\x19\x44\x65scribeCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11include_centroids\x18\x02 \x01(\x08\"9\n\tShardInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x0f\n\x07trained\x18\x03 \x01(\x08\"\x8b\x02\n\x0e\x43ollectionInfo\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.vecshard.v1.CollectionConfig\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x32\n\x0etraining_state\x18\x03 \x01(\x0e\x32\x1a.vecshard.v1.TrainingState\x12&\n\x06shards\x18\x04 \x03(\x0b\x32\x16.vecshard.v1.ShardInfo\x12+\n\tcentroids\x18\x05 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\x32\n\x0fpayload_indexes\x18\x06 \x03(\x0b\x32\x19.vecshard.v1.PayloadIndex\"\xca\x01\n\nAddRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x01(\x0c\x12)\n\x07vectors\x18\x03 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\x0e\n\x06upsert\x18\x04 \x01(\x08\x12\r\n\x05texts\x18\x05 \x03(\t\x12\x0e\n\x06images\x18\x06 \x03(\x0c\x12\x19\n\x11model_fingerprint\x18\x07 \x01(\t\x12&\n\x08payloads\x18\x08 \x03(\x0b\x32\x14.vecshard.v1.Payload\"=\n\x0b\x41\x64\x64Response\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x04\x12\x10\n\x08replaced\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\"U\n\rRemoveRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x01(\x0c\x12#\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x13.vecshard.v1.Filter\"!\n\x0eRemoveResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\"x\n\nGetRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x01(\x0c\x12\x15\n\rallow_missing\x18\x03 \x01(\x08\x12\x32\n\x0cwith_payload\x18\x04 \x01(\x0b\x32\x1c.vecshard.v1.PayloadSelector\"o\n\x0bGetResponse\x12)\n\x07vectors\x18\x01 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\r\n\x05\x66ound\x18\x02 \x01(\x0c\x12&\n\x08payloads\x18\x03 \x03(\x0b\x32\x14.vecshard.v1.Payload\"\x93\x02\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12)\n\x07queries\x18\x02 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\t\n\x01k\x18\x03 \x01(\r\x12\x0e\n\x06nprobe\x18\x04 \x01(\r\x12\x15\n\rallow_partial\x18\x05 \x01(\x08\x12\r\n\x05texts\x18\x06 \x03(\t\x12\x0e\n\x06images\x18\x07 \x03(\x0c\x12\x19\n\x11model_fingerprint\x18\x08 \x01(\t\x12#\n\x06\x66ilter\x18\t \x01(\x0b\x32\x13.vecshard.v1.Filter\x12\x32\n\x0cwith_payload\x18\n \x01(\x0b\x32\x1c.vecshard.v1.PayloadSelector\"\xd7\x01\n\x0eSearchResponse\x12\n\n\x02nq\x18\x01 \x01(\r\x12\t\n\x01k\x18\x02 \x01(\r\x12\x11\n\tdistances\x18\x03 \x01(\x0c\x12\x0b\n\x03ids\x18\x04 \x01(\x0c\x12\x14\n\x0cshards_total\x18\x05 \x01(\r\x12\x11\n\tshards_ok\x18\x06 \x01(\r\x12\x15\n\rfailed_shards\x18\x07 \x03(\t\x12&\n\x08payloads\x18\x08 \x03(\x0b\x32\x14.vecshard.v1.Payload\x12&\n\x05plans\x18\t \x03(\x0b\x32\x17.vecshard.v1.FilterPlan\"M\n\x0cTrainRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1b\n\x13max_training_points\x18\x02 \x01(\x04\x12\x0c\n\x04seed\x18\x03 \x01(\x04\"E\n\rSampleRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x12\n\nmax_points\x18\x02 \x01(\x04\x12\x0c\n\x04seed\x18\x03 \x01(\x04\"g\n\x0eSampleResponse\x12\x0b\n\x03ids\x18\x01 \x01(\x0c\x12)\n\x07vectors\x18\x02 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\x0e\n\x06shards\x18\x03 \x01(\x0c\x12\r\n\x05lists\x18\x04 \x01(\x0c\"G\n\x0c\x43ountRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12#\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x13.vecshard.v1.Filter\"F\n\rCountResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12&\n\x05plans\x18\x02 \x03(\x0b\x32\x17.vecshard.v1.FilterPlan\"\xb3\x01\n\rScrollRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12#\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x13.vecshard.v1.Filter\x12\x10\n\x08start_id\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\r\x12\x32\n\x0cwith_payload\x18\x05 \x01(\x0b\x32\x1c.vecshard.v1.PayloadSelector\x12\x14\n\x0cwith_vectors\x18\x06 \x01(\x08\"\x95\x01\n\x0eScrollResponse\x12\x0b\n\x03ids\x18\x01 \x01(\x0c\x12&\n\x08payloads\x18\x02 \x03(\x0b\x32\x14.vecshard.v1.Payload\x12)\n\x07vectors\x18\x03 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\x15\n\rnext_start_id\x18\x04 \x01(\x03\x12\x0c\n\x04\x64one\x18\x05 \x01(\x08\"\xb9\x01\n\x11SetPayloadRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x01(\x0c\x12#\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x13.vecshard.v1.Filter\x12%\n\x07payload\x18\x04 \x01(\x0b\x32\x14.vecshard.v1.Payload\x12)\n\x04mode\x18\x05 \x01(\x0e\x32\x1b.vecshard.v1.SetPayloadMode\x12\x0c\n\x04keys\x18\x06 \x03(\t\"%\n\x12SetPayloadResponse\x12\x0f\n\x07updated\x18\x01 \x01(\x04\"k\n\x19\x43reatePayloadIndexRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12+\n\x04type\x18\x03 \x01(\x0e\x32\x1d.vecshard.v1.PayloadIndexType\"<\n\x17\x44ropPayloadIndexRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t*\xa9\x01\n\rTrainingState\x12\x1e\n\x1aTRAINING_STATE_UNSPECIFIED\x10\x00\x12!\n\x1dTRAINING_STATE_NOT_APPLICABLE\x10\x01\x12\x1c\n\x18TRAINING_STATE_UNTRAINED\x10\x02\x12\x1b\n\x17TRAINING_STATE_TRAINING\x10\x03\x12\x1a\n\x16TRAINING_STATE_TRAINED\x10\x04*\x90\x01\n\x0eSetPayloadMode\x12 \n\x1cSET_PAYLOAD_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16SET_PAYLOAD_MODE_MERGE\x10\x01\x12\x1e\n\x1aSET_PAYLOAD_MODE_OVERWRITE\x10\x02\x12 \n\x1cSET_PAYLOAD_MODE_DELETE_KEYS\x10\x03\x32\x8a\n\n\x0cVectorSearch\x12U\n\x10\x43reateCollection\x12$.vecshard.v1.CreateCollectionRequest\x1a\x1b.vecshard.v1.CollectionInfo\x12Y\n\x0e\x44ropCollection\x12\".vecshard.v1.DropCollectionRequest\x1a#.vecshard.v1.DropCollectionResponse\x12\\\n\x0fListCollections\x12#.vecshard.v1.ListCollectionsRequest\x1a$.vecshard.v1.ListCollectionsResponse\x12Y\n\x12\x44\x65scribeCollection\x12&.vecshard.v1.DescribeCollectionRequest\x1a\x1b.vecshard.v1.CollectionInfo\x12\x38\n\x03\x41\x64\x64\x12\x17.vecshard.v1.AddRequest\x1a\x18.vecshard.v1.AddResponse\x12\x41\n\x06Remove\x12\x1a.vecshard.v1.RemoveRequest\x1a\x1b.vecshard.v1.RemoveResponse\x12\x38\n\x03Get\x12\x17.vecshard.v1.GetRequest\x1a\x18.vecshard.v1.GetResponse\x12\x41\n\x06Search\x12\x1a.vecshard.v1.SearchRequest\x1a\x1b.vecshard.v1.SearchResponse\x12?\n\x05Train\x12\x19.vecshard.v1.TrainRequest\x1a\x1b.vecshard.v1.CollectionInfo\x12>\n\x05\x45mbed\x12\x19.vecshard.v1.EmbedRequest\x1a\x1a.vecshard.v1.EmbedResponse\x12\x41\n\x06Sample\x12\x1a.vecshard.v1.SampleRequest\x1a\x1b.vecshard.v1.SampleResponse\x12M\n\nListModels\x12\x1e.vecshard.v1.ListModelsRequest\x1a\x1f.vecshard.v1.ListModelsResponse\x12>\n\x05\x43ount\x12\x19.vecshard.v1.CountRequest\x1a\x1a.vecshard.v1.CountResponse\x12\x41\n\x06Scroll\x12\x1a.vecshard.v1.ScrollRequest\x1a\x1b.vecshard.v1.ScrollResponse\x12M\n\nSetPayload\x12\x1e.vecshard.v1.SetPayloadRequest\x1a\x1f.vecshard.v1.SetPayloadResponse\x12Y\n\x12\x43reatePayloadIndex\x12&.vecshard.v1.CreatePayloadIndexRequest\x1a\x1b.vecshard.v1.CollectionInfo\x12U\n\x10\x44ropPayloadIndex\x12$.vecshard.v1.DropPayloadIndexRequest\x1a\x1b.vecshard.v1.CollectionInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fvecshard/v1/vector_search.proto\x12\x0bvecshard.v1\x1a\x19vecshard/v1/payload.proto\x1a\x17vecshard/v1/types.proto\"H\n\x17\x43reateCollectionRequest\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.vecshard.v1.CollectionConfig\"%\n\x15\x44ropCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44ropCollectionResponse\"\x18\n\x16ListCollectionsRequest\"K\n\x17ListCollectionsResponse\x12\x30\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x1b.vecshard.v1.CollectionInfo\"D\n\x19\x44\x65scribeCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11include_centroids\x18\x02 \x01(\x08\"9\n\tShardInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x0f\n\x07trained\x18\x03 \x01(\x08\"\x9a\x02\n\x0e\x43ollectionInfo\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.vecshard.v1.CollectionConfig\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x32\n\x0etraining_state\x18\x03 \x01(\x0e\x32\x1a.vecshard.v1.TrainingState\x12&\n\x06shards\x18\x04 \x03(\x0b\x32\x16.vecshard.v1.ShardInfo\x12+\n\tcentroids\x18\x05 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\x32\n\x0fpayload_indexes\x18\x06 \x03(\x0b\x32\x19.vecshard.v1.PayloadIndex\x12\r\n\x05\x63odec\x18\x07 \x01(\x0c\"\xca\x01\n\nAddRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x01(\x0c\x12)\n\x07vectors\x18\x03 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\x0e\n\x06upsert\x18\x04 \x01(\x08\x12\r\n\x05texts\x18\x05 \x03(\t\x12\x0e\n\x06images\x18\x06 \x03(\x0c\x12\x19\n\x11model_fingerprint\x18\x07 \x01(\t\x12&\n\x08payloads\x18\x08 \x03(\x0b\x32\x14.vecshard.v1.Payload\"=\n\x0b\x41\x64\x64Response\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x04\x12\x10\n\x08replaced\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\"U\n\rRemoveRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x01(\x0c\x12#\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x13.vecshard.v1.Filter\"!\n\x0eRemoveResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\"x\n\nGetRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x01(\x0c\x12\x15\n\rallow_missing\x18\x03 \x01(\x08\x12\x32\n\x0cwith_payload\x18\x04 \x01(\x0b\x32\x1c.vecshard.v1.PayloadSelector\"o\n\x0bGetResponse\x12)\n\x07vectors\x18\x01 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\r\n\x05\x66ound\x18\x02 \x01(\x0c\x12&\n\x08payloads\x18\x03 \x03(\x0b\x32\x14.vecshard.v1.Payload\"\xaa\x02\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12)\n\x07queries\x18\x02 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\t\n\x01k\x18\x03 \x01(\r\x12\x0e\n\x06nprobe\x18\x04 \x01(\r\x12\x15\n\rallow_partial\x18\x05 \x01(\x08\x12\r\n\x05texts\x18\x06 \x03(\t\x12\x0e\n\x06images\x18\x07 \x03(\x0c\x12\x19\n\x11model_fingerprint\x18\x08 \x01(\t\x12#\n\x06\x66ilter\x18\t \x01(\x0b\x32\x13.vecshard.v1.Filter\x12\x32\n\x0cwith_payload\x18\n \x01(\x0b\x32\x1c.vecshard.v1.PayloadSelector\x12\x15\n\rrefine_factor\x18\x0b \x01(\r\"\xf2\x01\n\x0eSearchResponse\x12\n\n\x02nq\x18\x01 \x01(\r\x12\t\n\x01k\x18\x02 \x01(\r\x12\x11\n\tdistances\x18\x03 \x01(\x0c\x12\x0b\n\x03ids\x18\x04 \x01(\x0c\x12\x14\n\x0cshards_total\x18\x05 \x01(\r\x12\x11\n\tshards_ok\x18\x06 \x01(\r\x12\x15\n\rfailed_shards\x18\x07 \x03(\t\x12&\n\x08payloads\x18\x08 \x03(\x0b\x32\x14.vecshard.v1.Payload\x12&\n\x05plans\x18\t \x03(\x0b\x32\x17.vecshard.v1.FilterPlan\x12\x19\n\x11refined_distances\x18\n \x01(\x0c\"M\n\x0cTrainRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1b\n\x13max_training_points\x18\x02 \x01(\x04\x12\x0c\n\x04seed\x18\x03 \x01(\x04\"E\n\rSampleRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x12\n\nmax_points\x18\x02 \x01(\x04\x12\x0c\n\x04seed\x18\x03 \x01(\x04\"g\n\x0eSampleResponse\x12\x0b\n\x03ids\x18\x01 \x01(\x0c\x12)\n\x07vectors\x18\x02 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\x0e\n\x06shards\x18\x03 \x01(\x0c\x12\r\n\x05lists\x18\x04 \x01(\x0c\"G\n\x0c\x43ountRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12#\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x13.vecshard.v1.Filter\"F\n\rCountResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12&\n\x05plans\x18\x02 \x03(\x0b\x32\x17.vecshard.v1.FilterPlan\"\xb3\x01\n\rScrollRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12#\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x13.vecshard.v1.Filter\x12\x10\n\x08start_id\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\r\x12\x32\n\x0cwith_payload\x18\x05 \x01(\x0b\x32\x1c.vecshard.v1.PayloadSelector\x12\x14\n\x0cwith_vectors\x18\x06 \x01(\x08\"\x95\x01\n\x0eScrollResponse\x12\x0b\n\x03ids\x18\x01 \x01(\x0c\x12&\n\x08payloads\x18\x02 \x03(\x0b\x32\x14.vecshard.v1.Payload\x12)\n\x07vectors\x18\x03 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12\x15\n\rnext_start_id\x18\x04 \x01(\x03\x12\x0c\n\x04\x64one\x18\x05 \x01(\x08\"\xb9\x01\n\x11SetPayloadRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x01(\x0c\x12#\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x13.vecshard.v1.Filter\x12%\n\x07payload\x18\x04 \x01(\x0b\x32\x14.vecshard.v1.Payload\x12)\n\x04mode\x18\x05 \x01(\x0e\x32\x1b.vecshard.v1.SetPayloadMode\x12\x0c\n\x04keys\x18\x06 \x03(\t\"%\n\x12SetPayloadResponse\x12\x0f\n\x07updated\x18\x01 \x01(\x04\"k\n\x19\x43reatePayloadIndexRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12+\n\x04type\x18\x03 \x01(\x0e\x32\x1d.vecshard.v1.PayloadIndexType\"<\n\x17\x44ropPayloadIndexRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t*\xa9\x01\n\rTrainingState\x12\x1e\n\x1aTRAINING_STATE_UNSPECIFIED\x10\x00\x12!\n\x1dTRAINING_STATE_NOT_APPLICABLE\x10\x01\x12\x1c\n\x18TRAINING_STATE_UNTRAINED\x10\x02\x12\x1b\n\x17TRAINING_STATE_TRAINING\x10\x03\x12\x1a\n\x16TRAINING_STATE_TRAINED\x10\x04*\x90\x01\n\x0eSetPayloadMode\x12 \n\x1cSET_PAYLOAD_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16SET_PAYLOAD_MODE_MERGE\x10\x01\x12\x1e\n\x1aSET_PAYLOAD_MODE_OVERWRITE\x10\x02\x12 \n\x1cSET_PAYLOAD_MODE_DELETE_KEYS\x10\x03\x32\x8a\n\n\x0cVectorSearch\x12U\n\x10\x43reateCollection\x12$.vecshard.v1.CreateCollectionRequest\x1a\x1b.vecshard.v1.CollectionInfo\x12Y\n\x0e\x44ropCollection\x12\".vecshard.v1.DropCollectionRequest\x1a#.vecshard.v1.DropCollectionResponse\x12\\\n\x0fListCollections\x12#.vecshard.v1.ListCollectionsRequest\x1a$.vecshard.v1.ListCollectionsResponse\x12Y\n\x12\x44\x65scribeCollection\x12&.vecshard.v1.DescribeCollectionRequest\x1a\x1b.vecshard.v1.CollectionInfo\x12\x38\n\x03\x41\x64\x64\x12\x17.vecshard.v1.AddRequest\x1a\x18.vecshard.v1.AddResponse\x12\x41\n\x06Remove\x12\x1a.vecshard.v1.RemoveRequest\x1a\x1b.vecshard.v1.RemoveResponse\x12\x38\n\x03Get\x12\x17.vecshard.v1.GetRequest\x1a\x18.vecshard.v1.GetResponse\x12\x41\n\x06Search\x12\x1a.vecshard.v1.SearchRequest\x1a\x1b.vecshard.v1.SearchResponse\x12?\n\x05Train\x12\x19.vecshard.v1.TrainRequest\x1a\x1b.vecshard.v1.CollectionInfo\x12>\n\x05\x45mbed\x12\x19.vecshard.v1.EmbedRequest\x1a\x1a.vecshard.v1.EmbedResponse\x12\x41\n\x06Sample\x12\x1a.vecshard.v1.SampleRequest\x1a\x1b.vecshard.v1.SampleResponse\x12M\n\nListModels\x12\x1e.vecshard.v1.ListModelsRequest\x1a\x1f.vecshard.v1.ListModelsResponse\x12>\n\x05\x43ount\x12\x19.vecshard.v1.CountRequest\x1a\x1a.vecshard.v1.CountResponse\x12\x41\n\x06Scroll\x12\x1a.vecshard.v1.ScrollRequest\x1a\x1b.vecshard.v1.ScrollResponse\x12M\n\nSetPayload\x12\x1e.vecshard.v1.SetPayloadRequest\x1a\x1f.vecshard.v1.SetPayloadResponse\x12Y\n\x12\x43reatePayloadIndex\x12&.vecshard.v1.CreatePayloadIndexRequest\x1a\x1b.vecshard.v1.CollectionInfo\x12U\n\x10\x44ropPayloadIndex\x12$.vecshard.v1.DropPayloadIndexRequest\x1a\x1b.vecshard.v1.CollectionInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vecshard.v1.vector_search_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRAININGSTATE']._serialized_start=2995
-  _globals['_TRAININGSTATE']._serialized_end=3164
-  _globals['_SETPAYLOADMODE']._serialized_start=3167
-  _globals['_SETPAYLOADMODE']._serialized_end=3311
+  _globals['_TRAININGSTATE']._serialized_start=3060
+  _globals['_TRAININGSTATE']._serialized_end=3229
+  _globals['_SETPAYLOADMODE']._serialized_start=3232
+  _globals['_SETPAYLOADMODE']._serialized_end=3376
   _globals['_CREATECOLLECTIONREQUEST']._serialized_start=100
   _globals['_CREATECOLLECTIONREQUEST']._serialized_end=172
   _globals['_DROPCOLLECTIONREQUEST']._serialized_start=174
@@ -52,45 +52,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SHARDINFO']._serialized_start=412
   _globals['_SHARDINFO']._serialized_end=469
   _globals['_COLLECTIONINFO']._serialized_start=472
-  _globals['_COLLECTIONINFO']._serialized_end=739
-  _globals['_ADDREQUEST']._serialized_start=742
-  _globals['_ADDREQUEST']._serialized_end=944
-  _globals['_ADDRESPONSE']._serialized_start=946
-  _globals['_ADDRESPONSE']._serialized_end=1007
-  _globals['_REMOVEREQUEST']._serialized_start=1009
-  _globals['_REMOVEREQUEST']._serialized_end=1094
-  _globals['_REMOVERESPONSE']._serialized_start=1096
-  _globals['_REMOVERESPONSE']._serialized_end=1129
-  _globals['_GETREQUEST']._serialized_start=1131
-  _globals['_GETREQUEST']._serialized_end=1251
-  _globals['_GETRESPONSE']._serialized_start=1253
-  _globals['_GETRESPONSE']._serialized_end=1364
-  _globals['_SEARCHREQUEST']._serialized_start=1367
-  _globals['_SEARCHREQUEST']._serialized_end=1642
-  _globals['_SEARCHRESPONSE']._serialized_start=1645
-  _globals['_SEARCHRESPONSE']._serialized_end=1860
-  _globals['_TRAINREQUEST']._serialized_start=1862
-  _globals['_TRAINREQUEST']._serialized_end=1939
-  _globals['_SAMPLEREQUEST']._serialized_start=1941
-  _globals['_SAMPLEREQUEST']._serialized_end=2010
-  _globals['_SAMPLERESPONSE']._serialized_start=2012
-  _globals['_SAMPLERESPONSE']._serialized_end=2115
-  _globals['_COUNTREQUEST']._serialized_start=2117
-  _globals['_COUNTREQUEST']._serialized_end=2188
-  _globals['_COUNTRESPONSE']._serialized_start=2190
-  _globals['_COUNTRESPONSE']._serialized_end=2260
-  _globals['_SCROLLREQUEST']._serialized_start=2263
-  _globals['_SCROLLREQUEST']._serialized_end=2442
-  _globals['_SCROLLRESPONSE']._serialized_start=2445
-  _globals['_SCROLLRESPONSE']._serialized_end=2594
-  _globals['_SETPAYLOADREQUEST']._serialized_start=2597
-  _globals['_SETPAYLOADREQUEST']._serialized_end=2782
-  _globals['_SETPAYLOADRESPONSE']._serialized_start=2784
-  _globals['_SETPAYLOADRESPONSE']._serialized_end=2821
-  _globals['_CREATEPAYLOADINDEXREQUEST']._serialized_start=2823
-  _globals['_CREATEPAYLOADINDEXREQUEST']._serialized_end=2930
-  _globals['_DROPPAYLOADINDEXREQUEST']._serialized_start=2932
-  _globals['_DROPPAYLOADINDEXREQUEST']._serialized_end=2992
-  _globals['_VECTORSEARCH']._serialized_start=3314
-  _globals['_VECTORSEARCH']._serialized_end=4604
+  _globals['_COLLECTIONINFO']._serialized_end=754
+  _globals['_ADDREQUEST']._serialized_start=757
+  _globals['_ADDREQUEST']._serialized_end=959
+  _globals['_ADDRESPONSE']._serialized_start=961
+  _globals['_ADDRESPONSE']._serialized_end=1022
+  _globals['_REMOVEREQUEST']._serialized_start=1024
+  _globals['_REMOVEREQUEST']._serialized_end=1109
+  _globals['_REMOVERESPONSE']._serialized_start=1111
+  _globals['_REMOVERESPONSE']._serialized_end=1144
+  _globals['_GETREQUEST']._serialized_start=1146
+  _globals['_GETREQUEST']._serialized_end=1266
+  _globals['_GETRESPONSE']._serialized_start=1268
+  _globals['_GETRESPONSE']._serialized_end=1379
+  _globals['_SEARCHREQUEST']._serialized_start=1382
+  _globals['_SEARCHREQUEST']._serialized_end=1680
+  _globals['_SEARCHRESPONSE']._serialized_start=1683
+  _globals['_SEARCHRESPONSE']._serialized_end=1925
+  _globals['_TRAINREQUEST']._serialized_start=1927
+  _globals['_TRAINREQUEST']._serialized_end=2004
+  _globals['_SAMPLEREQUEST']._serialized_start=2006
+  _globals['_SAMPLEREQUEST']._serialized_end=2075
+  _globals['_SAMPLERESPONSE']._serialized_start=2077
+  _globals['_SAMPLERESPONSE']._serialized_end=2180
+  _globals['_COUNTREQUEST']._serialized_start=2182
+  _globals['_COUNTREQUEST']._serialized_end=2253
+  _globals['_COUNTRESPONSE']._serialized_start=2255
+  _globals['_COUNTRESPONSE']._serialized_end=2325
+  _globals['_SCROLLREQUEST']._serialized_start=2328
+  _globals['_SCROLLREQUEST']._serialized_end=2507
+  _globals['_SCROLLRESPONSE']._serialized_start=2510
+  _globals['_SCROLLRESPONSE']._serialized_end=2659
+  _globals['_SETPAYLOADREQUEST']._serialized_start=2662
+  _globals['_SETPAYLOADREQUEST']._serialized_end=2847
+  _globals['_SETPAYLOADRESPONSE']._serialized_start=2849
+  _globals['_SETPAYLOADRESPONSE']._serialized_end=2886
+  _globals['_CREATEPAYLOADINDEXREQUEST']._serialized_start=2888
+  _globals['_CREATEPAYLOADINDEXREQUEST']._serialized_end=2995
+  _globals['_DROPPAYLOADINDEXREQUEST']._serialized_start=2997
+  _globals['_DROPPAYLOADINDEXREQUEST']._serialized_end=3057
+  _globals['_VECTORSEARCH']._serialized_start=3379
+  _globals['_VECTORSEARCH']._serialized_end=4669
 # @@protoc_insertion_point(module_scope)

@@ -61,19 +61,36 @@ def collections() -> None:
 @click.option(
     "--metric", type=click.Choice(["l2", "inner_product", "cosine", "l1"]), help="default: l2, or cosine with --model"
 )
-@click.option("--index", type=click.Choice(["flat", "ivf_flat"]), default="flat", show_default=True)
+@click.option(
+    "--index",
+    type=click.Choice(["flat", "ivf_flat", "ivf_sq8", "ivf_sqfp16", "ivf_pq"]),
+    help="index kind  [default: flat, or the sizing guide's pick with --expected-size]",
+)
 @click.option("--nlist", default=0, help="IVF lists")
 @click.option("--nprobe", default=0, help="IVF lists probed by default (0: server default)")
+@click.option("--pq-m", default=0, help="IVF_PQ: sub-quantizers (bytes a vector at 8 bits; 0: dim / 8 or below)")
+@click.option("--pq-nbits", default=0, help="IVF_PQ: bits per code (0: 8)")
+@click.option("--refine-factor", default=0, help="compressed kinds: re-rank k * this many candidates exactly")
+@click.option("--coarse-quantizer", type=click.Choice(["flat", "hnsw"]), help="IVF: how vectors find their lists")
+@click.option("--expected-size", default=0, help="let the server size the index for this many vectors")
+@click.option("--target-recall", default=0.0, help="with --expected-size: recall@10 to size for (0: 0.95)")
+@click.option("--memory-budget", default=0, help="with --expected-size: bytes of index memory, all shards (0: any)")
 @click.option("--model", help="bind to a server embedding model (add/search then take texts or images)")
 @ADDRESS
 @TIMEOUT
-def create(name: str, dim: int, metric: str | None, index: str, nlist: int, nprobe: int, model: str | None,
-           address: str, timeout: float) -> None:  # fmt: skip
+def create(name: str, dim: int, metric: str | None, index: str | None, nlist: int, nprobe: int, pq_m: int,
+           pq_nbits: int, refine_factor: int, coarse_quantizer: str | None, expected_size: int, target_recall: float,
+           memory_budget: int, model: str | None, address: str, timeout: float) -> None:  # fmt: skip
     """Create collection NAME."""
     with connect(address, timeout) as c:
         info = c.create_collection(name, dim, metric or (None if model else "l2"), index, nlist=nlist, nprobe=nprobe,
-                                   model=model)  # fmt: skip
-    click.echo(f"created {info.name}: dim {info.dim}, {info.metric.value}, {info.index_type.value}"
+                                   model=model, pq_m=pq_m, pq_nbits=pq_nbits, refine_factor=refine_factor,
+                                   coarse_quantizer=coarse_quantizer or "", expected_size=expected_size,
+                                   target_recall=target_recall, memory_budget=memory_budget)  # fmt: skip
+    ivf = f", nlist {info.nlist}, nprobe {info.nprobe}, {info.coarse_quantizer} quantizer" if info.nlist else ""
+    pq = f", pq_m {info.pq_m}" if info.pq_m else ""
+    refine = f", refine_factor {info.refine_factor}" if info.refine_factor > 1 else ""
+    click.echo(f"created {info.name}: dim {info.dim}, {info.metric.value}, {info.index_type.value}{ivf}{pq}{refine}"
                + (f", model {info.embedding_model}" if info.embedding_model else ""))  # fmt: skip
 
 
@@ -190,6 +207,44 @@ def add(collection: str, file: Path, id_field: str, text_field: str, start_id: i
                              retries=3 if upsert else 0, progress=bar.update,
                              payloads=payloads if payloads and any(payloads) else None).count  # fmt: skip
     click.echo(f"added {total} to {collection} ({count} stored)")
+
+
+@click.command("import")
+@click.argument("collection")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="state file recording the rows imported  [default: FILE.vecshard-import.json]")  # fmt: skip
+@click.option("--restart", is_flag=True, help="discard the state file and import the whole file again")
+@click.option("--batch-size", type=click.IntRange(1), help="rows per Add  [default: about 4 MiB of vectors]")
+@click.option("--parallel", default=4, show_default=True, type=click.IntRange(1, 64), help="Adds in flight at once")
+@click.option("--upsert", is_flag=True, help="replace ids that exist (a resumed import always replaces its own rows)")
+@click.option("--start-id", default=0, show_default=True, type=click.IntRange(0),
+              help="id of row 0 (ids are row numbers + this; Parquet: when there is no id column)")  # fmt: skip
+@click.option("--limit", type=click.IntRange(1), help="import only the first N rows")
+@click.option("--vector-column", default="vector", show_default=True, help="Parquet: list<float> column of vectors")
+@click.option("--id-column", default="id", show_default=True, help="Parquet: integer id column (if present)")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar")
+@ADDRESS
+@TIMEOUT
+@click.pass_context
+def import_(ctx: click.Context, collection: str, file: Path, state_path: Path | None, restart: bool,
+            batch_size: int | None, parallel: int, upsert: bool, start_id: int, limit: int | None,
+            vector_column: str, id_column: str, quiet: bool, address: str, timeout: float) -> None:  # fmt: skip
+    """Bulk-import FILE into the existing COLLECTION, resumably.
+
+    FILE is .npy, .fvecs / .bvecs (TEXMEX) or .parquet (a vector column, an optional id column,
+    every other column stored as the point's payload). Re-running the same command after a failure
+    or Ctrl-C skips the rows the server acknowledged (recorded in the state file)."""
+    from vecshard_server.cli.importer import run_import
+
+    given = ctx.get_parameter_source("id_column") is not click.core.ParameterSource.DEFAULT
+    with connect(address, timeout) as c:
+        r = run_import(c, collection, file, state_path=state_path, restart=restart, batch_size=batch_size,
+                       parallel=parallel, upsert=upsert, start_id=start_id, limit=limit, vector_column=vector_column,
+                       id_column=id_column, id_column_given=given, quiet=quiet)  # fmt: skip
+    if r["imported"]:
+        click.echo(f"imported {r['imported']} rows into {collection}, skipped {r['skipped']} already imported, "
+                   f"in {r['seconds']:.1f} s ({r['rows_per_s']:,.0f} rows/s)")  # fmt: skip
 
 
 @click.command()
@@ -394,4 +449,4 @@ def _table(header: list[str], rows: list[tuple[Any, ...]]) -> None:
             click.echo("  ".join("-" * w for w in widths))
 
 
-COMMANDS = [collections, add, search, count, embed, plot]
+COMMANDS = [collections, add, import_, search, count, embed, plot]

@@ -356,6 +356,20 @@ def _check_models(settings: Settings) -> None:
     help="measure filtered search instead: synthetic clustered data with payloads (-n, --dim, --nlist, --nprobe; "
     "first --shards), pass rates 0.01%-50%, uncorrelated / correlated / anti-correlated; --peers chroma compares",
 )
+@click.option(
+    "--scale",
+    is_flag=True,
+    help="measure IVF_FLAT, IVF_SQ8 and IVF_PQ+refine at -n vectors (memory-mapped synthetic data in --workdir) "
+    "through a local cluster with data dirs (first --shards) against in-process faiss: load, train, memory, recall "
+    "and QPS at batch 1/64/1024 for several nprobe; writes a QPS-recall plot with --out",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=Path("bench-work"),
+    show_default=True,
+    help="--scale: data, ground truth and cluster data dirs (needs ~3x the data size free)",
+)
 def bench(
     shards_list: tuple[int, ...],
     dataset: str,
@@ -371,10 +385,19 @@ def bench(
     peers: tuple[str, ...],
     embed: bool,
     filtered: bool,
+    scale: bool,
+    workdir: Path,
 ) -> None:
     """Measure search and add through local clusters against in-process faiss (same data, same run)."""
     _logging("WARNING", "bench")
     _settings()
+    if scale:
+        from vecshard_server.bench import scale as bench_scale
+
+        result = bench_scale.run_scale_bench(n, dim, nlist, k, shards_list[0], workdir,
+                                             log=lambda line: click.echo(line, err=True))  # fmt: skip
+        click.echo(bench_scale.write(result, out) if out else bench_scale.format_markdown(result))
+        return
     if filtered:
         from vecshard_server.bench import filtered as bench_filtered
 

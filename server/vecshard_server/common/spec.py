@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 
@@ -24,6 +25,68 @@ def check_name(name: str, field: str = "collection") -> str:
     return name
 
 
+MAX_REFINE = 64
+FLAT_UP_TO = 50_000  # sizing: below this many vectors brute force is fast and exact
+HNSW_FROM_NLIST = 16_384  # sizing: from this nlist the coarse quantizer is an HNSW graph
+PER_VECTOR_OVERHEAD = 64  # bytes a shard holds per vector beyond faiss's codes (ids, versions, slots)
+
+
+def sizing_nprobe(nlist: int, recall: float) -> int:
+    """Lists to probe for a recall@10 target: a starting point from the scale benchmark's curves
+    (docs/capacity.md), to be checked on the user's own data."""
+    r = recall - 1e-6  # (float32 on the wire: 0.99 arrives as 0.99000001)
+    share = 1 / 64 if r <= 0.9 else 1 / 32 if r <= 0.95 else 1 / 8 if r <= 0.99 else 1 / 2
+    return max(1, min(nlist, max(8, round(nlist * share))))
+
+
+def sized(cfg: types_pb2.CollectionConfig, settings: Settings) -> types_pb2.CollectionConfig:
+    """The config the sizing guide picks for cfg.expected_size vectors at cfg.target_recall within
+    cfg.memory_budget (docs/capacity.md): FLAT up to 50k vectors; else IVF with nlist the power of two
+    nearest 4 * sqrt(n) (64 to max_nlist), an HNSW coarse quantizer from nlist 16384, and the
+    first kind whose index fits the budget: IVF_FLAT (4 * dim bytes a vector), IVF_SQ8 (dim), IVF_PQ
+    (dim / 8, re-ranked by refine 8 from the float vectors on disk)."""
+    if cfg.nlist or cfg.nprobe or cfg.pq_m or cfg.coarse_quantizer:
+        raise InvalidArgument(
+            "expected_size, target_recall and memory_budget ask the server to choose the index: leave nlist, nprobe, "
+            "pq_m and coarse_quantizer unset, or set index_type and them yourself"
+        )
+    if not cfg.expected_size:
+        raise InvalidArgument("target_recall and memory_budget need expected_size (the vectors you plan to store)")
+    recall = cfg.target_recall or 0.95
+    if not 0 < recall < 1:
+        raise InvalidArgument(f"target_recall must be between 0 and 1 (exclusive), got {cfg.target_recall}")
+    out = types_pb2.CollectionConfig()
+    out.CopyFrom(cfg)
+    out.target_recall = recall
+    n, dim = cfg.expected_size, cfg.dim
+    if n <= FLAT_UP_TO:
+        out.index_type = types_pb2.INDEX_TYPE_FLAT
+        return out
+    nlist = 1 << max(6, round(math.log2(4 * math.sqrt(n))))
+    nlist = min(nlist, settings.max_nlist)
+    out.nlist = nlist
+    out.nprobe = sizing_nprobe(nlist, recall)
+    out.coarse_quantizer = (
+        types_pb2.COARSE_QUANTIZER_HNSW if nlist >= HNSW_FROM_NLIST else types_pb2.COARSE_QUANTIZER_FLAT
+    )
+    budget = cfg.memory_budget or float("inf")
+    l1 = cfg.metric == types_pb2.METRIC_L1
+    if l1 or n * (4 * dim + 8 + PER_VECTOR_OVERHEAD) <= budget:
+        out.index_type = types_pb2.INDEX_TYPE_IVF_FLAT
+    elif n * (dim + 8 + PER_VECTOR_OVERHEAD) <= budget:
+        out.index_type = types_pb2.INDEX_TYPE_IVF_SQ8
+    else:
+        out.index_type = types_pb2.INDEX_TYPE_IVF_PQ
+        out.pq_m = default_pq_m(dim)
+        out.refine_factor = 8
+    return out
+
+
+def default_pq_m(dim: int) -> int:
+    """The largest divisor of dim not above dim / 8 (16 bytes a vector for dim 128)."""
+    return max(m for m in range(1, max(1, dim // 8) + 1) if dim % m == 0)
+
+
 def default_nprobe(nlist: int) -> int:
     """min(nlist, max(8, nlist // 16)): 8 lists for small nlist, 1/16 of the lists for large ones."""
     return min(nlist, max(8, nlist // 16))
@@ -41,14 +104,32 @@ class CollectionSpec:
     embedding_model: str = ""
     model_fingerprint: str = ""
     store_text: bool = False
+    pq_m: int = 0
+    pq_nbits: int = 0
+    refine_factor: int = 0
+    hnsw_quantizer: bool = False  # the coarse quantizer is an HNSW graph over the centroids
+    expected_size: int = 0  # as given at creation (sizing), for information
+    target_recall: float = 0.0
+    memory_budget: int = 0
+
+    @property
+    def trained_codec(self) -> bool:
+        """The trained state is a serialized faiss index (compressed kinds, HNSW quantizer), not
+        just the centroids."""
+        return self.quantized or self.hnsw_quantizer
 
     @property
     def is_ivf(self) -> bool:
-        return self.index_type is IndexType.IVF_FLAT
+        return bool(self.index_type.is_ivf)
+
+    @property
+    def quantized(self) -> bool:
+        """The index holds compressed codes; the float vectors live in a memory-mapped file."""
+        return bool(self.index_type.quantized)
 
     @property
     def larger_is_better(self) -> bool:
-        return self.metric.larger_is_better
+        return bool(self.metric.larger_is_better)
 
     def to_proto(self) -> types_pb2.CollectionConfig:
         return types_pb2.CollectionConfig(
@@ -62,6 +143,17 @@ class CollectionSpec:
             embedding_model=self.embedding_model,
             model_fingerprint=self.model_fingerprint,
             store_text=self.store_text,
+            pq_m=self.pq_m,
+            pq_nbits=self.pq_nbits,
+            refine_factor=self.refine_factor,
+            coarse_quantizer=types_pb2.COARSE_QUANTIZER_HNSW
+            if self.hnsw_quantizer
+            else types_pb2.COARSE_QUANTIZER_FLAT
+            if self.is_ivf
+            else types_pb2.COARSE_QUANTIZER_UNSPECIFIED,
+            expected_size=self.expected_size,
+            target_recall=self.target_recall,
+            memory_budget=self.memory_budget,
         )
 
     @classmethod
@@ -78,12 +170,23 @@ class CollectionSpec:
             embedding_model=cfg.embedding_model,
             model_fingerprint=cfg.model_fingerprint,
             store_text=cfg.store_text,
+            pq_m=cfg.pq_m,
+            pq_nbits=cfg.pq_nbits,
+            refine_factor=cfg.refine_factor,
+            hnsw_quantizer=cfg.coarse_quantizer == types_pb2.COARSE_QUANTIZER_HNSW,
+            expected_size=cfg.expected_size,
+            target_recall=cfg.target_recall,
+            memory_budget=cfg.memory_budget,
         )
 
     @classmethod
     def validate(cls, cfg: types_pb2.CollectionConfig, settings: Settings) -> CollectionSpec:
         """Check a user's config and fill in defaults; raises InvalidArgument naming the field."""
         check_name(cfg.name)
+        if cfg.index_type == types_pb2.INDEX_TYPE_UNSPECIFIED and (
+            cfg.expected_size or cfg.target_recall or cfg.memory_budget
+        ):
+            cfg = sized(cfg, settings)
         if cfg.store_text and not cfg.embedding_model:
             raise InvalidArgument("store_text keeps the texts a model embeds: set embedding_model too")
         if not 1 <= cfg.dim <= settings.max_dim:
@@ -96,14 +199,49 @@ class CollectionSpec:
         ):
             raise InvalidArgument(f"metric must be one of L2, INNER_PRODUCT, COSINE, L1, got {cfg.metric}")
         if cfg.index_type == types_pb2.INDEX_TYPE_FLAT:
-            for field in ("nlist", "nprobe", "train_threshold"):
+            for field in (
+                "nlist",
+                "nprobe",
+                "train_threshold",
+                "pq_m",
+                "pq_nbits",
+                "refine_factor",
+                "coarse_quantizer",
+            ):
                 if getattr(cfg, field):
-                    raise InvalidArgument(f"{field} applies to IVF_FLAT collections only: leave it 0 for FLAT")
+                    raise InvalidArgument(f"{field} applies to IVF collections only: leave it 0 for FLAT")
             return cls.from_proto(cfg)
-        if cfg.index_type != types_pb2.INDEX_TYPE_IVF_FLAT:
-            raise InvalidArgument(f"index_type must be FLAT or IVF_FLAT, got {cfg.index_type}")
+        kinds = {types_pb2.INDEX_TYPE_IVF_FLAT, types_pb2.INDEX_TYPE_IVF_SQ8, types_pb2.INDEX_TYPE_IVF_SQFP16,
+                 types_pb2.INDEX_TYPE_IVF_PQ}  # fmt: skip
+        if cfg.index_type not in kinds:
+            raise InvalidArgument(
+                f"index_type must be FLAT, IVF_FLAT, IVF_SQ8, IVF_SQFP16 or IVF_PQ, got {cfg.index_type}"
+            )
+        kind = IndexType.from_proto(cfg.index_type)
+        name = kind.name
         if not 1 <= cfg.nlist <= settings.max_nlist:
-            raise InvalidArgument(f"IVF_FLAT needs nlist between 1 and {settings.max_nlist}, got {cfg.nlist}")
+            raise InvalidArgument(f"{name} needs nlist between 1 and {settings.max_nlist}, got {cfg.nlist}")
+        if kind.quantized and cfg.metric == types_pb2.METRIC_L1:
+            raise InvalidArgument(f"{name} supports L2, INNER_PRODUCT and COSINE (faiss has no L1 quantized IVF): "
+                                  "use IVF_FLAT for L1")  # fmt: skip
+        if not kind.quantized and cfg.refine_factor > 1:
+            raise InvalidArgument(f"refine_factor applies to IVF_SQ8, IVF_SQFP16 and IVF_PQ ({name} is exact per "
+                                  "vector already): leave it 0")  # fmt: skip
+        if cfg.refine_factor > MAX_REFINE:
+            raise InvalidArgument(f"refine_factor must be at most {MAX_REFINE}, got {cfg.refine_factor}")
+        pq_m, pq_nbits = cfg.pq_m, cfg.pq_nbits
+        if kind is IndexType.IVF_PQ:
+            pq_m = pq_m or default_pq_m(cfg.dim)
+            pq_nbits = pq_nbits or 8
+            if cfg.dim % pq_m:
+                raise InvalidArgument(f"pq_m ({pq_m}) must divide dim ({cfg.dim})")
+            if not 1 <= pq_nbits <= 16:
+                raise InvalidArgument(f"pq_nbits must be between 1 and 16, got {pq_nbits}")
+        elif pq_m or pq_nbits:
+            raise InvalidArgument(f"pq_m and pq_nbits apply to IVF_PQ only: leave them 0 for {name}")
+        if cfg.coarse_quantizer not in (types_pb2.COARSE_QUANTIZER_UNSPECIFIED, types_pb2.COARSE_QUANTIZER_FLAT,
+                                        types_pb2.COARSE_QUANTIZER_HNSW):  # fmt: skip
+            raise InvalidArgument(f"coarse_quantizer must be FLAT or HNSW, got {cfg.coarse_quantizer}")
         if cfg.nprobe > cfg.nlist:
             raise InvalidArgument(f"nprobe ({cfg.nprobe}) cannot exceed nlist ({cfg.nlist})")
         if cfg.train_threshold and cfg.train_threshold < cfg.nlist:
@@ -114,6 +252,8 @@ class CollectionSpec:
         spec = cls.from_proto(cfg)
         return dataclasses.replace(
             spec,
+            pq_m=pq_m,
+            pq_nbits=pq_nbits,
             nprobe=spec.nprobe or default_nprobe(spec.nlist),
             train_threshold=spec.train_threshold or settings.train_threshold_factor * spec.nlist,
         )

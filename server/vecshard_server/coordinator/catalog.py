@@ -193,6 +193,7 @@ class Catalog:
             raise FailedPrecondition(coll.conflict)
         if include_centroids and out.results[0].HasField("centroids"):
             info.centroids.CopyFrom(out.results[0].centroids)
+            info.codec = out.results[0].codec
         return info
 
 

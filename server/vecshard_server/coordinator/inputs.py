@@ -12,9 +12,10 @@ import numpy as np
 from vecshard import wire
 from vecshard.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from vecshard.v1 import types_pb2
+from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.config import Settings
 from vecshard_server.common.rpc import REQUEST_BYTES
-from vecshard_server.common.spec import CollectionSpec
+from vecshard_server.common.spec import MAX_REFINE, CollectionSpec
 from vecshard_server.coordinator import offload
 from vecshard_server.embedding.service import Embeddings
 
@@ -139,6 +140,27 @@ def vectors_visited(spec: CollectionSpec, count: int, trained: bool, nprobe: int
     if not spec.is_ivf or not trained or spec.nlist <= 0:
         return count
     return min(count, -(-count * max(1, nprobe) // spec.nlist))
+
+
+def refine_of(request: pb.SearchRequest, spec: CollectionSpec, settings: Settings) -> int:
+    """The re-ranking factor of a Search (1: none): the request's, else the collection's."""
+    asked = request.refine_factor
+    if asked > 1 and not spec.quantized:
+        raise InvalidArgument(
+            f"refine_factor applies to IVF_SQ8, IVF_SQFP16 and IVF_PQ collections; {spec.name!r} is "
+            f"{spec.index_type.name} (exact per vector already): leave it 0"
+        )
+    if asked > MAX_REFINE:
+        raise InvalidArgument(f"refine_factor must be at most {MAX_REFINE}, got {asked}")
+    refine = asked or spec.refine_factor
+    if refine <= 1 or not spec.quantized:
+        return 1
+    if request.k * refine > settings.max_k:
+        raise InvalidArgument(
+            f"k * refine_factor = {request.k} * {refine} = {request.k * refine} candidates, over max_k="
+            f"{settings.max_k}: use a smaller k or refine_factor"
+        )
+    return refine
 
 
 def check_search_cost(settings: Settings, spec: CollectionSpec, nq: int, k: int, per_query: int) -> None:

@@ -32,7 +32,34 @@ def merge_topk(
     """
     D = np.concatenate([np.asarray(d, dtype=np.float32) for d in distances], axis=1)
     Id = np.concatenate([np.asarray(i, dtype=np.int64) for i in ids], axis=1)
-    nq = D.shape[0]
+    order, pad = _best(D, Id, k, larger_is_better)
+    return _taken(D, Id, order, pad, k, larger_is_better)
+
+
+def merge_refined(
+    distances: Sequence[npt.NDArray[np.float32]],
+    ids: Sequence[npt.NDArray[np.int64]],
+    refined: Sequence[npt.NDArray[np.float32]],
+    k: int,
+    candidates: int,
+    larger_is_better: bool,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Re-ranking across shards, as faiss's IndexRefineFlat over all the data does: the best
+    `candidates` of all shards by compressed distance, then their best k by exact (`refined`)
+    distance. Each shard sent its best `candidates` with both distances."""
+    D = np.concatenate([np.asarray(d, dtype=np.float32) for d in distances], axis=1)
+    R = np.concatenate([np.asarray(r, dtype=np.float32) for r in refined], axis=1)
+    Id = np.concatenate([np.asarray(i, dtype=np.int64) for i in ids], axis=1)
+    order, pad = _best(D, Id, candidates, larger_is_better)
+    cand_r, cand_i = _taken(R, Id, order, pad, candidates, larger_is_better)
+    return merge_topk([cand_r], [cand_i], k, larger_is_better)
+
+
+def _best(
+    D: npt.NDArray[np.float32], Id: npt.NDArray[np.int64], k: int, larger_is_better: bool
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
+    """The columns of each row's best k entries, best first (duplicate ids dropped, ties by id),
+    and which of them are padding."""
     # Sort key: smaller is better; padding (-1) sorts last.
     key = -D if larger_is_better else D.copy()
     valid = Id >= 0
@@ -47,16 +74,25 @@ def merge_topk(
         dup_orig = np.zeros_like(dup)
         np.put_along_axis(dup_orig, by_id, dup, axis=1)
         key[dup_orig] = np.inf
-        Id = np.where(dup_orig, -1, Id)
-    tie_id = np.where(Id >= 0, Id, np.iinfo(np.int64).max)
+    tie_id = np.where((Id >= 0) & (key != np.inf), Id, np.iinfo(np.int64).max)
     order = np.lexsort((tie_id, key), axis=1)[:, :k]
+    return order, np.take_along_axis(key, order, axis=1) == np.inf
+
+
+def _taken(
+    D: npt.NDArray[np.float32],
+    Id: npt.NDArray[np.int64],
+    order: npt.NDArray[np.intp],
+    pad: npt.NDArray[np.bool_],
+    k: int,
+    larger_is_better: bool,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     out_d = np.take_along_axis(D, order, axis=1)
     out_i = np.take_along_axis(Id, order, axis=1)
-    pad = np.take_along_axis(key, order, axis=1) == np.inf
     out_d[pad] = pad_distance(larger_is_better)
     out_i[pad] = -1
     if out_d.shape[1] < k:
-        extra = k - out_d.shape[1]
+        nq, extra = out_d.shape[0], k - out_d.shape[1]
         out_d = np.hstack([out_d, np.full((nq, extra), pad_distance(larger_is_better), np.float32)])
         out_i = np.hstack([out_i, np.full((nq, extra), -1, np.int64)])
     return np.ascontiguousarray(out_d), np.ascontiguousarray(out_i)

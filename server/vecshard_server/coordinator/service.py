@@ -58,6 +58,7 @@ from vecshard_server.coordinator.inputs import (
     check_search_cost,
     get_row_bytes,
     normalize_rows,
+    refine_of,
     request_ids,
     request_vectors,
     rows_per_message,
@@ -65,7 +66,7 @@ from vecshard_server.coordinator.inputs import (
     search_chunk_rows,
     vectors_visited,
 )
-from vecshard_server.coordinator.merge import merge_topk
+from vecshard_server.coordinator.merge import merge_refined, merge_topk
 from vecshard_server.coordinator.payload_inputs import check_filter, check_payloads
 from vecshard_server.coordinator.placement import split_by_shard
 from vecshard_server.coordinator.training import DEFAULT_SEED, Trainer, sample_quotas, shard_seed
@@ -459,7 +460,8 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         if not 1 <= k <= self.settings.max_k:
             raise InvalidArgument(f"k must be between 1 and max_k={self.settings.max_k}, got {k}")
         if request.nprobe and not spec.is_ivf:
-            raise InvalidArgument(f"nprobe applies to IVF_FLAT collections; {spec.name!r} is FLAT: leave nprobe 0")
+            raise InvalidArgument(f"nprobe applies to IVF collections; {spec.name!r} is FLAT: leave nprobe 0")
+        refine = refine_of(request, spec, self.settings)
         if request.nprobe > spec.nlist:
             raise InvalidArgument(f"nprobe ({request.nprobe}) cannot exceed the collection's nlist ({spec.nlist})")
         if request.HasField("filter"):
@@ -470,7 +472,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             check_embed_inputs(request.texts, request.images, self.settings)
         nq_sent = input_rows(request.queries, len(request.texts), len(request.images), spec.dim)
         per_query = vectors_visited(spec, coll.count, coll.trained, request.nprobe or spec.nprobe)
-        check_search_cost(self.settings, spec, nq_sent, k, per_query)
+        check_search_cost(self.settings, spec, nq_sent, k * refine, per_query)
         with self.admission.admit(search_cost(request, spec.dim, nq_sent), f"a Search of {nq_sent} queries, k={k}"):
             queries, given = await request_vectors(
                 self.embeddings, coll.spec, request.queries, request.texts, request.images, request.model_fingerprint,
@@ -481,20 +483,22 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 raise ResourceExhausted(
                     f"{nq} queries in one request, over max_batch={self.settings.max_batch}: split it"
                 )
-            check_search_cost(self.settings, spec, nq, k, per_query)
+            check_search_cost(self.settings, spec, nq, k * refine, per_query)
             heavy = queries.nbytes > offload.INLINE_BYTES
-            rows = search_chunk_rows(self.settings, spec.dim, k, per_query)
+            rows = search_chunk_rows(self.settings, spec.dim, k * refine, per_query)
             if nq <= rows:
                 allow_partial = request.allow_partial  # (read first: the shards' request may be this one)
-                shard_req = await offload.run(heavy, self._shard_search, request, spec, queries, given)
+                shard_req = await offload.run(heavy, self._shard_search, request, spec, queries, given, refine)
                 out = await self._search_shards(coll, shard_req, allow_partial, context)
-                heavy = nq * k * len(out.results) > offload.INLINE_RESULTS
-                resp = await offload.run(heavy, self._merged, out.results, nq, k, spec.larger_is_better, with_payload)
+                heavy = nq * k * refine * len(out.results) > offload.INLINE_RESULTS
+                resp = await offload.run(
+                    heavy, self._merged, out.results, nq, k, spec.larger_is_better, with_payload, refine
+                )
                 resp.failed_shards.extend(self.shards.shards[s].name for s in sorted(out.failures))
                 if with_payload:
                     self._check_reply(resp, "send fewer queries per call, a smaller k or fewer payload fields")
                 return resp
-            return await self._chunked_search(coll, request, queries, rows, context)
+            return await self._chunked_search(coll, request, queries, rows, context, refine)
 
     async def _search_shards(
         self, coll: Collection, shard_req: Encoded, allow_partial: bool, context: grpc.aio.ServicerContext
@@ -534,6 +538,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         queries: wire.FloatArray,
         rows: int,
         context: grpc.aio.ServicerContext,
+        refine: int = 1,
     ) -> pb.SearchResponse:
         """A big Search as chunks of `rows` queries, search_chunk_parallel at a time: each chunk is a
         short faiss call on the shards, so other searches get in between (fair scheduling), and only
@@ -556,13 +561,21 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 part = pb.SearchRequest(
                     collection=spec.name, k=k, nprobe=nprobe, queries=wire.pack_matrix(queries[a:b]),
                     filter=request.filter if request.HasField("filter") else None, with_payload=request.with_payload,
+                    refine_factor=refine if refine > 1 else 0,
                 )  # fmt: skip
                 shard_req = Encoded.of(part, raw_reply=True)
                 out = await self._search_shards(coll, shard_req, request.allow_partial, context)
                 failed.update(out.failures)
-                heavy = (b - a) * k * len(out.results) > offload.INLINE_RESULTS
+                heavy = (b - a) * k * refine * len(out.results) > offload.INLINE_RESULTS
                 merged = await offload.run(
-                    heavy, self._merged, out.results, b - a, k, spec.larger_is_better, request.with_payload.enable
+                    heavy,
+                    self._merged,
+                    out.results,
+                    b - a,
+                    k,
+                    spec.larger_is_better,
+                    request.with_payload.enable,
+                    refine,
                 )
                 D[a:b] = np.frombuffer(merged.distances, dtype=wire.F32).reshape(b - a, k)
                 I[a:b] = np.frombuffer(merged.ids, dtype=wire.I64).reshape(b - a, k)
@@ -603,7 +616,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         return normalize_rows(queries, "queries") if spec.metric.value == "cosine" else queries
 
     def _shard_search(
-        self, request: pb.SearchRequest, spec: CollectionSpec, queries: wire.FloatArray, given: bool
+        self, request: pb.SearchRequest, spec: CollectionSpec, queries: wire.FloatArray, given: bool, refine: int = 1
     ) -> Encoded:
         """Check the queries and make the request every shard gets, encoded once (here: off the loop
         when big); the replies come back as bytes, for _merged to parse."""
@@ -616,22 +629,27 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             if request.HasField("filter"):
                 shard_req.filter.CopyFrom(request.filter)
         shard_req.nprobe = request.nprobe or spec.nprobe
+        shard_req.refine_factor = refine if refine > 1 else 0
         shard_req.allow_partial = False
         return Encoded.of(shard_req, raw_reply=True)
 
     def _merged(
-        self, replies: dict[int, bytes], nq: int, k: int, larger_is_better: bool, with_payload: bool = False
-    ) -> pb.SearchResponse:
+        self, replies: dict[int, bytes], nq: int, k: int, larger_is_better: bool, with_payload: bool = False,
+        refine: int = 1,
+    ) -> pb.SearchResponse:  # fmt: skip
         """The shards' top-k (their replies' bytes) merged into the response, with the winners'
-        payloads and the shards' filter plans."""
+        payloads and the shards' filter plans. refine > 1: each shard sent k * refine candidates
+        with exact distances, re-ranked here (merge_refined)."""
         results = {s: pb.SearchResponse.FromString(data) for s, data in replies.items()}
         order = sorted(results)
-        D, I = merge_topk(
-            [np.frombuffer(results[s].distances, dtype=wire.F32).reshape(nq, k) for s in order],
-            [np.frombuffer(results[s].ids, dtype=wire.I64).reshape(nq, k) for s in order],
-            k,
-            larger_is_better,
-        )
+        w = k * refine
+        distances = [np.frombuffer(results[s].distances, dtype=wire.F32).reshape(nq, w) for s in order]
+        ids = [np.frombuffer(results[s].ids, dtype=wire.I64).reshape(nq, w) for s in order]
+        if refine > 1:
+            refined = [np.frombuffer(results[s].refined_distances, dtype=wire.F32).reshape(nq, w) for s in order]
+            D, I = merge_refined(distances, ids, refined, k, w, larger_is_better)
+        else:
+            D, I = merge_topk(distances, ids, k, larger_is_better)
         resp = pb.SearchResponse(
             nq=nq, k=k, distances=D.tobytes(), ids=I.tobytes(), shards_total=len(self.shards), shards_ok=len(results)
         )

@@ -30,7 +30,7 @@ from vecshard_server.coordinator import offload
 from vecshard_server.coordinator.catalog import Catalog, Collection
 from vecshard_server.coordinator.fanout import Encoded
 from vecshard_server.coordinator.inputs import page_row_bytes, rows_per_message
-from vecshard_server.shard.engine import train_centroids
+from vecshard_server.shard.engine import train_state
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,8 @@ class Trainer:
                 n = min(total, max_points or 256 * spec.nlist)
                 _, sample = await self.sample(spec, counts, sample_quotas(counts, n), seed, timeout)
                 # k-means on the default executor, not offload's pool: it may run for minutes.
-                centroids = await asyncio.to_thread(train_centroids, sample, spec, seed)
-                await self.install(coll, centroids, timeout)
+                centroids, codec = await asyncio.to_thread(train_state, sample, spec, seed)
+                await self.install(coll, centroids, timeout, codec)
                 log.info(
                     "trained %s: %d centroids from %d of %d vectors in %.2fs",
                     spec.name,
@@ -97,8 +97,9 @@ class Trainer:
             finally:
                 coll.training = False
 
-    async def install(self, coll: Collection, centroids: wire.FloatArray, timeout: float) -> None:
-        """Install `centroids` as the collection's next training, one decision for all shards.
+    async def install(self, coll: Collection, centroids: wire.FloatArray, timeout: float, codec: bytes = b"") -> None:
+        """Install `centroids` (and a compressed kind's `codec`) as the collection's next training,
+        one decision for all shards.
 
         Every group PREPAREs the new index beside the serving one (the deciding group 0 first: it
         refuses a second training of the same epoch, so two coordinators training at once cannot
@@ -115,8 +116,8 @@ class Trainer:
             return spb.InstallQuantizerRequest(collection=spec.name, epoch=epoch, train_id=train_id, mode=mode, **extra)
 
         packed = wire.pack_matrix(centroids)
-        prepare = request(spb.INSTALL_MODE_PREPARE, centroids=packed)
-        deciding = request(spb.INSTALL_MODE_PREPARE, centroids=packed, decide=True)
+        prepare = request(spb.INSTALL_MODE_PREPARE, centroids=packed, codec=codec)
+        deciding = request(spb.INSTALL_MODE_PREPARE, centroids=packed, decide=True, codec=codec)
         others = range(1, len(self.shards))
         try:
             await self.shards.call("InstallQuantizer", {0: Encoded.of(deciding)}, timeout)
@@ -152,7 +153,7 @@ class Trainer:
             state = (await self.shards.call("DescribeCollection", {newest: req}, timeout)).results[newest]
             install = spb.InstallQuantizerRequest(
                 collection=coll.spec.name, centroids=state.centroids, epoch=state.train_epoch,
-                train_id=state.train_id, mode=spb.INSTALL_MODE_ONE_STEP,
+                train_id=state.train_id, mode=spb.INSTALL_MODE_ONE_STEP, codec=state.codec,
             )  # fmt: skip
             behind = {s: install for s in range(len(self.shards)) if coll.shard_epochs[s] < state.train_epoch}
             log.warning("collection %s: shards %s are behind training epoch %d: completing it", coll.spec.name,

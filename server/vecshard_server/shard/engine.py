@@ -3,7 +3,10 @@
 A `ShardIndex` is one shard's partition of one collection:
 - untrained (FLAT collections always, IVF_FLAT until trained): `IndexIDMap2(IndexFlat)`, exact;
 - trained: `IndexIVFFlat` over the centroids the coordinator trained once for all shards, with a
-  hashtable direct map so vectors can be read back and removed by id.
+  hashtable direct map so vectors can be read back and removed by id;
+- IVF_SQ8 / IVF_SQFP16 / IVF_PQ: the compressed IVF index the coordinator trained (centroids and
+  codec, shipped as an empty serialized faiss index), without a direct map; the exact floats live in
+  a memory-mapped `VectorStore` (Get, Export, digests, snapshots and refine read them there).
 COSINE collections hold unit vectors in an inner-product index (the coordinator normalises).
 
 Thread safety: searches share a read lock; add/remove/swap take the write lock. faiss releases
@@ -50,6 +53,7 @@ from vecshard_server.shard.accel import Accelerator, SearchCopy
 from vecshard_server.shard.idmap import IdVersions, pairs_of
 from vecshard_server.shard.locks import RWLock
 from vecshard_server.shard.payloads import EMPTY, INDEX_TYPES, PayloadStore, decode, encode, payload_from_blob
+from vecshard_server.shard.vectors import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +113,15 @@ def faiss_metric(metric: Metric) -> int:
     return int(_FAISS_METRIC[metric])
 
 
-def new_ivf(spec: CollectionSpec, centroids: F32) -> Any:
-    """An empty IndexIVFFlat whose coarse quantizer holds exactly `centroids` (already trained)."""
+def new_ivf(spec: CollectionSpec, centroids: F32, codec: bytes = b"") -> Any:
+    """An empty IVF index of the collection's kind whose coarse quantizer holds exactly `centroids`
+    (already trained); compressed kinds are built from `codec` (see `train_state`). InvalidArgument
+    when the codec is not such an index."""
+    if spec.trained_codec:
+        ivf = _from_codec(spec, centroids, codec)
+        if not spec.quantized:  # IVF_FLAT over an HNSW quantizer: read back and removed by id, as below
+            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
+        return ivf
     m = faiss_metric(spec.metric)
     quantizer = faiss.IndexFlat(spec.dim, m)
     quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
@@ -120,15 +131,98 @@ def new_ivf(spec: CollectionSpec, centroids: F32) -> Any:
     return ivf
 
 
-def train_centroids(x: F32, spec: CollectionSpec, seed: int) -> F32:
-    """Train the coarse quantizer exactly as `IndexIVFFlat.train` does and return its centroids."""
+def _untrained_ivf(spec: CollectionSpec) -> Any:
+    """An untrained IVF index of the collection's kind and coarse quantizer."""
     m = faiss_metric(spec.metric)
-    ivf = faiss.IndexIVFFlat(faiss.IndexFlat(spec.dim, m), spec.dim, spec.nlist, m)
+    quantizer = faiss.IndexHNSWFlat(spec.dim, HNSW_M, m) if spec.hnsw_quantizer else faiss.IndexFlat(spec.dim, m)
+    kind = spec.index_type
+    ivf: Any
+    if kind is IndexType.IVF_PQ:
+        ivf = faiss.IndexIVFPQ(quantizer, spec.dim, spec.nlist, spec.pq_m, spec.pq_nbits, m)
+    elif kind is IndexType.IVF_SQ8 or kind is IndexType.IVF_SQFP16:
+        qtype = faiss.ScalarQuantizer.QT_8bit if kind is IndexType.IVF_SQ8 else faiss.ScalarQuantizer.QT_fp16
+        ivf = faiss.IndexIVFScalarQuantizer(quantizer, spec.dim, spec.nlist, qtype, m)
+    else:
+        ivf = faiss.IndexIVFFlat(quantizer, spec.dim, spec.nlist, m)
+    return ivf
+
+
+HNSW_M = 32  # neighbours per node of an HNSW coarse quantizer (faiss's IVF65536_HNSW32)
+
+
+def _faiss_class(kind: IndexType) -> Any:
+    if kind is IndexType.IVF_PQ:
+        return faiss.IndexIVFPQ
+    if kind is IndexType.IVF_SQ8 or kind is IndexType.IVF_SQFP16:
+        return faiss.IndexIVFScalarQuantizer
+    return faiss.IndexIVFFlat
+
+
+def _from_codec(spec: CollectionSpec, centroids: F32, codec: bytes) -> Any:
+    name = spec.index_type.name
+    try:
+        if not codec:
+            raise ValueError("it is empty")
+        ivf: Any = faiss.deserialize_index(np.frombuffer(codec, dtype=np.uint8))
+    except (RuntimeError, ValueError) as err:
+        raise InvalidArgument(f"the codec of a {name} collection must be a serialized empty trained faiss "
+                              f"index: {str(err).splitlines()[0][:200]}") from None  # fmt: skip
+    want = _faiss_class(spec.index_type)
+    sq = {IndexType.IVF_SQ8: faiss.ScalarQuantizer.QT_8bit, IndexType.IVF_SQFP16: faiss.ScalarQuantizer.QT_fp16}
+    if (
+        type(ivf) is not want
+        or ivf.d != spec.dim
+        or ivf.nlist != spec.nlist
+        or ivf.ntotal != 0
+        or not ivf.is_trained
+        or ivf.metric_type != faiss_metric(spec.metric)
+        or (spec.index_type is IndexType.IVF_PQ and (ivf.pq.M, ivf.pq.nbits) != (spec.pq_m, spec.pq_nbits))
+        or (spec.index_type in sq and ivf.sq.qtype != sq[spec.index_type])
+    ):
+        raise InvalidArgument(
+            f"the codec is a {type(ivf).__name__} (d={ivf.d}, nlist={getattr(ivf, 'nlist', '?')}, ntotal={ivf.ntotal}) "
+            f"but collection {spec.name!r} needs an empty trained {want.__name__} of its dim, nlist and metric"
+        )
+    hnsw = isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSWFlat)
+    if hnsw != spec.hnsw_quantizer:
+        raise InvalidArgument(f"the codec's coarse quantizer is {'HNSW' if hnsw else 'flat'}, the collection's is "
+                              f"{'HNSW' if spec.hnsw_quantizer else 'flat'}")  # fmt: skip
+    held = np.asarray(ivf.quantizer.reconstruct_n(0, spec.nlist), dtype=np.float32)
+    if not np.array_equal(held, np.asarray(centroids, dtype=np.float32)):
+        raise InvalidArgument("the codec's coarse quantizer does not hold the centroids sent with it")
+    return ivf
+
+
+def train_state(x: F32, spec: CollectionSpec, seed: int) -> tuple[F32, bytes]:
+    """Train the index exactly as faiss's `IndexIVF*.train` does: (centroids, codec). The codec is
+    the trained empty index serialized by faiss (b"" for IVF_FLAT over a flat quantizer, whose state
+    is the centroids). k-means assigns with a flat index (on the GPU when faiss sees one), also for
+    an HNSW quantizer, which gets its graph over the final centroids."""
+    ivf = _untrained_ivf(spec)
+    ivf.clustering_index = _clustering_index(spec)
     ivf.cp.seed = int(seed) & 0x7FFFFFFF
     # The caller already sampled; keep faiss from sub-sampling again.
     ivf.cp.max_points_per_centroid = max(256, -(-x.shape[0] // spec.nlist))
+    if spec.index_type is IndexType.IVF_PQ:
+        ivf.pq.cp.seed = int(seed) & 0x7FFFFFFF
     ivf.train(np.ascontiguousarray(x, dtype=np.float32))
-    return np.asarray(ivf.quantizer.reconstruct_n(0, spec.nlist), dtype=np.float32)
+    centroids = np.asarray(ivf.quantizer.reconstruct_n(0, spec.nlist), dtype=np.float32)
+    return centroids, faiss.serialize_index(ivf).tobytes() if spec.trained_codec else b""
+
+
+def _clustering_index(spec: CollectionSpec) -> Any:
+    flat = faiss.IndexFlat(spec.dim, faiss_metric(spec.metric))
+    try:
+        if faiss.get_num_gpus() > 0:
+            return faiss.index_cpu_to_all_gpus(flat)
+    except (AttributeError, RuntimeError) as err:  # a CPU build, or no usable device
+        log.info("k-means on the CPU: %s", err)
+    return flat
+
+
+def train_centroids(x: F32, spec: CollectionSpec, seed: int) -> F32:
+    """Train the coarse quantizer exactly as `IndexIVFFlat.train` does and return its centroids."""
+    return train_state(x, spec, seed)[0]
 
 
 def assign_lists(spec: CollectionSpec, centroids: F32, x: F32) -> npt.NDArray[np.int32]:
@@ -184,6 +278,7 @@ class Prepared:
     train_id: int
     centroids: F32
     index: Any
+    codec: bytes = b""
 
 
 class ShardIndex:
@@ -192,8 +287,9 @@ class ShardIndex:
     def __init__(self, spec: CollectionSpec, max_vectors: int, accelerator: Accelerator | None = None) -> None:
         self.spec = spec
         self.max_vectors = max_vectors
-        # GPU IVF serves L2 and inner product (COSINE is inner product here); L1 stays on the CPU.
-        self._accelerator = accelerator if spec.metric is not Metric.L1 else None
+        # GPU IVF serves L2 and inner product (COSINE is inner product here); L1 stays on the CPU, and
+        # so do the compressed kinds for now (their GPU copies are not built or tested yet).
+        self._accelerator = accelerator if spec.metric is not Metric.L1 and not spec.trained_codec else None
         self._copy: SearchCopy | None = None
         self._copy_lock = threading.Lock()
         self._lock = RWLock()
@@ -207,6 +303,9 @@ class ShardIndex:
         self._index: Any = self._new_flat()
         self._frozen: _Frozen | None = None  # while a snapshot writes the index (see `save`)
         self._centroids: F32 | None = None
+        self._codec = b""  # compressed kinds: the trained empty index (see train_state)
+        # Compressed kinds: the exact vectors, by payload slot, on disk.
+        self._raw = VectorStore(spec.dim, self.scratch_dir) if spec.quantized else None
         # While a quantizer is being installed: the writes to replay on the new index.
         self._pending: list[tuple[str, I64, F32 | None]] | None = None
         self.digest = 0  # sum of row_hashes over the stored pairs, mod 2^64
@@ -243,6 +342,14 @@ class ShardIndex:
     @property
     def centroids(self) -> F32 | None:
         return self._centroids
+
+    @property
+    def codec(self) -> bytes:
+        return self._codec
+
+    # The shard's data dir (None: the system's temp dir), for compressed kinds' vector files; set
+    # by the shard process.
+    scratch_dir: Path | None = None
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -308,7 +415,12 @@ class ShardIndex:
                 self._unstore(old_ids)
                 if self._copy is not None:
                     self._copy.remove(old_ids)  # their old slots become tombstones; the new vectors take new ones
+            if self._raw is not None and present.size:
+                # New slots (new rows) for replaced points: a snapshot may be reading their old rows.
+                self.digest = (self.digest + self._payloads.drop(present.tolist())) & _MASK
             change = self._payloads.put(ids.tolist(), decoded if decoded is not None else [(EMPTY, b"")] * ids.size)
+            if self._raw is not None:
+                self._raw.put(self._payloads.slots_of(ids), vectors)
             self._store(ids, vectors)  # after put: it records each id's IVF list in its payload slot
             if self._copy is not None:
                 self._copy.add(ids, vectors)
@@ -394,10 +506,10 @@ class ShardIndex:
     def purge_tombstones(self, older_than: int) -> int:
         """Forget tombstones of versions below `older_than`; returns how many."""
         with self._lock.write():
-            old = [i for i, v in self._tombs.items() if v < older_than]
-            for i in old:
-                del self._tombs[i]
-            return len(old)
+            ids, versions = self._tombs.arrays()
+            old = ids[versions < older_than]
+            self._tombs.delete_many(old)
+            return int(old.size)
 
     # -- payloads -------------------------------------------------------------------------------
 
@@ -538,6 +650,8 @@ class ShardIndex:
     def _vectors(self, ids: I64) -> F32:
         """The vectors of stored `ids`, in order; the caller holds a lock."""
         ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if self._raw is not None:
+            return self._raw.rows(self._payloads.slots_of(ids))
         frozen = self._frozen
         if frozen is None or not frozen.in_delta:
             return np.asarray(self._index.reconstruct_batch(ids), dtype=np.float32)
@@ -552,7 +666,7 @@ class ShardIndex:
     @staticmethod
     def _remove_from(index: Any, ids: I64) -> None:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
-        if isinstance(index, faiss.IndexIVF):
+        if isinstance(index, faiss.IndexIVF) and index.direct_map.type == faiss.DirectMap.Hashtable:  # type: ignore[attr-defined]
             # The hashtable direct map only accepts an IDSelectorArray.
             index.remove_ids(faiss.IDSelectorArray(ids.size, faiss.swig_ptr(ids)))
         else:
@@ -639,6 +753,30 @@ class ShardIndex:
         D, I = self.search(queries, k, nprobe)
         with self._lock.read():
             return D, I, self.payloads_of(I.reshape(-1))
+
+    def refined(self, queries: F32, I: I64) -> F32:
+        """The exact float distances (in the metric of the index: squared L2, or inner product) of
+        each query to its candidates `I` (nq x c, -1 padded), as faiss's IndexRefineFlat computes them
+        to re-rank; the padding distance for -1 and for ids removed since the search."""
+        pad = np.float32(-FLT_MAX if self.spec.larger_is_better else FLT_MAX)
+        out = np.full(I.shape, pad, dtype=np.float32)
+        with self._lock.read():
+            flat = I.reshape(-1)
+            ok = flat >= 0
+            if ok.any():
+                held = self._versions.get_many(flat[ok]) >= 0
+                rows = np.flatnonzero(ok)[held]
+                vecs = self._vectors(flat[rows])
+        if not ok.any() or not rows.size:
+            return out
+        q = np.asarray(queries, dtype=np.float32)[rows // I.shape[1]]
+        if self.spec.larger_is_better:
+            d = np.einsum("ij,ij->i", q, vecs)
+        else:
+            diff = q - vecs
+            d = np.einsum("ij,ij->i", diff, diff)
+        out.reshape(-1)[rows] = d
+        return out
 
     def _exact_among(self, queries: F32, k: int, mask: npt.NDArray[np.bool_]) -> tuple[F32, I64]:
         """Exact top-k over the vectors of the points where `mask` (over payload slots) is set; the
@@ -858,11 +996,10 @@ class ShardIndex:
     def sample(self, max_points: int, seed: int) -> tuple[I64, F32]:
         """A uniform random sample (without replacement) of at most max_points stored (id, vector) pairs."""
         with self._lock.read():
-            ids = np.fromiter(self._versions, dtype=np.int64, count=len(self._versions))
-            ids.sort()
+            ids = self._versions.arrays()[0]  # ascending
             rng = np.random.default_rng(seed)
             n = min(max_points, ids.size)
-            chosen = np.sort(rng.choice(ids, size=n, replace=False)) if n < ids.size else ids
+            chosen = np.sort(rng.choice(ids, size=n, replace=False)) if n < ids.size else ids.copy()
             if not chosen.size:
                 return chosen, np.empty((0, self.spec.dim), dtype=np.float32)
             return chosen, self._vectors(chosen)
@@ -874,19 +1011,19 @@ class ShardIndex:
         of the stored ones, (ids, versions) of the tombstones (none unless `tombstones`), and the
         payloads of the stored ones."""
         with self._lock.read():
-            live = np.fromiter(self._versions, dtype=np.int64, count=len(self._versions))
-            dead = np.fromiter(
-                self._tombs if tombstones else (), dtype=np.int64, count=len(self._tombs) if tombstones else 0
-            )
-            live, dead = live[live > after_id], dead[dead > after_id]
-            both = np.concatenate([live, dead])
-            if both.size > limit:
-                cut = np.partition(both, limit - 1)[limit - 1]
-                live, dead = live[live <= cut], dead[dead <= cut]
-            live.sort()
-            dead.sort()
-            versions = np.fromiter((self._versions[i] for i in live.tolist()), dtype=np.int64, count=live.size)
-            dead_versions = np.fromiter((self._tombs[i] for i in dead.tolist()), dtype=np.int64, count=dead.size)
+            # Sorted (id, version) arrays: a binary search to after_id, a slice of `limit`.
+            live, versions = self._versions.arrays()
+            dead, dead_versions = self._tombs.arrays() if tombstones else (np.empty(0, np.int64),) * 2
+            a, b = np.searchsorted(live, after_id, side="right"), np.searchsorted(dead, after_id, side="right")
+            live, versions = live[a : a + limit], versions[a : a + limit]
+            dead, dead_versions = dead[b : b + limit], dead_versions[b : b + limit]
+            if live.size + dead.size > limit:
+                cut = np.partition(np.concatenate([live, dead]), limit - 1)[limit - 1]
+                keep_live, keep_dead = live <= cut, dead <= cut
+                live, versions = live[keep_live], versions[keep_live]
+                dead, dead_versions = dead[keep_dead], dead_versions[keep_dead]
+            live, versions = np.array(live), np.array(versions)  # (copies: the arrays may be the map's own)
+            dead, dead_versions = np.array(dead), np.array(dead_versions)
             vectors = self._vectors(live) if live.size else np.empty((0, self.spec.dim), dtype=np.float32)
             return live, vectors, versions, dead, dead_versions, self.payloads_of(live)
 
@@ -896,7 +1033,7 @@ class ShardIndex:
             ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
             vecs = self._index.index.reconstruct_n(0, self._index.ntotal)
             return ids, vecs
-        ids = np.fromiter(self._versions, dtype=np.int64, count=len(self._versions))
+        ids = np.array(self._versions.arrays()[0])
         return ids, self._vectors(ids) if ids.size else np.empty((0, self.spec.dim), np.float32)
 
     # -- training -------------------------------------------------------------------------------
@@ -917,16 +1054,25 @@ class ShardIndex:
             )
         return p.centroids
 
+    def prepared_codec(self, epoch: int, train_id: int) -> bytes:
+        """The codec of the prepared (or active) training (epoch, train_id)."""
+        self.prepared_centroids(epoch, train_id)  # raises unless it is prepared or active
+        p = self._prepared
+        return p.codec if p is not None and (p.epoch, p.train_id) == (epoch, train_id) else self._codec
+
     def install_quantizer(
-        self, centroids: F32, journal: Journal | None = None, epoch: int = 0, train_id: int = 0
+        self, centroids: F32, journal: Journal | None = None, epoch: int = 0, train_id: int = 0, codec: bytes = b""
     ) -> None:
         """Prepare and activate in one step (replay, repairs): see `prepare_quantizer`."""
         epoch = epoch or self.train_epoch + 1
-        self.prepare_quantizer(centroids, epoch, train_id)
+        self.prepare_quantizer(centroids, epoch, train_id, codec=codec)
         self.activate_quantizer(epoch, train_id, journal)
 
-    def prepare_quantizer(self, centroids: F32, epoch: int, train_id: int, decide: bool = False) -> None:
-        """Build an IVF_FLAT index over `centroids` beside the serving one, for training (epoch, train_id).
+    def prepare_quantizer(
+        self, centroids: F32, epoch: int, train_id: int, decide: bool = False, codec: bytes = b""
+    ) -> None:
+        """Build an IVF index over `centroids` (and, compressed kinds, `codec`) beside the serving
+        one, for training (epoch, train_id).
 
         Adds and removes keep going to the serving index while the new one is built; they are
         recorded and replayed on the new index, now and again at activation, so it misses nothing.
@@ -938,6 +1084,7 @@ class ShardIndex:
             raise InvalidArgument(
                 f"centroids must be nlist x dim = {self.spec.nlist} x {self.spec.dim}, got {centroids.shape}"
             )
+        new_ivf(self.spec, centroids, codec)  # check the codec before anything changes
         if not self._install_lock.acquire(blocking=False):
             raise FailedPrecondition(f"a quantizer install is already running for {self.spec.name!r}: retry later")
         try:
@@ -960,13 +1107,13 @@ class ShardIndex:
                 self._pending = []
                 self._prepared = None
             try:
-                new = new_ivf(self.spec, centroids)
+                new = new_ivf(self.spec, centroids, codec)
                 if ids.size:
                     new.add_with_ids(vecs, ids)
                 with self._lock.write():
                     self._replay_pending(new)
                     self._pending = []  # keep recording until activation
-                    self._prepared = Prepared(epoch, train_id, np.array(centroids, dtype=np.float32), new)
+                    self._prepared = Prepared(epoch, train_id, np.array(centroids, dtype=np.float32), new, codec)
             except BaseException:
                 self._pending = None
                 raise
@@ -990,6 +1137,7 @@ class ShardIndex:
             self._frozen = None  # the new index holds every write: a snapshot under way just writes the old one
             self._copy = None  # the next search copies the new IVF index to the accelerator
             self._centroids = p.centroids
+            self._codec = p.codec
             self.train_epoch, self.train_id = epoch, train_id
             self._pending = None
             self._prepared = None
@@ -1035,6 +1183,9 @@ class ShardIndex:
                 index, frozen = self._index, self._freeze()
                 versions, tombs = self._versions.freeze(), self._tombs.freeze()  # copy-on-write: no copy here
                 payloads = self._payloads.freeze()  # payload dicts are never changed in place
+                codec = self._codec
+                if self._raw is not None:
+                    self._payloads.hold_free()  # the rows of the frozen slots stay as they are
                 payload_indexes = self.payload_indexes
                 lsn = self.applied_lsn
                 meta: dict[str, Any] = {"config": _spec_to_json(self.spec), "trained": self.trained,
@@ -1049,10 +1200,36 @@ class ShardIndex:
             np.save(tmp / "versions.npy", pairs_of(versions))
             np.save(tmp / "tombstones.npy", pairs_of(tombs))
             np.save(tmp / "payloads.npy", _pack_payloads(*payloads))
-            sums = {f"{name}_sha256": _sha256(tmp / f"{name}.npy") for name in ("versions", "tombstones", "payloads")}
+            names = ["versions", "tombstones", "payloads"]
+            if self._raw is not None:
+                try:
+                    self._save_vectors(tmp, payloads[0])
+                finally:
+                    with self._lock.write():
+                        self._payloads.release_free()
+                names += ["vectors", "vector_ids"]
+            if self.spec.trained_codec:
+                (tmp / "codec.faiss").write_bytes(codec)
+                meta["codec_sha256"] = _sha256(tmp / "codec.faiss")
+            sums = {f"{name}_sha256": _sha256(tmp / f"{name}.npy") for name in names}
             meta["payload_indexes"] = payload_indexes
             self._publish(directory, tmp, {**meta, "sha256": _sha256(tmp / "index.faiss"), **sums, **epoch})
             self.snapshot_lsn = lsn
+
+    _SAVE_ROWS = 1 << 16
+
+    def _save_vectors(self, tmp: Path, ids_by_slot: I64) -> None:
+        """vectors.npy and vector_ids.npy: the frozen slots' rows (held unchanged meanwhile), in
+        chunks, never all in memory."""
+        assert self._raw is not None
+        slots = np.flatnonzero(ids_by_slot >= 0)
+        np.save(tmp / "vector_ids.npy", ids_by_slot[slots])
+        out = np.lib.format.open_memmap(tmp / "vectors.npy", mode="w+", dtype=np.float32,
+                                        shape=(slots.size, self.spec.dim))  # fmt: skip
+        for a in range(0, slots.size, self._SAVE_ROWS):
+            out[a : a + self._SAVE_ROWS] = self._raw.rows(slots[a : a + self._SAVE_ROWS])
+        out.flush()
+        del out
 
     def _new_flat(self) -> Any:
         return faiss.IndexIDMap2(faiss.IndexFlat(self.spec.dim, faiss_metric(self.spec.metric)))
@@ -1061,7 +1238,7 @@ class ShardIndex:
         """Stop changing the main index: later writes go to a delta; the caller holds the write lock."""
         if self._frozen is not None:  # the thaw of the last snapshot failed (faiss ran out of memory?)
             self._thaw(self._frozen)
-        delta = new_ivf(self.spec, self._centroids) if self._centroids is not None else self._new_flat()
+        delta = new_ivf(self.spec, self._centroids, self._codec) if self._centroids is not None else self._new_flat()
         self._frozen = _Frozen(delta, set(), {})
         return self._frozen
 
@@ -1076,7 +1253,8 @@ class ShardIndex:
         if frozen.in_delta:  # a few faiss calls, whatever nlist is (a thread waiting for the GIL pays per call)
             n = len(frozen.in_delta)
             ids = np.fromiter(frozen.in_delta, dtype=np.int64, count=n)
-            x = np.ascontiguousarray(frozen.delta.reconstruct_batch(ids), dtype=np.float32)
+            raw = self._vectors(ids) if self._raw is not None else frozen.delta.reconstruct_batch(ids)
+            x = np.ascontiguousarray(raw, dtype=np.float32)
             if isinstance(self._index, faiss.IndexIVF):  # each vector into the list the delta gave it
                 lists = np.fromiter(frozen.in_delta.values(), dtype=np.int64, count=n)
                 self._index.add_core(n, faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
@@ -1129,8 +1307,14 @@ class ShardIndex:
             )
         shard = cls(spec, max_vectors, accelerator)
         index = faiss.read_index(str(index_path))
+        if spec.trained_codec:
+            codec_path = directory / "codec.faiss"
+            if not codec_path.exists() or _sha256(codec_path) != meta.get("codec_sha256"):
+                raise SnapshotCorrupt(f"{codec_path} does not match the checksum in meta.json: refusing to start")
+            shard._codec = codec_path.read_bytes()
         if isinstance(index, faiss.IndexIVF):
-            index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
+            if not spec.quantized:
+                index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
             shard._centroids = np.asarray(index.quantizer.reconstruct_n(0, index.nlist), dtype=np.float32)
             ids = _ivf_ids(index)
         else:
@@ -1157,6 +1341,8 @@ class ShardIndex:
                 )
         empty = (EMPTY, b"")
         shard._payloads.put(ids.tolist(), [with_payload.get(i, empty) for i in ids.tolist()])
+        if shard._raw is not None:
+            shard._load_vectors(directory, meta, ids)
         for field, kind in meta.get("payload_indexes", []):
             shard._payloads.create_index(field, INDEX_TYPES[kind])
         shard._relist()
@@ -1171,6 +1357,22 @@ class ShardIndex:
         shard.train_id = int(meta.get("train_id", 0))
         shard.writes = int(meta.get("writes", 0))
         return shard
+
+    def _load_vectors(self, directory: Path, meta: dict[str, Any], ids: I64) -> None:
+        """Fill the vector store from vectors.npy (memory-mapped, in chunks)."""
+        assert self._raw is not None
+        for name in ("vectors", "vector_ids"):
+            if _sha256(directory / f"{name}.npy") != meta.get(f"{name}_sha256"):
+                raise SnapshotCorrupt(f"{directory}/{name}.npy does not match the checksum in meta.json: refusing to "
+                                      "start. Restore the shard's data dir from a backup or a replica.")  # fmt: skip
+        vids = np.load(directory / "vector_ids.npy")
+        vecs = np.load(directory / "vectors.npy", mmap_mode="r")
+        if vecs.shape != (vids.size, self.spec.dim) or not np.array_equal(np.sort(vids), np.sort(ids)):
+            raise SnapshotCorrupt(f"{directory}/vectors.npy does not hold the vectors of index.faiss: refusing to "
+                                  "start")  # fmt: skip
+        slots = self._payloads.slots_of(vids)
+        for a in range(0, vids.size, self._SAVE_ROWS):
+            self._raw.put(slots[a : a + self._SAVE_ROWS], np.asarray(vecs[a : a + self._SAVE_ROWS]))
 
 
 def _load_pairs(directory: Path, name: str, meta: dict[str, Any]) -> I64:

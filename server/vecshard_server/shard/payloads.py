@@ -22,6 +22,7 @@ import numpy.typing as npt
 from vecshard.errors import AlreadyExists, InvalidArgument, NotFound
 from vecshard.payload import MAX_DEPTH, PayloadDict, payload_from_proto, payload_to_proto, value_from_proto
 from vecshard.v1 import payload_pb2 as ppb
+from vecshard_server.shard.idmap import I64Map
 
 Mask = npt.NDArray[np.bool_]
 I64 = npt.NDArray[np.int64]
@@ -332,16 +333,22 @@ class FieldIndex:
 
 
 class PayloadStore:
-    """Payloads by point id, in slots; the caller (ShardIndex) serialises writes under its lock."""
+    """Payloads by point id, in slots; the caller (ShardIndex) serialises writes under its lock.
+
+    Per slot it holds numpy columns (its id, liveness, IVF list) and one list entry (its payload;
+    the shared EMPTY for most points), and per id no Python object: id -> slot is an `I64Map`, the
+    free slots a numpy stack."""
 
     def __init__(self) -> None:
-        self._slot: dict[int, int] = {}
+        self._slot = I64Map()  # id -> slot, for every stored id
         self._ids = np.empty(0, dtype=np.int64)
         self._live = np.zeros(0, dtype=bool)
         self._lists = np.zeros(0, dtype=np.intp)  # each slot's IVF list + 1 (0: none, or untrained)
         self._payloads: list[PayloadDict | None] = []
         self._hashes: dict[int, int] = {}  # slot -> payload_hash, for non-empty payloads
-        self._free: list[int] = []
+        self._free = np.empty(0, dtype=np.int64)  # a stack of free slots: _free[:_nfree]
+        self._nfree = 0
+        self._held = False  # hold_free() in force: put reuses no free slot
         self.indexes: dict[str, FieldIndex] = {}
 
     def __len__(self) -> int:
@@ -349,7 +356,22 @@ class PayloadStore:
 
     @property
     def slots(self) -> int:
+        """Slots ever allocated (live or free): the length of slot-indexed views."""
         return len(self._payloads)
+
+    def slots_of(self, ids: I64) -> I64:
+        """The slot of each id, -1 for ids without one."""
+        return self._slot.get_many(np.asarray(ids, dtype=np.int64))
+
+    def hold_free(self) -> None:
+        """Until release_free(), put reuses no free slot (freed by drop before or after this call):
+        it appends new slots, so slot-indexed arrays read meanwhile without a lock keep each slot's
+        id. A second call while held does nothing."""
+        self._held = True
+
+    def release_free(self) -> None:
+        """Make the free slots (those freed while held included) reusable again."""
+        self._held = False
 
     def _grow(self, n: int) -> None:
         if n > self._ids.size:
@@ -360,52 +382,97 @@ class PayloadStore:
             for index in self.indexes.values():
                 index.grow(cap)
 
-    def put(self, ids: Iterable[int], payloads: Iterable[tuple[PayloadDict, bytes]]) -> int:
+    def _allocate(self, k: int) -> I64:
+        """k slots for new ids: free ones first (the last freed first), unless held; then new ones."""
+        out = np.empty(k, dtype=np.int64)
+        reuse = 0 if self._held else min(k, self._nfree)
+        if reuse:
+            out[:reuse] = self._free[self._nfree - reuse : self._nfree][::-1]
+            self._nfree -= reuse
+        if k > reuse:
+            start = len(self._payloads)
+            out[reuse:] = np.arange(start, start + k - reuse)
+            self._payloads.extend([None] * (k - reuse))
+            self._grow(start + k - reuse)
+        return out
+
+    def _release(self, slots: I64) -> None:
+        """Push slots on the free stack (the last of them is reused first)."""
+        need = self._nfree + slots.size
+        if need > self._free.size:
+            free = np.empty(max(need, 2 * self._free.size, 1024), dtype=np.int64)
+            free[: self._nfree] = self._free[: self._nfree]
+            self._free = free
+        self._free[self._nfree : need] = slots
+        self._nfree = need
+
+    def put(self, ids: Iterable[int] | I64, payloads: Iterable[tuple[PayloadDict, bytes]]) -> int:
         """Store (payload, its canonical bytes) for each id; returns the digest change (mod 2^64)."""
+        ids = _as_ids(ids)
+        items = payloads if isinstance(payloads, list | tuple) else list(payloads)
+        if len(items) != ids.size:
+            raise ValueError(f"put: {ids.size} ids but {len(items)} payloads")
+        if not ids.size:
+            return 0
+        slots = self._slot.get_many(ids)
+        fresh = np.flatnonzero(slots < 0)
+        if fresh.size:  # a slot for each new id, in the order of their first appearance
+            uniq, first, inverse = np.unique(ids[fresh], return_index=True, return_inverse=True)
+            order = np.argsort(first, kind="stable")
+            got = self._allocate(uniq.size)
+            slot_of = np.empty(uniq.size, dtype=np.int64)
+            slot_of[order] = got
+            slots[fresh] = slot_of[inverse.reshape(-1)]
+            self._slot.set_many(uniq, slot_of)
+            self._ids[got], self._live[got], self._lists[got] = uniq[order], True, 0
         change = 0
-        for i, (payload, blob) in zip(ids, payloads, strict=True):
-            slot = self._slot.get(i)
-            if slot is None:
-                if self._free:
-                    slot = self._free.pop()
-                else:
-                    slot = len(self._payloads)
-                    self._payloads.append(None)
-                    self._grow(slot + 1)
-                self._slot[i] = slot
-                self._ids[slot], self._live[slot], self._lists[slot] = i, True, 0
-            change -= self._hashes.pop(slot, 0)
-            h = payload_hash(i, blob)
-            if h:
-                self._hashes[slot] = h
-                change += h
-            self._payloads[slot] = payload or EMPTY
-            for index in self.indexes.values():
+        hashes, stored, indexes = self._hashes, self._payloads, list(self.indexes.values())
+        for slot, i, (payload, blob) in zip(slots.tolist(), ids.tolist(), items, strict=True):
+            if hashes:
+                change -= hashes.pop(slot, 0)
+            if blob:
+                h = payload_hash(i, blob)
+                if h:
+                    hashes[slot] = h
+                    change += h
+            stored[slot] = payload or EMPTY
+            for index in indexes:
                 index.set(slot, payload)
         return change & ((1 << 64) - 1)
 
-    def drop(self, ids: Iterable[int]) -> int:
+    def drop(self, ids: Iterable[int] | I64) -> int:
         """Forget the payloads of ids (removed points); returns the digest change."""
+        ids = _as_ids(ids)
+        if not ids.size or not len(self._slot):
+            return 0
+        slots = self._slot.get_many(ids)
+        present = slots >= 0
+        ids, slots = ids[present], slots[present]
+        if not ids.size:
+            return 0
+        if ids.size > 1:  # an id listed twice: once, where it first appears
+            first = np.sort(np.unique(ids, return_index=True)[1])
+            if first.size < ids.size:
+                ids, slots = ids[first], slots[first]
         change = 0
-        for i in ids:
-            slot = self._slot.pop(i, None)
-            if slot is None:
-                continue
-            change -= self._hashes.pop(slot, 0)
-            self._payloads[slot] = None
-            self._live[slot] = False
-            self._ids[slot] = -1
-            for index in self.indexes.values():
+        hashes, stored, indexes = self._hashes, self._payloads, list(self.indexes.values())
+        for slot in slots.tolist():
+            if hashes:
+                change -= hashes.pop(slot, 0)
+            stored[slot] = None
+            for index in indexes:
                 index.set(slot, None)
-            self._free.append(slot)
+        self._slot.delete_many(ids)
+        self._live[slots] = False
+        self._ids[slots] = -1
+        self._release(slots)
         return change & ((1 << 64) - 1)
 
     def set_lists(self, ids: I64, lists: I64) -> None:
         """Record the IVF list of stored ids."""
-        get = self._slot.get
-        slots = np.fromiter((get(i, -1) for i in ids.tolist()), dtype=np.int64, count=ids.size)
+        slots = self._slot.get_many(np.asarray(ids, dtype=np.int64))
         ok = slots >= 0
-        self._lists[slots[ok]] = lists[ok] + 1
+        self._lists[slots[ok]] = np.asarray(lists)[ok] + 1
 
     def list_counts(self, mask: Mask, nlist: int) -> npt.NDArray[np.int64]:
         """How many of the slots where mask is set each IVF list holds (one weighted pass)."""
@@ -423,7 +490,7 @@ class PayloadStore:
         return self._ids[:n][mask & self._live[:n]]
 
     def get(self, i: int) -> PayloadDict | None:
-        slot = self._slot.get(i)
+        slot = self._slot.get(int(i))
         return None if slot is None else self._payloads[slot]
 
     def items(self) -> list[tuple[int, PayloadDict]]:
@@ -468,8 +535,7 @@ class PayloadStore:
 
     def contains(self, ids: I64, mask: Mask) -> Mask:
         """Whether each id is stored and its slot passes `mask` (-1 and unknown ids: False)."""
-        get = self._slot.get
-        slots = np.fromiter((get(i, -1) for i in ids.tolist()), dtype=np.int64, count=ids.size)
+        slots = self._slot.get_many(np.asarray(ids, dtype=np.int64))
         ok = slots >= 0
         out = np.zeros(ids.size, dtype=bool)
         out[ok] = mask[slots[ok]] if mask.size else False
@@ -498,10 +564,9 @@ class PayloadStore:
         if kind == "has_id":
             if len(c.has_id) % 8:
                 raise InvalidArgument(f"{path}.has_id has {len(c.has_id)} bytes: pack ids as little-endian int64")
-            get = self._slot.get
-            slots = [s for s in (get(i) for i in np.frombuffer(c.has_id, dtype="<i8").tolist()) if s is not None]
+            slots = self._slot.get_many(np.frombuffer(c.has_id, dtype="<i8").astype(np.int64))
             m = np.zeros(n, dtype=bool)
-            m[np.asarray(slots, dtype=np.int64)] = True
+            m[slots[slots >= 0]] = True
             return m
         if kind != "field":
             raise InvalidArgument(f"{path} is empty: set field, filter or has_id")
@@ -562,6 +627,14 @@ class PayloadStore:
                 return lambda p: any(x is not None for x in values_at(p, keys)[1])
             return lambda p: all(x is None for x in values_at(p, keys)[1])
         raise InvalidArgument(f"{path} sets no test: set match, match_any, range, is_null, is_empty or exists")
+
+
+def _as_ids(ids: Iterable[int] | I64) -> I64:
+    if isinstance(ids, np.ndarray):
+        return np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+    if isinstance(ids, list | tuple):
+        return np.asarray(ids, dtype=np.int64).reshape(-1)
+    return np.fromiter(ids, dtype=np.int64)
 
 
 def decode(payloads: Sequence[ppb.Payload]) -> list[tuple[PayloadDict, bytes]]:

@@ -162,6 +162,8 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         self.peers = peers or []
         self.accelerator = detect(settings.device)
         ShardIndex.filter_exact_ratio = settings.filter_exact_ratio
+        # Compressed kinds' float vectors: unlinked memory-mapped files on the data dir's disk.
+        ShardIndex.scratch_dir = data_dir / "scratch" if data_dir else None
         self.clock = WriteClock()  # versions writes that come without one (callers other than coordinators)
         self._sync_seen: dict[tuple[str, str], tuple[Any, Any]] = {}  # differences seen by the last peer_sync
         self.dropped: dict[str, int] = {}  # collection name -> version of its last drop here (dropped.json)
@@ -406,7 +408,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         desc = stub.DescribeCollection(pb.DescribeCollectionRequest(name=name, include_centroids=True), timeout=60)
         if desc.trained:
             part.install_quantizer(wire.unpack_matrix(desc.centroids, "centroids"), None, desc.train_epoch,
-                                   desc.train_id)  # fmt: skip
+                                   desc.train_id, desc.codec)  # fmt: skip
         for page in self._pages(stub, spec):
             ids, vectors, versions, dead, dead_versions = self._entries(page)
             if ids.size:
@@ -425,11 +427,13 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             desc = stub.DescribeCollection(pb.DescribeCollectionRequest(name=name, include_centroids=True), timeout=60)
             if desc.trained and desc.train_epoch > part.train_epoch:
                 install = spb.InstallQuantizerRequest(collection=name, centroids=desc.centroids,
-                                                      epoch=desc.train_epoch, train_id=desc.train_id)  # fmt: skip
+                                                      epoch=desc.train_epoch, train_id=desc.train_id,
+                                                      codec=desc.codec)  # fmt: skip
                 centroids = wire.unpack_matrix(desc.centroids, "centroids")
                 self._logged(
                     part, lambda: spb.WalRecord(install=install),
-                    lambda journal: part.install_quantizer(centroids, journal, desc.train_epoch, desc.train_id),
+                    lambda journal: part.install_quantizer(centroids, journal, desc.train_epoch, desc.train_id,
+                                                           desc.codec),
                 )  # fmt: skip
         self._adopt_indexes(part, state, logged=True)
         before = part.writes
@@ -535,7 +539,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         elif op == "install":
             install = record.install
             centroids = wire.unpack_matrix(install.centroids, "centroids")
-            part.install_quantizer(centroids, journal, install.epoch, install.train_id)
+            part.install_quantizer(centroids, journal, install.epoch, install.train_id, install.codec)
         part.applied_lsn = record.lsn
         return 1
 
@@ -674,6 +678,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         centroids = part.centroids
         if include_centroids and centroids is not None:
             state.centroids.CopyFrom(wire.pack_matrix(centroids))
+            state.codec = part.codec
         return state
 
     def _create(self, config: types_pb2.CollectionConfig, incarnation: int = 0) -> spb.ShardCollectionState:
@@ -859,36 +864,45 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                 f"expected {expected}: a training is being switched; retry"
             )
         queries = wire.unpack_matrix(request.queries, "queries")
-        check_search(self.settings, part.spec, queries, request.k)  # before batching: one bad query failed all
+        refine = request.refine_factor
+        if refine > 1 and not part.spec.quantized:
+            raise InvalidArgument(f"refine_factor applies to compressed IVF kinds; {part.spec.name!r} is "
+                                  f"{part.spec.index_type.name}: leave it 0")  # fmt: skip
+        k = request.k * max(1, refine)  # refine: the candidates, each with its exact distance too
+        check_search(self.settings, part.spec, queries, k)  # before batching: one bad query failed all
         if request.HasField("filter") or request.with_payload.enable:
-            return await self._run(self._reads, self._search_filtered, part, queries, request)
+            return await self._run(self._reads, self._search_filtered, part, queries, request, k)
         if self.settings.search_batching:
-            D, I = await self._batcher(part).search(queries, request.k, request.nprobe)
+            D, I = await self._batcher(part).search(queries, k, request.nprobe)
         else:
-            D, I = await self._run(self._reads, part.search, queries, request.k, request.nprobe)
-        return pb.SearchResponse(
+            D, I = await self._run(self._reads, part.search, queries, k, request.nprobe)
+        resp = pb.SearchResponse(
             nq=queries.shape[0],
-            k=request.k,
+            k=k,
             distances=D.astype(wire.F32, copy=False).tobytes(),
             ids=I.astype(wire.I64, copy=False).tobytes(),
         )
+        if refine > 1:
+            resp.refined_distances = (await self._run(self._reads, part.refined, queries, I)).tobytes()
+        return resp
 
     @staticmethod
-    def _search_filtered(part: ShardIndex, queries: np.ndarray, request: pb.SearchRequest) -> pb.SearchResponse:
+    def _search_filtered(part: ShardIndex, queries: np.ndarray, request: pb.SearchRequest, k: int) -> pb.SearchResponse:
         selector = request.with_payload
         plans = []
         if request.HasField("filter"):
-            D, I, plan, payloads = part.search_filtered(
-                queries, request.k, request.nprobe, request.filter, selector.enable
-            )
+            D, I, plan, payloads = part.search_filtered(queries, k, request.nprobe, request.filter, selector.enable)
             plans.append(plan)
         else:
-            D, I, payloads = part.search_with_payloads(queries, request.k, request.nprobe)
-        return pb.SearchResponse(
-            nq=queries.shape[0], k=request.k, distances=D.astype(wire.F32, copy=False).tobytes(),
+            D, I, payloads = part.search_with_payloads(queries, k, request.nprobe)
+        resp = pb.SearchResponse(
+            nq=queries.shape[0], k=k, distances=D.astype(wire.F32, copy=False).tobytes(),
             ids=I.astype(wire.I64, copy=False).tobytes(), plans=plans,
             payloads=[project(p, selector.fields) for p in payloads] if selector.enable else [],
         )  # fmt: skip
+        if k > request.k:
+            resp.refined_distances = part.refined(queries, I).tobytes()
+        return resp
 
     def _fitting(self, payloads: list[ppb.Payload], row_bytes: int) -> int:
         """How many leading rows (each row_bytes plus its payload) fit in one reply: all of them
@@ -1023,7 +1037,13 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             centroids = wire.unpack_matrix(request.centroids, "centroids")
             check_centroids(part.spec, centroids)
             await self._run(
-                self._writes, part.prepare_quantizer, centroids, request.epoch, request.train_id, request.decide
+                self._writes,
+                part.prepare_quantizer,
+                centroids,
+                request.epoch,
+                request.train_id,
+                request.decide,
+                request.codec,
             )
             return self._state(part)
         epoch = request.epoch or part.train_epoch + 1
@@ -1033,7 +1053,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                 centroids = part.prepared_centroids(epoch, request.train_id)
                 return spb.WalRecord(install=spb.InstallQuantizerRequest(
                     collection=part.spec.name, centroids=wire.pack_matrix(centroids), epoch=epoch,
-                    train_id=request.train_id))  # fmt: skip
+                    train_id=request.train_id, codec=part.prepared_codec(epoch, request.train_id)))  # fmt: skip
 
             await self._run(
                 self._writes, self._logged, part, record,
@@ -1043,10 +1063,10 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             centroids = wire.unpack_matrix(request.centroids, "centroids")
             check_centroids(part.spec, centroids)
             logged = spb.InstallQuantizerRequest(collection=part.spec.name, centroids=request.centroids, epoch=epoch,
-                                                 train_id=request.train_id)  # fmt: skip
+                                                 train_id=request.train_id, codec=request.codec)  # fmt: skip
             await self._run(
                 self._writes, self._logged, part, lambda: spb.WalRecord(install=logged),
-                lambda journal: part.install_quantizer(centroids, journal, epoch, request.train_id),
+                lambda journal: part.install_quantizer(centroids, journal, epoch, request.train_id, request.codec),
             )  # fmt: skip
         log.info("collection %s: installed training epoch %d (%d centroids), %d vectors re-indexed", part.spec.name,
                  part.train_epoch, part.spec.nlist, part.count)  # fmt: skip
