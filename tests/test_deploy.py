@@ -27,7 +27,7 @@ from .certs import CA
 from .conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-OVERLAYS = ["cpu", "gpu"]
+OVERLAYS = ["cpu", "gpu", "scale-100m"]
 K8S_VERSION = "1.33.0"
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) is not installed")
@@ -109,6 +109,31 @@ def test_rendered_manifests_say_what_they_must(overlay: str) -> None:
     assert re.fullmatch(r"vecshard-config-[a-z0-9]{10}", config["metadata"]["name"])  # rolled by content hash
     for _, c in containers(docs):
         assert c["envFrom"][0]["configMapRef"]["name"] == config["metadata"]["name"]
+
+
+def test_scale_100m_follows_the_capacity_plan() -> None:
+    """docs/capacity.md, 100M x 768 IVF_PQ96 + refine: 4 groups x 2 replicas. Group N is pod N of each
+    replica-set StatefulSet (a, b), so 4 groups = 4 pods in each, and the coordinators list 4 groups."""
+    docs = render("scale-100m")
+    shards = {s["metadata"]["name"]: s for s in by_kind(docs, "StatefulSet")}
+    assert sorted(shards) == ["vecshard-shard-a", "vecshard-shard-b"]  # 2 replicas per group
+    for sts in shards.values():
+        assert sts["spec"]["replicas"] == 4  # 4 groups
+        res = sts["spec"]["template"]["spec"]["containers"][0]["resources"]
+        assert res == {"requests": {"cpu": "2", "memory": "6Gi"}, "limits": {"cpu": "4", "memory": "12Gi"}}
+        (claim,) = sts["spec"]["volumeClaimTemplates"]
+        assert claim["spec"]["resources"]["requests"]["storage"] == "300Gi"
+    (coordinator,) = by_kind(docs, "Deployment")
+    args = coordinator["spec"]["template"]["spec"]["containers"][0]["args"]
+    groups = [a.removeprefix("--shard=").split(",") for a in args if a.startswith("--shard=")]
+    assert groups == [
+        [f"vecshard-shard-{rs}-{n}.vecshard-shard-{rs}:50061" for rs in ("a", "b")] for n in range(4)
+    ]  # in placement order: the base's groups 0 and 1 first
+    pods = {f"{name}-{i}" for name, sts in shards.items() for i in range(sts["spec"]["replicas"])}
+    assert {addr.split(".", 1)[0] for g in groups for addr in g} == pods  # every pod serves exactly one group
+    # Everything else is the cpu overlay's.
+    cpu = {(d["kind"], d["metadata"]["name"]) for d in render("cpu")}
+    assert {(d["kind"], d["metadata"]["name"]) for d in docs} == cpu
 
 
 # -- run as written -------------------------------------------------------------------------------
