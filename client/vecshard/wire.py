@@ -98,11 +98,15 @@ def check_vectors(x: FloatArray, dim: int, field: str = "vectors") -> None:
         raise InvalidArgument(f"{field} is empty: send at least one vector")
     if x.shape[1] != dim:
         raise InvalidArgument(f"{field} have dimension {x.shape[1]} but the collection's dim is {dim}")
+    limit = max_abs_value(dim)
+    # Two whole-array reductions, no temporary the size of x (NaN propagates and fails both); the
+    # rows to blame are looked for only when they fail.
+    if x.max() <= limit and x.min() >= -limit:
+        return
     finite = np.isfinite(x).all(axis=1)
     if not finite.all():
         rows = np.flatnonzero(~finite)
         raise InvalidArgument(f"{field} contain NaN or Inf in rows {_some(rows)}: send finite values")
-    limit = max_abs_value(dim)
     big = np.abs(x).max(axis=1) > limit
     if big.any():
         raise InvalidArgument(

@@ -9,7 +9,7 @@ For each index kind (IVF_FLAT, IVF_SQ8, IVF_PQ with refine), in one run on one m
   (/proc/PID/status: RssAnon is the heap; RssFile the memory-mapped files, pages the kernel may drop).
 
 The data is synthetic and written once to a memory-mapped .npy in the work dir: Gaussian clusters
-around `centers` centres, each point the centre plus a point of a 16-dimensional latent space
+around n / 10,000 centres, each point the centre plus a point of a 16-dimensional latent space
 mapped linearly into `dim` dimensions, plus small noise (low intrinsic dimension, as real embeddings
 have). Exact ground truth by brute force (faiss.IndexFlatL2, in chunks, merged with ResultHeap).
 Refine for the in-process PQ index re-ranks its k * r candidates with the float vectors read from
@@ -65,8 +65,10 @@ class Kind:
 DEFAULT_KINDS = (Kind("ivf_flat"), Kind("ivf_sq8"), Kind("ivf_pq", pq_m=16, refine=8))
 
 
-def make_data(path: Path, n: int, dim: int, centers: int = 1000) -> tuple[F32, F32]:
-    """(base memory-mapped from `path`, queries); generated once, reused when the file matches."""
+def make_data(path: Path, n: int, dim: int) -> tuple[F32, F32]:
+    """(base memory-mapped from `path`, queries); generated once, reused when the file matches.
+    One centre per 10,000 points: clusters of the same density at any n."""
+    centers = max(20, n // 10_000)
     qpath = path.with_suffix(".queries.npy")
     if path.exists() and qpath.exists():
         base = np.load(path, mmap_mode="r")
@@ -74,7 +76,7 @@ def make_data(path: Path, n: int, dim: int, centers: int = 1000) -> tuple[F32, F
             return base, np.load(qpath)
     rng = np.random.default_rng(SEED)
     c = rng.normal(0, 4, size=(centers, dim)).astype(np.float32)
-    w = rng.normal(0, 1, size=(LATENT, dim)).astype(np.float32)
+    w = rng.normal(0, 1, size=(LATENT, dim)).astype(np.float32)  # (the clusters overlap in part)
 
     def rows(m: int) -> F32:
         labels = rng.integers(0, centers, size=m)
@@ -121,7 +123,6 @@ def faiss_index(kind: Kind, dim: int, nlist: int) -> Any:
         index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, qt)
     else:
         index = faiss.IndexIVFFlat(quantizer, dim, nlist)
-    index.referenced_quantizer = quantizer
     return index
 
 
@@ -264,7 +265,7 @@ def bench_vecshard(
 
 def run_scale_bench(
     n: int, dim: int, nlist: int, k: int, shards: int, workdir: Path,
-    kinds: Sequence[Kind] = DEFAULT_KINDS, nprobes: Sequence[int] = (8, 16, 32, 64),
+    kinds: Sequence[Kind] = DEFAULT_KINDS, nprobes: Sequence[int] = (2, 4, 8, 16, 32),
     batches: Sequence[int] = (1, 64, 1024), single: int = 200, train_points: int = 0,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:  # fmt: skip
