@@ -39,6 +39,7 @@ import numpy.typing as npt
 from vecshard import Client
 from vecshard_server.bench.measure import recall_at_k
 from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.shard.service import TRIM_EVERY_S, release_free_memory
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -188,6 +189,8 @@ def bench_faiss(
     nprobes: Sequence[int], batches: Sequence[int], single: int, log: Callable[[str], None],
 ) -> dict[str, Any]:  # fmt: skip
     n, dim = base.shape
+    release_free_memory()
+    heap0 = rss(os.getpid())["RssAnon"]
     index = faiss_index(kind, dim, nlist)
     rng = np.random.default_rng(1)
     sample = np.asarray(base[np.sort(rng.choice(n, size=min(n, train_points), replace=False))])
@@ -200,6 +203,8 @@ def bench_faiss(
     for a in range(0, n, CHUNK):
         index.add(np.ascontiguousarray(base[a : a + CHUNK]))
     add_s = time.perf_counter() - t0
+    release_free_memory()
+    heap = rss(os.getpid())["RssAnon"] - heap0  # the index as this process holds it (lists' spare capacity too)
     log(f"  faiss {kind.label}: train {train_s:.1f}s, add {n / add_s:,.0f} vectors/s")
 
     def search(q: F32, kk: int, nprobe: int) -> I64:
@@ -211,7 +216,7 @@ def bench_faiss(
 
     rows = grid(search, queries, gt, k, nprobes, batches, single)
     out = {"train_s": train_s, "add_s": add_s, "add_vps": n / add_s, "index_bytes": index_bytes(index),
-           "grid": rows}  # fmt: skip
+           "heap_bytes": heap, "grid": rows}  # fmt: skip
     return out
 
 
@@ -230,6 +235,8 @@ def bench_vecshard(
         with Client(cluster.address, timeout=3600) as c:
             c.create_collection(name, dim, metric="l2", index=kind.name, nlist=nlist, nprobe=nprobes[0],
                                 train_threshold=10**12, pq_m=kind.pq_m, refine_factor=kind.refine)  # fmt: skip
+
+            base_heap = sum(rss(s.popen.pid)["RssAnon"] for s in cluster.shards)  # empty shards: the fixed part
 
             def imported(*more: str) -> float:
                 cmd = [sys.executable, "-m", "vecshard_server", "import", name, str(data_path), "--address",
@@ -252,6 +259,7 @@ def bench_vecshard(
                 return c.search(name, q, kk, nprobe=nprobe).ids
 
             gc.collect()
+            time.sleep(TRIM_EVERY_S + 2)  # (the shards give freed heap pages back every TRIM_EVERY_S)
             memory = {"coordinator": rss(cluster.coordinator.popen.pid)} if cluster.coordinator else {}
             for i, s in enumerate(cluster.shards):
                 memory[f"shard{i}"] = rss(s.popen.pid)
@@ -260,7 +268,7 @@ def bench_vecshard(
     shutil.rmtree(data_dir, ignore_errors=True)
     state.unlink(missing_ok=True)
     return {"train_s": train_s, "load_s": load_s, "load_vps": n / load_s, "memory": memory, "disk_bytes": disk,
-            "grid": rows}  # fmt: skip
+            "base_heap": base_heap, "grid": rows}  # fmt: skip
 
 
 def run_scale_bench(
@@ -299,8 +307,10 @@ def _per_vector(result: dict[str, Any], r: dict[str, Any]) -> dict[str, float]:
     shards = [v for key, v in mem.items() if key.startswith("shard")]
     return {
         "faiss_index": r["faiss"]["index_bytes"] / n,
+        "faiss_heap": r["faiss"].get("heap_bytes", 0) / n,
         "shards_rss": sum(s["VmRSS"] for s in shards) / n,
         "shards_anon": sum(s["RssAnon"] for s in shards) / n,
+        "shards_anon_marginal": (sum(s["RssAnon"] for s in shards) - r["vecshard"].get("base_heap", 0)) / n,
         "shards_file": sum(s["RssFile"] for s in shards) / n,
         "coordinator_rss_mb": mem.get("coordinator", {}).get("VmRSS", 0) / 2**20,
         "disk": r["vecshard"]["disk_bytes"] / n,
@@ -320,15 +330,19 @@ def format_markdown(result: dict[str, Any]) -> str:
         "## Load, train, memory",
         "",
         "| kind | faiss add (vec/s) | vecshard load (vec/s) | load ratio | faiss train (s) | vecshard train (s) | "
-        "faiss index (B/vec) | shards RSS (B/vec) | of which heap | mmapped | coordinator RSS (MiB) | disk (B/vec) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "faiss index (B/vec) | faiss process heap (B/vec) | shards RSS (B/vec) | of which heap | "
+        "heap beyond empty shards / faiss heap | "
+        "mmapped | coordinator RSS (MiB) | disk (B/vec) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["results"]:
         f, v, pv = r["faiss"], r["vecshard"], _per_vector(result, r)
         lines.append(
             f"| {r['kind']} | {f['add_vps']:,.0f} | {v['load_vps']:,.0f} | {v['load_vps'] / f['add_vps']:.2f} | "
-            f"{f['train_s']:.1f} | {v['train_s']:.1f} | {pv['faiss_index']:.0f} | {pv['shards_rss']:.0f} | "
-            f"{pv['shards_anon']:.0f} | {pv['shards_file']:.0f} | {pv['coordinator_rss_mb']:.0f} | {pv['disk']:.0f} |"
+            f"{f['train_s']:.1f} | {v['train_s']:.1f} | {pv['faiss_index']:.0f} | {pv['faiss_heap']:.0f} | "
+            f"{pv['shards_rss']:.0f} | {pv['shards_anon']:.0f} | "
+            f"{pv['shards_anon_marginal'] / max(pv['faiss_heap'], 1):.2f} | "
+            f"{pv['shards_file']:.0f} | {pv['coordinator_rss_mb']:.0f} | {pv['disk']:.0f} |"
         )
     lines += ["", "## Recall and QPS (vecshard / in-process faiss of the same kind)", "",
               "| kind | nprobe | batch | recall vecshard | recall faiss | QPS vecshard | QPS faiss | ratio | "

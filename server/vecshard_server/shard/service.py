@@ -10,6 +10,7 @@ and only then report SERVING.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import logging
 import os
@@ -1074,6 +1075,25 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         return self._state(part)
 
 
+TRIM_EVERY_S = 10
+_LIBC: Any = None
+
+
+def release_free_memory() -> None:
+    """Give the heap's free pages back to the OS (glibc malloc_trim). Batches of adds and searches
+    leave freed temporaries between long-lived allocations (faiss's growing lists); glibc keeps such
+    pages, and a loaded shard held 1.4-2x its data in RSS. A no-op off glibc."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
 async def serve_shard(
     settings: Settings,
     host: str,
@@ -1093,10 +1113,14 @@ async def serve_shard(
     loops: list[asyncio.Task[None]] = []
 
     async def checkpoint_loop() -> None:
+        ticks = 0
         while True:
             await asyncio.sleep(1.0)
             if service.checkpoint_due():
                 await asyncio.to_thread(service.checkpoint)
+            ticks += 1
+            if ticks % TRIM_EVERY_S == 0:
+                await asyncio.to_thread(release_free_memory)
 
     async def peer_sync_loop() -> None:
         while True:
