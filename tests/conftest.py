@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -53,14 +54,21 @@ def start_role(args: list[str], port_file: Path, env: dict[str, str] | None = No
     return proc
 
 
-@pytest.fixture(scope="session")
-def cluster_of() -> Iterator[Callable[[int], LocalCluster]]:
-    """cluster_of(S): a running cluster with S shards, started once per session and shared."""
+# Every test on the shared clusters runs in both shard modes: shards in their own processes over
+# gRPC ("remote"), and inside the coordinator's process ("local", `vecshard serve`'s default).
+# VECSHARD_TEST_SHARD_MODE=remote (or local) runs one of them only.
+SHARD_MODES = [m for m in os.environ.get("VECSHARD_TEST_SHARD_MODE", "remote,local").split(",") if m]
+
+
+@pytest.fixture(scope="session", params=SHARD_MODES)
+def cluster_of(request: pytest.FixtureRequest) -> Iterator[Callable[[int], LocalCluster]]:
+    """cluster_of(S): a running cluster with S shards, started once per session (and shard mode)
+    and shared."""
     clusters: dict[int, LocalCluster] = {}
 
     def get(shards: int) -> LocalCluster:
         if shards not in clusters:
-            clusters[shards] = LocalCluster(shards=shards, log_level="WARNING").start()
+            clusters[shards] = LocalCluster(shards=shards, log_level="WARNING", shard_mode=request.param).start()
         return clusters[shards]
 
     yield get

@@ -113,9 +113,14 @@ def run_matrix(ports: list[Port], credentials: list[Credential], keys: bool) -> 
     return counts
 
 
-def _serve(tmp: Path, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str, list[str]]]:
+def _serve(
+    tmp: Path, env: dict[str, str], mode: str = "remote"
+) -> Iterator[tuple[subprocess.Popen[str], str, list[str]]]:
+    """`vecshard serve`; yields (process, coordinator address, shard addresses: none in local mode,
+    where the shards have no port of their own)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vecshard_server", "serve", "--port", "0", "--data-dir", str(tmp / "data")],
+        [sys.executable, "-m", "vecshard_server", "serve", "--port", "0", "--data-dir", str(tmp / "data"),
+         "--shard-mode", mode],
         stderr=subprocess.PIPE, text=True, env={**os.environ, **env},
     )  # fmt: skip
     assert proc.stderr is not None
@@ -125,7 +130,11 @@ def _serve(tmp: Path, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[st
             line = proc.stderr.readline()
             found = re.search(r"vecshard is serving on (\S+) \(shards: ([^;]+);", line)
             if found:
-                yield proc, found.group(1), found.group(2).split(", ")
+                shards = found.group(2).split(", ")
+                if mode == "local":
+                    assert shards == ["local-shard-0", "local-shard-1"], shards
+                    shards = []
+                yield proc, found.group(1), shards
                 return
             assert line or proc.poll() is None, "vecshard serve exited"
         raise AssertionError("vecshard serve did not start")
@@ -149,10 +158,11 @@ API = [
 ]
 
 
+@pytest.mark.parametrize("mode", ["remote", "local"])
 @pytest.mark.parametrize("keys", [False, True], ids=["serve-plaintext", "serve-plaintext-keys"])
-def test_serve_plaintext(tmp_path: Path, keys: bool) -> None:
+def test_serve_plaintext(tmp_path: Path, keys: bool, mode: str) -> None:
     env = {"VECSHARD_API_KEYS_FILE": str(_keys(tmp_path))} if keys else {}
-    for _, address, shards in _serve(tmp_path, env):
+    for _, address, shards in _serve(tmp_path, env, mode):
         assert all(s.startswith("127.0.0.1:") for s in shards), shards  # shards stay on loopback
         counts = run_matrix([Port("coordinator", address), *(Port("shard", a) for a in shards)], API, keys)
         print(f"\nauth matrix, vecshard serve plaintext{' + API keys' if keys else ''}: {dict(counts)}")

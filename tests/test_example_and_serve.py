@@ -15,6 +15,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import pytest
 
 from vecshard import Client
 from vecshard_server.cli.cluster import LocalCluster
@@ -82,18 +83,22 @@ def _stop(proc: subprocess.Popen[str]) -> str:
     return err
 
 
-def test_serve_starts_answers_keeps_data_and_stops_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["local", "remote"])
+def test_serve_starts_answers_keeps_data_and_stops_cleanly(tmp_path: Path, mode: str) -> None:
     data = clustered(500, 12, seed=7)
-    proc, address = _serve(tmp_path)
+    proc, address = _serve(tmp_path, "--shard-mode", mode)
     with Client(address, timeout=30) as c:
         c.create_collection("docs", 12, index="ivf_flat", nlist=4)
         c.add("docs", np.arange(500), data)
         c.train("docs")
         before = c.search("docs", data[:20], k=5)
     err = _stop(proc)
-    assert "shard-0" in err and "shard-1" in err and "stopped: coordinator=0, shard-0=0, shard-1=0" in err
+    if mode == "remote":
+        assert "shard-0" in err and "shard-1" in err and "stopped: coordinator=0, shard-0=0, shard-1=0" in err
+    else:  # one process, its two shards' snapshots written on the way out
+        assert "stopped: coordinator=0" in err and err.count("checkpoint: 1 collections saved") == 2
 
-    proc, address = _serve(tmp_path)  # same data dir: the snapshot is loaded
+    proc, address = _serve(tmp_path, "--shard-mode", mode)  # same data dir: the snapshot is loaded
     try:
         with Client(address, timeout=30) as c:
             info = c.describe("docs")
@@ -142,7 +147,8 @@ def _has_series(text: str, name: str, *labels: str) -> bool:
     return any(line.startswith(name + "{") and all(lb in line for lb in labels) for line in text.splitlines())
 
 
-def test_serve_exposes_metrics_of_every_process_and_leaves_no_run_folder(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["remote", "local"])
+def test_serve_exposes_metrics_of_every_process_and_leaves_no_run_folder(tmp_path: Path, mode: str) -> None:
     base = _free_port_run(3)
     run_tmp = tmp_path / "tmp"
     run_tmp.mkdir()
@@ -150,19 +156,22 @@ def test_serve_exposes_metrics_of_every_process_and_leaves_no_run_folder(tmp_pat
     # VECSHARD_METRICS_PORT once made every child bind the same port (shard-1 crashed): serve must
     # give each process its own.
     env = {"VECSHARD_METRICS_PORT": str(base), "TMPDIR": str(run_tmp)}
-    proc, address = _serve(tmp_path / "data", env=env, lines=lines)
+    proc, address = _serve(tmp_path / "data", "--shard-mode", mode, env=env, lines=lines)
     try:
         with Client(address, timeout=30) as c:
             c.create_collection("m", 4)
             c.add("m", [1, 2], np.eye(2, 4))
             c.search("m", np.eye(1, 4), k=1)
         log = "".join(lines)
-        for name, port in (("coordinator", base), ("shard-0", base + 1), ("shard-1", base + 2)):
+        shard_ports = (base + 1, base + 2) if mode == "remote" else ()
+        for name, port in (("coordinator", base), *zip(("shard-0", "shard-1"), shard_ports, strict=False)):
             assert f"metrics of {name} on http://127.0.0.1:{port}/metrics" in log, log
         with urllib.request.urlopen(f"http://127.0.0.1:{base}/metrics", timeout=10) as resp:
             coord = resp.read().decode()
         assert _has_series(coord, "vecshard_rpcs_total", 'role="coordinator"', 'method="Search"')
-        for port in (base + 1, base + 2):
+        # local shards: their calls are counted in the coordinator's process, under role "shard"
+        assert _has_series(coord, "vecshard_rpcs_total", 'role="shard"', 'method="Search"') == (mode == "local")
+        for port in shard_ports:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
                 shard = resp.read().decode()
             assert _has_series(shard, "vecshard_rpcs_total", 'role="shard"', 'method="Search"')

@@ -1,7 +1,8 @@
 """The server package's folders tell its architecture; these rules keep them honest.
 
 common/ is the bottom layer; shard/ and embedding/ build on it; the coordinator builds on those
-(it borrows only the shard engine's faiss k-means); cli/ and bench/ sit on top. No module imports
+(it borrows the shard engine's faiss k-means, and hosts shard services for local shards); cli/ and
+bench/ sit on top. No module imports
 "upwards", and there are no import cycles between modules.
 """
 
@@ -19,7 +20,7 @@ ALLOWED = {
     "common": {"common"},
     "shard": {"common", "shard"},
     "embedding": {"common", "embedding"},
-    "coordinator": {"common", "embedding", "coordinator", "shard.engine"},
+    "coordinator": {"common", "embedding", "coordinator", "shard.engine", "shard.service"},
     "cli": {"common", "embedding", "coordinator", "shard", "cli", "bench"},
     "bench": {"common", "bench", "cli.cluster"},
 }

@@ -94,3 +94,22 @@ def test_placement_is_balanced_and_split_covers_every_id() -> None:
     for s, pos in enumerate(parts):
         assert (shard_of(ids[::-1][pos], 3) == s).all()
         assert (np.diff(pos) > 0).all()
+
+
+@pytest.mark.parametrize("larger", [False, True])
+def test_small_merge_is_the_numpy_merge(larger: bool) -> None:
+    """merge_topk's plain-Python path for a few results gives exactly what its numpy path gives:
+    ties by id, duplicates kept once at their best distance, padding last."""
+    from vecshard_server.coordinator import merge
+
+    rng = np.random.default_rng(7)
+    for trial in range(500):
+        shards, width, nq, k = rng.integers(1, 4), rng.integers(1, 12), rng.integers(1, 4), rng.integers(1, 15)
+        Ds = [rng.integers(-3, 4, size=(nq, width)).astype(np.float32) for _ in range(shards)]
+        Is = [rng.integers(-1, 8, size=(nq, width)).astype(np.int64) for _ in range(shards)]
+        small = merge._merge_small(np.concatenate(Ds, axis=1), np.concatenate(Is, axis=1), k, larger)
+        D, Id = np.concatenate(Ds, axis=1), np.concatenate(Is, axis=1)
+        order, pad = merge._best(D, Id, k, larger)
+        big = merge._taken(D, Id, order, pad, k, larger)
+        np.testing.assert_array_equal(small[1], big[1], err_msg=f"trial {trial}")
+        np.testing.assert_array_equal(small[0], big[0], err_msg=f"trial {trial}")

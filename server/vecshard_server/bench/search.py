@@ -114,7 +114,7 @@ def bench_cluster(
 ) -> dict[str, Any]:
     """Every measurement on one freshly started cluster of `shards` shards."""
     n, dim = base.shape
-    cluster = LocalCluster(shards=shards, log_level="WARNING").start()
+    cluster = LocalCluster(shards=shards, log_level="WARNING", shard_mode="local").start()  # (serve's default)
     try:
         with Client(cluster.address, timeout=600) as client:
             name = "bench_ivf"

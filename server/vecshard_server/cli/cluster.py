@@ -114,6 +114,7 @@ class LocalCluster:
         metrics_port: int = 0,
         internal_token: str | None = None,
         log_dir: Path | None = None,
+        shard_mode: str = "remote",
     ) -> None:
         """metrics_port: when set, the coordinator serves Prometheus metrics on it and shard process i
         (in start order) on metrics_port + 1 + i; 0 turns metrics off in every child, whatever
@@ -122,9 +123,17 @@ class LocalCluster:
         Shards listen on 127.0.0.1 whatever `host` is (only the coordinator listens on `host`);
         internal_token: the shared secret the shards then require of every caller (the coordinator
         and replica peers get it through their environment).
-        log_dir: each child's stdout and stderr go to log_dir/<name>.0.log (appended on restarts)."""
+        log_dir: each child's stdout and stderr go to log_dir/<name>.0.log (appended on restarts).
+        shard_mode: "remote" (a process per shard, called over gRPC) or "local" (the shards in the
+        coordinator's process, called directly; one replica each). The data dir layout is the same."""
         if shards < 1 or replicas < 1:
             raise ClusterError("a cluster needs at least one shard of at least one replica")
+        if shard_mode not in ("remote", "local"):
+            raise ClusterError(f"shard_mode must be 'remote' or 'local', got {shard_mode!r}")
+        if shard_mode == "local" and replicas > 1:
+            raise ClusterError("local shards have one replica each (replicas need their own processes to fail "
+                               "independently): use shard_mode='remote' with replicas")  # fmt: skip
+        self.shard_mode = shard_mode
         self.num_shards = shards
         self.num_replicas = replicas
         self.host = host
@@ -186,8 +195,9 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         common = ["--log-level", self.log_level]
         try:
-            self.groups = [[] for _ in range(self.num_shards)]
-            for r in range(self.num_replicas):  # replica r starts knowing replicas 0..r-1 as peers
+            self.groups = [[] for _ in range(self.num_shards if self.shard_mode == "remote" else 0)]
+            processes = self.num_replicas if self.shard_mode == "remote" else 0
+            for r in range(processes):  # replica r starts knowing replicas 0..r-1 as peers
                 for g in range(self.num_shards):
                     name = f"shard-{g}" if self.num_replicas == 1 else f"shard-{g}-r{r}"
                     args = ["shard", "--host", self.shard_host, "--port", "0", "--name", name, *common]
@@ -203,6 +213,10 @@ class LocalCluster:
             args += ["--metrics-port", str(self._metrics_port_for("coordinator", 0))]
             for addr in self.shard_addresses:
                 args += ["--shard", addr]
+            if self.shard_mode == "local":
+                args += ["--local-shards", str(self.num_shards)]
+                if self.data_dir is not None:
+                    args += ["--data-dir", str(self.data_dir)]
             self.coordinator = self._process("coordinator", args)
             self.coordinator.wait_port(deadline)
         except BaseException:

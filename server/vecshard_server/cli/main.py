@@ -93,6 +93,14 @@ def cli(config: Path | None) -> None:
 @cli.command()
 @click.option("--shards", default=2, show_default=True, type=click.IntRange(1, 64), help="shard groups")
 @click.option("--replicas", default=1, show_default=True, type=click.IntRange(1, 8), help="replicas per shard group")
+@click.option(
+    "--shard-mode",
+    type=click.Choice(["auto", "local", "remote"]),
+    default="auto",
+    show_default=True,
+    help="local: the shards run inside the coordinator's process, called without gRPC (fastest); remote: a process "
+    "per shard replica; auto: local unless --replicas > 1",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="address the coordinator listens on")
 @click.option("--port", default=50051, show_default=True, type=click.IntRange(0, 65535), help="coordinator port")
 @click.option(
@@ -110,6 +118,7 @@ def cli(config: Path | None) -> None:
 def serve(
     shards: int,
     replicas: int,
+    shard_mode: str,
     host: str,
     port: int,
     data_dir: Path,
@@ -118,10 +127,12 @@ def serve(
     log_format: str,
     metrics_port: int,
 ) -> None:
-    """Run a local cluster: a coordinator and SHARDS shard worker processes.
+    """Run a local cluster: a coordinator and SHARDS shards (in its process, or one process each).
 
     Ctrl-C or SIGTERM stops every process cleanly (shards snapshot their data on the way out).
     """
+    if shard_mode == "local" and replicas > 1:
+        raise click.UsageError("local shards have one replica each: use --shard-mode remote (or auto) with --replicas")
     _logging(log_level, "serve", log_format)
     _check_models(_settings(models_file=models))
     from vecshard_server.cli.cluster import ClusterError, LocalCluster
@@ -140,6 +151,7 @@ def serve(
         metrics_port=metrics_port,
         # A fresh secret per run: the shards (on loopback) accept only this cluster's own processes.
         internal_token=None if _internal_token_set() else secrets.token_urlsafe(32),
+        shard_mode=("local" if replicas == 1 else "remote") if shard_mode == "auto" else shard_mode,
     )
     stopping = False
 
@@ -155,12 +167,8 @@ def serve(
         raise click.ClickException(str(err)) from None
     for name, mport in cluster.metrics_ports.items():
         log.info("metrics of %s on http://%s:%d/metrics", name, host, mport)
-    log.info(
-        "vecshard is serving on %s (shards: %s; data in %s). Ctrl-C stops it.",
-        cluster.address,
-        ", ".join(cluster.shard_addresses),
-        data_dir,
-    )
+    where = ", ".join(cluster.shard_addresses) or ", ".join(f"local-shard-{i}" for i in range(shards))
+    log.info("vecshard is serving on %s (shards: %s; data in %s). Ctrl-C stops it.", cluster.address, where, data_dir)
     failed = None
     while not stopping:
         failed = cluster.poll()
@@ -179,11 +187,14 @@ def serve(
     "--shard",
     "shards",
     multiple=True,
-    required=True,
     metavar="HOST:PORT[,HOST:PORT...]",
     help="a shard group: its replicas' addresses, comma-separated; repeat in placement order "
     "(the order must never change)",
 )
+@click.option("--local-shards", default=0, type=click.IntRange(0, 64),
+              help="shard groups served in this process, called without gRPC (after the --shard groups)")  # fmt: skip
+@click.option("--data-dir", type=click.Path(path_type=Path),
+              help="--local-shards: their data (DIR/shard-i; without it, in memory)")  # fmt: skip
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", default=50051, show_default=True, type=click.IntRange(0, 65535))
 @MODELS
@@ -191,6 +202,8 @@ def serve(
 @ROLE_OPTIONS
 def coordinator(
     shards: tuple[str, ...],
+    local_shards: int,
+    data_dir: Path | None,
     host: str,
     port: int,
     models: Path | None,
@@ -201,13 +214,20 @@ def coordinator(
     log_format: str,
     metrics_port: int,
 ) -> None:
-    """Run the coordinator alone, over shard workers at the given addresses."""
+    """Run the coordinator, over shard workers at the given addresses and/or local shards."""
+    if any(not s.strip(" ,") for s in shards):
+        raise click.UsageError("a --shard value is empty: give each group's replica addresses, HOST:PORT[,HOST:PORT]")
+    if not shards and not local_shards:
+        raise click.UsageError("give the shard groups (--shard HOST:PORT, repeated) or --local-shards N")
+    if data_dir is not None and not local_shards:
+        raise click.UsageError("--data-dir is for --local-shards (remote shards keep their own data)")
     _logging(log_level, "coordinator", log_format)
     settings = _settings(models_file=models, embedder=embedder)
     _observe("coordinator", host, settings, metrics_port)
     from vecshard_server.coordinator.service import serve_coordinator
 
-    asyncio.run(serve_coordinator(settings, host, port, list(shards), port_file, exit_with_parent))
+    asyncio.run(serve_coordinator(settings, host, port, list(shards), port_file, exit_with_parent, local_shards,
+                                  data_dir))  # fmt: skip
 
 
 @cli.command()
@@ -370,6 +390,13 @@ def _check_models(settings: Settings) -> None:
     show_default=True,
     help="--scale: data, ground truth and cluster data dirs (needs ~3x the data size free)",
 )
+@click.option(
+    "--latency",
+    is_flag=True,
+    help="measure latency instead, in both shard modes: single-query p50/p99 and CPU per query, 1/8/32 concurrent "
+    "clients, 256-query batches, beside a bare gRPC echo (the floor) and in-process faiss (first --shards)",
+)
+@click.option("--floor", is_flag=True, help="add the floor row: a bare unary gRPC echo of a query's size")
 def bench(
     shards_list: tuple[int, ...],
     dataset: str,
@@ -387,10 +414,27 @@ def bench(
     filtered: bool,
     scale: bool,
     workdir: Path,
+    latency: bool,
+    floor: bool,
 ) -> None:
     """Measure search and add through local clusters against in-process faiss (same data, same run)."""
     _logging("WARNING", "bench")
     _settings()
+    if latency:
+        from vecshard_server.bench import latency as bench_latency
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        result = bench_latency.run_latency_bench(
+            dataset, n, dim, nlist, nprobe, k, shards_list[0], duration, workdir=workdir,
+            log=lambda line: click.echo(line, err=True),
+        )  # fmt: skip
+        report = bench_latency.format_markdown(result)
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "bench_latency.md").write_text(report)
+            (out / "bench_latency.json").write_text(json.dumps(result, indent=2))
+        click.echo(report)
+        return
     if scale:
         from vecshard_server.bench import scale as bench_scale
 
@@ -438,7 +482,17 @@ def bench(
         )
     except (FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from None
-    click.echo(format_markdown(result))
+    report = format_markdown(result)
+    if floor:
+        from vecshard_server.bench.latency import echo_floor
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        row = echo_floor(4 * result["params"]["dim"] + 64, 12 * k + 32, 2000, workdir)
+        report += (f"\nFloor (a bare unary grpc.aio echo of a query's size, same run): p50 {row['p50_ms']:.3f} ms, "
+                   f"p99 {row['p99_ms']:.3f} ms, {row['qps']:,.0f} calls/s one at a time\n")  # fmt: skip
+        if out:
+            (out / "bench.md").write_text(report)
+    click.echo(report)
 
 
 for _command in COMMANDS:

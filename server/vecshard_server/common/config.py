@@ -64,6 +64,15 @@ class Settings(BaseSettings):
         "auto", description="where shards search trained IVF indexes: auto (a GPU when faiss sees one), cpu, cuda:N"
     )
     search_batching: bool = Field(True, description="coalesce concurrent searches of a shard into one faiss call")
+    inline_search_work: int = Field(
+        300_000,
+        ge=0,
+        description="searches of at most this many multiply-adds (vectors scanned x dim) run on the shard's event "
+        "loop instead of a worker thread, when the partition is free to read (a thread hand-off costs more)",
+    )
+    search_coalescing: bool = Field(
+        True, description="coordinators send concurrent small searches of one collection to the shards as one call"
+    )
     wal_fsync: bool = Field(True, description="fsync the write-ahead log before acknowledging a write")
     checkpoint_interval_s: float = Field(300.0, gt=0, description="snapshot changed collections this often")
     checkpoint_wal_bytes: int = Field(256 * 1024 * 1024, ge=1, description="...or once the log grows this much")

@@ -84,9 +84,11 @@ def request_id_from(metadata: Iterable[tuple[str, Any]] | None) -> str:
 
 
 def observe_rpc(method: str, code: str, started: float) -> None:
-    name = method.rsplit("/", 1)[-1]
-    RPCS.labels(ROLE["name"], name, code).inc()
-    RPC_SECONDS.labels(ROLE["name"], name).observe(time.perf_counter() - started)
+    service, _, name = method.rpartition("/")
+    # A coordinator with local shards serves both sides: each call is counted under its own role.
+    role = "shard" if service.endswith(".Shard") else ROLE["name"]
+    RPCS.labels(role, name, code).inc()
+    RPC_SECONDS.labels(role, name).observe(time.perf_counter() - started)
 
 
 class _RequestIdFilter(logging.Filter):

@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf import message_factory
@@ -140,14 +140,17 @@ def collection_of(request: Any) -> str:
 class ShardSet:
     """Channels to the shard groups, in placement order."""
 
-    def __init__(self, groups: list[str], settings: Settings) -> None:
-        if not groups:
+    def __init__(self, groups: list[str], settings: Settings, local: Sequence[Any] = ()) -> None:
+        """groups: each group's replica addresses, comma-separated. local: in-process shards
+        (`coordinator.local.LocalReplica`), one group each, after those."""
+        if not groups and not local:
             raise ValueError("a coordinator needs at least one shard address")
         self.settings = settings
         self.shards = [
             ShardGroup(i, [self._replica(addr.strip()) for addr in group.split(",") if addr.strip()])
             for i, group in enumerate(groups)
         ]
+        self.shards += [ShardGroup(len(groups) + i, [replica]) for i, replica in enumerate(local)]
         # (group, replica address, collection) -> acknowledged writes that replica missed since its
         # last resync; reads avoid it, `repair` resyncs it from a replica that has them.
         self.behind: dict[tuple[int, str, str], int] = {}
@@ -264,7 +267,7 @@ class ShardSet:
         return len(self.shards)
 
     async def close(self) -> None:
-        await asyncio.gather(*(r.channel.close() for g in self.shards for r in g.replicas))
+        await asyncio.gather(*(r.channel.close() for g in self.shards for r in g.replicas if r.channel is not None))
 
     async def wait_serving(self, timeout: float) -> list[str]:
         """Wait up to `timeout` seconds for a SERVING replica in every group; returns the groups without."""
@@ -272,6 +275,8 @@ class ShardSet:
         deadline = loop.time() + timeout
 
         async def serving(r: Replica) -> bool:
+            if r.channel is None:  # a local shard
+                return bool(getattr(r, "serving", False))
             try:
                 resp = await health_pb2_grpc.HealthStub(r.channel).Check(health_pb2.HealthCheckRequest(), timeout=2.0)
                 return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
@@ -311,6 +316,8 @@ class ShardSet:
                     metadata.append((WRITE_TOKEN_HEADER, str(WRITE_TOKEN.get())))
                 if method == "Search" and TRAIN_EPOCH.get() is not None:
                     metadata.append((TRAIN_EPOCH_HEADER, str(TRAIN_EPOCH.get())))
+                if replica.channel is None:  # a local shard: the request object as it is, no gRPC
+                    return await cast(Any, replica).call(method, request, timeout, metadata)
                 if isinstance(request, Encoded):
                     call = replica.raw(method, request.raw_reply)
                     return await call(request.data, timeout=timeout, metadata=metadata or None)

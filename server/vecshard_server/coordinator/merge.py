@@ -32,8 +32,35 @@ def merge_topk(
     """
     D = np.concatenate([np.asarray(d, dtype=np.float32) for d in distances], axis=1)
     Id = np.concatenate([np.asarray(i, dtype=np.int64) for i in ids], axis=1)
+    if D.shape[0] * D.shape[1] <= SMALL:
+        return _merge_small(D, Id, k, larger_is_better)
     order, pad = _best(D, Id, k, larger_is_better)
     return _taken(D, Id, order, pad, k, larger_is_better)
+
+
+SMALL = 256  # results to merge below which plain Python beats numpy's per-call overhead
+
+
+def _merge_small(
+    D: npt.NDArray[np.float32], Id: npt.NDArray[np.int64], k: int, larger_is_better: bool
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """merge_topk for a few rows (a single query's search): the same order, in Python."""
+    pad = pad_distance(larger_is_better)
+    out_d = np.full((D.shape[0], k), pad, dtype=np.float32)
+    out_i = np.full((D.shape[0], k), -1, dtype=np.int64)
+    sign = -1.0 if larger_is_better else 1.0
+    for r, (drow, irow) in enumerate(zip(D.tolist(), Id.tolist(), strict=True)):
+        best: dict[int, float] = {}
+        for d, i in zip(drow, irow, strict=True):
+            if i >= 0 and d * sign != float("inf"):
+                key = d * sign
+                if i not in best or key < best[i]:
+                    best[i] = key
+        top = sorted(best.items(), key=lambda e: (e[1], e[0]))[:k]
+        for j, (i, key) in enumerate(top):
+            out_i[r, j] = i
+            out_d[r, j] = key * sign
+    return out_d, out_i
 
 
 def merge_refined(

@@ -53,6 +53,7 @@ from vecshard_server.coordinator.admission import (
     search_cost,
 )
 from vecshard_server.coordinator.catalog import Catalog, Collection
+from vecshard_server.coordinator.coalesce import Coalescer, Identity
 from vecshard_server.coordinator.fanout import TOLERABLE, Encoded, Fanout, ShardSet
 from vecshard_server.coordinator.inputs import (
     check_search_cost,
@@ -66,6 +67,7 @@ from vecshard_server.coordinator.inputs import (
     search_chunk_rows,
     vectors_visited,
 )
+from vecshard_server.coordinator.local import LocalShards
 from vecshard_server.coordinator.merge import merge_refined, merge_topk
 from vecshard_server.coordinator.payload_inputs import check_filter, check_payloads
 from vecshard_server.coordinator.placement import split_by_shard
@@ -87,24 +89,32 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VectorSearch"].full_name
 
 MAX_SCROLL = 10_000  # points per Scroll page
 ROLLBACK_TIMEOUT_S = 5.0  # one RollbackAdd round
+COALESCE_ROWS = 16  # searches of at most this many queries share fan-outs with concurrent ones
 ROLLBACK_RETRY_S = 120.0  # unreachable groups are retried in the background this long
 
 
 class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
-    def __init__(self, settings: Settings, shard_addresses: list[str], embeddings: Embeddings) -> None:
+    def __init__(
+        self, settings: Settings, shard_addresses: list[str], embeddings: Embeddings, local: LocalShards | None = None
+    ) -> None:
         self.settings = settings
         self.embeddings = embeddings
-        self.shards = ShardSet(shard_addresses, settings)
+        self.local = local
+        self.shards = ShardSet(shard_addresses, settings, local.replicas if local is not None else ())
         self.catalog = Catalog(self.shards)
         self.trainer = Trainer(self.catalog, settings)
         self.admission = coordinator_admission(settings)  # the bound on work in flight (docs/limits.md)
+        self.coalescer = Coalescer(self._coalesced_round)
         self._background: set[asyncio.Future[None]] = set()
         self.ready = False
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self, wait_s: float = 60.0) -> None:
-        """Wait (bounded) for the shards to report SERVING, then load the catalog from them."""
+        """Start the local shards (if any: recovering their data) and wait (bounded) for the remote
+        ones to report SERVING, then load the catalog from them."""
+        if self.local is not None:
+            await self.local.start()
         for task in (self.shards.repair(), self.shards.anti_entropy(self.settings.anti_entropy_s)):
             self._background.add(asyncio.ensure_future(task))
         missing = await self.shards.wait_serving(wait_s)
@@ -125,6 +135,8 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             if coll.auto_train is not None:
                 coll.auto_train.cancel()
         await self.shards.close()
+        if self.local is not None:
+            await self.local.close()  # (snapshots every local shard)
         await self.embeddings.close()
 
     # -- helpers --------------------------------------------------------------------------------
@@ -486,6 +498,13 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             check_search_cost(self.settings, spec, nq, k * refine, per_query)
             heavy = queries.nbytes > offload.INLINE_BYTES
             rows = search_chunk_rows(self.settings, spec.dim, k * refine, per_query)
+            if (
+                self.settings.search_coalescing
+                and nq <= COALESCE_ROWS
+                and not with_payload
+                and not request.HasField("filter")
+            ):
+                return await self._coalesced(coll, request, queries, refine, context)
             if nq <= rows:
                 allow_partial = request.allow_partial  # (read first: the shards' request may be this one)
                 shard_req = await offload.run(heavy, self._shard_search, request, spec, queries, given, refine)
@@ -499,6 +518,41 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                     self._check_reply(resp, "send fewer queries per call, a smaller k or fewer payload fields")
                 return resp
             return await self._chunked_search(coll, request, queries, rows, context, refine)
+
+    async def _coalesced(
+        self, coll: Collection, request: pb.SearchRequest, queries: wire.FloatArray, refine: int,
+        context: grpc.aio.ServicerContext,
+    ) -> pb.SearchResponse:  # fmt: skip
+        """A small plain search, sent to the shards with the concurrent ones of the same shape."""
+        spec, k = coll.spec, request.k
+        queries = self._checked_queries(request, spec, queries)  # (its own errors: before it joins a round)
+        key = (Identity(coll), k, request.nprobe or spec.nprobe, refine, request.allow_partial)
+        D, I, extra = await self.coalescer.search(key, queries, context)
+        resp = pb.SearchResponse(nq=queries.shape[0], k=k, distances=D.tobytes(), ids=I.tobytes(),
+                                 shards_total=extra["shards_total"], shards_ok=extra["shards_ok"])  # fmt: skip
+        resp.failed_shards.extend(extra["failed_shards"])
+        return resp
+
+    async def _coalesced_round(
+        self, key: tuple[Identity, int, int, int, bool], queries: wire.FloatArray,
+        contexts: list[grpc.aio.ServicerContext],
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], dict[str, Any]]:  # fmt: skip
+        """One fan-out for a round of coalesced searches (the caller with the most time left sets
+        the shards' deadline: a caller whose own deadline passes gets DEADLINE_EXCEEDED from gRPC)."""
+        same, k, nprobe, refine, allow_partial = key
+        coll: Collection = same.obj
+        nq = queries.shape[0]
+        shard_req = Encoded.of(pb.SearchRequest(collection=coll.spec.name, queries=wire.pack_matrix(queries), k=k,
+                                                nprobe=nprobe, refine_factor=refine if refine > 1 else 0),
+                               raw_reply=True)  # fmt: skip
+        context = max(contexts, key=lambda c: c.time_remaining() or float("inf"))
+        out = await self._search_shards(coll, shard_req, allow_partial, context)
+        heavy = nq * k * refine * len(out.results) > offload.INLINE_RESULTS
+        merged = await offload.run(heavy, self._merged, out.results, nq, k, coll.spec.larger_is_better, False, refine)
+        D = np.frombuffer(merged.distances, dtype=wire.F32).reshape(nq, k)
+        I = np.frombuffer(merged.ids, dtype=wire.I64).reshape(nq, k)
+        failed = [self.shards.shards[s].name for s in sorted(out.failures)]
+        return D, I, {"shards_total": merged.shards_total, "shards_ok": merged.shards_ok, "failed_shards": failed}
 
     async def _search_shards(
         self, coll: Collection, shard_req: Encoded, allow_partial: bool, context: grpc.aio.ServicerContext
@@ -902,7 +956,11 @@ async def serve_coordinator(
     shard_addresses: list[str],
     port_file: Path | None = None,
     exit_with_parent: bool = False,
+    local_shards: int = 0,
+    data_dir: Path | None = None,
 ) -> None:
+    """Serve the public API over remote shards (their addresses) and/or `local_shards` shard
+    services in this process (data in data_dir/shard-i)."""
     embeddings: Embeddings
     if settings.embedder:
         embeddings = RemoteEmbeddings(settings.embedder, settings)
@@ -911,7 +969,8 @@ async def serve_coordinator(
             embeddings = LocalEmbeddings.from_file(settings.models_file, settings)
         except RegistryError as err:
             raise SystemExit(f"vecshard coordinator: {err}") from None
-    service = CoordinatorService(settings, shard_addresses, embeddings)
+    local = LocalShards(local_shards, settings, data_dir) if local_shards else None
+    service = CoordinatorService(settings, shard_addresses, embeddings, local)
     api_keys = ApiKeys.load(settings.api_keys_file) if settings.api_keys_file else None
     server = Server(settings, [SERVICE_NAME])
     server.add_service(service, SERVICE_NAME, lambda: service.ready, api_keys.check if api_keys else None,
@@ -920,13 +979,10 @@ async def serve_coordinator(
 
     async def ready() -> None:
         await service.start()
-        log.info(
-            "coordinator listening on %s:%d over %d shards: %s",
-            host,
-            bound,
-            len(shard_addresses),
-            ", ".join(shard_addresses),
-        )
+        local_note = [f"{local_shards} in this process (data in {data_dir or 'memory'})"] if local_shards else []
+        names = [*shard_addresses, *local_note]
+        log.info("coordinator listening on %s:%d over %d shards: %s", host, bound, len(service.shards),
+                 ", ".join(names))  # fmt: skip
 
     await server.run(ready=ready, on_stop=service.close, port_file=port_file, exit_with_parent=exit_with_parent)
 

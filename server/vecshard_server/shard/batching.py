@@ -38,6 +38,11 @@ class SearchBatcher:
         self._open: dict[tuple[int, int], _Batch] = {}
         self._running: set[tuple[int, int]] = set()
 
+    @property
+    def busy(self) -> bool:
+        """A batch is being searched (a search arriving now would wait for the next)."""
+        return bool(self._running)
+
     async def search(self, queries: F32, k: int, nprobe: int) -> tuple[F32, I64]:
         if queries.shape[0] >= self._max_rows:  # already a big batch: nothing to gain
             return await asyncio.to_thread(self._search, queries, k, nprobe)

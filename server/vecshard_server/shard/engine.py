@@ -688,27 +688,47 @@ class ShardIndex:
         """Where trained searches run: the accelerator's name, or "cpu"."""
         return self._accelerator.name if self._accelerator is not None and self.trained else "cpu"
 
+    def search_work(self, nq: int, nprobe: int) -> int:
+        """About how many multiply-adds a search of nq queries takes (vectors scanned x dim)."""
+        if not self.trained:
+            return nq * self.count * self.spec.dim
+        probe = max(1, min(nprobe or self.spec.nprobe, self.spec.nlist))
+        return nq * (self.count * probe // max(1, self.spec.nlist) + self.spec.nlist) * self.spec.dim
+
+    def search_now(self, queries: F32, k: int, nprobe: int) -> tuple[F32, I64] | None:
+        """`search`, on this thread, if the partition is free to read right now (no write holds or
+        waits for the lock) and has no accelerator copy to (re)build; None otherwise. For tiny
+        searches, where handing the work to a thread costs more than the work."""
+        if self._accelerator is not None:
+            return None
+        with self._lock.read_if_free() as free:
+            return self._search_locked(queries, k, nprobe) if free else None
+
     def search(self, queries: F32, k: int, nprobe: int) -> tuple[F32, I64]:
         """This shard's top-k of each query (exact while untrained), ordered by (distance in the metric's
         direction, id): of equal distances the smaller id comes first and wins the last places."""
         with self._lock.read():
-            if not self.trained:
-                return self._ranked(queries, k, self._cpu_search(0))
-            probe = max(1, min(nprobe or self.spec.nprobe, self.spec.nlist))
-            params = faiss.SearchParametersIVF(nprobe=probe)  # type: ignore[call-arg]
-            copy = self._search_copy()
-            cpu = self._cpu_search(probe)
-            pad = float(-FLT_MAX if self.spec.larger_is_better else FLT_MAX)
+            return self._search_locked(queries, k, nprobe)
 
-            def run(q: F32, fetch: int) -> tuple[F32, I64]:
-                if copy is None or not copy.can_answer(fetch):
-                    return cpu(q, fetch)
-                D, I, short = copy.search(q, fetch, params, pad)
-                if short.any():  # too many tombstones among these rows' results for the copy
-                    D[short], I[short] = cpu(q[short], fetch)
-                return D, I
+    def _search_locked(self, queries: F32, k: int, nprobe: int) -> tuple[F32, I64]:
+        """`search` with the read lock held."""
+        if not self.trained:
+            return self._ranked(queries, k, self._cpu_search(0))
+        probe = max(1, min(nprobe or self.spec.nprobe, self.spec.nlist))
+        params = faiss.SearchParametersIVF(nprobe=probe)  # type: ignore[call-arg]
+        copy = self._search_copy()
+        cpu = self._cpu_search(probe)
+        pad = float(-FLT_MAX if self.spec.larger_is_better else FLT_MAX)
 
-            return self._ranked(queries, k, run)
+        def run(q: F32, fetch: int) -> tuple[F32, I64]:
+            if copy is None or not copy.can_answer(fetch):
+                return cpu(q, fetch)
+            D, I, short = copy.search(q, fetch, params, pad)
+            if short.any():  # too many tombstones among these rows' results for the copy
+                D[short], I[short] = cpu(q[short], fetch)
+            return D, I
+
+        return self._ranked(queries, k, run)
 
     def search_filtered(
         self, queries: F32, k: int, nprobe: int, f: ppb.Filter, with_payload: bool = False

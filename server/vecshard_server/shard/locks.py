@@ -55,6 +55,23 @@ class RWLock:
                     self._cond.notify_all()
 
     @contextmanager
+    def read_if_free(self) -> Iterator[bool]:
+        """The read lock if it can be had without waiting (no writer holds it or waits): yields True
+        then, else False at once (the caller does without it)."""
+        with self._cond:
+            free = not (self._writer or self._writers_waiting)
+            if free:
+                self._readers += 1
+        try:
+            yield free
+        finally:
+            if free:
+                with self._cond:
+                    self._readers -= 1
+                    if not self._readers:
+                        self._cond.notify_all()
+
+    @contextmanager
     def write(self) -> Iterator[None]:
         with self._cond:
             self._writers_waiting += 1

@@ -10,7 +10,6 @@ and only then report SERVING.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
 import logging
 import os
@@ -43,6 +42,7 @@ from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import shard_pb2_grpc, types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.config import Settings
+from vecshard_server.common.memory import TRIM_EVERY_S, release_free_memory
 from vecshard_server.common.observability import CHECKPOINT_SECONDS, register_collections
 from vecshard_server.common.rpc import TRAIN_EPOCH_HEADER, Server, header_int, write_token_from
 from vecshard_server.common.security import InternalAuth, shard_channel
@@ -873,8 +873,16 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         check_search(self.settings, part.spec, queries, k)  # before batching: one bad query failed all
         if request.HasField("filter") or request.with_payload.enable:
             return await self._run(self._reads, self._search_filtered, part, queries, request, k)
-        if self.settings.search_batching:
-            D, I = await self._batcher(part).search(queries, k, request.nprobe)
+        now = None
+        batcher = self._batcher(part) if self.settings.search_batching else None
+        if (batcher is None or not batcher.busy) and (
+            part.search_work(queries.shape[0], request.nprobe) <= self.settings.inline_search_work
+        ):  # tiny, and no other search running: here, not via a thread
+            now = part.search_now(queries, k, request.nprobe)
+        if now is not None:
+            D, I = now
+        elif batcher is not None:
+            D, I = await batcher.search(queries, k, request.nprobe)
         else:
             D, I = await self._run(self._reads, part.search, queries, k, request.nprobe)
         resp = pb.SearchResponse(
@@ -1073,25 +1081,6 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                  part.train_epoch, part.spec.nlist, part.count)  # fmt: skip
         self._last_checkpoint = 0.0  # snapshot soon: replaying an install means re-indexing everything
         return self._state(part)
-
-
-TRIM_EVERY_S = 10
-_LIBC: Any = None
-
-
-def release_free_memory() -> None:
-    """Give the heap's free pages back to the OS (glibc malloc_trim). Batches of adds and searches
-    leave freed temporaries between long-lived allocations (faiss's growing lists); glibc keeps such
-    pages, and a loaded shard held 1.4-2x its data in RSS. A no-op off glibc."""
-    global _LIBC
-    if _LIBC is None:
-        try:
-            _LIBC = ctypes.CDLL("libc.so.6")
-            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
 
 
 async def serve_shard(
