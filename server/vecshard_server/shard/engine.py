@@ -774,29 +774,34 @@ class ShardIndex:
         with self._lock.read():
             return D, I, self.payloads_of(I.reshape(-1))
 
-    def refined(self, queries: F32, I: I64) -> F32:
+    def refined(self, queries: F32, I: I64, wait: bool = True) -> F32 | None:
         """The exact float distances (in the metric of the index: squared L2, or inner product) of
         each query to its candidates `I` (nq x c, -1 padded), as faiss's IndexRefineFlat computes them
-        to re-rank; the padding distance for -1 and for ids removed since the search."""
+        to re-rank; the padding distance for -1 and for ids removed since the search. wait=False:
+        None if the partition cannot be read right now (a write holds or waits for the lock)."""
+        assert self._raw is not None  # (compressed kinds only)
         pad = np.float32(-FLT_MAX if self.spec.larger_is_better else FLT_MAX)
-        out = np.full(I.shape, pad, dtype=np.float32)
-        with self._lock.read():
-            flat = I.reshape(-1)
+        nq, c = I.shape
+        flat = I.reshape(-1)
+        slots = np.full(flat.size, -1, dtype=np.int64)
+        with self._lock.read() if wait else self._lock.read_if_free() as free:
+            if free is False:
+                return None
             ok = flat >= 0
             if ok.any():
-                held = self._versions.get_many(flat[ok]) >= 0
-                rows = np.flatnonzero(ok)[held]
-                vecs = self._vectors(flat[rows])
-        if not ok.any() or not rows.size:
-            return out
-        q = np.asarray(queries, dtype=np.float32)[rows // I.shape[1]]
+                slots[ok] = self._payloads.slots_of(flat[ok])  # -1: removed since the search
+            have = slots >= 0
+            rows = np.zeros((flat.size, self.spec.dim), dtype=np.float32)
+            if have.any():
+                rows[have] = self._raw.rows(slots[have])
+        V = rows.reshape(nq, c, self.spec.dim)
+        Q = np.asarray(queries, dtype=np.float32)
         if self.spec.larger_is_better:
-            d = np.einsum("ij,ij->i", q, vecs)
+            d = np.einsum("qcd,qd->qc", V, Q)
         else:
-            diff = q - vecs
-            d = np.einsum("ij,ij->i", diff, diff)
-        out.reshape(-1)[rows] = d
-        return out
+            V -= Q[:, None, :]  # (in place: no second candidates-sized array)
+            d = np.einsum("qcd,qcd->qc", V, V)
+        return np.where(have.reshape(nq, c), d, pad).astype(np.float32)
 
     def _exact_among(self, queries: F32, k: int, mask: npt.NDArray[np.bool_]) -> tuple[F32, I64]:
         """Exact top-k over the vectors of the points where `mask` (over payload slots) is set; the

@@ -892,7 +892,11 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             ids=I.astype(wire.I64, copy=False).tobytes(),
         )
         if refine > 1:
-            resp.refined_distances = (await self._run(self._reads, part.refined, queries, I)).tobytes()
+            exact = part.refined(queries, I, wait=False) if I.size <= INLINE_REFINE else None  # small: here
+            if exact is None:
+                exact = await self._run(self._reads, part.refined, queries, I)
+            assert exact is not None  # (waiting for the lock, refined always answers)
+            resp.refined_distances = exact.tobytes()
         return resp
 
     @staticmethod
@@ -910,7 +914,9 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             payloads=[project(p, selector.fields) for p in payloads] if selector.enable else [],
         )  # fmt: skip
         if k > request.k:
-            resp.refined_distances = part.refined(queries, I).tobytes()
+            exact = part.refined(queries, I)
+            assert exact is not None
+            resp.refined_distances = exact.tobytes()
         return resp
 
     def _fitting(self, payloads: list[ppb.Payload], row_bytes: int) -> int:
@@ -1081,6 +1087,9 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                  part.train_epoch, part.spec.nlist, part.count)  # fmt: skip
         self._last_checkpoint = 0.0  # snapshot soon: replaying an install means re-indexing everything
         return self._state(part)
+
+
+INLINE_REFINE = 4096  # refine candidates re-scored on the event loop (a thread hand-off costs more)
 
 
 async def serve_shard(

@@ -64,7 +64,8 @@ class VectorStore:
         m = self._map
         if m is None or not len(slots):
             return np.empty((len(slots), self.dim), dtype=np.float32)
-        return np.array(m[np.asarray(slots, dtype=np.int64)], dtype=np.float32)
+        # (take on the plain ndarray view: memmap's own indexing costs a subclass round trip)
+        return np.take(m.view(np.ndarray), np.asarray(slots, dtype=np.int64), axis=0)
 
     def close(self) -> None:
         self._map = None
