@@ -3,9 +3,9 @@
 For each index kind (IVF_FLAT, IVF_SQ8, IVF_PQ with refine), in one run on one machine:
 - in-process faiss: train on a sample, add every vector, search (recall@k, QPS at batch 1, 64 and
   1024 for each nprobe); the index's own bytes (codes + ids per list, and the centroids);
-- vecshard: a local cluster (a coordinator and S shard processes, each with a data dir: WAL and
-  snapshots on disk), loaded with `vecshard import` (a sample first, then Train, then the rest,
-  resumed from the same state file), the same searches, and the resident memory of every process
+- vecshard: `vecshard serve`'s default cluster (a coordinator holding S local shards, each with a
+  data dir: WAL and snapshots on disk), loaded with `vecshard import` (a sample first, then Train, then the rest,
+  resumed from the same state file), the same searches, and the resident memory of the process
   (/proc/PID/status: RssAnon is the heap; RssFile the memory-mapped files, pages the kernel may drop).
 
 The data is synthetic and written once to a memory-mapped .npy in the work dir: Gaussian clusters
@@ -231,12 +231,14 @@ def bench_vecshard(
     state = workdir / f"import-{kind.name}.json"
     state.unlink(missing_ok=True)
     name = f"scale_{kind.name}"
-    with LocalCluster(shards=shards, data_dir=data_dir, log_level="WARNING") as cluster:
+    # `vecshard serve`'s default: the shards in the coordinator's process
+    with LocalCluster(shards=shards, data_dir=data_dir, log_level="WARNING", shard_mode="local") as cluster:
         with Client(cluster.address, timeout=3600) as c:
             c.create_collection(name, dim, metric="l2", index=kind.name, nlist=nlist, nprobe=nprobes[0],
                                 train_threshold=10**12, pq_m=kind.pq_m, refine_factor=kind.refine)  # fmt: skip
 
-            base_heap = sum(rss(s.popen.pid)["RssAnon"] for s in cluster.shards)  # empty shards: the fixed part
+            assert cluster.coordinator is not None
+            base_heap = rss(cluster.coordinator.popen.pid)["RssAnon"]  # with empty shards: the fixed part
 
             def imported(*more: str) -> float:
                 cmd = [sys.executable, "-m", "vecshard_server", "import", name, str(data_path), "--address",
@@ -261,8 +263,6 @@ def bench_vecshard(
             gc.collect()
             time.sleep(TRIM_EVERY_S + 2)  # (the shards give freed heap pages back every TRIM_EVERY_S)
             memory = {"coordinator": rss(cluster.coordinator.popen.pid)} if cluster.coordinator else {}
-            for i, s in enumerate(cluster.shards):
-                memory[f"shard{i}"] = rss(s.popen.pid)
             rows = grid(search, queries, gt, k, nprobes, batches, single)
             disk = sum(f.stat().st_size for f in data_dir.rglob("*") if f.is_file())
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -304,7 +304,7 @@ def run_scale_bench(
 def _per_vector(result: dict[str, Any], r: dict[str, Any]) -> dict[str, float]:
     n = result["n"]
     mem = r["vecshard"]["memory"]
-    shards = [v for key, v in mem.items() if key.startswith("shard")]
+    shards = [v for key, v in mem.items() if key.startswith("shard")] or [mem["coordinator"]]  # (local shards)
     return {
         "faiss_index": r["faiss"]["index_bytes"] / n,
         "faiss_heap": r["faiss"].get("heap_bytes", 0) / n,
@@ -330,9 +330,9 @@ def format_markdown(result: dict[str, Any]) -> str:
         "## Load, train, memory",
         "",
         "| kind | faiss add (vec/s) | vecshard load (vec/s) | load ratio | faiss train (s) | vecshard train (s) | "
-        "faiss index (B/vec) | faiss process heap (B/vec) | shards RSS (B/vec) | of which heap | "
+        "faiss index (B/vec) | faiss process heap (B/vec) | process RSS (B/vec) | of which heap | "
         "heap beyond empty shards / faiss heap | "
-        "mmapped | coordinator RSS (MiB) | disk (B/vec) |",
+        "mmapped | coordinator process RSS (MiB) | disk (B/vec) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["results"]:
