@@ -327,3 +327,38 @@ def test_bad_sizing(client: Client, name: str, given: dict, text: str) -> None: 
     with pytest.raises(InvalidArgument, match=text):
         client.create_collection(name, 128, **given)
     assert name not in [c.name for c in client.list_collections()]
+
+
+def test_a_codec_that_is_not_the_collections_is_refused() -> None:
+    """InstallQuantizer's codec is checked before anything changes: garbage, another kind, another
+    nlist, a filled index, or centroids that are not the codec's own are INVALID_ARGUMENT."""
+    from vecshard.errors import InvalidArgument as Refused
+    from vecshard.v1 import types_pb2
+    from vecshard_server.common.config import Settings
+    from vecshard_server.common.spec import CollectionSpec
+    from vecshard_server.shard.engine import ShardIndex, train_state
+
+    def spec(kind: int, nlist: int = 8) -> CollectionSpec:
+        cfg = types_pb2.CollectionConfig(name="c", dim=DIM, metric=types_pb2.METRIC_L2, index_type=kind, nlist=nlist)
+        return CollectionSpec.validate(cfg, Settings())
+
+    pq, sq = spec(types_pb2.INDEX_TYPE_IVF_PQ), spec(types_pb2.INDEX_TYPE_IVF_SQ8)
+    x = clustered(4000, DIM, seed=1)
+    centroids, codec = train_state(x, sq, 1)
+    part = ShardIndex(sq, 10**6)
+    part.add(np.arange(100), x[:100], False)
+    filled = faiss.deserialize_index(np.frombuffer(codec, dtype=np.uint8))
+    filled.add(x[:10])
+    for bad, text in [
+        (b"not an index", "must be a serialized empty trained faiss index"),
+        (train_state(x, pq, 1)[1], "needs an empty trained IndexIVFScalarQuantizer"),
+        (train_state(x, spec(types_pb2.INDEX_TYPE_IVF_SQ8, 16), 1)[1], "nlist"),
+        (faiss.serialize_index(filled).tobytes(), "ntotal=10"),
+    ]:
+        with pytest.raises(Refused, match=text):
+            part.install_quantizer(centroids, None, 1, 1, bad)
+    with pytest.raises(Refused, match="does not hold the centroids sent with it"):
+        part.install_quantizer(centroids + 1, None, 1, 1, codec)
+    assert not part.trained and part.count == 100  # nothing changed
+    part.install_quantizer(centroids, None, 1, 1, codec)
+    assert part.trained and part.count == 100
