@@ -120,7 +120,7 @@ def test_scale_100m_follows_the_capacity_plan() -> None:
     for sts in shards.values():
         assert sts["spec"]["replicas"] == 4  # 4 groups
         res = sts["spec"]["template"]["spec"]["containers"][0]["resources"]
-        assert res == {"requests": {"cpu": "2", "memory": "6Gi"}, "limits": {"cpu": "4", "memory": "12Gi"}}
+        assert res == {"requests": {"cpu": "2", "memory": "9Gi"}, "limits": {"cpu": "4", "memory": "18Gi"}}
         (claim,) = sts["spec"]["volumeClaimTemplates"]
         assert claim["spec"]["resources"]["requests"]["storage"] == "300Gi"
     (coordinator,) = by_kind(docs, "Deployment")

@@ -295,7 +295,7 @@ def test_hnsw_coarse_quantizer_is_shipped_and_exact(
             {"index_type": "ivf_flat", "nlist": 4096, "nprobe": 512},
         ),
         (
-            {"expected_size": 100_000_000, "memory_budget": 30 << 30},
+            {"expected_size": 100_000_000, "memory_budget": 40 << 30},
             {"index_type": "ivf_sq8", "nlist": 32768, "coarse_quantizer": "hnsw", "refine_factor": 0},
         ),
         (

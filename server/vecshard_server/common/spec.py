@@ -28,7 +28,16 @@ def check_name(name: str, field: str = "collection") -> str:
 MAX_REFINE = 64
 FLAT_UP_TO = 50_000  # sizing: below this many vectors brute force is fast and exact
 HNSW_FROM_NLIST = 16_384  # sizing: from this nlist the coarse quantizer is an HNSW graph
-PER_VECTOR_OVERHEAD = 64  # bytes a shard holds per vector beyond faiss's codes (ids, versions, slots)
+# Bytes a shard holds per vector, measured at 10M x 128 (docs/capacity.md): faiss's codes and ids with
+# the spare capacity of its growing lists (x1.3), plus vecshard's own structures (ids, versions, slots;
+# IVF_FLAT also faiss's hashtable direct map).
+LIST_SLACK = 1.3
+OWN_BYTES, OWN_BYTES_IVF_FLAT = 150, 250
+
+
+def bytes_per_vector(code_bytes: int, ivf_flat: bool = False) -> float:
+    """The RAM a stored vector takes on the shards, for codes of `code_bytes`."""
+    return LIST_SLACK * (code_bytes + 8) + (OWN_BYTES_IVF_FLAT if ivf_flat else OWN_BYTES)
 
 
 def sizing_nprobe(nlist: int, recall: float) -> int:
@@ -71,9 +80,9 @@ def sized(cfg: types_pb2.CollectionConfig, settings: Settings) -> types_pb2.Coll
     )
     budget = cfg.memory_budget or float("inf")
     l1 = cfg.metric == types_pb2.METRIC_L1
-    if l1 or n * (4 * dim + 8 + PER_VECTOR_OVERHEAD) <= budget:
+    if l1 or n * bytes_per_vector(4 * dim, ivf_flat=True) <= budget:
         out.index_type = types_pb2.INDEX_TYPE_IVF_FLAT
-    elif n * (dim + 8 + PER_VECTOR_OVERHEAD) <= budget:
+    elif n * bytes_per_vector(dim) <= budget:
         out.index_type = types_pb2.INDEX_TYPE_IVF_SQ8
     else:
         out.index_type = types_pb2.INDEX_TYPE_IVF_PQ
