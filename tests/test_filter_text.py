@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from vecshard.filter_text import FilterSyntaxError, parse_filter
@@ -292,8 +292,13 @@ def test_meaning_matches_python(t: Tree) -> None:
                                  "empty", "exists", "and", "or", "(", ")", "[", "]", ",", "1", "-2", "1.5",
                                  '"s"', "'t'", "true", "@", '"', "`", "\\", "\n", "."]), max_size=10)
        | st.text(max_size=20))  # fmt: skip
+# Inputs that certainly fail, so the position checks below always run (at the end, past it, a later line).
+@example(["a", "="])
+@example("a = 1 and\n(b = @")
+@example("a = 1\n)")
 def test_only_filter_syntax_errors(tokens: list[str] | str) -> None:
     text = tokens if isinstance(tokens, str) else " ".join(tokens)
+    must_fail = text in ("a =", "a = 1 and\n(b = @", "a = 1\n)")
     try:
         f = parse_filter(text)
     except FilterSyntaxError as e:
@@ -302,4 +307,5 @@ def test_only_filter_syntax_errors(tokens: list[str] | str) -> None:
         assert 1 <= e.column <= len(lines[e.line - 1]) + 1, (text, e.line, e.column)  # within the line, or just past it
         assert "^" in str(e) and e.message in str(e), str(e)  # the caret under the spot, and what was expected
     else:
+        assert not must_fail, (text, f)
         assert f and f.keys() <= {"must", "should", "must_not"}
