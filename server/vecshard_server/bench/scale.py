@@ -19,7 +19,6 @@ the same memory-mapped file, as the shards do.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import platform
 import resource
@@ -385,12 +384,3 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return True
-
-
-def write(result: dict[str, Any], out: Path) -> str:
-    out.mkdir(parents=True, exist_ok=True)
-    report = format_markdown(result)
-    (out / "bench_scale.md").write_text(report)
-    (out / "bench_scale.json").write_text(json.dumps(result, indent=2))
-    plot(result, out / "bench_scale.png")
-    return report

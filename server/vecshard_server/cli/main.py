@@ -428,31 +428,23 @@ def bench(
             dataset, n, dim, nlist, nprobe, k, shards_list[0], duration, workdir=workdir,
             log=lambda line: click.echo(line, err=True),
         )  # fmt: skip
-        report = bench_latency.format_markdown(result)
-        if out:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "bench_latency.md").write_text(report)
-            (out / "bench_latency.json").write_text(json.dumps(result, indent=2))
-        click.echo(report)
+        _publish(out, "bench_latency", bench_latency.format_markdown(result), result)
         return
     if scale:
         from vecshard_server.bench import scale as bench_scale
 
         result = bench_scale.run_scale_bench(n, dim, nlist, k, shards_list[0], workdir,
                                              log=lambda line: click.echo(line, err=True))  # fmt: skip
-        click.echo(bench_scale.write(result, out) if out else bench_scale.format_markdown(result))
+        _publish(out, "bench_scale", bench_scale.format_markdown(result), result)
+        if out:
+            bench_scale.plot(result, out / "bench_scale.png")
         return
     if filtered:
         from vecshard_server.bench import filtered as bench_filtered
 
         result = bench_filtered.run_filter_bench(n, dim, nlist, nprobe, k, 100, shards_list[0], peers,
                                                  log=lambda line: click.echo(line, err=True))  # fmt: skip
-        report = bench_filtered.format_markdown(result)
-        if out:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "bench_filter.md").write_text(report)
-            (out / "bench_filter.json").write_text(json.dumps(result, indent=2))
-        click.echo(report)
+        _publish(out, "bench_filter", bench_filtered.format_markdown(result), result)
         return
     if embed:
         from vecshard_server.bench import embed as bench_embed
@@ -492,6 +484,15 @@ def bench(
                    f"p99 {row['p99_ms']:.3f} ms, {row['qps']:,.0f} calls/s one at a time\n")  # fmt: skip
         if out:
             (out / "bench.md").write_text(report)
+    click.echo(report)
+
+
+def _publish(out: Path | None, stem: str, report: str, result: dict[str, Any]) -> None:
+    """Print a bench report; with --out, also write it (stem.md) and its figures (stem.json)."""
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{stem}.md").write_text(report)
+        (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
     click.echo(report)
 
 
