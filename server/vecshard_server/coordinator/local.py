@@ -26,9 +26,8 @@ from typing import Any
 import grpc
 
 from vecshard_server.common.config import Settings
-from vecshard_server.common.memory import TRIM_EVERY_S, release_free_memory
 from vecshard_server.common.rpc import service_handlers
-from vecshard_server.shard.service import SERVICE_NAME, ShardService
+from vecshard_server.shard.service import SERVICE_NAME, ShardService, maintain
 
 log = logging.getLogger(__name__)
 
@@ -131,18 +130,7 @@ class LocalShards:
     async def start(self) -> None:
         for s in self.services:
             await asyncio.to_thread(s.recover)
-        self._loops.append(asyncio.create_task(self._checkpoints()))
-
-    async def _checkpoints(self) -> None:
-        ticks = 0
-        while True:
-            await asyncio.sleep(1.0)
-            for s in self.services:
-                if s.checkpoint_due():
-                    await asyncio.to_thread(s.checkpoint)
-            ticks += 1
-            if ticks % TRIM_EVERY_S == 0:
-                await asyncio.to_thread(release_free_memory)
+        self._loops.append(asyncio.create_task(maintain(self.services)))
 
     async def close(self) -> None:
         for loop in self._loops:

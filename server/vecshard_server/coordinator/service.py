@@ -542,9 +542,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         same, k, nprobe, refine, allow_partial = key
         coll: Collection = same.obj
         nq = queries.shape[0]
-        shard_req = Encoded.of(pb.SearchRequest(collection=coll.spec.name, queries=wire.pack_matrix(queries), k=k,
-                                                nprobe=nprobe, refine_factor=refine if refine > 1 else 0),
-                               raw_reply=True)  # fmt: skip
+        shard_req = _shard_request(coll.spec.name, queries, k, nprobe, refine)
         context = max(contexts, key=lambda c: c.time_remaining() or float("inf"))
         out = await self._search_shards(coll, shard_req, allow_partial, context)
         heavy = nq * k * refine * len(out.results) > offload.INLINE_RESULTS
@@ -612,12 +610,9 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         async def worker() -> None:
             for a in starts:
                 b = min(nq, a + rows)
-                part = pb.SearchRequest(
-                    collection=spec.name, k=k, nprobe=nprobe, queries=wire.pack_matrix(queries[a:b]),
-                    filter=request.filter if request.HasField("filter") else None, with_payload=request.with_payload,
-                    refine_factor=refine if refine > 1 else 0,
-                )  # fmt: skip
-                shard_req = Encoded.of(part, raw_reply=True)
+                shard_req = _shard_request(spec.name, queries[a:b], k, nprobe, refine,
+                                           request.filter if request.HasField("filter") else None,
+                                           request.with_payload)  # fmt: skip
                 out = await self._search_shards(coll, shard_req, request.allow_partial, context)
                 failed.update(out.failures)
                 heavy = (b - a) * k * refine * len(out.results) > offload.INLINE_RESULTS
@@ -985,6 +980,16 @@ async def serve_coordinator(
                  ", ".join(names))  # fmt: skip
 
     await server.run(ready=ready, on_stop=service.close, port_file=port_file, exit_with_parent=exit_with_parent)
+
+
+def _shard_request(
+    collection: str, queries: wire.FloatArray, k: int, nprobe: int, refine: int, f: ppb.Filter | None = None,
+    with_payload: ppb.PayloadSelector | None = None,
+) -> Encoded:  # fmt: skip
+    """A Search for every shard (queries already checked), encoded once; replies come back as bytes."""
+    req = pb.SearchRequest(collection=collection, k=k, nprobe=nprobe, queries=wire.pack_matrix(queries), filter=f,
+                           with_payload=with_payload, refine_factor=refine if refine > 1 else 0)  # fmt: skip
+    return Encoded.of(req, raw_reply=True)
 
 
 def _message(request: Any) -> Any:
