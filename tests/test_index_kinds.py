@@ -13,6 +13,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import faiss
 import numpy as np
@@ -362,3 +363,81 @@ def test_a_codec_that_is_not_the_collections_is_refused() -> None:
     assert not part.trained and part.count == 100  # nothing changed
     part.install_quantizer(centroids, None, 1, 1, codec)
     assert part.trained and part.count == 100
+
+
+def _sq8_partition(n: int = 4000) -> tuple[Any, np.ndarray]:
+    from vecshard.v1 import types_pb2
+    from vecshard_server.common.config import Settings
+    from vecshard_server.common.spec import CollectionSpec
+    from vecshard_server.shard.engine import ShardIndex, train_state
+
+    cfg = types_pb2.CollectionConfig(name="c", dim=DIM, metric=types_pb2.METRIC_L2,
+                                     index_type=types_pb2.INDEX_TYPE_IVF_SQ8, nlist=8)  # fmt: skip
+    spec = CollectionSpec.validate(cfg, Settings())
+    part = ShardIndex(spec, 10**6)
+    x = clustered(n, DIM, seed=2)
+    part.add(np.arange(n), x, False)
+    centroids, codec = train_state(x, spec, 1)
+    part.install_quantizer(centroids, None, 1, 1, codec)
+    return part, x
+
+
+def test_a_removal_between_search_and_refine_never_returns_the_removed_point(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The shard searches, then re-scores with the floats under a second read lock: a removal
+    injected between the two steps drops the removed candidates (id -1), never returns them."""
+    import asyncio
+
+    from vecshard import wire
+    from vecshard.v1 import types_pb2
+    from vecshard.v1 import vector_search_pb2 as pb
+    from vecshard_server.common.config import Settings
+    from vecshard_server.coordinator.local import LocalContext
+    from vecshard_server.shard.service import ShardService
+
+    service = ShardService(Settings(), None)
+    service.recover()
+    cfg = types_pb2.CollectionConfig(name="c", dim=DIM, metric=types_pb2.METRIC_L2,
+                                     index_type=types_pb2.INDEX_TYPE_IVF_SQ8, nlist=8)  # fmt: skip
+    service._create(cfg)
+    part = service.collections["c"]
+    x = clustered(4000, DIM, seed=2)
+    part.add(np.arange(4000), x, False)
+    from vecshard_server.shard.engine import train_state
+
+    centroids, codec = train_state(x, part.spec, 1)
+    part.install_quantizer(centroids, None, 1, 1, codec)
+    q = x[:3] + 0.01
+    original = part.refined
+    removed: list[int] = []
+    places: list[int] = []  # where the removed ids stood among the candidates
+
+    def remove_then_refine(queries: np.ndarray, I: np.ndarray, wait: bool = True) -> Any:
+        victims = I[:, :3].reshape(-1)  # the best candidates, removed after the search saw them
+        part.remove(victims)
+        removed.extend(victims.tolist())
+        places.append(int(np.isin(I, victims).sum()))
+        return original(queries, I, wait)
+
+    part.refined = remove_then_refine  # type: ignore[method-assign]
+    request = pb.SearchRequest(collection="c", queries=wire.pack_matrix(q), k=5, nprobe=8, refine_factor=4)
+    reply = asyncio.run(service.Search(request, LocalContext([], 30)))  # type: ignore[arg-type]
+    ids = np.frombuffer(reply.ids, dtype=np.int64)
+    assert removed and not set(ids.tolist()) & set(removed)
+    assert (ids == -1).sum() == places[0]  # dropped as missing, the rest kept
+    service.close()
+
+
+@pytest.mark.parametrize("name", ["codec.faiss", "vectors.npy", "vector_ids.npy"])
+def test_a_damaged_byte_in_a_compressed_snapshot_file_refuses_to_load(tmp_path, name: str) -> None:  # type: ignore[no-untyped-def]
+    from vecshard_server.shard.engine import ShardIndex, SnapshotCorrupt
+
+    part, x = _sq8_partition()
+    part.save(tmp_path / "s")
+    loaded = ShardIndex.load(tmp_path / "s", 10**6)  # intact: every float back
+    np.testing.assert_array_equal(loaded.get(np.arange(4000))[0], x)
+    path = tmp_path / "s" / name
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    path.write_bytes(bytes(blob))
+    with pytest.raises(SnapshotCorrupt, match=name.replace(".", r"\.")):
+        ShardIndex.load(tmp_path / "s", 10**6)

@@ -17,7 +17,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,6 +44,7 @@ from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.config import Settings
 from vecshard_server.common.memory import TRIM_EVERY_S, release_free_memory
 from vecshard_server.common.observability import CHECKPOINT_SECONDS, register_collections
+from vecshard_server.common.results import pad_distance
 from vecshard_server.common.rpc import TRAIN_EPOCH_HEADER, Server, header_int, write_token_from
 from vecshard_server.common.security import InternalAuth, shard_channel
 from vecshard_server.common.spec import CollectionSpec, check_name
@@ -885,17 +886,20 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             D, I = await batcher.search(queries, k, request.nprobe)
         else:
             D, I = await self._run(self._reads, part.search, queries, k, request.nprobe)
+        exact = None
+        if refine > 1:
+            exact = part.refined(queries, I, wait=False) if I.size <= INLINE_REFINE else None  # small: here
+            if exact is None:
+                exact = await self._run(self._reads, part.refined, queries, I)
+            assert exact is not None  # (waiting for the lock, refined always answers)
+            I = _without_removed(I, exact, part)
         resp = pb.SearchResponse(
             nq=queries.shape[0],
             k=k,
             distances=D.astype(wire.F32, copy=False).tobytes(),
             ids=I.astype(wire.I64, copy=False).tobytes(),
         )
-        if refine > 1:
-            exact = part.refined(queries, I, wait=False) if I.size <= INLINE_REFINE else None  # small: here
-            if exact is None:
-                exact = await self._run(self._reads, part.refined, queries, I)
-            assert exact is not None  # (waiting for the lock, refined always answers)
+        if exact is not None:
             resp.refined_distances = exact.tobytes()
         return resp
 
@@ -916,6 +920,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         if k > request.k:
             exact = part.refined(queries, I)
             assert exact is not None
+            resp.ids = _without_removed(I, exact, part).astype(wire.I64, copy=False).tobytes()
             resp.refined_distances = exact.tobytes()
         return resp
 
@@ -1092,6 +1097,27 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 INLINE_REFINE = 4096  # refine candidates re-scored on the event loop (a thread hand-off costs more)
 
 
+def _without_removed(I: np.ndarray, exact: np.ndarray, part: ShardIndex) -> np.ndarray:
+    """The candidates with those removed between the search and their re-scoring (the two take the
+    read lock apart: refined gives them the padding distance) dropped, as -1."""
+    return np.where(exact == pad_distance(part.spec.larger_is_better), -1, I)
+
+
+async def maintain(services: Sequence[ShardService]) -> None:
+    """Forever: snapshot each shard service whose checkpoint is due (checked every second), and give
+    freed heap pages back every TRIM_EVERY_S seconds. One loop for a shard process, or for all the
+    local shards of a coordinator."""
+    ticks = 0
+    while True:
+        await asyncio.sleep(1.0)
+        for service in services:
+            if service.checkpoint_due():
+                await asyncio.to_thread(service.checkpoint)
+        ticks += 1
+        if ticks % TRIM_EVERY_S == 0:
+            await asyncio.to_thread(release_free_memory)
+
+
 async def serve_shard(
     settings: Settings,
     host: str,
@@ -1110,16 +1136,6 @@ async def serve_shard(
     bound = server.bind(host, port)
     loops: list[asyncio.Task[None]] = []
 
-    async def checkpoint_loop() -> None:
-        ticks = 0
-        while True:
-            await asyncio.sleep(1.0)
-            if service.checkpoint_due():
-                await asyncio.to_thread(service.checkpoint)
-            ticks += 1
-            if ticks % TRIM_EVERY_S == 0:
-                await asyncio.to_thread(release_free_memory)
-
     async def peer_sync_loop() -> None:
         while True:
             await asyncio.sleep(settings.peer_sync_s)
@@ -1132,7 +1148,7 @@ async def serve_shard(
         log.info("%s listening on %s:%d (data dir %s, trained IVF searches on %s); recovering", name, host, bound,
                  data_dir or "none: in memory", service.accelerator.name if service.accelerator else "cpu")  # fmt: skip
         await asyncio.to_thread(service.recover)
-        loops.append(asyncio.create_task(checkpoint_loop()))
+        loops.append(asyncio.create_task(maintain([service])))
         if service.peers and settings.peer_sync_s > 0:
             loops.append(asyncio.create_task(peer_sync_loop()))
 
