@@ -517,3 +517,17 @@ def test_async_client_payload_methods(cluster_of: Callable[[int], LocalCluster],
             assert await c.delete(name, "i >= 25") == 5 and await c.count(name) == 25
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 100])
+def test_scroll_reaches_the_largest_id(client: Client, name: str, page_size: int) -> None:
+    """A page ending at id 2**63 - 1 is the last: its successor does not fit an int64 (this was
+    INTERNAL, "Value out of range", from the shard and the coordinator alike; the fuzz found it)."""
+    top = (1 << 63) - 1
+    ids = np.array([5, top - 1, top], dtype=np.int64)
+    client.create_collection(name, 4)
+    client.add(name, ids, np.eye(3, 4, dtype=np.float32), payloads=[{"i": 0}, {"i": 1}, {"i": 2}])
+    got = [p.id for p in client.scroll(name, page_size=page_size)]
+    assert got == ids.tolist()
+    assert [p.id for p in client.scroll(name, start_id=top, page_size=page_size)] == [top]
+    client.drop_collection(name)

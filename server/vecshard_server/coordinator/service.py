@@ -39,6 +39,7 @@ from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import types_pb2, vector_search_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.config import Settings
+from vecshard_server.common.results import scroll_next
 from vecshard_server.common.rpc import TRAIN_EPOCH, Server
 from vecshard_server.common.security import ApiKeys
 from vecshard_server.common.spec import CollectionSpec, check_collection_count
@@ -837,8 +838,8 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         more = horizon is not None or len(rows) > limit
         rows = rows[:limit]
         ids = np.asarray([i for i, _, _ in rows], dtype=np.int64)
-        out = pb.ScrollResponse(ids=wire.pack_ids(ids), done=not more)
-        out.next_start_id = int(ids[-1]) + 1 if ids.size else request.start_id
+        start, done = scroll_next(ids, request.start_id, more)
+        out = pb.ScrollResponse(ids=wire.pack_ids(ids), next_start_id=start, done=done)
         if request.with_payload.enable:
             out.payloads.extend(results[s].payloads[j] for _, s, j in rows)
         if request.with_vectors:

@@ -44,7 +44,7 @@ from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.config import Settings
 from vecshard_server.common.memory import TRIM_EVERY_S, release_free_memory
 from vecshard_server.common.observability import CHECKPOINT_SECONDS, register_collections
-from vecshard_server.common.results import pad_distance
+from vecshard_server.common.results import pad_distance, scroll_next
 from vecshard_server.common.rpc import TRAIN_EPOCH_HEADER, Server, header_int, write_token_from
 from vecshard_server.common.security import InternalAuth, shard_channel
 from vecshard_server.common.spec import CollectionSpec, check_name
@@ -955,10 +955,8 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         if encoded and keep < ids.size:
             ids, encoded, more = ids[:keep], encoded[:keep], True
             vectors = vectors[:keep] if vectors is not None else None
-        out = pb.ScrollResponse(
-            ids=wire.pack_ids(ids), payloads=encoded,
-            next_start_id=int(ids[-1]) + 1 if ids.size else request.start_id, done=not more,
-        )  # fmt: skip
+        start, done = scroll_next(ids, request.start_id, more)
+        out = pb.ScrollResponse(ids=wire.pack_ids(ids), payloads=encoded, next_start_id=start, done=done)
         if vectors is not None:
             out.vectors.CopyFrom(wire.pack_matrix(vectors))
         return out
