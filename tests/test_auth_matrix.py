@@ -170,7 +170,8 @@ def test_serve_plaintext(tmp_path: Path, keys: bool, mode: str) -> None:
         assert not [k for k in counts if k.startswith("unexpectedly")], counts
 
 
-def test_serve_with_tls_and_keys(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["remote", "local"])
+def test_serve_with_tls_and_keys(tmp_path: Path, mode: str) -> None:
     """Every process of serve gets the same TLS settings and client CA: a client certificate made for
     the public API was accepted by the shard ports (18 of 18 calls). The internal token stops it."""
     ca = CA(tmp_path)
@@ -182,7 +183,7 @@ def test_serve_with_tls_and_keys(tmp_path: Path) -> None:
     pub = (client_key.read_bytes(), client_cert.read_bytes())
     creds = [Credential(c.name + " + public client cert", c.metadata, pub) for c in API]
     creds.append(Credential("no client cert", [("x-api-key", "admin-key")]))
-    for _, address, shards in _serve(tmp_path, env):
+    for _, address, shards in _serve(tmp_path, env, mode):
         root = ca.path.read_bytes()
         counts = run_matrix(
             [Port("coordinator", address, root), *(Port("shard", a, root) for a in shards)], creds, True

@@ -135,14 +135,24 @@ class Target:
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    root = tmp_path_factory.mktemp("fuzz_all")
+    yield from _target(tmp_path_factory, "remote")
+
+
+@pytest.fixture(scope="module")
+def local_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    """The same, with the shards inside the coordinator's process (no shard port to fuzz)."""
+    yield from _target(tmp_path_factory, "local")
+
+
+def _target(tmp_path_factory: pytest.TempPathFactory, mode: str) -> Iterator[Target]:
+    root = tmp_path_factory.mktemp(f"fuzz_all_{mode}")
     started = time.perf_counter()
     embedder = start_role(["embedder", "--preload", "minilm", "--log-level", "ERROR", "--metrics-port", "0"],
                           root / "embedder.port", {**LIMITS, "VECSHARD_INTERNAL_TOKEN": TOKEN})  # fmt: skip
 
     def new_cluster() -> LocalCluster:
         return LocalCluster(shards=2, data_dir=root / "data", env={**LIMITS, "VECSHARD_EMBEDDER": embedder.address},
-                            log_level="ERROR", internal_token=TOKEN)  # fmt: skip
+                            log_level="ERROR", internal_token=TOKEN, shard_mode=mode)  # fmt: skip
 
     t = Target(new_cluster(), embedder, {}, "", new_cluster)
     try:
@@ -592,8 +602,8 @@ class Gen:
     def s_resync(self, healthy: bool) -> Message:
         r = self.r
         addresses = self.target.addresses
-        me = self.target.cluster.shards[self.shard].address
-        other = self.target.cluster.shards[1 - self.shard].address
+        shards = [p.address for p in self.target.cluster.shards] or ["127.0.0.1:2", "127.0.0.1:3"]  # (local: none)
+        me, other = shards[self.shard], shards[1 - self.shard]
         odd = [me, "127.0.0.1:1", addresses["coordinator"], addresses["embedder"], "", "not a target", "127.0.0.1:0",
                "[::1]:1", "localhost:1", "127.0.0.1", "unix:/nonexistent.sock", "x" * 300, "127.0.0.1:99999",
                ":::"]  # fmt: skip
@@ -793,7 +803,8 @@ def fuzz(t: Target, requests: int, seed: int) -> Outcomes:
     picks = {s: [m for m in rpcs[s] for _ in range(WEIGHTS.get(m[0], 1))] for s in rpcs}
     try:
         for _ in range(requests):
-            service = g.r.choices([PUBLIC, SHARD, EMBEDDER], [0.5, 0.46, 0.04])[0]
+            weights = [0.5, 0.46, 0.04] if channels[SHARD] else [0.9, 0.0, 0.1]  # (local shards: no port)
+            service = g.r.choices([PUBLIC, SHARD, EMBEDDER], weights)[0]
             method, request_class, reply_class = g.r.choice(picks[service])
             g.shard = g.r.randrange(len(channels[SHARD])) if service == SHARD else 0
             if g.r.random() < 0.4:
@@ -870,6 +881,16 @@ def drop_scratch(t: Target) -> None:
 
 
 def test_fuzz_every_rpc_of_every_service(target: Target) -> None:
+    _fuzz_and_check(target)
+
+
+def test_fuzz_the_public_api_over_local_shards(local_target: Target) -> None:
+    """The public API's and the embedder's RPCs, fuzzed the same way, with `vecshard serve`'s default
+    shard mode: every adversarial request reaches the shards through LocalReplica, not gRPC."""
+    _fuzz_and_check(local_target)
+
+
+def _fuzz_and_check(target: Target) -> None:
     started = time.perf_counter()
     out = fuzz(target, REQUESTS, SEED)
     elapsed = time.perf_counter() - started
