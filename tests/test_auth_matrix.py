@@ -31,7 +31,8 @@ from .conftest import start_role
 
 PUBLIC, INTERNAL, EMBEDDER = "vecshard.v1.VectorSearch", "vecshard.v1.Shard", "vecshard.v1.Embedder"
 SERVICES = {"coordinator": PUBLIC, "shard": INTERNAL, "embedder": EMBEDDER}
-WRITES = {"CreateCollection", "DropCollection", "Add", "Remove", "Train"}
+WRITES = {"CreateCollection", "DropCollection", "Add", "Remove", "Train", "SetPayload", "CreatePayloadIndex",
+          "DropPayloadIndex", "Reshard"}  # fmt: skip
 REFUSED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 INTERNAL_TOKEN = "s3cret-internal"  # the roles-alone shape's (serve makes its own, unknown here)
 

@@ -1,8 +1,8 @@
 """TLS for every listener, mutual TLS from coordinators to shards, and API keys on the public API.
 
 API keys (a TOML/JSON file, e.g. a Kubernetes secret: `admin = ["k1"]`, `read = ["k2"]`) arrive in
-the `x-api-key` metadata. Read keys may search, get, describe, list, sample and embed; admin keys
-may also create, drop, add, remove and train. Checked in one place (rpc.guard), for the public
+the `x-api-key` metadata. Read keys may search, get, scroll, count, describe, list, sample and embed;
+admin keys may also create, drop, add, remove, train, write payloads and indexes, and reshard. Checked in one place (rpc.guard), for the public
 service only: health and reflection stay open for probes, and shards are reached through mTLS.
 """
 
@@ -24,7 +24,10 @@ from vecshard_server.common.config import Settings
 
 API_KEY_HEADER = "x-api-key"
 INTERNAL_HEADER = "x-vecshard-internal"
-WRITE_METHODS = frozenset({"CreateCollection", "DropCollection", "Add", "Remove", "Train"})
+# Everything that changes data or placement (SetPayload and the payload index RPCs were served to
+# read keys before: a read-only key could rewrite payloads).
+WRITE_METHODS = frozenset({"CreateCollection", "DropCollection", "Add", "Remove", "Train", "SetPayload",
+                           "CreatePayloadIndex", "DropPayloadIndex", "Reshard"})  # fmt: skip
 
 
 class ApiKeys:
