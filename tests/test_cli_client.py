@@ -85,7 +85,7 @@ def test_sample_and_plot(cluster_of: Callable[[int], LocalCluster], tmp_path: Pa
     import faiss
 
     from vecshard import Client
-    from vecshard_server.coordinator.placement import shard_of
+    from vecshard_server.common.placement import shard_of
 
     from .conftest import clustered
 

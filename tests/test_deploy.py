@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from .certs import CA
 from .conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-OVERLAYS = ["cpu", "gpu", "scale-100m"]
+OVERLAYS = ["cpu", "gpu", "scale-100m", "grow-3"]
 K8S_VERSION = "1.33.0"
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) is not installed")
@@ -164,55 +165,65 @@ def _expand(arg: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), arg)
 
 
-def test_manifests_run_as_written(tmp_path: Path) -> None:
-    docs = render("cpu")
-    ca = CA(tmp_path)
-    tls_dir = tmp_path / "tls"
-    tls_dir.mkdir()
-    cert, key = ca.issue("vecshard")  # SANs localhost/127.0.0.1 stand in for the in-cluster names
-    shutil.copy(cert, tls_dir / "tls.crt")
-    shutil.copy(key, tls_dir / "tls.key")
-    shutil.copy(ca.path, tls_dir / "ca.crt")
-    keys_dir, models_dir = tmp_path / "api-keys", tmp_path / "models"
-    keys_dir.mkdir()
-    models_dir.mkdir()
-    (keys_dir / "keys.toml").write_text('admin = ["admin-key"]\nread = ["read-key"]\n')
-    models_cm = next(
-        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("vecshard-models")
-    )
-    (models_dir / "models.toml").write_text(models_cm["data"]["models.toml"])
-    internal_dir = tmp_path / "internal"
-    internal_dir.mkdir()
-    (internal_dir / "token").write_text("internal-secret\n")
-    paths = {"/etc/vecshard/tls": str(tls_dir), "/etc/vecshard/api-keys": str(keys_dir),
-             "/etc/vecshard/models": str(models_dir), "/etc/vecshard/internal": str(internal_dir)}  # fmt: skip
+class Pods:
+    """The rendered manifests' pods as local processes: each container's command, args and environment
+    as written; the only rewrites are DNS names and ports to loopback, mount paths to temp dirs."""
 
-    # Every pod: a name, a loopback port standing in for its DNS name, its own data dir.
-    pods: list[tuple[dict[str, Any], dict[str, Any], str, int]] = []
-    dns: dict[str, str] = {}
-    for sts in by_kind(docs, "StatefulSet"):
-        svc = sts["spec"]["serviceName"]
-        for i in range(sts["spec"]["replicas"]):
-            name = f"{sts['metadata']['name']}-{i}"
-            port = free_port()
-            dns[f"{name}.{svc}:50061"] = f"127.0.0.1:{port}"
-            pods.append((sts, sts["spec"]["template"]["spec"]["containers"][0], name, i))
-    coordinator = by_kind(docs, "Deployment")[0]
-    coord_port = free_port()
-    pods.append((coordinator, coordinator["spec"]["template"]["spec"]["containers"][0], "vecshard-coordinator-x", 0))
-    dns["vecshard-coordinator-x:50051"] = f"127.0.0.1:{coord_port}"
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.ca = CA(tmp_path)
+        self.tls_dir = tmp_path / "tls"
+        self.tls_dir.mkdir()
+        cert, key = self.ca.issue("vecshard")  # SANs localhost/127.0.0.1 stand in for the in-cluster names
+        shutil.copy(cert, self.tls_dir / "tls.crt")
+        shutil.copy(key, self.tls_dir / "tls.key")
+        shutil.copy(self.ca.path, self.tls_dir / "ca.crt")
+        keys_dir, self.models_dir = tmp_path / "api-keys", tmp_path / "models"
+        keys_dir.mkdir()
+        self.models_dir.mkdir()
+        (keys_dir / "keys.toml").write_text('admin = ["admin-key"]\nread = ["read-key"]\n')
+        internal_dir = tmp_path / "internal"
+        internal_dir.mkdir()
+        (internal_dir / "token").write_text("internal-secret\n")
+        self.paths = {"/etc/vecshard/tls": str(self.tls_dir), "/etc/vecshard/api-keys": str(keys_dir),
+                      "/etc/vecshard/models": str(self.models_dir),
+                      "/etc/vecshard/internal": str(internal_dir)}  # fmt: skip
+        self.dns: dict[str, str] = {"vecshard-coordinator-x:50051": f"127.0.0.1:{free_port()}"}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    bin_dir = str(Path(sys.executable).parent)
-    procs = []
-    try:
-        for workload, c, name, index in pods:
+    @property
+    def address(self) -> str:
+        return self.dns["vecshard-coordinator-x:50051"]
+
+    def pods(self, docs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any], str, int]]:
+        """Every pod of the rendering (each shard pod with a loopback port standing in for its DNS name)."""
+        out = []
+        for sts in by_kind(docs, "StatefulSet"):
+            svc = sts["spec"]["serviceName"]
+            for i in range(sts["spec"]["replicas"]):
+                name = f"{sts['metadata']['name']}-{i}"
+                self.dns.setdefault(f"{name}.{svc}:50061", f"127.0.0.1:{free_port()}")
+                out.append((sts, sts["spec"]["template"]["spec"]["containers"][0], name, i))
+        coordinator = by_kind(docs, "Deployment")[0]
+        out.append((coordinator, coordinator["spec"]["template"]["spec"]["containers"][0], "vecshard-coordinator-x", 0))
+        return out
+
+    def start(self, docs: list[dict[str, Any]], only: Callable[[str], bool] = lambda name: True) -> None:
+        models_cm = next(
+            d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("vecshard-models")
+        )
+        (self.models_dir / "models.toml").write_text(models_cm["data"]["models.toml"])
+        bin_dir = str(Path(sys.executable).parent)
+        for workload, c, name, index in self.pods(docs):
+            if not only(name):
+                continue
             env = _pod_env(workload, c, docs, name, index)
             args = [_expand(a, env) for a in c["args"]]
-            listen = dns[f"{name}.{workload['spec']['serviceName']}:50061"] if workload["kind"] == "StatefulSet" \
-                else dns[f"{name}:50051"]  # fmt: skip
+            listen = self.dns[f"{name}.{workload['spec']['serviceName']}:50061"] if workload["kind"] == "StatefulSet" \
+                else self.dns[f"{name}:50051"]  # fmt: skip
             local: list[str] = []
-            for a in args:  # the only rewrites: DNS names and ports to loopback, mount paths to temp dirs
-                for host, addr in dns.items():
+            for a in args:
+                for host, addr in self.dns.items():
                     a = a.replace(host, addr)
                 if a.startswith("--port="):
                     a = f"--port={listen.rsplit(':', 1)[1]}"
@@ -221,26 +232,47 @@ def test_manifests_run_as_written(tmp_path: Path) -> None:
                 elif a.startswith("--metrics-port="):
                     a = f"--metrics-port={free_port()}"
                 elif a.startswith("--data-dir="):
-                    a = f"--data-dir={tmp_path / name / 'data'}"
+                    a = f"--data-dir={self.tmp_path / name / 'data'}"
                 local.append(a)
             for k, v in list(env.items()):
-                for mount, real in paths.items():
+                for mount, real in self.paths.items():
                     env[k] = env[k].replace(mount, real) if isinstance(v, str) else v
             command = [os.path.join(bin_dir, c["command"][0]), *c["command"][1:]]
             full_env = {**os.environ, **env, "PATH": bin_dir + ":" + os.environ["PATH"]}
-            log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - the child owns it
-            procs.append(subprocess.Popen(command + local, env=full_env, stdout=subprocess.DEVNULL, stderr=log))
-        address = f"127.0.0.1:{coord_port}"
+            log = open(self.tmp_path / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+            self.procs[name] = subprocess.Popen(command + local, env=full_env, stdout=subprocess.DEVNULL, stderr=log)
+
+    def client(self) -> Client:
+        """A client of the coordinator, once it serves (every process still running)."""
+        c = Client(self.address, tls=TLS(root_cert=self.ca.path), api_key="admin-key", timeout=20)
         deadline = time.monotonic() + 120
-        with Client(address, tls=TLS(root_cert=ca.path), api_key="admin-key", timeout=20) as c:
-            while True:
-                try:
-                    c.list_collections()
-                    break
-                except Exception:
-                    dead = [p.args for p in procs if p.poll() is not None]
-                    assert not dead and time.monotonic() < deadline, dead or "the cluster did not come up"
-                    time.sleep(0.5)
+        while True:
+            try:
+                c.list_collections()
+                return c
+            except Exception:
+                dead = [p.args for p in self.procs.values() if p.poll() is not None]
+                assert not dead and time.monotonic() < deadline, dead or "the cluster did not come up"
+                time.sleep(0.5)
+
+    def stop(self, name: str | None = None) -> None:
+        for n in [name] if name else list(self.procs):
+            self.procs[n].send_signal(signal.SIGTERM)
+        for n in [name] if name else list(self.procs):
+            try:
+                self.procs[n].wait(30)
+            except subprocess.TimeoutExpired:
+                self.procs[n].kill()
+            del self.procs[n]
+
+
+def test_manifests_run_as_written(tmp_path: Path) -> None:
+    docs = render("cpu")
+    pods = Pods(tmp_path)
+    ca, tls_dir, dns = pods.ca, pods.tls_dir, pods.dns
+    try:
+        pods.start(docs)
+        with pods.client() as c:
             data = np.random.default_rng(0).random((400, 16), dtype=np.float32)
             c.create_collection("k8s", 16, index="ivf_flat", nlist=4)
             c.add("k8s", np.arange(400), data)
@@ -264,10 +296,36 @@ def test_manifests_run_as_written(tmp_path: Path) -> None:
                                           metadata=[("x-vecshard-internal", "internal-secret")])  # fmt: skip
             assert [st.config.name for st in listed.collections] == ["k8s"]
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        pods.stop()
+
+
+def test_grown_manifests_reshard_online(tmp_path: Path) -> None:
+    """Kubernetes, as written: the cpu overlay's cluster holds data; the grow-3 overlay's new shard pods
+    start and the coordinator rolls onto its three --shard groups; `reshard` then moves the collection
+    onto all three while it serves, and it answers exactly as before."""
+    pods = Pods(tmp_path)
+    try:
+        pods.start(render("cpu"))
+        rng = np.random.default_rng(4)
+        data = rng.random((3000, 16), dtype=np.float32)
+        with pods.client() as c:
+            c.create_collection("grow", 16, index="ivf_flat", nlist=8, nprobe=8)
+            c.add("grow", np.arange(3000), data, payloads=[{"n": i} for i in range(3000)])
+            c.train("grow")
+            before = c.search("grow", data[:20], k=10)
+        grown = render("grow-3")
+        pods.start(grown, only=lambda name: name.endswith("-2") and "coordinator" not in name)
+        pods.stop("vecshard-coordinator-x")  # the Deployment rolls onto the new args
+        pods.start(grown, only=lambda name: "coordinator" in name)
+        with pods.client() as c:
+            assert [len(c.describe("grow").shards)] == [2]  # still on its two groups
+            done = c.reshard(3)
+            assert [p.phase for p in done] == ["DONE"] and done[0].copied == 3000
+            assert 0.2 < done[0].moved / 3000 < 0.45  # ~1/3 move to the new group (the rest stay)
+            info = c.describe("grow")
+            assert len(info.shards) == 3 and all(s.count for s in info.shards) and info.count == 3000
+            after = c.search("grow", data[:20], k=10)
+            assert np.array_equal(after.ids, before.ids)
+            assert [p.payload for p in c.retrieve("grow", [0, 2999])] == [{"n": 0}, {"n": 2999}]
+    finally:
+        pods.stop()

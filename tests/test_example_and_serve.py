@@ -110,10 +110,23 @@ def test_serve_starts_answers_keeps_data_and_stops_cleanly(tmp_path: Path, mode:
         _stop(proc)
 
 
-def test_serve_refuses_a_different_shard_count_for_existing_data(tmp_path: Path) -> None:
+def test_serve_refuses_fewer_shards_than_existing_data(tmp_path: Path) -> None:
+    """Shard processes for fewer groups than a data dir holds would lose the others' points. (Local
+    shards serve every group the data dir has: a reshard may have added some; tests/test_reshard.py.)"""
     (tmp_path / "cluster.json").write_text('{"shards": 3}\n')
     result = subprocess.run(
-        [sys.executable, "-m", "vecshard_server", "serve", "--port", "0", "--data-dir", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "vecshard_server",
+            "serve",
+            "--shard-mode",
+            "remote",
+            "--port",
+            "0",
+            "--data-dir",
+            str(tmp_path),
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         timeout=60,

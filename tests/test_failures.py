@@ -16,7 +16,7 @@ import pytest
 
 from vecshard import Client, DeadlineExceeded, Unavailable
 from vecshard_server.cli.cluster import LocalCluster
-from vecshard_server.coordinator.placement import shard_of
+from vecshard_server.common.placement import shard_of
 
 from .conftest import clustered, start_role
 

@@ -591,9 +591,37 @@ class Gen:
                                            mode=mode, decide=r.random() < 0.3)  # fmt: skip
 
     def s_export(self, healthy: bool) -> Message:
-        return spb.ExportRequest(collection=self.name(healthy),
-                                 after_id=self.pick([-1, -1, 0, 100], [-(2**63), 2**63 - 1, REF_BASE + 10]),
-                                 limit=self.pick([1, 10, 1000], [0, U32]))  # fmt: skip
+        req = spb.ExportRequest(collection=self.name(healthy),
+                                after_id=self.pick([-1, -1, 0, 100], [-(2**63), 2**63 - 1, REF_BASE + 10]),
+                                limit=self.pick([1, 10, 1000], [0, U32]))  # fmt: skip
+        if self.r.random() < 0.3:  # a reshard's page: only the ids one group owns under a placement
+            req.owned_by.CopyFrom(tpb.Placement(function=self.pick([1, 2], [0, 3, -1]),
+                                                shards=self.pick([1, 3], [0, U32]),
+                                                epoch=self.pick([1], [0, U32])))  # fmt: skip
+            req.owner = self.pick([0, 1], [2, U32])
+        if self.r.random() < 0.2:  # exactly these ids
+            req.ids = self.ids(self.rows())
+        return req
+
+    def s_import(self, healthy: bool) -> Message:
+        name, n = self.name(healthy=False), self.rows()
+        page = spb.ExportResponse(ids=self.ids(n), vectors=self.matrix(self.dim_of(name), self.pick([n], [n + 1, 0])),
+                                  versions=np.array([self.pick([1, 7], [0, -1]) for _ in range(n)], "<i8").tobytes(),
+                                  tombstone_ids=self.ids(self.pick([0, 2], [1])),
+                                  tombstone_versions=np.array([self.pick([3], [0, -5]) for _ in range(2)],
+                                                              "<i8").tobytes())  # fmt: skip
+        if self.r.random() < 0.3:
+            page.payloads.extend(self.payload(good=True) for _ in range(self.pick([n], [n + 1])))
+        return spb.ImportRequest(collection=name, page=page)
+
+    def c_reshard(self, healthy: bool) -> Message:
+        # (never a keep_* collection, nor every one: the fuzz checks those shard by shard; never waiting)
+        names = [self.name(healthy=False) for _ in range(self.r.randint(1, 2))]
+        status = self.r.random() < 0.3
+        return pb.ReshardRequest(collections=names, shards=self.pick([1, 2], [0, 65, 2000, U32]),
+                                 abort=self.r.random() < 0.2, status_only=status, wait=status and self.r.random() < 0.5,
+                                 max_points_per_s=self.pick([0, 1000], [1, U32]),
+                                 page_size=self.pick([0, 100], [1, U32]))  # fmt: skip
 
     def s_rollback(self, healthy: bool) -> Message:
         return spb.RollbackAddRequest(collection=self.name(healthy), write_token=self.pick([7, 12345], [0, U64]),
@@ -640,6 +668,8 @@ BUILDERS: dict[tuple[str, str], Callable[[Gen, bool], Message]] = {
     (PUBLIC, "SetPayload"): Gen.c_set_payload,
     (PUBLIC, "CreatePayloadIndex"): Gen.c_create_index,
     (PUBLIC, "DropPayloadIndex"): Gen.c_drop_index,
+    (PUBLIC, "Reshard"): Gen.c_reshard,
+    (SHARD, "Import"): Gen.s_import,
     (SHARD, "Count"): Gen.c_count,
     (SHARD, "Scroll"): Gen.c_scroll,
     (SHARD, "SetPayload"): Gen.c_set_payload,

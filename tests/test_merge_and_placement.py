@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from vecshard_server.common.hashing import fmix64
+from vecshard_server.common.placement import MOD, Placement, shard_of, split_by_shard
 from vecshard_server.common.results import FLT_MAX
 from vecshard_server.coordinator.merge import merge_topk
-from vecshard_server.coordinator.placement import shard_of, split_by_shard
 
 
 def _shard_results(rng: np.random.Generator, shards: int, nq: int, k: int, larger: bool):
@@ -81,7 +81,7 @@ def test_fmix64_matches_the_murmur3_reference() -> None:
 
     ids = np.array([0, 1, 2, 42, 2**31, 2**62 + 12345, 2**63 - 1], dtype=np.int64)
     assert fmix64(ids).tolist() == [ref(int(i)) for i in ids]
-    assert shard_of(ids, 4).tolist() == [ref(int(i)) % 4 for i in ids]
+    assert Placement(MOD, 4).owner(ids).tolist() == [ref(int(i)) % 4 for i in ids]
 
 
 def test_placement_is_balanced_and_split_covers_every_id() -> None:

@@ -35,9 +35,9 @@ from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.cli.cluster import LocalCluster
 from vecshard_server.common.config import Settings
+from vecshard_server.common.placement import shard_of
 from vecshard_server.common.spec import CollectionSpec
 from vecshard_server.coordinator.inputs import page_row_bytes
-from vecshard_server.coordinator.placement import shard_of
 from vecshard_server.coordinator.service import CoordinatorService
 from vecshard_server.coordinator.training import sample_quotas
 from vecshard_server.embedding.service import LocalEmbeddings

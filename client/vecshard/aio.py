@@ -26,6 +26,7 @@ from vecshard.types import (
     Metric,
     ModelInfo,
     Point,
+    ReshardProgress,
     Sample,
     SearchResult,
 )
@@ -459,6 +460,35 @@ class AsyncClient:
         req = build.search(collection, queries, k, texts, images, nprobe, allow_partial, model_fingerprint, filter,
                            with_payload, refine_factor)  # fmt: skip
         return build.search_result(await self._call(self._stub.Search, req, timeout))
+
+    async def reshard(
+        self,
+        shards: int = 0,
+        *,
+        collections: Sequence[str] = (),
+        abort: bool = False,
+        status_only: bool = False,
+        wait: bool = True,
+        max_points_per_s: int = 0,
+        page_size: int = 0,
+        timeout: float | None = None,
+    ) -> list[ReshardProgress]:
+        """Move collections to `shards` shard groups, online (admin; docs/operations.md, Resharding).
+
+        Reads and writes keep being served; the collection cuts over to the new placement when every
+        point is copied. Runs in the coordinator's background: with `wait` (the default) this returns
+        when done, else at once with the progress so far. Running it again resumes an interrupted
+        reshard; `abort=True` returns to the old placement with nothing lost; `status_only=True`
+        reports progress and changes nothing.
+
+        Example:
+            >>> [p.phase for p in await c.reshard(3, collections=["img"])]
+            ['DONE']
+        """
+        req = pb.ReshardRequest(collections=list(collections), shards=shards, abort=abort, status_only=status_only,
+                                wait=wait, max_points_per_s=max_points_per_s, page_size=page_size)  # fmt: skip
+        resp = await self._call(self._stub.Reshard, req, timeout if timeout is not None or not wait else 24 * 3600.0)
+        return [ReshardProgress.from_proto(p) for p in resp.collections]
 
     async def train(
         self,

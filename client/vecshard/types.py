@@ -337,3 +337,26 @@ class Sample:
     vectors: np.ndarray
     shards: np.ndarray
     lists: np.ndarray
+
+
+@dataclass(frozen=True)
+class ReshardProgress:
+    """One collection's reshard (Client.reshard): from_shards -> to_shards groups, its phase
+    (PREPARING, COPYING, CUTTING_OVER, DONE, ABORTED, UNCHANGED, IDLE, FAILED), points scanned and
+    copied to the new placement, how many of them changed group, and the collection's size when
+    the copy began."""
+
+    collection: str
+    from_shards: int
+    to_shards: int
+    from_epoch: int
+    phase: str
+    copied: int
+    moved: int
+    total: int
+    error: str
+
+    @classmethod
+    def from_proto(cls, p: Any) -> ReshardProgress:
+        return cls(p.collection, p.from_shards, p.to_shards, p.from_epoch, p.phase, p.copied, p.moved, p.total,
+                   p.error)  # fmt: skip

@@ -19,6 +19,14 @@ INSTALL_MODE_ONE_STEP: InstallMode
 INSTALL_MODE_PREPARE: InstallMode
 INSTALL_MODE_ACTIVATE: InstallMode
 
+class ImportRequest(_message.Message):
+    __slots__ = ("collection", "page")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    page: ExportResponse
+    def __init__(self, collection: _Optional[str] = ..., page: _Optional[_Union[ExportResponse, _Mapping]] = ...) -> None: ...
+
 class ResyncRequest(_message.Message):
     __slots__ = ("collection", "peer")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
@@ -135,29 +143,39 @@ class WalRecord(_message.Message):
     def __init__(self, lsn: _Optional[int] = ..., create: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., drop: _Optional[str] = ..., add: _Optional[_Union[_vector_search_pb2.AddRequest, _Mapping]] = ..., remove: _Optional[_Union[_vector_search_pb2.RemoveRequest, _Mapping]] = ..., install: _Optional[_Union[InstallQuantizerRequest, _Mapping]] = ..., abort: _Optional[int] = ..., set_payload: _Optional[_Union[_vector_search_pb2.SetPayloadRequest, _Mapping]] = ..., create_index: _Optional[_Union[_vector_search_pb2.CreatePayloadIndexRequest, _Mapping]] = ..., drop_index: _Optional[_Union[_vector_search_pb2.DropPayloadIndexRequest, _Mapping]] = ..., write_token: _Optional[int] = ..., version: _Optional[int] = ..., versions: _Optional[bytes] = ..., rollback: _Optional[bool] = ...) -> None: ...
 
 class ExportRequest(_message.Message):
-    __slots__ = ("collection", "after_id", "limit", "include_tombstones")
+    __slots__ = ("collection", "after_id", "limit", "include_tombstones", "owned_by", "owner", "ids")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     AFTER_ID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_TOMBSTONES_FIELD_NUMBER: _ClassVar[int]
+    OWNED_BY_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     after_id: int
     limit: int
     include_tombstones: bool
-    def __init__(self, collection: _Optional[str] = ..., after_id: _Optional[int] = ..., limit: _Optional[int] = ..., include_tombstones: _Optional[bool] = ...) -> None: ...
+    owned_by: _types_pb2.Placement
+    owner: int
+    ids: bytes
+    def __init__(self, collection: _Optional[str] = ..., after_id: _Optional[int] = ..., limit: _Optional[int] = ..., include_tombstones: _Optional[bool] = ..., owned_by: _Optional[_Union[_types_pb2.Placement, _Mapping]] = ..., owner: _Optional[int] = ..., ids: _Optional[bytes] = ...) -> None: ...
 
 class ExportResponse(_message.Message):
-    __slots__ = ("ids", "vectors", "versions", "tombstone_ids", "tombstone_versions", "payloads")
+    __slots__ = ("ids", "vectors", "versions", "tombstone_ids", "tombstone_versions", "payloads", "scanned_to", "complete")
     IDS_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     TOMBSTONE_IDS_FIELD_NUMBER: _ClassVar[int]
     TOMBSTONE_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     PAYLOADS_FIELD_NUMBER: _ClassVar[int]
+    SCANNED_TO_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
     ids: bytes
     vectors: _types_pb2.FloatMatrix
     versions: bytes
     tombstone_ids: bytes
     tombstone_versions: bytes
     payloads: _containers.RepeatedCompositeFieldContainer[_payload_pb2.Payload]
-    def __init__(self, ids: _Optional[bytes] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., versions: _Optional[bytes] = ..., tombstone_ids: _Optional[bytes] = ..., tombstone_versions: _Optional[bytes] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.Payload, _Mapping]]] = ...) -> None: ...
+    scanned_to: int
+    complete: bool
+    def __init__(self, ids: _Optional[bytes] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., versions: _Optional[bytes] = ..., tombstone_ids: _Optional[bytes] = ..., tombstone_versions: _Optional[bytes] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.Payload, _Mapping]]] = ..., scanned_to: _Optional[int] = ..., complete: _Optional[bool] = ...) -> None: ...

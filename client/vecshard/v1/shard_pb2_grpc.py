@@ -127,6 +127,11 @@ class ShardStub:
                 request_serializer=vecshard_dot_v1_dot_vector__search__pb2.DropPayloadIndexRequest.SerializeToString,
                 response_deserializer=vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.FromString,
                 _registered_method=True)
+        self.Import = channel.unary_unary(
+                '/vecshard.v1.Shard/Import',
+                request_serializer=vecshard_dot_v1_dot_shard__pb2.ImportRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.FromString,
+                _registered_method=True)
 
 
 class ShardServicer:
@@ -284,6 +289,14 @@ class ShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Import(self, request, context):
+        """Applies a page exported from another partition (a reshard copying points to their new group):
+        per id the newest version wins, as in Resync, logged like any write.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -375,6 +388,11 @@ def add_ShardServicer_to_server(servicer, server):
             'DropPayloadIndex': grpc.unary_unary_rpc_method_handler(
                     servicer.DropPayloadIndex,
                     request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.DropPayloadIndexRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.SerializeToString,
+            ),
+            'Import': grpc.unary_unary_rpc_method_handler(
+                    servicer.Import,
+                    request_deserializer=vecshard_dot_v1_dot_shard__pb2.ImportRequest.FromString,
                     response_serializer=vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.SerializeToString,
             ),
     }
@@ -864,6 +882,33 @@ class Shard:
             target,
             '/vecshard.v1.Shard/DropPayloadIndex',
             vecshard_dot_v1_dot_vector__search__pb2.DropPayloadIndexRequest.SerializeToString,
+            vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Import(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.Shard/Import',
+            vecshard_dot_v1_dot_shard__pb2.ImportRequest.SerializeToString,
             vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.FromString,
             options,
             channel_credentials,

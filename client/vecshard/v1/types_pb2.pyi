@@ -24,6 +24,12 @@ class IndexType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INDEX_TYPE_IVF_SQFP16: _ClassVar[IndexType]
     INDEX_TYPE_IVF_PQ: _ClassVar[IndexType]
 
+class PlacementFunction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PLACEMENT_FUNCTION_UNSPECIFIED: _ClassVar[PlacementFunction]
+    PLACEMENT_FUNCTION_MOD: _ClassVar[PlacementFunction]
+    PLACEMENT_FUNCTION_JUMP: _ClassVar[PlacementFunction]
+
 class CoarseQuantizer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     COARSE_QUANTIZER_UNSPECIFIED: _ClassVar[CoarseQuantizer]
@@ -46,6 +52,9 @@ INDEX_TYPE_IVF_FLAT: IndexType
 INDEX_TYPE_IVF_SQ8: IndexType
 INDEX_TYPE_IVF_SQFP16: IndexType
 INDEX_TYPE_IVF_PQ: IndexType
+PLACEMENT_FUNCTION_UNSPECIFIED: PlacementFunction
+PLACEMENT_FUNCTION_MOD: PlacementFunction
+PLACEMENT_FUNCTION_JUMP: PlacementFunction
 COARSE_QUANTIZER_UNSPECIFIED: CoarseQuantizer
 COARSE_QUANTIZER_FLAT: CoarseQuantizer
 COARSE_QUANTIZER_HNSW: CoarseQuantizer
@@ -64,7 +73,7 @@ class FloatMatrix(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ...) -> None: ...
 
 class CollectionConfig(_message.Message):
-    __slots__ = ("name", "dim", "metric", "index_type", "nlist", "nprobe", "train_threshold", "embedding_model", "model_fingerprint", "store_text", "pq_m", "pq_nbits", "refine_factor", "coarse_quantizer", "expected_size", "target_recall", "memory_budget")
+    __slots__ = ("name", "dim", "metric", "index_type", "nlist", "nprobe", "train_threshold", "embedding_model", "model_fingerprint", "store_text", "pq_m", "pq_nbits", "refine_factor", "coarse_quantizer", "expected_size", "target_recall", "memory_budget", "placement")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +91,7 @@ class CollectionConfig(_message.Message):
     EXPECTED_SIZE_FIELD_NUMBER: _ClassVar[int]
     TARGET_RECALL_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     name: str
     dim: int
     metric: Metric
@@ -99,7 +109,18 @@ class CollectionConfig(_message.Message):
     expected_size: int
     target_recall: float
     memory_budget: int
-    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index_type: _Optional[_Union[IndexType, str]] = ..., nlist: _Optional[int] = ..., nprobe: _Optional[int] = ..., train_threshold: _Optional[int] = ..., embedding_model: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., store_text: _Optional[bool] = ..., pq_m: _Optional[int] = ..., pq_nbits: _Optional[int] = ..., refine_factor: _Optional[int] = ..., coarse_quantizer: _Optional[_Union[CoarseQuantizer, str]] = ..., expected_size: _Optional[int] = ..., target_recall: _Optional[float] = ..., memory_budget: _Optional[int] = ...) -> None: ...
+    placement: Placement
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index_type: _Optional[_Union[IndexType, str]] = ..., nlist: _Optional[int] = ..., nprobe: _Optional[int] = ..., train_threshold: _Optional[int] = ..., embedding_model: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., store_text: _Optional[bool] = ..., pq_m: _Optional[int] = ..., pq_nbits: _Optional[int] = ..., refine_factor: _Optional[int] = ..., coarse_quantizer: _Optional[_Union[CoarseQuantizer, str]] = ..., expected_size: _Optional[int] = ..., target_recall: _Optional[float] = ..., memory_budget: _Optional[int] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ...) -> None: ...
+
+class Placement(_message.Message):
+    __slots__ = ("function", "shards", "epoch")
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    function: PlacementFunction
+    shards: int
+    epoch: int
+    def __init__(self, function: _Optional[_Union[PlacementFunction, str]] = ..., shards: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "kind", "dim", "normalized", "fingerprint", "modalities", "query_prefix", "passage_prefix", "device")

@@ -33,6 +33,52 @@ SET_PAYLOAD_MODE_MERGE: SetPayloadMode
 SET_PAYLOAD_MODE_OVERWRITE: SetPayloadMode
 SET_PAYLOAD_MODE_DELETE_KEYS: SetPayloadMode
 
+class ReshardRequest(_message.Message):
+    __slots__ = ("collections", "shards", "abort", "max_points_per_s", "page_size", "status_only", "wait")
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    ABORT_FIELD_NUMBER: _ClassVar[int]
+    MAX_POINTS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_ONLY_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    collections: _containers.RepeatedScalarFieldContainer[str]
+    shards: int
+    abort: bool
+    max_points_per_s: int
+    page_size: int
+    status_only: bool
+    wait: bool
+    def __init__(self, collections: _Optional[_Iterable[str]] = ..., shards: _Optional[int] = ..., abort: _Optional[bool] = ..., max_points_per_s: _Optional[int] = ..., page_size: _Optional[int] = ..., status_only: _Optional[bool] = ..., wait: _Optional[bool] = ...) -> None: ...
+
+class ReshardResponse(_message.Message):
+    __slots__ = ("collections",)
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    collections: _containers.RepeatedCompositeFieldContainer[ReshardProgress]
+    def __init__(self, collections: _Optional[_Iterable[_Union[ReshardProgress, _Mapping]]] = ...) -> None: ...
+
+class ReshardProgress(_message.Message):
+    __slots__ = ("collection", "from_shards", "to_shards", "from_epoch", "phase", "copied", "moved", "total", "error")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FROM_SHARDS_FIELD_NUMBER: _ClassVar[int]
+    TO_SHARDS_FIELD_NUMBER: _ClassVar[int]
+    FROM_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    COPIED_FIELD_NUMBER: _ClassVar[int]
+    MOVED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    from_shards: int
+    to_shards: int
+    from_epoch: int
+    phase: str
+    copied: int
+    moved: int
+    total: int
+    error: str
+    def __init__(self, collection: _Optional[str] = ..., from_shards: _Optional[int] = ..., to_shards: _Optional[int] = ..., from_epoch: _Optional[int] = ..., phase: _Optional[str] = ..., copied: _Optional[int] = ..., moved: _Optional[int] = ..., total: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
 class CreateCollectionRequest(_message.Message):
     __slots__ = ("config",)
     CONFIG_FIELD_NUMBER: _ClassVar[int]

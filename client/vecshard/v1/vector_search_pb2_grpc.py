@@ -121,6 +121,11 @@ class VectorSearchStub:
                 request_serializer=vecshard_dot_v1_dot_vector__search__pb2.DropPayloadIndexRequest.SerializeToString,
                 response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.CollectionInfo.FromString,
                 _registered_method=True)
+        self.Reshard = channel.unary_unary(
+                '/vecshard.v1.VectorSearch/Reshard',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.ReshardRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.ReshardResponse.FromString,
+                _registered_method=True)
 
 
 class VectorSearchServicer:
@@ -307,6 +312,24 @@ class VectorSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reshard(self, request, context):
+        """Admin: moves collections to `shards` shard groups, online (reads and writes are served
+        throughout; docs/operations.md, Resharding). Per collection: the new placement's partitions are
+        created (with the collection's training), writes go to both placements, every point is copied to
+        its group under the new placement in pages, then the collection cuts over (a new placement
+        epoch) and the old partitions are dropped. The reshard runs in the coordinator's background (on
+        if the caller goes away); the reply is each collection's progress, at once or, with `wait`, when
+        all are done. Running it again resumes an interrupted reshard; `abort` returns to the old
+        placement.
+        Errors: INVALID_ARGUMENT shards 0 or over the groups this coordinator can use, or an unknown
+        collection; FAILED_PRECONDITION another reshard of the collection runs here, or a reshard to a
+        different shard count is in progress (finish or abort it first), or the collection is training;
+        UNAVAILABLE a shard group is down (run it again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VectorSearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -394,6 +417,11 @@ def add_VectorSearchServicer_to_server(servicer, server):
                     servicer.DropPayloadIndex,
                     request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.DropPayloadIndexRequest.FromString,
                     response_serializer=vecshard_dot_v1_dot_vector__search__pb2.CollectionInfo.SerializeToString,
+            ),
+            'Reshard': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reshard,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.ReshardRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.ReshardResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -856,6 +884,33 @@ class VectorSearch:
             '/vecshard.v1.VectorSearch/DropPayloadIndex',
             vecshard_dot_v1_dot_vector__search__pb2.DropPayloadIndexRequest.SerializeToString,
             vecshard_dot_v1_dot_vector__search__pb2.CollectionInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reshard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.VectorSearch/Reshard',
+            vecshard_dot_v1_dot_vector__search__pb2.ReshardRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.ReshardResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -449,4 +450,44 @@ def _table(header: list[str], rows: list[tuple[Any, ...]]) -> None:
             click.echo("  ".join("-" * w for w in widths))
 
 
-COMMANDS = [collections, add, import_, search, count, embed, plot]
+@click.command()
+@click.option("--shards", default=0, type=click.IntRange(0, 1024), help="shard groups to place the collections on")
+@click.option("--collection", "names", multiple=True, help="collection to move (repeat; default: every collection)")
+@click.option("--abort", is_flag=True, help="return reshards in progress to their old placement")
+@click.option("--status", "status_only", is_flag=True, help="show the reshards in progress; change nothing")
+@click.option("--max-points-per-s", default=0, show_default=True, help="throttle the copy (0: no limit)")
+@click.option("--page-size", default=0, help="points per copied page (0: the server's 2,000)")
+@click.option("--detach", is_flag=True, help="start it and return (the coordinator runs it; --status follows it)")
+@ADDRESS
+@click.option("--timeout", default=60.0, show_default=True, help="seconds per call")
+def reshard(shards: int, names: tuple[str, ...], abort: bool, status_only: bool, max_points_per_s: int,
+            page_size: int, detach: bool, address: str, timeout: float) -> None:  # fmt: skip
+    """Move collections to --shards shard groups, online: reads and writes go on throughout
+    (docs/operations.md, Resharding). Run it again to resume an interrupted reshard."""
+    if not (abort or status_only) and shards < 1:
+        raise click.BadParameter("give the number of shard groups (--shards N), or --abort / --status")
+    with connect(address, timeout) as c:
+        progress = c.reshard(shards, collections=names, abort=abort, status_only=status_only, wait=False,
+                             max_points_per_s=max_points_per_s, page_size=page_size)  # fmt: skip
+        terminal = {"DONE", "ABORTED", "UNCHANGED", "IDLE", "FAILED"}
+        while not (detach or status_only or abort) and any(p.phase not in terminal for p in progress):
+            _progress_lines(progress, sys.stderr.isatty())
+            time.sleep(1.0)
+            progress = c.reshard(collections=[p.collection for p in progress], status_only=True)
+        _progress_lines(progress, False)
+        failed = [p for p in progress if p.phase == "FAILED"]
+        if failed:
+            raise click.ClickException(
+                "; ".join(f"{p.collection}: {p.error}" for p in failed) + " (run the same command again to resume)"
+            )
+
+
+def _progress_lines(progress: list[Any], overwrite: bool) -> None:
+    for p in progress:
+        share = f" ({p.copied / p.total:.0%})" if p.total else ""
+        line = (f"{p.collection}: {p.from_shards} -> {p.to_shards or p.from_shards} groups, {p.phase}, "
+                f"{p.copied:,} points copied{share}, {p.moved:,} moved to another group")  # fmt: skip
+        click.echo(line + (" " * 8 + "\r" if overwrite else ""), nl=not overwrite, err=overwrite)
+
+
+COMMANDS = [collections, add, import_, search, count, embed, plot, reshard]

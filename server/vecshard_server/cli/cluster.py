@@ -174,21 +174,24 @@ class LocalCluster:
         return proc.restart(timeout, extra=self._peers(self.groups[group], proc))
 
     def _check_layout(self) -> None:
-        """Ids are placed by hash mod the shard count: reopening data with another count would lose ids."""
+        """Each collection records its placement over groups 0..S-1: reopening data with fewer groups than
+        it was made with would lose ids (more is fine: a reshard may use them)."""
         if self.data_dir is None:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         layout = self.data_dir / "cluster.json"
         if layout.exists():
             recorded = json.loads(layout.read_text())
-            if recorded["shards"] != self.num_shards or recorded.get("replicas", 1) != self.num_replicas:
+            if self.shard_mode == "local":  # the coordinator also serves every shard-i dir a reshard added
+                dirs = [int(p.name[6:]) + 1 for p in self.data_dir.glob("shard-*") if p.name[6:].isdigit()]
+                self.num_shards = max([self.num_shards, recorded["shards"], *dirs])
+            if recorded["shards"] > self.num_shards or recorded.get("replicas", 1) != self.num_replicas:
                 raise ClusterError(
                     f"{self.data_dir} holds a cluster of {recorded['shards']} shards x {recorded.get('replicas', 1)} "
                     f"replicas; start it with --shards {recorded['shards']} --replicas {recorded.get('replicas', 1)} "
                     "or use another --data-dir"
                 )
-        else:
-            layout.write_text(json.dumps({"shards": self.num_shards, "replicas": self.num_replicas}) + "\n")
+        layout.write_text(json.dumps({"shards": self.num_shards, "replicas": self.num_replicas}) + "\n")
 
     def start(self, timeout: float = 60.0) -> LocalCluster:
         self._check_layout()

@@ -397,6 +397,16 @@ def _check_models(settings: Settings) -> None:
     "clients, 256-query batches, beside a bare gRPC echo (the floor) and in-process faiss (first --shards)",
 )
 @click.option("--floor", is_flag=True, help="add the floor row: a bare unary gRPC echo of a query's size")
+@click.option(
+    "--reshard",
+    "reshard_to",
+    multiple=True,
+    type=click.IntRange(1, 64),
+    help="measure resharding instead (repeat: the steps, e.g. --reshard 3 --reshard 2): -n clustered vectors, "
+    "IVF_FLAT (--nlist, --nprobe) on a local cluster of the first --shards groups; searchers and a writer run "
+    "idle, then during each reshard (throughput, failures, recall@10, p50/p99)",
+)
+@click.option("--reshard-rate", default=0, show_default=True, help="--reshard: max points per second (0: no limit)")
 def bench(
     shards_list: tuple[int, ...],
     dataset: str,
@@ -416,9 +426,18 @@ def bench(
     workdir: Path,
     latency: bool,
     floor: bool,
+    reshard_to: tuple[int, ...],
+    reshard_rate: int,
 ) -> None:
     """Measure search and add through local clusters against in-process faiss (same data, same run)."""
     _logging("WARNING", "bench")
+    if reshard_to:
+        from vecshard_server.bench import reshard as bench_reshard
+
+        result = bench_reshard.run_reshard_bench(n, dim, nlist, nprobe, k, reshard_to, shards_list[0],
+                                                 workdir=workdir, max_points_per_s=reshard_rate)  # fmt: skip
+        _publish(out, "bench_reshard", bench_reshard.format_markdown(result), result)
+        return
     _settings()
     if latency:
         from vecshard_server.bench import latency as bench_latency

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     grace_s: float = Field(5.0, ge=0, description="how long in-flight RPCs may finish on shutdown")
     write_quorum: int = Field(0, ge=0, description="replicas of a group that must persist a write (0: all)")
     hedge_delay_s: float = Field(0.1, ge=0, description="a read waits this long before also asking another replica")
+    reshard_search_budget_ms: float = Field(
+        0.0,
+        ge=0,
+        description="a reshard pauses its copy while the coordinator's recent search latency "
+        "(an exponential average) is above this; 0: no latency throttle",
+    )
     anti_entropy_s: float = Field(
         30.0, ge=0, description="coordinator: compare the replicas' digests this often (0: never)"
     )

@@ -2,7 +2,7 @@
 
 A bijection on 64-bit integers that spreads consecutive ids evenly, stable across processes,
 versions and languages (unlike Python's hash()). The coordinator places ids with it
-(coordinator/placement.py); shards fold it into partition digests (shard/engine.py).
+(common/placement.py); shards fold it into partition digests (shard/engine.py).
 """
 
 from __future__ import annotations

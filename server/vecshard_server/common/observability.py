@@ -42,6 +42,13 @@ EMBED_SECONDS = Histogram(
 EMBED_BATCH = Histogram("vecshard_embed_batch_size", "inputs per embedding request", ["model"],
                         buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))  # fmt: skip
 WAL_SYNC_SECONDS = Histogram("vecshard_wal_fsync_seconds", "write-ahead log fsync latency", buckets=_LATENCY)
+RESHARD_POINTS = Gauge(
+    "vecshard_reshard_points",
+    "a reshard's points: scanned (copied to the new placement), moved (to another "
+    "group), total (in the collection when the copy began)",
+    ["collection", "kind"],
+)
+RESHARD_ACTIVE = Gauge("vecshard_reshard_active", "1 while a reshard of the collection runs here", ["collection"])
 CHECKPOINT_SECONDS = Histogram("vecshard_checkpoint_seconds", "checkpoint (snapshot) duration", buckets=_LATENCY)
 
 

@@ -54,6 +54,13 @@ TRAIN_EPOCH_HEADER = "x-vecshard-train-epoch"
 TRAIN_EPOCH: ContextVar[int | None] = ContextVar("vecshard_train_epoch", default=None)
 
 
+PLACEMENT_EPOCH_HEADER = "x-vecshard-placement-epoch"
+# The newest placement epoch a coordinator knows for the collection it writes (None: not a routed
+# write). A shard refuses a write to an older epoch's partition (ABORTED) once it holds a newer one,
+# unless the writer knows that newer one (and so writes both placements): see common/placement.py.
+PLACEMENT_EPOCH: ContextVar[int | None] = ContextVar("vecshard_placement_epoch", default=None)
+
+
 def header_int(metadata: Sequence[tuple[str, Any]] | None, key: str) -> int | None:
     """An integer metadata value (None when absent or malformed)."""
     for k, value in metadata or ():

@@ -25,6 +25,15 @@ def check_name(name: str, field: str = "collection") -> str:
     return name
 
 
+def check_partition_name(name: str) -> str:
+    """A shard partition's name: a collection name, optionally `@epoch` (common/placement.py)."""
+    base, sep, epoch = name.partition("@")
+    check_name(base)
+    if sep and not (epoch.isdigit() and epoch[0] != "0" and len(epoch) <= 9):
+        raise InvalidArgument(f"partition name {name!r} is invalid: a collection name, then optionally @ and an epoch")
+    return name
+
+
 MAX_REFINE = 64
 FLAT_UP_TO = 50_000  # sizing: below this many vectors brute force is fast and exact
 HNSW_FROM_NLIST = 16_384  # sizing: from this nlist the coarse quantizer is an HNSW graph
@@ -120,6 +129,11 @@ class CollectionSpec:
     expected_size: int = 0  # as given at creation (sizing), for information
     target_recall: float = 0.0
     memory_budget: int = 0
+    # Which shard group holds each id (common/placement.py); 0 shards: recorded by no coordinator
+    # (collections made before placements were recorded: MOD over every group).
+    placement_function: str = "mod"
+    placement_shards: int = 0
+    placement_epoch: int = 0
 
     @property
     def trained_codec(self) -> bool:
@@ -163,6 +177,13 @@ class CollectionSpec:
             expected_size=self.expected_size,
             target_recall=self.target_recall,
             memory_budget=self.memory_budget,
+            placement=types_pb2.Placement(
+                function=types_pb2.PLACEMENT_FUNCTION_JUMP
+                if self.placement_function == "jump"
+                else types_pb2.PLACEMENT_FUNCTION_MOD,
+                shards=self.placement_shards,
+                epoch=self.placement_epoch,
+            ),
         )
 
     @classmethod
@@ -186,12 +207,17 @@ class CollectionSpec:
             expected_size=cfg.expected_size,
             target_recall=cfg.target_recall,
             memory_budget=cfg.memory_budget,
+            placement_function="jump" if cfg.placement.function == types_pb2.PLACEMENT_FUNCTION_JUMP else "mod",
+            placement_shards=cfg.placement.shards,
+            placement_epoch=cfg.placement.epoch,
         )
 
     @classmethod
-    def validate(cls, cfg: types_pb2.CollectionConfig, settings: Settings) -> CollectionSpec:
-        """Check a user's config and fill in defaults; raises InvalidArgument naming the field."""
-        check_name(cfg.name)
+    def validate(cls, cfg: types_pb2.CollectionConfig, settings: Settings, partition: bool = False) -> CollectionSpec:
+        """Check a user's config and fill in defaults; raises InvalidArgument naming the field.
+
+        partition: a shard's partition, whose name may carry a placement epoch (`name@3`)."""
+        check_partition_name(cfg.name) if partition else check_name(cfg.name)
         if cfg.index_type == types_pb2.INDEX_TYPE_UNSPECIFIED and (
             cfg.expected_size or cfg.target_recall or cfg.memory_budget
         ):

@@ -14,6 +14,7 @@ ListCollections fan-out, and a collection created through another coordinator is
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,13 +22,18 @@ from dataclasses import dataclass, field
 from vecshard.errors import FailedPrecondition, NotFound
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import vector_search_pb2 as pb
+from vecshard_server.common.placement import JUMP, MOD, Placement, parse_physical
 from vecshard_server.common.spec import CollectionSpec, check_name
-from vecshard_server.coordinator.fanout import ShardSet
+from vecshard_server.coordinator.fanout import ShardSet, ShardView
 
 
 @dataclass
 class Collection:
-    """What the coordinator remembers of a collection (all of it recoverable from the shards)."""
+    """What the coordinator remembers of a collection (all of it recoverable from the shards).
+
+    `spec` is the partition's config at the current placement (its name is the partition's,
+    `name@epoch` after a reshard: common/placement.py); `name` is the collection's public name.
+    While a reshard runs, `next` is the placement being filled: writes go to both (`writers`)."""
 
     spec: CollectionSpec
     shard_counts: list[int]
@@ -44,11 +50,35 @@ class Collection:
     conflict: str = ""
     # Each shard's payload indexes, (field, PayloadIndexType).
     shard_indexes: dict[int, list[tuple[str, int]]] = field(default_factory=dict)
+    name: str = ""
+    placement: Placement = field(default_factory=Placement)
+    shards: ShardView | None = None
+    # A reshard in progress: the placement being filled, its partition's spec and groups.
+    next: Placement | None = None
+    next_spec: CollectionSpec | None = None
+    next_shards: ShardView | None = None
+    # "": none; "preparing" (partitions being created), "copying", "aborting" (partitions of `next`
+    # being dropped; `next` is None then, writes still carry its epoch).
+    reshard_phase: str = ""
 
     def __post_init__(self) -> None:
         n = len(self.shard_counts)
         self.shard_epochs = self.shard_epochs or [0] * n
         self.shard_prepared = self.shard_prepared or [0] * n
+        self.name = self.name or parse_physical(self.spec.name)[0]
+
+    @property
+    def view(self) -> ShardView:
+        assert self.shards is not None
+        return self.shards
+
+    @property
+    def writers(self) -> list[tuple[ShardView, Placement, CollectionSpec]]:
+        """The placements every write goes to: the current one, then the one a reshard fills."""
+        out = [(self.view, self.placement, self.spec)]
+        if self.next is not None and self.next_shards is not None and self.next_spec is not None:
+            out.append((self.next_shards, self.next, self.next_spec))
+        return out
 
     @property
     def epoch(self) -> int | None:
@@ -72,6 +102,15 @@ class Collection:
         return all(self.shard_trained)
 
 
+@dataclass
+class _Partitions:
+    """What the shards' lists say of one collection: per placement epoch, the groups holding its
+    partition (with their states) and the groups that dropped it after it was made."""
+
+    present: dict[int, dict[int, spb.ShardCollectionState]] = field(default_factory=dict)
+    dropped: dict[int, set[int]] = field(default_factory=dict)
+
+
 class Catalog:
     """The collections known to this coordinator, refreshed from the shards."""
 
@@ -83,7 +122,15 @@ class Catalog:
         self._last_refresh_start = 0.0  # when the last completed refresh asked the shards
 
     def new(self, spec: CollectionSpec) -> Collection:
-        return Collection(spec, [0] * len(self.shards), [False] * len(self.shards))
+        """A collection at the placement its spec records (legacy specs: MOD over every group)."""
+        placement = Placement(spec.placement_function, spec.placement_shards or len(self.shards), spec.placement_epoch)
+        coll = Collection(spec, [0] * placement.shards, [False] * placement.shards, placement=placement)
+        coll.shards = ShardView(self.shards, placement, coll.name, spec.name, placement.epoch)
+        return coll
+
+    def creation_placement(self) -> Placement:
+        """The placement of a new collection: every group, by jump consistent hash."""
+        return Placement(JUMP, len(self.shards), 0)
 
     async def refresh(self, timeout: float) -> list[spb.ShardListResponse]:
         """Rebuild the catalog from every shard's list (a collection exists if any shard has it)."""
@@ -97,27 +144,79 @@ class Catalog:
         started = time.monotonic()
         out = await self.shards.call("ListCollections", self.shards.all(pb.ListCollectionsRequest()), timeout)
         lists = [out.results[i] for i in range(len(self.shards))]
-        seen: dict[str, Collection] = {}
+        found: dict[str, _Partitions] = {}
         for i, resp in enumerate(lists):
             for state in resp.collections:
-                name = state.config.name
-                coll = seen.get(name)
-                if coll is None:
-                    existing = self.collections.get(name)
-                    coll = self.new(CollectionSpec.from_proto(state.config))
-                    if existing is not None and existing.spec == coll.spec:
-                        existing.shard_counts = coll.shard_counts
-                        existing.shard_trained = coll.shard_trained
-                        existing.shard_epochs = coll.shard_epochs
-                        existing.shard_prepared = coll.shard_prepared
-                        existing.conflict = ""
-                        coll = existing
-                    seen[name] = coll
-                self._agree(coll, i, state)
-                coll.take(i, state)
+                base, epoch = parse_physical(state.config.name)
+                found.setdefault(base, _Partitions()).present.setdefault(epoch, {})[i] = state
+        for i, resp in enumerate(lists):
+            for name, version in resp.dropped.items():
+                base, epoch = parse_physical(name)
+                parts = found.get(base)
+                if parts is not None and epoch in parts.present and i not in parts.present[epoch]:
+                    if version > max(st.incarnation for st in parts.present[epoch].values()):
+                        parts.dropped.setdefault(epoch, set()).add(i)
+        seen: dict[str, Collection] = {}
+        for base, parts in found.items():
+            coll = self._resolve(base, parts)
+            if coll is not None:
+                seen[base] = coll
         self.collections = seen
         self._last_refresh_start = started
         return lists
+
+    def _resolve(self, base: str, parts: _Partitions) -> Collection | None:
+        """The collection's current placement (and the reshard in progress) from its partitions."""
+        epochs = sorted(parts.present)
+        current = epochs[0]
+
+        def dropped(epoch: int) -> bool:
+            """Dropped on a group of its own placement (not only a shrink's marker beyond it)."""
+            states = parts.present[epoch]
+            shards = next(iter(states.values())).config.placement.shards or max(states) + 1
+            return any(g < shards for g in parts.dropped.get(epoch, ()))
+
+        # A cut over reshard drops the old partitions: the newer placement is current once any group
+        # dropped the older one (the drop comes only after the copy completed).
+        while len(epochs) > 1 and dropped(current):
+            epochs.pop(0)
+            current = epochs[0]
+        states = parts.present[current]
+        spec = CollectionSpec.from_proto(next(iter(states.values())).config)
+        if not spec.placement_shards:  # made before placements were recorded: MOD over its groups
+            spec = dataclasses.replace(spec, placement_function=MOD, placement_shards=max(states) + 1)
+        coll = self.new(spec)
+        existing = self.collections.get(base)
+        if existing is not None and existing.spec == coll.spec:
+            existing.shard_counts, existing.shard_trained = coll.shard_counts, coll.shard_trained
+            existing.shard_epochs, existing.shard_prepared = coll.shard_epochs, coll.shard_prepared
+            existing.conflict = ""
+            existing.next = existing.next_spec = existing.next_shards = None
+            existing.reshard_phase = ""
+            existing.shards = coll.shards
+            coll = existing
+        for i, state in states.items():
+            if i < coll.placement.shards:
+                self._agree(coll, i, state)
+                coll.take(i, state)
+        later = [e for e in epochs if e > current]
+        if later:
+            newer = later[-1]
+            nstates = parts.present[newer]
+            nspec = CollectionSpec.from_proto(next(iter(nstates.values())).config)
+            nplace = Placement(nspec.placement_function, nspec.placement_shards, newer)
+            if dropped(newer):  # an abort in progress: writes must still pass its fence
+                coll.reshard_phase = "aborting"
+                coll.shards = ShardView(self.shards, coll.placement, base, spec.name, newer)
+            else:
+                expected = max(nplace.shards, coll.placement.shards)
+                coll.reshard_phase = "copying" if len(nstates) >= expected else "preparing"
+                coll.next, coll.next_spec = nplace, nspec
+                coll.shards = ShardView(self.shards, coll.placement, base, spec.name, newer)
+                coll.next_shards = ShardView(
+                    self.shards, nplace, base, nspec.name, newer, frozenset(i for i in nstates if i < nplace.shards)
+                )
+        return coll
 
     async def get(
         self, name: str, timeout: Callable[[], float], if_missing: str = "", conflict_ok: bool = False
@@ -162,7 +261,7 @@ class Catalog:
         for i, st in states.items():
             self._agree(coll, i, st)
             coll.take(i, st)
-        if len(states) == len(self.shards):
+        if len(states) == len(coll.view):
             coll.epochs_stale = False
         if not coll.spec.is_ivf:
             state = pb.TRAINING_STATE_NOT_APPLICABLE
@@ -173,7 +272,8 @@ class Catalog:
         else:
             state = pb.TRAINING_STATE_UNTRAINED
         info = pb.CollectionInfo(config=coll.spec.to_proto(), count=coll.count, training_state=state)
-        for s in self.shards.shards:
+        info.config.name = coll.name
+        for s in coll.view.shards:
             info.shards.add(name=s.name, count=coll.shard_counts[s.index], trained=coll.shard_trained[s.index])
         for f, t in sorted({x for indexes in coll.shard_indexes.values() for x in indexes}):
             info.payload_indexes.add(field=f, type=t)
@@ -185,9 +285,9 @@ class Catalog:
             s.index: pb.DescribeCollectionRequest(
                 name=coll.spec.name, include_centroids=include_centroids and s.index == 0
             )
-            for s in self.shards.shards
+            for s in coll.view.shards
         }
-        out = await self.shards.call("DescribeCollection", requests, timeout)
+        out = await coll.view.call("DescribeCollection", requests, timeout)
         info = self.info(coll, out.results)
         if coll.conflict:
             raise FailedPrecondition(coll.conflict)

@@ -35,7 +35,15 @@ from vecshard_server.common.observability import (
     span,
     trace_headers,
 )
-from vecshard_server.common.rpc import TRAIN_EPOCH, TRAIN_EPOCH_HEADER, WRITE_TOKEN, WRITE_TOKEN_HEADER
+from vecshard_server.common.placement import Placement
+from vecshard_server.common.rpc import (
+    PLACEMENT_EPOCH,
+    PLACEMENT_EPOCH_HEADER,
+    TRAIN_EPOCH,
+    TRAIN_EPOCH_HEADER,
+    WRITE_TOKEN,
+    WRITE_TOKEN_HEADER,
+)
 from vecshard_server.common.security import internal_metadata, shard_channel
 from vecshard_server.common.versions import WriteClock
 
@@ -45,7 +53,9 @@ log = logging.getLogger(__name__)
 # code fails the call.
 TOLERABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 WRITES = frozenset({"CreateCollection", "DropCollection", "Add", "Remove", "InstallQuantizer", "RollbackAdd",
-                    "SetPayload", "CreatePayloadIndex", "DropPayloadIndex"})  # fmt: skip
+                    "SetPayload", "CreatePayloadIndex", "DropPayloadIndex", "Import"})  # fmt: skip
+# Writes a shard fences during a reshard (x-vecshard-placement-epoch; ShardService._fenced).
+ROUTED = frozenset({"Add", "Remove", "SetPayload"})
 DOWN_FOR_S = 1.0  # a replica that answered UNAVAILABLE is tried last for this long
 _SHARD_SERVICE = shard_pb2.DESCRIPTOR.services_by_name["Shard"]
 
@@ -316,6 +326,8 @@ class ShardSet:
                     metadata.append((WRITE_TOKEN_HEADER, str(WRITE_TOKEN.get())))
                 if method == "Search" and TRAIN_EPOCH.get() is not None:
                     metadata.append((TRAIN_EPOCH_HEADER, str(TRAIN_EPOCH.get())))
+                if method in ROUTED and PLACEMENT_EPOCH.get() is not None:
+                    metadata.append((PLACEMENT_EPOCH_HEADER, str(PLACEMENT_EPOCH.get())))
                 if replica.channel is None:  # a local shard: the request object as it is, no gRPC
                     return await cast(Any, replica).call(method, request, timeout, metadata)
                 if isinstance(request, Encoded):
@@ -474,3 +486,68 @@ class ShardSet:
     def all(self, request: Any) -> dict[int, Any]:
         """The same request for every shard group."""
         return {g.index: request for g in self.shards}
+
+
+class ShardView:
+    """One placement of one collection: `ShardSet`'s calls over that placement's groups (0 to S - 1),
+    with requests that name the collection renamed to its partition at that placement (`name@epoch`),
+    and routed writes tagged with the newest placement epoch the coordinator knows of it (so a shard
+    fencing a reshard accepts them: common/placement.py)."""
+
+    def __init__(
+        self,
+        base: ShardSet,
+        placement: Placement,
+        public: str,
+        physical: str,
+        known_epoch: int,
+        present: frozenset[int] | None = None,
+    ) -> None:
+        self.base = base
+        self.placement = placement
+        self.public, self.physical = public, physical
+        self.known_epoch = known_epoch
+        # Groups holding the partition (None: all): while a reshard creates its partitions, writes
+        # skip the groups not reached yet (the copy, which starts after, brings them what they miss).
+        self.present = present
+        self.clock = base.clock
+
+    @property
+    def shards(self) -> list[ShardGroup]:
+        return self.base.shards[: self.placement.shards]
+
+    def __len__(self) -> int:
+        return self.placement.shards
+
+    def all(self, request: Any) -> dict[int, Any]:
+        """The same request for every group of the placement."""
+        return {i: request for i in range(self.placement.shards)}
+
+    def _renamed(self, request: Any) -> Any:
+        if self.physical == self.public or isinstance(request, Encoded):
+            return request  # (Encoded requests are built with the partition's name)
+        for name in ("collection", "name"):
+            if getattr(request, name, None) == self.public:
+                copy = type(request)()
+                copy.CopyFrom(request)
+                setattr(copy, name, self.physical)
+                return copy
+        return request
+
+    async def call(
+        self, method: str, requests: Mapping[int, Any], timeout: float, *, fail_fast: bool = True, version: int = 0
+    ) -> Fanout:
+        """`ShardSet.call` over this placement's groups."""
+        present = self.present
+        renamed = {i: self._renamed(r) for i, r in requests.items() if present is None or i in present}
+        token = PLACEMENT_EPOCH.set(self.known_epoch)
+        try:
+            return await self.base.call(method, renamed, timeout, fail_fast=fail_fast, version=version)
+        finally:
+            PLACEMENT_EPOCH.reset(token)
+
+    def error(self, index: int, err: grpc.aio.AioRpcError) -> VecshardError:
+        return self.base.error(index, err)
+
+    def first_error(self, failures: Mapping[int, grpc.aio.AioRpcError]) -> VecshardError:
+        return self.base.first_error(failures)

@@ -27,6 +27,7 @@ import grpc
 
 from vecshard_server.common.config import Settings
 from vecshard_server.common.rpc import service_handlers
+from vecshard_server.coordinator.fanout import ShardGroup
 from vecshard_server.shard.service import SERVICE_NAME, ShardService, maintain
 
 log = logging.getLogger(__name__)
@@ -121,11 +122,28 @@ class LocalShards:
 
     def __init__(self, count: int, settings: Settings, data_dir: Path | None) -> None:
         self.settings = settings
+        self.data_dir = data_dir
+        # A reshard may have added groups since `count` was chosen: serve every group the data dir has.
+        existing = [int(p.name[6:]) + 1 for p in data_dir.glob("shard-*") if p.name[6:].isdigit()] if data_dir else []
+        count = max([count, *existing])
         self.services = [
             ShardService(settings, data_dir / f"shard-{i}" if data_dir is not None else None) for i in range(count)
         ]
         self.replicas = [LocalReplica(f"local-shard-{i}", s) for i, s in enumerate(self.services)]
         self._loops: list[asyncio.Task[None]] = []
+
+    async def grow(self, groups: int, shards: Any) -> None:
+        """Add local shard groups until `shards` (the coordinator's ShardSet) has `groups` (a reshard
+        to more groups): each with its own data dir, kept across restarts (see __init__)."""
+        while len(shards.shards) < groups:
+            i = len(self.services)
+            service = ShardService(self.settings, self.data_dir / f"shard-{i}" if self.data_dir is not None else None)
+            await asyncio.to_thread(service.recover)
+            replica = LocalReplica(f"local-shard-{i}", service)
+            self.services.append(service)
+            self.replicas.append(replica)
+            shards.shards.append(ShardGroup(len(shards.shards), [replica]))  # type: ignore[list-item]
+            log.info("added local shard group %d (%s)", i, service.data_dir or "in memory")
 
     async def start(self) -> None:
         for s in self.services:

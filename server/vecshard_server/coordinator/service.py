@@ -14,8 +14,11 @@ worker thread once the request passes a small size, inline below it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,7 @@ from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import types_pb2, vector_search_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.config import Settings
+from vecshard_server.common.placement import Placement, physical_name
 from vecshard_server.common.results import scroll_next
 from vecshard_server.common.rpc import TRAIN_EPOCH, Server
 from vecshard_server.common.security import ApiKeys
@@ -55,7 +59,7 @@ from vecshard_server.coordinator.admission import (
 )
 from vecshard_server.coordinator.catalog import Catalog, Collection
 from vecshard_server.coordinator.coalesce import Coalescer, Identity
-from vecshard_server.coordinator.fanout import TOLERABLE, Encoded, Fanout, ShardSet
+from vecshard_server.coordinator.fanout import TOLERABLE, Encoded, Fanout, ShardSet, ShardView
 from vecshard_server.coordinator.inputs import (
     check_search_cost,
     get_row_bytes,
@@ -71,7 +75,7 @@ from vecshard_server.coordinator.inputs import (
 from vecshard_server.coordinator.local import LocalShards
 from vecshard_server.coordinator.merge import merge_refined, merge_topk
 from vecshard_server.coordinator.payload_inputs import check_filter, check_payloads
-from vecshard_server.coordinator.placement import split_by_shard
+from vecshard_server.coordinator.reshard import Resharder
 from vecshard_server.coordinator.training import DEFAULT_SEED, Trainer, sample_quotas, shard_seed
 from vecshard_server.embedding.registry import RegistryError
 from vecshard_server.embedding.service import (
@@ -94,6 +98,42 @@ COALESCE_ROWS = 16  # searches of at most this many queries share fan-outs with 
 ROLLBACK_RETRY_S = 120.0  # unreachable groups are retried in the background this long
 
 
+REROUTES = 3  # a request racing a reshard's steps is re-routed (catalog refreshed) and retried this often
+
+
+def rerouted(handler: Any) -> Any:
+    """Retry a collection's request on the collection's new route when a reshard moved it meanwhile:
+    a shard fenced the write (ABORTED) or no longer holds the partition (NOT_FOUND), and the refreshed
+    catalog routes the collection differently. Never answered from a mix of two placements: each
+    try reads one placement whole."""
+
+    @functools.wraps(handler)
+    async def call(self: CoordinatorService, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        for attempt in range(REROUTES + 1):
+            name = getattr(request, "collection", "") or getattr(request, "name", "")
+            before = self.catalog.collections.get(name)
+            route = before and (before.spec.name, before.next, before.view.known_epoch)
+            try:
+                return await handler(self, request, context)
+            except (Aborted, NotFound) as err:
+                if attempt == REROUTES or before is None:
+                    raise
+                if (
+                    isinstance(err, NotFound)
+                    and "does not exist on this shard" not in err.details
+                    and ("was dropped" not in err.details)
+                ):
+                    raise
+                await self.catalog.refresh(self._timeout(context))
+                after = self.catalog.collections.get(name)
+                if after is None or (after.spec.name, after.next, after.view.known_epoch) == route:
+                    raise
+                log.info("%s of %s re-routed: the collection's placement changed meanwhile", handler.__name__, name)
+        raise AssertionError("unreachable")
+
+    return call
+
+
 class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
     def __init__(
         self, settings: Settings, shard_addresses: list[str], embeddings: Embeddings, local: LocalShards | None = None
@@ -108,6 +148,8 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         self.coalescer = Coalescer(self._coalesced_round)
         self._background: set[asyncio.Future[None]] = set()
         self.ready = False
+        self.resharder = Resharder(self)
+        self.search_latency_s = 0.0  # an exponential average of Search latency (a reshard's throttle)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -159,6 +201,9 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
     ) -> pb.CollectionInfo:
         timeout = self._timeout(context)
         spec = CollectionSpec.validate(await self._bind_model(request.config, timeout), self.settings)
+        placement = self.catalog.creation_placement()
+        spec = dataclasses.replace(spec, placement_function=placement.function, placement_shards=placement.shards,
+                                   placement_epoch=0)  # fmt: skip
         async with self.catalog.lock:  # no refresh can interleave and drop what this creates
             await self.catalog.refresh_locked(timeout)
             if spec.name in self.catalog.collections:
@@ -208,11 +253,15 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             request.name, lambda: self._timeout(context), if_missing="nothing to drop", conflict_ok=True
         )
         async with self.catalog.lock:
-            out = await self.shards.call(
-                "DropCollection", self.shards.all(request), self._timeout(context), fail_fast=False
-            )
-            if out.failures:
-                raise self.shards.first_error(out.failures)
+            # Every placement's partition (a reshard in progress has two), on every group.
+            newest = physical_name(coll.name, coll.view.known_epoch)  # (a reshard's, even one being aborted)
+            for name in sorted({coll.spec.name, newest}):
+                out = await self.shards.call(
+                    "DropCollection", self.shards.all(pb.DropCollectionRequest(name=name)), self._timeout(context),
+                    fail_fast=False,
+                )  # fmt: skip
+                if out.failures:
+                    raise self.shards.first_error(out.failures)
             if coll.auto_train is not None:
                 coll.auto_train.cancel()
             self.catalog.collections.pop(request.name, None)
@@ -228,6 +277,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             collections=[self.catalog.info(self.catalog.collections[n], {}) for n in sorted(self.catalog.collections)]
         )
 
+    @rerouted
     async def DescribeCollection(
         self, request: pb.DescribeCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.CollectionInfo:
@@ -241,6 +291,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
 
     # -- data -----------------------------------------------------------------------------------
 
+    @rerouted
     async def Add(self, request: pb.AddRequest, context: grpc.aio.ServicerContext) -> pb.AddResponse:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
         if request.texts or request.images:  # per-request limits before anything is embedded or written
@@ -251,7 +302,6 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             return await self._add(coll, request, context)
 
     async def _add(self, coll: Collection, request: pb.AddRequest, context: grpc.aio.ServicerContext) -> pb.AddResponse:
-        spec = coll.spec
         id_bytes = request.ids
         heavy = len(id_bytes) + 4 * request.vectors.rows * request.vectors.cols > offload.INLINE_BYTES
         ids = await offload.run(heavy, request_ids, self.settings, id_bytes, unique=True)
@@ -260,27 +310,55 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             types_pb2.INPUT_ROLE_PASSAGE, "vectors", self._timeout(context),
         )  # fmt: skip
         heavy = heavy or vectors.nbytes > offload.INLINE_BYTES
-        requests = await offload.run(heavy, self._add_requests, request, spec, ids, vectors, given, heavy)
+        writers = coll.writers
+        routed = [
+            (
+                view,
+                await offload.run(
+                    heavy,
+                    self._add_requests,
+                    request,
+                    spec_,
+                    place,
+                    ids,
+                    vectors,
+                    given,
+                    heavy,
+                    request.upsert or n > 0,
+                ),
+            )  # fmt: skip
+            for n, (view, place, spec_) in enumerate(writers)
+        ]
         timeout = self._timeout(context)  # after embedding, which may have taken most of it
         # Every write carries a version (replicas keep the newest per id). A non-upsert Add is all or
         # nothing: shards commit only before their deadline, and a failure anywhere takes back, on
-        # every group, exactly what this request wrote (its version).
+        # every group, exactly what this request wrote (its version). During a reshard the current
+        # placement decides (ALREADY_EXISTS there refuses the Add); the new one then takes it as an
+        # upsert of the same version.
         version = self.shards.clock.next()
         token = 0 if request.upsert else version
 
-        async def commit() -> Fanout:
-            out = await self.shards.call("Add", requests, timeout, fail_fast=False, version=version)
-            for s, resp in out.results.items():
-                coll.shard_counts[s] = resp.count
-            if out.failures and token:
-                await self._rollback_add(coll, requests, token)
-            return out
+        async def commit() -> tuple[ShardView, Fanout]:
+            done: list[tuple[ShardView, dict[int, Any]]] = []
+            for n, (view, requests) in enumerate(routed):
+                out = await view.call("Add", requests, timeout, fail_fast=False, version=version)
+                done.append((view, requests))
+                if n == 0:
+                    for s, resp in out.results.items():
+                        coll.shard_counts[s] = resp.count
+                    first = out
+                if out.failures:
+                    if token:
+                        for v, reqs in done:
+                            await self._rollback_add(coll, v, reqs, token, counted=v is coll.view)
+                    return view, out
+            return coll.view, first
 
         # Shielded: a caller that gives up (its deadline may pass before the shards' reserve-shortened
         # one) must not leave the fan-out or its rollback half done.
-        out = await asyncio.shield(asyncio.ensure_future(commit()))
+        view, out = await asyncio.shield(asyncio.ensure_future(commit()))
         if out.failures:
-            raise self.shards.first_error(out.failures)
+            raise view.first_error(out.failures)
         self.trainer.maybe_auto_train(coll)
         return pb.AddResponse(
             added=sum(r.added for r in out.results.values()),
@@ -292,10 +370,12 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         self,
         request: pb.AddRequest,
         spec: CollectionSpec,
+        placement: Placement,
         ids: wire.IdArray,
         vectors: wire.FloatArray,
         given: bool,
         encode: bool,
+        upsert: bool,
     ) -> dict[int, pb.AddRequest | Encoded]:
         """Check the vectors and split the Add by shard (each part encoded here, when big)."""
         if vectors.shape[0] != ids.size:
@@ -303,13 +383,14 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         wire.check_vectors(vectors, spec.dim)
         if spec.metric.value == "cosine":
             vectors = normalize_rows(vectors, "vectors")
-        parts = split_by_shard(ids, len(self.shards))
+        parts = placement.split(ids)
         payloads: Any = request.payloads
         if spec.store_text and request.texts:
             payloads = [with_text(payloads[i] if payloads else None, t) for i, t in enumerate(request.texts)]
         requests: dict[int, pb.AddRequest] = {}
         for s, pos in enumerate(parts):
-            if pos.size == ids.size and given and spec.metric.value != "cosine":
+            same = spec.name == request.collection and upsert == request.upsert
+            if pos.size == ids.size and given and spec.metric.value != "cosine" and same:
                 requests = {s: request}  # everything on one shard: forward the bytes as they came
                 break
             if pos.size:
@@ -317,38 +398,45 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                     collection=spec.name,
                     ids=wire.pack_ids(ids[pos]),
                     vectors=wire.pack_matrix(vectors[pos]),
-                    upsert=request.upsert,
+                    upsert=upsert,
                     payloads=[payloads[j] for j in pos.tolist()] if payloads else None,
                 )
         return {s: Encoded.of(r) if encode else r for s, r in requests.items()}
 
-    async def _rollback_add(self, coll: Collection, requests: dict[int, Any], token: int) -> None:
+    async def _rollback_add(
+        self, coll: Collection, view: ShardView, requests: dict[int, Any], token: int, counted: bool = True
+    ) -> None:
         """Take a failed non-upsert Add back out of every group it was sent to: only the ids whose last
         write is still this Add (a concurrent acknowledged upsert of the same id stays). A shard also
         remembers the token as rolled back, so the Add arriving there later is refused: the order of
         the two does not matter. Groups that cannot be reached now are retried in the background."""
         pending = {
-            s: spb.RollbackAddRequest(collection=coll.spec.name, write_token=token, ids=_message(req).ids)
+            s: spb.RollbackAddRequest(collection=_message(req).collection, write_token=token, ids=_message(req).ids)
             for s, req in requests.items()
         }
-        if await self._rollback_round(coll, pending):
-            retry = asyncio.ensure_future(self._rollback_retries(coll, pending))
+        counts = coll.shard_counts if counted else [0] * len(view)
+        if await self._rollback_round(view, counts, pending):
+            retry = asyncio.ensure_future(self._rollback_retries(view, counts, pending))
             self._background.add(retry)
             retry.add_done_callback(self._background.discard)
 
-    async def _rollback_round(self, coll: Collection, pending: dict[int, spb.RollbackAddRequest]) -> bool:
+    async def _rollback_round(
+        self, view: ShardView, counts: list[int], pending: dict[int, spb.RollbackAddRequest]
+    ) -> bool:
         """One RollbackAdd to each pending group; drops the groups that answered. True if any remain."""
-        out = await self.shards.call("RollbackAdd", pending, ROLLBACK_TIMEOUT_S, fail_fast=False)
+        out = await view.call("RollbackAdd", pending, ROLLBACK_TIMEOUT_S, fail_fast=False)
         for s, resp in out.results.items():
-            coll.shard_counts[s] = max(0, coll.shard_counts[s] - resp.removed)
+            counts[s] = max(0, counts[s] - resp.removed)
             del pending[s]
         return bool(pending)
 
-    async def _rollback_retries(self, coll: Collection, pending: dict[int, spb.RollbackAddRequest]) -> None:
+    async def _rollback_retries(
+        self, view: ShardView, counts: list[int], pending: dict[int, spb.RollbackAddRequest]
+    ) -> None:
         deadline = time.monotonic() + ROLLBACK_RETRY_S
         while time.monotonic() < deadline:
             await asyncio.sleep(1.0)
-            if not await self._rollback_round(coll, pending):
+            if not await self._rollback_round(view, counts, pending):
                 return
         names = ", ".join(self.shards.shards[s].name for s in pending)
         log.error(
@@ -356,15 +444,23 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             "them or retry the Add with upsert", names, ROLLBACK_RETRY_S,
         )  # fmt: skip
 
+    @rerouted
     async def Remove(self, request: pb.RemoveRequest, context: grpc.aio.ServicerContext) -> pb.RemoveResponse:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
         if request.HasField("filter"):
             if request.ids:
                 raise InvalidArgument("send ids or a filter, not both")
             check_filter(request.filter, self.settings, write="Remove")
-            requests = self.shards.all(pb.RemoveRequest(collection=coll.spec.name, filter=request.filter))
-            out = await self.shards.call("Remove", requests, self._timeout(context), fail_fast=False)
-            return self._removed(coll, out)
+            if coll.next is not None:  # a reshard copies: remove the matching ids from both placements
+                ids = await self._matching_ids(coll, request.filter, self._timeout(context))
+                return await self._remove_ids_everywhere(coll, ids, context)
+            version = self.shards.clock.next()
+            outs = await asyncio.gather(*(
+                view.call("Remove", view.all(pb.RemoveRequest(collection=spec.name, filter=request.filter)),
+                          self._timeout(context), fail_fast=False, version=version)
+                for view, _, spec in coll.writers
+            ))  # fmt: skip
+            return self._removed(coll, outs)
         if not request.ids:
             raise InvalidArgument("ids is empty: send the ids to remove, or a filter")
         with self.admission.admit(ids_cost(len(request.ids)), f"a Remove of {len(request.ids) // 8} ids"):
@@ -374,27 +470,45 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         self, coll: Collection, request: pb.RemoveRequest, context: grpc.aio.ServicerContext
     ) -> pb.RemoveResponse:
         id_bytes = request.ids
-        requests = await offload.run(len(id_bytes) > offload.INLINE_BYTES // 8, self._remove_requests, coll, id_bytes)
-        return self._removed(coll, await self.shards.call("Remove", requests, self._timeout(context), fail_fast=False))
+        ids = await offload.run(len(id_bytes) > offload.INLINE_BYTES // 8, self._remove_ids, id_bytes)
+        return await self._remove_ids_everywhere(coll, ids, context)
 
-    def _removed(self, coll: Collection, out: Fanout) -> pb.RemoveResponse:
+    async def _remove_ids_everywhere(
+        self, coll: Collection, ids: wire.IdArray, context: grpc.aio.ServicerContext
+    ) -> pb.RemoveResponse:
+        """Remove `ids` from every placement the collection is written to (a removal of an id a reshard
+        has not copied yet leaves a tombstone, which the copy cannot overtake)."""
+        version = self.shards.clock.next()  # (one version for both placements of a reshard)
+        outs = await asyncio.gather(*(
+            view.call("Remove", self._remove_requests(spec, place, ids), self._timeout(context), fail_fast=False,
+                      version=version)
+            for view, place, spec in coll.writers
+        ))  # fmt: skip
+        return self._removed(coll, outs)
+
+    def _removed(self, coll: Collection, outs: Sequence[Fanout]) -> pb.RemoveResponse:
+        """The current placement's answer (during a reshard, the new one's must have succeeded too)."""
         removed = 0
-        for s, resp in out.results.items():
+        for s, resp in outs[0].results.items():
             coll.shard_counts[s] = max(0, coll.shard_counts[s] - resp.removed)
             removed += resp.removed
-        if out.failures:
-            raise self.shards.first_error(out.failures)
+        for out in outs:
+            if out.failures:
+                raise self.shards.first_error(out.failures)
         return pb.RemoveResponse(removed=removed)
 
-    def _remove_requests(self, coll: Collection, id_bytes: bytes) -> dict[int, pb.RemoveRequest]:
-        ids = np.unique(request_ids(self.settings, id_bytes, unique=False))
-        parts = split_by_shard(ids, len(self.shards))
+    def _remove_ids(self, id_bytes: bytes) -> wire.IdArray:
+        return np.unique(request_ids(self.settings, id_bytes, unique=False))
+
+    @staticmethod
+    def _remove_requests(spec: CollectionSpec, placement: Placement, ids: wire.IdArray) -> dict[int, pb.RemoveRequest]:
         return {
-            s: pb.RemoveRequest(collection=coll.spec.name, ids=wire.pack_ids(ids[pos]))
-            for s, pos in enumerate(parts)
+            s: pb.RemoveRequest(collection=spec.name, ids=wire.pack_ids(ids[pos]))
+            for s, pos in enumerate(placement.split(ids))
             if pos.size
         }
 
+    @rerouted
     async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.GetResponse:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
         id_bytes = request.ids
@@ -402,7 +516,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         with self.admission.admit(ids_cost(len(id_bytes), row_bytes), f"a Get of {len(id_bytes) // 8} ids"):
             heavy = len(id_bytes) // 8 * row_bytes > offload.INLINE_BYTES
             ids, parts, requests = await offload.run(heavy, self._get_requests, coll, id_bytes, request.with_payload)
-            out = await self.shards.call("Get", requests, self._timeout(context))
+            out = await coll.view.call("Get", requests, self._timeout(context))
             resp = await offload.run(heavy, self._get_response, coll, request.allow_missing, ids, parts, out.results)
             if request.with_payload.enable:
                 self._check_reply(resp, "get fewer ids per call, or fewer payload fields")
@@ -418,7 +532,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 f"{ids.size} vectors of dim {coll.spec.dim} would exceed the message limit: get at most "
                 f"{limit} ids per call"
             )
-        parts = split_by_shard(ids, len(self.shards))
+        parts = coll.placement.split(ids)
         requests = {
             s: Encoded.of(
                 pb.GetRequest(collection=coll.spec.name, ids=wire.pack_ids(ids[pos]), with_payload=with_payload),
@@ -466,7 +580,15 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             )
         return pb.GetResponse(vectors=wire.pack_matrix(vectors), found=found.tobytes(), payloads=payloads)
 
+    @rerouted
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
+        started = time.perf_counter()
+        try:
+            return await self._search(request, context)
+        finally:
+            self.search_latency_s = 0.9 * self.search_latency_s + 0.1 * (time.perf_counter() - started)
+
+    async def _search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
         spec = coll.spec
         k = request.k
@@ -512,7 +634,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 out = await self._search_shards(coll, shard_req, allow_partial, context)
                 heavy = nq * k * refine * len(out.results) > offload.INLINE_RESULTS
                 resp = await offload.run(
-                    heavy, self._merged, out.results, nq, k, spec.larger_is_better, with_payload, refine
+                    heavy, self._merged, out.results, nq, k, spec.larger_is_better, with_payload, refine, len(coll.view)
                 )
                 resp.failed_shards.extend(self.shards.shards[s].name for s in sorted(out.failures))
                 if with_payload:
@@ -547,7 +669,8 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         context = max(contexts, key=lambda c: c.time_remaining() or float("inf"))
         out = await self._search_shards(coll, shard_req, allow_partial, context)
         heavy = nq * k * refine * len(out.results) > offload.INLINE_RESULTS
-        merged = await offload.run(heavy, self._merged, out.results, nq, k, coll.spec.larger_is_better, False, refine)
+        merged = await offload.run(heavy, self._merged, out.results, nq, k, coll.spec.larger_is_better, False, refine,
+                                   len(coll.view))  # fmt: skip
         D = np.frombuffer(merged.distances, dtype=wire.F32).reshape(nq, k)
         I = np.frombuffer(merged.ids, dtype=wire.I64).reshape(nq, k)
         failed = [self.shards.shards[s].name for s in sorted(out.failures)]
@@ -564,8 +687,8 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 await self.trainer.settle(coll, self._timeout(context))
             TRAIN_EPOCH.set(coll.epoch if spec.is_ivf else None)
             try:
-                out = await self.shards.call(
-                    "Search", self.shards.all(shard_req), self._timeout(context), fail_fast=not allow_partial
+                out = await coll.view.call(
+                    "Search", coll.view.all(shard_req), self._timeout(context), fail_fast=not allow_partial
                 )
             except Aborted:
                 out = None
@@ -626,6 +749,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                     spec.larger_is_better,
                     request.with_payload.enable,
                     refine,
+                    len(coll.view),
                 )
                 D[a:b] = np.frombuffer(merged.distances, dtype=wire.F32).reshape(b - a, k)
                 I[a:b] = np.frombuffer(merged.ids, dtype=wire.I64).reshape(b - a, k)
@@ -641,7 +765,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 w.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             raise
-        total = len(self.shards)
+        total = len(coll.view)
         resp = await offload.run(
             True,
             lambda: pb.SearchResponse(
@@ -673,7 +797,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         k = request.k
         queries = self._checked_queries(request, spec, queries)
         shard_req = request  # forwarded as received unless the queries must change
-        if spec.metric.value == "cosine" or not given:
+        if spec.metric.value == "cosine" or not given or request.collection != spec.name:
             shard_req = pb.SearchRequest(collection=spec.name, queries=wire.pack_matrix(queries), k=k,
                                          with_payload=request.with_payload)  # fmt: skip
             if request.HasField("filter"):
@@ -685,7 +809,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
 
     def _merged(
         self, replies: dict[int, bytes], nq: int, k: int, larger_is_better: bool, with_payload: bool = False,
-        refine: int = 1,
+        refine: int = 1, total: int = 0,
     ) -> pb.SearchResponse:  # fmt: skip
         """The shards' top-k (their replies' bytes) merged into the response, with the winners'
         payloads and the shards' filter plans. refine > 1: each shard sent k * refine candidates
@@ -701,7 +825,12 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         else:
             D, I = merge_topk(distances, ids, k, larger_is_better)
         resp = pb.SearchResponse(
-            nq=nq, k=k, distances=D.tobytes(), ids=I.tobytes(), shards_total=len(self.shards), shards_ok=len(results)
+            nq=nq,
+            k=k,
+            distances=D.tobytes(),
+            ids=I.tobytes(),
+            shards_total=total or len(self.shards),
+            shards_ok=len(results),
         )
         for s in order:
             for plan in results[s].plans:
@@ -726,6 +855,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 f"({self.settings.max_message_bytes:,}): {fix}"
             )
 
+    @rerouted
     async def Sample(self, request: pb.SampleRequest, context: grpc.aio.ServicerContext) -> pb.SampleResponse:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
         spec = coll.spec
@@ -750,7 +880,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         counts = [s.count for s in info.shards]
         quotas = sample_quotas(counts, min(sum(counts), request.max_points)) if sum(counts) else [0] * len(counts)
         seed = request.seed or DEFAULT_SEED
-        out = await self.shards.call(
+        out = await coll.view.call(
             "Sample",
             {
                 s: Encoded.of(
@@ -791,11 +921,12 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
 
     # -- payloads -------------------------------------------------------------------------------
 
+    @rerouted
     async def Count(self, request: pb.CountRequest, context: grpc.aio.ServicerContext) -> pb.CountResponse:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
         if request.HasField("filter"):
             check_filter(request.filter, self.settings)
-        out = await self.shards.call("Count", self.shards.all(request), self._timeout(context))
+        out = await coll.view.call("Count", coll.view.all(request), self._timeout(context))
         resp = pb.CountResponse(count=sum(r.count for r in out.results.values()))
         for s in sorted(out.results):
             for plan in out.results[s].plans:
@@ -806,6 +937,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 coll.shard_counts[s] = r.count
         return resp
 
+    @rerouted
     async def Scroll(self, request: pb.ScrollRequest, context: grpc.aio.ServicerContext) -> pb.ScrollResponse:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
         if request.HasField("filter"):
@@ -818,7 +950,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         shard_req = pb.ScrollRequest()
         shard_req.CopyFrom(request)
         shard_req.limit = limit
-        out = await self.shards.call("Scroll", self.shards.all(shard_req), self._timeout(context))
+        out = await coll.view.call("Scroll", coll.view.all(shard_req), self._timeout(context))
         return await offload.run(limit * coll.spec.dim > 1 << 16, self._scrolled, coll, request, limit, out.results)
 
     def _scrolled(
@@ -849,10 +981,11 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         self._check_reply(out, "ask for a smaller limit or fewer payload fields")
         return out
 
+    @rerouted
     async def SetPayload(
         self, request: pb.SetPayloadRequest, context: grpc.aio.ServicerContext
     ) -> pb.SetPayloadResponse:
-        await self.catalog.get(request.collection, lambda: self._timeout(context))  # NOT_FOUND first
+        coll = await self.catalog.get(request.collection, lambda: self._timeout(context))  # NOT_FOUND first
         by_filter = request.HasField("filter")
         if by_filter == bool(request.ids):
             raise InvalidArgument("send exactly one of ids and filter: the points whose payload to write")
@@ -869,22 +1002,59 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         check_payloads([request.payload], 1, self.settings)
         if by_filter:
             check_filter(request.filter, self.settings, write="SetPayload")
-            requests: dict[int, Any] = self.shards.all(request)
-        else:
-            ids = np.unique(request_ids(self.settings, request.ids, unique=False))
+        ids = None if by_filter else np.unique(request_ids(self.settings, request.ids, unique=False))
+
+        def requests_of(view: ShardView, placement: Placement) -> dict[int, Any]:
+            if ids is None:
+                return view.all(request)
             requests = {}
-            for s, pos in enumerate(split_by_shard(ids, len(self.shards))):
+            for s, pos in enumerate(placement.split(ids)):
                 if pos.size:
                     part = pb.SetPayloadRequest()
                     part.CopyFrom(request)
                     part.ids = wire.pack_ids(ids[pos])
                     requests[s] = part
-        with self.admission.admit(ids_cost(len(request.ids)), "a SetPayload"):
-            out = await self.shards.call("SetPayload", requests, self._timeout(context), fail_fast=False)
-        if out.failures:
-            raise self.shards.first_error(out.failures)
-        return pb.SetPayloadResponse(updated=sum(r.updated for r in out.results.values()))
+            return requests
 
+        version = self.shards.clock.next()
+        with self.admission.admit(ids_cost(len(request.ids)), "a SetPayload"):
+            if coll.next is not None:
+                # A reshard copies: a partial write on the new placement could land on a point not
+                # copied yet (ignored there) or copied from before it. Write the current placement,
+                # then copy the points it changed (whole, with their versions) to the new one.
+                if ids is None:
+                    ids = await self._matching_ids(coll, request.filter, self._timeout(context))
+                out = await coll.view.call("SetPayload", requests_of(coll.view, coll.placement),
+                                           self._timeout(context), fail_fast=False, version=version)  # fmt: skip
+                if out.failures:
+                    raise self.shards.first_error(out.failures)
+                await self.resharder.recopy(coll, ids, self._timeout(context))
+                return pb.SetPayloadResponse(updated=sum(r.updated for r in out.results.values()))
+            outs = await asyncio.gather(*(
+                view.call("SetPayload", requests_of(view, place), self._timeout(context), fail_fast=False,
+                          version=version)
+                for view, place, _ in coll.writers
+            ))  # fmt: skip
+        for out in outs:
+            if out.failures:
+                raise self.shards.first_error(out.failures)
+        return pb.SetPayloadResponse(updated=sum(r.updated for r in outs[0].results.values()))
+
+    async def _matching_ids(self, coll: Collection, f: ppb.Filter, timeout: float) -> wire.IdArray:
+        """Every id of the collection's current placement whose payload matches `f` (Scroll pages)."""
+        found: list[wire.IdArray] = []
+        for s in range(len(coll.view)):
+            start = 0
+            while True:
+                req = pb.ScrollRequest(collection=coll.spec.name, filter=f, start_id=start, limit=MAX_SCROLL)
+                page = (await coll.view.call("Scroll", {s: req}, timeout)).results[s]
+                found.append(wire.unpack_ids(page.ids))
+                if page.done or not page.ids:
+                    break
+                start = page.next_start_id
+        return np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
+
+    @rerouted
     async def CreatePayloadIndex(
         self, request: pb.CreatePayloadIndexRequest, context: grpc.aio.ServicerContext
     ) -> pb.CollectionInfo:
@@ -893,12 +1063,16 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             raise InvalidArgument(f"field must be a key or a dotted path like 'meta.lang', got {request.field!r}")
         if request.type not in (1, 2, 3, 4):
             raise InvalidArgument("type must be KEYWORD, INTEGER, FLOAT or BOOL")
-        out = await self.shards.call("CreatePayloadIndex", self.shards.all(request), self._timeout(context),
-                                     fail_fast=False)  # fmt: skip
-        if out.failures:
-            raise self.shards.first_error(out.failures)
-        return self.catalog.info(coll, out.results)
+        outs = await asyncio.gather(*(
+            view.call("CreatePayloadIndex", view.all(request), self._timeout(context), fail_fast=False)
+            for view, _, _ in coll.writers
+        ))  # fmt: skip
+        for out in outs:
+            if out.failures:
+                raise self.shards.first_error(out.failures)
+        return self.catalog.info(coll, outs[0].results)
 
+    @rerouted
     async def DropPayloadIndex(
         self, request: pb.DropPayloadIndexRequest, context: grpc.aio.ServicerContext
     ) -> pb.CollectionInfo:
@@ -907,11 +1081,14 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             await self.catalog.describe(coll, self._timeout(context))
         if not any(f == request.field for indexes in coll.shard_indexes.values() for f, _ in indexes):
             raise NotFound(f"collection {coll.spec.name!r} has no payload index on {request.field!r}")
-        out = await self.shards.call("DropPayloadIndex", self.shards.all(request), self._timeout(context),
-                                     fail_fast=False)  # fmt: skip
-        failures = {s: e for s, e in out.failures.items() if e.code() != grpc.StatusCode.NOT_FOUND}
-        if failures:
-            raise self.shards.first_error(failures)
+        outs = await asyncio.gather(*(
+            view.call("DropPayloadIndex", view.all(request), self._timeout(context), fail_fast=False)
+            for view, _, _ in coll.writers
+        ))  # fmt: skip
+        for out in outs:
+            failures = {s: e for s, e in out.failures.items() if e.code() != grpc.StatusCode.NOT_FOUND}
+            if failures:
+                raise self.shards.first_error(failures)
         return await self.catalog.describe(coll, self._timeout(context))
 
     async def Embed(
@@ -929,10 +1106,17 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
 
     # -- training -------------------------------------------------------------------------------
 
+    async def Reshard(self, request: pb.ReshardRequest, context: grpc.aio.ServicerContext) -> pb.ReshardResponse:
+        return await self.resharder.handle(request)
+
     async def Train(self, request: pb.TrainRequest, context: grpc.aio.ServicerContext) -> pb.CollectionInfo:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
         if not coll.spec.is_ivf:
             raise FailedPrecondition(f"collection {coll.spec.name!r} is FLAT: only IVF_FLAT collections are trained")
+        if coll.reshard_phase:
+            raise FailedPrecondition(
+                f"collection {coll.name!r} is being resharded: train it when the reshard is done (or aborted)"
+            )
         if 0 < request.max_training_points < coll.spec.nlist:
             raise InvalidArgument(
                 f"max_training_points ({request.max_training_points}) is below nlist ({coll.spec.nlist}): k-means "

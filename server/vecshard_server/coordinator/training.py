@@ -50,6 +50,7 @@ class Trainer:
             spec.is_ivf
             and not coll.trained
             and not coll.training
+            and not coll.reshard_phase  # (a reshard copies the training it started with)
             and coll.count >= spec.train_threshold
             and (coll.auto_train is None or coll.auto_train.done())
         ):
@@ -118,9 +119,9 @@ class Trainer:
         packed = wire.pack_matrix(centroids)
         prepare = request(spb.INSTALL_MODE_PREPARE, centroids=packed, codec=codec)
         deciding = request(spb.INSTALL_MODE_PREPARE, centroids=packed, decide=True, codec=codec)
-        others = range(1, len(self.shards))
+        others = range(1, len(coll.view))
         try:
-            await self.shards.call("InstallQuantizer", {0: Encoded.of(deciding)}, timeout)
+            await coll.view.call("InstallQuantizer", {0: Encoded.of(deciding)}, timeout)
         except FailedPrecondition as err:
             raise FailedPrecondition(
                 f"collection {spec.name!r} is being trained by another coordinator ({err.details}): describe it "
@@ -128,10 +129,10 @@ class Trainer:
             ) from None
         if others:
             encoded = Encoded.of(prepare)
-            await self.shards.call("InstallQuantizer", {s: encoded for s in others}, timeout)
+            await coll.view.call("InstallQuantizer", {s: encoded for s in others}, timeout)
         activate = request(spb.INSTALL_MODE_ACTIVATE)
-        first = await self.shards.call("InstallQuantizer", {0: activate}, timeout)
-        rest = await self.shards.call("InstallQuantizer", {s: activate for s in others}, timeout) if others else None
+        first = await coll.view.call("InstallQuantizer", {0: activate}, timeout)
+        rest = await coll.view.call("InstallQuantizer", {s: activate for s in others}, timeout) if others else None
         self.catalog.info(coll, {**first.results, **(rest.results if rest else {})})
 
     async def settle(self, coll: Collection, timeout: float) -> None:
@@ -148,17 +149,17 @@ class Trainer:
             await self.catalog.describe(coll, timeout)
             if coll.epoch is not None:
                 return
-            newest = max(range(len(self.shards)), key=lambda s: coll.shard_epochs[s])
+            newest = max(range(len(coll.view)), key=lambda s: coll.shard_epochs[s])
             req = pb.DescribeCollectionRequest(name=coll.spec.name, include_centroids=True)
-            state = (await self.shards.call("DescribeCollection", {newest: req}, timeout)).results[newest]
+            state = (await coll.view.call("DescribeCollection", {newest: req}, timeout)).results[newest]
             install = spb.InstallQuantizerRequest(
                 collection=coll.spec.name, centroids=state.centroids, epoch=state.train_epoch,
                 train_id=state.train_id, mode=spb.INSTALL_MODE_ONE_STEP, codec=state.codec,
             )  # fmt: skip
-            behind = {s: install for s in range(len(self.shards)) if coll.shard_epochs[s] < state.train_epoch}
+            behind = {s: install for s in range(len(coll.view)) if coll.shard_epochs[s] < state.train_epoch}
             log.warning("collection %s: shards %s are behind training epoch %d: completing it", coll.spec.name,
                         sorted(behind), state.train_epoch)  # fmt: skip
-            done = await self.shards.call("InstallQuantizer", behind, timeout, fail_fast=False)
+            done = await coll.view.call("InstallQuantizer", behind, timeout, fail_fast=False)
             self.catalog.info(coll, done.results)
 
     async def sample(

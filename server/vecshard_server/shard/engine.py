@@ -1030,11 +1030,20 @@ class ShardIndex:
             return chosen, self._vectors(chosen)
 
     def export_page(
-        self, after_id: int, limit: int, tombstones: bool = True
+        self,
+        after_id: int,
+        limit: int,
+        tombstones: bool = True,
+        keep: Callable[[I64], npt.NDArray[np.bool_]] | None = None,
+        scanned: list[tuple[int, bool]] | None = None,
     ) -> tuple[I64, F32, I64, I64, I64, list[PayloadDict | None]]:
         """The first `limit` entries with id > after_id, in ascending id order: (ids, vectors, versions)
         of the stored ones, (ids, versions) of the tombstones (none unless `tombstones`), and the
-        payloads of the stored ones."""
+        payloads of the stored ones.
+
+        keep: of those entries, only the ids it accepts (a reshard's pages: the ids of one group under
+        the new placement); `scanned` then receives (the highest id scanned, whether the scan reached
+        the end)."""
         with self._lock.read():
             # Sorted (id, version) arrays: a binary search to after_id, a slice of `limit`.
             live, versions = self._versions.arrays()
@@ -1049,8 +1058,29 @@ class ShardIndex:
                 dead, dead_versions = dead[keep_dead], dead_versions[keep_dead]
             live, versions = np.array(live), np.array(versions)  # (copies: the arrays may be the map's own)
             dead, dead_versions = np.array(dead), np.array(dead_versions)
+            if keep is not None:
+                seen = live.size + dead.size
+                last = max(int(live[-1]) if live.size else after_id, int(dead[-1]) if dead.size else after_id)
+                if scanned is not None:
+                    scanned.append((last, seen < limit))
+                mine, mine_dead = keep(live), keep(dead)
+                live, versions = live[mine], versions[mine]
+                dead, dead_versions = dead[mine_dead], dead_versions[mine_dead]
             vectors = self._vectors(live) if live.size else np.empty((0, self.spec.dim), dtype=np.float32)
             return live, vectors, versions, dead, dead_versions, self.payloads_of(live)
+
+    def export_ids(self, ids: I64) -> tuple[I64, F32, I64, I64, I64, list[PayloadDict | None]]:
+        """`export_page`'s entries of exactly `ids` (ascending, distinct): those stored, and those
+        removed (their tombstones); ids never seen here are left out."""
+        with self._lock.read():
+            ids = np.unique(ids)
+            stored = [(i, v) for i in ids.tolist() if (v := self._versions.get(i)) is not None]
+            dead = [(i, v) for i in ids.tolist() if i not in self._versions and (v := self._tombs.get(i, 0))]
+            live = np.array([i for i, _ in stored], dtype=np.int64)
+            versions = np.array([v for _, v in stored], dtype=np.int64)
+            vectors = self._vectors(live) if live.size else np.empty((0, self.spec.dim), dtype=np.float32)
+            return (live, vectors, versions, np.array([i for i, _ in dead], dtype=np.int64),
+                    np.array([v for _, v in dead], dtype=np.int64), self.payloads_of(live))  # fmt: skip
 
     def _export(self) -> tuple[I64, F32]:
         """All (ids, vectors); the caller holds a lock."""

@@ -10,6 +10,7 @@ and only then report SERVING.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -44,10 +45,11 @@ from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.config import Settings
 from vecshard_server.common.memory import TRIM_EVERY_S, release_free_memory
 from vecshard_server.common.observability import CHECKPOINT_SECONDS, register_collections
+from vecshard_server.common.placement import Placement, parse_physical
 from vecshard_server.common.results import pad_distance, scroll_next
-from vecshard_server.common.rpc import TRAIN_EPOCH_HEADER, Server, header_int, write_token_from
+from vecshard_server.common.rpc import PLACEMENT_EPOCH_HEADER, TRAIN_EPOCH_HEADER, Server, header_int, write_token_from
 from vecshard_server.common.security import InternalAuth, shard_channel
-from vecshard_server.common.spec import CollectionSpec, check_name
+from vecshard_server.common.spec import CollectionSpec, check_partition_name
 from vecshard_server.common.versions import MAX_VERSION, NODE_BITS, WriteClock
 from vecshard_server.shard.accel import detect
 from vecshard_server.shard.batching import SearchBatcher
@@ -554,6 +556,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         committed: Callable[[], None] | None = None,
         record_at_commit: bool = False,
         token: int = 0,
+        fence: int | None = None,
     ) -> T:
         """Run a write with its log record appended under the collection lock, then wait for fsync.
 
@@ -568,11 +571,15 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         committed: runs right after the record is appended, under the same lock.
         record_at_commit: build the record there (when it depends on what the lock protects).
         token: the write token of a non-upsert Add: refused once RollbackAdd has seen it.
+        fence: the newest placement epoch the writer knows (a routed write): refused when this shard
+            holds a newer placement's partition of the collection (see `_fenced`).
         """
 
         def check() -> None:
             if part is not None and part.dropped:
                 raise NotFound(f"collection {part.spec.name!r} was dropped while this write waited: nothing written")
+            if part is not None and fence is not None:
+                self._fenced(part, fence)
             if part is not None and token and token in part.aborted:
                 raise DeadlineExceeded("this Add was rolled back by its coordinator before it arrived: nothing written")
             if deadline is not None and time.monotonic() > deadline:
@@ -608,6 +615,26 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         if lsns:
             wal.sync(lsns[-1])
         return result
+
+    def _fenced(self, part: ShardIndex, known: int) -> None:
+        """Refuse a write to `part` from a writer that knows placement epochs up to `known` only, when
+        this shard holds the collection at a newer epoch: a reshard has begun, and the writer would
+        miss the new placement (its copy may already have passed the id). Checked under the partition's
+        write lock, so a write either lands before the newer partition exists (and the reshard's copy,
+        which starts after, sees it) or is refused (the coordinator refreshes and writes both)."""
+        base, epoch = parse_physical(part.spec.name)
+        newer = max((e for b, e in map(parse_physical, list(self.collections)) if b == base), default=epoch)
+        if newer > max(known, epoch):
+            raise Aborted(
+                f"collection {base!r} is being resharded (placement epoch {newer} exists on this shard): "
+                "refresh the collection's placement and retry the write"
+            )
+
+    @staticmethod
+    def _known_epoch(context: grpc.aio.ServicerContext | None) -> int:
+        """The placement epoch a writer declares (-1: none declared, e.g. not a coordinator)."""
+        known = header_int(context.invocation_metadata(), PLACEMENT_EPOCH_HEADER) if context is not None else None
+        return -1 if known is None else known
 
     def _purge_before(self) -> int:
         """Versions of tombstones old enough to forget (settings.tombstone_ttl_s)."""
@@ -686,7 +713,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     def _create(self, config: types_pb2.CollectionConfig, incarnation: int = 0) -> spb.ShardCollectionState:
         # The coordinator's checks (metric, index type, dim, nlist within this process's limits): an
         # unknown metric was INTERNAL, and a dim of 2**32 - 1 a collection whose Get allocates 16 GB a row.
-        CollectionSpec.validate(config, self.settings)
+        CollectionSpec.validate(config, self.settings, partition=True)
         spec = CollectionSpec.from_proto(config)  # as sent: the coordinator filled in the defaults
         with self._catalog_lock:
             existing = self.collections.get(spec.name)
@@ -769,7 +796,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             raise DeadlineExceeded("this Add was rolled back by its coordinator before it arrived: nothing written")
         added, replaced = await self._run(
             self._writes,
-            self._logged,
+            functools.partial(self._logged, fence=self._known_epoch(context)),
             part,
             lambda: spb.WalRecord(add=request, version=version),
             lambda journal: part.add(ids, vectors, request.upsert, journal, version, request.payloads or None),
@@ -787,7 +814,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             resolved: list[np.ndarray] = []
             removed = await self._run(
                 self._writes,
-                self._logged,
+                functools.partial(self._logged, fence=self._known_epoch(context)),
                 part,
                 lambda: spb.WalRecord(
                     remove=pb.RemoveRequest(collection=part.spec.name, ids=wire.pack_ids(resolved[-1])), version=version
@@ -801,7 +828,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         ids = wire.unpack_ids(request.ids)
         removed = await self._run(
             self._writes,
-            self._logged,
+            functools.partial(self._logged, fence=self._known_epoch(context)),
             part,
             lambda: spb.WalRecord(remove=request, version=version),
             lambda journal: part.remove(ids, journal, version),
@@ -853,7 +880,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         )  # fmt: skip
 
     async def Resync(self, request: spb.ResyncRequest, context: grpc.aio.ServicerContext) -> spb.ShardCollectionState:
-        check_name(request.collection)
+        check_partition_name(request.collection)
         check_peer(request.peer)
         return await self._run(self._writes, self.resync, request.collection, request.peer)
 
@@ -979,7 +1006,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
         updated = await self._run(
             self._writes,
-            self._logged,
+            functools.partial(self._logged, fence=self._known_epoch(context)),
             part,
             record,
             lambda journal: part.set_payload(ids, f, request.mode, patch, keys, journal, version, resolved),
@@ -1021,23 +1048,66 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         part = self._get(request.collection)
         fit = rows_that_fit(self.settings, 4 * part.spec.dim + 16)
         limit = max(1, min(request.limit, fit + 1))  # one more than fits tells a page that would not
-        ids, vectors, versions, dead, dead_versions, payloads = await self._run(
-            self._reads, part.export_page, request.after_id, limit, request.include_tombstones
-        )
+        keep = None
+        scanned: list[tuple[int, bool]] = []
+        if request.HasField("owned_by"):
+            placement = Placement.from_proto(request.owned_by, 1)
+            if request.owner >= placement.shards:
+                raise InvalidArgument(f"owner {request.owner} is not a group of a placement over {placement.shards}")
+            owner = int(request.owner)
+
+            def keep(ids: np.ndarray) -> np.ndarray:
+                mine: np.ndarray = placement.owner(ids) == owner
+                return mine
+
+        if request.ids:  # exactly these ids' entries (a reshard re-copying points a write changed)
+            wanted = wire.unpack_ids(request.ids)
+            check_reply_rows(self.settings, wanted.size, 4 * part.spec.dim + 16, part.spec.dim,
+                             "export at most {limit} ids per call")  # fmt: skip
+            ids, vectors, versions, dead, dead_versions, payloads = await self._run(
+                self._reads, part.export_ids, wanted
+            )
+        else:
+            ids, vectors, versions, dead, dead_versions, payloads = await self._run(
+                self._reads, part.export_page, request.after_id, limit, request.include_tombstones, keep, scanned
+            )
         check_reply_rows(self.settings, ids.size + dead.size, 4 * part.spec.dim + 16, part.spec.dim,
                          "send a limit of at most {limit} per page")  # fmt: skip
         encoded = [project(p, ()) for p in payloads]
-        keep = self._fitting(encoded, 4 * part.spec.dim + 16)
-        if keep < ids.size:  # the page ends before the first payload that does not fit
-            last = ids[keep - 1]
-            ids, vectors, versions, encoded = ids[:keep], vectors[:keep], versions[:keep], encoded[:keep]
+        keep_n = self._fitting(encoded, 4 * part.spec.dim + 16)
+        keep_all = keep_n == ids.size
+        if not keep_all:  # the page ends before the first payload that does not fit
+            last = ids[keep_n - 1]
+            ids, vectors, versions, encoded = ids[:keep_n], vectors[:keep_n], versions[:keep_n], encoded[:keep_n]
             dead_keep = dead <= last
             dead, dead_versions = dead[dead_keep], dead_versions[dead_keep]
         return spb.ExportResponse(
             ids=wire.pack_ids(ids), vectors=wire.pack_matrix(vectors), versions=wire.pack_ids(versions),
             tombstone_ids=wire.pack_ids(dead), tombstone_versions=wire.pack_ids(dead_versions),
             payloads=encoded,
+            scanned_to=scanned[0][0] if scanned and keep_all else int(max(ids[-1] if ids.size else -1,
+                                                                          dead[-1] if dead.size else -1)),
+            complete=bool(scanned and scanned[0][1] and keep_all),
         )  # fmt: skip
+
+    async def Import(self, request: spb.ImportRequest, context: grpc.aio.ServicerContext) -> spb.ShardCollectionState:
+        part = self._get(request.collection)
+        try:
+            ids, vectors, versions, dead, dead_versions = self._entries(request.page)
+        except Unavailable:
+            raise InvalidArgument(
+                "the page is malformed: ids, vectors, versions, payloads and tombstones must line up, as an "
+                "Export page's do"
+            ) from None
+        if ids.size:
+            check_add(part.spec, ids, vectors)
+        if dead.size:
+            wire.check_ids(dead)
+        for v in (versions, dead_versions):
+            if v.size and (v.min() <= 0 or v.max() > MAX_VERSION):
+                raise InvalidArgument(f"versions must be between 1 and {MAX_VERSION}: send an Export page's")
+        await self._run(self._writes, self._apply_page, part, request.page)
+        return self._state(part)
 
     async def InstallQuantizer(
         self, request: spb.InstallQuantizerRequest, context: grpc.aio.ServicerContext
