@@ -21,6 +21,7 @@ import pytest
 
 from vecshard import Client, FailedPrecondition, InvalidArgument, NotFound, Unavailable, wire
 from vecshard.v1 import shard_pb2_grpc
+from vecshard.v1 import types_pb2 as tpb
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.cli.cluster import LocalCluster
 from vecshard_server.common.hashing import fmix64
@@ -236,7 +237,7 @@ def test_reshard_2_3_5_2_under_load_with_kills(mode: str, tmp_path: Path) -> Non
                     deadline = time.monotonic() + 30
                     while True:  # the coordinator reconnects to the restarted shard within a second
                         try:
-                            client.count("elastic")
+                            client.list_collections()  # (asks every group)
                             break
                         except Unavailable:
                             assert time.monotonic() < deadline
@@ -246,6 +247,9 @@ def test_reshard_2_3_5_2_under_load_with_kills(mode: str, tmp_path: Path) -> Non
                 assert [p.phase for p in done] == ["DONE"], done
                 epoch += 1
                 assert done[0].copied >= POINTS
+                # Moved: what the jump hash must move, |S' - S| / max(S, S') of the points, no more.
+                share = abs(target - done[0].from_shards) / max(target, done[0].from_shards)
+                assert abs(done[0].moved / done[0].copied - share) < 0.05, (done, share)
             finally:
                 work.halt(threads)
             assert placement_of(client, "elastic") == (target, epoch)
@@ -357,3 +361,40 @@ def test_reshard_bench_runs_and_reports(tmp_path: Path) -> None:
         assert abs(s["moved"] - s["moved_expected"]) < 0.1 * s["copied"], s
         assert s["idle"]["recall"] == s["resharding"]["recall"] == 1.0  # nprobe = nlist: exact
     assert "2 -> 3" in bench_reshard.format_markdown(r)
+
+
+def test_legacy_mod_placement_serves_then_migrates(tmp_path: Path) -> None:
+    """A collection made before placements were recorded (no placement in its config, ids on
+    fmix64(id) mod S) is served as it is, and its first reshard moves it to the jump hash."""
+    cluster = LocalCluster(shards=3, shard_mode="remote", log_level="WARNING").start()  # (it was made on 2)
+    try:
+        x = np.random.default_rng(9).standard_normal((1000, DIM)).astype(np.float32)
+        ids = np.arange(1000, dtype=np.int64)
+        owner = Placement(MOD, 2).owner(ids)
+        for g, address in enumerate(cluster.shard_addresses[:2]):
+            with grpc.insecure_channel(address) as ch:
+                stub = shard_pb2_grpc.ShardStub(ch)
+                stub.CreateCollection(tpb.CollectionConfig(name="old", dim=DIM, metric=tpb.METRIC_L2,
+                                                           index_type=tpb.INDEX_TYPE_FLAT))  # fmt: skip
+                mine = owner == g
+                stub.Add(pb.AddRequest(collection="old", ids=wire.pack_ids(ids[mine]),
+                                       vectors=wire.pack_matrix(x[mine])))  # fmt: skip
+        client = Client(cluster.address)
+        info = client._stub.DescribeCollection(pb.DescribeCollectionRequest(name="old"))
+        assert (info.config.placement.function, info.config.placement.shards) == (tpb.PLACEMENT_FUNCTION_MOD, 2)
+        assert np.array_equal(client.get("old", ids), x)  # routed by MOD
+        done = client.reshard(3, collections=["old"])[0]
+        assert done.phase == "DONE" and done.copied == 1000
+        info = client._stub.DescribeCollection(pb.DescribeCollectionRequest(name="old"))
+        assert (info.config.placement.function, info.config.placement.shards, info.config.placement.epoch) == (
+            tpb.PLACEMENT_FUNCTION_JUMP,
+            3,
+            1,
+        )
+        assert np.array_equal(client.get("old", ids), x)
+        expected = (Placement(MOD, 2).owner(ids) != Placement(JUMP, 3).owner(ids)).sum()
+        assert done.moved == expected  # MOD -> jump moves more than a jump step would: once
+        r = client.search("old", x[:5], k=1)
+        assert r.ids[:, 0].tolist() == [0, 1, 2, 3, 4]
+    finally:
+        cluster.stop()

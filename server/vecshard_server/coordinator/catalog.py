@@ -14,7 +14,6 @@ ListCollections fan-out, and a collection created through another coordinator is
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from vecshard.errors import FailedPrecondition, NotFound
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import vector_search_pb2 as pb
-from vecshard_server.common.placement import JUMP, MOD, Placement, parse_physical
+from vecshard_server.common.placement import JUMP, Placement, parse_physical
 from vecshard_server.common.spec import CollectionSpec, check_name
 from vecshard_server.coordinator.fanout import ShardSet, ShardView
 
@@ -121,9 +120,11 @@ class Catalog:
         self.lock = asyncio.Lock()
         self._last_refresh_start = 0.0  # when the last completed refresh asked the shards
 
-    def new(self, spec: CollectionSpec) -> Collection:
-        """A collection at the placement its spec records (legacy specs: MOD over every group)."""
-        placement = Placement(spec.placement_function, spec.placement_shards or len(self.shards), spec.placement_epoch)
+    def new(self, spec: CollectionSpec, legacy_shards: int = 0) -> Collection:
+        """A collection at the placement its spec records (specs that record none: MOD over
+        `legacy_shards` groups, by default every group)."""
+        shards = spec.placement_shards or legacy_shards or len(self.shards)
+        placement = Placement(spec.placement_function, shards, spec.placement_epoch)
         coll = Collection(spec, [0] * placement.shards, [False] * placement.shards, placement=placement)
         coll.shards = ShardView(self.shards, placement, coll.name, spec.name, placement.epoch)
         return coll
@@ -183,9 +184,8 @@ class Catalog:
             current = epochs[0]
         states = parts.present[current]
         spec = CollectionSpec.from_proto(next(iter(states.values())).config)
-        if not spec.placement_shards:  # made before placements were recorded: MOD over its groups
-            spec = dataclasses.replace(spec, placement_function=MOD, placement_shards=max(states) + 1)
-        coll = self.new(spec)
+        # (made before placements were recorded: MOD over the groups holding it)
+        coll = self.new(spec, legacy_shards=max(states) + 1)
         existing = self.collections.get(base)
         if existing is not None and existing.spec == coll.spec:
             existing.shard_counts, existing.shard_trained = coll.shard_counts, coll.shard_trained
@@ -273,6 +273,7 @@ class Catalog:
             state = pb.TRAINING_STATE_UNTRAINED
         info = pb.CollectionInfo(config=coll.spec.to_proto(), count=coll.count, training_state=state)
         info.config.name = coll.name
+        info.config.placement.CopyFrom(coll.placement.to_proto())  # (also what a legacy collection has)
         for s in coll.view.shards:
             info.shards.add(name=s.name, count=coll.shard_counts[s.index], trained=coll.shard_trained[s.index])
         for f, t in sorted({x for indexes in coll.shard_indexes.values() for x in indexes}):
