@@ -398,3 +398,44 @@ def test_legacy_mod_placement_serves_then_migrates(tmp_path: Path) -> None:
         assert r.ids[:, 0].tolist() == [0, 1, 2, 3, 4]
     finally:
         cluster.stop()
+
+
+def test_kill_mid_cutover_serves_the_new_placement_and_a_rerun_cleans_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The coordinator dies (exit as by kill -9, at a failpoint) right after the cutover dropped the old
+    partition on group 0 only: a new coordinator serves every point from the new placement (no mix of
+    the two), and running the reshard again drops the partitions the cutover left."""
+    monkeypatch.setenv("VECSHARD_FAILPOINT", "reshard-mid-cutover")
+    cluster = LocalCluster(shards=3, shard_mode="remote", log_level="WARNING").start()
+    monkeypatch.delenv("VECSHARD_FAILPOINT")  # (the restarted coordinator has none)
+    try:
+        client = Client(cluster.address, timeout=60)
+        client.create_collection("cut", dim=DIM, metric="l2")
+        x = np.random.default_rng(11).standard_normal((2000, DIM)).astype(np.float32)
+        ids = np.arange(2000, dtype=np.int64)
+        client.add("cut", ids, x)
+        with pytest.raises(Unavailable):
+            client.reshard(2)
+        assert cluster.coordinator is not None
+        cluster.coordinator.popen.wait(30)
+        cluster.coordinator.restart()
+        client = Client(cluster.address, timeout=60)
+
+        def partitions(g: int) -> list[str]:
+            with grpc.insecure_channel(cluster.shard_addresses[g]) as ch:
+                listed = shard_pb2_grpc.ShardStub(ch).ListCollections(pb.ListCollectionsRequest())
+                return sorted(s.config.name for s in listed.collections)
+
+        assert [partitions(g) for g in range(3)] == [["cut@1"], ["cut", "cut@1"], ["cut", "cut@1"]]
+        assert placement_of(client, "cut") == (2, 1)
+        assert np.array_equal(client.get("cut", ids), x)
+        assert client.count("cut") == 2000
+        r = client.search("cut", x[:3], k=1)
+        assert r.ids[:, 0].tolist() == [0, 1, 2] and r.shards_total == 2
+        assert [p.phase for p in client.reshard(2)] == ["DONE"]
+        assert [partitions(g) for g in range(3)] == [["cut@1"], ["cut@1"], []]
+        assert [p.phase for p in client.reshard(2)] == ["UNCHANGED"]
+        assert np.array_equal(client.get("cut", ids), x)
+    finally:
+        cluster.stop()

@@ -2,8 +2,9 @@
 
 API keys (a TOML/JSON file, e.g. a Kubernetes secret: `admin = ["k1"]`, `read = ["k2"]`) arrive in
 the `x-api-key` metadata. Read keys may search, get, scroll, count, describe, list, sample and embed;
-admin keys may also create, drop, add, remove, train, write payloads and indexes, and reshard. Checked in one place (rpc.guard), for the public
-service only: health and reflection stay open for probes, and shards are reached through mTLS.
+admin keys may also create, drop, add, remove, train, write payloads and indexes, and reshard.
+Checked in one place (rpc.guard), for the public service only: health and reflection stay open for
+probes, and shards are reached through mTLS.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from vecshard.errors import FailedPrecondition, NotFound
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import vector_search_pb2 as pb
-from vecshard_server.common.placement import JUMP, Placement, parse_physical
+from vecshard_server.common.placement import JUMP, Placement, parse_physical, physical_name
 from vecshard_server.common.spec import CollectionSpec, check_name
 from vecshard_server.coordinator.fanout import ShardSet, ShardView
 
@@ -59,6 +59,9 @@ class Collection:
     # "": none; "preparing" (partitions being created), "copying", "aborting" (partitions of `next`
     # being dropped; `next` is None then, writes still carry its epoch).
     reshard_phase: str = ""
+    # Partitions an interrupted cutover left behind: (name, group) of older placements, and of the
+    # current one's markers on groups it does not use. Served by nothing; a reshard run drops them.
+    leftovers: list[tuple[str, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.shard_counts)
@@ -193,6 +196,7 @@ class Catalog:
             existing.conflict = ""
             existing.next = existing.next_spec = existing.next_shards = None
             existing.reshard_phase = ""
+            existing.leftovers = []
             existing.shards = coll.shards
             coll = existing
         for i, state in states.items():
@@ -200,6 +204,10 @@ class Catalog:
                 self._agree(coll, i, state)
                 coll.take(i, state)
         later = [e for e in epochs if e > current]
+        coll.leftovers = [(physical_name(base, e), g) for e in sorted(parts.present) if e < current
+                          for g in sorted(parts.present[e])]  # fmt: skip
+        if not later:  # (while a reshard runs, markers beyond the current placement are its fence)
+            coll.leftovers += [(spec.name, g) for g in sorted(states) if g >= coll.placement.shards]
         if later:
             newer = later[-1]
             nstates = parts.present[newer]

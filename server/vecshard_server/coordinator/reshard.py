@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +70,7 @@ PAGE = 2_000  # points per copied page, by default
 MAX_LOCAL_GROUPS = 64  # as `vecshard serve --shards`
 RECOPY_IDS = 100  # points per Export of a recopy (their payloads within one message)
 CALL_TIMEOUT_S = 120.0
+FAILPOINT = "VECSHARD_FAILPOINT"  # tests only: "reshard-mid-cutover" ends the process after one drop
 
 
 @dataclasses.dataclass
@@ -190,7 +192,7 @@ class Resharder:
         return coll
 
     async def _abort(self, job: Job) -> None:
-        coll = await self._coll(job.collection)
+        coll = await self._finish_cutover(await self._coll(job.collection))
         newer = coll.view.known_epoch
         if newer == coll.placement.epoch:
             job.progress.phase = "IDLE"  # nothing in progress
@@ -200,8 +202,19 @@ class Resharder:
         job.progress.phase = "ABORTED"
         log.info("reshard of %s aborted: back on %s", coll.name, coll.placement.describe())
 
+    async def _finish_cutover(self, coll: Collection) -> Collection:
+        """Drop what an interrupted cutover left (older partitions, markers beyond the placement)."""
+        if not coll.leftovers:
+            return coll
+        for name, g in coll.leftovers:
+            await self.shards.call("DropCollection", {g: pb.DropCollectionRequest(name=name)}, CALL_TIMEOUT_S)
+        log.info("%s: dropped %d partitions an interrupted reshard left", coll.name, len(coll.leftovers))
+        return await self._coll(coll.name)
+
     async def _reshard(self, job: Job, rate: int, page: int) -> None:
         coll = await self._coll(job.collection)
+        finished = bool(coll.leftovers)
+        coll = await self._finish_cutover(coll)
         if coll.reshard_phase == "aborting":  # an abort was interrupted: finish it first
             await self._drop(physical_name(coll.name, coll.view.known_epoch), range(len(self.shards)))
             coll = await self._coll(job.collection)
@@ -214,7 +227,7 @@ class Resharder:
                 )
             target = coll.next
         elif old.shards == job.target and old.function == "jump":
-            job.progress.phase, job.progress.to_shards = "UNCHANGED", job.target
+            job.progress.phase, job.progress.to_shards = "DONE" if finished else "UNCHANGED", job.target
             return
         else:
             target = old.next(job.target)
@@ -233,7 +246,10 @@ class Resharder:
         p.phase = "CUTTING_OVER"
         # The old placement's partitions go, group 0 first (from then on every coordinator reads the
         # new one), then the new placement's markers on groups it does not use.
-        await self._drop(coll.spec.name, range(old.shards))
+        for g in range(old.shards):
+            await self._drop(coll.spec.name, [g])
+            if os.environ.get(FAILPOINT) == "reshard-mid-cutover":  # tests: a kill -9 at the worst moment
+                os._exit(137)
         new_name = physical_name(coll.name, target.epoch)
         await self._drop(new_name, range(target.shards, max(old.shards, target.shards)))
         await self._coll(job.collection)
