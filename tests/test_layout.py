@@ -22,7 +22,7 @@ ALLOWED = {
     "embedding": {"common", "embedding"},
     "coordinator": {"common", "embedding", "coordinator", "shard.engine", "shard.service"},
     "cli": {"common", "embedding", "coordinator", "shard", "cli", "bench"},
-    "bench": {"common", "bench", "cli.cluster"},
+    "bench": {"common", "embedding", "bench", "cli.cluster"},
 }
 
 
