@@ -101,7 +101,7 @@ class Load:
 def run_reshard_bench(
     n: int = 1_000_000, dim: int = 128, nlist: int = 1024, nprobe: int = 16, k: int = 10,
     steps: tuple[int, ...] = (3, 2), start_shards: int = 2, searchers: int = 4, idle_s: float = 15.0,
-    workdir: Path = Path("bench-work"), max_points_per_s: int = 0,
+    workdir: Path = Path("bench-work"), max_points_per_s: int = 0, page_size: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
     workdir.mkdir(parents=True, exist_ok=True)
     x = clustered(n, dim, centers=max(20, n // 10_000), seed=1)
@@ -115,8 +115,9 @@ def run_reshard_bench(
         import shutil
 
         shutil.rmtree(data_dir)
-    result: dict[str, Any] = {"n": n, "dim": dim, "nlist": nlist, "nprobe": nprobe, "k": k,
-                              "searchers": searchers, "steps": []}  # fmt: skip
+    result: dict[str, Any] = {"n": n, "dim": dim, "nlist": nlist, "nprobe": nprobe, "k": k, "searchers": searchers,
+                              "max_points_per_s": max_points_per_s, "page_size": page_size or 2000,
+                              "steps": []}  # fmt: skip
     with LocalCluster(shards=start_shards, data_dir=data_dir, shard_mode="local", log_level="WARNING") as cluster:
         c = Client(cluster.address, timeout=600)
         c.create_collection("bench", dim, index="ivf_flat", nlist=nlist, nprobe=nprobe)
@@ -135,7 +136,7 @@ def run_reshard_bench(
             threads = load.run()
             time.sleep(1.0)
             started = time.perf_counter()
-            progress = c.reshard(target, max_points_per_s=max_points_per_s)[0]
+            progress = c.reshard(target, max_points_per_s=max_points_per_s, page_size=page_size)[0]
             took = time.perf_counter() - started
             during = load.halt(threads)
             during["recall"] = load.recall(gt)
@@ -161,6 +162,10 @@ def format_markdown(r: dict[str, Any]) -> str:
     lines = [
         f"# vecshard bench --reshard: {r['n']:,} x {r['dim']} IVF_FLAT (nlist {r['nlist']}, nprobe {r['nprobe']}), "
         f"k={r['k']}, {r['searchers']} single-query searchers + 1 writer",
+        "",
+        f"Copy: {r.get('max_points_per_s') or 'no'} points/s limit, pages of {r.get('page_size', 2000):,} points "
+        "scanned. Moved (expected): points that changed group, against |S'-S|/max(S,S') of those copied (a group "
+        "scanned later holds more of the writer's points).",
         "",
         f"Load: {r['load_s']:.1f} s. Local cluster (`vecshard serve` default: local shards, data dirs).",
         "",

@@ -407,6 +407,7 @@ def _check_models(settings: Settings) -> None:
     "idle, then during each reshard (throughput, failures, recall@10, p50/p99)",
 )
 @click.option("--reshard-rate", default=0, show_default=True, help="--reshard: max points per second (0: no limit)")
+@click.option("--reshard-page", default=0, help="--reshard: points scanned per copied page (0: the server's 2,000)")
 def bench(
     shards_list: tuple[int, ...],
     dataset: str,
@@ -428,6 +429,7 @@ def bench(
     floor: bool,
     reshard_to: tuple[int, ...],
     reshard_rate: int,
+    reshard_page: int,
 ) -> None:
     """Measure search and add through local clusters against in-process faiss (same data, same run)."""
     _logging("WARNING", "bench")
@@ -435,7 +437,8 @@ def bench(
         from vecshard_server.bench import reshard as bench_reshard
 
         result = bench_reshard.run_reshard_bench(n, dim, nlist, nprobe, k, reshard_to, shards_list[0],
-                                                 workdir=workdir, max_points_per_s=reshard_rate)  # fmt: skip
+                                                 workdir=workdir, max_points_per_s=reshard_rate,
+                                                 page_size=reshard_page)  # fmt: skip
         _publish(out, "bench_reshard", bench_reshard.format_markdown(result), result)
         return
     _settings()
