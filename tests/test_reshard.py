@@ -27,7 +27,7 @@ from vecshard_server.cli.cluster import LocalCluster
 from vecshard_server.common.hashing import fmix64
 from vecshard_server.common.placement import JUMP, MOD, Placement, jump_hash
 
-from .conftest import free_port
+from .conftest import free_port, start_role
 
 DIM = 16
 # VECSHARD_RESHARD_LONG=1: the long profile (run locally): 50,000 points, the steps twice over.
@@ -437,5 +437,29 @@ def test_kill_mid_cutover_serves_the_new_placement_and_a_rerun_cleans_up(
         assert [partitions(g) for g in range(3)] == [["cut@1"], ["cut@1"], []]
         assert [p.phase for p in client.reshard(2)] == ["UNCHANGED"]
         assert np.array_equal(client.get("cut", ids), x)
+    finally:
+        cluster.stop()
+
+
+def test_a_coordinator_missing_groups_refuses_instead_of_misrouting(tmp_path: Path) -> None:
+    """A coordinator given fewer groups than a collection is placed on (one not rolled onto grown
+    manifests) refuses that collection, naming the fix, instead of routing ids to the wrong groups."""
+    cluster = LocalCluster(shards=3, shard_mode="remote", log_level="WARNING").start()
+    try:
+        with Client(cluster.address) as c:
+            c.create_collection("wide", dim=DIM, metric="l2")
+            c.add("wide", np.arange(100), np.ones((100, DIM), np.float32))
+        args = ["coordinator", "--log-level", "WARNING"]
+        for address in cluster.shard_addresses[:2]:
+            args += ["--shard", address]
+        old = start_role(args, tmp_path / "old.port")
+        try:
+            with Client(f"127.0.0.1:{old.port}") as c:
+                for call in (lambda: c.get("wide", [1]), lambda: c.search("wide", np.ones((1, DIM), np.float32))):
+                    with pytest.raises(FailedPrecondition, match="placed on 3 shard groups.*knows only 2"):
+                        call()
+                c.drop_collection("wide")  # (a drop still reaches what it knows)
+        finally:
+            old.terminate()
     finally:
         cluster.stop()

@@ -35,6 +35,7 @@ def check_partition_name(name: str) -> str:
 
 
 MAX_REFINE = 64
+MAX_PLACEMENT_GROUPS = 1024  # (common/placement.py MAX_GROUPS)
 FLAT_UP_TO = 50_000  # sizing: below this many vectors brute force is fast and exact
 HNSW_FROM_NLIST = 16_384  # sizing: from this nlist the coarse quantizer is an HNSW graph
 # Bytes a shard holds per vector, measured at 10M x 128 (docs/capacity.md): faiss's codes and ids with
@@ -218,6 +219,8 @@ class CollectionSpec:
 
         partition: a shard's partition, whose name may carry a placement epoch (`name@3`)."""
         check_partition_name(cfg.name) if partition else check_name(cfg.name)
+        if partition and (cfg.placement.function not in (0, 1, 2) or cfg.placement.shards > MAX_PLACEMENT_GROUPS):
+            raise InvalidArgument(f"placement must be MOD or JUMP over at most {MAX_PLACEMENT_GROUPS} groups")
         if cfg.index_type == types_pb2.INDEX_TYPE_UNSPECIFIED and (
             cfg.expected_size or cfg.target_recall or cfg.memory_budget
         ):

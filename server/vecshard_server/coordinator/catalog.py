@@ -125,11 +125,20 @@ class Catalog:
 
     def new(self, spec: CollectionSpec, legacy_shards: int = 0) -> Collection:
         """A collection at the placement its spec records (specs that record none: MOD over
-        `legacy_shards` groups, by default every group)."""
+        `legacy_shards` groups, by default every group). A placement over more groups than this
+        coordinator knows cannot be served: the collection is refused (FAILED_PRECONDITION) until the
+        coordinator is given every group."""
         shards = spec.placement_shards or legacy_shards or len(self.shards)
-        placement = Placement(spec.placement_function, shards, spec.placement_epoch)
-        coll = Collection(spec, [0] * placement.shards, [False] * placement.shards, placement=placement)
+        known = min(shards, len(self.shards))
+        placement = Placement(spec.placement_function, known, spec.placement_epoch)
+        coll = Collection(spec, [0] * known, [False] * known, placement=placement)
         coll.shards = ShardView(self.shards, placement, coll.name, spec.name, placement.epoch)
+        if shards > known:
+            coll.conflict = (
+                f"collection {coll.name!r} is placed on {shards} shard groups, and this coordinator knows only "
+                f"{known}: give it every group (--shard, in placement order; Kubernetes: roll the coordinators onto "
+                "the manifests listing them)"
+            )
         return coll
 
     def creation_placement(self) -> Placement:
@@ -190,10 +199,10 @@ class Catalog:
         # (made before placements were recorded: MOD over the groups holding it)
         coll = self.new(spec, legacy_shards=max(states) + 1)
         existing = self.collections.get(base)
-        if existing is not None and existing.spec == coll.spec:
+        if existing is not None and existing.spec == coll.spec and existing.placement == coll.placement:
             existing.shard_counts, existing.shard_trained = coll.shard_counts, coll.shard_trained
             existing.shard_epochs, existing.shard_prepared = coll.shard_epochs, coll.shard_prepared
-            existing.conflict = ""
+            existing.conflict = coll.conflict
             existing.next = existing.next_spec = existing.next_shards = None
             existing.reshard_phase = ""
             existing.leftovers = []
