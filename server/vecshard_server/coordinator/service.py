@@ -344,8 +344,10 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 out = await view.call("Add", requests, timeout, fail_fast=False, version=version)
                 done.append((view, requests))
                 if n == 0:
+                    # Concurrent Adds' replies arrive in any order: a group's count only grows by an Add
+                    # (an older reply's smaller count once made a parallel upload report 4,644 of 5,000).
                     for s, resp in out.results.items():
-                        coll.shard_counts[s] = resp.count
+                        coll.shard_counts[s] = max(coll.shard_counts[s], resp.count)
                     first = out
                 if out.failures:
                     if token:
