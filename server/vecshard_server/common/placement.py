@@ -56,12 +56,20 @@ class Placement:
     epoch: int = 0
 
     @classmethod
-    def from_proto(cls, p: types_pb2.Placement, default_shards: int) -> Placement:
+    def from_proto(cls, p: types_pb2.Placement, default_shards: int = 0) -> Placement:
+        """The placement a proto records (0 shards, as legacy configs have: `default_shards`)."""
         return cls(_FUNCTIONS.get(p.function, MOD), p.shards or default_shards, p.epoch)
 
     def to_proto(self) -> types_pb2.Placement:
         fn = types_pb2.PLACEMENT_FUNCTION_JUMP if self.function == JUMP else types_pb2.PLACEMENT_FUNCTION_MOD
         return types_pb2.Placement(function=fn, shards=self.shards, epoch=self.epoch)
+
+    @staticmethod
+    def valid(p: types_pb2.Placement) -> bool:
+        """A known function (or unset) over at most MAX_GROUPS groups."""
+        return (p.function == types_pb2.PLACEMENT_FUNCTION_UNSPECIFIED or p.function in _FUNCTIONS) and (
+            p.shards <= MAX_GROUPS
+        )
 
     def next(self, shards: int) -> Placement:
         """The placement a reshard to `shards` groups moves to (always JUMP: it moves the least)."""

@@ -11,6 +11,7 @@ from vecshard.errors import InvalidArgument, ResourceExhausted
 from vecshard.types import IndexType, Metric
 from vecshard.v1 import types_pb2
 from vecshard_server.common.config import Settings
+from vecshard_server.common.placement import MAX_GROUPS, Placement
 
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")  # whole string: fullmatch (a $ would allow "name\n")
 
@@ -35,7 +36,6 @@ def check_partition_name(name: str) -> str:
 
 
 MAX_REFINE = 64
-MAX_PLACEMENT_GROUPS = 1024  # (common/placement.py MAX_GROUPS)
 FLAT_UP_TO = 50_000  # sizing: below this many vectors brute force is fast and exact
 HNSW_FROM_NLIST = 16_384  # sizing: from this nlist the coarse quantizer is an HNSW graph
 # Bytes a shard holds per vector, measured at 10M x 128 (docs/capacity.md): faiss's codes and ids with
@@ -178,13 +178,7 @@ class CollectionSpec:
             expected_size=self.expected_size,
             target_recall=self.target_recall,
             memory_budget=self.memory_budget,
-            placement=types_pb2.Placement(
-                function=types_pb2.PLACEMENT_FUNCTION_JUMP
-                if self.placement_function == "jump"
-                else types_pb2.PLACEMENT_FUNCTION_MOD,
-                shards=self.placement_shards,
-                epoch=self.placement_epoch,
-            ),
+            placement=Placement(self.placement_function, self.placement_shards, self.placement_epoch).to_proto(),
         )
 
     @classmethod
@@ -208,7 +202,7 @@ class CollectionSpec:
             expected_size=cfg.expected_size,
             target_recall=cfg.target_recall,
             memory_budget=cfg.memory_budget,
-            placement_function="jump" if cfg.placement.function == types_pb2.PLACEMENT_FUNCTION_JUMP else "mod",
+            placement_function=Placement.from_proto(cfg.placement).function,
             placement_shards=cfg.placement.shards,
             placement_epoch=cfg.placement.epoch,
         )
@@ -219,8 +213,8 @@ class CollectionSpec:
 
         partition: a shard's partition, whose name may carry a placement epoch (`name@3`)."""
         check_partition_name(cfg.name) if partition else check_name(cfg.name)
-        if partition and (cfg.placement.function not in (0, 1, 2) or cfg.placement.shards > MAX_PLACEMENT_GROUPS):
-            raise InvalidArgument(f"placement must be MOD or JUMP over at most {MAX_PLACEMENT_GROUPS} groups")
+        if partition and not Placement.valid(cfg.placement):
+            raise InvalidArgument(f"placement must be MOD or JUMP over at most {MAX_GROUPS} groups")
         if cfg.index_type == types_pb2.INDEX_TYPE_UNSPECIFIED and (
             cfg.expected_size or cfg.target_recall or cfg.memory_budget
         ):

@@ -207,7 +207,7 @@ class Resharder:
         if not coll.leftovers:
             return coll
         for name, g in coll.leftovers:
-            await self.shards.call("DropCollection", {g: pb.DropCollectionRequest(name=name)}, CALL_TIMEOUT_S)
+            await self._drop(name, [g])
         log.info("%s: dropped %d partitions an interrupted reshard left", coll.name, len(coll.leftovers))
         return await self._coll(coll.name)
 

@@ -310,25 +310,11 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             types_pb2.INPUT_ROLE_PASSAGE, "vectors", self._timeout(context),
         )  # fmt: skip
         heavy = heavy or vectors.nbytes > offload.INLINE_BYTES
-        writers = coll.writers
-        routed = [
-            (
-                view,
-                await offload.run(
-                    heavy,
-                    self._add_requests,
-                    request,
-                    spec_,
-                    place,
-                    ids,
-                    vectors,
-                    given,
-                    heavy,
-                    request.upsert or n > 0,
-                ),
-            )  # fmt: skip
-            for n, (view, place, spec_) in enumerate(writers)
-        ]
+        routed = []  # (the placement a reshard fills takes the Add as an upsert: see below)
+        for n, (view, place, spec) in enumerate(coll.writers):
+            upsert = request.upsert or n > 0
+            routed.append((view, await offload.run(heavy, self._add_requests, request, spec, place, ids, vectors,
+                                                   given, heavy, upsert)))  # fmt: skip
         timeout = self._timeout(context)  # after embedding, which may have taken most of it
         # Every write carries a version (replicas keep the newest per id). A non-upsert Add is all or
         # nothing: shards commit only before their deadline, and a failure anywhere takes back, on
@@ -456,13 +442,9 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             if coll.next is not None:  # a reshard copies: remove the matching ids from both placements
                 ids = await self._matching_ids(coll, request.filter, self._timeout(context))
                 return await self._remove_ids_everywhere(coll, ids, context)
-            version = self.shards.clock.next()
-            outs = await asyncio.gather(*(
-                view.call("Remove", view.all(pb.RemoveRequest(collection=spec.name, filter=request.filter)),
-                          self._timeout(context), fail_fast=False, version=version)
-                for view, _, spec in coll.writers
-            ))  # fmt: skip
-            return self._removed(coll, outs)
+            requests = coll.view.all(pb.RemoveRequest(collection=coll.spec.name, filter=request.filter))
+            return self._removed(coll, [await coll.view.call("Remove", requests, self._timeout(context),
+                                                             fail_fast=False)])  # fmt: skip
         if not request.ids:
             raise InvalidArgument("ids is empty: send the ids to remove, or a filter")
         with self.admission.admit(ids_cost(len(request.ids)), f"a Remove of {len(request.ids) // 8} ids"):
