@@ -463,3 +463,78 @@ def test_a_coordinator_missing_groups_refuses_instead_of_misrouting(tmp_path: Pa
             old.terminate()
     finally:
         cluster.stop()
+
+
+def test_reshard_with_replicas_then_drop_and_recreate(tmp_path: Path) -> None:
+    """Groups of 2 replicas: a reshard under upserts leaves both replicas of every new group equal
+    (count and digest) and exact; dropping the resharded collection drops every placement, and a new
+    collection of the same name starts clean at epoch 0."""
+    cluster = LocalCluster(shards=3, replicas=2, shard_mode="remote", log_level="WARNING").start()
+    try:
+        client = Client(cluster.address, timeout=60)
+        client.create_collection("rep", dim=DIM, metric="l2")
+        rng = np.random.default_rng(13)
+        x = rng.standard_normal((3000, DIM)).astype(np.float32)
+        client.add("rep", np.arange(3000), x)
+        client.reshard(2, wait=False, max_points_per_s=3000, page_size=200)
+        for _ in range(10):  # upserts racing the copy
+            ids = rng.choice(3000, size=50, replace=False)
+            x[ids] = rng.standard_normal((50, DIM)).astype(np.float32)
+            client.add("rep", ids, x[ids], upsert=True)
+            time.sleep(0.05)
+        deadline = time.monotonic() + 120
+        while (p := client.reshard(status_only=True, collections=["rep"])[0]).phase != "DONE":
+            assert p.phase in ("PREPARING", "COPYING", "CUTTING_OVER") and time.monotonic() < deadline, p
+            time.sleep(0.2)
+        assert placement_of(client, "rep") == (2, 1)
+        assert np.array_equal(client.get("rep", np.arange(3000)), x)
+        for group in cluster.groups[:2]:
+            states = []
+            for replica in group:
+                with grpc.insecure_channel(replica.address) as ch:
+                    listed = shard_pb2_grpc.ShardStub(ch).ListCollections(pb.ListCollectionsRequest())
+                states.append([(s.config.name, s.count, s.digest) for s in listed.collections])
+            assert states[0] == states[1] and [n for n, _, _ in states[0]] == ["rep@1"], states
+        client.drop_collection("rep")
+        client.create_collection("rep", dim=DIM, metric="l2")
+        assert placement_of(client, "rep") == (3, 0) and client.count("rep") == 0
+        client.add("rep", [1], x[:1])
+        assert np.array_equal(client.get("rep", [1]), x[:1])
+    finally:
+        cluster.stop()
+
+
+def test_two_coordinators_racing_one_reshard(tmp_path: Path) -> None:
+    """Two coordinators run the same reshard at once while upserts go through both: one cuts over, the
+    other's copy then finds the old partitions gone and reports the reshard done; every point is exact
+    through either coordinator."""
+    cluster = LocalCluster(shards=3, shard_mode="remote", log_level="WARNING").start()
+    try:
+        a = Client(cluster.address, timeout=60)
+        a.create_collection("two", dim=DIM)
+        x = np.random.default_rng(1).standard_normal((5000, DIM)).astype(np.float32)
+        a.add("two", np.arange(5000), x)
+        args = ["coordinator", "--log-level", "WARNING"]
+        for address in cluster.shard_addresses:
+            args += ["--shard", address]
+        other = start_role(args, tmp_path / "other.port")
+        try:
+            b = Client(f"127.0.0.1:{other.port}", timeout=60)
+            for c in (a, b):
+                c.reshard(2, wait=False, max_points_per_s=20_000, page_size=300)
+            for i in range(400):
+                ids = np.arange(i * 10, i * 10 + 10) % 5000
+                x[ids] += 1
+                (a if i % 2 else b).add("two", ids, x[ids], upsert=True)
+                phases = [c.reshard(status_only=True, collections=["two"])[0].phase for c in (a, b)]
+                if all(p in ("DONE", "FAILED") for p in phases):
+                    break
+                time.sleep(0.02)
+            assert phases == ["DONE", "DONE"], phases
+            for c in (a, b):
+                assert np.array_equal(c.get("two", np.arange(5000)), x)
+                assert c.count("two") == 5000
+        finally:
+            other.terminate()
+    finally:
+        cluster.stop()

@@ -176,6 +176,10 @@ class Resharder:
             else:
                 await self._reshard(job, rate, page)
         except VecshardError as err:
+            if not job.abort and await self._done_elsewhere(job):
+                job.progress.phase = "DONE"
+                log.info("reshard of %s was finished by another coordinator", name)
+                return
             job.progress.phase, job.progress.error = "FAILED", err.details
             log.warning("reshard of %s failed: %s (run it again to resume)", name, err.details)
         except Exception as err:  # a bug: reported in the progress, the reshard can be resumed
@@ -183,6 +187,16 @@ class Resharder:
             log.exception("reshard of %s failed", name)
         finally:
             RESHARD_ACTIVE.labels(name).set(0)
+
+    async def _done_elsewhere(self, job: Job) -> bool:
+        """Whether the collection now sits on the target placement with nothing in progress: another
+        coordinator ran the same reshard and cut over first (this one's copy then fails NOT_FOUND)."""
+        try:
+            coll = await self._coll(job.collection)
+        except VecshardError:
+            return False
+        placed = coll.placement.shards == job.target and coll.placement.function == "jump"
+        return placed and coll.placement.epoch > job.progress.from_epoch and not coll.reshard_phase
 
     async def _coll(self, name: str) -> Collection:
         await self.catalog.refresh(CALL_TIMEOUT_S)
