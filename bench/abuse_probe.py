@@ -274,8 +274,10 @@ def main() -> None:
         took = 0.0 if key == "idle" else t1 - t0 - args.probe_every
         hms = np.array([lat for due, lat, _ in checks if t0 <= due < t1] or [0.0]) * 1000
         health = f"{np.percentile(hms, 50):.1f}/{np.percentile(hms, 99):.1f}/{hms.max():.1f}"
-        print(f"{key:4} {len(lat):6d} {p50:7.1f} {p99:7.1f} {mx:7.1f} {health:>20} {took:6.1f}  {dict(ended)} | {rss}"
-              f"   # {title}")  # fmt: skip
+        print(
+            f"{key:4} {len(lat):6d} {p50:7.1f} {p99:7.1f} {mx:7.1f} {health:>20} {took:6.1f}  {dict(ended)} | {rss}"
+            f"   # {title}"
+        )
     if errors:
         print(f"probe errors: {dict(errors)}")
 

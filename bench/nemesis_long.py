@@ -58,8 +58,12 @@ def main() -> int:
         total_kinds.update(v.kind for v in r.violations)
     print(f"\n== totals over {len(reports)} segments, seeds {[r.profile.seed for r in reports]}, data in {work}")
     print("rounds:", sum(r.rounds for r in reports))
-    for title, c in (("faults", total_faults), ("starts", total_starts), ("checked", total_checked),
-                     ("violations", total_kinds)):  # fmt: skip
+    for title, c in (
+        ("faults", total_faults),
+        ("starts", total_starts),
+        ("checked", total_checked),
+        ("violations", total_kinds),
+    ):
         print(f"{title}: " + (", ".join(f"{k}={v}" for k, v in sorted(c.items())) or "-"))
     by_profile = Counter({r.profile.name: 0 for r in reports})
     for r in reports:

@@ -219,8 +219,13 @@ def measure(name: str, part: Any, args: argparse.Namespace, data: np.ndarray, wo
         return [field(s) for s in samples if any(a <= s[0] < b for a, b in windows)]
 
     phases = [("idle", idle), ("during a file write+hash", control), ("during saves", saves)]
-    rows = [("search latency (from due)", searches, latency), ("search service time", searches, service),
-            ("search lock wait", searches, wait), ("add", adds, service), ("add lock wait", adds, wait)]  # fmt: skip
+    rows = [
+        ("search latency (from due)", searches, latency),
+        ("search service time", searches, service),
+        ("search lock wait", searches, wait),
+        ("add", adds, service),
+        ("add lock wait", adds, wait),
+    ]
     print(f"\n[{name}] {args.saves} saves took {', '.join(f'{b - a:.2f}' for a, b in saves)} s")
     print(f"[{name}] {'':<52} {'count':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for what, samples, field in rows:
@@ -254,28 +259,44 @@ def main() -> int:
     ap.add_argument("--pause", type=float, default=0.5, help="seconds between two saves (default 0.5)")
     ap.add_argument("--add-interval", type=float, default=0.01, help="seconds between two adds (default 0.01)")
     ap.add_argument("--upserts", type=float, default=0.0, help="share of the adds that replace a stored id")
-    ap.add_argument("--interval", type=float, default=None,
-                    help="seconds between two searches (default: 10x a search's median idle time)")  # fmt: skip
+    ap.add_argument(
+        "--interval",
+        type=float,
+        default=None,
+        help="seconds between two searches (default: 10x a search's median idle time)",
+    )
     ap.add_argument("--omp-threads", type=int, default=1, help="faiss OpenMP threads (default 1)")
     ap.add_argument("--work-dir", type=Path, default=None, help="where snapshots go (default: a temp dir)")
     ap.add_argument("--baseline", type=Path, default=None, help="also measure the engine.py + locks.py in DIR")
-    ap.add_argument("--no-control", dest="control", action="store_false",
-                    help="skip the control phase (a file of the index's size written, fsynced and hashed)")  # fmt: skip
+    ap.add_argument(
+        "--no-control",
+        dest="control",
+        action="store_false",
+        help="skip the control phase (a file of the index's size written, fsynced and hashed)",
+    )
     args = ap.parse_args()
 
     faiss.omp_set_num_threads(args.omp_threads)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="vecshard-snapshot-stall-"))
     rng = np.random.default_rng(0)
-    print(f"n={args.n} dim={args.dim} index={args.index} metric={args.metric} nlist={args.nlist} nprobe={args.nprobe}"
-          f" k={args.k} cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f} omp={args.omp_threads}")  # fmt: skip
+    print(
+        f"n={args.n} dim={args.dim} index={args.index} metric={args.metric} nlist={args.nlist} nprobe={args.nprobe}"
+        f" k={args.k} cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f} omp={args.omp_threads}"
+    )
     t0 = time.perf_counter()
     centers = rng.normal(0, 1, (max(16, args.nlist), args.dim)).astype(np.float32)
     data = centers[rng.integers(0, centers.shape[0], args.n)]
     data += rng.normal(0, 0.3, data.shape).astype(np.float32)
     ivf = args.index == "ivf"
-    spec = CollectionSpec("bench", args.dim, Metric(args.metric), IndexType.IVF_FLAT if ivf else IndexType.FLAT,
-                          nlist=args.nlist if ivf else 0, nprobe=args.nprobe if ivf else 0,
-                          train_threshold=10**12 if ivf else 0)  # fmt: skip
+    spec = CollectionSpec(
+        "bench",
+        args.dim,
+        Metric(args.metric),
+        IndexType.IVF_FLAT if ivf else IndexType.FLAT,
+        nlist=args.nlist if ivf else 0,
+        nprobe=args.nprobe if ivf else 0,
+        train_threshold=10**12 if ivf else 0,
+    )
     centroids = None
     if ivf:
         sample = data[rng.choice(args.n, size=min(args.n, 40 * args.nlist), replace=False)]

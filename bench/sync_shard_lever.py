@@ -106,8 +106,9 @@ def collection_configs(settings: Settings, dim: int) -> dict[str, types_pb2.Coll
     return {c.name: CollectionSpec.validate(c, settings).to_proto() for c in given}
 
 
-def local_parts(settings: Settings, configs: dict[str, types_pb2.CollectionConfig], base: np.ndarray,
-                centroids: np.ndarray) -> dict[str, ShardIndex]:  # fmt: skip
+def local_parts(
+    settings: Settings, configs: dict[str, types_pb2.CollectionConfig], base: np.ndarray, centroids: np.ndarray
+) -> dict[str, ShardIndex]:
     """The partitions the sync prototype holds (also built in this process for the in-process row)."""
     accelerator = detect(settings.device)
     parts: dict[str, ShardIndex] = {}
@@ -265,8 +266,9 @@ class Child:
             self.popen.wait()
 
 
-def fill_real_shard(address: str, configs: dict[str, types_pb2.CollectionConfig], base: np.ndarray,
-                    centroids: np.ndarray) -> None:  # fmt: skip
+def fill_real_shard(
+    address: str, configs: dict[str, types_pb2.CollectionConfig], base: np.ndarray, centroids: np.ndarray
+) -> None:
     """Create, fill and train the collections on the real shard through its RPCs."""
     with grpc.insecure_channel(address) as channel:
         stub = shard_pb2_grpc.ShardStub(channel)
@@ -390,16 +392,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     channels: list[grpc.Channel] = []
     try:
         for name, extra in (("shard", {}), ("shard-inline", {"VECSHARD_INLINE_SEARCH_WORK": str(INLINE_WORK)})):
-            shards.append(Process(
-                name,
-                ["shard", "--host", "127.0.0.1", "--port", "0", "--name", name, "--log-level", "WARNING",
-                 "--metrics-port", "0"],
-                run_dir / f"{name}.port",
-                {**env, **extra},
-            ))  # fmt: skip
+            shards.append(
+                Process(
+                    name,
+                    [
+                        "shard",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        "0",
+                        "--name",
+                        name,
+                        "--log-level",
+                        "WARNING",
+                        "--metrics-port",
+                        "0",
+                    ],
+                    run_dir / f"{name}.port",
+                    {**env, **extra},
+                )
+            )
         shard, inline = shards
-        sync = Child("sync", run_dir / "sync.port",
-                     ["--centroids", str(run_dir / "centroids.npy"), "--workers", str(args.workers)], env)  # fmt: skip
+        sync = Child(
+            "sync",
+            run_dir / "sync.port",
+            ["--centroids", str(run_dir / "centroids.npy"), "--workers", str(args.workers)],
+            env,
+        )
         aio_echo = Child("aio-echo", run_dir / "aio-echo.port", [], env)
         children += [sync, aio_echo]
         for proc in shards:
@@ -412,8 +431,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         options = settings.grpc_options()
         addresses = {"async": shard.address, "sync": f"127.0.0.1:{sync.port}", "async-inline": inline.address}
         addresses |= {"echo-sync": addresses["sync"], "echo-aio": f"127.0.0.1:{aio_echo.port}"}
-        pids = {"async": shard.popen.pid, "sync": sync.pid, "async-inline": inline.popen.pid,
-                "echo-sync": sync.pid, "echo-aio": aio_echo.pid}  # fmt: skip
+        pids = {
+            "async": shard.popen.pid,
+            "sync": sync.pid,
+            "async-inline": inline.popen.pid,
+            "echo-sync": sync.pid,
+            "echo-aio": aio_echo.pid,
+        }
         calls: dict[str, Call] = {}
         for server, address in addresses.items():
             channel = grpc.insecure_channel(address, options=options)
@@ -490,7 +514,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "k": K,
                 "nlist": NLIST,
                 "nprobe": NPROBE,
-            },  # fmt: skip
+            },
             "cells": {"|".join(key): summarize(rounds) for key, rounds in results.items()},
         }
     finally:
@@ -519,9 +543,14 @@ def report(data: dict[str, Any]) -> str:
         f"| {c} clients p50 ms | {c} clients p99 ms | {c} clients server CPU us/call |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    labels = {"async": "async (real shard)", "async-inline": f"async, inline_search_work={INLINE_WORK:,}",
-              "sync": "sync prototype", "inproc": "ShardIndex.search in-process (no gRPC)",
-              "echo-sync": "floor: sync echo", "echo-aio": "floor: aio echo"}  # fmt: skip
+    labels = {
+        "async": "async (real shard)",
+        "async-inline": f"async, inline_search_work={INLINE_WORK:,}",
+        "sync": "sync prototype",
+        "inproc": "ShardIndex.search in-process (no gRPC)",
+        "echo-sync": "floor: sync echo",
+        "echo-aio": "floor: aio echo",
+    }
     rank = {s: i for i, s in enumerate(labels)}
     keys = [k for k in cells if k.endswith("|1")]
     keys.sort(key=lambda k: (k.split("|")[1] == "", k.split("|")[1], rank[k.split("|")[0]]))

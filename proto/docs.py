@@ -25,8 +25,14 @@ def descriptor_set() -> descriptor_pb2.FileDescriptorSet:
     include = Path(grpc_tools.__file__).parent / "_proto"
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "set.binpb"
-        args = ["protoc", f"-I{PROTO_ROOT}", f"-I{include}", "--include_source_info", f"--descriptor_set_out={out}",
-                *PUBLIC]  # fmt: skip
+        args = [
+            "protoc",
+            f"-I{PROTO_ROOT}",
+            f"-I{include}",
+            "--include_source_info",
+            f"--descriptor_set_out={out}",
+            *PUBLIC,
+        ]
         if protoc.main(args) != 0:
             raise RuntimeError("protoc failed")
         fds = descriptor_pb2.FileDescriptorSet()
@@ -45,27 +51,46 @@ def _comments(file: descriptor_pb2.FileDescriptorProto) -> dict[tuple[int, ...],
 
 def api_markdown(fds: descriptor_pb2.FileDescriptorSet) -> str:
     """docs/api.md: every service, RPC, message, field and enum value with its proto comment."""
-    lines = ["# vecshard API reference (`vecshard.v1`)", "",
-             "Generated from the comments in `proto/vecshard/v1/*.proto` by `python proto/generate.py`; "
-             "do not edit. Byte layouts and conventions: the top of `types.proto` and `vector_search.proto`.",
-             ""]  # fmt: skip
+    lines = [
+        "# vecshard API reference (`vecshard.v1`)",
+        "",
+        "Generated from the comments in `proto/vecshard/v1/*.proto` by `python proto/generate.py`; "
+        "do not edit. Byte layouts and conventions: the top of `types.proto` and `vector_search.proto`.",
+        "",
+    ]
     for file in fds.file:
         c = _comments(file)
         for si, service in enumerate(file.service):
             lines += [f"## service `{service.name}`", "", c.get((6, si), ""), ""]
             for mi, m in enumerate(service.method):
-                lines += [f"### `{m.name}({m.input_type.rsplit('.', 1)[-1]}) -> {m.output_type.rsplit('.', 1)[-1]}`",
-                          "", c.get((6, si, 2, mi), ""), ""]  # fmt: skip
+                lines += [
+                    f"### `{m.name}({m.input_type.rsplit('.', 1)[-1]}) -> {m.output_type.rsplit('.', 1)[-1]}`",
+                    "",
+                    c.get((6, si, 2, mi), ""),
+                    "",
+                ]
     for file in fds.file:
         c = _comments(file)
         for ei, enum in enumerate(file.enum_type):
-            lines += [f"## enum `{enum.name}`", "", c.get((5, ei), ""), "", "| value | number | meaning |",
-                      "|---|---:|---|"]  # fmt: skip
+            lines += [
+                f"## enum `{enum.name}`",
+                "",
+                c.get((5, ei), ""),
+                "",
+                "| value | number | meaning |",
+                "|---|---:|---|",
+            ]
             lines += [f"| `{v.name}` | {v.number} | {c.get((5, ei, 2, vi), '')} |" for vi, v in enumerate(enum.value)]
             lines.append("")
         for mi, msg in enumerate(file.message_type):
-            lines += [f"## message `{msg.name}`", "", c.get((4, mi), ""), "", "| field | number | type | meaning |",
-                      "|---|---:|---|---|"]  # fmt: skip
+            lines += [
+                f"## message `{msg.name}`",
+                "",
+                c.get((4, mi), ""),
+                "",
+                "| field | number | type | meaning |",
+                "|---|---:|---|---|",
+            ]
             for fi, f in enumerate(msg.field):
                 scalar = descriptor_pb2.FieldDescriptorProto.Type.Name(f.type).removeprefix("TYPE_").lower()
                 ftype = f.type_name.rsplit(".", 1)[-1] if f.type_name else scalar

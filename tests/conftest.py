@@ -46,8 +46,9 @@ def free_port() -> int:
     raise RuntimeError("no free loopback port in 20000-32000")
 
 
-def start_role(args: list[str], port_file: Path, env: dict[str, str] | None = None, timeout: float = 120,
-               **output: Path) -> Process:  # fmt: skip
+def start_role(
+    args: list[str], port_file: Path, env: dict[str, str] | None = None, timeout: float = 120, **output: Path
+) -> Process:
     """One `vecshard` role process on 127.0.0.1, port 0, started and serving (stdout=/stderr= files)."""
     proc = Process(args[0], [*args, "--host", "127.0.0.1", "--port", "0"], port_file, env, **output)
     proc.wait_port(time.monotonic() + timeout)

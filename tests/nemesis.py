@@ -361,12 +361,16 @@ class Harness:
     def start_cluster(self) -> LocalCluster:
         # Replicas compare themselves with their peers every second (default 10 s), so that the check
         # after the quiet period does not wait long for a repair whose coordinator was killed.
-        env = {"VECSHARD_CHECKPOINT_INTERVAL_S": "2", "VECSHARD_CHECKPOINT_WAL_BYTES": str(256 * 1024),
-               "VECSHARD_PEER_SYNC_S": "1"}  # fmt: skip
+        env = {
+            "VECSHARD_CHECKPOINT_INTERVAL_S": "2",
+            "VECSHARD_CHECKPOINT_WAL_BYTES": str(256 * 1024),
+            "VECSHARD_PEER_SYNC_S": "1",
+        }
         if self.profile.quorum:
             env["VECSHARD_WRITE_QUORUM"] = str(self.profile.quorum)
-        cluster = LocalCluster(shards=SHARDS, replicas=REPLICAS, data_dir=self.data_dir, env=env, log_level="INFO",
-                               log_dir=self.log_dir)  # fmt: skip
+        cluster = LocalCluster(
+            shards=SHARDS, replicas=REPLICAS, data_dir=self.data_dir, env=env, log_level="INFO", log_dir=self.log_dir
+        )
         cluster.start(timeout=120)
         self.cluster = cluster
         return cluster
@@ -1175,8 +1179,9 @@ class Checker:
         history = [f"seed {self.h.profile.seed}; create/drop history:", *(f"  {op.describe()}" for op in cd[-6:])]
         for g, group in enumerate(states):
             if group[0].exists != group[1].exists:
-                self.report.violate("replicas_disagree", f"{CYCLE} exists on one replica of group {g} only: {exists}",
-                                    history)  # fmt: skip
+                self.report.violate(
+                    "replicas_disagree", f"{CYCLE} exists on one replica of group {g} only: {exists}", history
+                )
         if len(set(exists.values())) > 1 and len(may_exist) == 1:
             self.report.violate("collection_state_wrong", f"{CYCLE} exists on some groups only: {exists}", history)
         elif len(set(exists.values())) > 1:  # a failed create/drop need not be atomic across groups; a retry ends it

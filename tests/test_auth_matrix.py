@@ -31,8 +31,17 @@ from .conftest import start_role
 
 PUBLIC, INTERNAL, EMBEDDER = "vecshard.v1.VectorSearch", "vecshard.v1.Shard", "vecshard.v1.Embedder"
 SERVICES = {"coordinator": PUBLIC, "shard": INTERNAL, "embedder": EMBEDDER}
-WRITES = {"CreateCollection", "DropCollection", "Add", "Remove", "Train", "SetPayload", "CreatePayloadIndex",
-          "DropPayloadIndex", "Reshard"}  # fmt: skip
+WRITES = {
+    "CreateCollection",
+    "DropCollection",
+    "Add",
+    "Remove",
+    "Train",
+    "SetPayload",
+    "CreatePayloadIndex",
+    "DropPayloadIndex",
+    "Reshard",
+}
 REFUSED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 INTERNAL_TOKEN = "s3cret-internal"  # the roles-alone shape's (serve makes its own, unknown here)
 
@@ -64,8 +73,9 @@ def _channel(port: Port, cred: Credential) -> grpc.Channel:
 
 
 def _served(channel: grpc.Channel, service: str, method: str, request_class: type, metadata: list) -> bool:
-    call = channel.unary_unary(f"/{service}/{method}", request_serializer=lambda m: m.SerializeToString(),
-                               response_deserializer=lambda b: b)  # fmt: skip
+    call = channel.unary_unary(
+        f"/{service}/{method}", request_serializer=lambda m: m.SerializeToString(), response_deserializer=lambda b: b
+    )
     try:
         call(request_class(), timeout=5, metadata=metadata or None)
         return True
@@ -120,10 +130,22 @@ def _serve(
     """`vecshard serve`; yields (process, coordinator address, shard addresses: none in local mode,
     where the shards have no port of their own)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vecshard_server", "serve", "--port", "0", "--data-dir", str(tmp / "data"),
-         "--shard-mode", mode],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, **env},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "vecshard_server",
+            "serve",
+            "--port",
+            "0",
+            "--data-dir",
+            str(tmp / "data"),
+            "--shard-mode",
+            mode,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
     assert proc.stderr is not None
     deadline = time.monotonic() + 60
     try:
@@ -178,9 +200,15 @@ def test_serve_with_tls_and_keys(tmp_path: Path, mode: str) -> None:
     ca = CA(tmp_path)
     cert, key = ca.issue("vecshard")
     client_cert, client_key = ca.issue("a-public-client")
-    env = {"VECSHARD_TLS_CERT": str(cert), "VECSHARD_TLS_KEY": str(key), "VECSHARD_TLS_CLIENT_CA": str(ca.path),
-           "VECSHARD_SHARD_TLS_CA": str(ca.path), "VECSHARD_SHARD_TLS_CERT": str(cert),
-           "VECSHARD_SHARD_TLS_KEY": str(key), "VECSHARD_API_KEYS_FILE": str(_keys(tmp_path))}  # fmt: skip
+    env = {
+        "VECSHARD_TLS_CERT": str(cert),
+        "VECSHARD_TLS_KEY": str(key),
+        "VECSHARD_TLS_CLIENT_CA": str(ca.path),
+        "VECSHARD_SHARD_TLS_CA": str(ca.path),
+        "VECSHARD_SHARD_TLS_CERT": str(cert),
+        "VECSHARD_SHARD_TLS_KEY": str(key),
+        "VECSHARD_API_KEYS_FILE": str(_keys(tmp_path)),
+    }
     pub = (client_key.read_bytes(), client_cert.read_bytes())
     creds = [Credential(c.name + " + public client cert", c.metadata, pub) for c in API]
     creds.append(Credential("no client cert", [("x-api-key", "admin-key")]))
@@ -200,30 +228,44 @@ def test_roles_alone_with_mtls_and_internal_token(tmp_path: Path) -> None:
     shard_cert, shard_key = internal_ca.issue("shard")
     client_cert, client_key = ca.issue("a-public-client")
     token = {"VECSHARD_INTERNAL_TOKEN": INTERNAL_TOKEN}
-    shard_env = {"VECSHARD_TLS_CERT": str(shard_cert), "VECSHARD_TLS_KEY": str(shard_key),
-                 "VECSHARD_TLS_CLIENT_CA": str(internal_ca.path), **token}  # fmt: skip
+    shard_env = {
+        "VECSHARD_TLS_CERT": str(shard_cert),
+        "VECSHARD_TLS_KEY": str(shard_key),
+        "VECSHARD_TLS_CLIENT_CA": str(internal_ca.path),
+        **token,
+    }
     shard = start_role(["shard", "--log-level", "ERROR"], tmp_path / "s.port", shard_env)
     embedder = start_role(["embedder", "--log-level", "ERROR"], tmp_path / "e.port", shard_env)
-    coord_env = {"VECSHARD_TLS_CERT": str(cert), "VECSHARD_TLS_KEY": str(key),
-                 "VECSHARD_SHARD_TLS_CA": str(internal_ca.path), "VECSHARD_SHARD_TLS_CERT": str(shard_cert),
-                 "VECSHARD_SHARD_TLS_KEY": str(shard_key), "VECSHARD_API_KEYS_FILE": str(_keys(tmp_path)),
-                 **token}  # fmt: skip
+    coord_env = {
+        "VECSHARD_TLS_CERT": str(cert),
+        "VECSHARD_TLS_KEY": str(key),
+        "VECSHARD_SHARD_TLS_CA": str(internal_ca.path),
+        "VECSHARD_SHARD_TLS_CERT": str(shard_cert),
+        "VECSHARD_SHARD_TLS_KEY": str(shard_key),
+        "VECSHARD_API_KEYS_FILE": str(_keys(tmp_path)),
+        **token,
+    }
     coord = start_role(
         ["coordinator", "--shard", shard.address, "--log-level", "ERROR"], tmp_path / "c.port", coord_env
     )
     try:
         pub = (client_key.read_bytes(), client_cert.read_bytes())
         internal = (shard_key.read_bytes(), shard_cert.read_bytes())
-        creds = [*API, Credential("public client cert", [("x-api-key", "admin-key")], pub),
-                 Credential("internal cert without token", [], internal),
-                 Credential("internal token", [("x-vecshard-internal", INTERNAL_TOKEN)], internal)]  # fmt: skip
+        creds = [
+            *API,
+            Credential("public client cert", [("x-api-key", "admin-key")], pub),
+            Credential("internal cert without token", [], internal),
+            Credential("internal token", [("x-vecshard-internal", INTERNAL_TOKEN)], internal),
+        ]
         # The coordinator speaks TLS with the public CA, the shard with the internal one (and mTLS).
         counts = run_matrix([Port("coordinator", coord.address, ca.path.read_bytes())], creds, True)
         internal_root = internal_ca.path.read_bytes()
         shard_counts = run_matrix([Port("shard", shard.address, internal_root)], creds, True)
         embedder_counts = run_matrix([Port("embedder", embedder.address, internal_root)], creds, True)
-        print(f"\nauth matrix, roles alone (mTLS with an internal CA + token): coordinator {dict(counts)}; "
-              f"shard {dict(shard_counts)}; embedder {dict(embedder_counts)}")  # fmt: skip
+        print(
+            f"\nauth matrix, roles alone (mTLS with an internal CA + token): coordinator {dict(counts)}; "
+            f"shard {dict(shard_counts)}; embedder {dict(embedder_counts)}"
+        )
         for c in (counts, shard_counts, embedder_counts):
             assert c["served_when_refused"] == 0, c
             assert not [k for k in c if k.startswith("unexpectedly")], c
@@ -235,7 +277,11 @@ def test_roles_alone_with_mtls_and_internal_token(tmp_path: Path) -> None:
 
 
 def test_a_shard_beyond_loopback_without_internal_auth_refuses_to_start(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "vecshard_server", "shard", "--host", "0.0.0.0", "--port", "0"],
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "vecshard_server", "shard", "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0 and "refusing to listen on 0.0.0.0 without internal authentication" in result.stderr
     assert "--insecure" in result.stderr

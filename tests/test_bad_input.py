@@ -278,7 +278,9 @@ def test_a_busy_port_fails_to_bind_naming_it(limited_cluster: LocalCluster) -> N
     port = limited_cluster.shards[0].port
     result = subprocess.run(
         [sys.executable, "-m", "vecshard_server", "shard", "--host", "127.0.0.1", "--port", str(port)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
     assert f"127.0.0.1:{port}" in result.stderr and "in use" in result.stderr, result.stderr

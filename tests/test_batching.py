@@ -50,8 +50,14 @@ def test_concurrent_mixed_searches_equal_sequential(cluster_of: Callable[[int], 
         c.add(name, np.arange(4000), data)
         c.train(name)
         rng = np.random.default_rng(0)
-        jobs = [(data[rng.integers(0, 4000, size=int(rng.integers(1, 4)))] + 0.05, int(rng.choice([1, 5, 10])),
-                 int(rng.choice([1, 4, 8]))) for _ in range(120)]  # fmt: skip
+        jobs = [
+            (
+                data[rng.integers(0, 4000, size=int(rng.integers(1, 4)))] + 0.05,
+                int(rng.choice([1, 5, 10])),
+                int(rng.choice([1, 4, 8])),
+            )
+            for _ in range(120)
+        ]
         expected = [c.search(name, q, k=k, nprobe=p).ids for q, k, p in jobs]
         got: list[np.ndarray | None] = [None] * len(jobs)
 

@@ -29,15 +29,31 @@ def run(*args: str) -> str:
     return result.output
 
 
-def test_index_a_jsonl_file_and_search_it_by_text(cluster_of: Callable[[int], LocalCluster], tmp_path: Path,
-                                                  name: str) -> None:  # fmt: skip
+def test_index_a_jsonl_file_and_search_it_by_text(
+    cluster_of: Callable[[int], LocalCluster], tmp_path: Path, name: str
+) -> None:
     address = cluster_of(2).address
     src = tmp_path / "docs.jsonl"
     src.write_text("\n".join(json.dumps(d) for d in DOCS) + "\n")
     assert "model minilm" in run("collections", "create", name, "--model", "minilm", "--address", address)
     assert "added 4" in run("add", name, str(src), "--address", address)
-    out = json.loads(run("search", name, "--text", "kitten napping", "--text", "football game", "-k", "2",
-                         "--source", str(src), "--json", "--address", address))  # fmt: skip
+    out = json.loads(
+        run(
+            "search",
+            name,
+            "--text",
+            "kitten napping",
+            "--text",
+            "football game",
+            "-k",
+            "2",
+            "--source",
+            str(src),
+            "--json",
+            "--address",
+            address,
+        )
+    )
     assert out[0]["hits"][0]["id"] == 10 and "cat" in out[0]["hits"][0]["text"]
     assert "similarity" in out[0]["hits"][0] and "distance" not in out[0]["hits"][0]  # COSINE: larger is better
     assert out[1]["hits"][0]["id"] == 30
@@ -114,8 +130,9 @@ def test_sample_and_plot(cluster_of: Callable[[int], LocalCluster], tmp_path: Pa
         c.drop_collection(name)
 
 
-def test_jsonl_fields_become_payloads_and_search_filters_them(cluster_of: Callable[[int], LocalCluster],
-                                                              tmp_path: Path, name: str) -> None:  # fmt: skip
+def test_jsonl_fields_become_payloads_and_search_filters_them(
+    cluster_of: Callable[[int], LocalCluster], tmp_path: Path, name: str
+) -> None:
     address = cluster_of(2).address
     src = tmp_path / "docs.jsonl"
     meta = [{"lang": "en", "year": 2021}, {"lang": "en", "year": 2015}, {"lang": "fr", "year": 2022}, {}]
@@ -124,9 +141,22 @@ def test_jsonl_fields_become_payloads_and_search_filters_them(cluster_of: Callab
     run("add", name, str(src), "--address", address)
     assert run("count", name, "--filter", 'lang = "en"', "--address", address).strip() == "2"
     assert run("count", name, "--address", address).strip() == "4"
-    out = json.loads(run("search", name, "--text", "anything at all", "-k", "4", "--filter",
-                         'lang = "en" and year >= 2020 or lang = "fr"', "--payload", "--json",
-                         "--address", address))  # fmt: skip
+    out = json.loads(
+        run(
+            "search",
+            name,
+            "--text",
+            "anything at all",
+            "-k",
+            "4",
+            "--filter",
+            'lang = "en" and year >= 2020 or lang = "fr"',
+            "--payload",
+            "--json",
+            "--address",
+            address,
+        )
+    )
     assert {h["id"]: h["payload"] for h in out[0]["hits"]} == {10: meta[0], 30: meta[2]}
     table = run("search", name, "--text", "x", "--filter", "year < 2016", "--payload", "--address", address)
     assert table.splitlines()[1].split()[-1] == "payload" and '"year": 2015' in table

@@ -47,8 +47,9 @@ def test_a_lone_search_goes_at_once_and_keys_do_not_mix() -> None:
     async def main() -> None:
         D, _, extra = await coalescer.search("a", np.ones((1, 2), np.float32), None)
         assert sizes == [1] and extra == {"key": "a"}
-        outs = await asyncio.gather(*(coalescer.search(k, np.full((1, 2), n, np.float32), None)
-                                      for n, k in enumerate("abab")))  # fmt: skip
+        outs = await asyncio.gather(
+            *(coalescer.search(k, np.full((1, 2), n, np.float32), None) for n, k in enumerate("abab"))
+        )
         assert [o[2]["key"] for o in outs] == list("abab")
         assert [int(o[1][0, 0]) for o in outs] == [0, 1, 2, 3]
 

@@ -35,8 +35,12 @@ pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl
 
 
 def render(overlay: str) -> list[dict[str, Any]]:
-    out = subprocess.run(["kubectl", "kustomize", str(ROOT / "deploy" / "overlays" / overlay)], check=True,
-                         capture_output=True, text=True).stdout  # fmt: skip
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "deploy" / "overlays" / overlay)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
@@ -140,8 +144,9 @@ def test_scale_100m_follows_the_capacity_plan() -> None:
 # -- run as written -------------------------------------------------------------------------------
 
 
-def _pod_env(workload: dict[str, Any], container: dict[str, Any], docs: list[dict[str, Any]], pod: str,
-             index: int) -> dict[str, str]:  # fmt: skip
+def _pod_env(
+    workload: dict[str, Any], container: dict[str, Any], docs: list[dict[str, Any]], pod: str, index: int
+) -> dict[str, str]:
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         cm = next(
@@ -185,9 +190,12 @@ class Pods:
         internal_dir = tmp_path / "internal"
         internal_dir.mkdir()
         (internal_dir / "token").write_text("internal-secret\n")
-        self.paths = {"/etc/vecshard/tls": str(self.tls_dir), "/etc/vecshard/api-keys": str(keys_dir),
-                      "/etc/vecshard/models": str(self.models_dir),
-                      "/etc/vecshard/internal": str(internal_dir)}  # fmt: skip
+        self.paths = {
+            "/etc/vecshard/tls": str(self.tls_dir),
+            "/etc/vecshard/api-keys": str(keys_dir),
+            "/etc/vecshard/models": str(self.models_dir),
+            "/etc/vecshard/internal": str(internal_dir),
+        }
         self.dns: dict[str, str] = {"vecshard-coordinator-x:50051": f"127.0.0.1:{free_port()}"}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -219,8 +227,11 @@ class Pods:
                 continue
             env = _pod_env(workload, c, docs, name, index)
             args = [_expand(a, env) for a in c["args"]]
-            listen = self.dns[f"{name}.{workload['spec']['serviceName']}:50061"] if workload["kind"] == "StatefulSet" \
-                else self.dns[f"{name}:50051"]  # fmt: skip
+            listen = (
+                self.dns[f"{name}.{workload['spec']['serviceName']}:50061"]
+                if workload["kind"] == "StatefulSet"
+                else self.dns[f"{name}:50051"]
+            )
             local: list[str] = []
             for a in args:
                 for host, addr in self.dns.items():
@@ -284,16 +295,18 @@ def test_manifests_run_as_written(tmp_path: Path) -> None:
         # The internal plane: a shard port with the public client certificate (same CA) but without the
         # internal token refuses every call; with the token it serves.
         shard_addr = next(v for k, v in dns.items() if k.startswith("vecshard-shard-a-0"))
-        creds = grpc.ssl_channel_credentials(ca.path.read_bytes(), (tls_dir / "tls.key").read_bytes(),
-                                             (tls_dir / "tls.crt").read_bytes())  # fmt: skip
+        creds = grpc.ssl_channel_credentials(
+            ca.path.read_bytes(), (tls_dir / "tls.key").read_bytes(), (tls_dir / "tls.crt").read_bytes()
+        )
         with grpc.secure_channel(shard_addr, creds) as ch:
             stub = shard_pb2_grpc.ShardStub(ch)
             for md in ([], [("x-api-key", "admin-key")], [("x-vecshard-internal", "wrong")]):
                 with pytest.raises(grpc.RpcError) as err:
                     stub.ListCollections(pb.ListCollectionsRequest(), timeout=10, metadata=md)
                 assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, md
-            listed = stub.ListCollections(pb.ListCollectionsRequest(), timeout=10,
-                                          metadata=[("x-vecshard-internal", "internal-secret")])  # fmt: skip
+            listed = stub.ListCollections(
+                pb.ListCollectionsRequest(), timeout=10, metadata=[("x-vecshard-internal", "internal-secret")]
+            )
             assert [st.config.name for st in listed.collections] == ["k8s"]
     finally:
         pods.stop()

@@ -103,9 +103,15 @@ def verify(address: str, name: str, load: Load) -> dict[str, int]:
             half = int((~np.isclose(m[present], vec(np.array(maybe)[present])).all(1)).sum())
         _, I = c.search(name, vec(np.array(sorted(load.removed)[:200])), k=5) if load.removed else (None, np.empty(0))
         in_search = int(np.isin(I, list(load.removed)).sum())
-    return {"acked_present": len(present_ids) - missing, "acked_missing": missing, "wrong_vectors": wrong,
-            "removed_resurrected": resurrected, "removed_in_search": in_search, "unacked_half_written": half,
-            "unacked_attempted": len(maybe)}  # fmt: skip
+    return {
+        "acked_present": len(present_ids) - missing,
+        "acked_missing": missing,
+        "wrong_vectors": wrong,
+        "removed_resurrected": resurrected,
+        "removed_in_search": in_search,
+        "unacked_half_written": half,
+        "unacked_attempted": len(maybe),
+    }
 
 
 def test_shard_kill_9_under_load_loses_no_acknowledged_write(tmp_path: Path, name: str) -> None:
@@ -169,8 +175,11 @@ def _write(s: ShardService, n: int, start: int = 0) -> None:
         s._create(types_pb2.CollectionConfig(name="c", dim=DIM, metric=1, index_type=1))
     for i in range(start, start + n):
         req = pb.AddRequest(collection="c", ids=wire.pack_ids(np.array([i])), vectors=wire.pack_matrix(vec(i)))
-        s._logged(s.collections["c"], lambda req=req: shard_pb2.WalRecord(add=req),
-                  lambda j, i=i: s.collections["c"].add(np.array([i]), vec(i), False, j))  # fmt: skip
+        s._logged(
+            s.collections["c"],
+            lambda req=req: shard_pb2.WalRecord(add=req),
+            lambda j, i=i: s.collections["c"].add(np.array([i]), vec(i), False, j),
+        )
 
 
 def _ids(s: ShardService) -> set[int]:
@@ -220,10 +229,22 @@ def test_snapshot_plus_log_and_corrupt_snapshot(tmp_path: Path) -> None:
     with pytest.raises(SnapshotCorrupt, match="checksum"):
         _shard(tmp_path)
     result = subprocess.run(
-        [sys.executable, "-m", "vecshard_server", "shard", "--host", "127.0.0.1", "--port", "0",
-         "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "vecshard_server",
+            "shard",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0 and "does not match the checksum" in result.stderr
 
 

@@ -156,8 +156,9 @@ def test_clip_and_dino_equal_transformers_in_process(ec: Client, registry: Path)
     np.testing.assert_allclose(got.vectors, want_i, atol=1e-5)
 
     cls = _dino_in_process(root / "dino", imgs, "cls")
-    np.testing.assert_allclose(ec.embed(images=imgs, model="dino").vectors, cls / np.linalg.norm(cls, axis=1)[:, None],
-                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        ec.embed(images=imgs, model="dino").vectors, cls / np.linalg.norm(cls, axis=1)[:, None], atol=1e-5
+    )
     mean = ec.embed(images=imgs, model="dino_mean")
     assert not mean.model.normalized
     np.testing.assert_allclose(mean.vectors, _dino_in_process(root / "dino", imgs, "mean"), atol=1e-5)
@@ -224,15 +225,23 @@ def test_bad_inputs_get_their_codes_and_write_nothing(ec: Client, name: str) -> 
         (pb.AddRequest(collection=name, ids=ids, images=[good[0], b"\x89PNG broken", good[2]]), C.INVALID_ARGUMENT),
         (pb.AddRequest(collection=name, ids=ids, images=good, texts=["a", "b", "c"]), C.INVALID_ARGUMENT),
         (pb.AddRequest(collection=name, ids=ids, texts=["a", "b"]), C.INVALID_ARGUMENT),
-        (pb.AddRequest(collection=name, ids=np.arange(101, dtype="<i8").tobytes(), texts=["t"] * 101),
-         C.RESOURCE_EXHAUSTED),
+        (
+            pb.AddRequest(collection=name, ids=np.arange(101, dtype="<i8").tobytes(), texts=["t"] * 101),
+            C.RESOURCE_EXHAUSTED,
+        ),
         (pb.AddRequest(collection=name, ids=ids[:8], texts=["x" * 20001]), C.RESOURCE_EXHAUSTED),
         (pb.AddRequest(collection=name, ids=ids[:8], images=[b"\0" * 100001]), C.RESOURCE_EXHAUSTED),
         (pb.AddRequest(collection=name + "_plain", ids=ids[:8], texts=["a"]), C.FAILED_PRECONDITION),
-        (pb.AddRequest(collection=name, ids=ids[:8], model_fingerprint="clip:0000:16:norm",
-                       vectors=types_pb2.FloatMatrix(data=np.ones(16, "<f4").tobytes(), rows=1, cols=16)),
-         C.FAILED_PRECONDITION),
-    ]  # fmt: skip
+        (
+            pb.AddRequest(
+                collection=name,
+                ids=ids[:8],
+                model_fingerprint="clip:0000:16:norm",
+                vectors=types_pb2.FloatMatrix(data=np.ones(16, "<f4").tobytes(), rows=1, cols=16),
+            ),
+            C.FAILED_PRECONDITION,
+        ),
+    ]
     for request, code in cases:
         assert _code(stub.Add, request) == code, request
     assert ec.describe(name).count == 0 and ec.describe(name + "_plain").count == 0
@@ -284,8 +293,11 @@ def test_embedder_role_serves_a_coordinator(cluster: LocalCluster, registry: Pat
     try:
         with Client(c_addr, timeout=300) as remote, Client(cluster.address, timeout=300) as local:
             texts, imgs = ["remote embedding", "same vectors"], images(3, seed=5)
-            np.testing.assert_allclose(remote.embed(texts=texts, model="clip").vectors,
-                                       local.embed(texts=texts, model="clip").vectors, atol=1e-6)  # fmt: skip
+            np.testing.assert_allclose(
+                remote.embed(texts=texts, model="clip").vectors,
+                local.embed(texts=texts, model="clip").vectors,
+                atol=1e-6,
+            )
             remote.create_collection(name, 0, metric=None, model="clip")
             remote.add(name, [1, 2, 3], images=imgs)
             assert local.search(name, images=imgs[1:2], k=1).ids[0, 0] == 2  # the local coordinator agrees
@@ -301,10 +313,14 @@ def test_embedder_role_serves_a_coordinator(cluster: LocalCluster, registry: Pat
 def test_missing_model_directory_is_a_startup_error(tmp_path: Path) -> None:
     bad = tmp_path / "models.toml"
     bad.write_text('[models.clip]\nkind = "clip"\npath = "/nonexistent/clip"\n')
-    for args in (["coordinator", "--shard", "127.0.0.1:1", "--models", str(bad)], ["embedder", "--models", str(bad)],
-                 ["serve", "--port", "0", "--data-dir", str(tmp_path / "d"), "--models", str(bad)]):  # fmt: skip
-        result = subprocess.run([sys.executable, "-m", "vecshard_server", *args], capture_output=True, text=True,
-                                timeout=120)  # fmt: skip
+    for args in (
+        ["coordinator", "--shard", "127.0.0.1:1", "--models", str(bad)],
+        ["embedder", "--models", str(bad)],
+        ["serve", "--port", "0", "--data-dir", str(tmp_path / "d"), "--models", str(bad)],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "vecshard_server", *args], capture_output=True, text=True, timeout=120
+        )
         assert result.returncode != 0
         assert "/nonexistent/clip does not exist" in result.stderr and "never downloads" in result.stderr
 

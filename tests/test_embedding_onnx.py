@@ -167,8 +167,13 @@ def test_exports_are_atomic(tmp_path: Path) -> None:
 def test_fingerprints_differ_by_backend_and_torch_keeps_its_own(
     models: dict[str, M.SentenceTransformerModel], minilm_path: Path
 ) -> None:
-    legacy = {"kind": "sentence-transformers", "normalize": True, "query_prefix": "", "passage_prefix": "",
-              "pooling": "cls"}  # fmt: skip
+    legacy = {
+        "kind": "sentence-transformers",
+        "normalize": True,
+        "query_prefix": "",
+        "passage_prefix": "",
+        "pooling": "cls",
+    }
     assert models["torch"].fingerprint == f"minilm:{M.content_hash(minilm_path, legacy)}:384:norm"
     prints = {m.fingerprint for m in models.values()}
     assert len(prints) == 3 and all(p.startswith("minilm:") and p.endswith(":384:norm") for p in prints)

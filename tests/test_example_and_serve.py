@@ -126,7 +126,7 @@ def test_serve_refuses_fewer_shards_than_existing_data(tmp_path: Path) -> None:
             "0",
             "--data-dir",
             str(tmp_path),
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -21,8 +21,12 @@ from vecshard_server.cli.cluster import LocalCluster
 C = grpc.StatusCode
 DOCUMENTED = {C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.ALREADY_EXISTS, C.FAILED_PRECONDITION, C.RESOURCE_EXHAUSTED}
 OUTCOMES: Counter[str] = Counter()
-EXAMPLES = settings(max_examples=120, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+EXAMPLES = settings(
+    max_examples=120,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @pytest.fixture(scope="module")
@@ -79,18 +83,31 @@ def call(method: Callable[..., object], request: object) -> None:
 
 
 @EXAMPLES
-@given(name=names, ids=id_bytes, vectors=matrices, upsert=st.booleans(), texts=texts, imgs=images,
-       fp=st.sampled_from(["", "minilm:0:384:norm"]))  # fmt: skip
+@given(
+    name=names,
+    ids=id_bytes,
+    vectors=matrices,
+    upsert=st.booleans(),
+    texts=texts,
+    imgs=images,
+    fp=st.sampled_from(["", "minilm:0:384:norm"]),
+)
 def test_add(fuzz_client: Client, name: str, ids: bytes, vectors, upsert: bool, texts, imgs, fp: str) -> None:  # type: ignore[no-untyped-def]
-    call(fuzz_client.stub.Add, pb.AddRequest(collection=name, ids=ids, vectors=vectors, upsert=upsert,
-                                             texts=texts, images=imgs, model_fingerprint=fp))  # fmt: skip
+    call(
+        fuzz_client.stub.Add,
+        pb.AddRequest(
+            collection=name, ids=ids, vectors=vectors, upsert=upsert, texts=texts, images=imgs, model_fingerprint=fp
+        ),
+    )
 
 
 @EXAMPLES
 @given(name=names, queries=matrices, k=u32, nprobe=u32, partial=st.booleans(), texts=texts)
 def test_search(fuzz_client: Client, name: str, queries, k: int, nprobe: int, partial: bool, texts) -> None:  # type: ignore[no-untyped-def]
-    call(fuzz_client.stub.Search, pb.SearchRequest(collection=name, queries=queries, k=k, nprobe=nprobe,
-                                                   allow_partial=partial, texts=texts))  # fmt: skip
+    call(
+        fuzz_client.stub.Search,
+        pb.SearchRequest(collection=name, queries=queries, k=k, nprobe=nprobe, allow_partial=partial, texts=texts),
+    )
 
 
 @EXAMPLES
@@ -101,12 +118,37 @@ def test_remove_and_get(fuzz_client: Client, name: str, ids: bytes, missing: boo
 
 
 @EXAMPLES
-@given(name=names, dim=u32, metric=st.integers(0, 6), index=st.integers(0, 4), nlist=u32, nprobe=u32,
-       threshold=st.integers(0, 2**64 - 1), model=st.sampled_from(["", "minilm", "nope"]))  # fmt: skip
-def test_collections(fuzz_client: Client, name: str, dim: int, metric: int, index: int, nlist: int, nprobe: int,
-                     threshold: int, model: str) -> None:  # fmt: skip
-    config = types_pb2.CollectionConfig(name=name, dim=dim, metric=metric, index_type=index, nlist=nlist,
-                                        nprobe=nprobe, train_threshold=threshold, embedding_model=model)  # fmt: skip
+@given(
+    name=names,
+    dim=u32,
+    metric=st.integers(0, 6),
+    index=st.integers(0, 4),
+    nlist=u32,
+    nprobe=u32,
+    threshold=st.integers(0, 2**64 - 1),
+    model=st.sampled_from(["", "minilm", "nope"]),
+)
+def test_collections(
+    fuzz_client: Client,
+    name: str,
+    dim: int,
+    metric: int,
+    index: int,
+    nlist: int,
+    nprobe: int,
+    threshold: int,
+    model: str,
+) -> None:
+    config = types_pb2.CollectionConfig(
+        name=name,
+        dim=dim,
+        metric=metric,
+        index_type=index,
+        nlist=nlist,
+        nprobe=nprobe,
+        train_threshold=threshold,
+        embedding_model=model,
+    )
     stub = fuzz_client.stub
     try:
         stub.CreateCollection(pb.CreateCollectionRequest(config=config), timeout=60)

@@ -84,8 +84,29 @@ NLIST = 8
 HEALTHY = {"keep_flat": 8, "keep_cos": 8, "keep_ivf": 8, "keep_text": 384}
 # Collections the fuzz may break, drop and re-create (none starts with "keep").
 SCRATCH = {"zz0": 8, "zz1": 8, "zz_ivf": 8, "zz_text": 384, "zc0": 8, "zc1": 8, "zc2": 8}
-ODD_NAMES = ["", "missing", "a" * 64, "b" * 65, "é", "名前", "\n", "a\n", "../x", "x/../../y", " a", "a b", "-a",
-             "_a", "1a", "\x00", "a\x00", "🙂", "x" * 5000, "keep_flat ", "KEEP_FLAT"]  # fmt: skip
+ODD_NAMES = [
+    "",
+    "missing",
+    "a" * 64,
+    "b" * 65,
+    "é",
+    "名前",
+    "\n",
+    "a\n",
+    "../x",
+    "x/../../y",
+    " a",
+    "a b",
+    "-a",
+    "_a",
+    "1a",
+    "\x00",
+    "a\x00",
+    "🙂",
+    "x" * 5000,
+    "keep_flat ",
+    "KEEP_FLAT",
+]
 NLISTS = {"keep_ivf": NLIST, "zz_ivf": 4}
 REF_BASE = 10**12
 # Targets whose mutations could destroy the collections the fuzz relies on: their raw variants and
@@ -93,16 +114,24 @@ REF_BASE = 10**12
 DESTRUCTIVE = {(PUBLIC, "DropCollection"), (SHARD, "DropCollection"), (SHARD, "Resync"), (SHARD, "InstallQuantizer")}
 SPECIAL = [float("nan"), float("inf"), float("-inf"), 3.4e38, -3.4e38, 1e-45, -0.0, 1e30]
 U32, U64 = 2**32 - 1, 2**64 - 1
-VARINT_TYPES = {FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT32,
-                FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_BOOL, FieldDescriptor.TYPE_ENUM}  # fmt: skip
+VARINT_TYPES = {
+    FieldDescriptor.TYPE_INT32,
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_UINT32,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_BOOL,
+    FieldDescriptor.TYPE_ENUM,
+}
 C = grpc.StatusCode
 BAD = {C.INTERNAL, C.UNKNOWN}
 
 
 def methods(service: str) -> list[tuple[str, type[Message], type[Message]]]:
     desc = descriptor_pool.Default().FindServiceByName(service)
-    return [(m.name, message_factory.GetMessageClass(m.input_type), message_factory.GetMessageClass(m.output_type))
-            for m in desc.methods]  # fmt: skip
+    return [
+        (m.name, message_factory.GetMessageClass(m.input_type), message_factory.GetMessageClass(m.output_type))
+        for m in desc.methods
+    ]
 
 
 def internal_md(token: str = TOKEN) -> list[tuple[str, str]]:
@@ -147,12 +176,21 @@ def local_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
 def _target(tmp_path_factory: pytest.TempPathFactory, mode: str) -> Iterator[Target]:
     root = tmp_path_factory.mktemp(f"fuzz_all_{mode}")
     started = time.perf_counter()
-    embedder = start_role(["embedder", "--preload", "minilm", "--log-level", "ERROR", "--metrics-port", "0"],
-                          root / "embedder.port", {**LIMITS, "VECSHARD_INTERNAL_TOKEN": TOKEN})  # fmt: skip
+    embedder = start_role(
+        ["embedder", "--preload", "minilm", "--log-level", "ERROR", "--metrics-port", "0"],
+        root / "embedder.port",
+        {**LIMITS, "VECSHARD_INTERNAL_TOKEN": TOKEN},
+    )
 
     def new_cluster() -> LocalCluster:
-        return LocalCluster(shards=2, data_dir=root / "data", env={**LIMITS, "VECSHARD_EMBEDDER": embedder.address},
-                            log_level="ERROR", internal_token=TOKEN, shard_mode=mode)  # fmt: skip
+        return LocalCluster(
+            shards=2,
+            data_dir=root / "data",
+            env={**LIMITS, "VECSHARD_EMBEDDER": embedder.address},
+            log_level="ERROR",
+            internal_token=TOKEN,
+            shard_mode=mode,
+        )
 
     t = Target(new_cluster(), embedder, {}, "", new_cluster)
     try:
@@ -290,20 +328,31 @@ class Gen:
             data = r.choice([data[: -r.randint(1, 4)], data + b"\0" * r.randint(1, 9), b"", data])
             rows, cols = r.choice([(rows, dim), (dim, rows), (rows + 1, dim), (rows, 0)])
             return tpb.FloatMatrix(data=data, rows=rows, cols=cols)
-        return tpb.FloatMatrix(data=r.randbytes(r.choice([0, 4, 32])), rows=r.choice([U32, 0, 1, 2**31]),
-                               cols=r.choice([U32, 0, dim, 2**31]))  # fmt: skip
+        return tpb.FloatMatrix(
+            data=r.randbytes(r.choice([0, 4, 32])),
+            rows=r.choice([U32, 0, 1, 2**31]),
+            cols=r.choice([U32, 0, dim, 2**31]),
+        )
 
     def texts(self) -> list[str]:
         if not self.bad():
             return self.r.choice([["a"], ["hi there"], ["é 名 🙂"], [self.text(6)], ["x", "y"]])
         too_many = ["t"] * (MAX_EMBED_BATCH + 1)
-        return self.r.choice([[], [""], ["\x00"], ["x" * (MAX_TEXT + 1)], ["y" * 100_000], too_many,
-                              [self.text(MAX_TEXT)]])  # fmt: skip
+        return self.r.choice(
+            [[], [""], ["\x00"], ["x" * (MAX_TEXT + 1)], ["y" * 100_000], too_many, [self.text(MAX_TEXT)]]
+        )
 
     def images(self) -> list[bytes]:
         r = self.r
-        return r.choice([[b""], [r.randbytes(40)], [b"\x89PNG\r\n\x1a\n" + r.randbytes(20)], [b"x" * 3000],
-                         [b"\xff\xd8\xff" + r.randbytes(10), b"GIF89a"]])  # fmt: skip
+        return r.choice(
+            [
+                [b""],
+                [r.randbytes(40)],
+                [b"\x89PNG\r\n\x1a\n" + r.randbytes(20)],
+                [b"x" * 3000],
+                [b"\xff\xd8\xff" + r.randbytes(10), b"GIF89a"],
+            ]
+        )
 
     def u64(self) -> int:
         if not self.bad():
@@ -439,8 +488,9 @@ class Gen:
 
     def c_set_payload(self, healthy: bool) -> Message:
         r = self.r
-        req = pb.SetPayloadRequest(collection=self.name(healthy), mode=self.pick([0, 1, 2, 3], [4, -1, 2**31 - 1]),
-                                   payload=self.payload())  # fmt: skip
+        req = pb.SetPayloadRequest(
+            collection=self.name(healthy), mode=self.pick([0, 1, 2, 3], [4, -1, 2**31 - 1]), payload=self.payload()
+        )
         if req.mode == 3:
             req.ClearField("payload")
             req.keys.extend(self.pick([["lang"], ["meta.x", "tags"]], [[], [""], ["a..b"]]))
@@ -452,9 +502,11 @@ class Gen:
         return req
 
     def c_create_index(self, healthy: bool) -> Message:
-        return pb.CreatePayloadIndexRequest(collection=self.name(healthy),
-                                            field=self.pick(["lang", "year", "meta.x"], ["", "a..b", "x" * 300]),
-                                            type=self.pick([1, 2, 3, 4], [0, 5, -1, 2**31 - 1]))  # fmt: skip
+        return pb.CreatePayloadIndexRequest(
+            collection=self.name(healthy),
+            field=self.pick(["lang", "year", "meta.x"], ["", "a..b", "x" * 300]),
+            type=self.pick([1, 2, 3, 4], [0, 5, -1, 2**31 - 1]),
+        )
 
     def c_drop_index(self, healthy: bool) -> Message:
         field = self.pick(["lang", "year", "meta.x"], ["", "nope", "a..b"])
@@ -499,8 +551,9 @@ class Gen:
             texts = self.texts()
             return pb.AddRequest(collection=name, ids=self.ids(len(texts)), texts=texts, upsert=self.r.random() < 0.5)
         n = self.rows()
-        req = pb.AddRequest(collection=name, ids=self.ids(n), upsert=self.r.random() < 0.3,
-                            model_fingerprint=self.fingerprint(name))  # fmt: skip
+        req = pb.AddRequest(
+            collection=name, ids=self.ids(n), upsert=self.r.random() < 0.3, model_fingerprint=self.fingerprint(name)
+        )
         self.vectors_or_inputs(req, "vectors", name, n)
         if self.r.random() < 0.4:
             req.payloads.extend(self.payload() for _ in range(self.pick([n], [0, n + 1, max(0, n - 1)]) if n else 0))
@@ -510,14 +563,20 @@ class Gen:
         return pb.RemoveRequest(collection=self.name(healthy), ids=self.ids(self.rows()))
 
     def c_get(self, healthy: bool) -> Message:
-        return pb.GetRequest(collection=self.name(healthy), ids=self.ids(self.rows()),
-                             allow_missing=self.r.random() < 0.7)  # fmt: skip
+        return pb.GetRequest(
+            collection=self.name(healthy), ids=self.ids(self.rows()), allow_missing=self.r.random() < 0.7
+        )
 
     def c_search(self, healthy: bool) -> Message:
         name = self.name(healthy)
         partial = self.r.random() < 0.3
-        req = pb.SearchRequest(collection=name, k=self.k(), nprobe=self.nprobe(name), allow_partial=partial,
-                               model_fingerprint=self.fingerprint(name))  # fmt: skip
+        req = pb.SearchRequest(
+            collection=name,
+            k=self.k(),
+            nprobe=self.nprobe(name),
+            allow_partial=partial,
+            model_fingerprint=self.fingerprint(name),
+        )
         if name in ("keep_text", "zz_text") and self.r.random() < 0.4:
             req.texts.extend(self.texts())
         else:
@@ -529,12 +588,15 @@ class Gen:
         # (never a keep_* name unless healthy: its bytes are also a DropCollectionRequest of that name)
         good = ["zz_ivf", "zz_ivf", "keep_ivf" if healthy else "zz_ivf", "zc0", "zc1"]
         name = self.pick(good, ["keep_flat" if healthy else "zc2", "zz0", *ODD_NAMES[:4]])
-        return pb.TrainRequest(collection=name, max_training_points=self.pick([0, 0, 64, 500], [1, 3, U64]),
-                               seed=self.u64())  # fmt: skip
+        return pb.TrainRequest(
+            collection=name, max_training_points=self.pick([0, 0, 64, 500], [1, 3, U64]), seed=self.u64()
+        )
 
     def c_embed(self, healthy: bool) -> Message:
-        req = tpb.EmbedRequest(model=self.pick(["", "minilm"], ["nope", "x" * 200, "é", "../minilm"]),
-                               role=self.pick([0, 1, 2], [3, 99, -1]))  # fmt: skip
+        req = tpb.EmbedRequest(
+            model=self.pick(["", "minilm"], ["nope", "x" * 200, "é", "../minilm"]),
+            role=self.pick([0, 1, 2], [3, 99, -1]),
+        )
         if self.r.random() < 0.9:
             req.texts.extend(self.texts())
         if self.r.random() < 0.15:
@@ -542,8 +604,9 @@ class Gen:
         return req
 
     def c_sample(self, healthy: bool) -> Message:
-        return pb.SampleRequest(collection=self.name(healthy), max_points=self.pick([1, 10, 100], [0, 10**6, U64]),
-                                seed=self.u64())  # fmt: skip
+        return pb.SampleRequest(
+            collection=self.name(healthy), max_points=self.pick([1, 10, 100], [0, 10**6, U64]), seed=self.u64()
+        )
 
     def c_list_models(self, healthy: bool) -> Message:
         return tpb.ListModelsRequest(load=self.pick([[], ["minilm"], [""]], [["nope"], ["minilm", "x" * 100], ["é"]]))
@@ -563,14 +626,19 @@ class Gen:
 
     def s_search(self, healthy: bool) -> Message:
         name = self.name(healthy)
-        req = pb.SearchRequest(collection=name, queries=self.matrix(self.dim_of(name), self.pick([1, 2, 5], [0, 300])),
-                               k=self.k(), nprobe=self.nprobe(name))  # fmt: skip
+        req = pb.SearchRequest(
+            collection=name,
+            queries=self.matrix(self.dim_of(name), self.pick([1, 2, 5], [0, 300])),
+            k=self.k(),
+            nprobe=self.nprobe(name),
+        )
         self.maybe_filter(req)
         return req
 
     def s_sample(self, healthy: bool) -> Message:
-        return pb.SampleRequest(collection=self.name(healthy), max_points=self.pick([1, 10, 100], [0, 10**6, U64]),
-                                seed=self.u64())  # fmt: skip
+        return pb.SampleRequest(
+            collection=self.name(healthy), max_points=self.pick([1, 10, 100], [0, 10**6, U64]), seed=self.u64()
+        )
 
     def s_install(self, healthy: bool) -> Message:
         r = self.r
@@ -587,17 +655,24 @@ class Gen:
             self.prepared = (name, epoch, train_id)
         elif mode == spb.INSTALL_MODE_ACTIVATE and self.prepared and r.random() < 0.6:
             name, epoch, train_id = self.prepared  # activate what was prepared (if it was)
-        return spb.InstallQuantizerRequest(collection=name, centroids=centroids, epoch=epoch, train_id=train_id,
-                                           mode=mode, decide=r.random() < 0.3)  # fmt: skip
+        return spb.InstallQuantizerRequest(
+            collection=name, centroids=centroids, epoch=epoch, train_id=train_id, mode=mode, decide=r.random() < 0.3
+        )
 
     def s_export(self, healthy: bool) -> Message:
-        req = spb.ExportRequest(collection=self.name(healthy),
-                                after_id=self.pick([-1, -1, 0, 100], [-(2**63), 2**63 - 1, REF_BASE + 10]),
-                                limit=self.pick([1, 10, 1000], [0, U32]))  # fmt: skip
+        req = spb.ExportRequest(
+            collection=self.name(healthy),
+            after_id=self.pick([-1, -1, 0, 100], [-(2**63), 2**63 - 1, REF_BASE + 10]),
+            limit=self.pick([1, 10, 1000], [0, U32]),
+        )
         if self.r.random() < 0.3:  # a reshard's page: only the ids one group owns under a placement
-            req.owned_by.CopyFrom(tpb.Placement(function=self.pick([1, 2], [0, 3, -1]),
-                                                shards=self.pick([1, 3], [0, U32]),
-                                                epoch=self.pick([1], [0, U32])))  # fmt: skip
+            req.owned_by.CopyFrom(
+                tpb.Placement(
+                    function=self.pick([1, 2], [0, 3, -1]),
+                    shards=self.pick([1, 3], [0, U32]),
+                    epoch=self.pick([1], [0, U32]),
+                )
+            )
             req.owner = self.pick([0, 1], [2, U32])
         if self.r.random() < 0.2:  # exactly these ids
             req.ids = self.ids(self.rows())
@@ -605,11 +680,13 @@ class Gen:
 
     def s_import(self, healthy: bool) -> Message:
         name, n = self.name(healthy=False), self.rows()
-        page = spb.ExportResponse(ids=self.ids(n), vectors=self.matrix(self.dim_of(name), self.pick([n], [n + 1, 0])),
-                                  versions=np.array([self.pick([1, 7], [0, -1]) for _ in range(n)], "<i8").tobytes(),
-                                  tombstone_ids=self.ids(self.pick([0, 2], [1])),
-                                  tombstone_versions=np.array([self.pick([3], [0, -5]) for _ in range(2)],
-                                                              "<i8").tobytes())  # fmt: skip
+        page = spb.ExportResponse(
+            ids=self.ids(n),
+            vectors=self.matrix(self.dim_of(name), self.pick([n], [n + 1, 0])),
+            versions=np.array([self.pick([1, 7], [0, -1]) for _ in range(n)], "<i8").tobytes(),
+            tombstone_ids=self.ids(self.pick([0, 2], [1])),
+            tombstone_versions=np.array([self.pick([3], [0, -5]) for _ in range(2)], "<i8").tobytes(),
+        )
         if self.r.random() < 0.3:
             page.payloads.extend(self.payload(good=True) for _ in range(self.pick([n], [n + 1])))
         return spb.ImportRequest(collection=name, page=page)
@@ -618,23 +695,42 @@ class Gen:
         # (never a keep_* collection, nor every one: the fuzz checks those shard by shard; never waiting)
         names = [self.name(healthy=False) for _ in range(self.r.randint(1, 2))]
         status = self.r.random() < 0.3
-        return pb.ReshardRequest(collections=names, shards=self.pick([1, 2], [0, 65, 2000, U32]),
-                                 abort=self.r.random() < 0.2, status_only=status, wait=status and self.r.random() < 0.5,
-                                 max_points_per_s=self.pick([0, 1000], [1, U32]),
-                                 page_size=self.pick([0, 100], [1, U32]))  # fmt: skip
+        return pb.ReshardRequest(
+            collections=names,
+            shards=self.pick([1, 2], [0, 65, 2000, U32]),
+            abort=self.r.random() < 0.2,
+            status_only=status,
+            wait=status and self.r.random() < 0.5,
+            max_points_per_s=self.pick([0, 1000], [1, U32]),
+            page_size=self.pick([0, 100], [1, U32]),
+        )
 
     def s_rollback(self, healthy: bool) -> Message:
-        return spb.RollbackAddRequest(collection=self.name(healthy), write_token=self.pick([7, 12345], [0, U64]),
-                                      ids=self.ids(self.rows()))  # fmt: skip
+        return spb.RollbackAddRequest(
+            collection=self.name(healthy), write_token=self.pick([7, 12345], [0, U64]), ids=self.ids(self.rows())
+        )
 
     def s_resync(self, healthy: bool) -> Message:
         r = self.r
         addresses = self.target.addresses
         shards = [p.address for p in self.target.cluster.shards] or ["127.0.0.1:2", "127.0.0.1:3"]  # (local: none)
         me, other = shards[self.shard], shards[1 - self.shard]
-        odd = [me, "127.0.0.1:1", addresses["coordinator"], addresses["embedder"], "", "not a target", "127.0.0.1:0",
-               "[::1]:1", "localhost:1", "127.0.0.1", "unix:/nonexistent.sock", "x" * 300, "127.0.0.1:99999",
-               ":::"]  # fmt: skip
+        odd = [
+            me,
+            "127.0.0.1:1",
+            addresses["coordinator"],
+            addresses["embedder"],
+            "",
+            "not a target",
+            "127.0.0.1:0",
+            "[::1]:1",
+            "localhost:1",
+            "127.0.0.1",
+            "unix:/nonexistent.sock",
+            "x" * 300,
+            "127.0.0.1:99999",
+            ":::",
+        ]
         if healthy and r.random() < 0.4:  # a collection the fuzz relies on: never from another group
             return spb.ResyncRequest(collection=r.choice(list(HEALTHY)), peer=r.choice(odd))
         return spb.ResyncRequest(collection=self.name(healthy=False), peer=r.choice([other, other, me, *odd]))
@@ -692,8 +788,7 @@ BUILDERS: dict[tuple[str, str], Callable[[Gen, bool], Message]] = {
     (EMBEDDER, "ListModels"): Gen.c_list_models,
 }
 # How often each RPC is picked, relative to the others of its service (embedding kept rare: CPU).
-WEIGHTS = {"Add": 4, "Search": 4, "Get": 3, "Remove": 2, "CreateCollection": 2, "Embed": 1, "ListModels": 1,
-           "Train": 1}  # fmt: skip
+WEIGHTS = {"Add": 4, "Search": 4, "Get": 3, "Remove": 2, "CreateCollection": 2, "Embed": 1, "ListModels": 1, "Train": 1}
 
 
 # -- raw bytes ------------------------------------------------------------------------------------
@@ -751,15 +846,17 @@ def raw_payload(g: Gen, service: str, method: str, request_class: type[Message])
         extra = b""
         for _ in range(r.randint(1, 3)):
             number = r.choice([15, 99, 1000, 2**29 - 1, 536_870_911])
-            extra += r.choice([
-                tag(number, 0) + varint(r.getrandbits(64)),
-                tag(number, 1) + r.randbytes(8),
-                tag(number, 2) + varint(5) + b"hello",
-                tag(number, 5) + r.randbytes(4),
-                tag(number, 3) + tag(number, 4),  # an empty group
-                tag(number, 4),  # a stray end-group
-                tag(0, 0) + b"\x01",  # field number 0: invalid
-            ])  # fmt: skip
+            extra += r.choice(
+                [
+                    tag(number, 0) + varint(r.getrandbits(64)),
+                    tag(number, 1) + r.randbytes(8),
+                    tag(number, 2) + varint(5) + b"hello",
+                    tag(number, 5) + r.randbytes(4),
+                    tag(number, 3) + tag(number, 4),  # an empty group
+                    tag(number, 4),  # a stray end-group
+                    tag(0, 0) + b"\x01",  # field number 0: invalid
+                ]
+            )
         return kind, (extra + base) if r.random() < 0.3 else (base + extra)
     # huge and overlong varints, in a field of the request's own type (or a varint length prefix)
     fields = list(request_class.DESCRIPTOR.fields)
@@ -810,13 +907,17 @@ def metadata_for(g: Gen, service: str) -> list[tuple[str, str]]:
         x = r.random()
         md = internal_md() if x < 0.98 else ([] if x < 0.99 else internal_md("wrong"))
     if r.random() < 0.05:
-        md.append(r.choice([
-            ("x-vecshard-write-token", r.choice(["7", "abc", "-5", "99999999999999999999999", ""])),
-            ("x-vecshard-train-epoch", r.choice(["1", "0", "x", "-1", "18446744073709551616"])),
-            ("x-request-id", r.choice(["", "é".encode().hex(), "a" * 500])),
-            ("traceparent", r.choice(["00-zz-yy-01", "garbage", ""])),
-            ("x-api-key", "nope"),
-        ]))  # fmt: skip
+        md.append(
+            r.choice(
+                [
+                    ("x-vecshard-write-token", r.choice(["7", "abc", "-5", "99999999999999999999999", ""])),
+                    ("x-vecshard-train-epoch", r.choice(["1", "0", "x", "-1", "18446744073709551616"])),
+                    ("x-request-id", r.choice(["", "é".encode().hex(), "a" * 500])),
+                    ("traceparent", r.choice(["00-zz-yy-01", "garbage", ""])),
+                    ("x-api-key", "nope"),
+                ]
+            )
+        )
     return md
 
 
@@ -906,8 +1007,9 @@ def drop_scratch(t: Target) -> None:
             stub = shard_pb2_grpc.ShardStub(ch)
             for st in stub.ListCollections(pb.ListCollectionsRequest(), timeout=60, metadata=internal_md()).collections:
                 if st.config.name not in HEALTHY:
-                    stub.DropCollection(pb.DropCollectionRequest(name=st.config.name), timeout=60,
-                                        metadata=internal_md())  # fmt: skip
+                    stub.DropCollection(
+                        pb.DropCollectionRequest(name=st.config.name), timeout=60, metadata=internal_md()
+                    )
 
 
 def test_fuzz_every_rpc_of_every_service(target: Target) -> None:
@@ -927,8 +1029,10 @@ def _fuzz_and_check(target: Target) -> None:
     concurrent = fuzz_concurrently(target, CONCURRENT, SEED)
     both = time.perf_counter() - started
     total = sum(out.by_service.values()) + sum(concurrent.by_service.values())
-    print(f"\nfuzzed {sum(out.by_service.values())} requests one at a time in {elapsed:.1f}s (seed {SEED}), then "
-          f"{sum(concurrent.by_service.values())} from 4 threads in {both - elapsed:.1f}s")  # fmt: skip
+    print(
+        f"\nfuzzed {sum(out.by_service.values())} requests one at a time in {elapsed:.1f}s (seed {SEED}), then "
+        f"{sum(concurrent.by_service.values())} from 4 threads in {both - elapsed:.1f}s"
+    )
     print("request mix: " + ", ".join(f"{k} {v}" for k, v in sorted(out.mix.items())))
     print("outcomes by service and status code:\n" + out.table())
     print("by method: " + ", ".join(f"{k} {v}" for k, v in sorted(out.by_method.items())))
@@ -987,9 +1091,15 @@ def shard0(target: Target) -> Iterator[ShardClient]:
 
 
 def config(name: str, dim: int = 8, metric: int = tpb.METRIC_L2, nlist: int = 0) -> tpb.CollectionConfig:
-    return tpb.CollectionConfig(name=name, dim=dim, metric=metric, nlist=nlist, nprobe=nlist,
-                                index_type=tpb.INDEX_TYPE_IVF_FLAT if nlist else tpb.INDEX_TYPE_FLAT,
-                                train_threshold=10**6 if nlist else 0)  # fmt: skip
+    return tpb.CollectionConfig(
+        name=name,
+        dim=dim,
+        metric=metric,
+        nlist=nlist,
+        nprobe=nlist,
+        index_type=tpb.INDEX_TYPE_IVF_FLAT if nlist else tpb.INDEX_TYPE_FLAT,
+        train_threshold=10**6 if nlist else 0,
+    )
 
 
 def add_req(name: str, ids: list[int], x: np.ndarray) -> pb.AddRequest:
@@ -1046,15 +1156,22 @@ def test_shard_search_checks_k_dim_and_size_first(shard0: ShardClient) -> None:
     shard0.Add(add_req("rg_search", [1, 2, 3], np.eye(3, 8, dtype=np.float32)))
     good = pb.SearchRequest(collection="rg_search", queries=wire.pack_matrix(np.ones((1, 8), np.float32)), k=2)
     for k in (0, MAX_K + 1, U32):
-        expect(C.INVALID_ARGUMENT, shard0.Search, pb.SearchRequest(collection="rg_search", queries=good.queries, k=k),
-               "max_k")  # fmt: skip
+        expect(
+            C.INVALID_ARGUMENT,
+            shard0.Search,
+            pb.SearchRequest(collection="rg_search", queries=good.queries, k=k),
+            "max_k",
+        )
     wrong = pb.SearchRequest(collection="rg_search", queries=wire.pack_matrix(np.ones((1, 7), np.float32)), k=2)
     expect(C.INVALID_ARGUMENT, shard0.Search, wrong, "dimension 7")
     many = np.ones((20_000, 8), np.float32)  # 20,000 x 64 results: over the 1 MiB message
-    expect(C.RESOURCE_EXHAUSTED, shard0.Search,
-           pb.SearchRequest(collection="rg_search", queries=wire.pack_matrix(many), k=MAX_K), "nq * k")  # fmt: skip
-    futures = [(r, shard0.stub.Search.future(r, timeout=TIMEOUT, metadata=internal_md()))
-               for r in [good, wrong] * 20]  # fmt: skip
+    expect(
+        C.RESOURCE_EXHAUSTED,
+        shard0.Search,
+        pb.SearchRequest(collection="rg_search", queries=wire.pack_matrix(many), k=MAX_K),
+        "nq * k",
+    )
+    futures = [(r, shard0.stub.Search.future(r, timeout=TIMEOUT, metadata=internal_md())) for r in [good, wrong] * 20]
     for request, future in futures:
         if request is good:
             assert wire.unpack_ids(future.result().ids).size == 2
@@ -1088,8 +1205,12 @@ def test_shard_replies_over_the_message_limit_are_refused_before_they_are_built(
     ids = wire.pack_ids(np.arange(600))
     expect(C.RESOURCE_EXHAUSTED, shard0.Get, pb.GetRequest(collection="rg_big", ids=ids), "get at most")
     expect(C.RESOURCE_EXHAUSTED, shard0.Sample, pb.SampleRequest(collection="rg_big", max_points=U64), "at most")
-    expect(C.RESOURCE_EXHAUSTED, shard0.Export, spb.ExportRequest(collection="rg_big", after_id=-1, limit=U32),
-           "limit of at most")  # fmt: skip
+    expect(
+        C.RESOURCE_EXHAUSTED,
+        shard0.Export,
+        spb.ExportRequest(collection="rg_big", after_id=-1, limit=U32),
+        "limit of at most",
+    )
     tail = shard0.Export(spb.ExportRequest(collection="rg_big", after_id=500, limit=U32))  # a last page that fits
     assert wire.unpack_ids(tail.ids).tolist() == list(range(501, 600))
     assert shard0.Sample(pb.SampleRequest(collection="rg_big", max_points=400)).vectors.rows == 400

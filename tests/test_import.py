@@ -44,8 +44,9 @@ def write_texmex(path: Path, x: np.ndarray, value: str) -> None:
     rec.tofile(path)
 
 
-def test_npy_fvecs_bvecs_import_every_row(cluster_of: Callable[[int], LocalCluster], client: Client, tmp_path: Path,
-                                          name: str) -> None:  # fmt: skip
+def test_npy_fvecs_bvecs_import_every_row(
+    cluster_of: Callable[[int], LocalCluster], client: Client, tmp_path: Path, name: str
+) -> None:
     address = cluster_of(2).address
     rng = np.random.default_rng(0)
     client.create_collection(name, 8)
@@ -69,8 +70,9 @@ def test_npy_fvecs_bvecs_import_every_row(cluster_of: Callable[[int], LocalClust
     client.drop_collection(name)
 
 
-def test_parquet_ids_vectors_and_payloads(cluster_of: Callable[[int], LocalCluster], client: Client, tmp_path: Path,
-                                          name: str) -> None:  # fmt: skip
+def test_parquet_ids_vectors_and_payloads(
+    cluster_of: Callable[[int], LocalCluster], client: Client, tmp_path: Path, name: str
+) -> None:
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
     address = cluster_of(2).address
@@ -89,8 +91,9 @@ def test_parquet_ids_vectors_and_payloads(cluster_of: Callable[[int], LocalClust
     pq.write_table(table, tmp_path / "p.parquet", row_group_size=600)
     client.create_collection(name, 6)
     # Half first, then the rest: the second run skips the row groups already imported.
-    assert "imported 900 rows" in ok(address, name, str(tmp_path / "p.parquet"), "--limit", "900",
-                                     "--batch-size", "250", "-q")  # fmt: skip
+    assert "imported 900 rows" in ok(
+        address, name, str(tmp_path / "p.parquet"), "--limit", "900", "--batch-size", "250", "-q"
+    )
     assert "skipped 900" in ok(address, name, str(tmp_path / "p.parquet"), "--batch-size", "250", "-q")
     assert client.count(name) == n
     points = client.retrieve(name, ids, with_vectors=True)
@@ -110,8 +113,9 @@ def test_parquet_ids_vectors_and_payloads(cluster_of: Callable[[int], LocalClust
     client.drop_collection(name)
 
 
-def test_resume_after_kill(cluster_of: Callable[[int], LocalCluster], client: Client, tmp_path: Path,
-                           name: str) -> None:  # fmt: skip
+def test_resume_after_kill(
+    cluster_of: Callable[[int], LocalCluster], client: Client, tmp_path: Path, name: str
+) -> None:
     address = cluster_of(2).address
     rows = 60_000
     x = np.random.default_rng(2).normal(size=(rows, 32)).astype(np.float32)
@@ -120,8 +124,9 @@ def test_resume_after_kill(cluster_of: Callable[[int], LocalCluster], client: Cl
     state = tmp_path / "big.npy.vecshard-import.json"
     client.create_collection(name, 32)
     args = ["import", name, str(src), "--batch-size", "64", "--parallel", "2", "-q", "--address", address]
-    proc = subprocess.Popen([sys.executable, "-m", "vecshard_server", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vecshard_server", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     acked = 0
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
@@ -147,8 +152,9 @@ def test_resume_after_kill(cluster_of: Callable[[int], LocalCluster], client: Cl
     client.drop_collection(name)
 
 
-def test_refusals_write_nothing(cluster_of: Callable[[int], LocalCluster], client: Client, tmp_path: Path,
-                                name: str) -> None:  # fmt: skip
+def test_refusals_write_nothing(
+    cluster_of: Callable[[int], LocalCluster], client: Client, tmp_path: Path, name: str
+) -> None:
     address = cluster_of(2).address
     client.create_collection(name, 16)
     x = np.random.default_rng(4).normal(size=(300, 8)).astype(np.float32)

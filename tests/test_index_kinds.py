@@ -51,8 +51,9 @@ def build(c: Client, name: str, kind: str, metric: str, seed: int, **extra: int)
     ids = rng.choice(10**12, size=N, replace=False).astype(np.int64)
     queries = clustered(30, DIM, seed=99) + rng.normal(0, 0.5, size=(30, DIM)).astype(np.float32)
     pq = {"pq_m": 8} if kind == "ivf_pq" else {}
-    c.create_collection(name, DIM, metric=metric, index=kind, nlist=NLIST, nprobe=4, train_threshold=10**9,
-                        **pq, **extra)  # fmt: skip
+    c.create_collection(
+        name, DIM, metric=metric, index=kind, nlist=NLIST, nprobe=4, train_threshold=10**9, **pq, **extra
+    )
     for part in np.array_split(np.arange(N), 3):
         c.add(name, ids[part], data[part])
     info = c.train(name)
@@ -207,10 +208,22 @@ def test_kill_9_and_restart_keep_codes_and_floats(tmp_path, name: str) -> None: 
     blob[-5] ^= 0x01
     snapshots[0].write_bytes(bytes(blob))
     result = subprocess.run(
-        [sys.executable, "-m", "vecshard_server", "shard", "--host", "127.0.0.1", "--port", "0",
-         "--data-dir", str(snapshots[0].parents[2])],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "vecshard_server",
+            "shard",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--data-dir",
+            str(snapshots[0].parents[2]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0 and "vectors.npy does not match the checksum" in result.stderr
 
 
@@ -224,8 +237,9 @@ def test_snapshot_during_upserts_is_consistent(tmp_path) -> None:  # type: ignor
     from vecshard_server.common.spec import CollectionSpec
     from vecshard_server.shard.engine import ShardIndex, _digest_of, train_state
 
-    cfg = types_pb2.CollectionConfig(name="c", dim=DIM, metric=types_pb2.METRIC_L2,
-                                     index_type=types_pb2.INDEX_TYPE_IVF_SQ8, nlist=NLIST)  # fmt: skip
+    cfg = types_pb2.CollectionConfig(
+        name="c", dim=DIM, metric=types_pb2.METRIC_L2, index_type=types_pb2.INDEX_TYPE_IVF_SQ8, nlist=NLIST
+    )
     spec = CollectionSpec.validate(cfg, Settings())
     part = ShardIndex(spec, 10**6)
     data = clustered(20_000, DIM, seed=3)
@@ -371,8 +385,9 @@ def _sq8_partition(n: int = 4000) -> tuple[Any, np.ndarray]:
     from vecshard_server.common.spec import CollectionSpec
     from vecshard_server.shard.engine import ShardIndex, train_state
 
-    cfg = types_pb2.CollectionConfig(name="c", dim=DIM, metric=types_pb2.METRIC_L2,
-                                     index_type=types_pb2.INDEX_TYPE_IVF_SQ8, nlist=8)  # fmt: skip
+    cfg = types_pb2.CollectionConfig(
+        name="c", dim=DIM, metric=types_pb2.METRIC_L2, index_type=types_pb2.INDEX_TYPE_IVF_SQ8, nlist=8
+    )
     spec = CollectionSpec.validate(cfg, Settings())
     part = ShardIndex(spec, 10**6)
     x = clustered(n, DIM, seed=2)
@@ -396,8 +411,9 @@ def test_a_removal_between_search_and_refine_never_returns_the_removed_point(tmp
 
     service = ShardService(Settings(), None)
     service.recover()
-    cfg = types_pb2.CollectionConfig(name="c", dim=DIM, metric=types_pb2.METRIC_L2,
-                                     index_type=types_pb2.INDEX_TYPE_IVF_SQ8, nlist=8)  # fmt: skip
+    cfg = types_pb2.CollectionConfig(
+        name="c", dim=DIM, metric=types_pb2.METRIC_L2, index_type=types_pb2.INDEX_TYPE_IVF_SQ8, nlist=8
+    )
     service._create(cfg)
     part = service.collections["c"]
     x = clustered(4000, DIM, seed=2)

@@ -83,8 +83,22 @@ def test_local_mode_has_one_replica_per_shard(tmp_path: Path) -> None:
     with pytest.raises(ClusterError, match="one replica each"):
         LocalCluster(shards=2, replicas=2, shard_mode="local")
     out = subprocess.run(
-        [sys.executable, "-m", "vecshard_server", "serve", "--shard-mode", "local", "--replicas", "2", "--port", "0",
-         "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "vecshard_server",
+            "serve",
+            "--shard-mode",
+            "local",
+            "--replicas",
+            "2",
+            "--port",
+            "0",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "one replica each" in out.stderr

@@ -39,8 +39,10 @@ def _node() -> str:
         pytest.fail(f"`node` is not on PATH: install Node.js (>= 18), then run the README setup: {SETUP}")
     missing = [p for p in ("@grpc/grpc-js", "@grpc/proto-loader") if not (NODE_DIR / "node_modules" / p).is_dir()]
     if missing:
-        pytest.fail(f"{', '.join(missing)} not installed in {NODE_DIR / 'node_modules'}: run the README setup "
-                    f"from the repository root: {SETUP}")  # fmt: skip
+        pytest.fail(
+            f"{', '.join(missing)} not installed in {NODE_DIR / 'node_modules'}: run the README setup "
+            f"from the repository root: {SETUP}"
+        )
     return node
 
 
@@ -81,8 +83,13 @@ def _matches(payload: dict[str, Any]) -> bool:
 def _run_node(address: str, collection: str) -> dict[str, Any]:
     node = _node()
     try:
-        proc = subprocess.run([node, str(SCRIPT.relative_to(ROOT)), address, collection], cwd=ROOT,
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        proc = subprocess.run(
+            [node, str(SCRIPT.relative_to(ROOT)), address, collection],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     except subprocess.TimeoutExpired as err:
         pytest.fail(f"interop.js did not finish in 120 s; stderr:\n{err.stderr!r}")
     if proc.returncode != 0:

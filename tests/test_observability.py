@@ -29,11 +29,15 @@ def _value(text: str, prefix: str) -> float:
 def test_metrics_logs_and_request_ids(tmp_path: Path) -> None:
     shard_mp, coord_mp = free_port(), free_port()
     json_logs = ["--log-format", "json"]
-    shard = start_role(["shard", "--metrics-port", str(shard_mp), *json_logs], tmp_path / "s.port",
-                       stderr=tmp_path / "shard.log")  # fmt: skip
+    shard = start_role(
+        ["shard", "--metrics-port", str(shard_mp), *json_logs], tmp_path / "s.port", stderr=tmp_path / "shard.log"
+    )
     shard_addr = shard.address
-    coord = start_role(["coordinator", "--shard", shard_addr, "--metrics-port", str(coord_mp), *json_logs],
-                       tmp_path / "c.port", stderr=tmp_path / "coord.log")  # fmt: skip
+    coord = start_role(
+        ["coordinator", "--shard", shard_addr, "--metrics-port", str(coord_mp), *json_logs],
+        tmp_path / "c.port",
+        stderr=tmp_path / "coord.log",
+    )
     try:
         address = coord.address
         with Client(address) as c:
@@ -105,11 +109,16 @@ def test_reflection_answers_v1_and_v1alpha(cluster_of, version: str) -> None:  #
 def test_traces_one_span_per_shard_call_under_the_search_span(tmp_path: Path) -> None:
     env = {"VECSHARD_OTEL_EXPORTER": "console"}
     quiet = ["--log-level", "ERROR"]
-    shards = [start_role(["shard", *quiet], tmp_path / f"s{i}", env, stdout=tmp_path / f"shard{i}.out")
-              for i in range(2)]  # fmt: skip
+    shards = [
+        start_role(["shard", *quiet], tmp_path / f"s{i}", env, stdout=tmp_path / f"shard{i}.out") for i in range(2)
+    ]
     addrs = [s.address for s in shards]
-    coord = start_role(["coordinator", "--shard", addrs[0], "--shard", addrs[1], *quiet], tmp_path / "c", env,
-                       stdout=tmp_path / "coord.out")  # fmt: skip
+    coord = start_role(
+        ["coordinator", "--shard", addrs[0], "--shard", addrs[1], *quiet],
+        tmp_path / "c",
+        env,
+        stdout=tmp_path / "coord.out",
+    )
     try:
         with Client(coord.address) as c:
             c.create_collection("t", 4)

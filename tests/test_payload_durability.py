@@ -83,8 +83,11 @@ def _export(address: str, name: str) -> tuple[list[int], list[dict[str, Any]], l
         page = shard_pb2_grpc.ShardStub(ch).Export(
             spb.ExportRequest(collection=name, after_id=-1, limit=10_000), timeout=10
         )
-    return (wire.unpack_ids(page.ids).tolist(), [payload_from_proto(p) for p in page.payloads],
-            wire.unpack_ids(page.versions).tolist())  # fmt: skip
+    return (
+        wire.unpack_ids(page.ids).tolist(),
+        [payload_from_proto(p) for p in page.payloads],
+        wire.unpack_ids(page.versions).tolist(),
+    )
 
 
 def _digest(address: str, name: str) -> int:
@@ -102,8 +105,12 @@ def _wait_equal(r0: Any, r1: Any, name: str, what: str) -> None:
 
 
 def test_a_replica_that_missed_payload_writes_catches_up_and_drift_is_merged(tmp_path: Path, name: str) -> None:
-    env = {"VECSHARD_WRITE_QUORUM": "1", "VECSHARD_HEDGE_DELAY_S": "5", "VECSHARD_PEER_SYNC_S": "1",
-           "VECSHARD_ANTI_ENTROPY_S": "1"}  # fmt: skip
+    env = {
+        "VECSHARD_WRITE_QUORUM": "1",
+        "VECSHARD_HEDGE_DELAY_S": "5",
+        "VECSHARD_PEER_SYNC_S": "1",
+        "VECSHARD_ANTI_ENTROPY_S": "1",
+    }
     with LocalCluster(shards=1, replicas=2, data_dir=tmp_path, env=env, log_level="ERROR") as cluster:
         r0, r1 = cluster.groups[0]
         x = np.random.default_rng(1).standard_normal((60, DIM)).astype(np.float32)
@@ -127,8 +134,9 @@ def test_a_replica_that_missed_payload_writes_catches_up_and_drift_is_merged(tmp
             assert [(i.field) for s in listed.collections for i in s.payload_indexes] == ["i"]
         # a payload write only r1 got (its coordinator died): the digests differ, and the replicas merge
         with grpc.insecure_channel(r1.address) as ch:
-            req = pb.SetPayloadRequest(collection=name, ids=wire.pack_ids(np.array([10])),
-                                       payload=payload_to_proto({"drift": "only on r1"}))  # fmt: skip
+            req = pb.SetPayloadRequest(
+                collection=name, ids=wire.pack_ids(np.array([10])), payload=payload_to_proto({"drift": "only on r1"})
+            )
             assert shard_pb2_grpc.ShardStub(ch).SetPayload(req, timeout=10).updated == 1
         _wait_equal(r0, r1, name, "anti-entropy")
         ids, got, _ = _export(r0.address, name)
@@ -147,8 +155,9 @@ def test_a_damaged_payload_snapshot_refuses_to_start_and_names_it(tmp_path: Path
 
     s = ShardService(Settings(), tmp_path)
     s.recover()
-    s._create(types_pb2.CollectionConfig(name="c", dim=DIM, metric=types_pb2.METRIC_L2,
-                                         index_type=types_pb2.INDEX_TYPE_FLAT))  # fmt: skip
+    s._create(
+        types_pb2.CollectionConfig(name="c", dim=DIM, metric=types_pb2.METRIC_L2, index_type=types_pb2.INDEX_TYPE_FLAT)
+    )
     x = np.random.default_rng(3).standard_normal((5, DIM)).astype(np.float32)
     s.collections["c"].add(np.arange(5), x, True, None, 1, [payload_to_proto(p) for p in _payloads(5)])
     s.checkpoint()

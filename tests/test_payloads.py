@@ -83,8 +83,12 @@ def matches(f: dict[str, Any], pid: int, payload: dict[str, Any]) -> bool:
         if "match_any" in c:
             return any(_same(x, v) for x in leaves for v in c["match_any"])
         if "range" in c:
-            ops = {"gt": lambda a, b: a > b, "gte": lambda a, b: a >= b, "lt": lambda a, b: a < b,
-                   "lte": lambda a, b: a <= b}  # fmt: skip
+            ops = {
+                "gt": lambda a, b: a > b,
+                "gte": lambda a, b: a >= b,
+                "lt": lambda a, b: a < b,
+                "lte": lambda a, b: a <= b,
+            }
             return any(_number(x) and all(ops[o](x, b) for o, b in c["range"].items()) for x in leaves)
         if "is_null" in c:
             return bool(leaves) and all(x is None for x in leaves)
@@ -224,8 +228,9 @@ def data() -> tuple[np.ndarray, list[dict[str, Any]]]:
     return x, make_payloads(N, 6)
 
 
-def _fill(c: Client, name: str, metric: str, index: str, x: np.ndarray, payloads: list[dict[str, Any]],
-          indexed: bool) -> None:  # fmt: skip
+def _fill(
+    c: Client, name: str, metric: str, index: str, x: np.ndarray, payloads: list[dict[str, Any]], indexed: bool
+) -> None:
     if index == "flat":
         c.create_collection(name, DIM, metric)
     else:
@@ -234,17 +239,26 @@ def _fill(c: Client, name: str, metric: str, index: str, x: np.ndarray, payloads
     if index != "flat":
         c.train(name)
     if indexed:
-        for field, kind in (("kw", "keyword"), ("n", "float"), ("meta.x", "integer"), ("meta.ok", "bool"),
-                            ("arr.v", "integer"), ("big", "integer")):  # fmt: skip
+        for field, kind in (
+            ("kw", "keyword"),
+            ("n", "float"),
+            ("meta.x", "integer"),
+            ("meta.ok", "bool"),
+            ("arr.v", "integer"),
+            ("big", "integer"),
+        ):
             c.create_payload_index(name, field, kind)
 
 
 @pytest.mark.parametrize("shards", [1, 2, 3, 4])
 @pytest.mark.parametrize("index", ["flat", "ivf"])
 def test_filtered_search_equals_brute_force_over_the_filtered_set(
-    cluster_of: Callable[[int], LocalCluster], data: tuple[np.ndarray, list[dict[str, Any]]], shards: int,
-    index: str, name: str,
-) -> None:  # fmt: skip
+    cluster_of: Callable[[int], LocalCluster],
+    data: tuple[np.ndarray, list[dict[str, Any]]],
+    shards: int,
+    index: str,
+    name: str,
+) -> None:
     """FLAT, and IVF with nprobe = nlist, equal brute force over the matching points for every metric
     (same ids, distances within float error), with and without payload indexes; IVF at nprobe 1
     still returns min(k, matches) hits, every one matching; Count and Scroll agree with the reference."""
@@ -325,10 +339,20 @@ def test_payloads_round_trip_exactly_and_every_payload_write(client_of: Callable
     c = client_of(2)
     c.create_collection(name, DIM)
     x = np.random.default_rng(1).standard_normal((40, DIM)).astype(np.float32)
-    odd = {"int_max": (1 << 63) - 1, "int_min": -(1 << 63), "above_2_53": (1 << 53) + 1, "pi": math.pi,
-           "neg_zero": -0.0, "text": "héllo \u2603 \x00 end", "null": None, "yes": True,
-           "list": [1, 2.5, "x", None, [3]],
-           "nested": {"a": {"b": {"c": [{"d": 1}]}}}, "empty_list": [], "empty_obj": {}}  # fmt: skip
+    odd = {
+        "int_max": (1 << 63) - 1,
+        "int_min": -(1 << 63),
+        "above_2_53": (1 << 53) + 1,
+        "pi": math.pi,
+        "neg_zero": -0.0,
+        "text": "héllo \u2603 \x00 end",
+        "null": None,
+        "yes": True,
+        "list": [1, 2.5, "x", None, [3]],
+        "nested": {"a": {"b": {"c": [{"d": 1}]}}},
+        "empty_list": [],
+        "empty_obj": {},
+    }
     payloads: list[dict[str, Any] | None] = [{"i": i, "even": i % 2 == 0, **(odd if i == 3 else {})} for i in range(40)]
     payloads[5] = None  # no payload at all
     c.add(name, np.arange(40), x, payloads=payloads)
@@ -339,8 +363,10 @@ def test_payloads_round_trip_exactly_and_every_payload_write(client_of: Callable
     assert got[3] is not None and got[3].payload == {"i": 7, "even": False}
     # search returns the winners' payloads (a projection of dotted fields when asked)
     res = c.search(name, x[3], k=1, with_payload=["nested.a.b", "int_max", "nope"])
-    assert res.hits() and next(res.hits())[0].payload == {"nested": {"a": {"b": {"c": [{"d": 1}]}}},
-                                                          "int_max": (1 << 63) - 1}  # fmt: skip
+    assert res.hits() and next(res.hits())[0].payload == {
+        "nested": {"a": {"b": {"c": [{"d": 1}]}}},
+        "int_max": (1 << 63) - 1,
+    }
     assert c.search(name, x[3], k=1).payloads is None
     # merge, overwrite, delete keys: by ids and by filter; vectors stay
     assert c.set_payload(name, {"tag": "a", "i": -1}, ids=[1, 2, 999]) == 2
@@ -426,57 +452,157 @@ def _stub(cluster: LocalCluster) -> pb_grpc.VectorSearchStub:
 
 
 BAD: list[tuple[str, str, Callable[[str], Any], str]] = [
-    ("Add", "NaN payload", lambda n: pb.AddRequest(
-        collection=n, ids=wire.pack_ids(np.array([1])), vectors=wire.pack_matrix(np.ones((1, DIM), np.float32)),
-        payloads=[ppb.Payload(fields={"x": ppb.Value(double_value=math.nan)})]), "finite"),
-    ("Add", "payload count", lambda n: pb.AddRequest(
-        collection=n, ids=wire.pack_ids(np.array([1, 2])), vectors=wire.pack_matrix(np.ones((2, DIM), np.float32)),
-        payloads=[ppb.Payload()]), "payloads for 2"),
-    ("Add", "empty key", lambda n: pb.AddRequest(
-        collection=n, ids=wire.pack_ids(np.array([1])), vectors=wire.pack_matrix(np.ones((1, DIM), np.float32)),
-        payloads=[ppb.Payload(fields={"": ppb.Value(bool_value=True)})]), "empty key"),
-    ("Search", "empty condition", lambda n: pb.SearchRequest(
-        collection=n, k=1, queries=wire.pack_matrix(np.ones((1, DIM), np.float32)),
-        filter=ppb.Filter(must=[ppb.Condition()])), "filter.must[0]"),
-    ("Search", "range on a string", lambda n: pb.SearchRequest(
-        collection=n, k=1, queries=wire.pack_matrix(np.ones((1, DIM), np.float32)),
-        filter=ppb.Filter(should=[ppb.Condition(field=ppb.FieldCondition(
-            key="a", range=ppb.Range(gt=ppb.Value(string_value="x"))))])), "filter.should[0].range.gt"),
-    ("Count", "match null", lambda n: pb.CountRequest(collection=n, filter=ppb.Filter(must=[ppb.Condition(
-        field=ppb.FieldCondition(key="a", match=ppb.Value(null_value=True)))])), "is_null"),
-    ("Count", "bad key", lambda n: pb.CountRequest(collection=n, filter=ppb.Filter(must_not=[ppb.Condition(
-        filter=ppb.Filter(must=[ppb.Condition(field=ppb.FieldCondition(key="a..b", exists=True))]))])),
-     "filter.must_not[0].must[0].key"),
-    ("Count", "has_id bytes", lambda n: pb.CountRequest(collection=n, filter=ppb.Filter(must=[
-        ppb.Condition(has_id=b"123")])), "has_id"),
-    ("Add", "unset value", lambda n: pb.AddRequest(
-        collection=n, ids=wire.pack_ids(np.array([1])), vectors=wire.pack_matrix(np.ones((1, DIM), np.float32)),
-        payloads=[ppb.Payload(fields={"x": ppb.Value(list_value=ppb.ListValue(values=[ppb.Value()]))})]),
-     "payloads[0].x[0] is a Value with no kind set"),
+    (
+        "Add",
+        "NaN payload",
+        lambda n: pb.AddRequest(
+            collection=n,
+            ids=wire.pack_ids(np.array([1])),
+            vectors=wire.pack_matrix(np.ones((1, DIM), np.float32)),
+            payloads=[ppb.Payload(fields={"x": ppb.Value(double_value=math.nan)})],
+        ),
+        "finite",
+    ),
+    (
+        "Add",
+        "payload count",
+        lambda n: pb.AddRequest(
+            collection=n,
+            ids=wire.pack_ids(np.array([1, 2])),
+            vectors=wire.pack_matrix(np.ones((2, DIM), np.float32)),
+            payloads=[ppb.Payload()],
+        ),
+        "payloads for 2",
+    ),
+    (
+        "Add",
+        "empty key",
+        lambda n: pb.AddRequest(
+            collection=n,
+            ids=wire.pack_ids(np.array([1])),
+            vectors=wire.pack_matrix(np.ones((1, DIM), np.float32)),
+            payloads=[ppb.Payload(fields={"": ppb.Value(bool_value=True)})],
+        ),
+        "empty key",
+    ),
+    (
+        "Search",
+        "empty condition",
+        lambda n: pb.SearchRequest(
+            collection=n,
+            k=1,
+            queries=wire.pack_matrix(np.ones((1, DIM), np.float32)),
+            filter=ppb.Filter(must=[ppb.Condition()]),
+        ),
+        "filter.must[0]",
+    ),
+    (
+        "Search",
+        "range on a string",
+        lambda n: pb.SearchRequest(
+            collection=n,
+            k=1,
+            queries=wire.pack_matrix(np.ones((1, DIM), np.float32)),
+            filter=ppb.Filter(
+                should=[
+                    ppb.Condition(field=ppb.FieldCondition(key="a", range=ppb.Range(gt=ppb.Value(string_value="x"))))
+                ]
+            ),
+        ),
+        "filter.should[0].range.gt",
+    ),
+    (
+        "Count",
+        "match null",
+        lambda n: pb.CountRequest(
+            collection=n,
+            filter=ppb.Filter(
+                must=[ppb.Condition(field=ppb.FieldCondition(key="a", match=ppb.Value(null_value=True)))]
+            ),
+        ),
+        "is_null",
+    ),
+    (
+        "Count",
+        "bad key",
+        lambda n: pb.CountRequest(
+            collection=n,
+            filter=ppb.Filter(
+                must_not=[
+                    ppb.Condition(
+                        filter=ppb.Filter(must=[ppb.Condition(field=ppb.FieldCondition(key="a..b", exists=True))])
+                    )
+                ]
+            ),
+        ),
+        "filter.must_not[0].must[0].key",
+    ),
+    (
+        "Count",
+        "has_id bytes",
+        lambda n: pb.CountRequest(collection=n, filter=ppb.Filter(must=[ppb.Condition(has_id=b"123")])),
+        "has_id",
+    ),
+    (
+        "Add",
+        "unset value",
+        lambda n: pb.AddRequest(
+            collection=n,
+            ids=wire.pack_ids(np.array([1])),
+            vectors=wire.pack_matrix(np.ones((1, DIM), np.float32)),
+            payloads=[ppb.Payload(fields={"x": ppb.Value(list_value=ppb.ListValue(values=[ppb.Value()]))})],
+        ),
+        "payloads[0].x[0] is a Value with no kind set",
+    ),
     ("Remove", "empty filter", lambda n: pb.RemoveRequest(collection=n, filter=ppb.Filter()), "every point"),
-    ("SetPayload", "empty filter", lambda n: pb.SetPayloadRequest(
-        collection=n, filter=ppb.Filter(), payload=payload_to_proto({"a": 0})), "every point"),
+    (
+        "SetPayload",
+        "empty filter",
+        lambda n: pb.SetPayloadRequest(collection=n, filter=ppb.Filter(), payload=payload_to_proto({"a": 0})),
+        "every point",
+    ),
     ("Remove", "neither", lambda n: pb.RemoveRequest(collection=n), "ids is empty: send the ids"),
-    ("Remove", "ids and filter", lambda n: pb.RemoveRequest(collection=n, ids=wire.pack_ids(np.array([1])),
-                                                             filter=ppb.Filter()), "not both"),
-    ("SetPayload", "neither", lambda n: pb.SetPayloadRequest(collection=n, payload=payload_to_proto({"a": 1})),
-     "exactly one"),
-    ("SetPayload", "keys with merge", lambda n: pb.SetPayloadRequest(
-        collection=n, ids=wire.pack_ids(np.array([1])), keys=["a"]), "DELETE_KEYS"),
-    ("SetPayload", "too big", lambda n: pb.SetPayloadRequest(
-        collection=n, ids=wire.pack_ids(np.array([1])), payload=payload_to_proto({"a": "x" * 70_000})),
-     "max_payload_bytes"),
+    (
+        "Remove",
+        "ids and filter",
+        lambda n: pb.RemoveRequest(collection=n, ids=wire.pack_ids(np.array([1])), filter=ppb.Filter()),
+        "not both",
+    ),
+    (
+        "SetPayload",
+        "neither",
+        lambda n: pb.SetPayloadRequest(collection=n, payload=payload_to_proto({"a": 1})),
+        "exactly one",
+    ),
+    (
+        "SetPayload",
+        "keys with merge",
+        lambda n: pb.SetPayloadRequest(collection=n, ids=wire.pack_ids(np.array([1])), keys=["a"]),
+        "DELETE_KEYS",
+    ),
+    (
+        "SetPayload",
+        "too big",
+        lambda n: pb.SetPayloadRequest(
+            collection=n, ids=wire.pack_ids(np.array([1])), payload=payload_to_proto({"a": "x" * 70_000})
+        ),
+        "max_payload_bytes",
+    ),
     ("CreatePayloadIndex", "no type", lambda n: pb.CreatePayloadIndexRequest(collection=n, field="a"), "type"),
     ("Scroll", "limit", lambda n: pb.ScrollRequest(collection=n, limit=10_001), "at most 10,000"),
     ("Scroll", "negative start", lambda n: pb.ScrollRequest(collection=n, start_id=-5), "start_id"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("method", "what", "make", "says"), BAD, ids=[b[1] for b in BAD])
 def test_bad_payloads_and_filters_are_invalid_argument_and_write_nothing(
-    cluster_of: Callable[[int], LocalCluster], name: str, method: str, what: str, make: Callable[[str], Any],
+    cluster_of: Callable[[int], LocalCluster],
+    name: str,
+    method: str,
+    what: str,
+    make: Callable[[str], Any],
     says: str,
-) -> None:  # fmt: skip
+) -> None:
     cluster = cluster_of(2)
     with Client(cluster.address) as c:
         c.create_collection(name, DIM)

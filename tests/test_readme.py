@@ -344,16 +344,22 @@ def _run_shell(block: Block, address: str, env: dict[str, str], cwd: Path) -> st
     script = trace + "\n" * block.line + block.code.replace(README_ADDRESS, address)
     try:
         result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True, text=True,
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
             timeout=180,
-        )  # fmt: skip
+        )
     except subprocess.TimeoutExpired as err:
         raise BlockFailed(block, f"still running after {err.timeout:.0f} s") from None
     if result.returncode != 0:
         stderr = "\n".join(result.stderr.splitlines()[-30:])
         stdout = "\n".join(result.stdout.splitlines()[-15:])
-        raise BlockFailed(block, f"exit code {result.returncode}\n--- stderr (last lines):\n{stderr}\n"
-                                 f"--- stdout (last lines):\n{stdout}")  # fmt: skip
+        raise BlockFailed(
+            block,
+            f"exit code {result.returncode}\n--- stderr (last lines):\n{stderr}\n--- stdout (last lines):\n{stdout}",
+        )
     return result.stdout
 
 
@@ -375,8 +381,10 @@ def _check_output(block: Block, expected: Block, actual: str) -> None:
         raise BlockFailed(
             block,
             f"its output differs from the ```text block at README.md line {expected.line}\n--- README shows:\n"
-            + "\n".join(want) + "\n--- it printed:\n" + "\n".join(got),
-        )  # fmt: skip
+            + "\n".join(want)
+            + "\n--- it printed:\n"
+            + "\n".join(got),
+        )
 
 
 class BlockFailed(Exception):

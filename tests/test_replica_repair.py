@@ -111,11 +111,19 @@ def test_anti_entropy_merges_two_replicas_that_each_missed_other_writes(tmp_path
         write(
             r0.address, "Add", pb.AddRequest(collection=name, ids=wire.pack_ids(one), vectors=wire.pack_matrix(x[:1]))
         )
-        write(r1.address, "Add", pb.AddRequest(collection=name, ids=wire.pack_ids(one + 1),
-                                               vectors=wire.pack_matrix(x[1:2])))  # fmt: skip
+        write(
+            r1.address,
+            "Add",
+            pb.AddRequest(collection=name, ids=wire.pack_ids(one + 1), vectors=wire.pack_matrix(x[1:2])),
+        )
         write(r1.address, "Remove", pb.RemoveRequest(collection=name, ids=wire.pack_ids(np.array([3]))))
-        write(r0.address, "Add", pb.AddRequest(collection=name, ids=wire.pack_ids(np.array([4])),
-                                               vectors=wire.pack_matrix(x[9:10]), upsert=True))  # fmt: skip
+        write(
+            r0.address,
+            "Add",
+            pb.AddRequest(
+                collection=name, ids=wire.pack_ids(np.array([4])), vectors=wire.pack_matrix(x[9:10]), upsert=True
+            ),
+        )
         deadline = time.monotonic() + 30
         while not (_holds(r1.address, name, 555) and _holds(r0.address, name, 556)):
             assert time.monotonic() < deadline, "the replicas were not merged"
@@ -193,6 +201,10 @@ def test_a_collection_created_while_a_replica_was_down_survives_a_catch_up_from_
         time.sleep(2.5)
         for r in (r0, r1):
             with grpc.insecure_channel(r.address) as ch:
-                names = [s.config.name for s in shard_pb2_grpc.ShardStub(ch).ListCollections(
-                    pb.ListCollectionsRequest(), timeout=10).collections]  # fmt: skip
+                names = [
+                    s.config.name
+                    for s in shard_pb2_grpc.ShardStub(ch)
+                    .ListCollections(pb.ListCollectionsRequest(), timeout=10)
+                    .collections
+                ]
             assert name not in names

@@ -30,8 +30,9 @@ def _replica_views(cluster: LocalCluster, name: str, queries: np.ndarray) -> lis
             with grpc.insecure_channel(f"{cluster.host}:{proc.port}") as ch:
                 stub = shard_pb2_grpc.ShardStub(ch)
                 state = stub.DescribeCollection(pb.DescribeCollectionRequest(name=name), timeout=30)
-                res = stub.Search(pb.SearchRequest(collection=name, queries=wire.pack_matrix(queries), k=10, nprobe=4),
-                                  timeout=30)  # fmt: skip
+                res = stub.Search(
+                    pb.SearchRequest(collection=name, queries=wire.pack_matrix(queries), k=10, nprobe=4), timeout=30
+                )
                 per.append((state.digest, res.ids))
         views.append(per)
     return views

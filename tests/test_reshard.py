@@ -106,8 +106,9 @@ class Workload:
                     with self.lock:
                         self.client.set_payload(self.name, {"tag": f"p{ids[0]}"}, ids=ids[:3])
                         old_tag = self.live[int(ids[3])][1]
-                        n = self.client.set_payload(self.name, {"tag": f"f{ids[3]}"},
-                                                    filter={"must": [{"key": "tag", "match": old_tag}]})  # fmt: skip
+                        n = self.client.set_payload(
+                            self.name, {"tag": f"f{ids[3]}"}, filter={"must": [{"key": "tag", "match": old_tag}]}
+                        )
                         for i in ids[:3].tolist():
                             self.live[i] = (self.live[i][0], f"p{ids[0]}")
                         for i, (v, t) in list(self.live.items()):
@@ -335,8 +336,11 @@ def test_shard_fences_writes_that_miss_the_new_placement(tmp_path: Path) -> None
         while "fenced@1" not in [s.config.name for s in stub.ListCollections(pb.ListCollectionsRequest()).collections]:
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        add = pb.AddRequest(collection="fenced", ids=wire.pack_ids(np.array([5], dtype=np.int64)),
-                            vectors=wire.pack_matrix(np.ones((1, DIM), np.float32)))  # fmt: skip
+        add = pb.AddRequest(
+            collection="fenced",
+            ids=wire.pack_ids(np.array([5], dtype=np.int64)),
+            vectors=wire.pack_matrix(np.ones((1, DIM), np.float32)),
+        )
         with pytest.raises(grpc.RpcError) as err:
             stub.Add(add)
         assert err.value.code() == grpc.StatusCode.ABORTED
@@ -352,8 +356,9 @@ def test_reshard_bench_runs_and_reports(tmp_path: Path) -> None:
     near the jump hash's expectation, recall the same idle and during the reshard."""
     from vecshard_server.bench import reshard as bench_reshard
 
-    r = bench_reshard.run_reshard_bench(n=6000, dim=16, nlist=16, nprobe=16, steps=(3, 2), searchers=2,
-                                        idle_s=0.5, workdir=tmp_path)  # fmt: skip
+    r = bench_reshard.run_reshard_bench(
+        n=6000, dim=16, nlist=16, nprobe=16, steps=(3, 2), searchers=2, idle_s=0.5, workdir=tmp_path
+    )
     assert [s["phase"] for s in r["steps"]] == ["DONE", "DONE"]
     for s in r["steps"]:
         assert s["idle"]["failures"] == 0 and s["resharding"]["failures"] == 0, s
@@ -374,11 +379,13 @@ def test_legacy_mod_placement_serves_then_migrates(tmp_path: Path) -> None:
         for g, address in enumerate(cluster.shard_addresses[:2]):
             with grpc.insecure_channel(address) as ch:
                 stub = shard_pb2_grpc.ShardStub(ch)
-                stub.CreateCollection(tpb.CollectionConfig(name="old", dim=DIM, metric=tpb.METRIC_L2,
-                                                           index_type=tpb.INDEX_TYPE_FLAT))  # fmt: skip
+                stub.CreateCollection(
+                    tpb.CollectionConfig(name="old", dim=DIM, metric=tpb.METRIC_L2, index_type=tpb.INDEX_TYPE_FLAT)
+                )
                 mine = owner == g
-                stub.Add(pb.AddRequest(collection="old", ids=wire.pack_ids(ids[mine]),
-                                       vectors=wire.pack_matrix(x[mine])))  # fmt: skip
+                stub.Add(
+                    pb.AddRequest(collection="old", ids=wire.pack_ids(ids[mine]), vectors=wire.pack_matrix(x[mine]))
+                )
         client = Client(cluster.address)
         info = client._stub.DescribeCollection(pb.DescribeCollectionRequest(name="old"))
         assert (info.config.placement.function, info.config.placement.shards) == (tpb.PLACEMENT_FUNCTION_MOD, 2)

@@ -62,8 +62,9 @@ def test_upload_from_memmap_and_iterators(cluster_of: Callable[[int], LocalClust
     data = clustered(5000, 16, seed=8)
     np.save(tmp_path / "v.npy", data)
     c.create_collection(name, 16)
-    result = c.upload(name, range(5000), np.load(tmp_path / "v.npy", mmap_mode="r"), batch_size=700, parallel=3,
-                      progress=True)  # fmt: skip
+    result = c.upload(
+        name, range(5000), np.load(tmp_path / "v.npy", mmap_mode="r"), batch_size=700, parallel=3, progress=True
+    )
     assert (result.added, result.count) == (5000, 5000)
     np.testing.assert_array_equal(c.get(name, [0, 4999, 2500]), data[[0, 4999, 2500]])
     rows = (data[i] + 1 for i in range(300))  # a generator of rows, upserting ids 0..299
@@ -135,8 +136,13 @@ def test_raw_stubs_give_the_sdk_answers(cluster_of: Callable[[int], LocalCluster
         sdk = c.search(name, data[:5], k=6)
     with grpc.insecure_channel(address) as channel:  # only the generated code from here on
         stub = pb_grpc.VectorSearchStub(channel)
-        resp = stub.Search(pb.SearchRequest(collection=name, k=6, queries=types_pb2.FloatMatrix(
-            data=data[:5].astype("<f4").tobytes(), rows=5, cols=8)))  # fmt: skip
+        resp = stub.Search(
+            pb.SearchRequest(
+                collection=name,
+                k=6,
+                queries=types_pb2.FloatMatrix(data=data[:5].astype("<f4").tobytes(), rows=5, cols=8),
+            )
+        )
         ids = np.frombuffer(resp.ids, dtype="<i8").reshape(resp.nq, resp.k)
         dist = np.frombuffer(resp.distances, dtype="<f4").reshape(resp.nq, resp.k)
         np.testing.assert_array_equal(ids, sdk.ids)

@@ -25,14 +25,25 @@ def test_tls_mtls_and_api_keys(tmp_path: Path) -> None:
     client_cert, client_key = ca.issue("intruder")  # a valid client cert, but for the wrong purpose
     keys = tmp_path / "keys.toml"
     keys.write_text('admin = ["admin-secret"]\nread = ["read-secret"]\n')
-    shard_tls = {"VECSHARD_TLS_CERT": str(shard_cert), "VECSHARD_TLS_KEY": str(shard_key),
-                 "VECSHARD_TLS_CLIENT_CA": str(ca.path)}  # fmt: skip
+    shard_tls = {
+        "VECSHARD_TLS_CERT": str(shard_cert),
+        "VECSHARD_TLS_KEY": str(shard_key),
+        "VECSHARD_TLS_CLIENT_CA": str(ca.path),
+    }
     shard = start_role(["shard", "--log-level", "ERROR"], tmp_path / "s", shard_tls)
     shard_addr = shard.address
-    coord = start_role(["coordinator", "--shard", shard_addr, "--log-level", "ERROR"], tmp_path / "c", {
-        "VECSHARD_TLS_CERT": str(coord_cert), "VECSHARD_TLS_KEY": str(coord_key),
-        "VECSHARD_SHARD_TLS_CA": str(ca.path), "VECSHARD_SHARD_TLS_CERT": str(coord_cert),
-        "VECSHARD_SHARD_TLS_KEY": str(coord_key), "VECSHARD_API_KEYS_FILE": str(keys)})  # fmt: skip
+    coord = start_role(
+        ["coordinator", "--shard", shard_addr, "--log-level", "ERROR"],
+        tmp_path / "c",
+        {
+            "VECSHARD_TLS_CERT": str(coord_cert),
+            "VECSHARD_TLS_KEY": str(coord_key),
+            "VECSHARD_SHARD_TLS_CA": str(ca.path),
+            "VECSHARD_SHARD_TLS_CERT": str(coord_cert),
+            "VECSHARD_SHARD_TLS_KEY": str(coord_key),
+            "VECSHARD_API_KEYS_FILE": str(keys),
+        },
+    )
     address = coord.address
     tls = TLS(root_cert=ca.path)
     try:
@@ -73,8 +84,12 @@ def test_tls_mtls_and_api_keys(tmp_path: Path) -> None:
             ca.path.read_bytes(), client_key.read_bytes(), client_cert.read_bytes()
         )
         with grpc.secure_channel(shard_addr, with_cert) as ch:
-            names = [c.config.name for c in shard_pb2_grpc.ShardStub(ch).ListCollections(
-                pb.ListCollectionsRequest(), timeout=5).collections]  # fmt: skip
+            names = [
+                c.config.name
+                for c in shard_pb2_grpc.ShardStub(ch)
+                .ListCollections(pb.ListCollectionsRequest(), timeout=5)
+                .collections
+            ]
             assert names == ["secure"]
     finally:
         for p in (coord, shard):

@@ -48,8 +48,11 @@ from .conftest import clustered
 DIM, N, NLIST, K = 32, 100_000, 1024, 4096
 # k = 4096 over 1365 queries is 5.6M results: over the default per-request cost limit (1M), at the
 # message limit here.
-LIMITS = {"VECSHARD_MAX_K": str(K), "VECSHARD_MAX_MESSAGE_BYTES": str(64 * 1024 * 1024),
-          "VECSHARD_MAX_SEARCH_RESULTS": str(64 * 1024 * 1024 // 12)}  # fmt: skip
+LIMITS = {
+    "VECSHARD_MAX_K": str(K),
+    "VECSHARD_MAX_MESSAGE_BYTES": str(64 * 1024 * 1024),
+    "VECSHARD_MAX_SEARCH_RESULTS": str(64 * 1024 * 1024 // 12),
+}
 PROBE_EVERY_S = 0.02
 MAX_PROBE_S = 2.0
 

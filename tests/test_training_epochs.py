@@ -107,8 +107,11 @@ def test_a_training_left_half_activated_is_completed_before_searching(
         install = {"collection": name, "epoch": state.train_epoch + 1, "train_id": 4242}
         with grpc.insecure_channel(cluster.shards[0].address) as ch:  # what the dying coordinator got done
             stub = shard_pb2_grpc.ShardStub(ch)
-            stub.InstallQuantizer(spb.InstallQuantizerRequest(**install, centroids=wire.pack_matrix(newer),
-                                                              mode=spb.INSTALL_MODE_PREPARE, decide=True))  # fmt: skip
+            stub.InstallQuantizer(
+                spb.InstallQuantizerRequest(
+                    **install, centroids=wire.pack_matrix(newer), mode=spb.INSTALL_MODE_PREPARE, decide=True
+                )
+            )
             stub.InstallQuantizer(spb.InstallQuantizerRequest(**install, mode=spb.INSTALL_MODE_ACTIVATE))
         mixed = _states(cluster, name)
         assert mixed[0].train_epoch == state.train_epoch + 1 and mixed[1].train_epoch == state.train_epoch
@@ -135,20 +138,26 @@ def test_a_superseded_or_competing_install_is_refused(
     cents = wire.pack_matrix(clustered(NLIST, DIM, seed=4))
     with grpc.insecure_channel(cluster.shards[0].address) as ch:
         stub = shard_pb2_grpc.ShardStub(ch)
-        old = spb.InstallQuantizerRequest(collection=name, centroids=cents, epoch=epoch, train_id=1,
-                                          mode=spb.INSTALL_MODE_PREPARE, decide=True)  # fmt: skip
+        old = spb.InstallQuantizerRequest(
+            collection=name, centroids=cents, epoch=epoch, train_id=1, mode=spb.INSTALL_MODE_PREPARE, decide=True
+        )
         with pytest.raises(grpc.RpcError, match="superseded") as info:
             stub.InstallQuantizer(old)
         assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        first = spb.InstallQuantizerRequest(collection=name, centroids=cents, epoch=epoch + 1, train_id=1,
-                                            mode=spb.INSTALL_MODE_PREPARE, decide=True)  # fmt: skip
+        first = spb.InstallQuantizerRequest(
+            collection=name, centroids=cents, epoch=epoch + 1, train_id=1, mode=spb.INSTALL_MODE_PREPARE, decide=True
+        )
         stub.InstallQuantizer(first)
         stub.InstallQuantizer(first)  # a retry of the same training is fine
-        rival = spb.InstallQuantizerRequest(collection=name, centroids=cents, epoch=epoch + 1, train_id=2,
-                                            mode=spb.INSTALL_MODE_PREPARE, decide=True)  # fmt: skip
+        rival = spb.InstallQuantizerRequest(
+            collection=name, centroids=cents, epoch=epoch + 1, train_id=2, mode=spb.INSTALL_MODE_PREPARE, decide=True
+        )
         with pytest.raises(grpc.RpcError, match="another training") as info:
             stub.InstallQuantizer(rival)
         assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         with pytest.raises(grpc.RpcError, match="no training prepared"):
-            stub.InstallQuantizer(spb.InstallQuantizerRequest(collection=name, epoch=epoch + 1, train_id=2,
-                                                              mode=spb.INSTALL_MODE_ACTIVATE))  # fmt: skip
+            stub.InstallQuantizer(
+                spb.InstallQuantizerRequest(
+                    collection=name, epoch=epoch + 1, train_id=2, mode=spb.INSTALL_MODE_ACTIVATE
+                )
+            )

@@ -214,8 +214,10 @@ def test_every_flipped_header_or_meta_byte_is_refused_or_harmless(tmp_path: Path
             assert s.wal is not None
             s.wal.close()
         _rmtree(work)
-    print(f"\nbyte-flip sweep: {len(targets)} flips, {refused} refused, {recovered} recovered all, "
-          f"{len(silent)} silent losses")  # fmt: skip
+    print(
+        f"\nbyte-flip sweep: {len(targets)} flips, {refused} refused, {recovered} recovered all, "
+        f"{len(silent)} silent losses"
+    )
     assert silent == []
     assert refused > 0 and refused + recovered == len(targets)
 

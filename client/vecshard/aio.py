@@ -61,9 +61,14 @@ class AsyncClient:
         self.timeout = timeout
         self.max_message_bytes = max_message_bytes
         self._channel = open_channel(
-            address, aio=True, tls=tls, api_key=api_key, max_message_bytes=max_message_bytes,
-            keepalive_s=keepalive_s, retries=retries,
-        )  # fmt: skip
+            address,
+            aio=True,
+            tls=tls,
+            api_key=api_key,
+            max_message_bytes=max_message_bytes,
+            keepalive_s=keepalive_s,
+            retries=retries,
+        )
         self._stub = pb_grpc.VectorSearchStub(self._channel)
         self._closed = False
 
@@ -120,9 +125,24 @@ class AsyncClient:
         Example:
             >>> await c.create_collection("img", dim=128, index="ivf_flat", nlist=100)
         """
-        req = build.create_collection(name, dim, metric, index, nlist, nprobe, train_threshold, model, store_text,
-                                      pq_m, pq_nbits, refine_factor, coarse_quantizer, expected_size,
-                                      target_recall, memory_budget)  # fmt: skip
+        req = build.create_collection(
+            name,
+            dim,
+            metric,
+            index,
+            nlist,
+            nprobe,
+            train_threshold,
+            model,
+            store_text,
+            pq_m,
+            pq_nbits,
+            refine_factor,
+            coarse_quantizer,
+            expected_size,
+            target_recall,
+            memory_budget,
+        )
         return build.collection_info(await self._call(self._stub.CreateCollection, req, timeout))
 
     async def drop_collection(self, name: build.CollectionRef, *, timeout: float | None = None) -> None:
@@ -178,20 +198,37 @@ class AsyncClient:
             kind = "texts" if is_text else "images"
             id_arr = build.check_add_inputs(ids, len(items), kind)
             pacer = build.EmbedPacer(self.timeout if timeout is None else timeout, batch_size or build.EMBED_MAX_BATCH)
-            adds = build.paced_adds(collection, id_arr, items, kind, pacer, upsert=upsert,
-                                    model_fingerprint=model_fingerprint,
-                                    payloads=build.payloads_of(payloads, len(items)))  # fmt: skip
+            adds = build.paced_adds(
+                collection,
+                id_arr,
+                items,
+                kind,
+                pacer,
+                upsert=upsert,
+                model_fingerprint=model_fingerprint,
+                payloads=build.payloads_of(payloads, len(items)),
+            )
             return build.add_result(await self._paced(self._stub.Add, adds, pacer, timeout, retries=0))
         requests = build.add_batches(
-            collection, ids, vectors, upsert=upsert, batch_size=batch_size,
-            model_fingerprint=model_fingerprint, max_message_bytes=self.max_message_bytes, payloads=payloads,
-        )  # fmt: skip
+            collection,
+            ids,
+            vectors,
+            upsert=upsert,
+            batch_size=batch_size,
+            model_fingerprint=model_fingerprint,
+            max_message_bytes=self.max_message_bytes,
+            payloads=payloads,
+        )
         return build.add_result([await self._call(self._stub.Add, req, timeout) for req in requests])
 
     async def _paced(
-        self, method: Any, requests: Iterable[tuple[int, Any]], pacer: build.EmbedPacer, timeout: float | None,
+        self,
+        method: Any,
+        requests: Iterable[tuple[int, Any]],
+        pacer: build.EmbedPacer,
+        timeout: float | None,
         retries: int,
-    ) -> list[Any]:  # fmt: skip
+    ) -> list[Any]:
         """See `Client._paced`: one embedding request at a time, each timed to size the next."""
         out = []
         for n, req in requests:
@@ -312,9 +349,14 @@ class AsyncClient:
             >>> async for p in c.scroll("docs", 'lang = "en"'):
             ...     print(p.id, p.payload)
         """
-        req = pb.ScrollRequest(collection=build.name_of(collection), filter=build.filter_of(filter),
-                               start_id=start_id, limit=page_size, with_payload=build.selector(with_payload),
-                               with_vectors=with_vectors)  # fmt: skip
+        req = pb.ScrollRequest(
+            collection=build.name_of(collection),
+            filter=build.filter_of(filter),
+            start_id=start_id,
+            limit=page_size,
+            with_payload=build.selector(with_payload),
+            with_vectors=with_vectors,
+        )
         while True:
             resp = await self._call(self._stub.Scroll, req, timeout)
             for point in build.scroll_page(resp, with_vectors):
@@ -410,8 +452,11 @@ class AsyncClient:
         Example:
             >>> await c.create_payload_index("docs", "lang", "keyword")
         """
-        req = pb.CreatePayloadIndexRequest(collection=build.name_of(collection), field=field,
-                                           type=build.index_type(type))  # type: ignore[arg-type]  # fmt: skip
+        req = pb.CreatePayloadIndexRequest(
+            collection=build.name_of(collection),
+            field=field,
+            type=build.index_type(type),  # type: ignore[arg-type]
+        )
         return build.collection_info(await self._call(self._stub.CreatePayloadIndex, req, timeout))
 
     async def drop_payload_index(
@@ -457,8 +502,19 @@ class AsyncClient:
         Example:
             >>> D, I = await c.search("img", np.random.rand(3, 128), k=5)
         """
-        req = build.search(collection, queries, k, texts, images, nprobe, allow_partial, model_fingerprint, filter,
-                           with_payload, refine_factor)  # fmt: skip
+        req = build.search(
+            collection,
+            queries,
+            k,
+            texts,
+            images,
+            nprobe,
+            allow_partial,
+            model_fingerprint,
+            filter,
+            with_payload,
+            refine_factor,
+        )
         return build.search_result(await self._call(self._stub.Search, req, timeout))
 
     async def reshard(
@@ -485,8 +541,15 @@ class AsyncClient:
             >>> [p.phase for p in await c.reshard(3, collections=["img"])]
             ['DONE']
         """
-        req = pb.ReshardRequest(collections=list(collections), shards=shards, abort=abort, status_only=status_only,
-                                wait=wait, max_points_per_s=max_points_per_s, page_size=page_size)  # fmt: skip
+        req = pb.ReshardRequest(
+            collections=list(collections),
+            shards=shards,
+            abort=abort,
+            status_only=status_only,
+            wait=wait,
+            max_points_per_s=max_points_per_s,
+            page_size=page_size,
+        )
         resp = await self._call(self._stub.Reshard, req, timeout if timeout is not None or not wait else 24 * 3600.0)
         return [ReshardProgress.from_proto(p) for p in resp.collections]
 

@@ -79,12 +79,20 @@ _MODES = {"merge": 1, "overwrite": 2, "delete_keys": 3}
 
 
 def set_payload(
-    collection: CollectionRef, payload: dict[str, Any] | None, ids: Any, f: FilterArg | None, mode: str,
+    collection: CollectionRef,
+    payload: dict[str, Any] | None,
+    ids: Any,
+    f: FilterArg | None,
+    mode: str,
     keys: Sequence[str] = (),
-) -> pb.SetPayloadRequest:  # fmt: skip
+) -> pb.SetPayloadRequest:
     one_of("target", ids=ids, filter=f)
-    req = pb.SetPayloadRequest(collection=name_of(collection), mode=_MODES[mode], keys=list(keys),  # type: ignore[arg-type]
-                               payload=payload_to_proto(payload))  # fmt: skip
+    req = pb.SetPayloadRequest(
+        collection=name_of(collection),
+        mode=_MODES[mode],  # type: ignore[arg-type]
+        keys=list(keys),
+        payload=payload_to_proto(payload),
+    )
     if ids is not None:
         req.ids = wire.pack_ids(wire.as_ids(ids))
     else:
@@ -114,8 +122,11 @@ def name_of(collection: CollectionRef) -> str:
     )
 
 
-_ROLES = {"": types_pb2.INPUT_ROLE_UNSPECIFIED, "query": types_pb2.INPUT_ROLE_QUERY,
-          "passage": types_pb2.INPUT_ROLE_PASSAGE}  # fmt: skip
+_ROLES = {
+    "": types_pb2.INPUT_ROLE_UNSPECIFIED,
+    "query": types_pb2.INPUT_ROLE_QUERY,
+    "passage": types_pb2.INPUT_ROLE_PASSAGE,
+}
 
 
 def image_bytes(image: ImageInput) -> bytes:
@@ -139,16 +150,31 @@ def one_of(kind: str, **given: Any) -> str:
     return names[0]
 
 
-_COARSE = {"": types_pb2.COARSE_QUANTIZER_UNSPECIFIED, "flat": types_pb2.COARSE_QUANTIZER_FLAT,
-           "hnsw": types_pb2.COARSE_QUANTIZER_HNSW}  # fmt: skip
+_COARSE = {
+    "": types_pb2.COARSE_QUANTIZER_UNSPECIFIED,
+    "flat": types_pb2.COARSE_QUANTIZER_FLAT,
+    "hnsw": types_pb2.COARSE_QUANTIZER_HNSW,
+}
 
 
 def create_collection(
-    name: str, dim: int, metric: str | Metric | None, index: str | IndexType | None, nlist: int, nprobe: int,
-    train_threshold: int, model: str | None, store_text: bool = False, pq_m: int = 0, pq_nbits: int = 0,
-    refine_factor: int = 0, coarse_quantizer: str = "", expected_size: int = 0, target_recall: float = 0.0,
+    name: str,
+    dim: int,
+    metric: str | Metric | None,
+    index: str | IndexType | None,
+    nlist: int,
+    nprobe: int,
+    train_threshold: int,
+    model: str | None,
+    store_text: bool = False,
+    pq_m: int = 0,
+    pq_nbits: int = 0,
+    refine_factor: int = 0,
+    coarse_quantizer: str = "",
+    expected_size: int = 0,
+    target_recall: float = 0.0,
     memory_budget: int = 0,
-) -> pb.CreateCollectionRequest:  # fmt: skip
+) -> pb.CreateCollectionRequest:
     if coarse_quantizer.lower() not in _COARSE:
         raise InvalidArgument(f"unknown coarse_quantizer {coarse_quantizer!r}: use 'flat' or 'hnsw'")
     sizing = bool(expected_size or target_recall or memory_budget)
@@ -275,9 +301,11 @@ def remove(collection: CollectionRef, ids: Any, f: FilterArg | None = None) -> p
 
 def get(collection: CollectionRef, ids: Any, allow_missing: bool, with_payload: WithPayload = False) -> pb.GetRequest:
     return pb.GetRequest(
-        collection=name_of(collection), ids=wire.pack_ids(wire.as_ids(ids)), allow_missing=allow_missing,
+        collection=name_of(collection),
+        ids=wire.pack_ids(wire.as_ids(ids)),
+        allow_missing=allow_missing,
         with_payload=selector(with_payload),
-    )  # fmt: skip
+    )
 
 
 def get_payloads(resp: pb.GetResponse) -> list[dict[str, Any] | None]:
@@ -294,15 +322,29 @@ def get_result(resp: pb.GetResponse, allow_missing: bool) -> np.ndarray:
 
 
 def search(
-    collection: CollectionRef, queries: Any, k: int, texts: Sequence[str] | None, images: Sequence[ImageInput] | None,
-    nprobe: int | None, allow_partial: bool, model_fingerprint: str, f: FilterArg | None = None,
-    with_payload: WithPayload = False, refine_factor: int = 0,
-) -> pb.SearchRequest:  # fmt: skip
+    collection: CollectionRef,
+    queries: Any,
+    k: int,
+    texts: Sequence[str] | None,
+    images: Sequence[ImageInput] | None,
+    nprobe: int | None,
+    allow_partial: bool,
+    model_fingerprint: str,
+    f: FilterArg | None = None,
+    with_payload: WithPayload = False,
+    refine_factor: int = 0,
+) -> pb.SearchRequest:
     one_of("query", queries=queries, texts=texts, images=images)
-    req = pb.SearchRequest(collection=name_of(collection), k=k, nprobe=nprobe or 0, allow_partial=allow_partial,
-                           refine_factor=refine_factor,
-                           model_fingerprint=model_fingerprint, filter=filter_of(f),
-                           with_payload=selector(with_payload))  # fmt: skip
+    req = pb.SearchRequest(
+        collection=name_of(collection),
+        k=k,
+        nprobe=nprobe or 0,
+        allow_partial=allow_partial,
+        refine_factor=refine_factor,
+        model_fingerprint=model_fingerprint,
+        filter=filter_of(f),
+        with_payload=selector(with_payload),
+    )
     if queries is not None:
         req.queries.CopyFrom(wire.pack_matrix(wire.as_matrix(queries, "queries")))
     elif texts is not None:
@@ -317,8 +359,10 @@ def search_result(resp: pb.SearchResponse) -> SearchResult:
     ids = np.frombuffer(resp.ids, dtype=wire.I64).reshape(shape)
     payloads = None
     if resp.payloads:
-        flat = [payload_from_proto(p) if i >= 0 else None for p, i in zip(resp.payloads, ids.reshape(-1).tolist(),
-                                                                           strict=True)]  # fmt: skip
+        flat = [
+            payload_from_proto(p) if i >= 0 else None
+            for p, i in zip(resp.payloads, ids.reshape(-1).tolist(), strict=True)
+        ]
         payloads = [flat[r * resp.k : (r + 1) * resp.k] for r in range(resp.nq)]
     return SearchResult(
         distances=np.frombuffer(resp.distances, dtype=wire.F32).reshape(shape),
@@ -466,8 +510,12 @@ def paced_adds(
             raise InvalidArgument(
                 f"got more {kind} than ids (ids ran out after {done + chunk_ids.size}): send one id per input"
             )
-        req = pb.AddRequest(collection=name_of(collection), ids=wire.pack_ids(chunk_ids), upsert=upsert,
-                            model_fingerprint=model_fingerprint)  # fmt: skip
+        req = pb.AddRequest(
+            collection=name_of(collection),
+            ids=wire.pack_ids(chunk_ids),
+            upsert=upsert,
+            model_fingerprint=model_fingerprint,
+        )
         if kind == "texts":
             req.texts.extend(chunk)
         else:

@@ -80,9 +80,13 @@ class Client:
         self.max_message_bytes = max_message_bytes
         self._owns_channel = channel is None
         self._channel = channel or open_channel(
-            address, tls=tls, api_key=api_key, max_message_bytes=max_message_bytes, keepalive_s=keepalive_s,
+            address,
+            tls=tls,
+            api_key=api_key,
+            max_message_bytes=max_message_bytes,
+            keepalive_s=keepalive_s,
             retries=retries,
-        )  # fmt: skip
+        )
         self._stub = pb_grpc.VectorSearchStub(self._channel)
         self._closed = False
 
@@ -166,9 +170,24 @@ class Client:
             >>> c.create_collection("docs", dim=0, metric=None, model="minilm")
             >>> c.create_collection("big", dim=768, expected_size=50_000_000, memory_budget=64 << 30)
         """
-        req = build.create_collection(name, dim, metric, index, nlist, nprobe, train_threshold, model, store_text,
-                                      pq_m, pq_nbits, refine_factor, coarse_quantizer, expected_size,
-                                      target_recall, memory_budget)  # fmt: skip
+        req = build.create_collection(
+            name,
+            dim,
+            metric,
+            index,
+            nlist,
+            nprobe,
+            train_threshold,
+            model,
+            store_text,
+            pq_m,
+            pq_nbits,
+            refine_factor,
+            coarse_quantizer,
+            expected_size,
+            target_recall,
+            memory_budget,
+        )
         return build.collection_info(self._call(self._stub.CreateCollection, req, timeout))
 
     def drop_collection(self, name: build.CollectionRef, *, timeout: float | None = None) -> None:
@@ -242,14 +261,27 @@ class Client:
             kind = "texts" if is_text else "images"
             id_arr = build.check_add_inputs(ids, len(items), kind)
             pacer = build.EmbedPacer(self.timeout if timeout is None else timeout, batch_size or build.EMBED_MAX_BATCH)
-            adds = build.paced_adds(collection, id_arr, items, kind, pacer, upsert=upsert,
-                                    model_fingerprint=model_fingerprint,
-                                    payloads=build.payloads_of(payloads, len(items)))  # fmt: skip
+            adds = build.paced_adds(
+                collection,
+                id_arr,
+                items,
+                kind,
+                pacer,
+                upsert=upsert,
+                model_fingerprint=model_fingerprint,
+                payloads=build.payloads_of(payloads, len(items)),
+            )
             return build.add_result(self._paced(self._stub.Add, adds, pacer, timeout, retries=0))
         requests = build.add_batches(
-            collection, ids, vectors, upsert=upsert, batch_size=batch_size,
-            model_fingerprint=model_fingerprint, max_message_bytes=self.max_message_bytes, payloads=payloads,
-        )  # fmt: skip
+            collection,
+            ids,
+            vectors,
+            upsert=upsert,
+            batch_size=batch_size,
+            model_fingerprint=model_fingerprint,
+            max_message_bytes=self.max_message_bytes,
+            payloads=payloads,
+        )
         return build.add_result(self._call(self._stub.Add, req, timeout) for req in requests)
 
     def _paced(
@@ -338,8 +370,9 @@ class Client:
         with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
             in_flight: dict[Future[pb.AddResponse], int] = {}
             sent = 0
-            for rows, req in build.upload_batches(collection, ids, vectors, texts, batch_size=batch_size,
-                                                  upsert=upsert):  # fmt: skip
+            for rows, req in build.upload_batches(
+                collection, ids, vectors, texts, batch_size=batch_size, upsert=upsert
+            ):
                 if packed is not None:
                     req.payloads.extend(packed[sent : sent + rows])
                 sent += rows
@@ -423,9 +456,14 @@ class Client:
             >>> for p in c.scroll("docs", 'lang = "en"', with_payload=["title"]):
             ...     print(p.id, p.payload)
         """
-        req = pb.ScrollRequest(collection=build.name_of(collection), filter=build.filter_of(filter),
-                               start_id=start_id, limit=page_size, with_payload=build.selector(with_payload),
-                               with_vectors=with_vectors)  # fmt: skip
+        req = pb.ScrollRequest(
+            collection=build.name_of(collection),
+            filter=build.filter_of(filter),
+            start_id=start_id,
+            limit=page_size,
+            with_payload=build.selector(with_payload),
+            with_vectors=with_vectors,
+        )
         while True:
             resp = self._call(self._stub.Scroll, req, timeout)
             yield from build.scroll_page(resp, with_vectors)
@@ -525,8 +563,11 @@ class Client:
         Example:
             >>> c.create_payload_index("docs", "lang", "keyword")
         """
-        req = pb.CreatePayloadIndexRequest(collection=build.name_of(collection), field=field,
-                                           type=build.index_type(type))  # type: ignore[arg-type]  # fmt: skip
+        req = pb.CreatePayloadIndexRequest(
+            collection=build.name_of(collection),
+            field=field,
+            type=build.index_type(type),  # type: ignore[arg-type]
+        )
         return build.collection_info(self._call(self._stub.CreatePayloadIndex, req, timeout))
 
     def drop_payload_index(
@@ -598,8 +639,19 @@ class Client:
             (3, 5)
             >>> D, I = c.search("docs", texts=["feline on a mat"], k=3)
         """
-        req = build.search(collection, queries, k, texts, images, nprobe, allow_partial, model_fingerprint, filter,
-                           with_payload, refine_factor)  # fmt: skip
+        req = build.search(
+            collection,
+            queries,
+            k,
+            texts,
+            images,
+            nprobe,
+            allow_partial,
+            model_fingerprint,
+            filter,
+            with_payload,
+            refine_factor,
+        )
         return build.search_result(self._call(self._stub.Search, req, timeout))
 
     def train(
@@ -645,8 +697,15 @@ class Client:
             >>> [p.phase for p in c.reshard(3, collections=["img"])]
             ['DONE']
         """
-        req = pb.ReshardRequest(collections=list(collections), shards=shards, abort=abort, status_only=status_only,
-                                wait=wait, max_points_per_s=max_points_per_s, page_size=page_size)  # fmt: skip
+        req = pb.ReshardRequest(
+            collections=list(collections),
+            shards=shards,
+            abort=abort,
+            status_only=status_only,
+            wait=wait,
+            max_points_per_s=max_points_per_s,
+            page_size=page_size,
+        )
         resp = self._call(self._stub.Reshard, req, timeout if timeout is not None or not wait else 24 * 3600.0)
         return [ReshardProgress.from_proto(p) for p in resp.collections]
 

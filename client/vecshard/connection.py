@@ -29,8 +29,14 @@ RETRY_POLICY = {
 
 
 READ_METHODS = (
-    "ListCollections", "DescribeCollection", "Get", "Search", "Sample", "Embed", "ListModels",
-)  # fmt: skip
+    "ListCollections",
+    "DescribeCollection",
+    "Get",
+    "Search",
+    "Sample",
+    "Embed",
+    "ListModels",
+)
 
 
 @dataclass(frozen=True)

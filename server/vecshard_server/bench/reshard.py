@@ -99,10 +99,19 @@ class Load:
 
 
 def run_reshard_bench(
-    n: int = 1_000_000, dim: int = 128, nlist: int = 1024, nprobe: int = 16, k: int = 10,
-    steps: tuple[int, ...] = (3, 2), start_shards: int = 2, searchers: int = 4, idle_s: float = 15.0,
-    workdir: Path = Path("bench-work"), max_points_per_s: int = 0, page_size: int = 0,
-) -> dict[str, Any]:  # fmt: skip
+    n: int = 1_000_000,
+    dim: int = 128,
+    nlist: int = 1024,
+    nprobe: int = 16,
+    k: int = 10,
+    steps: tuple[int, ...] = (3, 2),
+    start_shards: int = 2,
+    searchers: int = 4,
+    idle_s: float = 15.0,
+    workdir: Path = Path("bench-work"),
+    max_points_per_s: int = 0,
+    page_size: int = 0,
+) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     x = clustered(n, dim, centers=max(20, n // 10_000), seed=1)
     queries = clustered(200, dim, centers=max(20, n // 10_000), seed=1)[:200] + np.float32(0.5)
@@ -115,9 +124,17 @@ def run_reshard_bench(
         import shutil
 
         shutil.rmtree(data_dir)
-    result: dict[str, Any] = {"n": n, "dim": dim, "nlist": nlist, "nprobe": nprobe, "k": k, "searchers": searchers,
-                              "max_points_per_s": max_points_per_s, "page_size": page_size or 2000,
-                              "steps": []}  # fmt: skip
+    result: dict[str, Any] = {
+        "n": n,
+        "dim": dim,
+        "nlist": nlist,
+        "nprobe": nprobe,
+        "k": k,
+        "searchers": searchers,
+        "max_points_per_s": max_points_per_s,
+        "page_size": page_size or 2000,
+        "steps": [],
+    }
     with LocalCluster(shards=start_shards, data_dir=data_dir, shard_mode="local", log_level="WARNING") as cluster:
         c = Client(cluster.address, timeout=600)
         c.create_collection("bench", dim, index="ivf_flat", nlist=nlist, nprobe=nprobe)
@@ -141,11 +158,20 @@ def run_reshard_bench(
             during = load.halt(threads)
             during["recall"] = load.recall(gt)
             expected = _expected_moves(shards, target, progress.copied)
-            result["steps"].append({
-                "from": shards, "to": target, "phase": progress.phase, "copied": progress.copied,
-                "moved": progress.moved, "moved_expected": expected, "seconds": took,
-                "points_per_s": progress.copied / took if took else 0.0, "idle": idle, "resharding": during,
-            })  # fmt: skip
+            result["steps"].append(
+                {
+                    "from": shards,
+                    "to": target,
+                    "phase": progress.phase,
+                    "copied": progress.copied,
+                    "moved": progress.moved,
+                    "moved_expected": expected,
+                    "seconds": took,
+                    "points_per_s": progress.copied / took if took else 0.0,
+                    "idle": idle,
+                    "resharding": during,
+                }
+            )
             shards = target
         c.close()
     return result

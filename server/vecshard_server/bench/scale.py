@@ -158,9 +158,14 @@ def rss(pid: int) -> dict[str, int]:
 
 
 def grid(
-    search: Callable[[F32, int, int], I64], queries: F32, gt: I64, k: int, nprobes: Sequence[int],
-    batches: Sequence[int], single_queries: int,
-) -> list[dict[str, Any]]:  # fmt: skip
+    search: Callable[[F32, int, int], I64],
+    queries: F32,
+    gt: I64,
+    k: int,
+    nprobes: Sequence[int],
+    batches: Sequence[int],
+    single_queries: int,
+) -> list[dict[str, Any]]:
     """Recall@k and QPS per (nprobe, batch): batch 1 over the first `single_queries` queries (with
     p50/p99), bigger batches over all queries."""
     rows = []
@@ -184,9 +189,18 @@ def grid(
 
 
 def bench_faiss(
-    kind: Kind, base: F32, queries: F32, gt: I64, nlist: int, train_points: int, k: int,
-    nprobes: Sequence[int], batches: Sequence[int], single: int, log: Callable[[str], None],
-) -> dict[str, Any]:  # fmt: skip
+    kind: Kind,
+    base: F32,
+    queries: F32,
+    gt: I64,
+    nlist: int,
+    train_points: int,
+    k: int,
+    nprobes: Sequence[int],
+    batches: Sequence[int],
+    single: int,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     n, dim = base.shape
     release_free_memory()
     heap0 = rss(os.getpid())["RssAnon"]
@@ -214,16 +228,33 @@ def bench_faiss(
         return np.asarray(index.search(q, kk, params=params)[1], dtype=np.int64)
 
     rows = grid(search, queries, gt, k, nprobes, batches, single)
-    out = {"train_s": train_s, "add_s": add_s, "add_vps": n / add_s, "index_bytes": index_bytes(index),
-           "heap_bytes": heap, "grid": rows}  # fmt: skip
+    out = {
+        "train_s": train_s,
+        "add_s": add_s,
+        "add_vps": n / add_s,
+        "index_bytes": index_bytes(index),
+        "heap_bytes": heap,
+        "grid": rows,
+    }
     return out
 
 
 def bench_vecshard(
-    kind: Kind, data_path: Path, base: F32, queries: F32, gt: I64, nlist: int, train_points: int, k: int,
-    nprobes: Sequence[int], batches: Sequence[int], single: int, shards: int, workdir: Path,
+    kind: Kind,
+    data_path: Path,
+    base: F32,
+    queries: F32,
+    gt: I64,
+    nlist: int,
+    train_points: int,
+    k: int,
+    nprobes: Sequence[int],
+    batches: Sequence[int],
+    single: int,
+    shards: int,
+    workdir: Path,
     log: Callable[[str], None],
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     n, dim = base.shape
     data_dir = workdir / f"cluster-{kind.name}"
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -233,15 +264,36 @@ def bench_vecshard(
     # `vecshard serve`'s default: the shards in the coordinator's process
     with LocalCluster(shards=shards, data_dir=data_dir, log_level="WARNING", shard_mode="local") as cluster:
         with Client(cluster.address, timeout=3600) as c:
-            c.create_collection(name, dim, metric="l2", index=kind.name, nlist=nlist, nprobe=nprobes[0],
-                                train_threshold=10**12, pq_m=kind.pq_m, refine_factor=kind.refine)  # fmt: skip
+            c.create_collection(
+                name,
+                dim,
+                metric="l2",
+                index=kind.name,
+                nlist=nlist,
+                nprobe=nprobes[0],
+                train_threshold=10**12,
+                pq_m=kind.pq_m,
+                refine_factor=kind.refine,
+            )
 
             assert cluster.coordinator is not None
             base_heap = rss(cluster.coordinator.popen.pid)["RssAnon"]  # with empty shards: the fixed part
 
             def imported(*more: str) -> float:
-                cmd = [sys.executable, "-m", "vecshard_server", "import", name, str(data_path), "--address",
-                       cluster.address, "--state", str(state), "-q", *more]  # fmt: skip
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "vecshard_server",
+                    "import",
+                    name,
+                    str(data_path),
+                    "--address",
+                    cluster.address,
+                    "--state",
+                    str(state),
+                    "-q",
+                    *more,
+                ]
                 t = time.perf_counter()
                 subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
                 return time.perf_counter() - t
@@ -253,8 +305,10 @@ def bench_vecshard(
             rest = imported()
             load_s = first + rest
             assert c.describe(name).count == n
-            log(f"  vecshard {kind.label}: load {n / load_s:,.0f} vectors/s ({first:.0f}s + {rest:.0f}s), "
-                f"train {train_s:.1f}s")  # fmt: skip
+            log(
+                f"  vecshard {kind.label}: load {n / load_s:,.0f} vectors/s ({first:.0f}s + {rest:.0f}s), "
+                f"train {train_s:.1f}s"
+            )
 
             def search(q: F32, kk: int, nprobe: int) -> I64:
                 return c.search(name, q, kk, nprobe=nprobe).ids
@@ -266,16 +320,31 @@ def bench_vecshard(
             disk = sum(f.stat().st_size for f in data_dir.rglob("*") if f.is_file())
     shutil.rmtree(data_dir, ignore_errors=True)
     state.unlink(missing_ok=True)
-    return {"train_s": train_s, "load_s": load_s, "load_vps": n / load_s, "memory": memory, "disk_bytes": disk,
-            "base_heap": base_heap, "grid": rows}  # fmt: skip
+    return {
+        "train_s": train_s,
+        "load_s": load_s,
+        "load_vps": n / load_s,
+        "memory": memory,
+        "disk_bytes": disk,
+        "base_heap": base_heap,
+        "grid": rows,
+    }
 
 
 def run_scale_bench(
-    n: int, dim: int, nlist: int, k: int, shards: int, workdir: Path,
-    kinds: Sequence[Kind] = DEFAULT_KINDS, nprobes: Sequence[int] = (2, 4, 8, 16, 32),
-    batches: Sequence[int] = (1, 64, 1024), single: int = 200, train_points: int = 0,
+    n: int,
+    dim: int,
+    nlist: int,
+    k: int,
+    shards: int,
+    workdir: Path,
+    kinds: Sequence[Kind] = DEFAULT_KINDS,
+    nprobes: Sequence[int] = (2, 4, 8, 16, 32),
+    batches: Sequence[int] = (1, 64, 1024),
+    single: int = 200,
+    train_points: int = 0,
     log: Callable[[str], None] = print,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     train_points = train_points or min(n, 100 * nlist)
     t0 = time.perf_counter()
@@ -289,15 +358,26 @@ def run_scale_bench(
     for kind in kinds:
         log(f"{kind.label}:")
         f = bench_faiss(kind, base, queries, gt, nlist, train_points, k, nprobes, batches, single, log)
-        v = bench_vecshard(kind, data_path, base, queries, gt, nlist, train_points, k, nprobes, batches, single,
-                           shards, workdir, log)  # fmt: skip
+        v = bench_vecshard(
+            kind, data_path, base, queries, gt, nlist, train_points, k, nprobes, batches, single, shards, workdir, log
+        )
         results.append({"kind": kind.label, "faiss": f, "vecshard": v})
     return {
-        "n": n, "dim": dim, "nlist": nlist, "k": k, "shards": shards, "train_points": train_points,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "faiss": faiss.__version__, "max_rss_bench": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss},
+        "n": n,
+        "dim": dim,
+        "nlist": nlist,
+        "k": k,
+        "shards": shards,
+        "train_points": train_points,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "faiss": faiss.__version__,
+            "max_rss_bench": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        },
         "results": results,
-    }  # fmt: skip
+    }
 
 
 def _per_vector(result: dict[str, Any], r: dict[str, Any]) -> dict[str, float]:
@@ -343,10 +423,14 @@ def format_markdown(result: dict[str, Any]) -> str:
             f"{pv['shards_anon_marginal'] / max(pv['faiss_heap'], 1):.2f} | "
             f"{pv['shards_file']:.0f} | {pv['coordinator_rss_mb']:.0f} | {pv['disk']:.0f} |"
         )
-    lines += ["", "## Recall and QPS (vecshard / in-process faiss of the same kind)", "",
-              "| kind | nprobe | batch | recall vecshard | recall faiss | QPS vecshard | QPS faiss | ratio | "
-              "p50 / p99 ms (batch 1) |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    lines += [
+        "",
+        "## Recall and QPS (vecshard / in-process faiss of the same kind)",
+        "",
+        "| kind | nprobe | batch | recall vecshard | recall faiss | QPS vecshard | QPS faiss | ratio | "
+        "p50 / p99 ms (batch 1) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in result["results"]:
         for fv, vv in zip(r["faiss"]["grid"], r["vecshard"]["grid"], strict=True):
             lat = f"{vv['p50_ms']:.2f} / {vv['p99_ms']:.2f}" if "p50_ms" in vv else ""
@@ -372,8 +456,9 @@ def plot(result: dict[str, Any], path: Path) -> bool:
         for r in result["results"]:
             for system, style in (("vecshard", "-o"), ("faiss", "--x")):
                 rows = [row for row in r[system]["grid"] if row["batch"] == batch]
-                ax.plot([row["recall"] for row in rows], [row["qps"] for row in rows], style,
-                        label=f"{r['kind']} {system}")  # fmt: skip
+                ax.plot(
+                    [row["recall"] for row in rows], [row["qps"] for row in rows], style, label=f"{r['kind']} {system}"
+                )
         ax.set_xlabel(f"recall@{result['k']}")
         ax.set_ylabel("queries/s")
         ax.set_yscale("log")

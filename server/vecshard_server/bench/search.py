@@ -162,8 +162,15 @@ def bench_cluster(
                     faiss.omp_set_num_threads(1 if conc > 1 else threads_before)
                     fa = timed_concurrent(lambda: lambda q: index.search(q, k), batches, duration_s, conc)
                     faiss.omp_set_num_threads(threads_before)
-                    search_rows.append({"batch": b, "concurrency": conc, "vecshard": vs, "faiss": fa,
-                                        "ratio": vs["qps"] / max(fa["qps"], 1e-9)})  # fmt: skip
+                    search_rows.append(
+                        {
+                            "batch": b,
+                            "concurrency": conc,
+                            "vecshard": vs,
+                            "faiss": fa,
+                            "ratio": vs["qps"] / max(fa["qps"], 1e-9),
+                        }
+                    )
             curve: list[dict[str, Any]] = []
             batches = make_batches(queries, 64)
             for probe in [p for p in sweep if p <= nlist]:
@@ -175,8 +182,14 @@ def bench_cluster(
 
                 vs = timed_loop(probe_search, batches, duration_s / 2)
                 fa = timed_loop(lambda q: index.search(q, k), batches, duration_s / 2)
-                curve.append({"nprobe": probe, "recall": recall_at_k(ids, gt, k), "vecshard_qps": vs["qps"],
-                              "faiss_qps": fa["qps"]})  # fmt: skip
+                curve.append(
+                    {
+                        "nprobe": probe,
+                        "recall": recall_at_k(ids, gt, k),
+                        "vecshard_qps": vs["qps"],
+                        "faiss_qps": fa["qps"],
+                    }
+                )
             index.nprobe = nprobe
             client.drop_collection(name)
             add = measure_add(client, base)
@@ -333,11 +346,14 @@ def format_markdown(result: dict[str, Any]) -> str:
     milvus = result.get("peers", {}).get("milvus_lite")
     if milvus and "skipped" not in milvus:
         first = {row["batch"]: row for row in result["runs"][0]["search"] if row.get("concurrency", 1) == 1}
-        lines += ["", f"## Peer: Milvus Lite (IVF_FLAT, same nlist/nprobe; recall {milvus['recall']:.4f}, "
-                  f"insert {milvus['insert_vps']:,.0f} vectors/s)", "",
-                  f"| batch | Milvus Lite QPS | vecshard QPS ({result['runs'][0]['shards']} shards) "
-                  "| vecshard / Milvus |",
-                  "|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            "",
+            f"## Peer: Milvus Lite (IVF_FLAT, same nlist/nprobe; recall {milvus['recall']:.4f}, "
+            f"insert {milvus['insert_vps']:,.0f} vectors/s)",
+            "",
+            f"| batch | Milvus Lite QPS | vecshard QPS ({result['runs'][0]['shards']} shards) | vecshard / Milvus |",
+            "|---:|---:|---:|---:|",
+        ]
         for row in milvus["search"]:
             vs = first.get(row["batch"], {}).get("vecshard", {}).get("qps", float("nan"))
             lines.append(f"| {row['batch']} | {row['qps']:,.0f} | {vs:,.0f} | {vs / row['qps']:.1f} |")
@@ -346,24 +362,38 @@ def format_markdown(result: dict[str, Any]) -> str:
     chroma = result.get("peers", {}).get("chroma")
     curve = result["runs"][0].get("curve") or []
     if chroma and "skipped" not in chroma and curve:
-        lines += ["", f"## Peer: Chroma server (HNSW; insert {chroma['insert_vps']:,.0f} vectors/s) at equal recall",
-                  "", "vecshard: the smallest nprobe of the sweep reaching Chroma's recall, batches of 64 "
-                  f"({result['runs'][0]['shards']} shards).", "",
-                  "| Chroma ef | recall | QPS batch 1 | QPS batch 64 | vecshard nprobe | vecshard recall "
-                  "| vecshard QPS batch 64 | vecshard / Chroma |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            "",
+            f"## Peer: Chroma server (HNSW; insert {chroma['insert_vps']:,.0f} vectors/s) at equal recall",
+            "",
+            "vecshard: the smallest nprobe of the sweep reaching Chroma's recall, batches of 64 "
+            f"({result['runs'][0]['shards']} shards).",
+            "",
+            "| Chroma ef | recall | QPS batch 1 | QPS batch 64 | vecshard nprobe | vecshard recall "
+            "| vecshard QPS batch 64 | vecshard / Chroma |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for pt in chroma["points"]:
             match = next((c for c in curve if c["recall"] >= pt["recall"]), curve[-1])
-            lines.append(f"| {pt['ef']} | {pt['recall']:.3f} | {pt['qps_batch1']:,.0f} | {pt['qps_batch64']:,.0f} "
-                         f"| {match['nprobe']} | {match['recall']:.3f} | {match['vecshard_qps']:,.0f} "
-                         f"| {match['vecshard_qps'] / pt['qps_batch64']:.1f} |")  # fmt: skip
+            lines.append(
+                f"| {pt['ef']} | {pt['recall']:.3f} | {pt['qps_batch1']:,.0f} | {pt['qps_batch64']:,.0f} "
+                f"| {match['nprobe']} | {match['recall']:.3f} | {match['vecshard_qps']:,.0f} "
+                f"| {match['vecshard_qps'] / pt['qps_batch64']:.1f} |"
+            )
     elif chroma:
         lines += ["", f"Chroma: {chroma.get('skipped', 'no curve to compare with')}"]
     if any(run.get("curve") for run in result["runs"]):
-        lines += ["", "## QPS vs recall (nprobe sweep, batches of 64; plot: qps_recall.png)", "",
-                  "| shards | nprobe | recall | vecshard QPS | faiss QPS |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            "",
+            "## QPS vs recall (nprobe sweep, batches of 64; plot: qps_recall.png)",
+            "",
+            "| shards | nprobe | recall | vecshard QPS | faiss QPS |",
+            "|---:|---:|---:|---:|---:|",
+        ]
         for run in result["runs"]:
             for c in run.get("curve", []):
-                lines.append(f"| {run['shards']} | {c['nprobe']} | {c['recall']:.3f} | {c['vecshard_qps']:,.0f} "
-                             f"| {c['faiss_qps']:,.0f} |")  # fmt: skip
+                lines.append(
+                    f"| {run['shards']} | {c['nprobe']} | {c['recall']:.3f} | {c['vecshard_qps']:,.0f} "
+                    f"| {c['faiss_qps']:,.0f} |"
+                )
     return "\n".join(lines) + "\n"

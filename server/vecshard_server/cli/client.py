@@ -79,20 +79,49 @@ def collections() -> None:
 @click.option("--model", help="bind to a server embedding model (add/search then take texts or images)")
 @ADDRESS
 @TIMEOUT
-def create(name: str, dim: int, metric: str | None, index: str | None, nlist: int, nprobe: int, pq_m: int,
-           pq_nbits: int, refine_factor: int, coarse_quantizer: str | None, expected_size: int, target_recall: float,
-           memory_budget: int, model: str | None, address: str, timeout: float) -> None:  # fmt: skip
+def create(
+    name: str,
+    dim: int,
+    metric: str | None,
+    index: str | None,
+    nlist: int,
+    nprobe: int,
+    pq_m: int,
+    pq_nbits: int,
+    refine_factor: int,
+    coarse_quantizer: str | None,
+    expected_size: int,
+    target_recall: float,
+    memory_budget: int,
+    model: str | None,
+    address: str,
+    timeout: float,
+) -> None:
     """Create collection NAME."""
     with connect(address, timeout) as c:
-        info = c.create_collection(name, dim, metric or (None if model else "l2"), index, nlist=nlist, nprobe=nprobe,
-                                   model=model, pq_m=pq_m, pq_nbits=pq_nbits, refine_factor=refine_factor,
-                                   coarse_quantizer=coarse_quantizer or "", expected_size=expected_size,
-                                   target_recall=target_recall, memory_budget=memory_budget)  # fmt: skip
+        info = c.create_collection(
+            name,
+            dim,
+            metric or (None if model else "l2"),
+            index,
+            nlist=nlist,
+            nprobe=nprobe,
+            model=model,
+            pq_m=pq_m,
+            pq_nbits=pq_nbits,
+            refine_factor=refine_factor,
+            coarse_quantizer=coarse_quantizer or "",
+            expected_size=expected_size,
+            target_recall=target_recall,
+            memory_budget=memory_budget,
+        )
     ivf = f", nlist {info.nlist}, nprobe {info.nprobe}, {info.coarse_quantizer} quantizer" if info.nlist else ""
     pq = f", pq_m {info.pq_m}" if info.pq_m else ""
     refine = f", refine_factor {info.refine_factor}" if info.refine_factor > 1 else ""
-    click.echo(f"created {info.name}: dim {info.dim}, {info.metric.value}, {info.index_type.value}{ivf}{pq}{refine}"
-               + (f", model {info.embedding_model}" if info.embedding_model else ""))  # fmt: skip
+    click.echo(
+        f"created {info.name}: dim {info.dim}, {info.metric.value}, {info.index_type.value}{ivf}{pq}{refine}"
+        + (f", model {info.embedding_model}" if info.embedding_model else "")
+    )
 
 
 @collections.command("list")
@@ -106,8 +135,10 @@ def list_(address: str, timeout: float, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([_info_dict(i) for i in infos], indent=2))
         return
-    rows = [(i.name, i.count, i.dim, i.metric.value, i.index_type.value, i.training_state, i.embedding_model or "-")
-            for i in infos]  # fmt: skip
+    rows = [
+        (i.name, i.count, i.dim, i.metric.value, i.index_type.value, i.training_state, i.embedding_model or "-")
+        for i in infos
+    ]
     _table(["name", "count", "dim", "metric", "index", "training", "model"], rows)
 
 
@@ -180,12 +211,26 @@ def read_vectors(path: Path) -> np.ndarray:
 @click.option("--start-id", default=0, show_default=True, help=".npy/.fvecs: id of the first vector")
 @click.option("--upsert", is_flag=True, help="replace ids that exist")
 @click.option("--batch-size", default=256, show_default=True, help="inputs per request")
-@click.option("--payload/--no-payload", default=True, show_default=True,
-              help="JSONL: store each object's other fields as the point's payload")  # fmt: skip
+@click.option(
+    "--payload/--no-payload",
+    default=True,
+    show_default=True,
+    help="JSONL: store each object's other fields as the point's payload",
+)
 @ADDRESS
 @TIMEOUT
-def add(collection: str, file: Path, id_field: str, text_field: str, start_id: int, upsert: bool, batch_size: int,
-        payload: bool, address: str, timeout: float) -> None:  # fmt: skip
+def add(
+    collection: str,
+    file: Path,
+    id_field: str,
+    text_field: str,
+    start_id: int,
+    upsert: bool,
+    batch_size: int,
+    payload: bool,
+    address: str,
+    timeout: float,
+) -> None:
     """Add FILE to COLLECTION: texts from .jsonl/.txt (embedded by the collection's model; a JSON
     line's other fields become the point's payload) or vectors from .npy/.fvecs."""
     payloads: list[dict[str, Any]] | None = [] if payload and file.suffix in (".jsonl", ".ndjson") else None
@@ -196,31 +241,49 @@ def add(collection: str, file: Path, id_field: str, text_field: str, start_id: i
     else:
         ids, texts = read_records(file, id_field, text_field, payloads)
     total = len(ids)
-    with connect(address, timeout) as c, click.progressbar(length=total, label=f"adding to {collection}",
-                                                           file=sys.stderr) as bar:  # fmt: skip
+    with (
+        connect(address, timeout) as c,
+        click.progressbar(length=total, label=f"adding to {collection}", file=sys.stderr) as bar,
+    ):
         if file.suffix in (".npy", ".fvecs"):
             count = 0
             for start in range(0, total, batch_size):
                 count = send(c, slice(start, start + batch_size)).count
                 bar.update(min(batch_size, total - start))
         else:  # requests sized by the server's embedding speed; retried only when they replace
-            count = c.upload(collection, ids, texts=texts, batch_size=batch_size, upsert=upsert,
-                             retries=3 if upsert else 0, progress=bar.update,
-                             payloads=payloads if payloads and any(payloads) else None).count  # fmt: skip
+            count = c.upload(
+                collection,
+                ids,
+                texts=texts,
+                batch_size=batch_size,
+                upsert=upsert,
+                retries=3 if upsert else 0,
+                progress=bar.update,
+                payloads=payloads if payloads and any(payloads) else None,
+            ).count
     click.echo(f"added {total} to {collection} ({count} stored)")
 
 
 @click.command("import")
 @click.argument("collection")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="state file recording the rows imported  [default: FILE.vecshard-import.json]")  # fmt: skip
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="state file recording the rows imported  [default: FILE.vecshard-import.json]",
+)
 @click.option("--restart", is_flag=True, help="discard the state file and import the whole file again")
 @click.option("--batch-size", type=click.IntRange(1), help="rows per Add  [default: about 4 MiB of vectors]")
 @click.option("--parallel", default=4, show_default=True, type=click.IntRange(1, 64), help="Adds in flight at once")
 @click.option("--upsert", is_flag=True, help="replace ids that exist (a resumed import always replaces its own rows)")
-@click.option("--start-id", default=0, show_default=True, type=click.IntRange(0),
-              help="id of row 0 (ids are row numbers + this; Parquet: when there is no id column)")  # fmt: skip
+@click.option(
+    "--start-id",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="id of row 0 (ids are row numbers + this; Parquet: when there is no id column)",
+)
 @click.option("--limit", type=click.IntRange(1), help="import only the first N rows")
 @click.option("--vector-column", default="vector", show_default=True, help="Parquet: list<float> column of vectors")
 @click.option("--id-column", default="id", show_default=True, help="Parquet: integer id column (if present)")
@@ -228,9 +291,23 @@ def add(collection: str, file: Path, id_field: str, text_field: str, start_id: i
 @ADDRESS
 @TIMEOUT
 @click.pass_context
-def import_(ctx: click.Context, collection: str, file: Path, state_path: Path | None, restart: bool,
-            batch_size: int | None, parallel: int, upsert: bool, start_id: int, limit: int | None,
-            vector_column: str, id_column: str, quiet: bool, address: str, timeout: float) -> None:  # fmt: skip
+def import_(
+    ctx: click.Context,
+    collection: str,
+    file: Path,
+    state_path: Path | None,
+    restart: bool,
+    batch_size: int | None,
+    parallel: int,
+    upsert: bool,
+    start_id: int,
+    limit: int | None,
+    vector_column: str,
+    id_column: str,
+    quiet: bool,
+    address: str,
+    timeout: float,
+) -> None:
     """Bulk-import FILE into the existing COLLECTION, resumably.
 
     FILE is .npy, .fvecs / .bvecs (TEXMEX) or .parquet (a vector column, an optional id column,
@@ -240,12 +317,27 @@ def import_(ctx: click.Context, collection: str, file: Path, state_path: Path | 
 
     given = ctx.get_parameter_source("id_column") is not click.core.ParameterSource.DEFAULT
     with connect(address, timeout) as c:
-        r = run_import(c, collection, file, state_path=state_path, restart=restart, batch_size=batch_size,
-                       parallel=parallel, upsert=upsert, start_id=start_id, limit=limit, vector_column=vector_column,
-                       id_column=id_column, id_column_given=given, quiet=quiet)  # fmt: skip
+        r = run_import(
+            c,
+            collection,
+            file,
+            state_path=state_path,
+            restart=restart,
+            batch_size=batch_size,
+            parallel=parallel,
+            upsert=upsert,
+            start_id=start_id,
+            limit=limit,
+            vector_column=vector_column,
+            id_column=id_column,
+            id_column_given=given,
+            quiet=quiet,
+        )
     if r["imported"]:
-        click.echo(f"imported {r['imported']} rows into {collection}, skipped {r['skipped']} already imported, "
-                   f"in {r['seconds']:.1f} s ({r['rows_per_s']:,.0f} rows/s)")  # fmt: skip
+        click.echo(
+            f"imported {r['imported']} rows into {collection}, skipped {r['skipped']} already imported, "
+            f"in {r['seconds']:.1f} s ({r['rows_per_s']:,.0f} rows/s)"
+        )
 
 
 @click.command()
@@ -277,9 +369,22 @@ def import_(ctx: click.Context, collection: str, file: Path, state_path: Path | 
 @ADDRESS
 @TIMEOUT
 @AS_JSON
-def search(collection: str, texts: tuple[str, ...], images: tuple[Path, ...], vectors: Path | None, k: int,
-           nprobe: int, source: Path | None, id_field: str, text_field: str, filter_text: str | None,
-           with_payload: bool, address: str, timeout: float, as_json: bool) -> None:  # fmt: skip
+def search(
+    collection: str,
+    texts: tuple[str, ...],
+    images: tuple[Path, ...],
+    vectors: Path | None,
+    k: int,
+    nprobe: int,
+    source: Path | None,
+    id_field: str,
+    text_field: str,
+    filter_text: str | None,
+    with_payload: bool,
+    address: str,
+    timeout: float,
+    as_json: bool,
+) -> None:
     """Search COLLECTION by text, image or vectors; prints the k best per query.
 
     The filter language: key = value, !=, <, <=, >, >=, key in [...], key not in [...], key is null,
@@ -325,10 +430,19 @@ def search(collection: str, texts: tuple[str, ...], images: tuple[Path, ...], ve
         return
     for row in out:
         click.echo(f"query: {row['query']}")
-        _table(["rank", "id", score, *(["text"] if lookup else []), *(["payload"] if with_payload else [])],
-               [(r + 1, h["id"], f"{h[score]:.4f}", *([_clip(h["text"])] if lookup else []),
-                 *([_clip(json.dumps(h["payload"], ensure_ascii=False))] if with_payload else []))
-                for r, h in enumerate(row["hits"])])  # fmt: skip
+        _table(
+            ["rank", "id", score, *(["text"] if lookup else []), *(["payload"] if with_payload else [])],
+            [
+                (
+                    r + 1,
+                    h["id"],
+                    f"{h[score]:.4f}",
+                    *([_clip(h["text"])] if lookup else []),
+                    *([_clip(json.dumps(h["payload"], ensure_ascii=False))] if with_payload else []),
+                )
+                for r, h in enumerate(row["hits"])
+            ],
+        )
 
 
 def _parsed_filter(text: str | None) -> dict[str, Any] | None:
@@ -366,16 +480,26 @@ def count(collection: str, filter_text: str | None, address: str, timeout: float
 @click.option("--role", type=click.Choice(["", "query", "passage"]), default="", help="prefix role for E5-style models")
 @ADDRESS
 @TIMEOUT
-def embed(texts: tuple[str, ...], images: tuple[Path, ...], model: str, role: str, address: str,
-          timeout: float) -> None:  # fmt: skip
+def embed(
+    texts: tuple[str, ...], images: tuple[Path, ...], model: str, role: str, address: str, timeout: float
+) -> None:
     """Embed texts or images with a server model; prints JSON (model, fingerprint, vectors)."""
     if bool(texts) == bool(images):
         raise click.UsageError("give --text or --image (one kind)")
     with connect(address, timeout) as c:
-        e = c.embed(texts=list(texts) if texts else None, images=list(images) if images else None, model=model,
-                    role=role)  # fmt: skip
-    click.echo(json.dumps({"model": e.model.name, "fingerprint": e.fingerprint, "dim": e.model.dim,
-                           "vectors": e.vectors.round(6).tolist()}))  # fmt: skip
+        e = c.embed(
+            texts=list(texts) if texts else None, images=list(images) if images else None, model=model, role=role
+        )
+    click.echo(
+        json.dumps(
+            {
+                "model": e.model.name,
+                "fingerprint": e.fingerprint,
+                "dim": e.model.dim,
+                "vectors": e.vectors.round(6).tolist(),
+            }
+        )
+    )
 
 
 def project_2d(x: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
@@ -400,13 +524,19 @@ def project_2d(x: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="PNG to write (default COLLECTION.png)")
 @click.option("--points", default=2000, show_default=True, help="how many vectors to sample")
 @click.option("--method", type=click.Choice(["pca", "tsne"]), default="pca", show_default=True)
-@click.option("--color", type=click.Choice(["shard", "list"]), default="shard", show_default=True,
-              help="colour by shard group or by IVF list")  # fmt: skip
+@click.option(
+    "--color",
+    type=click.Choice(["shard", "list"]),
+    default="shard",
+    show_default=True,
+    help="colour by shard group or by IVF list",
+)
 @click.option("--seed", default=0, show_default=True)
 @ADDRESS
 @TIMEOUT
-def plot(collection: str, out: Path | None, points: int, method: str, color: str, seed: int, address: str,
-         timeout: float) -> None:  # fmt: skip
+def plot(
+    collection: str, out: Path | None, points: int, method: str, color: str, seed: int, address: str, timeout: float
+) -> None:
     """Draw a 2-D map of a sample of COLLECTION to a PNG, coloured by shard or by IVF list."""
     try:
         import matplotlib
@@ -460,15 +590,31 @@ def _table(header: list[str], rows: list[tuple[Any, ...]]) -> None:
 @click.option("--detach", is_flag=True, help="start it and return (the coordinator runs it; --status follows it)")
 @ADDRESS
 @click.option("--timeout", default=60.0, show_default=True, help="seconds per call")
-def reshard(shards: int, names: tuple[str, ...], abort: bool, status_only: bool, max_points_per_s: int,
-            page_size: int, detach: bool, address: str, timeout: float) -> None:  # fmt: skip
+def reshard(
+    shards: int,
+    names: tuple[str, ...],
+    abort: bool,
+    status_only: bool,
+    max_points_per_s: int,
+    page_size: int,
+    detach: bool,
+    address: str,
+    timeout: float,
+) -> None:
     """Move collections to --shards shard groups, online: reads and writes go on throughout
     (docs/operations.md, Resharding). Run it again to resume an interrupted reshard."""
     if not (abort or status_only) and shards < 1:
         raise click.BadParameter("give the number of shard groups (--shards N), or --abort / --status")
     with connect(address, timeout) as c:
-        progress = c.reshard(shards, collections=names, abort=abort, status_only=status_only, wait=False,
-                             max_points_per_s=max_points_per_s, page_size=page_size)  # fmt: skip
+        progress = c.reshard(
+            shards,
+            collections=names,
+            abort=abort,
+            status_only=status_only,
+            wait=False,
+            max_points_per_s=max_points_per_s,
+            page_size=page_size,
+        )
         terminal = {"DONE", "ABORTED", "UNCHANGED", "IDLE", "FAILED"}
         while not (detach or status_only or abort) and any(p.phase not in terminal for p in progress):
             _progress_lines(progress, sys.stderr.isatty())
@@ -485,8 +631,10 @@ def reshard(shards: int, names: tuple[str, ...], abort: bool, status_only: bool,
 def _progress_lines(progress: list[Any], overwrite: bool) -> None:
     for p in progress:
         share = f" ({p.copied / p.total:.0%})" if p.total else ""
-        line = (f"{p.collection}: {p.from_shards} -> {p.to_shards or p.from_shards} groups, {p.phase}, "
-                f"{p.copied:,} points copied{share}, {p.moved:,} moved to another group")  # fmt: skip
+        line = (
+            f"{p.collection}: {p.from_shards} -> {p.to_shards or p.from_shards} groups, {p.phase}, "
+            f"{p.copied:,} points copied{share}, {p.moved:,} moved to another group"
+        )
         click.echo(line + (" " * 8 + "\r" if overwrite else ""), nl=not overwrite, err=overwrite)
 
 

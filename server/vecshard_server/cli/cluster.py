@@ -131,8 +131,10 @@ class LocalCluster:
         if shard_mode not in ("remote", "local"):
             raise ClusterError(f"shard_mode must be 'remote' or 'local', got {shard_mode!r}")
         if shard_mode == "local" and replicas > 1:
-            raise ClusterError("local shards have one replica each (replicas need their own processes to fail "
-                               "independently): use shard_mode='remote' with replicas")  # fmt: skip
+            raise ClusterError(
+                "local shards have one replica each (replicas need their own processes to fail "
+                "independently): use shard_mode='remote' with replicas"
+            )
         self.shard_mode = shard_mode
         self.num_shards = shards
         self.num_replicas = replicas

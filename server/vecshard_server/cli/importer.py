@@ -482,8 +482,10 @@ def run_import(
         pending = state.acked.missing(0, target)
         todo = sum(b - a for a, b in pending)
         if not todo:
-            click.echo(f"everything is already imported: rows 0-{target - 1} of {file} are in {collection} "
-                       f"(recorded in {state_path}; --restart imports again)")  # fmt: skip
+            click.echo(
+                f"everything is already imported: rows 0-{target - 1} of {file} are in {collection} "
+                f"(recorded in {state_path}; --restart imports again)"
+            )
             return {"imported": 0, "skipped": skipped, "seconds": 0.0, "rows_per_s": 0.0}
         info = client.describe(collection)
         if info.dim != source.dim:

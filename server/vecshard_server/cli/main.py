@@ -32,8 +32,13 @@ LOG_FORMAT = click.option(
     envvar="VECSHARD_LOG_FORMAT",
     help="json: one JSON object per line, with request ids",
 )
-METRICS_PORT = click.option("--metrics-port", default=0, type=click.IntRange(0, 65535), envvar="VECSHARD_METRICS_PORT",
-                            help="serve Prometheus metrics on this port (0: off)")  # fmt: skip
+METRICS_PORT = click.option(
+    "--metrics-port",
+    default=0,
+    type=click.IntRange(0, 65535),
+    envvar="VECSHARD_METRICS_PORT",
+    help="serve Prometheus metrics on this port (0: off)",
+)
 
 
 INSECURE = click.option(
@@ -50,13 +55,15 @@ MODELS = click.option(
 
 def ROLE_OPTIONS(command: Any) -> Any:  # noqa: N802 - used as a decorator, like click's
     """The options every server role shares: port file, parent watch, logging and metrics."""
-    for option in reversed([
-        click.option("--port-file", type=click.Path(path_type=Path), help="write the bound port here once serving"),
-        click.option("--exit-with-parent", is_flag=True, hidden=True, help="stop when the parent process exits"),
-        click.option("--log-level", default="INFO", show_default=True, type=LOG_LEVELS),
-        LOG_FORMAT,
-        METRICS_PORT,
-    ]):  # fmt: skip
+    for option in reversed(
+        [
+            click.option("--port-file", type=click.Path(path_type=Path), help="write the bound port here once serving"),
+            click.option("--exit-with-parent", is_flag=True, hidden=True, help="stop when the parent process exits"),
+            click.option("--log-level", default="INFO", show_default=True, type=LOG_LEVELS),
+            LOG_FORMAT,
+            METRICS_PORT,
+        ]
+    ):
         command = option(command)
     return command
 
@@ -82,8 +89,12 @@ def _settings(**overrides: Any) -> Settings:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="vecshard")
-@click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path), envvar="VECSHARD_CONFIG",
-              help="TOML settings file (VECSHARD_* variables and flags take precedence over it)")  # fmt: skip
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="VECSHARD_CONFIG",
+    help="TOML settings file (VECSHARD_* variables and flags take precedence over it)",
+)
 def cli(config: Path | None) -> None:
     """vecshard: a gRPC vector search server with a sharded faiss index."""
     if config is not None:
@@ -113,8 +124,13 @@ def cli(config: Path | None) -> None:
 @MODELS
 @click.option("--log-level", default="INFO", show_default=True, type=LOG_LEVELS)
 @LOG_FORMAT
-@click.option("--metrics-port", default=0, type=click.IntRange(0, 65535), envvar="VECSHARD_METRICS_PORT",
-              help="metrics: the coordinator on this port, shard process i on port+1+i (0: off)")  # fmt: skip
+@click.option(
+    "--metrics-port",
+    default=0,
+    type=click.IntRange(0, 65535),
+    envvar="VECSHARD_METRICS_PORT",
+    help="metrics: the coordinator on this port, shard process i on port+1+i (0: off)",
+)
 def serve(
     shards: int,
     replicas: int,
@@ -191,10 +207,17 @@ def serve(
     help="a shard group: its replicas' addresses, comma-separated; repeat in placement order "
     "(the order must never change)",
 )
-@click.option("--local-shards", default=0, type=click.IntRange(0, 64),
-              help="shard groups served in this process, called without gRPC (after the --shard groups)")  # fmt: skip
-@click.option("--data-dir", type=click.Path(path_type=Path),
-              help="--local-shards: their data (DIR/shard-i; without it, in memory)")  # fmt: skip
+@click.option(
+    "--local-shards",
+    default=0,
+    type=click.IntRange(0, 64),
+    help="shard groups served in this process, called without gRPC (after the --shard groups)",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="--local-shards: their data (DIR/shard-i; without it, in memory)",
+)
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", default=50051, show_default=True, type=click.IntRange(0, 65535))
 @MODELS
@@ -226,8 +249,9 @@ def coordinator(
     _observe("coordinator", host, settings, metrics_port)
     from vecshard_server.coordinator.service import serve_coordinator
 
-    asyncio.run(serve_coordinator(settings, host, port, list(shards), port_file, exit_with_parent, local_shards,
-                                  data_dir))  # fmt: skip
+    asyncio.run(
+        serve_coordinator(settings, host, port, list(shards), port_file, exit_with_parent, local_shards, data_dir)
+    )
 
 
 @cli.command()
@@ -436,9 +460,18 @@ def bench(
     if reshard_to:
         from vecshard_server.bench import reshard as bench_reshard
 
-        result = bench_reshard.run_reshard_bench(n, dim, nlist, nprobe, k, reshard_to, shards_list[0],
-                                                 workdir=workdir, max_points_per_s=reshard_rate,
-                                                 page_size=reshard_page)  # fmt: skip
+        result = bench_reshard.run_reshard_bench(
+            n,
+            dim,
+            nlist,
+            nprobe,
+            k,
+            reshard_to,
+            shards_list[0],
+            workdir=workdir,
+            max_points_per_s=reshard_rate,
+            page_size=reshard_page,
+        )
         _publish(out, "bench_reshard", bench_reshard.format_markdown(result), result)
         return
     _settings()
@@ -447,16 +480,25 @@ def bench(
 
         workdir.mkdir(parents=True, exist_ok=True)
         result = bench_latency.run_latency_bench(
-            dataset, n, dim, nlist, nprobe, k, shards_list[0], duration, workdir=workdir,
+            dataset,
+            n,
+            dim,
+            nlist,
+            nprobe,
+            k,
+            shards_list[0],
+            duration,
+            workdir=workdir,
             log=lambda line: click.echo(line, err=True),
-        )  # fmt: skip
+        )
         _publish(out, "bench_latency", bench_latency.format_markdown(result), result)
         return
     if scale:
         from vecshard_server.bench import scale as bench_scale
 
-        result = bench_scale.run_scale_bench(n, dim, nlist, k, shards_list[0], workdir,
-                                             log=lambda line: click.echo(line, err=True))  # fmt: skip
+        result = bench_scale.run_scale_bench(
+            n, dim, nlist, k, shards_list[0], workdir, log=lambda line: click.echo(line, err=True)
+        )
         _publish(out, "bench_scale", bench_scale.format_markdown(result), result)
         if out:
             bench_scale.plot(result, out / "bench_scale.png")
@@ -464,8 +506,9 @@ def bench(
     if filtered:
         from vecshard_server.bench import filtered as bench_filtered
 
-        result = bench_filtered.run_filter_bench(n, dim, nlist, nprobe, k, 100, shards_list[0], peers,
-                                                 log=lambda line: click.echo(line, err=True))  # fmt: skip
+        result = bench_filtered.run_filter_bench(
+            n, dim, nlist, nprobe, k, 100, shards_list[0], peers, log=lambda line: click.echo(line, err=True)
+        )
         _publish(out, "bench_filter", bench_filtered.format_markdown(result), result)
         return
     if embed:
@@ -502,8 +545,10 @@ def bench(
 
         workdir.mkdir(parents=True, exist_ok=True)
         row = echo_floor(4 * result["params"]["dim"] + 64, 12 * k + 32, 2000, workdir)
-        report += (f"\nFloor (a bare unary grpc.aio echo of a query's size, same run): p50 {row['p50_ms']:.3f} ms, "
-                   f"p99 {row['p99_ms']:.3f} ms, {row['qps']:,.0f} calls/s one at a time\n")  # fmt: skip
+        report += (
+            f"\nFloor (a bare unary grpc.aio echo of a query's size, same run): p50 {row['p50_ms']:.3f} ms, "
+            f"p99 {row['p99_ms']:.3f} ms, {row['qps']:,.0f} calls/s one at a time\n"
+        )
         if out:
             (out / "bench.md").write_text(report)
     click.echo(report)

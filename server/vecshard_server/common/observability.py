@@ -39,8 +39,12 @@ SHARD_CALL_SECONDS = Histogram(
 EMBED_SECONDS = Histogram(
     "vecshard_embed_seconds", "embedding latency per request", ["model", "kind"], buckets=_LATENCY
 )
-EMBED_BATCH = Histogram("vecshard_embed_batch_size", "inputs per embedding request", ["model"],
-                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))  # fmt: skip
+EMBED_BATCH = Histogram(
+    "vecshard_embed_batch_size",
+    "inputs per embedding request",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
 WAL_SYNC_SECONDS = Histogram("vecshard_wal_fsync_seconds", "write-ahead log fsync latency", buckets=_LATENCY)
 RESHARD_POINTS = Gauge(
     "vecshard_reshard_points",

@@ -27,8 +27,19 @@ API_KEY_HEADER = "x-api-key"
 INTERNAL_HEADER = "x-vecshard-internal"
 # Everything that changes data or placement (SetPayload and the payload index RPCs were served to
 # read keys before: a read-only key could rewrite payloads).
-WRITE_METHODS = frozenset({"CreateCollection", "DropCollection", "Add", "Remove", "Train", "SetPayload",
-                           "CreatePayloadIndex", "DropPayloadIndex", "Reshard"})  # fmt: skip
+WRITE_METHODS = frozenset(
+    {
+        "CreateCollection",
+        "DropCollection",
+        "Add",
+        "Remove",
+        "Train",
+        "SetPayload",
+        "CreatePayloadIndex",
+        "DropPayloadIndex",
+        "Reshard",
+    }
+)
 
 
 class ApiKeys:
@@ -110,8 +121,10 @@ def check_internal_listener(role: str, host: str, settings: Settings, insecure: 
         )
     logging.getLogger(__name__).warning(
         "INSECURE: %s listens on %s without internal authentication (--insecure): anyone who reaches it can read "
-        "and change every collection", role, host,
-    )  # fmt: skip
+        "and change every collection",
+        role,
+        host,
+    )
 
 
 def _read(path: Path | None) -> bytes | None:

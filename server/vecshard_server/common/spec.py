@@ -243,8 +243,12 @@ class CollectionSpec:
                 if getattr(cfg, field):
                     raise InvalidArgument(f"{field} applies to IVF collections only: leave it 0 for FLAT")
             return cls.from_proto(cfg)
-        kinds = {types_pb2.INDEX_TYPE_IVF_FLAT, types_pb2.INDEX_TYPE_IVF_SQ8, types_pb2.INDEX_TYPE_IVF_SQFP16,
-                 types_pb2.INDEX_TYPE_IVF_PQ}  # fmt: skip
+        kinds = {
+            types_pb2.INDEX_TYPE_IVF_FLAT,
+            types_pb2.INDEX_TYPE_IVF_SQ8,
+            types_pb2.INDEX_TYPE_IVF_SQFP16,
+            types_pb2.INDEX_TYPE_IVF_PQ,
+        }
         if cfg.index_type not in kinds:
             raise InvalidArgument(
                 f"index_type must be FLAT, IVF_FLAT, IVF_SQ8, IVF_SQFP16 or IVF_PQ, got {cfg.index_type}"
@@ -254,11 +258,14 @@ class CollectionSpec:
         if not 1 <= cfg.nlist <= settings.max_nlist:
             raise InvalidArgument(f"{name} needs nlist between 1 and {settings.max_nlist}, got {cfg.nlist}")
         if kind.quantized and cfg.metric == types_pb2.METRIC_L1:
-            raise InvalidArgument(f"{name} supports L2, INNER_PRODUCT and COSINE (faiss has no L1 quantized IVF): "
-                                  "use IVF_FLAT for L1")  # fmt: skip
+            raise InvalidArgument(
+                f"{name} supports L2, INNER_PRODUCT and COSINE (faiss has no L1 quantized IVF): use IVF_FLAT for L1"
+            )
         if not kind.quantized and cfg.refine_factor > 1:
-            raise InvalidArgument(f"refine_factor applies to IVF_SQ8, IVF_SQFP16 and IVF_PQ ({name} is exact per "
-                                  "vector already): leave it 0")  # fmt: skip
+            raise InvalidArgument(
+                f"refine_factor applies to IVF_SQ8, IVF_SQFP16 and IVF_PQ ({name} is exact per "
+                "vector already): leave it 0"
+            )
         if cfg.refine_factor > MAX_REFINE:
             raise InvalidArgument(f"refine_factor must be at most {MAX_REFINE}, got {cfg.refine_factor}")
         pq_m, pq_nbits = cfg.pq_m, cfg.pq_nbits
@@ -271,8 +278,11 @@ class CollectionSpec:
                 raise InvalidArgument(f"pq_nbits must be between 1 and 16, got {pq_nbits}")
         elif pq_m or pq_nbits:
             raise InvalidArgument(f"pq_m and pq_nbits apply to IVF_PQ only: leave them 0 for {name}")
-        if cfg.coarse_quantizer not in (types_pb2.COARSE_QUANTIZER_UNSPECIFIED, types_pb2.COARSE_QUANTIZER_FLAT,
-                                        types_pb2.COARSE_QUANTIZER_HNSW):  # fmt: skip
+        if cfg.coarse_quantizer not in (
+            types_pb2.COARSE_QUANTIZER_UNSPECIFIED,
+            types_pb2.COARSE_QUANTIZER_FLAT,
+            types_pb2.COARSE_QUANTIZER_HNSW,
+        ):
             raise InvalidArgument(f"coarse_quantizer must be FLAT or HNSW, got {cfg.coarse_quantizer}")
         if cfg.nprobe > cfg.nlist:
             raise InvalidArgument(f"nprobe ({cfg.nprobe}) cannot exceed nlist ({cfg.nlist})")

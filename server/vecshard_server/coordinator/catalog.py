@@ -213,8 +213,9 @@ class Catalog:
                 self._agree(coll, i, state)
                 coll.take(i, state)
         later = [e for e in epochs if e > current]
-        coll.leftovers = [(physical_name(base, e), g) for e in sorted(parts.present) if e < current
-                          for g in sorted(parts.present[e])]  # fmt: skip
+        coll.leftovers = [
+            (physical_name(base, e), g) for e in sorted(parts.present) if e < current for g in sorted(parts.present[e])
+        ]
         if not later:  # (while a reshard runs, markers beyond the current placement are its fence)
             coll.leftovers += [(spec.name, g) for g in sorted(states) if g >= coll.placement.shards]
         if later:

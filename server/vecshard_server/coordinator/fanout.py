@@ -52,8 +52,20 @@ log = logging.getLogger(__name__)
 # Per-shard failures that allow_partial tolerates (and reads retry on another replica); any other
 # code fails the call.
 TOLERABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-WRITES = frozenset({"CreateCollection", "DropCollection", "Add", "Remove", "InstallQuantizer", "RollbackAdd",
-                    "SetPayload", "CreatePayloadIndex", "DropPayloadIndex", "Import"})  # fmt: skip
+WRITES = frozenset(
+    {
+        "CreateCollection",
+        "DropCollection",
+        "Add",
+        "Remove",
+        "InstallQuantizer",
+        "RollbackAdd",
+        "SetPayload",
+        "CreatePayloadIndex",
+        "DropPayloadIndex",
+        "Import",
+    }
+)
 # Writes a shard fences during a reshard (x-vecshard-placement-epoch; ShardService._fenced).
 ROUTED = frozenset({"Add", "Remove", "SetPayload"})
 DOWN_FOR_S = 1.0  # a replica that answered UNAVAILABLE is tried last for this long
@@ -192,8 +204,13 @@ class ShardSet:
                 except grpc.aio.AioRpcError as err:
                     done = err.code() == grpc.StatusCode.NOT_FOUND  # dropped everywhere meanwhile
                     if not done:
-                        log.warning("resync of %s on %s from %s failed: %s", collection, address, peers[0].address,
-                                    err.details())  # fmt: skip
+                        log.warning(
+                            "resync of %s on %s from %s failed: %s",
+                            collection,
+                            address,
+                            peers[0].address,
+                            err.details(),
+                        )
                 if done and self.behind.get((g, address, collection)) == misses:  # none missed since
                     del self.behind[(g, address, collection)]
                     log.info("replica %s of %s is in sync again for %s", address, group.name, collection)
@@ -262,14 +279,23 @@ class ShardSet:
                     )
                 except grpc.aio.AioRpcError as err:
                     ok = False
-                    log.warning("merge of %s into %s from %s failed: %s", collection, target.address,
-                                peer.address, err.details())  # fmt: skip
+                    log.warning(
+                        "merge of %s into %s from %s failed: %s",
+                        collection,
+                        target.address,
+                        peer.address,
+                        err.details(),
+                    )
         return ok
 
     def _replica(self, address: str) -> Replica:
         # Reconnect within a second of a replica coming back (gRPC's default backoff grows to 120 s).
-        options = [*self.settings.grpc_options(), ("grpc.initial_reconnect_backoff_ms", 100),
-                   ("grpc.min_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]  # fmt: skip
+        options = [
+            *self.settings.grpc_options(),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ]
         channel = shard_channel(address, self.settings, options)
         return Replica(address, channel, shard_pb2_grpc.ShardStub(channel))
 
@@ -416,8 +442,9 @@ class ShardSet:
                     self.repair_needed.set()
         if acknowledged:
             if errors:
-                log.warning("%s on %s: %d of %d replicas (quorum %d)", method, group.name, len(ok),
-                            len(group.replicas), quorum)  # fmt: skip
+                log.warning(
+                    "%s on %s: %d of %d replicas (quorum %d)", method, group.name, len(ok), len(group.replicas), quorum
+                )
             return ok[0][1]
         if rolled_back and ok:
             # Not acknowledged: take this Add's ids back out of the replicas that stored them.

@@ -51,10 +51,12 @@ def pages_by_owner(page: spb.ExportResponse, placement: Placement) -> dict[int, 
     for b in sorted(set(owner.tolist()) | set(dead_owner.tolist())):
         live, gone = owner == b, dead_owner == b
         sub = spb.ExportResponse(
-            ids=wire.pack_ids(ids[live]), versions=wire.pack_ids(versions[live]),
-            tombstone_ids=wire.pack_ids(dead[gone]), tombstone_versions=wire.pack_ids(dead_versions[gone]),
+            ids=wire.pack_ids(ids[live]),
+            versions=wire.pack_ids(versions[live]),
+            tombstone_ids=wire.pack_ids(dead[gone]),
+            tombstone_versions=wire.pack_ids(dead_versions[gone]),
             payloads=[page.payloads[j] for j in np.flatnonzero(live).tolist()] if page.payloads else [],
-        )  # fmt: skip
+        )
         if vectors is not None and live.any():
             sub.vectors.CopyFrom(wire.pack_matrix(vectors[live]))
         out[b] = sub
@@ -125,9 +127,17 @@ class Resharder:
                 jobs.append(job)
                 continue
             coll = self.catalog.collections[name]
-            job = Job(name, 0 if request.abort else int(request.shards), request.abort,
-                      pb.ReshardProgress(collection=name, from_shards=coll.placement.shards,
-                                         from_epoch=coll.placement.epoch, phase="PREPARING"))  # fmt: skip
+            job = Job(
+                name,
+                0 if request.abort else int(request.shards),
+                request.abort,
+                pb.ReshardProgress(
+                    collection=name,
+                    from_shards=coll.placement.shards,
+                    from_epoch=coll.placement.epoch,
+                    phase="PREPARING",
+                ),
+            )
             job.task = asyncio.ensure_future(self._run(job, request.max_points_per_s, request.page_size or PAGE))
             self.jobs[name] = job
             jobs.append(job)
@@ -142,9 +152,12 @@ class Resharder:
         coll = self.catalog.collections[name]
         phase = {"": "IDLE", "preparing": "PREPARING", "copying": "COPYING", "aborting": "ABORTING"}[coll.reshard_phase]
         return pb.ReshardProgress(
-            collection=name, from_shards=coll.placement.shards, from_epoch=coll.placement.epoch, phase=phase,
+            collection=name,
+            from_shards=coll.placement.shards,
+            from_epoch=coll.placement.epoch,
+            phase=phase,
             to_shards=coll.next.shards if coll.next else 0,
-        )  # fmt: skip
+        )
 
     async def _check_target(self, shards: int) -> None:
         if not 1 <= shards <= MAX_GROUPS:
@@ -268,29 +281,43 @@ class Resharder:
         await self._drop(new_name, range(target.shards, max(old.shards, target.shards)))
         await self._coll(job.collection)
         p.phase = "DONE"
-        log.info("resharded %s to %s: %d points scanned, %d moved to another group", coll.name,
-                 target.describe(), p.copied, p.moved)  # fmt: skip
+        log.info(
+            "resharded %s to %s: %d points scanned, %d moved to another group",
+            coll.name,
+            target.describe(),
+            p.copied,
+            p.moved,
+        )
 
     async def _prepare(self, coll: Collection, target: Placement) -> None:
         """The new placement's partitions, on every group either placement uses, trained as the old."""
         spec = dataclasses.replace(
-            coll.spec, name=physical_name(coll.name, target.epoch), placement_function=target.function,
-            placement_shards=target.shards, placement_epoch=target.epoch,
-        )  # fmt: skip
+            coll.spec,
+            name=physical_name(coll.name, target.epoch),
+            placement_function=target.function,
+            placement_shards=target.shards,
+            placement_epoch=target.epoch,
+        )
         groups = range(max(coll.placement.shards, target.shards))
         version = self.shards.clock.next()
-        out = await self.shards.call("CreateCollection", {g: spec.to_proto() for g in groups}, CALL_TIMEOUT_S,
-                                     version=version)  # fmt: skip
+        out = await self.shards.call(
+            "CreateCollection", {g: spec.to_proto() for g in groups}, CALL_TIMEOUT_S, version=version
+        )
         desc = await coll.view.call(
-            "DescribeCollection", {0: pb.DescribeCollectionRequest(name=coll.spec.name, include_centroids=True)},
+            "DescribeCollection",
+            {0: pb.DescribeCollectionRequest(name=coll.spec.name, include_centroids=True)},
             CALL_TIMEOUT_S,
-        )  # fmt: skip
+        )
         state = desc.results[0]
         if state.trained:
             install = spb.InstallQuantizerRequest(
-                collection=spec.name, centroids=state.centroids, epoch=state.train_epoch, train_id=state.train_id,
-                mode=spb.INSTALL_MODE_ONE_STEP, codec=state.codec,
-            )  # fmt: skip
+                collection=spec.name,
+                centroids=state.centroids,
+                epoch=state.train_epoch,
+                train_id=state.train_id,
+                mode=spb.INSTALL_MODE_ONE_STEP,
+                codec=state.codec,
+            )
             behind = {g: install for g in groups if out.results[g].train_epoch != state.train_epoch}
             if behind:
                 await self.shards.call("InstallQuantizer", behind, CALL_TIMEOUT_S)
@@ -308,9 +335,13 @@ class Resharder:
                 after = -1
                 while True:
                     export = spb.ExportRequest(
-                        collection=coll.spec.name, after_id=after, limit=page, include_tombstones=True,
-                        owned_by=target.to_proto(), owner=b,
-                    )  # fmt: skip
+                        collection=coll.spec.name,
+                        after_id=after,
+                        limit=page,
+                        include_tombstones=True,
+                        owned_by=target.to_proto(),
+                        owner=b,
+                    )
                     out = await self.shards.call("Export", {a: export}, CALL_TIMEOUT_S)
                     reply: spb.ExportResponse = out.results[a]
                     n = len(reply.ids) // 8
@@ -341,8 +372,9 @@ class Resharder:
                 export = spb.ExportRequest(collection=coll.spec.name, ids=wire.pack_ids(chunk[pos]))
                 reply: spb.ExportResponse = (await coll.view.call("Export", {a: export}, timeout)).results[a]
                 for b, page in pages_by_owner(reply, coll.next).items():
-                    await coll.next_shards.call("Import", {b: spb.ImportRequest(collection=new_name, page=page)},
-                                                timeout)  # fmt: skip
+                    await coll.next_shards.call(
+                        "Import", {b: spb.ImportRequest(collection=new_name, page=page)}, timeout
+                    )
 
     async def _throttle(self, copied: int, rate: int, started: float) -> None:
         """Sleep to keep under `rate` points/s, and while searches are slower than the budget."""

@@ -202,8 +202,9 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         timeout = self._timeout(context)
         spec = CollectionSpec.validate(await self._bind_model(request.config, timeout), self.settings)
         placement = self.catalog.creation_placement()
-        spec = dataclasses.replace(spec, placement_function=placement.function, placement_shards=placement.shards,
-                                   placement_epoch=0)  # fmt: skip
+        spec = dataclasses.replace(
+            spec, placement_function=placement.function, placement_shards=placement.shards, placement_epoch=0
+        )
         async with self.catalog.lock:  # no refresh can interleave and drop what this creates
             await self.catalog.refresh_locked(timeout)
             if spec.name in self.catalog.collections:
@@ -257,9 +258,11 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             newest = physical_name(coll.name, coll.view.known_epoch)  # (a reshard's, even one being aborted)
             for name in sorted({coll.spec.name, newest}):
                 out = await self.shards.call(
-                    "DropCollection", self.shards.all(pb.DropCollectionRequest(name=name)), self._timeout(context),
+                    "DropCollection",
+                    self.shards.all(pb.DropCollectionRequest(name=name)),
+                    self._timeout(context),
                     fail_fast=False,
-                )  # fmt: skip
+                )
                 if out.failures:
                     raise self.shards.first_error(out.failures)
             if coll.auto_train is not None:
@@ -306,15 +309,28 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         heavy = len(id_bytes) + 4 * request.vectors.rows * request.vectors.cols > offload.INLINE_BYTES
         ids = await offload.run(heavy, request_ids, self.settings, id_bytes, unique=True)
         vectors, given = await request_vectors(
-            self.embeddings, coll.spec, request.vectors, request.texts, request.images, request.model_fingerprint,
-            types_pb2.INPUT_ROLE_PASSAGE, "vectors", self._timeout(context),
-        )  # fmt: skip
+            self.embeddings,
+            coll.spec,
+            request.vectors,
+            request.texts,
+            request.images,
+            request.model_fingerprint,
+            types_pb2.INPUT_ROLE_PASSAGE,
+            "vectors",
+            self._timeout(context),
+        )
         heavy = heavy or vectors.nbytes > offload.INLINE_BYTES
         routed = []  # (the placement a reshard fills takes the Add as an upsert: see below)
         for n, (view, place, spec) in enumerate(coll.writers):
             upsert = request.upsert or n > 0
-            routed.append((view, await offload.run(heavy, self._add_requests, request, spec, place, ids, vectors,
-                                                   given, heavy, upsert)))  # fmt: skip
+            routed.append(
+                (
+                    view,
+                    await offload.run(
+                        heavy, self._add_requests, request, spec, place, ids, vectors, given, heavy, upsert
+                    ),
+                )
+            )
         timeout = self._timeout(context)  # after embedding, which may have taken most of it
         # Every write carries a version (replicas keep the newest per id). A non-upsert Add is all or
         # nothing: shards commit only before their deadline, and a failure anywhere takes back, on
@@ -429,8 +445,10 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         names = ", ".join(self.shards.shards[s].name for s in pending)
         log.error(
             "rollback of a failed Add could not reach %s for %.0fs: ids of that Add may remain there; remove "
-            "them or retry the Add with upsert", names, ROLLBACK_RETRY_S,
-        )  # fmt: skip
+            "them or retry the Add with upsert",
+            names,
+            ROLLBACK_RETRY_S,
+        )
 
     @rerouted
     async def Remove(self, request: pb.RemoveRequest, context: grpc.aio.ServicerContext) -> pb.RemoveResponse:
@@ -443,8 +461,9 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 ids = await self._matching_ids(coll, request.filter, self._timeout(context))
                 return await self._remove_ids_everywhere(coll, ids, context)
             requests = coll.view.all(pb.RemoveRequest(collection=coll.spec.name, filter=request.filter))
-            return self._removed(coll, [await coll.view.call("Remove", requests, self._timeout(context),
-                                                             fail_fast=False)])  # fmt: skip
+            return self._removed(
+                coll, [await coll.view.call("Remove", requests, self._timeout(context), fail_fast=False)]
+            )
         if not request.ids:
             raise InvalidArgument("ids is empty: send the ids to remove, or a filter")
         with self.admission.admit(ids_cost(len(request.ids)), f"a Remove of {len(request.ids) // 8} ids"):
@@ -463,11 +482,18 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         """Remove `ids` from every placement the collection is written to (a removal of an id a reshard
         has not copied yet leaves a tombstone, which the copy cannot overtake)."""
         version = self.shards.clock.next()  # (one version for both placements of a reshard)
-        outs = await asyncio.gather(*(
-            view.call("Remove", self._remove_requests(spec, place, ids), self._timeout(context), fail_fast=False,
-                      version=version)
-            for view, place, spec in coll.writers
-        ))  # fmt: skip
+        outs = await asyncio.gather(
+            *(
+                view.call(
+                    "Remove",
+                    self._remove_requests(spec, place, ids),
+                    self._timeout(context),
+                    fail_fast=False,
+                    version=version,
+                )
+                for view, place, spec in coll.writers
+            )
+        )
         return self._removed(coll, outs)
 
     def _removed(self, coll: Collection, outs: Sequence[Fanout]) -> pb.RemoveResponse:
@@ -594,9 +620,16 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         check_search_cost(self.settings, spec, nq_sent, k * refine, per_query)
         with self.admission.admit(search_cost(request, spec.dim, nq_sent), f"a Search of {nq_sent} queries, k={k}"):
             queries, given = await request_vectors(
-                self.embeddings, coll.spec, request.queries, request.texts, request.images, request.model_fingerprint,
-                types_pb2.INPUT_ROLE_QUERY, "queries", self._timeout(context),
-            )  # fmt: skip
+                self.embeddings,
+                coll.spec,
+                request.queries,
+                request.texts,
+                request.images,
+                request.model_fingerprint,
+                types_pb2.INPUT_ROLE_QUERY,
+                "queries",
+                self._timeout(context),
+            )
             nq = queries.shape[0]
             if nq > self.settings.max_batch:
                 raise ResourceExhausted(
@@ -627,23 +660,35 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             return await self._chunked_search(coll, request, queries, rows, context, refine)
 
     async def _coalesced(
-        self, coll: Collection, request: pb.SearchRequest, queries: wire.FloatArray, refine: int,
+        self,
+        coll: Collection,
+        request: pb.SearchRequest,
+        queries: wire.FloatArray,
+        refine: int,
         context: grpc.aio.ServicerContext,
-    ) -> pb.SearchResponse:  # fmt: skip
+    ) -> pb.SearchResponse:
         """A small plain search, sent to the shards with the concurrent ones of the same shape."""
         spec, k = coll.spec, request.k
         queries = self._checked_queries(request, spec, queries)  # (its own errors: before it joins a round)
         key = (Identity(coll), k, request.nprobe or spec.nprobe, refine, request.allow_partial)
         D, I, extra = await self.coalescer.search(key, queries, context)
-        resp = pb.SearchResponse(nq=queries.shape[0], k=k, distances=D.tobytes(), ids=I.tobytes(),
-                                 shards_total=extra["shards_total"], shards_ok=extra["shards_ok"])  # fmt: skip
+        resp = pb.SearchResponse(
+            nq=queries.shape[0],
+            k=k,
+            distances=D.tobytes(),
+            ids=I.tobytes(),
+            shards_total=extra["shards_total"],
+            shards_ok=extra["shards_ok"],
+        )
         resp.failed_shards.extend(extra["failed_shards"])
         return resp
 
     async def _coalesced_round(
-        self, key: tuple[Identity, int, int, int, bool], queries: wire.FloatArray,
+        self,
+        key: tuple[Identity, int, int, int, bool],
+        queries: wire.FloatArray,
         contexts: list[grpc.aio.ServicerContext],
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], dict[str, Any]]:  # fmt: skip
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], dict[str, Any]]:
         """One fan-out for a round of coalesced searches (the caller with the most time left sets
         the shards' deadline: a caller whose own deadline passes gets DEADLINE_EXCEEDED from gRPC)."""
         same, k, nprobe, refine, allow_partial = key
@@ -653,8 +698,9 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         context = max(contexts, key=lambda c: c.time_remaining() or float("inf"))
         out = await self._search_shards(coll, shard_req, allow_partial, context)
         heavy = nq * k * refine * len(out.results) > offload.INLINE_RESULTS
-        merged = await offload.run(heavy, self._merged, out.results, nq, k, coll.spec.larger_is_better, False, refine,
-                                   len(coll.view))  # fmt: skip
+        merged = await offload.run(
+            heavy, self._merged, out.results, nq, k, coll.spec.larger_is_better, False, refine, len(coll.view)
+        )
         D = np.frombuffer(merged.distances, dtype=wire.F32).reshape(nq, k)
         I = np.frombuffer(merged.ids, dtype=wire.I64).reshape(nq, k)
         failed = [self.shards.shards[s].name for s in sorted(out.failures)]
@@ -718,9 +764,15 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         async def worker() -> None:
             for a in starts:
                 b = min(nq, a + rows)
-                shard_req = _shard_request(spec.name, queries[a:b], k, nprobe, refine,
-                                           request.filter if request.HasField("filter") else None,
-                                           request.with_payload)  # fmt: skip
+                shard_req = _shard_request(
+                    spec.name,
+                    queries[a:b],
+                    k,
+                    nprobe,
+                    refine,
+                    request.filter if request.HasField("filter") else None,
+                    request.with_payload,
+                )
                 out = await self._search_shards(coll, shard_req, request.allow_partial, context)
                 failed.update(out.failures)
                 heavy = (b - a) * k * refine * len(out.results) > offload.INLINE_RESULTS
@@ -753,10 +805,16 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         resp = await offload.run(
             True,
             lambda: pb.SearchResponse(
-                nq=nq, k=k, distances=D.tobytes(), ids=I.tobytes(), shards_total=total, shards_ok=total - len(failed),
-                payloads=payloads, plans=plans,
+                nq=nq,
+                k=k,
+                distances=D.tobytes(),
+                ids=I.tobytes(),
+                shards_total=total,
+                shards_ok=total - len(failed),
+                payloads=payloads,
+                plans=plans,
             ),
-        )  # fmt: skip
+        )
         resp.failed_shards.extend(self.shards.shards[s].name for s in sorted(failed))
         return resp
 
@@ -782,8 +840,9 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         queries = self._checked_queries(request, spec, queries)
         shard_req = request  # forwarded as received unless the queries must change
         if spec.metric.value == "cosine" or not given or request.collection != spec.name:
-            shard_req = pb.SearchRequest(collection=spec.name, queries=wire.pack_matrix(queries), k=k,
-                                         with_payload=request.with_payload)  # fmt: skip
+            shard_req = pb.SearchRequest(
+                collection=spec.name, queries=wire.pack_matrix(queries), k=k, with_payload=request.with_payload
+            )
             if request.HasField("filter"):
                 shard_req.filter.CopyFrom(request.filter)
         shard_req.nprobe = request.nprobe or spec.nprobe
@@ -792,9 +851,15 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         return Encoded.of(shard_req, raw_reply=True)
 
     def _merged(
-        self, replies: dict[int, bytes], nq: int, k: int, larger_is_better: bool, with_payload: bool = False,
-        refine: int = 1, total: int = 0,
-    ) -> pb.SearchResponse:  # fmt: skip
+        self,
+        replies: dict[int, bytes],
+        nq: int,
+        k: int,
+        larger_is_better: bool,
+        with_payload: bool = False,
+        refine: int = 1,
+        total: int = 0,
+    ) -> pb.SearchResponse:
         """The shards' top-k (their replies' bytes) merged into the response, with the winners'
         payloads and the shards' filter plans. refine > 1: each shard sent k * refine candidates
         with exact distances, re-ranked here (merge_refined)."""
@@ -889,8 +954,9 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         vectors: wire.FloatArray = np.vstack(
             [wire.unpack_matrix(results[s].vectors) for s in order] or [np.empty((0, spec.dim), np.float32)]
         )
-        shards = np.concatenate([np.full(results[s].vectors.rows, s, np.int32) for s in order]
-                                or [np.empty(0, np.int32)])  # fmt: skip
+        shards = np.concatenate(
+            [np.full(results[s].vectors.rows, s, np.int32) for s in order] or [np.empty(0, np.int32)]
+        )
         lists = np.full(ids.size, -1, dtype=np.int32)
         if info.HasField("centroids") and info.centroids.rows and ids.size:
             lists = assign_lists(spec, wire.unpack_matrix(info.centroids, "centroids"), vectors)
@@ -1008,17 +1074,25 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 # then copy the points it changed (whole, with their versions) to the new one.
                 if ids is None:
                     ids = await self._matching_ids(coll, request.filter, self._timeout(context))
-                out = await coll.view.call("SetPayload", requests_of(coll.view, coll.placement),
-                                           self._timeout(context), fail_fast=False, version=version)  # fmt: skip
+                out = await coll.view.call(
+                    "SetPayload",
+                    requests_of(coll.view, coll.placement),
+                    self._timeout(context),
+                    fail_fast=False,
+                    version=version,
+                )
                 if out.failures:
                     raise self.shards.first_error(out.failures)
                 await self.resharder.recopy(coll, ids, self._timeout(context))
                 return pb.SetPayloadResponse(updated=sum(r.updated for r in out.results.values()))
-            outs = await asyncio.gather(*(
-                view.call("SetPayload", requests_of(view, place), self._timeout(context), fail_fast=False,
-                          version=version)
-                for view, place, _ in coll.writers
-            ))  # fmt: skip
+            outs = await asyncio.gather(
+                *(
+                    view.call(
+                        "SetPayload", requests_of(view, place), self._timeout(context), fail_fast=False, version=version
+                    )
+                    for view, place, _ in coll.writers
+                )
+            )
         for out in outs:
             if out.failures:
                 raise self.shards.first_error(out.failures)
@@ -1047,10 +1121,12 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             raise InvalidArgument(f"field must be a key or a dotted path like 'meta.lang', got {request.field!r}")
         if request.type not in (1, 2, 3, 4):
             raise InvalidArgument("type must be KEYWORD, INTEGER, FLOAT or BOOL")
-        outs = await asyncio.gather(*(
-            view.call("CreatePayloadIndex", view.all(request), self._timeout(context), fail_fast=False)
-            for view, _, _ in coll.writers
-        ))  # fmt: skip
+        outs = await asyncio.gather(
+            *(
+                view.call("CreatePayloadIndex", view.all(request), self._timeout(context), fail_fast=False)
+                for view, _, _ in coll.writers
+            )
+        )
         for out in outs:
             if out.failures:
                 raise self.shards.first_error(out.failures)
@@ -1065,10 +1141,12 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             await self.catalog.describe(coll, self._timeout(context))
         if not any(f == request.field for indexes in coll.shard_indexes.values() for f, _ in indexes):
             raise NotFound(f"collection {coll.spec.name!r} has no payload index on {request.field!r}")
-        outs = await asyncio.gather(*(
-            view.call("DropPayloadIndex", view.all(request), self._timeout(context), fail_fast=False)
-            for view, _, _ in coll.writers
-        ))  # fmt: skip
+        outs = await asyncio.gather(
+            *(
+                view.call("DropPayloadIndex", view.all(request), self._timeout(context), fail_fast=False)
+                for view, _, _ in coll.writers
+            )
+        )
         for out in outs:
             failures = {s: e for s, e in out.failures.items() if e.code() != grpc.StatusCode.NOT_FOUND}
             if failures:
@@ -1137,27 +1215,41 @@ async def serve_coordinator(
     service = CoordinatorService(settings, shard_addresses, embeddings, local)
     api_keys = ApiKeys.load(settings.api_keys_file) if settings.api_keys_file else None
     server = Server(settings, [SERVICE_NAME])
-    server.add_service(service, SERVICE_NAME, lambda: service.ready, api_keys.check if api_keys else None,
-                       service.precheck)  # fmt: skip
+    server.add_service(
+        service, SERVICE_NAME, lambda: service.ready, api_keys.check if api_keys else None, service.precheck
+    )
     bound = server.bind(host, port)
 
     async def ready() -> None:
         await service.start()
         local_note = [f"{local_shards} in this process (data in {data_dir or 'memory'})"] if local_shards else []
         names = [*shard_addresses, *local_note]
-        log.info("coordinator listening on %s:%d over %d shards: %s", host, bound, len(service.shards),
-                 ", ".join(names))  # fmt: skip
+        log.info(
+            "coordinator listening on %s:%d over %d shards: %s", host, bound, len(service.shards), ", ".join(names)
+        )
 
     await server.run(ready=ready, on_stop=service.close, port_file=port_file, exit_with_parent=exit_with_parent)
 
 
 def _shard_request(
-    collection: str, queries: wire.FloatArray, k: int, nprobe: int, refine: int, f: ppb.Filter | None = None,
+    collection: str,
+    queries: wire.FloatArray,
+    k: int,
+    nprobe: int,
+    refine: int,
+    f: ppb.Filter | None = None,
     with_payload: ppb.PayloadSelector | None = None,
-) -> Encoded:  # fmt: skip
+) -> Encoded:
     """A Search for every shard (queries already checked), encoded once; replies come back as bytes."""
-    req = pb.SearchRequest(collection=collection, k=k, nprobe=nprobe, queries=wire.pack_matrix(queries), filter=f,
-                           with_payload=with_payload, refine_factor=refine if refine > 1 else 0)  # fmt: skip
+    req = pb.SearchRequest(
+        collection=collection,
+        k=k,
+        nprobe=nprobe,
+        queries=wire.pack_matrix(queries),
+        filter=f,
+        with_payload=with_payload,
+        refine_factor=refine if refine > 1 else 0,
+    )
     return Encoded.of(req, raw_reply=True)
 
 

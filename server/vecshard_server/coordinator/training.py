@@ -153,12 +153,20 @@ class Trainer:
             req = pb.DescribeCollectionRequest(name=coll.spec.name, include_centroids=True)
             state = (await coll.view.call("DescribeCollection", {newest: req}, timeout)).results[newest]
             install = spb.InstallQuantizerRequest(
-                collection=coll.spec.name, centroids=state.centroids, epoch=state.train_epoch,
-                train_id=state.train_id, mode=spb.INSTALL_MODE_ONE_STEP, codec=state.codec,
-            )  # fmt: skip
+                collection=coll.spec.name,
+                centroids=state.centroids,
+                epoch=state.train_epoch,
+                train_id=state.train_id,
+                mode=spb.INSTALL_MODE_ONE_STEP,
+                codec=state.codec,
+            )
             behind = {s: install for s in range(len(coll.view)) if coll.shard_epochs[s] < state.train_epoch}
-            log.warning("collection %s: shards %s are behind training epoch %d: completing it", coll.spec.name,
-                        sorted(behind), state.train_epoch)  # fmt: skip
+            log.warning(
+                "collection %s: shards %s are behind training epoch %d: completing it",
+                coll.spec.name,
+                sorted(behind),
+                state.train_epoch,
+            )
             done = await coll.view.call("InstallQuantizer", behind, timeout, fail_fast=False)
             self.catalog.info(coll, done.results)
 

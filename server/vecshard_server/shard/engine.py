@@ -165,8 +165,10 @@ def _from_codec(spec: CollectionSpec, centroids: F32, codec: bytes) -> Any:
             raise ValueError("it is empty")
         ivf: Any = faiss.deserialize_index(np.frombuffer(codec, dtype=np.uint8))
     except (RuntimeError, ValueError) as err:
-        raise InvalidArgument(f"the codec of a {name} collection must be a serialized empty trained faiss "
-                              f"index: {str(err).splitlines()[0][:200]}") from None  # fmt: skip
+        raise InvalidArgument(
+            f"the codec of a {name} collection must be a serialized empty trained faiss "
+            f"index: {str(err).splitlines()[0][:200]}"
+        ) from None
     want = _faiss_class(spec.index_type)
     sq = {IndexType.IVF_SQ8: faiss.ScalarQuantizer.QT_8bit, IndexType.IVF_SQFP16: faiss.ScalarQuantizer.QT_fp16}
     if (
@@ -185,8 +187,10 @@ def _from_codec(spec: CollectionSpec, centroids: F32, codec: bytes) -> Any:
         )
     hnsw = isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSWFlat)
     if hnsw != spec.hnsw_quantizer:
-        raise InvalidArgument(f"the codec's coarse quantizer is {'HNSW' if hnsw else 'flat'}, the collection's is "
-                              f"{'HNSW' if spec.hnsw_quantizer else 'flat'}")  # fmt: skip
+        raise InvalidArgument(
+            f"the codec's coarse quantizer is {'HNSW' if hnsw else 'flat'}, the collection's is "
+            f"{'HNSW' if spec.hnsw_quantizer else 'flat'}"
+        )
     held = np.asarray(ivf.quantizer.reconstruct_n(0, spec.nlist), dtype=np.float32)
     if not np.array_equal(held, np.asarray(centroids, dtype=np.float32)):
         raise InvalidArgument("the codec's coarse quantizer does not hold the centroids sent with it")
@@ -458,8 +462,9 @@ class ShardIndex:
 
     def _remove_locked(self, ids: I64, journal: Journal | None, version: int | I64, rollback: bool) -> int:
         wanted: dict[int, int] = {}  # an id listed twice: its newest version
-        for i, v in zip(ids.tolist(), np.broadcast_to(np.asarray(version, dtype=np.int64), ids.shape).tolist(),
-                        strict=True):  # fmt: skip
+        for i, v in zip(
+            ids.tolist(), np.broadcast_to(np.asarray(version, dtype=np.int64), ids.shape).tolist(), strict=True
+        ):
             wanted[i] = max(v, wanted.get(i, v))
         stored, tombs = self._versions, self._tombs
         gone: list[int] = []
@@ -926,8 +931,17 @@ class ShardIndex:
             D = np.empty((n, fetch), dtype=np.float32)
             I = np.empty((n, fetch), dtype=np.int64)
             params = faiss.SearchParametersIVF(nprobe=w, sel=sel)  # type: ignore[call-arg]
-            index.search_preassigned_c(n, faiss.swig_ptr(q), fetch, faiss.swig_ptr(assign), faiss.swig_ptr(dis),
-                                       faiss.swig_ptr(D), faiss.swig_ptr(I), False, params)  # fmt: skip
+            index.search_preassigned_c(
+                n,
+                faiss.swig_ptr(q),
+                fetch,
+                faiss.swig_ptr(assign),
+                faiss.swig_ptr(dis),
+                faiss.swig_ptr(D),
+                faiss.swig_ptr(I),
+                False,
+                params,
+            )
             return D, I
 
         return search, width
@@ -1079,8 +1093,14 @@ class ShardIndex:
             live = np.array([i for i, _ in stored], dtype=np.int64)
             versions = np.array([v for _, v in stored], dtype=np.int64)
             vectors = self._vectors(live) if live.size else np.empty((0, self.spec.dim), dtype=np.float32)
-            return (live, vectors, versions, np.array([i for i, _ in dead], dtype=np.int64),
-                    np.array([v for _, v in dead], dtype=np.int64), self.payloads_of(live))  # fmt: skip
+            return (
+                live,
+                vectors,
+                versions,
+                np.array([i for i, _ in dead], dtype=np.int64),
+                np.array([v for _, v in dead], dtype=np.int64),
+                self.payloads_of(live),
+            )
 
     def _export(self) -> tuple[I64, F32]:
         """All (ids, vectors); the caller holds a lock."""
@@ -1243,10 +1263,20 @@ class ShardIndex:
                     self._payloads.hold_free()  # the rows of the frozen slots stay as they are
                 payload_indexes = self.payload_indexes
                 lsn = self.applied_lsn
-                meta: dict[str, Any] = {"config": _spec_to_json(self.spec), "trained": self.trained,
-                                        "count": self.count, "lsn": lsn, "digest": self.digest}  # fmt: skip
-                epoch = {"train_epoch": self.train_epoch, "train_id": self.train_id, "writes": self.writes,
-                         "max_version": self.max_version, "incarnation": self.incarnation}  # fmt: skip
+                meta: dict[str, Any] = {
+                    "config": _spec_to_json(self.spec),
+                    "trained": self.trained,
+                    "count": self.count,
+                    "lsn": lsn,
+                    "digest": self.digest,
+                }
+                epoch = {
+                    "train_epoch": self.train_epoch,
+                    "train_id": self.train_id,
+                    "writes": self.writes,
+                    "max_version": self.max_version,
+                    "incarnation": self.incarnation,
+                }
             try:
                 faiss.write_index(index, str(tmp / "index.faiss"))  # `index` does not change meanwhile
             finally:
@@ -1279,8 +1309,9 @@ class ShardIndex:
         assert self._raw is not None
         slots = np.flatnonzero(ids_by_slot >= 0)
         np.save(tmp / "vector_ids.npy", ids_by_slot[slots])
-        out = np.lib.format.open_memmap(tmp / "vectors.npy", mode="w+", dtype=np.float32,
-                                        shape=(slots.size, self.spec.dim))  # fmt: skip
+        out = np.lib.format.open_memmap(
+            tmp / "vectors.npy", mode="w+", dtype=np.float32, shape=(slots.size, self.spec.dim)
+        )
         for a in range(0, slots.size, self._SAVE_ROWS):
             out[a : a + self._SAVE_ROWS] = self._raw.rows(slots[a : a + self._SAVE_ROWS])
         out.flush()
@@ -1418,13 +1449,16 @@ class ShardIndex:
         assert self._raw is not None
         for name in ("vectors", "vector_ids"):
             if _sha256(directory / f"{name}.npy") != meta.get(f"{name}_sha256"):
-                raise SnapshotCorrupt(f"{directory}/{name}.npy does not match the checksum in meta.json: refusing to "
-                                      "start. Restore the shard's data dir from a backup or a replica.")  # fmt: skip
+                raise SnapshotCorrupt(
+                    f"{directory}/{name}.npy does not match the checksum in meta.json: refusing to "
+                    "start. Restore the shard's data dir from a backup or a replica."
+                )
         vids = np.load(directory / "vector_ids.npy")
         vecs = np.load(directory / "vectors.npy", mmap_mode="r")
         if vecs.shape != (vids.size, self.spec.dim) or not np.array_equal(np.sort(vids), np.sort(ids)):
-            raise SnapshotCorrupt(f"{directory}/vectors.npy does not hold the vectors of index.faiss: refusing to "
-                                  "start")  # fmt: skip
+            raise SnapshotCorrupt(
+                f"{directory}/vectors.npy does not hold the vectors of index.faiss: refusing to start"
+            )
         slots = self._payloads.slots_of(vids)
         for a in range(0, vids.size, self._SAVE_ROWS):
             self._raw.put(slots[a : a + self._SAVE_ROWS], np.asarray(vecs[a : a + self._SAVE_ROWS]))

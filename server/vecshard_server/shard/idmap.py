@@ -276,8 +276,7 @@ class I64Map:
                 o = np.full(ids.size, _ABSENT, dtype=np.int64)
                 o[there] = ov[pos[there]]
             else:
-                o = np.fromiter(map(over.get, ids.tolist(), itertools.repeat(_ABSENT)), dtype=np.int64,
-                                count=ids.size)  # fmt: skip
+                o = np.fromiter(map(over.get, ids.tolist(), itertools.repeat(_ABSENT)), dtype=np.int64, count=ids.size)
             there = o != _ABSENT
             if there.any():
                 live = o != _GONE

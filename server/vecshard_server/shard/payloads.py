@@ -110,9 +110,11 @@ class _Bounds:
     def holds(self, x: Any) -> bool:
         b = self.b
         return _is_num(x) and not (
-            ("gt" in b and not x > b["gt"]) or ("gte" in b and not x >= b["gte"])
-            or ("lt" in b and not x < b["lt"]) or ("lte" in b and not x <= b["lte"])
-        )  # fmt: skip
+            ("gt" in b and not x > b["gt"])
+            or ("gte" in b and not x >= b["gte"])
+            or ("lt" in b and not x < b["lt"])
+            or ("lte" in b and not x <= b["lte"])
+        )
 
     def int_bounds(self) -> tuple[int, int]:
         """The same range over integers, as [lo, hi] (lo > hi: empty)."""

@@ -249,9 +249,11 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         self.ready = True
         log.info(
             "recovered %d collections (%d vectors), replayed %d log records in %.2fs",
-            len(self.collections), sum(p.count for p in self.collections.values()), replayed,
+            len(self.collections),
+            sum(p.count for p in self.collections.values()),
+            replayed,
             time.perf_counter() - started,
-        )  # fmt: skip
+        )
 
     def catch_up(self) -> None:
         """Before serving, merge what the first reachable peer replica of this group holds.
@@ -268,8 +270,9 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                 answer = stub.ListCollections(pb.ListCollectionsRequest(), timeout=30)
                 theirs = {st.config.name: st for st in answer.collections}
                 for name in sorted(set(theirs) | set(self.collections)):
-                    self._sync_from(stub, peer, name, self.collections.get(name), theirs.get(name), answer.dropped,
-                                    "catch-up")  # fmt: skip
+                    self._sync_from(
+                        stub, peer, name, self.collections.get(name), theirs.get(name), answer.dropped, "catch-up"
+                    )
                 log.info("caught up with peer %s (%d collections)", peer, len(theirs))
                 return
             except grpc.RpcError as err:
@@ -319,8 +322,15 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                         continue  # new, or still changing: look again next round
                     applied = self._merge_from(stub, part, state)
                     merged += 1
-                    log.warning("peer sync: %s differed from peer %s (count, digest, epoch: %s here, %s there); "
-                                "merged %d entries newer there", name, peer, mine, theirs_now, applied)  # fmt: skip
+                    log.warning(
+                        "peer sync: %s differed from peer %s (count, digest, epoch: %s here, %s there); "
+                        "merged %d entries newer there",
+                        name,
+                        peer,
+                        mine,
+                        theirs_now,
+                        applied,
+                    )
             except grpc.RpcError as err:
                 log.warning("peer sync with %s failed: %s", peer, err.code().name)
             finally:
@@ -348,16 +358,23 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                 self._drop(name, peer_dropped[name])
                 log.info("%s: dropped %s (peer %s dropped it after this one was made)", why, name, peer)
             elif mine is not None:
-                log.warning("%s: peer %s has no %s and did not drop it since this one was made: keeping it",
-                            why, peer, name)  # fmt: skip
+                log.warning(
+                    "%s: peer %s has no %s and did not drop it since this one was made: keeping it", why, peer, name
+                )
             return
         if mine is None:
             if name in self.dropped and self.dropped[name] >= state.incarnation:
                 log.warning("%s: %s was dropped here after peer %s's was made: not copying it", why, name, peer)
                 return
         elif state.incarnation < mine.incarnation:
-            log.warning("%s: %s here is a newer incarnation (%d) than on peer %s (%d): keeping it", why, name,
-                        mine.incarnation, peer, state.incarnation)  # fmt: skip
+            log.warning(
+                "%s: %s here is a newer incarnation (%d) than on peer %s (%d): keeping it",
+                why,
+                name,
+                mine.incarnation,
+                peer,
+                state.incarnation,
+            )
             return
         elif state.incarnation == mine.incarnation and mine.spec == CollectionSpec.from_proto(state.config):
             applied = self._merge_from(stub, mine, state)
@@ -400,8 +417,12 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         vectors = wire.unpack_matrix(page.vectors) if ids.size else np.empty((0, 0), np.float32)
         versions = wire.unpack_ids(page.versions) if page.versions else np.zeros(ids.size, np.int64)
         dead_versions = wire.unpack_ids(page.tombstone_versions)
-        if (versions.size != ids.size or dead_versions.size != dead.size or vectors.shape[0] != ids.size
-                or len(page.payloads) not in (0, ids.size)):  # fmt: skip
+        if (
+            versions.size != ids.size
+            or dead_versions.size != dead.size
+            or vectors.shape[0] != ids.size
+            or len(page.payloads) not in (0, ids.size)
+        ):
             raise Unavailable("the peer sent a malformed export page: retry")
         return ids, vectors, versions, dead, dead_versions
 
@@ -411,8 +432,9 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         part = ShardIndex(spec, self.settings.max_vectors_per_shard, self.accelerator)
         desc = stub.DescribeCollection(pb.DescribeCollectionRequest(name=name, include_centroids=True), timeout=60)
         if desc.trained:
-            part.install_quantizer(wire.unpack_matrix(desc.centroids, "centroids"), None, desc.train_epoch,
-                                   desc.train_id, desc.codec)  # fmt: skip
+            part.install_quantizer(
+                wire.unpack_matrix(desc.centroids, "centroids"), None, desc.train_epoch, desc.train_id, desc.codec
+            )
         for page in self._pages(stub, spec):
             ids, vectors, versions, dead, dead_versions = self._entries(page)
             if ids.size:
@@ -430,15 +452,21 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         if state.trained and state.train_epoch > part.train_epoch:
             desc = stub.DescribeCollection(pb.DescribeCollectionRequest(name=name, include_centroids=True), timeout=60)
             if desc.trained and desc.train_epoch > part.train_epoch:
-                install = spb.InstallQuantizerRequest(collection=name, centroids=desc.centroids,
-                                                      epoch=desc.train_epoch, train_id=desc.train_id,
-                                                      codec=desc.codec)  # fmt: skip
+                install = spb.InstallQuantizerRequest(
+                    collection=name,
+                    centroids=desc.centroids,
+                    epoch=desc.train_epoch,
+                    train_id=desc.train_id,
+                    codec=desc.codec,
+                )
                 centroids = wire.unpack_matrix(desc.centroids, "centroids")
                 self._logged(
-                    part, lambda: spb.WalRecord(install=install),
-                    lambda journal: part.install_quantizer(centroids, journal, desc.train_epoch, desc.train_id,
-                                                           desc.codec),
-                )  # fmt: skip
+                    part,
+                    lambda: spb.WalRecord(install=install),
+                    lambda journal: part.install_quantizer(
+                        centroids, journal, desc.train_epoch, desc.train_id, desc.codec
+                    ),
+                )
         self._adopt_indexes(part, state, logged=True)
         before = part.writes
         for page in self._pages(stub, part.spec):
@@ -454,9 +482,10 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             request = pb.CreatePayloadIndexRequest(collection=part.spec.name, field=index.field, type=index.type)
             if logged:
                 self._logged(
-                    part, lambda r=request: spb.WalRecord(create_index=r),  # type: ignore[misc]
+                    part,
+                    lambda r=request: spb.WalRecord(create_index=r),  # type: ignore[misc]
                     lambda journal, r=request: part.create_payload_index(r.field, r.type, journal),  # type: ignore[misc]
-                )  # fmt: skip
+                )
             else:
                 part.create_payload_index(index.field, index.type)
 
@@ -469,15 +498,17 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                 collection=name, ids=page.ids, vectors=page.vectors, upsert=True, payloads=page.payloads
             )
             self._logged(
-                part, lambda: spb.WalRecord(add=add, versions=page.versions),
+                part,
+                lambda: spb.WalRecord(add=add, versions=page.versions),
                 lambda journal: part.add(ids, vectors, True, journal, versions, page.payloads or None),
-            )  # fmt: skip
+            )
         if dead.size:
             remove = pb.RemoveRequest(collection=name, ids=page.tombstone_ids)
             self._logged(
-                part, lambda: spb.WalRecord(remove=remove, versions=page.tombstone_versions),
+                part,
+                lambda: spb.WalRecord(remove=remove, versions=page.tombstone_versions),
                 lambda journal: part.remove(dead, journal, dead_versions),
-            )  # fmt: skip
+            )
 
     def resync(self, name: str, peer: str) -> spb.ShardCollectionState:
         """Merge the peer replica's partition of `name` into this one while serving (see the Resync RPC)."""
@@ -525,8 +556,14 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         journal: Journal = lambda: record.lsn  # noqa: E731
         if op == "add":
             ids = wire.unpack_ids(record.add.ids)
-            part.add(ids, wire.unpack_matrix(record.add.vectors), True, journal, record_versions(record, ids.size),
-                     record.add.payloads or None)  # fmt: skip
+            part.add(
+                ids,
+                wire.unpack_matrix(record.add.vectors),
+                True,
+                journal,
+                record_versions(record, ids.size),
+                record.add.payloads or None,
+            )
         elif op == "remove":
             ids = wire.unpack_ids(record.remove.ids)
             part.remove(ids, journal, record_versions(record, ids.size), record.rollback)
@@ -662,8 +699,12 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             self._last_checkpoint = time.monotonic()
             CHECKPOINT_SECONDS.observe(time.perf_counter() - started)
             if saved or final:
-                log.info("checkpoint: %d collections saved, %d log segments removed in %.2fs", saved, removed,
-                         time.perf_counter() - started)  # fmt: skip
+                log.info(
+                    "checkpoint: %d collections saved, %d log segments removed in %.2fs",
+                    saved,
+                    removed,
+                    time.perf_counter() - started,
+                )
 
     def checkpoint_due(self) -> bool:
         if self.wal is None:
@@ -698,12 +739,19 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     @staticmethod
     def _state(part: ShardIndex, include_centroids: bool = False) -> spb.ShardCollectionState:
         state = spb.ShardCollectionState(
-            config=part.spec.to_proto(), count=part.count, trained=part.trained, digest=part.digest,
-            train_epoch=part.train_epoch, train_id=part.train_id, prepared_epoch=part.prepared_epoch,
-            writes=part.writes, max_version=part.max_version, tombstones=part.tombstones,
+            config=part.spec.to_proto(),
+            count=part.count,
+            trained=part.trained,
+            digest=part.digest,
+            train_epoch=part.train_epoch,
+            train_id=part.train_id,
+            prepared_epoch=part.prepared_epoch,
+            writes=part.writes,
+            max_version=part.max_version,
+            tombstones=part.tombstones,
             incarnation=part.incarnation,
             payload_indexes=[ppb.PayloadIndex(field=f, type=t) for f, t in part.payload_indexes],  # type: ignore[arg-type]
-        )  # fmt: skip
+        )
         centroids = part.centroids
         if include_centroids and centroids is not None:
             state.centroids.CopyFrom(wire.pack_matrix(centroids))
@@ -860,7 +908,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             part,
             lambda: spb.WalRecord(
                 remove=pb.RemoveRequest(collection=part.spec.name, ids=request.ids), version=token, rollback=True
-            ),  # fmt: skip
+            ),
             lambda journal: part.remove(ids, journal, token, rollback=True),
         )
         if removed:
@@ -875,9 +923,10 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         with_payload = request.with_payload.enable
         vectors, found, payloads = await self._run(self._reads, part.get, ids, with_payload)
         return pb.GetResponse(
-            vectors=wire.pack_matrix(vectors), found=found.astype(np.uint8).tobytes(),
+            vectors=wire.pack_matrix(vectors),
+            found=found.astype(np.uint8).tobytes(),
             payloads=[project(p, request.with_payload.fields) for p in payloads],
-        )  # fmt: skip
+        )
 
     async def Resync(self, request: spb.ResyncRequest, context: grpc.aio.ServicerContext) -> spb.ShardCollectionState:
         check_partition_name(request.collection)
@@ -895,8 +944,10 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         queries = wire.unpack_matrix(request.queries, "queries")
         refine = request.refine_factor
         if refine > 1 and not part.spec.quantized:
-            raise InvalidArgument(f"refine_factor applies to compressed IVF kinds; {part.spec.name!r} is "
-                                  f"{part.spec.index_type.name}: leave it 0")  # fmt: skip
+            raise InvalidArgument(
+                f"refine_factor applies to compressed IVF kinds; {part.spec.name!r} is "
+                f"{part.spec.index_type.name}: leave it 0"
+            )
         k = request.k * max(1, refine)  # refine: the candidates, each with its exact distance too
         check_search(self.settings, part.spec, queries, k)  # before batching: one bad query failed all
         if request.HasField("filter") or request.with_payload.enable:
@@ -940,10 +991,13 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         else:
             D, I, payloads = part.search_with_payloads(queries, k, request.nprobe)
         resp = pb.SearchResponse(
-            nq=queries.shape[0], k=k, distances=D.astype(wire.F32, copy=False).tobytes(),
-            ids=I.astype(wire.I64, copy=False).tobytes(), plans=plans,
+            nq=queries.shape[0],
+            k=k,
+            distances=D.astype(wire.F32, copy=False).tobytes(),
+            ids=I.astype(wire.I64, copy=False).tobytes(),
+            plans=plans,
             payloads=[project(p, selector.fields) for p in payloads] if selector.enable else [],
-        )  # fmt: skip
+        )
         if k > request.k:
             exact = part.refined(queries, I)
             assert exact is not None
@@ -1000,8 +1054,13 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         resolved: list[np.ndarray] = []
 
         def record() -> spb.WalRecord:
-            logged = pb.SetPayloadRequest(collection=part.spec.name, ids=wire.pack_ids(resolved[-1]),
-                                          payload=request.payload, mode=request.mode, keys=keys)  # fmt: skip
+            logged = pb.SetPayloadRequest(
+                collection=part.spec.name,
+                ids=wire.pack_ids(resolved[-1]),
+                payload=request.payload,
+                mode=request.mode,
+                keys=keys,
+            )
             return spb.WalRecord(set_payload=logged, version=version)
 
         updated = await self._run(
@@ -1021,9 +1080,12 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     ) -> spb.ShardCollectionState:
         part = self._get(request.collection)
         await self._run(
-            self._writes, self._logged, part, lambda: spb.WalRecord(create_index=request),
+            self._writes,
+            self._logged,
+            part,
+            lambda: spb.WalRecord(create_index=request),
             lambda journal: part.create_payload_index(request.field, request.type, journal),
-        )  # fmt: skip
+        )
         return self._state(part)
 
     async def DropPayloadIndex(
@@ -1031,16 +1093,24 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     ) -> spb.ShardCollectionState:
         part = self._get(request.collection)
         await self._run(
-            self._writes, self._logged, part, lambda: spb.WalRecord(drop_index=request),
+            self._writes,
+            self._logged,
+            part,
+            lambda: spb.WalRecord(drop_index=request),
             lambda journal: part.drop_payload_index(request.field, journal),
-        )  # fmt: skip
+        )
         return self._state(part)
 
     async def Sample(self, request: pb.SampleRequest, context: grpc.aio.ServicerContext) -> spb.ExportResponse:
         part = self._get(request.collection)
         dim = part.spec.dim
-        check_reply_rows(self.settings, min(request.max_points, part.count), 4 * dim + 8, dim,
-                         "ask for at most {limit} points per call")  # fmt: skip
+        check_reply_rows(
+            self.settings,
+            min(request.max_points, part.count),
+            4 * dim + 8,
+            dim,
+            "ask for at most {limit} points per call",
+        )
         ids, x = await self._run(self._reads, part.sample, request.max_points, request.seed)
         return spb.ExportResponse(ids=wire.pack_ids(ids), vectors=wire.pack_matrix(x))
 
@@ -1062,8 +1132,9 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
         if request.ids:  # exactly these ids' entries (a reshard re-copying points a write changed)
             wanted = wire.unpack_ids(request.ids)
-            check_reply_rows(self.settings, wanted.size, 4 * part.spec.dim + 16, part.spec.dim,
-                             "export at most {limit} ids per call")  # fmt: skip
+            check_reply_rows(
+                self.settings, wanted.size, 4 * part.spec.dim + 16, part.spec.dim, "export at most {limit} ids per call"
+            )
             ids, vectors, versions, dead, dead_versions, payloads = await self._run(
                 self._reads, part.export_ids, wanted
             )
@@ -1071,8 +1142,13 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             ids, vectors, versions, dead, dead_versions, payloads = await self._run(
                 self._reads, part.export_page, request.after_id, limit, request.include_tombstones, keep, scanned
             )
-        check_reply_rows(self.settings, ids.size + dead.size, 4 * part.spec.dim + 16, part.spec.dim,
-                         "send a limit of at most {limit} per page")  # fmt: skip
+        check_reply_rows(
+            self.settings,
+            ids.size + dead.size,
+            4 * part.spec.dim + 16,
+            part.spec.dim,
+            "send a limit of at most {limit} per page",
+        )
         encoded = [project(p, ()) for p in payloads]
         keep_n = self._fitting(encoded, 4 * part.spec.dim + 16)
         keep_all = keep_n == ids.size
@@ -1082,13 +1158,17 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             dead_keep = dead <= last
             dead, dead_versions = dead[dead_keep], dead_versions[dead_keep]
         return spb.ExportResponse(
-            ids=wire.pack_ids(ids), vectors=wire.pack_matrix(vectors), versions=wire.pack_ids(versions),
-            tombstone_ids=wire.pack_ids(dead), tombstone_versions=wire.pack_ids(dead_versions),
+            ids=wire.pack_ids(ids),
+            vectors=wire.pack_matrix(vectors),
+            versions=wire.pack_ids(versions),
+            tombstone_ids=wire.pack_ids(dead),
+            tombstone_versions=wire.pack_ids(dead_versions),
             payloads=encoded,
-            scanned_to=scanned[0][0] if scanned and keep_all else int(max(ids[-1] if ids.size else -1,
-                                                                          dead[-1] if dead.size else -1)),
+            scanned_to=scanned[0][0]
+            if scanned and keep_all
+            else int(max(ids[-1] if ids.size else -1, dead[-1] if dead.size else -1)),
             complete=bool(scanned and scanned[0][1] and keep_all),
-        )  # fmt: skip
+        )
 
     async def Import(self, request: spb.ImportRequest, context: grpc.aio.ServicerContext) -> spb.ShardCollectionState:
         part = self._get(request.collection)
@@ -1139,25 +1219,50 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
             def record() -> spb.WalRecord:  # under the write lock: the prepared centroids go to the log
                 centroids = part.prepared_centroids(epoch, request.train_id)
-                return spb.WalRecord(install=spb.InstallQuantizerRequest(
-                    collection=part.spec.name, centroids=wire.pack_matrix(centroids), epoch=epoch,
-                    train_id=request.train_id, codec=part.prepared_codec(epoch, request.train_id)))  # fmt: skip
+                return spb.WalRecord(
+                    install=spb.InstallQuantizerRequest(
+                        collection=part.spec.name,
+                        centroids=wire.pack_matrix(centroids),
+                        epoch=epoch,
+                        train_id=request.train_id,
+                        codec=part.prepared_codec(epoch, request.train_id),
+                    )
+                )
 
             await self._run(
-                self._writes, self._logged, part, record,
-                lambda journal: part.activate_quantizer(epoch, request.train_id, journal), None, None, True,
-            )  # fmt: skip
+                self._writes,
+                self._logged,
+                part,
+                record,
+                lambda journal: part.activate_quantizer(epoch, request.train_id, journal),
+                None,
+                None,
+                True,
+            )
         else:
             centroids = wire.unpack_matrix(request.centroids, "centroids")
             check_centroids(part.spec, centroids)
-            logged = spb.InstallQuantizerRequest(collection=part.spec.name, centroids=request.centroids, epoch=epoch,
-                                                 train_id=request.train_id, codec=request.codec)  # fmt: skip
+            logged = spb.InstallQuantizerRequest(
+                collection=part.spec.name,
+                centroids=request.centroids,
+                epoch=epoch,
+                train_id=request.train_id,
+                codec=request.codec,
+            )
             await self._run(
-                self._writes, self._logged, part, lambda: spb.WalRecord(install=logged),
+                self._writes,
+                self._logged,
+                part,
+                lambda: spb.WalRecord(install=logged),
                 lambda journal: part.install_quantizer(centroids, journal, epoch, request.train_id, request.codec),
-            )  # fmt: skip
-        log.info("collection %s: installed training epoch %d (%d centroids), %d vectors re-indexed", part.spec.name,
-                 part.train_epoch, part.spec.nlist, part.count)  # fmt: skip
+            )
+        log.info(
+            "collection %s: installed training epoch %d (%d centroids), %d vectors re-indexed",
+            part.spec.name,
+            part.train_epoch,
+            part.spec.nlist,
+            part.count,
+        )
         self._last_checkpoint = 0.0  # snapshot soon: replaying an install means re-indexing everything
         return self._state(part)
 
@@ -1213,8 +1318,14 @@ async def serve_shard(
                 log.warning("peer sync round failed", exc_info=True)
 
     async def ready() -> None:
-        log.info("%s listening on %s:%d (data dir %s, trained IVF searches on %s); recovering", name, host, bound,
-                 data_dir or "none: in memory", service.accelerator.name if service.accelerator else "cpu")  # fmt: skip
+        log.info(
+            "%s listening on %s:%d (data dir %s, trained IVF searches on %s); recovering",
+            name,
+            host,
+            bound,
+            data_dir or "none: in memory",
+            service.accelerator.name if service.accelerator else "cpu",
+        )
         await asyncio.to_thread(service.recover)
         loops.append(asyncio.create_task(maintain([service])))
         if service.peers and settings.peer_sync_s > 0:

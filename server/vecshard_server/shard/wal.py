@@ -79,8 +79,11 @@ def _corrupt(path: Path, offset: int, problem: str) -> WalCorrupt:
 def _truncate(path: Path, offset: int, problem: str, size: int) -> None:
     log.warning(
         "dropping a torn write at the end of %s: %s at byte %d (%d bytes); it was never acknowledged",
-        path, problem, offset, size - offset,
-    )  # fmt: skip
+        path,
+        problem,
+        offset,
+        size - offset,
+    )
     with open(path, "r+b") as fh:
         fh.truncate(offset)
         os.fsync(fh.fileno())
