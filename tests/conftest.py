@@ -13,7 +13,7 @@ import pytest
 
 from vecshard import Client
 from vecshard_server.bench.datasets import clustered, load_sift5k
-from vecshard_server.cli.cluster import LocalCluster, Process
+from vecshard_server.cluster.local import LocalCluster, Process
 
 __all__ = ["clustered"]
 

@@ -80,7 +80,7 @@ from vecshard import Client, VecshardError, wire
 from vecshard.payload import payload_from_proto
 from vecshard.v1 import shard_pb2, shard_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
-from vecshard_server.cli.cluster import ClusterError, LocalCluster, Process
+from vecshard_server.cluster.local import ClusterError, LocalCluster, Process
 from vecshard_server.common.placement import shard_of
 from vecshard_server.shard.wal import segments
 

@@ -15,7 +15,7 @@ import pytest
 
 from vecshard import Client
 from vecshard.types import IndexType, Metric
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 from vecshard_server.common.spec import CollectionSpec
 from vecshard_server.shard.accel import GPU_MAX_K, Accelerator, CloneAccelerator, detect
 from vecshard_server.shard.engine import ShardIndex, train_centroids

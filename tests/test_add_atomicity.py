@@ -18,7 +18,7 @@ import pytest
 from vecshard import AlreadyExists, Client, DeadlineExceeded, wire
 from vecshard.v1 import shard_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 from vecshard_server.common.placement import shard_of
 
 DIM = 8

@@ -15,7 +15,7 @@ import pytest
 from vecshard import Client, InvalidArgument
 from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 
 from .conftest import clustered
 

@@ -11,7 +11,7 @@ import faiss
 import numpy as np
 
 from vecshard import Client
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 from vecshard_server.shard.batching import SearchBatcher
 
 from .conftest import clustered

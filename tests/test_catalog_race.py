@@ -23,9 +23,10 @@ from vecshard import wire
 from vecshard.errors import NotFound
 from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 from vecshard_server.common.config import Settings
 from vecshard_server.coordinator.service import CoordinatorService
+from vecshard_server.coordinator.shard_api import LIST_COLLECTIONS
 from vecshard_server.embedding.service import LocalEmbeddings
 
 DELAY_S = 1.0
@@ -51,9 +52,9 @@ def slow_next_listing(service: CoordinatorService) -> asyncio.Event:
     real = service.shards.call
     listed = asyncio.Event()
 
-    async def call(method: str, requests: Any, timeout: float, **kwargs: Any) -> Any:
+    async def call(method: Any, requests: Any, timeout: float, **kwargs: Any) -> Any:
         out = await real(method, requests, timeout, **kwargs)
-        if method == "ListCollections" and not listed.is_set():
+        if method is LIST_COLLECTIONS and not listed.is_set():
             listed.set()
             await asyncio.sleep(DELAY_S)
         return out
@@ -133,9 +134,9 @@ def test_concurrent_misses_share_one_refresh(cluster: LocalCluster) -> None:
         listings = 0
         real = service.shards.call
 
-        async def call(method: str, requests: Any, timeout: float, **kwargs: Any) -> Any:
+        async def call(method: Any, requests: Any, timeout: float, **kwargs: Any) -> Any:
             nonlocal listings
-            if method == "ListCollections":
+            if method is LIST_COLLECTIONS:
                 listings += 1
                 await asyncio.sleep(0.2)
             return await real(method, requests, timeout, **kwargs)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from vecshard_server.cli.cluster import LocalCluster
 from vecshard_server.cli.main import cli
+from vecshard_server.cluster.local import LocalCluster
 
 pytest.importorskip("torch", reason="embedding needs the 'embed' extra (torch)")
 

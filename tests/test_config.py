@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vecshard import Client, InvalidArgument
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 from vecshard_server.common.config import Settings
 
 

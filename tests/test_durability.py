@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vecshard import Client, VecshardError
 from vecshard.v1 import shard_pb2
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 from vecshard_server.common.config import Settings
 from vecshard_server.shard.engine import SnapshotCorrupt
 from vecshard_server.shard.service import ShardService

@@ -18,7 +18,7 @@ import pytest
 
 from vecshard import Client, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from vecshard.v1 import types_pb2
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 
 from .conftest import start_role
 from .models import build_tiny_models, decode, images

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from vecshard import Client
 from vecshard.v1 import types_pb2
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 
 pytest.importorskip("torch", reason="embedding needs the 'embed' extra (torch)")
 pytest.importorskip("onnxruntime", reason="the onnx backends need the 'embed' extra (onnxruntime)")

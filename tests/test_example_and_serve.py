@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from vecshard import Client
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 
 from .conftest import clustered, free_port
 

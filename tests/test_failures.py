@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from vecshard import Client, DeadlineExceeded, Unavailable
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 from vecshard_server.common.placement import shard_of
 
 from .conftest import clustered, start_role
@@ -107,7 +107,7 @@ def test_new_coordinator_rebuilds_catalog_from_shards(cluster: LocalCluster, nam
 def test_children_exit_when_parent_is_killed(tmp_path: Path) -> None:
     script = (
         "import sys, time\n"
-        "from vecshard_server.cli.cluster import LocalCluster\n"
+        "from vecshard_server.cluster.local import LocalCluster\n"
         "c = LocalCluster(shards=1, log_level='ERROR').start()\n"
         "print(' '.join(str(p.popen.pid) for p in c.processes()), flush=True)\n"
         "time.sleep(120)\n"

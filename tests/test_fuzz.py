@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from vecshard import Client
 from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 
 C = grpc.StatusCode
 DOCUMENTED = {C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.ALREADY_EXISTS, C.FAILED_PRECONDITION, C.RESOURCE_EXHAUSTED}

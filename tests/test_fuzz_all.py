@@ -49,7 +49,7 @@ from vecshard.v1 import payload_pb2 as ppb
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import types_pb2 as tpb
 from vecshard.v1 import vector_search_pb2 as pb
-from vecshard_server.cli.cluster import LocalCluster, Process
+from vecshard_server.cluster.local import LocalCluster, Process
 from vecshard_server.common.config import Settings
 from vecshard_server.coordinator.fanout import ShardSet
 

@@ -17,8 +17,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from vecshard import Client
-from vecshard_server.cli.cluster import LocalCluster
 from vecshard_server.cli.main import cli
+from vecshard_server.cluster.local import LocalCluster
 
 
 def invoke(address: str, *args: str) -> Result:

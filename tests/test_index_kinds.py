@@ -174,7 +174,7 @@ def test_kill_9_and_restart_keep_codes_and_floats(tmp_path, name: str) -> None: 
     """kill -9 (log replay: the install record carries the codec), then a graceful restart
     (snapshots: codes in index.faiss, floats in vectors.npy, codec in codec.faiss): the same
     results and vectors each time; a damaged vectors.npy refuses to start."""
-    from vecshard_server.cli.cluster import LocalCluster
+    from vecshard_server.cluster.local import LocalCluster
 
     with LocalCluster(shards=2, data_dir=tmp_path, log_level="ERROR") as cluster:
         with Client(cluster.address, timeout=60) as c:

@@ -5,7 +5,7 @@ naming its setting (and no retry-after: the same request fails again), nothing o
 stored, the admission bound refuses concurrent big work at once with a retry-after hint (trailing
 `retry-after-ms` and a google.rpc.RetryInfo detail, exposed by the SDK as `err.retry_after`), and a
 small request is served while a big one runs. No timing assertions: the timing goals live in
-bench/abuse_probe.py. The admission and fair-queuing mechanics are also checked in-process, with a
+`vecshard bench --abuse`. The admission and fair-queuing mechanics are also checked in-process, with a
 fake clock.
 """
 
@@ -28,7 +28,7 @@ from vecshard.errors import RETRY_AFTER_HEADER, from_rpc_error
 from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard.v1 import vector_search_pb2_grpc as pb_grpc
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 from vecshard_server.common.admission import Admission, FairScheduler, Flow
 
 DIM, N = 32, 4000

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from vecshard import Client, DeadlineExceeded, InvalidArgument, NotFound
-from vecshard_server.cli.cluster import ClusterError, LocalCluster
+from vecshard_server.cluster.local import ClusterError, LocalCluster
 
 from .conftest import clustered
 from .test_durability import Load, verify

@@ -2,8 +2,8 @@
 kill -9, SIGSTOP and damaged files under a recorded workload, then a check of every acknowledged op.
 
 The short profiles run here (about 50 s + 30 s on 2 cores; pytest -s prints the figures).
-VECSHARD_NEMESIS_MINUTES=N runs each profile time-boxed to N/2 minutes instead (the long run is also
-`python bench/nemesis_long.py --minutes N --seed S`); VECSHARD_NEMESIS_SEED picks the seed.
+VECSHARD_NEMESIS_MINUTES=N runs each profile time-boxed to N/2 minutes instead (the long run:
+`VECSHARD_NEMESIS_MINUTES=N pytest tests/test_nemesis.py -s`); VECSHARD_NEMESIS_SEED picks the seed.
 VECSHARD_NEMESIS_DIR=path keeps the data dirs and the process logs (<path>/<profile>/logs/
 <process>.<start>.log) for a look after a violation.
 """

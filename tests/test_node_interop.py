@@ -22,7 +22,7 @@ import pytest
 
 from vecshard import Client
 from vecshard.types import Point
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_DIR = ROOT / "tests" / "interop" / "node"

@@ -16,7 +16,7 @@ from vecshard.payload import payload_from_proto, payload_to_proto
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import shard_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 
 DIM = 8
 

@@ -20,7 +20,7 @@ from vecshard.payload import payload_to_proto
 from vecshard.v1 import payload_pb2 as ppb
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard.v1 import vector_search_pb2_grpc as pb_grpc
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 
 DIM = 8
 N = 600

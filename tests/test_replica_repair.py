@@ -18,7 +18,7 @@ import numpy as np
 from vecshard import Client, wire
 from vecshard.v1 import shard_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 
 DIM = 8
 

@@ -14,7 +14,7 @@ import pytest
 from vecshard import Client, Unavailable, wire
 from vecshard.v1 import shard_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 
 from .conftest import clustered
 

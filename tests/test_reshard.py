@@ -23,7 +23,7 @@ from vecshard import Client, FailedPrecondition, InvalidArgument, NotFound, Unav
 from vecshard.v1 import shard_pb2_grpc
 from vecshard.v1 import types_pb2 as tpb
 from vecshard.v1 import vector_search_pb2 as pb
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 from vecshard_server.common.hashing import fmix64
 from vecshard_server.common.placement import JUMP, MOD, Placement, jump_hash
 

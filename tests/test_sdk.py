@@ -17,7 +17,7 @@ from vecshard import AsyncClient, Client, InvalidArgument, wire
 from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard.v1 import vector_search_pb2_grpc as pb_grpc
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 
 from .conftest import clustered
 

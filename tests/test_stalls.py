@@ -33,7 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from vecshard import Client
 from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 from vecshard_server.common.config import Settings
 from vecshard_server.common.placement import shard_of
 from vecshard_server.common.spec import CollectionSpec

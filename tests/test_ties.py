@@ -18,7 +18,7 @@ from vecshard import Client, wire
 from vecshard.types import IndexType, Metric
 from vecshard.v1 import shard_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 from vecshard_server.common.results import pad_distance
 from vecshard_server.common.spec import CollectionSpec
 from vecshard_server.shard.engine import ShardIndex, train_centroids

@@ -21,7 +21,7 @@ from vecshard import Client, FailedPrecondition, wire
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import shard_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
-from vecshard_server.cli.cluster import LocalCluster, Process
+from vecshard_server.cluster.local import LocalCluster, Process
 
 from .conftest import clustered, start_role
 

@@ -27,7 +27,7 @@ import faiss
 import numpy as np
 
 from vecshard import Client
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 
 MODULES = (
     "argparse",

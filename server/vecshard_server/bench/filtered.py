@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from vecshard import Client
 from vecshard_server.bench.measure import recall_at_k
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]

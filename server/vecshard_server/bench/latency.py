@@ -35,7 +35,7 @@ import numpy.typing as npt
 from vecshard import AsyncClient, Client
 from vecshard_server.bench.measure import recall_at_k
 from vecshard_server.bench.search import build_faiss_ivf, load_dataset
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]

@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from vecshard import Client
 from vecshard_server.bench.datasets import clustered
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 
 F32 = npt.NDArray[np.float32]
 

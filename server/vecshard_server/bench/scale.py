@@ -37,7 +37,7 @@ import numpy.typing as npt
 
 from vecshard import Client
 from vecshard_server.bench.measure import recall_at_k
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 from vecshard_server.common.memory import TRIM_EVERY_S, release_free_memory
 
 F32 = npt.NDArray[np.float32]

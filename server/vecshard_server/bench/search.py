@@ -35,7 +35,7 @@ import numpy.typing as npt
 from vecshard import Client
 from vecshard_server.bench.datasets import clustered, load_sift5k
 from vecshard_server.bench.measure import make_batches, recall_at_k, timed_concurrent, timed_loop
-from vecshard_server.cli.cluster import LocalCluster
+from vecshard_server.cluster.local import LocalCluster
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]

@@ -151,7 +151,7 @@ def serve(
         raise click.UsageError("local shards have one replica each: use --shard-mode remote (or auto) with --replicas")
     _logging(log_level, "serve", log_format)
     _check_models(_settings(models_file=models))
-    from vecshard_server.cli.cluster import ClusterError, LocalCluster
+    from vecshard_server.cluster.local import ClusterError, LocalCluster
 
     log = logging.getLogger("vecshard.serve")
     env = {"VECSHARD_MODELS_FILE": str(models.resolve())} if models else None
@@ -432,6 +432,22 @@ def _check_models(settings: Settings) -> None:
 )
 @click.option("--reshard-rate", default=0, show_default=True, help="--reshard: max points per second (0: no limit)")
 @click.option("--reshard-page", default=0, help="--reshard: points scanned per copied page (0: the server's 2,000)")
+@click.option(
+    "--abuse",
+    is_flag=True,
+    help="measure latency under abuse instead (docs/limits.md): -n clustered vectors in FLAT and IVF_FLAT (--nlist, "
+    "--nprobe) on a local cluster of the first --shards with API keys; a probe search every 0.2 s and health checks "
+    "run alone for --duration seconds, then beside each abuse case (p50/p99/max, how each abuse ended, peak RSS)",
+)
+@click.option(
+    "--abuse-case",
+    "abuse_cases",
+    multiple=True,
+    type=click.Choice(["a", "b", "c", "d", "d2", "e"]),
+    help="--abuse: run only these cases (repeat; default all)",
+)
+@click.option("--no-limits", is_flag=True, help="--abuse: raise every limit of docs/limits.md out of the way (before)")
+@click.option("--abuse-timeout", default=120.0, show_default=True, help="--abuse: deadline of each abuse request (s)")
 def bench(
     shards_list: tuple[int, ...],
     dataset: str,
@@ -454,51 +470,27 @@ def bench(
     reshard_to: tuple[int, ...],
     reshard_rate: int,
     reshard_page: int,
+    abuse: bool,
+    abuse_cases: tuple[str, ...],
+    no_limits: bool,
+    abuse_timeout: float,
 ) -> None:
     """Measure search and add through local clusters against in-process faiss (same data, same run)."""
     _logging("WARNING", "bench")
+    if abuse:
+        _bench_abuse(out, n, dim, nlist, nprobe, shards_list[0], duration, abuse_cases, no_limits, abuse_timeout)
+        return
     if reshard_to:
-        from vecshard_server.bench import reshard as bench_reshard
-
-        result = bench_reshard.run_reshard_bench(
-            n,
-            dim,
-            nlist,
-            nprobe,
-            k,
-            reshard_to,
-            shards_list[0],
-            workdir=workdir,
-            max_points_per_s=reshard_rate,
-            page_size=reshard_page,
-        )
-        _publish(out, "bench_reshard", bench_reshard.format_markdown(result), result)
+        _bench_reshard(out, n, dim, nlist, nprobe, k, reshard_to, shards_list[0], workdir, reshard_rate, reshard_page)
         return
     _settings()
     if latency:
-        from vecshard_server.bench import latency as bench_latency
-
-        workdir.mkdir(parents=True, exist_ok=True)
-        result = bench_latency.run_latency_bench(
-            dataset,
-            n,
-            dim,
-            nlist,
-            nprobe,
-            k,
-            shards_list[0],
-            duration,
-            workdir=workdir,
-            log=lambda line: click.echo(line, err=True),
-        )
-        _publish(out, "bench_latency", bench_latency.format_markdown(result), result)
+        _bench_latency(out, dataset, n, dim, nlist, nprobe, k, shards_list[0], duration, workdir)
         return
     if scale:
         from vecshard_server.bench import scale as bench_scale
 
-        result = bench_scale.run_scale_bench(
-            n, dim, nlist, k, shards_list[0], workdir, log=lambda line: click.echo(line, err=True)
-        )
+        result = bench_scale.run_scale_bench(n, dim, nlist, k, shards_list[0], workdir, log=_echo_err)
         _publish(out, "bench_scale", bench_scale.format_markdown(result), result)
         if out:
             bench_scale.plot(result, out / "bench_scale.png")
@@ -506,9 +498,7 @@ def bench(
     if filtered:
         from vecshard_server.bench import filtered as bench_filtered
 
-        result = bench_filtered.run_filter_bench(
-            n, dim, nlist, nprobe, k, 100, shards_list[0], peers, log=lambda line: click.echo(line, err=True)
-        )
+        result = bench_filtered.run_filter_bench(n, dim, nlist, nprobe, k, 100, shards_list[0], peers, log=_echo_err)
         _publish(out, "bench_filter", bench_filtered.format_markdown(result), result)
         return
     if embed:
@@ -520,6 +510,102 @@ def bench(
             (out / "bench_embed.md").write_text(report + "\n")
         click.echo(report)
         return
+    args = (shards_list, dataset, n, dim, nlist, nprobe, k, batch_sizes, duration, out, concurrency, peers)
+    _bench_search(*args, floor=floor, workdir=workdir)
+
+
+def _echo_err(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def _bench_abuse(
+    out: Path | None,
+    n: int,
+    dim: int,
+    nlist: int,
+    nprobe: int,
+    shards: int,
+    idle_s: float,
+    cases: tuple[str, ...],
+    no_limits: bool,
+    abuse_timeout: float,
+) -> None:
+    from vecshard_server.bench import abuse as bench_abuse
+
+    result = bench_abuse.run_abuse_bench(
+        n,
+        dim,
+        nlist,
+        nprobe,
+        shards,
+        cases=cases or bench_abuse.CASES,
+        no_limits=no_limits,
+        idle_s=idle_s,
+        abuse_timeout=abuse_timeout,
+        log=_echo_err,
+    )
+    _publish(out, "bench_abuse", bench_abuse.format_markdown(result), result)
+
+
+def _bench_reshard(
+    out: Path | None,
+    n: int,
+    dim: int,
+    nlist: int,
+    nprobe: int,
+    k: int,
+    reshard_to: tuple[int, ...],
+    shards: int,
+    workdir: Path,
+    rate: int,
+    page: int,
+) -> None:
+    from vecshard_server.bench import reshard as bench_reshard
+
+    result = bench_reshard.run_reshard_bench(
+        n, dim, nlist, nprobe, k, reshard_to, shards, workdir=workdir, max_points_per_s=rate, page_size=page
+    )
+    _publish(out, "bench_reshard", bench_reshard.format_markdown(result), result)
+
+
+def _bench_latency(
+    out: Path | None,
+    dataset: str,
+    n: int,
+    dim: int,
+    nlist: int,
+    nprobe: int,
+    k: int,
+    shards: int,
+    duration: float,
+    workdir: Path,
+) -> None:
+    from vecshard_server.bench import latency as bench_latency
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    result = bench_latency.run_latency_bench(
+        dataset, n, dim, nlist, nprobe, k, shards, duration, workdir=workdir, log=_echo_err
+    )
+    _publish(out, "bench_latency", bench_latency.format_markdown(result), result)
+
+
+def _bench_search(
+    shards_list: tuple[int, ...],
+    dataset: str,
+    n: int,
+    dim: int,
+    nlist: int,
+    nprobe: int,
+    k: int,
+    batch_sizes: tuple[int, ...],
+    duration: float,
+    out: Path | None,
+    concurrency: tuple[int, ...],
+    peers: tuple[str, ...],
+    *,
+    floor: bool,
+    workdir: Path,
+) -> None:
     from vecshard_server.bench.search import format_markdown, run_bench
 
     try:

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import descriptor_pool, message_factory
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 
 Authorize = Callable[[str, Any], None]
+T = TypeVar("T")
 
 
 WRITE_TOKEN_HEADER = "x-vecshard-write-token"
@@ -152,21 +153,24 @@ def service_handlers(
     for method in service.methods:
         inner = getattr(servicer, method.name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _guarded(inner, f"/{service_name}/{method.name}", ready, authorize, precheck),
+            guarded(inner, f"/{service_name}/{method.name}", ready, authorize, precheck),
             request_deserializer=_deserializer(message_factory.GetMessageClass(method.input_type)),
             response_serializer=message_factory.GetMessageClass(method.output_type).SerializeToString,
         )
     return handlers
 
 
-def _guarded(
-    inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
+def guarded(
+    inner: Callable[[Any, Any], Awaitable[T]],
     method: str,
     ready: Callable[[], bool] | None,
     authorize: Authorize | None,
     precheck: Precheck | None = None,
-) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+) -> Callable[[Any, Any], Awaitable[T]]:
+    """`inner` (a handler taking a request and its context) with the server's error mapping,
+    readiness, authorization, metrics and tracing: what every RPC gets, over gRPC or in process."""
+
+    async def call(request: Any, context: Any) -> T:
         started = time.perf_counter()
         REQUEST_ID.set(request_id_from(context.invocation_metadata()))
         code = grpc.StatusCode.OK
@@ -203,6 +207,7 @@ def _guarded(
             await context.abort(code, _bounded(f"internal error in {method}: {type(err).__name__}: {err}"))
         finally:
             observe_rpc(method, code.name, started)
+        raise AssertionError("context.abort returned")  # (it raises)
 
     call.__name__ = getattr(inner, "__name__", "rpc")
     call.__doc__ = inner.__doc__

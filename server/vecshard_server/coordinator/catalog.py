@@ -24,6 +24,7 @@ from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.placement import JUMP, Placement, parse_physical, physical_name
 from vecshard_server.common.spec import CollectionSpec, check_name
 from vecshard_server.coordinator.fanout import ShardSet, ShardView
+from vecshard_server.coordinator.shard_api import DESCRIBE_COLLECTION, LIST_COLLECTIONS
 
 
 @dataclass
@@ -155,7 +156,7 @@ class Catalog:
         if not self.lock.locked():
             raise RuntimeError("Catalog.refresh_locked needs the catalog's lock held")
         started = time.monotonic()
-        out = await self.shards.call("ListCollections", self.shards.all(pb.ListCollectionsRequest()), timeout)
+        out = await self.shards.call(LIST_COLLECTIONS, self.shards.all(pb.ListCollectionsRequest()), timeout)
         lists = [out.results[i] for i in range(len(self.shards))]
         found: dict[str, _Partitions] = {}
         for i, resp in enumerate(lists):
@@ -306,7 +307,7 @@ class Catalog:
             )
             for s in coll.view.shards
         }
-        out = await coll.view.call("DescribeCollection", requests, timeout)
+        out = await coll.view.call(DESCRIBE_COLLECTION, requests, timeout)
         info = self.info(coll, out.results)
         if coll.conflict:
             raise FailedPrecondition(coll.conflict)

@@ -1,152 +1,61 @@
-"""The coordinator's connections to its shard groups and the fan-out of one call to many of them.
+"""The fan-out of one shard operation to many shard groups.
 
-A shard group is R replicas holding the same partition. Writes go to every replica and succeed
-once `write_quorum` of them (default: all) have persisted them. Reads go to one replica, taken
+A shard group is R replicas holding the same partition (groups.py). Writes go to every replica and
+succeed once `write_quorum` of them (default: all) have persisted them. Reads go to one replica, taken
 round-robin among those not recently found down; when it fails with UNAVAILABLE or
 DEADLINE_EXCEEDED the next replica is asked, and when it has not answered after `hedge_delay_s`
 another is asked too (the first answer wins). A group fails only when no replica can answer.
 
-Python gRPC does not forward deadlines: every shard call gets the caller's remaining time.
-Shard failures become coordinator errors here, naming the group.
+Replicas are `ShardApi`s (remote.py, local.py) called through typed `Op`s (shard_api.py). Python
+gRPC does not forward deadlines: every shard call gets the caller's remaining time. Shard failures
+become coordinator errors here, naming the group.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import grpc
-from google.protobuf import message_factory
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vecshard.errors import Cancelled, DeadlineExceeded, Unavailable, VecshardError, error_for
-from vecshard.v1 import shard_pb2, shard_pb2_grpc
-from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.config import Settings
-from vecshard_server.common.observability import (
-    REPLICAS_DIVERGED,
-    REQUEST_ID,
-    REQUEST_ID_HEADER,
-    SHARD_CALL_SECONDS,
-    span,
-    trace_headers,
-)
+from vecshard_server.common.observability import SHARD_CALL_SECONDS, span
 from vecshard_server.common.placement import Placement
-from vecshard_server.common.rpc import (
-    PLACEMENT_EPOCH,
-    PLACEMENT_EPOCH_HEADER,
-    TRAIN_EPOCH,
-    TRAIN_EPOCH_HEADER,
-    WRITE_TOKEN,
-    WRITE_TOKEN_HEADER,
-)
-from vecshard_server.common.security import internal_metadata, shard_channel
+from vecshard_server.common.search_values import ShardQuery
 from vecshard_server.common.versions import WriteClock
+from vecshard_server.coordinator.groups import ShardGroup
+from vecshard_server.coordinator.remote import RemoteShard
+from vecshard_server.coordinator.replication import Replication
+from vecshard_server.coordinator.shard_api import CallMeta, Encoded, Op, ShardApi
 
 log = logging.getLogger(__name__)
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 
 # Per-shard failures that allow_partial tolerates (and reads retry on another replica); any other
 # code fails the call.
 TOLERABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-WRITES = frozenset(
-    {
-        "CreateCollection",
-        "DropCollection",
-        "Add",
-        "Remove",
-        "InstallQuantizer",
-        "RollbackAdd",
-        "SetPayload",
-        "CreatePayloadIndex",
-        "DropPayloadIndex",
-        "Import",
-    }
-)
-# Writes a shard fences during a reshard (x-vecshard-placement-epoch; ShardService._fenced).
-ROUTED = frozenset({"Add", "Remove", "SetPayload"})
 DOWN_FOR_S = 1.0  # a replica that answered UNAVAILABLE is tried last for this long
-_SHARD_SERVICE = shard_pb2.DESCRIPTOR.services_by_name["Shard"]
 
-
-@dataclass(frozen=True)
-class Encoded:
-    """A shard request already serialized (on a worker thread, when it is big): sent as these bytes
-    to every shard it goes to, instead of being serialized again, on the event loop, per call.
-
-    raw_reply: the reply comes back as its bytes, for the caller to parse where it chooses (a big
-    reply takes tens of milliseconds to parse: too long for the event loop).
-    """
-
-    message: Any
-    data: bytes
-    raw_reply: bool = False
-
-    @classmethod
-    def of(cls, message: Any, raw_reply: bool = False) -> Encoded:
-        return cls(message, message.SerializeToString(), raw_reply)
+# Called when a write reached fewer replicas of a group than its quorum, with the group, the request
+# as the group got it, the replicas that applied it and the call's timeout: the write path's chance
+# to take it back (a non-upsert Add does). When given, those replicas are not resynced.
+Unacknowledged = Callable[[ShardGroup, Any, list[ShardApi], float], Awaitable[None]]
 
 
 @dataclass
-class Replica:
-    address: str
-    channel: grpc.aio.Channel
-    stub: shard_pb2_grpc.ShardStub
-    down_until: float = 0.0
-    _raw: dict[tuple[str, bool], Any] = field(default_factory=dict, repr=False)
-
-    def raw(self, method: str, raw_reply: bool) -> Any:
-        """`method` taking already serialized request bytes (for `Encoded` requests), and giving back
-        the reply's bytes when `raw_reply`."""
-        call = self._raw.get((method, raw_reply))
-        if call is None:
-            output = message_factory.GetMessageClass(_SHARD_SERVICE.methods_by_name[method].output_type)
-            call = self._raw[method, raw_reply] = self.channel.unary_unary(
-                f"/{_SHARD_SERVICE.full_name}/{method}",
-                request_serializer=None,  # bytes go out as they are
-                response_deserializer=None if raw_reply else output.FromString,
-                _registered_method=True,
-            )
-        return call
-
-
-@dataclass
-class ShardGroup:
-    index: int
-    replicas: list[Replica]
-    _next: int = field(default=0, repr=False)
-
-    @property
-    def name(self) -> str:
-        return f"shard-{self.index} ({', '.join(r.address for r in self.replicas)})"
-
-    def read_order(self, behind: frozenset[str] = frozenset()) -> list[Replica]:
-        """Round-robin over the replicas, those recently found down last, without those `behind`
-        (known to have missed acknowledged writes of the collection read) unless none is left."""
-        n = len(self.replicas)
-        self._next = (self._next + 1) % n
-        ring = [self.replicas[(self._next + i) % n] for i in range(n)]
-        now = time.monotonic()
-        current = [r for r in ring if r.address not in behind] or ring
-        return sorted(current, key=lambda r: r.down_until > now)
-
-
-@dataclass
-class Fanout:
+class Fanout(Generic[Resp]):
     """What a fan-out returned: results and failures by shard group index."""
 
-    results: dict[int, Any]
+    results: dict[int, Resp]
     failures: dict[int, grpc.aio.AioRpcError]
-
-
-# Writes that carry a version (x-vecshard-write-token): per id, or per collection (incarnations and
-# drops), replicas keep the newest (docs/operations.md, Write versions).
-VERSIONED = frozenset({"Add", "Remove", "CreateCollection", "DropCollection", "SetPayload"})
-
-REPAIR_TIMEOUT_S = 300.0
 
 
 def collection_of(request: Any) -> str:
@@ -160,168 +69,41 @@ def collection_of(request: Any) -> str:
 
 
 class ShardSet:
-    """Channels to the shard groups, in placement order."""
+    """The shard groups, in placement order, and the fan-out of calls to them."""
 
-    def __init__(self, groups: list[str], settings: Settings, local: Sequence[Any] = ()) -> None:
+    def __init__(self, groups: list[str], settings: Settings, local: Sequence[ShardApi] = ()) -> None:
         """groups: each group's replica addresses, comma-separated. local: in-process shards
-        (`coordinator.local.LocalReplica`), one group each, after those."""
+        (`coordinator.local.LocalShard`), one group each, after those."""
         if not groups and not local:
             raise ValueError("a coordinator needs at least one shard address")
         self.settings = settings
         self.shards = [
-            ShardGroup(i, [self._replica(addr.strip()) for addr in group.split(",") if addr.strip()])
+            ShardGroup(i, [RemoteShard(a.strip(), settings) for a in group.split(",") if a.strip()])
             for i, group in enumerate(groups)
         ]
         self.shards += [ShardGroup(len(groups) + i, [replica]) for i, replica in enumerate(local)]
-        # (group, replica address, collection) -> acknowledged writes that replica missed since its
-        # last resync; reads avoid it, `repair` resyncs it from a replica that has them.
-        self.behind: dict[tuple[int, str, str], int] = {}
-        self._internal = internal_metadata(settings)
+        self.replication = Replication(self.shards)
         self.clock = WriteClock()  # the versions of this coordinator's writes
-        self.repair_needed = asyncio.Event()
-
-    async def repair(self) -> None:
-        """Forever: resync every replica known to have missed acknowledged writes from a peer that
-        has them (Resync RPC), retrying every second while it cannot be reached."""
-        while True:
-            await self.repair_needed.wait()
-            self.repair_needed.clear()
-            for (g, address, collection), misses in list(self.behind.items()):
-                group = self.shards[g]
-                peers = [
-                    r for r in group.replicas if r.address != address and (g, r.address, collection) not in self.behind
-                ]
-                target = next((r for r in group.replicas if r.address == address), None)
-                if not peers or target is None:
-                    continue
-                try:
-                    await target.stub.Resync(
-                        shard_pb2.ResyncRequest(collection=collection, peer=peers[0].address),
-                        timeout=REPAIR_TIMEOUT_S,
-                        metadata=self._internal or None,
-                    )
-                    done = True
-                except grpc.aio.AioRpcError as err:
-                    done = err.code() == grpc.StatusCode.NOT_FOUND  # dropped everywhere meanwhile
-                    if not done:
-                        log.warning(
-                            "resync of %s on %s from %s failed: %s",
-                            collection,
-                            address,
-                            peers[0].address,
-                            err.details(),
-                        )
-                if done and self.behind.get((g, address, collection)) == misses:  # none missed since
-                    del self.behind[(g, address, collection)]
-                    log.info("replica %s of %s is in sync again for %s", address, group.name, collection)
-            if self.behind:
-                await asyncio.sleep(1.0)
-                self.repair_needed.set()
-
-    async def anti_entropy(self, every_s: float) -> None:
-        """Forever, every `every_s`: compare the replicas of each group collection by collection
-        (count, digest, training epoch). A difference seen twice, a second apart, with nothing changed
-        in between, is divergence (a replica missed writes while its coordinator died, say): each
-        replica then merges every other one (Resync: per id the newest version wins, so the merge
-        loses no acknowledged write whichever replica missed it). A difference that outlives the
-        merges is shown as vecshard_replicas_diverged."""
-        while every_s > 0:
-            await asyncio.sleep(every_s)
-            for group in self.shards:
-                if len(group.replicas) > 1:
-                    try:
-                        await self._compare(group)
-                    except grpc.aio.AioRpcError:
-                        pass  # a replica is down: nothing to compare now
-
-    async def _states(self, group: ShardGroup) -> list[dict[str, tuple[int, int, int]]]:
-        answers = await asyncio.gather(
-            *(
-                r.stub.ListCollections(pb.ListCollectionsRequest(), timeout=10, metadata=self._internal or None)
-                for r in group.replicas
-            )
-        )
-        return [{s.config.name: (s.count, s.digest, s.train_epoch) for s in a.collections} for a in answers]
-
-    async def _compare(self, group: ShardGroup) -> None:
-        first = await self._states(group)
-        names = set().union(*first)
-        suspects = {n for n in names if len({st.get(n) for st in first}) > 1}
-        if not suspects:
-            for n in names:
-                REPLICAS_DIVERGED.labels(str(group.index), n).set(0)
-            return
-        await asyncio.sleep(1.0)
-        second = await self._states(group)
-        for n in sorted(suspects):
-            now = [st.get(n) for st in second]
-            if now != [st.get(n) for st in first] or len(set(now)) == 1:
-                continue  # writes in flight, or converged
-            if any((group.index, r.address, n) in self.behind for r in group.replicas):
-                continue  # being repaired
-            log.warning("%s: replicas differ on %s (count, digest, epoch: %s): merging them", group.name, n, now)
-            merged = await self.merge_replicas(group, n)
-            REPLICAS_DIVERGED.labels(str(group.index), n).set(0 if merged else 1)
-
-    async def merge_replicas(self, group: ShardGroup, collection: str) -> bool:
-        """Make the group's replicas of `collection` equal: each merges every other (Resync; the first
-        replica then holds all, and every later one merges it). False if a merge failed."""
-        ok = True
-        for target in group.replicas:
-            for peer in group.replicas:
-                if peer is target:
-                    continue
-                try:
-                    await target.stub.Resync(
-                        shard_pb2.ResyncRequest(collection=collection, peer=peer.address),
-                        timeout=REPAIR_TIMEOUT_S,
-                        metadata=self._internal or None,
-                    )
-                except grpc.aio.AioRpcError as err:
-                    ok = False
-                    log.warning(
-                        "merge of %s into %s from %s failed: %s",
-                        collection,
-                        target.address,
-                        peer.address,
-                        err.details(),
-                    )
-        return ok
-
-    def _replica(self, address: str) -> Replica:
-        # Reconnect within a second of a replica coming back (gRPC's default backoff grows to 120 s).
-        options = [
-            *self.settings.grpc_options(),
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 1000),
-        ]
-        channel = shard_channel(address, self.settings, options)
-        return Replica(address, channel, shard_pb2_grpc.ShardStub(channel))
 
     def __len__(self) -> int:
         return len(self.shards)
 
+    @property
+    def remote(self) -> bool:
+        """Whether any replica is in another process (requests to it are worth encoding once)."""
+        return any(isinstance(r, RemoteShard) for g in self.shards for r in g.replicas)
+
     async def close(self) -> None:
-        await asyncio.gather(*(r.channel.close() for g in self.shards for r in g.replicas if r.channel is not None))
+        await asyncio.gather(*(r.close() for g in self.shards for r in g.replicas))
 
     async def wait_serving(self, timeout: float) -> list[str]:
         """Wait up to `timeout` seconds for a SERVING replica in every group; returns the groups without."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
 
-        async def serving(r: Replica) -> bool:
-            if r.channel is None:  # a local shard
-                return bool(getattr(r, "serving", False))
-            try:
-                resp = await health_pb2_grpc.HealthStub(r.channel).Check(health_pb2.HealthCheckRequest(), timeout=2.0)
-                return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
-            except grpc.aio.AioRpcError:
-                return False
-
         async def one(g: ShardGroup) -> str | None:
             while loop.time() < deadline:
-                if any(await asyncio.gather(*(serving(r) for r in g.replicas))):
+                if any(await asyncio.gather(*(r.serving() for r in g.replicas))):
                     return None
                 await asyncio.sleep(0.1)
             return g.name
@@ -342,45 +124,40 @@ class ShardSet:
             return error_for(code, f"{name}: {err.details()}")
         return error_for(code, err.details() or code.name)
 
-    async def _ask(self, replica: Replica, method: str, request: Any, timeout: float) -> Any:
+    def first_error(self, failures: Mapping[int, grpc.aio.AioRpcError]) -> VecshardError:
+        i = min(failures)
+        return self.error(i, failures[i])
+
+    def all(self, request: Req) -> dict[int, Req]:
+        """The same request for every shard group."""
+        return {g.index: request for g in self.shards}
+
+    async def _ask(self, replica: ShardApi, op: Op[Req, Resp], request: Req, meta: CallMeta) -> Resp:
         started = time.perf_counter()
         try:
-            with span(f"shard/{method}", attributes={"vecshard.shard": replica.address}):
-                metadata = [*trace_headers(), *([(REQUEST_ID_HEADER, REQUEST_ID.get())] if REQUEST_ID.get() else [])]
-                metadata.extend(self._internal)
-                if method in VERSIONED and WRITE_TOKEN.get():
-                    metadata.append((WRITE_TOKEN_HEADER, str(WRITE_TOKEN.get())))
-                if method == "Search" and TRAIN_EPOCH.get() is not None:
-                    metadata.append((TRAIN_EPOCH_HEADER, str(TRAIN_EPOCH.get())))
-                if method in ROUTED and PLACEMENT_EPOCH.get() is not None:
-                    metadata.append((PLACEMENT_EPOCH_HEADER, str(PLACEMENT_EPOCH.get())))
-                if replica.channel is None:  # a local shard: the request object as it is, no gRPC
-                    return await cast(Any, replica).call(method, request, timeout, metadata)
-                if isinstance(request, Encoded):
-                    call = replica.raw(method, request.raw_reply)
-                    return await call(request.data, timeout=timeout, metadata=metadata or None)
-                return await getattr(replica.stub, method)(request, timeout=timeout, metadata=metadata or None)
+            with span(f"shard/{op.name}", attributes={"vecshard.shard": replica.address}):
+                return await op.call(replica, request, meta)
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.UNAVAILABLE:
                 replica.down_until = time.monotonic() + DOWN_FOR_S
             raise
         finally:
-            SHARD_CALL_SECONDS.labels(replica.address, method).observe(time.perf_counter() - started)
+            SHARD_CALL_SECONDS.labels(replica.address, op.name).observe(time.perf_counter() - started)
 
-    async def _read(self, group: ShardGroup, method: str, request: Any, timeout: float) -> Any:
-        collection = collection_of(request)
-        behind = frozenset(a for g, a, c in self.behind if g == group.index and c == collection)
-        order = group.read_order(behind)
+    async def _read(self, group: ShardGroup, op: Op[Req, Resp], request: Req, meta: CallMeta) -> Resp:
+        order = group.read_order(self.replication.lagging(group.index, collection_of(request)))
         if len(order) == 1:
-            return await self._ask(order[0], method, request, timeout)
-        deadline = time.monotonic() + timeout
-        pending: set[asyncio.Task[Any]] = set()
+            return await self._ask(order[0], op, request, meta)
+        assert meta.timeout is not None
+        deadline = time.monotonic() + meta.timeout
+        pending: set[asyncio.Future[Resp]] = set()
         asked = 0
         last: grpc.aio.AioRpcError | None = None
 
         def ask_next() -> None:
             nonlocal asked
-            pending.add(asyncio.ensure_future(self._ask(order[asked], method, request, deadline - time.monotonic())))
+            call = self._ask(order[asked], op, request, meta.with_timeout(deadline - time.monotonic()))
+            pending.add(asyncio.ensure_future(call))
             asked += 1
 
         ask_next()
@@ -407,83 +184,90 @@ class ShardSet:
         assert last is not None
         raise last
 
-    async def _write(self, group: ShardGroup, method: str, request: Any, timeout: float) -> Any:
+    async def _write(
+        self,
+        group: ShardGroup,
+        op: Op[Req, Resp],
+        request: Req,
+        meta: CallMeta,
+        unacknowledged: Unacknowledged | None,
+    ) -> Resp:
         if len(group.replicas) == 1:
-            return await self._ask(group.replicas[0], method, request, timeout)
+            return await self._ask(group.replicas[0], op, request, meta)
+        collection = collection_of(request)
         try:
             outcomes = await asyncio.gather(
-                *(self._ask(r, method, request, timeout) for r in group.replicas), return_exceptions=True
+                *(self._ask(r, op, request, meta) for r in group.replicas), return_exceptions=True
             )
         except asyncio.CancelledError:
             # The caller gave up with the replicas' outcomes unknown: some may have applied the write.
             # Make them equal again: the others are resynced from the first replica.
-            collection = collection_of(request)
-            if collection and method != "RollbackAdd":
+            if collection and op.resync_when_cancelled:
                 for r in group.replicas[1:]:
-                    key = (group.index, r.address, collection)
-                    self.behind[key] = self.behind.get(key, 0) + 1
-                self.repair_needed.set()
+                    self.replication.missed(group.index, r.address, collection)
             raise
         ok = [(r, o) for r, o in zip(group.replicas, outcomes, strict=True) if not isinstance(o, BaseException)]
         errors = [o for o in outcomes if isinstance(o, BaseException)]
         refused = [e for e in errors if not isinstance(e, grpc.aio.AioRpcError) or e.code() not in TOLERABLE]
         quorum = min(self.settings.write_quorum or len(group.replicas), len(group.replicas))
         acknowledged = not refused and len(ok) >= quorum
-        message = request.message if isinstance(request, Encoded) else request
-        rolled_back = not acknowledged and method == "Add" and not message.upsert and bool(WRITE_TOKEN.get())
-        if ok and errors and not rolled_back:
+        taken_back = not acknowledged and unacknowledged is not None
+        if ok and errors and not taken_back and collection:
             # Some replicas applied it and some may not have (timed out, unreachable): whether the
             # write is acknowledged or not, they must end up equal. Resync those from one that has it.
-            collection = collection_of(request)
             for r, o in zip(group.replicas, outcomes, strict=True):
-                if isinstance(o, grpc.aio.AioRpcError) and o.code() in TOLERABLE and collection:
-                    key = (group.index, r.address, collection)
-                    self.behind[key] = self.behind.get(key, 0) + 1
-                    self.repair_needed.set()
+                if isinstance(o, grpc.aio.AioRpcError) and o.code() in TOLERABLE:
+                    self.replication.missed(group.index, r.address, collection)
         if acknowledged:
             if errors:
                 log.warning(
-                    "%s on %s: %d of %d replicas (quorum %d)", method, group.name, len(ok), len(group.replicas), quorum
+                    "%s on %s: %d of %d replicas (quorum %d)", op.name, group.name, len(ok), len(group.replicas), quorum
                 )
             return ok[0][1]
-        if rolled_back and ok:
-            # Not acknowledged: take this Add's ids back out of the replicas that stored them.
-            undo = shard_pb2.RollbackAddRequest(
-                collection=message.collection, write_token=WRITE_TOKEN.get(), ids=message.ids
-            )
-            await asyncio.gather(*(self._ask(r, "RollbackAdd", undo, timeout) for r, _ in ok), return_exceptions=True)
+        if taken_back and ok and unacknowledged is not None and meta.timeout is not None:
+            await unacknowledged(group, request, [r for r, _ in ok], meta.timeout)
         raise (refused or errors)[0]  # e.g. ALREADY_EXISTS from a replica, or too few replicas
 
     async def call(
         self,
-        method: str,
-        requests: Mapping[int, Any],
+        op: Op[Req, Resp],
+        requests: Mapping[int, Req],
         timeout: float,
         *,
         fail_fast: bool = True,
         version: int = 0,
-    ) -> Fanout:
-        """Call `method` on each shard group of `requests` concurrently.
+        train_epoch: int | None = None,
+        placement_epoch: int | None = None,
+        unacknowledged: Unacknowledged | None = None,
+    ) -> Fanout[Resp]:
+        """Run `op` on each shard group of `requests` concurrently.
 
-        requests: by group index, a message or an `Encoded` one (sent as its bytes; with raw_reply,
-            the results are the replies' bytes).
+        requests: by group index (for ops that take them, `Encoded` ones are sent as their bytes).
         fail_fast: raise the first failure at once and cancel the other calls; otherwise wait for
-        every call and return the failures beside the results.
-        version: of a write (VERSIONED), sent to the shards with it; by default the next of this
-            coordinator's clock.
+            every call and return the failures beside the results.
+        version: of a versioned write; by default the next of this coordinator's clock.
+        train_epoch: the training a search expects the shards at (None: any).
+        placement_epoch: for routed writes, the newest placement the caller knows.
+        unacknowledged: for writes, what to do with a group's replicas that applied a write that
+            missed its quorum (see Unacknowledged).
         """
         if timeout <= 0:
             raise DeadlineExceeded("the call's deadline passed before the shards were asked")
-        each = self._write if method in WRITES else self._read
-        stamped = WRITE_TOKEN.set(version or self.clock.next()) if method in VERSIONED else None
-        try:  # the tasks copy the context as they are created: they send the version
-            tasks = {
-                asyncio.ensure_future(each(self.shards[i], method, req, timeout)): i for i, req in requests.items()
-            }
-        finally:
-            if stamped is not None:
-                WRITE_TOKEN.reset(stamped)
-        out = Fanout({}, {})
+        meta = CallMeta(
+            timeout,
+            version=(version or self.clock.next()) if op.versioned else 0,
+            train_epoch=train_epoch,
+            placement_epoch=placement_epoch if op.routed else None,
+        )
+        tasks = {
+            asyncio.ensure_future(
+                self._write(self.shards[i], op, req, meta, unacknowledged)
+                if op.write
+                else self._read(self.shards[i], op, req, meta)
+            ): i
+            for i, req in requests.items()
+        }
+        out: Fanout[Resp] = Fanout({}, {})
         pending = set(tasks)
         try:
             while pending:
@@ -505,14 +289,6 @@ class ShardSet:
                 if task.done() and not task.cancelled():
                     task.exception()
         return out
-
-    def first_error(self, failures: Mapping[int, grpc.aio.AioRpcError]) -> VecshardError:
-        i = min(failures)
-        return self.error(i, failures[i])
-
-    def all(self, request: Any) -> dict[int, Any]:
-        """The same request for every shard group."""
-        return {g.index: request for g in self.shards}
 
 
 class ShardView:
@@ -546,13 +322,15 @@ class ShardView:
     def __len__(self) -> int:
         return self.placement.shards
 
-    def all(self, request: Any) -> dict[int, Any]:
+    def all(self, request: Req) -> dict[int, Req]:
         """The same request for every group of the placement."""
         return {i: request for i in range(self.placement.shards)}
 
     def _renamed(self, request: Any) -> Any:
         if self.physical == self.public or isinstance(request, Encoded):
             return request  # (Encoded requests are built with the partition's name)
+        if isinstance(request, ShardQuery):
+            return dataclasses.replace(request, collection=self.physical)
         for name in ("collection", "name"):
             if getattr(request, name, None) == self.public:
                 copy = type(request)()
@@ -562,16 +340,29 @@ class ShardView:
         return request
 
     async def call(
-        self, method: str, requests: Mapping[int, Any], timeout: float, *, fail_fast: bool = True, version: int = 0
-    ) -> Fanout:
+        self,
+        op: Op[Req, Resp],
+        requests: Mapping[int, Req],
+        timeout: float,
+        *,
+        fail_fast: bool = True,
+        version: int = 0,
+        train_epoch: int | None = None,
+        unacknowledged: Unacknowledged | None = None,
+    ) -> Fanout[Resp]:
         """`ShardSet.call` over this placement's groups."""
         present = self.present
         renamed = {i: self._renamed(r) for i, r in requests.items() if present is None or i in present}
-        token = PLACEMENT_EPOCH.set(self.known_epoch)
-        try:
-            return await self.base.call(method, renamed, timeout, fail_fast=fail_fast, version=version)
-        finally:
-            PLACEMENT_EPOCH.reset(token)
+        return await self.base.call(
+            op,
+            renamed,
+            timeout,
+            fail_fast=fail_fast,
+            version=version,
+            train_epoch=train_epoch,
+            placement_epoch=self.known_epoch,
+            unacknowledged=unacknowledged,
+        )
 
     def error(self, index: int, err: grpc.aio.AioRpcError) -> VecshardError:
         return self.base.error(index, err)

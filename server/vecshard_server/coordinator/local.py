@@ -1,11 +1,11 @@
 """Local shards: shard services in the coordinator's own process, called without gRPC.
 
-As Qdrant's local and remote shards: a `LocalReplica` stands where a remote replica would, with the
-same calls (`stub.Method(request, timeout=, metadata=)`, and raw calls for pre-encoded requests),
-so the fan-out, merging, training and every write path run unchanged. A call goes straight to the
-shard service's own guarded handler (the same error mapping, admission and batching as over
-gRPC), on the coordinator's event loop, with the request object as it is: no serialization, no
-loopback hop, no second process. faiss releases the GIL, so shards still search in parallel on
+As Qdrant's local and remote shards: a `LocalShard` implements the same `ShardApi` as a remote
+replica, so the fan-out, merging, training and every write path run unchanged. A call goes
+straight to the shard service's handler, wrapped in the same error mapping, readiness check,
+metrics and tracing as a gRPC call (common.rpc.guarded), on the coordinator's event loop: no
+serialization, no loopback hop, no second process. A search passes numpy arrays both ways
+(`ShardQuery` in, `ShardHits` out). faiss releases the GIL, so shards still search in parallel on
 their own thread pools.
 
 Each local shard keeps its own data dir (WAL and snapshots), exactly as a shard process would: a
@@ -18,19 +18,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
+from vecshard.v1 import shard_pb2 as spb
+from vecshard.v1 import types_pb2
+from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.config import Settings
-from vecshard_server.common.rpc import service_handlers
-from vecshard_server.coordinator.fanout import ShardGroup
+from vecshard_server.common.rpc import guarded
+from vecshard_server.common.search_values import ShardHits, ShardQuery
+from vecshard_server.coordinator.fanout import ShardSet
+from vecshard_server.coordinator.groups import ShardGroup
+from vecshard_server.coordinator.shard_api import CallMeta, Encoded, message_of
 from vecshard_server.shard.service import SERVICE_NAME, ShardService, maintain
 
 log = logging.getLogger(__name__)
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 
 
 class LocalAbort(grpc.aio.AbortError):  # type: ignore[misc]
@@ -45,9 +53,10 @@ class LocalAbort(grpc.aio.AbortError):  # type: ignore[misc]
 class LocalContext:
     """The part of grpc.aio.ServicerContext the shard handlers use."""
 
-    def __init__(self, metadata: Sequence[tuple[str, str]], timeout: float | None) -> None:
-        self._metadata = tuple(metadata)
-        self._deadline = time.monotonic() + timeout if timeout is not None else None
+    def __init__(self, meta: CallMeta) -> None:
+        self.meta = meta
+        self._metadata = tuple(meta.headers())
+        self._deadline = time.monotonic() + meta.timeout if meta.timeout is not None else None
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self._metadata
@@ -66,53 +75,116 @@ def _rpc_error(err: LocalAbort) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(err.code, grpc.aio.Metadata(), grpc.aio.Metadata(*err.trailing), details=err.details)
 
 
-class _LocalStub:
-    def __init__(self, replica: LocalReplica) -> None:
-        self._replica = replica
-
-    def __getattr__(self, method: str) -> Any:
-        async def call(request: Any, timeout: float | None = None, metadata: Any = None) -> Any:
-            return await self._replica.call(method, request, timeout, metadata)
-
-        return call
+Handler = Callable[[Any, Any], Awaitable[Any]]
 
 
-@dataclass
-class LocalReplica:
+class LocalShard:
     """A shard service in this process, in a ShardGroup's place of a remote replica."""
 
-    address: str
-    service: ShardService
-    down_until: float = 0.0
-    channel: Any = None  # (none: nothing to connect or close)
-    _handlers: dict[str, Any] = field(default_factory=dict, repr=False)
+    def __init__(self, address: str, service: ShardService) -> None:
+        self.address = address
+        self.service = service
+        self.down_until = 0.0
+        self._guarded: dict[Handler, Handler] = {}
 
-    def __post_init__(self) -> None:
-        self._handlers = service_handlers(self.service, SERVICE_NAME, lambda: self.service.ready)
-        self.stub = _LocalStub(self)
+    async def serving(self) -> bool:
+        return bool(self.service.ready)
 
-    async def call(self, method: str, request: Any, timeout: float | None, metadata: Any) -> Any:
-        """The handler's reply to `request` (a message, or an `Encoded` one: its message is used as
-        it is, and with raw_reply the reply comes back serialized, as a remote call's would)."""
-        message = getattr(request, "message", request)
-        handler = self._handlers[method].unary_unary
-        context = LocalContext(list(metadata or ()), timeout)
+    async def close(self) -> None:
+        """Nothing to close: LocalShards closes the services."""
+
+    async def _call(
+        self,
+        handler: Callable[[Req, Any], Awaitable[Resp]],
+        request: Req | Encoded[Req],
+        meta: CallMeta,
+        rpc: str = "",
+    ) -> Resp:
+        """The handler's reply, through the same guard as a gRPC call of the shard's `rpc` (by
+        default the handler's name)."""
+        wrapped = self._guarded.get(handler)
+        if wrapped is None:
+            method = f"/{SERVICE_NAME}/{rpc or handler.__name__}"
+            wrapped = self._guarded[handler] = guarded(handler, method, lambda: bool(self.service.ready), None)
+        context = LocalContext(meta)
         try:
-            async with asyncio.timeout(timeout):  # (no task of its own, unlike wait_for)
-                reply = await handler(message, context)
+            async with asyncio.timeout(meta.timeout):  # (no task of its own, unlike wait_for)
+                reply: Resp = await wrapped(message_of(request), context)
         except LocalAbort as err:
             raise _rpc_error(err) from None
         except TimeoutError:
             raise grpc.aio.AioRpcError(
                 grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(), details="Deadline Exceeded"
             ) from None
-        if getattr(request, "raw_reply", False):
-            return reply.SerializeToString()
         return reply
 
-    @property
-    def serving(self) -> bool:
-        return bool(self.service.ready)
+    async def _search(self, query: ShardQuery, context: LocalContext) -> ShardHits:
+        return await self.service.search(query, context.meta.train_epoch)
+
+    async def search(self, query: ShardQuery, meta: CallMeta) -> ShardHits:
+        return await self._call(self._search, query, meta, "Search")
+
+    async def create_collection(self, request: types_pb2.CollectionConfig, meta: CallMeta) -> spb.ShardCollectionState:
+        return await self._call(self.service.CreateCollection, request, meta)
+
+    async def drop_collection(self, request: pb.DropCollectionRequest, meta: CallMeta) -> pb.DropCollectionResponse:
+        return await self._call(self.service.DropCollection, request, meta)
+
+    async def list_collections(self, request: pb.ListCollectionsRequest, meta: CallMeta) -> spb.ShardListResponse:
+        return await self._call(self.service.ListCollections, request, meta)
+
+    async def describe_collection(
+        self, request: pb.DescribeCollectionRequest, meta: CallMeta
+    ) -> spb.ShardCollectionState:
+        return await self._call(self.service.DescribeCollection, request, meta)
+
+    async def add(self, request: pb.AddRequest | Encoded[pb.AddRequest], meta: CallMeta) -> pb.AddResponse:
+        return await self._call(self.service.Add, request, meta)
+
+    async def remove(self, request: pb.RemoveRequest, meta: CallMeta) -> pb.RemoveResponse:
+        return await self._call(self.service.Remove, request, meta)
+
+    async def rollback_add(self, request: spb.RollbackAddRequest, meta: CallMeta) -> pb.RemoveResponse:
+        return await self._call(self.service.RollbackAdd, request, meta)
+
+    async def get(self, request: pb.GetRequest | Encoded[pb.GetRequest], meta: CallMeta) -> pb.GetResponse:
+        return await self._call(self.service.Get, request, meta)
+
+    async def sample(self, request: pb.SampleRequest | Encoded[pb.SampleRequest], meta: CallMeta) -> spb.ExportResponse:
+        return await self._call(self.service.Sample, request, meta)
+
+    async def export(
+        self, request: spb.ExportRequest | Encoded[spb.ExportRequest], meta: CallMeta
+    ) -> spb.ExportResponse:
+        return await self._call(self.service.Export, request, meta)
+
+    async def import_page(self, request: spb.ImportRequest, meta: CallMeta) -> spb.ShardCollectionState:
+        return await self._call(self.service.Import, request, meta)
+
+    async def install_quantizer(
+        self, request: spb.InstallQuantizerRequest | Encoded[spb.InstallQuantizerRequest], meta: CallMeta
+    ) -> spb.ShardCollectionState:
+        return await self._call(self.service.InstallQuantizer, request, meta)
+
+    async def resync(self, request: spb.ResyncRequest, meta: CallMeta) -> spb.ShardCollectionState:
+        return await self._call(self.service.Resync, request, meta)
+
+    async def set_payload(self, request: pb.SetPayloadRequest, meta: CallMeta) -> pb.SetPayloadResponse:
+        return await self._call(self.service.SetPayload, request, meta)
+
+    async def count(self, request: pb.CountRequest, meta: CallMeta) -> pb.CountResponse:
+        return await self._call(self.service.Count, request, meta)
+
+    async def scroll(self, request: pb.ScrollRequest, meta: CallMeta) -> pb.ScrollResponse:
+        return await self._call(self.service.Scroll, request, meta)
+
+    async def create_payload_index(
+        self, request: pb.CreatePayloadIndexRequest, meta: CallMeta
+    ) -> spb.ShardCollectionState:
+        return await self._call(self.service.CreatePayloadIndex, request, meta)
+
+    async def drop_payload_index(self, request: pb.DropPayloadIndexRequest, meta: CallMeta) -> spb.ShardCollectionState:
+        return await self._call(self.service.DropPayloadIndex, request, meta)
 
 
 class LocalShards:
@@ -129,20 +201,20 @@ class LocalShards:
         self.services = [
             ShardService(settings, data_dir / f"shard-{i}" if data_dir is not None else None) for i in range(count)
         ]
-        self.replicas = [LocalReplica(f"local-shard-{i}", s) for i, s in enumerate(self.services)]
+        self.replicas = [LocalShard(f"local-shard-{i}", s) for i, s in enumerate(self.services)]
         self._loops: list[asyncio.Task[None]] = []
 
-    async def grow(self, groups: int, shards: Any) -> None:
+    async def grow(self, groups: int, shards: ShardSet) -> None:
         """Add local shard groups until `shards` (the coordinator's ShardSet) has `groups` (a reshard
         to more groups): each with its own data dir, kept across restarts (see __init__)."""
         while len(shards.shards) < groups:
             i = len(self.services)
             service = ShardService(self.settings, self.data_dir / f"shard-{i}" if self.data_dir is not None else None)
             await asyncio.to_thread(service.recover)
-            replica = LocalReplica(f"local-shard-{i}", service)
+            replica = LocalShard(f"local-shard-{i}", service)
             self.services.append(service)
             self.replicas.append(replica)
-            shards.shards.append(ShardGroup(len(shards.shards), [replica]))  # type: ignore[list-item]
+            shards.shards.append(ShardGroup(len(shards.shards), [replica]))
             log.info("added local shard group %d (%s)", i, service.data_dir or "in memory")
 
     async def start(self) -> None:

@@ -10,12 +10,14 @@ tests on tie-free data.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
+from vecshard.v1 import payload_pb2 as ppb
 from vecshard_server.common.results import pad_distance
+from vecshard_server.common.search_values import ShardHits
 
 
 def merge_topk(
@@ -123,3 +125,27 @@ def _taken(
         out_d = np.hstack([out_d, np.full((nq, extra), pad_distance(larger_is_better), np.float32)])
         out_i = np.hstack([out_i, np.full((nq, extra), -1, np.int64)])
     return np.ascontiguousarray(out_d), np.ascontiguousarray(out_i)
+
+
+def merge_hits(hits: Mapping[int, ShardHits], k: int, larger_is_better: bool, with_payload: bool = False) -> ShardHits:
+    """The shards' answers to one search (by group) merged into the global top-k: `merge_refined`
+    when they carry exact distances (refine), else `merge_topk`; with the winners' payloads (each
+    id's payload as its shard sent it) and every shard's filter plans."""
+    parts = [hits[s] for s in sorted(hits)]
+    distances = [p.distances for p in parts]
+    ids = [p.ids for p in parts]
+    refined = [p.refined for p in parts if p.refined is not None]
+    if refined and len(refined) == len(parts):
+        D, I = merge_refined(distances, ids, refined, k, parts[0].ids.shape[1], larger_is_better)
+    else:
+        D, I = merge_topk(distances, ids, k, larger_is_better)
+    payloads: list[ppb.Payload] = []
+    if with_payload:
+        by_id: dict[int, ppb.Payload] = {}
+        for p in parts:
+            for i, payload in zip(p.ids.reshape(-1).tolist(), p.payloads, strict=False):
+                if i >= 0:
+                    by_id[i] = payload
+        empty = ppb.Payload()
+        payloads = [by_id.get(i, empty) for i in I.reshape(-1).tolist()]
+    return ShardHits(D, I, None, payloads, [plan for p in parts for plan in p.plans])

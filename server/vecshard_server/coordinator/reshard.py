@@ -27,7 +27,7 @@ import dataclasses
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,9 +36,21 @@ from vecshard import wire
 from vecshard.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, VecshardError
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import vector_search_pb2 as pb
+from vecshard_server.common.config import Settings
 from vecshard_server.common.observability import RESHARD_ACTIVE, RESHARD_POINTS
 from vecshard_server.common.placement import MAX_GROUPS, Placement, physical_name
-from vecshard_server.coordinator.catalog import Collection
+from vecshard_server.coordinator.catalog import Catalog, Collection
+from vecshard_server.coordinator.fanout import ShardSet
+from vecshard_server.coordinator.local import LocalShards
+from vecshard_server.coordinator.shard_api import (
+    CREATE_COLLECTION,
+    CREATE_PAYLOAD_INDEX,
+    DESCRIBE_COLLECTION,
+    DROP_COLLECTION,
+    EXPORT,
+    IMPORT,
+    INSTALL_QUANTIZER,
+)
 
 
 def pages_by_owner(page: spb.ExportResponse, placement: Placement) -> dict[int, spb.ExportResponse]:
@@ -63,9 +75,6 @@ def pages_by_owner(page: spb.ExportResponse, placement: Placement) -> dict[int, 
     return out
 
 
-if TYPE_CHECKING:
-    from vecshard_server.coordinator.service import CoordinatorService
-
 log = logging.getLogger(__name__)
 
 PAGE = 2_000  # points per copied page, by default
@@ -86,11 +95,30 @@ class Job:
     task: asyncio.Task[None] | None = None
 
 
+@dataclasses.dataclass
+class LatencyAverage:
+    """An exponential average of Search latency: a reshard's copy pauses while it is over budget."""
+
+    seconds: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.seconds = 0.9 * self.seconds + 0.1 * seconds
+
+
 class Resharder:
-    def __init__(self, service: CoordinatorService) -> None:
-        self.service = service
-        self.catalog = service.catalog
-        self.shards = service.shards
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        shards: ShardSet,
+        local: LocalShards | None,
+        search_latency: LatencyAverage,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.shards = shards
+        self.local = local
+        self.search_latency = search_latency
         self.jobs: dict[str, Job] = {}
 
     async def handle(self, request: pb.ReshardRequest) -> pb.ReshardResponse:
@@ -166,7 +194,7 @@ class Resharder:
             )
         have = len(self.shards)
         if shards > have:
-            local = self.service.local
+            local = self.local
             if local is None:
                 raise FailedPrecondition(
                     f"this coordinator knows {have} shard groups, fewer than {shards}: start the new groups and "
@@ -301,10 +329,10 @@ class Resharder:
         groups = range(max(coll.placement.shards, target.shards))
         version = self.shards.clock.next()
         out = await self.shards.call(
-            "CreateCollection", {g: spec.to_proto() for g in groups}, CALL_TIMEOUT_S, version=version
+            CREATE_COLLECTION, {g: spec.to_proto() for g in groups}, CALL_TIMEOUT_S, version=version
         )
         desc = await coll.view.call(
-            "DescribeCollection",
+            DESCRIBE_COLLECTION,
             {0: pb.DescribeCollectionRequest(name=coll.spec.name, include_centroids=True)},
             CALL_TIMEOUT_S,
         )
@@ -320,10 +348,10 @@ class Resharder:
             )
             behind = {g: install for g in groups if out.results[g].train_epoch != state.train_epoch}
             if behind:
-                await self.shards.call("InstallQuantizer", behind, CALL_TIMEOUT_S)
+                await self.shards.call(INSTALL_QUANTIZER, behind, CALL_TIMEOUT_S)
         for field, kind in sorted({x for indexes in coll.shard_indexes.values() for x in indexes}):
             req = pb.CreatePayloadIndexRequest(collection=spec.name, field=field, type=kind)  # type: ignore[arg-type]
-            await self.shards.call("CreatePayloadIndex", {g: req for g in groups}, CALL_TIMEOUT_S)
+            await self.shards.call(CREATE_PAYLOAD_INDEX, {g: req for g in groups}, CALL_TIMEOUT_S)
 
     async def _copy(self, coll: Collection, old: Placement, target: Placement, job: Job, rate: int, page: int) -> None:
         """Every old group's entries to their new groups, a page at a time (throttled)."""
@@ -342,12 +370,12 @@ class Resharder:
                         owned_by=target.to_proto(),
                         owner=b,
                     )
-                    out = await self.shards.call("Export", {a: export}, CALL_TIMEOUT_S)
+                    out = await self.shards.call(EXPORT, {a: export}, CALL_TIMEOUT_S)
                     reply: spb.ExportResponse = out.results[a]
                     n = len(reply.ids) // 8
                     if n or reply.tombstone_ids:
                         await self.shards.call(
-                            "Import", {b: spb.ImportRequest(collection=new_name, page=reply)}, CALL_TIMEOUT_S
+                            IMPORT, {b: spb.ImportRequest(collection=new_name, page=reply)}, CALL_TIMEOUT_S
                         )
                     p.copied += n
                     if a != b:
@@ -370,11 +398,9 @@ class Resharder:
                 if not pos.size:
                     continue
                 export = spb.ExportRequest(collection=coll.spec.name, ids=wire.pack_ids(chunk[pos]))
-                reply: spb.ExportResponse = (await coll.view.call("Export", {a: export}, timeout)).results[a]
+                reply: spb.ExportResponse = (await coll.view.call(EXPORT, {a: export}, timeout)).results[a]
                 for b, page in pages_by_owner(reply, coll.next).items():
-                    await coll.next_shards.call(
-                        "Import", {b: spb.ImportRequest(collection=new_name, page=page)}, timeout
-                    )
+                    await coll.next_shards.call(IMPORT, {b: spb.ImportRequest(collection=new_name, page=page)}, timeout)
 
     async def _throttle(self, copied: int, rate: int, started: float) -> None:
         """Sleep to keep under `rate` points/s, and while searches are slower than the budget."""
@@ -382,15 +408,15 @@ class Resharder:
             ahead = copied / rate - (time.monotonic() - started)
             if ahead > 0:
                 await asyncio.sleep(ahead)
-        budget = self.service.settings.reshard_search_budget_ms / 1000
+        budget = self.settings.reshard_search_budget_ms / 1000
         waited = 0.0
-        while budget and self.service.search_latency_s > budget and waited < 5.0:
+        while budget and self.search_latency.seconds > budget and waited < 5.0:
             await asyncio.sleep(0.05)
             waited += 0.05
-            self.service.search_latency_s *= 0.9  # (decays while no search reports: never stuck)
+            self.search_latency.seconds *= 0.9  # (decays while no search reports: never stuck)
         await asyncio.sleep(0)
 
     async def _drop(self, name: str, groups: Any) -> None:
         """Drop partition `name` on `groups` in order, one group after the other (group 0 first)."""
         for g in groups:
-            await self.shards.call("DropCollection", {g: pb.DropCollectionRequest(name=name)}, CALL_TIMEOUT_S)
+            await self.shards.call(DROP_COLLECTION, {g: pb.DropCollectionRequest(name=name)}, CALL_TIMEOUT_S)

@@ -44,7 +44,8 @@ from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.config import Settings
 from vecshard_server.common.placement import Placement, physical_name
 from vecshard_server.common.results import scroll_next
-from vecshard_server.common.rpc import TRAIN_EPOCH, Server
+from vecshard_server.common.rpc import Server
+from vecshard_server.common.search_values import ShardHits, ShardQuery
 from vecshard_server.common.security import ApiKeys
 from vecshard_server.common.spec import CollectionSpec, check_collection_count
 from vecshard_server.coordinator import offload
@@ -59,7 +60,8 @@ from vecshard_server.coordinator.admission import (
 )
 from vecshard_server.coordinator.catalog import Catalog, Collection
 from vecshard_server.coordinator.coalesce import Coalescer, Identity
-from vecshard_server.coordinator.fanout import TOLERABLE, Encoded, Fanout, ShardSet, ShardView
+from vecshard_server.coordinator.fanout import TOLERABLE, Fanout, ShardSet, ShardView, Unacknowledged
+from vecshard_server.coordinator.groups import ShardGroup
 from vecshard_server.coordinator.inputs import (
     check_search_cost,
     get_row_bytes,
@@ -73,9 +75,28 @@ from vecshard_server.coordinator.inputs import (
     vectors_visited,
 )
 from vecshard_server.coordinator.local import LocalShards
-from vecshard_server.coordinator.merge import merge_refined, merge_topk
+from vecshard_server.coordinator.merge import merge_hits
 from vecshard_server.coordinator.payload_inputs import check_filter, check_payloads
-from vecshard_server.coordinator.reshard import Resharder
+from vecshard_server.coordinator.reshard import LatencyAverage, Resharder
+from vecshard_server.coordinator.shard_api import (
+    ADD,
+    COUNT,
+    CREATE_COLLECTION,
+    CREATE_PAYLOAD_INDEX,
+    DROP_COLLECTION,
+    DROP_PAYLOAD_INDEX,
+    GET,
+    REMOVE,
+    ROLLBACK_ADD,
+    SAMPLE,
+    SCROLL,
+    SEARCH,
+    SET_PAYLOAD,
+    CallMeta,
+    Encoded,
+    ShardApi,
+    message_of,
+)
 from vecshard_server.coordinator.training import DEFAULT_SEED, Trainer, sample_quotas, shard_seed
 from vecshard_server.embedding.registry import RegistryError
 from vecshard_server.embedding.service import (
@@ -148,8 +169,8 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         self.coalescer = Coalescer(self._coalesced_round)
         self._background: set[asyncio.Future[None]] = set()
         self.ready = False
-        self.resharder = Resharder(self)
-        self.search_latency_s = 0.0  # an exponential average of Search latency (a reshard's throttle)
+        self.search_latency = LatencyAverage()  # a reshard's throttle
+        self.resharder = Resharder(settings, self.catalog, self.shards, local, self.search_latency)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -158,7 +179,10 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         ones to report SERVING, then load the catalog from them."""
         if self.local is not None:
             await self.local.start()
-        for task in (self.shards.repair(), self.shards.anti_entropy(self.settings.anti_entropy_s)):
+        for task in (
+            self.shards.replication.repair(),
+            self.shards.replication.anti_entropy(self.settings.anti_entropy_s),
+        ):
             self._background.add(asyncio.ensure_future(task))
         missing = await self.shards.wait_serving(wait_s)
         self.ready = True
@@ -212,11 +236,11 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             check_collection_count(len(self.catalog.collections), self.settings)
             # The create's version names this incarnation of the collection on the shards: replicas
             # that disagree (one missed a drop and the create after it) keep the newer one.
-            out = await self.shards.call("CreateCollection", self.shards.all(spec.to_proto()), timeout, fail_fast=False)
+            out = await self.shards.call(CREATE_COLLECTION, self.shards.all(spec.to_proto()), timeout, fail_fast=False)
             if out.failures:
                 if out.results:  # undo, so a retry starts clean
                     await self.shards.call(
-                        "DropCollection",
+                        DROP_COLLECTION,
                         {i: pb.DropCollectionRequest(name=spec.name) for i in out.results},
                         timeout,
                         fail_fast=False,
@@ -258,7 +282,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             newest = physical_name(coll.name, coll.view.known_epoch)  # (a reshard's, even one being aborted)
             for name in sorted({coll.spec.name, newest}):
                 out = await self.shards.call(
-                    "DropCollection",
+                    DROP_COLLECTION,
                     self.shards.all(pb.DropCollectionRequest(name=name)),
                     self._timeout(context),
                     fail_fast=False,
@@ -327,7 +351,16 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 (
                     view,
                     await offload.run(
-                        heavy, self._add_requests, request, spec, place, ids, vectors, given, heavy, upsert
+                        heavy,
+                        self._add_requests,
+                        request,
+                        spec,
+                        place,
+                        ids,
+                        vectors,
+                        given,
+                        heavy and self.shards.remote,
+                        upsert,
                     ),
                 )
             )
@@ -340,10 +373,11 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         version = self.shards.clock.next()
         token = 0 if request.upsert else version
 
-        async def commit() -> tuple[ShardView, Fanout]:
+        async def commit() -> tuple[ShardView, Fanout[pb.AddResponse]]:
             done: list[tuple[ShardView, dict[int, Any]]] = []
             for n, (view, requests) in enumerate(routed):
-                out = await view.call("Add", requests, timeout, fail_fast=False, version=version)
+                undo = _undo_add(token) if token and n == 0 else None  # (a group short of its quorum)
+                out = await view.call(ADD, requests, timeout, fail_fast=False, version=version, unacknowledged=undo)
                 done.append((view, requests))
                 if n == 0:
                     # Concurrent Adds' replies arrive in any order: a group's count only grows by an Add
@@ -380,7 +414,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         given: bool,
         encode: bool,
         upsert: bool,
-    ) -> dict[int, pb.AddRequest | Encoded]:
+    ) -> dict[int, pb.AddRequest | Encoded[pb.AddRequest]]:
         """Check the vectors and split the Add by shard (each part encoded here, when big)."""
         if vectors.shape[0] != ids.size:
             raise InvalidArgument(f"got {ids.size} ids for {vectors.shape[0]} vectors: send one id per vector")
@@ -415,7 +449,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         remembers the token as rolled back, so the Add arriving there later is refused: the order of
         the two does not matter. Groups that cannot be reached now are retried in the background."""
         pending = {
-            s: spb.RollbackAddRequest(collection=_message(req).collection, write_token=token, ids=_message(req).ids)
+            s: spb.RollbackAddRequest(collection=message_of(req).collection, write_token=token, ids=message_of(req).ids)
             for s, req in requests.items()
         }
         counts = coll.shard_counts if counted else [0] * len(view)
@@ -428,7 +462,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         self, view: ShardView, counts: list[int], pending: dict[int, spb.RollbackAddRequest]
     ) -> bool:
         """One RollbackAdd to each pending group; drops the groups that answered. True if any remain."""
-        out = await view.call("RollbackAdd", pending, ROLLBACK_TIMEOUT_S, fail_fast=False)
+        out = await view.call(ROLLBACK_ADD, pending, ROLLBACK_TIMEOUT_S, fail_fast=False)
         for s, resp in out.results.items():
             counts[s] = max(0, counts[s] - resp.removed)
             del pending[s]
@@ -462,7 +496,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 return await self._remove_ids_everywhere(coll, ids, context)
             requests = coll.view.all(pb.RemoveRequest(collection=coll.spec.name, filter=request.filter))
             return self._removed(
-                coll, [await coll.view.call("Remove", requests, self._timeout(context), fail_fast=False)]
+                coll, [await coll.view.call(REMOVE, requests, self._timeout(context), fail_fast=False)]
             )
         if not request.ids:
             raise InvalidArgument("ids is empty: send the ids to remove, or a filter")
@@ -485,7 +519,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         outs = await asyncio.gather(
             *(
                 view.call(
-                    "Remove",
+                    REMOVE,
                     self._remove_requests(spec, place, ids),
                     self._timeout(context),
                     fail_fast=False,
@@ -496,7 +530,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         )
         return self._removed(coll, outs)
 
-    def _removed(self, coll: Collection, outs: Sequence[Fanout]) -> pb.RemoveResponse:
+    def _removed(self, coll: Collection, outs: Sequence[Fanout[pb.RemoveResponse]]) -> pb.RemoveResponse:
         """The current placement's answer (during a reshard, the new one's must have succeeded too)."""
         removed = 0
         for s, resp in outs[0].results.items():
@@ -526,7 +560,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         with self.admission.admit(ids_cost(len(id_bytes), row_bytes), f"a Get of {len(id_bytes) // 8} ids"):
             heavy = len(id_bytes) // 8 * row_bytes > offload.INLINE_BYTES
             ids, parts, requests = await offload.run(heavy, self._get_requests, coll, id_bytes, request.with_payload)
-            out = await coll.view.call("Get", requests, self._timeout(context))
+            out = await coll.view.call(GET, requests, self._timeout(context))
             resp = await offload.run(heavy, self._get_response, coll, request.allow_missing, ids, parts, out.results)
             if request.with_payload.enable:
                 self._check_reply(resp, "get fewer ids per call, or fewer payload fields")
@@ -534,7 +568,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
 
     def _get_requests(
         self, coll: Collection, id_bytes: bytes, with_payload: ppb.PayloadSelector
-    ) -> tuple[wire.IdArray, list[npt.NDArray[np.intp]], dict[int, Encoded]]:
+    ) -> tuple[wire.IdArray, list[npt.NDArray[np.intp]], dict[int, Encoded[pb.GetRequest]]]:
         ids = request_ids(self.settings, id_bytes, unique=False)
         limit = rows_per_message(self.settings, get_row_bytes(coll.spec.dim))
         if ids.size > limit:
@@ -545,8 +579,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         parts = coll.placement.split(ids)
         requests = {
             s: Encoded.of(
-                pb.GetRequest(collection=coll.spec.name, ids=wire.pack_ids(ids[pos]), with_payload=with_payload),
-                raw_reply=True,
+                pb.GetRequest(collection=coll.spec.name, ids=wire.pack_ids(ids[pos]), with_payload=with_payload)
             )
             for s, pos in enumerate(parts)
             if pos.size
@@ -559,13 +592,12 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         allow_missing: bool,
         ids: wire.IdArray,
         parts: list[npt.NDArray[np.intp]],
-        replies: dict[int, bytes],
+        replies: dict[int, pb.GetResponse],
     ) -> pb.GetResponse:
         vectors = np.zeros((ids.size, coll.spec.dim), dtype=np.float32)
         found = np.zeros(ids.size, dtype=np.uint8)
         payloads: list[ppb.Payload] = []
-        for s, data in replies.items():
-            resp = pb.GetResponse.FromString(data)
+        for s, resp in replies.items():
             pos = parts[s]
             rows = wire.unpack_matrix(resp.vectors)
             if rows.shape != (pos.size, coll.spec.dim) or len(resp.found) != pos.size:
@@ -596,7 +628,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         try:
             return await self._search(request, context)
         finally:
-            self.search_latency_s = 0.9 * self.search_latency_s + 0.1 * (time.perf_counter() - started)
+            self.search_latency.observe(time.perf_counter() - started)
 
     async def _search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
@@ -646,14 +678,11 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             ):
                 return await self._coalesced(coll, request, queries, refine, context)
             if nq <= rows:
-                allow_partial = request.allow_partial  # (read first: the shards' request may be this one)
-                shard_req = await offload.run(heavy, self._shard_search, request, spec, queries, given, refine)
-                out = await self._search_shards(coll, shard_req, allow_partial, context)
+                query = await offload.run(heavy, self._shard_query, request, spec, queries, refine)
+                out = await self._search_shards(coll, query, request.allow_partial, context)
                 heavy = nq * k * refine * len(out.results) > offload.INLINE_RESULTS
-                resp = await offload.run(
-                    heavy, self._merged, out.results, nq, k, spec.larger_is_better, with_payload, refine, len(coll.view)
-                )
-                resp.failed_shards.extend(self.shards.shards[s].name for s in sorted(out.failures))
+                merged = await offload.run(heavy, self._merge, out.results, k, spec.larger_is_better, with_payload)
+                resp = await offload.run(heavy, self._reply, merged, len(coll.view), out)
                 if with_payload:
                     self._check_reply(resp, "send fewer queries per call, a smaller k or fewer payload fields")
                 return resp
@@ -694,31 +723,32 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         same, k, nprobe, refine, allow_partial = key
         coll: Collection = same.obj
         nq = queries.shape[0]
-        shard_req = _shard_request(coll.spec.name, queries, k, nprobe, refine)
         context = max(contexts, key=lambda c: c.time_remaining() or float("inf"))
-        out = await self._search_shards(coll, shard_req, allow_partial, context)
-        heavy = nq * k * refine * len(out.results) > offload.INLINE_RESULTS
-        merged = await offload.run(
-            heavy, self._merged, out.results, nq, k, coll.spec.larger_is_better, False, refine, len(coll.view)
+        out = await self._search_shards(
+            coll, ShardQuery(coll.spec.name, queries, k, nprobe, refine), allow_partial, context
         )
-        D = np.frombuffer(merged.distances, dtype=wire.F32).reshape(nq, k)
-        I = np.frombuffer(merged.ids, dtype=wire.I64).reshape(nq, k)
+        heavy = nq * k * refine * len(out.results) > offload.INLINE_RESULTS
+        merged = await offload.run(heavy, self._merge, out.results, k, coll.spec.larger_is_better, False)
         failed = [self.shards.shards[s].name for s in sorted(out.failures)]
-        return D, I, {"shards_total": merged.shards_total, "shards_ok": merged.shards_ok, "failed_shards": failed}
+        extra = {"shards_total": len(coll.view), "shards_ok": len(out.results), "failed_shards": failed}
+        return merged.distances, merged.ids, extra
 
     async def _search_shards(
-        self, coll: Collection, shard_req: Encoded, allow_partial: bool, context: grpc.aio.ServicerContext
-    ) -> Fanout:
+        self, coll: Collection, query: ShardQuery, allow_partial: bool, context: grpc.aio.ServicerContext
+    ) -> Fanout[ShardHits]:
         """One search fan-out (waiting out a training switch), its failures checked: only tolerable
         ones remain, and only with allow_partial."""
         spec = coll.spec
         for _ in range(3):  # a training switching between the shards' answers: settle, then again
             if spec.is_ivf and coll.epoch is None:
                 await self.trainer.settle(coll, self._timeout(context))
-            TRAIN_EPOCH.set(coll.epoch if spec.is_ivf else None)
             try:
                 out = await coll.view.call(
-                    "Search", coll.view.all(shard_req), self._timeout(context), fail_fast=not allow_partial
+                    SEARCH,
+                    coll.view.all(query),
+                    self._timeout(context),
+                    fail_fast=not allow_partial,
+                    train_epoch=coll.epoch if spec.is_ivf else None,
                 )
             except Aborted:
                 out = None
@@ -754,41 +784,22 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         I = np.empty((nq, k), dtype=np.int64)
         failed: set[int] = set()
         starts = iter(range(0, nq, rows))
-        payloads: list[ppb.Payload] = [ppb.Payload() for _ in range(nq * k)] if request.with_payload.enable else []
+        with_payload = request.with_payload.enable
+        payloads: list[ppb.Payload] = [ppb.Payload() for _ in range(nq * k)] if with_payload else []
         plans: list[ppb.FilterPlan] = []
 
         # Checked (and normalised) as a whole, so errors name rows of the request, not of a chunk.
-        queries = await offload.run(True, self._checked_queries, request, spec, queries)
-        nprobe = request.nprobe or spec.nprobe
+        whole = await offload.run(True, self._shard_query, request, spec, queries, refine)
 
         async def worker() -> None:
             for a in starts:
                 b = min(nq, a + rows)
-                shard_req = _shard_request(
-                    spec.name,
-                    queries[a:b],
-                    k,
-                    nprobe,
-                    refine,
-                    request.filter if request.HasField("filter") else None,
-                    request.with_payload,
-                )
-                out = await self._search_shards(coll, shard_req, request.allow_partial, context)
+                query = dataclasses.replace(whole, queries=whole.queries[a:b])
+                out = await self._search_shards(coll, query, request.allow_partial, context)
                 failed.update(out.failures)
                 heavy = (b - a) * k * refine * len(out.results) > offload.INLINE_RESULTS
-                merged = await offload.run(
-                    heavy,
-                    self._merged,
-                    out.results,
-                    b - a,
-                    k,
-                    spec.larger_is_better,
-                    request.with_payload.enable,
-                    refine,
-                    len(coll.view),
-                )
-                D[a:b] = np.frombuffer(merged.distances, dtype=wire.F32).reshape(b - a, k)
-                I[a:b] = np.frombuffer(merged.ids, dtype=wire.I64).reshape(b - a, k)
+                merged = await offload.run(heavy, self._merge, out.results, k, spec.larger_is_better, with_payload)
+                D[a:b], I[a:b] = merged.distances, merged.ids
                 if merged.payloads:
                     payloads[a * k : b * k] = merged.payloads
                 plans.extend(merged.plans)
@@ -802,19 +813,8 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             await asyncio.gather(*workers, return_exceptions=True)
             raise
         total = len(coll.view)
-        resp = await offload.run(
-            True,
-            lambda: pb.SearchResponse(
-                nq=nq,
-                k=k,
-                distances=D.tobytes(),
-                ids=I.tobytes(),
-                shards_total=total,
-                shards_ok=total - len(failed),
-                payloads=payloads,
-                plans=plans,
-            ),
-        )
+        merged = ShardHits(D, I, None, payloads, plans)
+        resp = await offload.run(True, self._reply, merged, total, Fanout({}, {}), total - len(failed))
         resp.failed_shards.extend(self.shards.shards[s].name for s in sorted(failed))
         return resp
 
@@ -831,69 +831,40 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             )
         return normalize_rows(queries, "queries") if spec.metric.value == "cosine" else queries
 
-    def _shard_search(
-        self, request: pb.SearchRequest, spec: CollectionSpec, queries: wire.FloatArray, given: bool, refine: int = 1
-    ) -> Encoded:
-        """Check the queries and make the request every shard gets, encoded once (here: off the loop
-        when big); the replies come back as bytes, for _merged to parse."""
-        k = request.k
-        queries = self._checked_queries(request, spec, queries)
-        shard_req = request  # forwarded as received unless the queries must change
-        if spec.metric.value == "cosine" or not given or request.collection != spec.name:
-            shard_req = pb.SearchRequest(
-                collection=spec.name, queries=wire.pack_matrix(queries), k=k, with_payload=request.with_payload
-            )
-            if request.HasField("filter"):
-                shard_req.filter.CopyFrom(request.filter)
-        shard_req.nprobe = request.nprobe or spec.nprobe
-        shard_req.refine_factor = refine if refine > 1 else 0
-        shard_req.allow_partial = False
-        return Encoded.of(shard_req, raw_reply=True)
-
-    def _merged(
-        self,
-        replies: dict[int, bytes],
-        nq: int,
-        k: int,
-        larger_is_better: bool,
-        with_payload: bool = False,
-        refine: int = 1,
-        total: int = 0,
-    ) -> pb.SearchResponse:
-        """The shards' top-k (their replies' bytes) merged into the response, with the winners'
-        payloads and the shards' filter plans. refine > 1: each shard sent k * refine candidates
-        with exact distances, re-ranked here (merge_refined)."""
-        results = {s: pb.SearchResponse.FromString(data) for s, data in replies.items()}
-        order = sorted(results)
-        w = k * refine
-        distances = [np.frombuffer(results[s].distances, dtype=wire.F32).reshape(nq, w) for s in order]
-        ids = [np.frombuffer(results[s].ids, dtype=wire.I64).reshape(nq, w) for s in order]
-        if refine > 1:
-            refined = [np.frombuffer(results[s].refined_distances, dtype=wire.F32).reshape(nq, w) for s in order]
-            D, I = merge_refined(distances, ids, refined, k, w, larger_is_better)
-        else:
-            D, I = merge_topk(distances, ids, k, larger_is_better)
-        resp = pb.SearchResponse(
-            nq=nq,
-            k=k,
-            distances=D.tobytes(),
-            ids=I.tobytes(),
-            shards_total=total or len(self.shards),
-            shards_ok=len(results),
+    def _shard_query(
+        self, request: pb.SearchRequest, spec: CollectionSpec, queries: wire.FloatArray, refine: int = 1
+    ) -> ShardQuery:
+        """Check the queries and make the query every shard gets (serialized here, off the loop when
+        big, if any shard is remote)."""
+        query = ShardQuery(
+            collection=spec.name,
+            queries=self._checked_queries(request, spec, queries),
+            k=request.k,
+            nprobe=request.nprobe or spec.nprobe,
+            refine=refine,
+            filter=request.filter if request.HasField("filter") else None,
+            with_payload=request.with_payload if request.HasField("with_payload") else None,
         )
-        for s in order:
-            for plan in results[s].plans:
+        if self.shards.remote:
+            query.encoded()
+        return query
+
+    def _merge(self, results: dict[int, ShardHits], k: int, larger_is_better: bool, with_payload: bool) -> ShardHits:
+        """The shards' hits merged into the global top-k (merge.merge_hits), each filter plan
+        named after the group that ran it."""
+        for s, hits in results.items():
+            for plan in hits.plans:
                 plan.shard = self.shards.shards[s].name
-                resp.plans.append(plan)
-        if with_payload:
-            by_id: dict[int, ppb.Payload] = {}
-            for s in order:
-                shard_ids = np.frombuffer(results[s].ids, dtype=wire.I64).tolist()
-                for i, p in zip(shard_ids, results[s].payloads, strict=False):
-                    if i >= 0:
-                        by_id[i] = p
-            empty = ppb.Payload()
-            resp.payloads.extend(by_id.get(i, empty) for i in I.reshape(-1).tolist())
+        return merge_hits(results, k, larger_is_better, with_payload)
+
+    def _reply(
+        self, merged: ShardHits, total: int, out: Fanout[ShardHits], answered: int | None = None
+    ) -> pb.SearchResponse:
+        """The Search reply, built once from the merged arrays."""
+        resp = merged.to_proto()
+        resp.shards_total = total
+        resp.shards_ok = len(out.results) if answered is None else answered
+        resp.failed_shards.extend(self.shards.shards[s].name for s in sorted(out.failures))
         return resp
 
     def _check_reply(self, reply: Any, fix: str) -> None:
@@ -930,11 +901,9 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         quotas = sample_quotas(counts, min(sum(counts), request.max_points)) if sum(counts) else [0] * len(counts)
         seed = request.seed or DEFAULT_SEED
         out = await coll.view.call(
-            "Sample",
+            SAMPLE,
             {
-                s: Encoded.of(
-                    pb.SampleRequest(collection=spec.name, max_points=q, seed=shard_seed(seed, s)), raw_reply=True
-                )
+                s: pb.SampleRequest(collection=spec.name, max_points=q, seed=shard_seed(seed, s))
                 for s, q in enumerate(quotas)
                 if q
             },
@@ -946,9 +915,10 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         return await offload.run(heavy, self._sample_response, spec, info, out.results)
 
     @staticmethod
-    def _sample_response(spec: CollectionSpec, info: pb.CollectionInfo, replies: dict[int, bytes]) -> pb.SampleResponse:
-        """The shards' samples (their replies' bytes) in shard order, each vector with its shard and IVF list."""
-        results = {s: spb.ExportResponse.FromString(data) for s, data in replies.items()}
+    def _sample_response(
+        spec: CollectionSpec, info: pb.CollectionInfo, results: dict[int, spb.ExportResponse]
+    ) -> pb.SampleResponse:
+        """The shards' samples in shard order, each vector with its shard and IVF list."""
         order = sorted(results)
         ids = np.concatenate([wire.unpack_ids(results[s].ids) for s in order] or [np.empty(0, np.int64)])
         vectors: wire.FloatArray = np.vstack(
@@ -976,7 +946,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
         if request.HasField("filter"):
             check_filter(request.filter, self.settings)
-        out = await coll.view.call("Count", coll.view.all(request), self._timeout(context))
+        out = await coll.view.call(COUNT, coll.view.all(request), self._timeout(context))
         resp = pb.CountResponse(count=sum(r.count for r in out.results.values()))
         for s in sorted(out.results):
             for plan in out.results[s].plans:
@@ -1000,7 +970,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         shard_req = pb.ScrollRequest()
         shard_req.CopyFrom(request)
         shard_req.limit = limit
-        out = await coll.view.call("Scroll", coll.view.all(shard_req), self._timeout(context))
+        out = await coll.view.call(SCROLL, coll.view.all(shard_req), self._timeout(context))
         return await offload.run(limit * coll.spec.dim > 1 << 16, self._scrolled, coll, request, limit, out.results)
 
     def _scrolled(
@@ -1075,7 +1045,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
                 if ids is None:
                     ids = await self._matching_ids(coll, request.filter, self._timeout(context))
                 out = await coll.view.call(
-                    "SetPayload",
+                    SET_PAYLOAD,
                     requests_of(coll.view, coll.placement),
                     self._timeout(context),
                     fail_fast=False,
@@ -1088,7 +1058,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             outs = await asyncio.gather(
                 *(
                     view.call(
-                        "SetPayload", requests_of(view, place), self._timeout(context), fail_fast=False, version=version
+                        SET_PAYLOAD, requests_of(view, place), self._timeout(context), fail_fast=False, version=version
                     )
                     for view, place, _ in coll.writers
                 )
@@ -1105,7 +1075,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             start = 0
             while True:
                 req = pb.ScrollRequest(collection=coll.spec.name, filter=f, start_id=start, limit=MAX_SCROLL)
-                page = (await coll.view.call("Scroll", {s: req}, timeout)).results[s]
+                page = (await coll.view.call(SCROLL, {s: req}, timeout)).results[s]
                 found.append(wire.unpack_ids(page.ids))
                 if page.done or not page.ids:
                     break
@@ -1123,7 +1093,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             raise InvalidArgument("type must be KEYWORD, INTEGER, FLOAT or BOOL")
         outs = await asyncio.gather(
             *(
-                view.call("CreatePayloadIndex", view.all(request), self._timeout(context), fail_fast=False)
+                view.call(CREATE_PAYLOAD_INDEX, view.all(request), self._timeout(context), fail_fast=False)
                 for view, _, _ in coll.writers
             )
         )
@@ -1143,7 +1113,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
             raise NotFound(f"collection {coll.spec.name!r} has no payload index on {request.field!r}")
         outs = await asyncio.gather(
             *(
-                view.call("DropPayloadIndex", view.all(request), self._timeout(context), fail_fast=False)
+                view.call(DROP_PAYLOAD_INDEX, view.all(request), self._timeout(context), fail_fast=False)
                 for view, _, _ in coll.writers
             )
         )
@@ -1231,33 +1201,6 @@ async def serve_coordinator(
     await server.run(ready=ready, on_stop=service.close, port_file=port_file, exit_with_parent=exit_with_parent)
 
 
-def _shard_request(
-    collection: str,
-    queries: wire.FloatArray,
-    k: int,
-    nprobe: int,
-    refine: int,
-    f: ppb.Filter | None = None,
-    with_payload: ppb.PayloadSelector | None = None,
-) -> Encoded:
-    """A Search for every shard (queries already checked), encoded once; replies come back as bytes."""
-    req = pb.SearchRequest(
-        collection=collection,
-        k=k,
-        nprobe=nprobe,
-        queries=wire.pack_matrix(queries),
-        filter=f,
-        with_payload=with_payload,
-        refine_factor=refine if refine > 1 else 0,
-    )
-    return Encoded.of(req, raw_reply=True)
-
-
-def _message(request: Any) -> Any:
-    """The protobuf message of a shard request (possibly sent pre-encoded)."""
-    return getattr(request, "message", request)
-
-
 def with_text(payload: ppb.Payload | None, text: str) -> ppb.Payload:
     """The payload of a point added from `text` to a store_text collection: "text" set unless given."""
     out = ppb.Payload()
@@ -1266,3 +1209,15 @@ def with_text(payload: ppb.Payload | None, text: str) -> ppb.Payload:
     if "text" not in out.fields:
         out.fields["text"].string_value = text
     return out
+
+
+def _undo_add(token: int) -> Unacknowledged:
+    """What a non-upsert Add does with the replicas of a group that applied it when the group's
+    write quorum was not reached: takes it back out of them (RollbackAdd of its version)."""
+
+    async def undo(group: ShardGroup, request: Any, applied: list[ShardApi], timeout: float) -> None:
+        message = message_of(request)
+        rollback = spb.RollbackAddRequest(collection=message.collection, write_token=token, ids=message.ids)
+        await asyncio.gather(*(r.rollback_add(rollback, CallMeta(timeout)) for r in applied), return_exceptions=True)
+
+    return undo

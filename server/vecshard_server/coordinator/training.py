@@ -28,8 +28,8 @@ from vecshard_server.common.config import Settings
 from vecshard_server.common.spec import CollectionSpec
 from vecshard_server.coordinator import offload
 from vecshard_server.coordinator.catalog import Catalog, Collection
-from vecshard_server.coordinator.fanout import Encoded
 from vecshard_server.coordinator.inputs import page_row_bytes, rows_per_message
+from vecshard_server.coordinator.shard_api import DESCRIBE_COLLECTION, EXPORT, INSTALL_QUANTIZER, SAMPLE, Encoded, Op
 from vecshard_server.shard.engine import train_state
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class Trainer:
         deciding = request(spb.INSTALL_MODE_PREPARE, centroids=packed, decide=True, codec=codec)
         others = range(1, len(coll.view))
         try:
-            await coll.view.call("InstallQuantizer", {0: Encoded.of(deciding)}, timeout)
+            await coll.view.call(INSTALL_QUANTIZER, {0: Encoded.of(deciding)}, timeout)
         except FailedPrecondition as err:
             raise FailedPrecondition(
                 f"collection {spec.name!r} is being trained by another coordinator ({err.details}): describe it "
@@ -129,10 +129,10 @@ class Trainer:
             ) from None
         if others:
             encoded = Encoded.of(prepare)
-            await coll.view.call("InstallQuantizer", {s: encoded for s in others}, timeout)
+            await coll.view.call(INSTALL_QUANTIZER, {s: encoded for s in others}, timeout)
         activate = request(spb.INSTALL_MODE_ACTIVATE)
-        first = await coll.view.call("InstallQuantizer", {0: activate}, timeout)
-        rest = await coll.view.call("InstallQuantizer", {s: activate for s in others}, timeout) if others else None
+        first = await coll.view.call(INSTALL_QUANTIZER, {0: activate}, timeout)
+        rest = await coll.view.call(INSTALL_QUANTIZER, {s: activate for s in others}, timeout) if others else None
         self.catalog.info(coll, {**first.results, **(rest.results if rest else {})})
 
     async def settle(self, coll: Collection, timeout: float) -> None:
@@ -151,7 +151,7 @@ class Trainer:
                 return
             newest = max(range(len(coll.view)), key=lambda s: coll.shard_epochs[s])
             req = pb.DescribeCollectionRequest(name=coll.spec.name, include_centroids=True)
-            state = (await coll.view.call("DescribeCollection", {newest: req}, timeout)).results[newest]
+            state = (await coll.view.call(DESCRIBE_COLLECTION, {newest: req}, timeout)).results[newest]
             install = spb.InstallQuantizerRequest(
                 collection=coll.spec.name,
                 centroids=state.centroids,
@@ -167,7 +167,7 @@ class Trainer:
                 sorted(behind),
                 state.train_epoch,
             )
-            done = await coll.view.call("InstallQuantizer", behind, timeout, fail_fast=False)
+            done = await coll.view.call(INSTALL_QUANTIZER, behind, timeout, fail_fast=False)
             self.catalog.info(coll, done.results)
 
     async def sample(
@@ -195,7 +195,7 @@ class Trainer:
     ) -> tuple[wire.IdArray, wire.FloatArray]:
         if quota <= page:
             req = pb.SampleRequest(collection=spec.name, max_points=quota, seed=shard_seed(seed, s))
-            return await self._page("Sample", s, req, spec.dim, timeout)
+            return await self._page(SAMPLE, s, req, spec.dim, timeout)
         pages: list[tuple[wire.IdArray, wire.FloatArray]] = []
         if 2 * quota <= count:
             distinct = 0
@@ -203,7 +203,7 @@ class Trainer:
                 # Ask for about what is still missing, allowing for points drawn again.
                 size = min(page, count, math.ceil((quota - distinct) * count / max(1, count - distinct) * 1.02) + 16)
                 req = pb.SampleRequest(collection=spec.name, max_points=size, seed=page_seed(seed, s, j))
-                pages.append(await self._page("Sample", s, req, spec.dim, timeout))
+                pages.append(await self._page(SAMPLE, s, req, spec.dim, timeout))
                 before = distinct
                 distinct = await offload.run(distinct + size > offload.INLINE_BYTES // 8, _distinct, pages)
                 # Enough; or nothing new or less than asked for: the partition shrank, take what it has.
@@ -213,22 +213,20 @@ class Trainer:
             after = -1
             while not pages or pages[-1][0].size == page:
                 req = spb.ExportRequest(collection=spec.name, after_id=after, limit=page)
-                pages.append(await self._page("Export", s, req, spec.dim, timeout))
+                pages.append(await self._page(EXPORT, s, req, spec.dim, timeout))
                 after = int(pages[-1][0][-1]) if pages[-1][0].size else after
         heavy = sum(p[0].size for p in pages) * page_row_bytes(spec.dim) > offload.INLINE_BYTES
         return await offload.run(heavy, _choose, pages, quota, spec.dim, page_seed(seed, s, 0))
 
     async def _page(
-        self, method: str, s: int, request: object, dim: int, timeout: float
+        self, op: Op[Any, spb.ExportResponse], s: int, request: Any, dim: int, timeout: float
     ) -> tuple[wire.IdArray, wire.FloatArray]:
         """One Sample or Export page of shard s: (ids, vectors)."""
-        out = await self.shards.call(method, {s: Encoded.of(request, raw_reply=True)}, timeout)
-        data: bytes = out.results[s]
-        return await offload.run(len(data) > offload.INLINE_BYTES, _unpack, data, dim)
+        out = await self.shards.call(op, {s: request}, timeout)
+        return await offload.run(True, _unpack, out.results[s], dim)  # (copying the page's bytes is slow)
 
 
-def _unpack(data: bytes, dim: int) -> tuple[wire.IdArray, wire.FloatArray]:
-    resp = spb.ExportResponse.FromString(data)
+def _unpack(resp: spb.ExportResponse, dim: int) -> tuple[wire.IdArray, wire.FloatArray]:
     ids = wire.unpack_ids(resp.ids)
     vectors = wire.unpack_matrix(resp.vectors, "sample") if ids.size else np.empty((0, dim), np.float32)
     return ids, vectors

@@ -48,6 +48,7 @@ from vecshard_server.common.observability import CHECKPOINT_SECONDS, register_co
 from vecshard_server.common.placement import Placement, parse_physical
 from vecshard_server.common.results import pad_distance, scroll_next
 from vecshard_server.common.rpc import PLACEMENT_EPOCH_HEADER, TRAIN_EPOCH_HEADER, Server, header_int, write_token_from
+from vecshard_server.common.search_values import ShardHits, ShardQuery
 from vecshard_server.common.security import InternalAuth, shard_channel
 from vecshard_server.common.spec import CollectionSpec, check_partition_name
 from vecshard_server.common.versions import MAX_VERSION, NODE_BITS, WriteClock
@@ -934,36 +935,32 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         return await self._run(self._writes, self.resync, request.collection, request.peer)
 
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
-        part = self._get(request.collection)
         expected = header_int(context.invocation_metadata(), TRAIN_EPOCH_HEADER) if context is not None else None
-        if expected is not None and expected != part.train_epoch:
+        return (await self.search(ShardQuery.from_proto(request), expected)).to_proto()
+
+    async def search(self, query: ShardQuery, train_epoch: int | None = None) -> ShardHits:
+        """This shard's best k (k * refine with refine) for each query, as numpy arrays.
+
+        train_epoch: the training the caller expects (None: any); a shard at another one refuses
+        (ABORTED), so one search never merges results of two quantizers.
+        """
+        part = self._get(query.collection)
+        if train_epoch is not None and train_epoch != part.train_epoch:
             raise Aborted(
                 f"collection {part.spec.name!r} is at training epoch {part.train_epoch} on this shard, the coordinator "
-                f"expected {expected}: a training is being switched; retry"
+                f"expected {train_epoch}: a training is being switched; retry"
             )
-        queries = wire.unpack_matrix(request.queries, "queries")
-        refine = request.refine_factor
+        queries, refine = query.queries, query.refine
         if refine > 1 and not part.spec.quantized:
             raise InvalidArgument(
                 f"refine_factor applies to compressed IVF kinds; {part.spec.name!r} is "
                 f"{part.spec.index_type.name}: leave it 0"
             )
-        k = request.k * max(1, refine)  # refine: the candidates, each with its exact distance too
+        k = query.k * refine  # refine: the candidates, each with its exact distance too
         check_search(self.settings, part.spec, queries, k)  # before batching: one bad query failed all
-        if request.HasField("filter") or request.with_payload.enable:
-            return await self._run(self._reads, self._search_filtered, part, queries, request, k)
-        now = None
-        batcher = self._batcher(part) if self.settings.search_batching else None
-        if (batcher is None or not batcher.busy) and (
-            part.search_work(queries.shape[0], request.nprobe) <= self.settings.inline_search_work
-        ):  # tiny, and no other search running: here, not via a thread
-            now = part.search_now(queries, k, request.nprobe)
-        if now is not None:
-            D, I = now
-        elif batcher is not None:
-            D, I = await batcher.search(queries, k, request.nprobe)
-        else:
-            D, I = await self._run(self._reads, part.search, queries, k, request.nprobe)
+        if query.filter is not None or query.payloads_wanted:
+            return await self._run(self._reads, self._search_filtered, part, query, k)
+        D, I = await self._search_plain(part, queries, k, query.nprobe)
         exact = None
         if refine > 1:
             exact = part.refined(queries, I, wait=False) if I.size <= INLINE_REFINE else None  # small: here
@@ -971,39 +968,39 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                 exact = await self._run(self._reads, part.refined, queries, I)
             assert exact is not None  # (waiting for the lock, refined always answers)
             I = _without_removed(I, exact, part)
-        resp = pb.SearchResponse(
-            nq=queries.shape[0],
-            k=k,
-            distances=D.astype(wire.F32, copy=False).tobytes(),
-            ids=I.astype(wire.I64, copy=False).tobytes(),
-        )
-        if exact is not None:
-            resp.refined_distances = exact.tobytes()
-        return resp
+        return ShardHits(D.astype(wire.F32, copy=False), I.astype(wire.I64, copy=False), exact)
+
+    async def _search_plain(
+        self, part: ShardIndex, queries: np.ndarray, k: int, nprobe: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        batcher = self._batcher(part) if self.settings.search_batching else None
+        if (batcher is None or not batcher.busy) and (
+            part.search_work(queries.shape[0], nprobe) <= self.settings.inline_search_work
+        ):  # tiny, and no other search running: here, not via a thread
+            now = part.search_now(queries, k, nprobe)
+            if now is not None:
+                return now
+        if batcher is not None:
+            return await batcher.search(queries, k, nprobe)
+        return await self._run(self._reads, part.search, queries, k, nprobe)
 
     @staticmethod
-    def _search_filtered(part: ShardIndex, queries: np.ndarray, request: pb.SearchRequest, k: int) -> pb.SearchResponse:
-        selector = request.with_payload
+    def _search_filtered(part: ShardIndex, query: ShardQuery, k: int) -> ShardHits:
+        queries = query.queries
         plans = []
-        if request.HasField("filter"):
-            D, I, plan, payloads = part.search_filtered(queries, k, request.nprobe, request.filter, selector.enable)
+        if query.filter is not None:
+            D, I, plan, payloads = part.search_filtered(queries, k, query.nprobe, query.filter, query.payloads_wanted)
             plans.append(plan)
         else:
-            D, I, payloads = part.search_with_payloads(queries, k, request.nprobe)
-        resp = pb.SearchResponse(
-            nq=queries.shape[0],
-            k=k,
-            distances=D.astype(wire.F32, copy=False).tobytes(),
-            ids=I.astype(wire.I64, copy=False).tobytes(),
-            plans=plans,
-            payloads=[project(p, selector.fields) for p in payloads] if selector.enable else [],
-        )
-        if k > request.k:
+            D, I, payloads = part.search_with_payloads(queries, k, query.nprobe)
+        selector = query.with_payload
+        wanted = [project(p, selector.fields) for p in payloads] if selector is not None and selector.enable else []
+        exact = None
+        if k > query.k:
             exact = part.refined(queries, I)
             assert exact is not None
-            resp.ids = _without_removed(I, exact, part).astype(wire.I64, copy=False).tobytes()
-            resp.refined_distances = exact.tobytes()
-        return resp
+            I = _without_removed(I, exact, part)
+        return ShardHits(D.astype(wire.F32, copy=False), I.astype(wire.I64, copy=False), exact, wanted, plans)
 
     def _fitting(self, payloads: list[ppb.Payload], row_bytes: int) -> int:
         """How many leading rows (each row_bytes plus its payload) fit in one reply: all of them

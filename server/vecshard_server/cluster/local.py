@@ -1,7 +1,10 @@
 """A local cluster: N shard worker processes and one coordinator process on this machine.
 
-`vecshard serve` runs one; the tests run them too, on port 0. Each child writes the port it bound
-to a port file once it is serving, so a cluster on ephemeral ports needs no guessing.
+`vecshard serve` runs one; `vecshard bench` and the tests run them too, on port 0. Each child writes the
+port it bound to a port file once it is serving, so a cluster on ephemeral ports needs no guessing.
+
+It imports nothing of vecshard_server: it starts the roles as processes (`python -m vecshard_server ...`),
+so it sits below both cli/ and bench/, which use it.
 """
 
 from __future__ import annotations
@@ -235,7 +238,7 @@ class LocalCluster:
 
     def _env(self) -> dict[str, str]:
         """Every child's: faiss's OpenMP threads sleep when idle (the default spins for a while, taking
-        CPU from the other processes of this host: the probe searches of bench/abuse_probe.py waited),
+        CPU from the other processes of this host: the probe searches of `vecshard bench --abuse` waited),
         and two malloc arenas (glibc's per-thread arenas each kept freed batch buffers: a shard held
         255 bytes a vector beyond its IVF_PQ codes, 143 with two)."""
         given = {**os.environ, **self.env}
