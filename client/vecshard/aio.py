@@ -1,23 +1,24 @@
 """The asyncio Python SDK: `async with AsyncClient("localhost:50051") as c: ...`.
 
-Same methods, arguments and results as `Client`; requests are built and results parsed by the same
-code (`vecshard.build`), so the two cannot drift apart.
+Same methods, parameters and results as `Client`: each method runs the same plan from
+`vecshard.methods` (requests, parsing, retries, pacing), with `await`; concurrent uploads run their
+batches as tasks. tests/test_sdk_parity.py checks that the two classes stay alike.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 
-from vecshard import build, wire
+from vecshard import build, methods
 from vecshard.build import ImageInput
 from vecshard.connection import DEFAULT_ADDRESS, DEFAULT_MAX_MESSAGE_BYTES, TLS, open_channel
-from vecshard.errors import DeadlineExceeded, Unavailable, from_rpc_error
+from vecshard.errors import from_rpc_error
+from vecshard.plan import Call, Plan, Sleep, Spawn, Wait, perform_locally, run_async
 from vecshard.types import (
     AddResult,
     CollectionInfo,
@@ -30,11 +31,12 @@ from vecshard.types import (
     Sample,
     SearchResult,
 )
-from vecshard.v1 import types_pb2
-from vecshard.v1 import vector_search_pb2 as pb
 from vecshard.v1 import vector_search_pb2_grpc as pb_grpc
 
+T = TypeVar("T")
 
+
+@methods.documented
 class AsyncClient:
     """An asyncio connection to a vecshard coordinator (grpc.aio).
 
@@ -42,7 +44,8 @@ class AsyncClient:
         >>> async with AsyncClient("localhost:50051") as c:
         ...     D, I = await c.search("docs", np.random.rand(5, 64), k=5)
 
-    Errors, options and results are those of `Client`.
+    Errors, options and results are those of `Client`; await each method (iterate `scroll` with
+    `async for`).
     """
 
     def __init__(
@@ -55,12 +58,15 @@ class AsyncClient:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         keepalive_s: float | None = 55.0,
         retries: bool = True,
+        channel: grpc.aio.Channel | None = None,
     ) -> None:
-        """Open a grpc.aio channel; the arguments are those of `Client`."""
+        """Open a grpc.aio channel; the arguments are those of `Client` (`channel`: a grpc.aio
+        channel to use instead of opening one; its options are then yours)."""
         self.address = address
         self.timeout = timeout
         self.max_message_bytes = max_message_bytes
-        self._channel = open_channel(
+        self._owns_channel = channel is None
+        self._channel = channel or open_channel(
             address,
             aio=True,
             tls=tls,
@@ -78,14 +84,15 @@ class AsyncClient:
         return self._stub
 
     async def close(self) -> None:
-        """Close the channel (idempotent).
+        """Close the channel (idempotent; a channel passed in stays open).
 
         Example:
             >>> await c.close(); await c.close()
         """
         if not self._closed:
             self._closed = True
-            await self._channel.close()
+            if self._owns_channel:
+                await self._channel.close()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -93,11 +100,24 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
-        try:
-            return await method(request, timeout=self.timeout if timeout is None else timeout)
-        except grpc.aio.AioRpcError as err:
-            raise from_rpc_error(err) from None
+    async def _run(self, plan: Plan[T]) -> T:
+        """Run a plan to its result, awaiting each call."""
+        return await run_async(plan, self._perform)
+
+    async def _perform(self, effect: Any) -> Any:
+        if isinstance(effect, Call):
+            timeout = self.timeout if effect.timeout is None else effect.timeout
+            try:
+                return await getattr(self._stub, effect.method)(effect.request, timeout=timeout)
+            except grpc.aio.AioRpcError as err:
+                raise from_rpc_error(err) from None
+        if isinstance(effect, Sleep):
+            return await asyncio.sleep(effect.seconds)
+        if isinstance(effect, Spawn):
+            return asyncio.ensure_future(self._run(effect.plan))
+        if isinstance(effect, Wait):
+            return (await asyncio.wait(effect.handles, return_when=effect.return_when))[0]
+        return perform_locally(effect)
 
     async def create_collection(
         self,
@@ -120,58 +140,38 @@ class AsyncClient:
         memory_budget: int = 0,
         timeout: float | None = None,
     ) -> CollectionInfo:
-        """See `Client.create_collection`.
-
-        Example:
-            >>> await c.create_collection("img", dim=128, index="ivf_flat", nlist=100)
-        """
-        req = build.create_collection(
-            name,
-            dim,
-            metric,
-            index,
-            nlist,
-            nprobe,
-            train_threshold,
-            model,
-            store_text,
-            pq_m,
-            pq_nbits,
-            refine_factor,
-            coarse_quantizer,
-            expected_size,
-            target_recall,
-            memory_budget,
+        return await self._run(
+            methods.create_collection(
+                name,
+                dim,
+                metric,
+                index,
+                nlist,
+                nprobe,
+                train_threshold,
+                model,
+                store_text,
+                pq_m,
+                pq_nbits,
+                refine_factor,
+                coarse_quantizer,
+                expected_size,
+                target_recall,
+                memory_budget,
+                timeout,
+            )
         )
-        return build.collection_info(await self._call(self._stub.CreateCollection, req, timeout))
 
     async def drop_collection(self, name: build.CollectionRef, *, timeout: float | None = None) -> None:
-        """See `Client.drop_collection`.
-
-        Example:
-            >>> await c.drop_collection("img")
-        """
-        await self._call(self._stub.DropCollection, pb.DropCollectionRequest(name=build.name_of(name)), timeout)
+        return await self._run(methods.drop_collection(name, timeout))
 
     async def list_collections(self, *, timeout: float | None = None) -> list[CollectionInfo]:
-        """See `Client.list_collections`.
-
-        Example:
-            >>> [i.name for i in await c.list_collections()]
-        """
-        resp = await self._call(self._stub.ListCollections, pb.ListCollectionsRequest(), timeout)
-        return [build.collection_info(info) for info in resp.collections]
+        return await self._run(methods.list_collections(timeout))
 
     async def describe(
         self, name: build.CollectionRef, *, include_centroids: bool = False, timeout: float | None = None
     ) -> CollectionInfo:
-        """See `Client.describe`.
-
-        Example:
-            >>> (await c.describe("img")).count
-        """
-        req = pb.DescribeCollectionRequest(name=build.name_of(name), include_centroids=include_centroids)
-        return build.collection_info(await self._call(self._stub.DescribeCollection, req, timeout))
+        return await self._run(methods.describe(name, include_centroids, timeout))
 
     async def add(
         self,
@@ -187,63 +187,11 @@ class AsyncClient:
         model_fingerprint: str = "",
         timeout: float | None = None,
     ) -> AddResult:
-        """See `Client.add`.
-
-        Example:
-            >>> await c.add("img", ids=np.arange(10), vectors=np.random.rand(10, 128))
-        """
-        build.one_of("input", vectors=vectors, texts=texts, images=images)
-        if texts is not None or images is not None:
-            items, is_text = build.embed_inputs(texts, images)
-            kind = "texts" if is_text else "images"
-            id_arr = build.check_add_inputs(ids, len(items), kind)
-            pacer = build.EmbedPacer(self.timeout if timeout is None else timeout, batch_size or build.EMBED_MAX_BATCH)
-            adds = build.paced_adds(
-                collection,
-                id_arr,
-                items,
-                kind,
-                pacer,
-                upsert=upsert,
-                model_fingerprint=model_fingerprint,
-                payloads=build.payloads_of(payloads, len(items)),
+        return await self._run(
+            methods.add(
+                self, collection, ids, vectors, texts, images, payloads, upsert, batch_size, model_fingerprint, timeout
             )
-            return build.add_result(await self._paced(self._stub.Add, adds, pacer, timeout, retries=0))
-        requests = build.add_batches(
-            collection,
-            ids,
-            vectors,
-            upsert=upsert,
-            batch_size=batch_size,
-            model_fingerprint=model_fingerprint,
-            max_message_bytes=self.max_message_bytes,
-            payloads=payloads,
         )
-        return build.add_result([await self._call(self._stub.Add, req, timeout) for req in requests])
-
-    async def _paced(
-        self,
-        method: Any,
-        requests: Iterable[tuple[int, Any]],
-        pacer: build.EmbedPacer,
-        timeout: float | None,
-        retries: int,
-    ) -> list[Any]:
-        """See `Client._paced`: one embedding request at a time, each timed to size the next."""
-        out = []
-        for n, req in requests:
-            for attempt in range(retries + 1):
-                started = time.perf_counter()
-                try:
-                    resp = await self._call(method, req, timeout)
-                    break
-                except (Unavailable, DeadlineExceeded):
-                    if attempt == retries:
-                        raise
-                    await asyncio.sleep(min(2.0, 0.2 * 2**attempt))
-            pacer.record(n, time.perf_counter() - started)
-            out.append(resp)
-        return out
 
     async def upload(
         self,
@@ -252,90 +200,55 @@ class AsyncClient:
         vectors: Any = None,
         *,
         texts: Iterable[str] | None = None,
+        payloads: Sequence[dict[str, Any] | None] | None = None,
         batch_size: int = 1000,
         parallel: int = 2,
         retries: int = 3,
         upsert: bool = True,
+        progress: bool | Callable[[int], object] = False,
         timeout: float | None = None,
     ) -> AddResult:
-        """See `Client.upload` (without the progress bar).
-
-        Example:
-            >>> await c.upload("img", ids=range(100_000), vectors=np.load("v.npy", mmap_mode="r"), parallel=4)
-        """
-        if texts is not None:  # paced by the server's embedding speed, one request at a time
-            pacer = build.EmbedPacer(self.timeout if timeout is None else timeout, batch_size)
-            adds = build.paced_adds(collection, ids, texts, "texts", pacer, upsert=upsert)
-            return build.add_result(await self._paced(self._stub.Add, adds, pacer, timeout, retries))
-        gate = asyncio.Semaphore(max(1, parallel))
-
-        async def send(req: pb.AddRequest) -> pb.AddResponse:
-            async with gate:
-                for attempt in range(retries + 1):
-                    try:
-                        resp: pb.AddResponse = await self._call(self._stub.Add, req, timeout)
-                        return resp
-                    except (Unavailable, DeadlineExceeded):
-                        if attempt == retries:
-                            raise
-                        await asyncio.sleep(min(2.0, 0.2 * 2**attempt))
-            raise AssertionError("unreachable")
-
-        tasks = []
-        for _, req in build.upload_batches(collection, ids, vectors, texts, batch_size=batch_size, upsert=upsert):
-            tasks.append(asyncio.ensure_future(send(req)))
-            while len([t for t in tasks if not t.done()]) >= 2 * max(1, parallel):
-                await asyncio.wait([t for t in tasks if not t.done()], return_when=asyncio.FIRST_COMPLETED)
-        return build.add_result(await asyncio.gather(*tasks))
+        return await self._run(
+            methods.upload(
+                self,
+                collection,
+                ids,
+                vectors,
+                texts,
+                payloads,
+                batch_size,
+                parallel,
+                retries,
+                upsert,
+                progress,
+                timeout,
+            )
+        )
 
     async def remove(
         self,
         collection: build.CollectionRef,
         ids: Any = None,
         *,
-        filter: build.FilterArg | None = None,  # noqa: A002
+        filter: build.FilterArg | None = None,
         timeout: float | None = None,
     ) -> int:
-        """See `Client.remove`.
-
-        Example:
-            >>> await c.remove("img", [3, 4])
-        """
-        return int((await self._call(self._stub.Remove, build.remove(collection, ids, filter), timeout)).removed)
+        return await self._run(methods.remove(collection, ids, filter, timeout))
 
     async def delete(
-        self,
-        collection: build.CollectionRef,
-        filter: build.FilterArg,
-        *,
-        timeout: float | None = None,  # noqa: A002
+        self, collection: build.CollectionRef, filter: build.FilterArg, *, timeout: float | None = None
     ) -> int:
-        """See `Client.delete`.
-
-        Example:
-            >>> await c.delete("docs", 'year < 2015')
-        """
-        return await self.remove(collection, filter=filter, timeout=timeout)
+        return await self._run(methods.delete(collection, filter, timeout))
 
     async def count(
-        self,
-        collection: build.CollectionRef,
-        filter: build.FilterArg | None = None,  # noqa: A002
-        *,
-        timeout: float | None = None,
+        self, collection: build.CollectionRef, filter: build.FilterArg | None = None, *, timeout: float | None = None
     ) -> int:
-        """See `Client.count`.
-
-        Example:
-            >>> await c.count("docs", 'lang = "en"')
-        """
-        req = pb.CountRequest(collection=build.name_of(collection), filter=build.filter_of(filter))
-        return int((await self._call(self._stub.Count, req, timeout)).count)
+        return await self._run(methods.count(collection, filter, timeout))
 
     async def scroll(
         self,
         collection: build.CollectionRef,
-        filter: build.FilterArg | None = None,  # noqa: A002
+        filter: build.FilterArg | None = None,
         *,
         with_payload: build.WithPayload = True,
         with_vectors: bool = False,
@@ -343,27 +256,9 @@ class AsyncClient:
         page_size: int = 100,
         timeout: float | None = None,
     ) -> AsyncIterator[Point]:
-        """See `Client.scroll`.
-
-        Example:
-            >>> async for p in c.scroll("docs", 'lang = "en"'):
-            ...     print(p.id, p.payload)
-        """
-        req = pb.ScrollRequest(
-            collection=build.name_of(collection),
-            filter=build.filter_of(filter),
-            start_id=start_id,
-            limit=page_size,
-            with_payload=build.selector(with_payload),
-            with_vectors=with_vectors,
-        )
-        while True:
-            resp = await self._call(self._stub.Scroll, req, timeout)
-            for point in build.scroll_page(resp, with_vectors):
+        for page in methods.scroll(collection, filter, with_payload, with_vectors, start_id, page_size, timeout):
+            for point in await self._run(page):
                 yield point
-            if resp.done:
-                return
-            req.start_id = resp.next_start_id
 
     async def retrieve(
         self,
@@ -374,19 +269,7 @@ class AsyncClient:
         with_vectors: bool = False,
         timeout: float | None = None,
     ) -> list[Point | None]:
-        """See `Client.retrieve`.
-
-        Example:
-            >>> [p.payload for p in await c.retrieve("docs", [1, 2]) if p]
-        """
-        resp = await self._call(self._stub.Get, build.get(collection, ids, True, with_payload), timeout)
-        found = np.frombuffer(resp.found, dtype=np.uint8).astype(bool)
-        payloads = build.get_payloads(resp) if resp.payloads else [None] * found.size
-        vectors = build.get_result(resp, True) if with_vectors else None
-        return [
-            Point(i, payloads[j], vectors[j] if vectors is not None else None) if found[j] else None
-            for j, i in enumerate(wire.as_ids(ids).tolist())
-        ]
+        return await self._run(methods.retrieve(collection, ids, with_payload, with_vectors, timeout))
 
     async def set_payload(
         self,
@@ -394,16 +277,10 @@ class AsyncClient:
         payload: dict[str, Any],
         *,
         ids: Any = None,
-        filter: build.FilterArg | None = None,  # noqa: A002
+        filter: build.FilterArg | None = None,
         timeout: float | None = None,
     ) -> int:
-        """See `Client.set_payload`.
-
-        Example:
-            >>> await c.set_payload("docs", {"reviewed": True}, ids=[1])
-        """
-        req = build.set_payload(collection, payload, ids, filter, "merge")
-        return int((await self._call(self._stub.SetPayload, req, timeout)).updated)
+        return await self._run(methods.set_payload(collection, payload, ids, filter, timeout))
 
     async def overwrite_payload(
         self,
@@ -411,16 +288,10 @@ class AsyncClient:
         payload: dict[str, Any],
         *,
         ids: Any = None,
-        filter: build.FilterArg | None = None,  # noqa: A002
+        filter: build.FilterArg | None = None,
         timeout: float | None = None,
     ) -> int:
-        """See `Client.overwrite_payload`.
-
-        Example:
-            >>> await c.overwrite_payload("docs", {"lang": "en"}, ids=[1])
-        """
-        req = build.set_payload(collection, payload, ids, filter, "overwrite")
-        return int((await self._call(self._stub.SetPayload, req, timeout)).updated)
+        return await self._run(methods.overwrite_payload(collection, payload, ids, filter, timeout))
 
     async def delete_payload_keys(
         self,
@@ -428,58 +299,25 @@ class AsyncClient:
         keys: Sequence[str],
         *,
         ids: Any = None,
-        filter: build.FilterArg | None = None,  # noqa: A002
+        filter: build.FilterArg | None = None,
         timeout: float | None = None,
     ) -> int:
-        """See `Client.delete_payload_keys`.
-
-        Example:
-            >>> await c.delete_payload_keys("docs", ["draft"], ids=[1])
-        """
-        req = build.set_payload(collection, None, ids, filter, "delete_keys", keys)
-        return int((await self._call(self._stub.SetPayload, req, timeout)).updated)
+        return await self._run(methods.delete_payload_keys(collection, keys, ids, filter, timeout))
 
     async def create_payload_index(
-        self,
-        collection: build.CollectionRef,
-        field: str,
-        type: str,
-        *,
-        timeout: float | None = None,  # noqa: A002
+        self, collection: build.CollectionRef, field: str, type: str, *, timeout: float | None = None
     ) -> CollectionInfo:
-        """See `Client.create_payload_index`.
-
-        Example:
-            >>> await c.create_payload_index("docs", "lang", "keyword")
-        """
-        req = pb.CreatePayloadIndexRequest(
-            collection=build.name_of(collection),
-            field=field,
-            type=build.index_type(type),  # type: ignore[arg-type]
-        )
-        return build.collection_info(await self._call(self._stub.CreatePayloadIndex, req, timeout))
+        return await self._run(methods.create_payload_index(collection, field, type, timeout))
 
     async def drop_payload_index(
         self, collection: build.CollectionRef, field: str, *, timeout: float | None = None
     ) -> CollectionInfo:
-        """See `Client.drop_payload_index`.
-
-        Example:
-            >>> await c.drop_payload_index("docs", "lang")
-        """
-        req = pb.DropPayloadIndexRequest(collection=build.name_of(collection), field=field)
-        return build.collection_info(await self._call(self._stub.DropPayloadIndex, req, timeout))
+        return await self._run(methods.drop_payload_index(collection, field, timeout))
 
     async def get(
         self, collection: build.CollectionRef, ids: Any, *, allow_missing: bool = False, timeout: float | None = None
     ) -> np.ndarray:
-        """See `Client.get`.
-
-        Example:
-            >>> (await c.get("img", [1, 2])).shape
-        """
-        resp = await self._call(self._stub.Get, build.get(collection, ids, allow_missing), timeout)
-        return build.get_result(resp, allow_missing)
+        return await self._run(methods.get(collection, ids, allow_missing, timeout))
 
     async def search(
         self,
@@ -490,32 +328,39 @@ class AsyncClient:
         texts: Sequence[str] | None = None,
         images: Sequence[ImageInput] | None = None,
         nprobe: int | None = None,
-        filter: build.FilterArg | None = None,  # noqa: A002
+        filter: build.FilterArg | None = None,
         with_payload: build.WithPayload = False,
         refine_factor: int = 0,
         allow_partial: bool = False,
         model_fingerprint: str = "",
         timeout: float | None = None,
     ) -> SearchResult:
-        """See `Client.search`.
-
-        Example:
-            >>> D, I = await c.search("img", np.random.rand(3, 128), k=5)
-        """
-        req = build.search(
-            collection,
-            queries,
-            k,
-            texts,
-            images,
-            nprobe,
-            allow_partial,
-            model_fingerprint,
-            filter,
-            with_payload,
-            refine_factor,
+        return await self._run(
+            methods.search(
+                collection,
+                queries,
+                k,
+                texts,
+                images,
+                nprobe,
+                filter,
+                with_payload,
+                refine_factor,
+                allow_partial,
+                model_fingerprint,
+                timeout,
+            )
         )
-        return build.search_result(await self._call(self._stub.Search, req, timeout))
+
+    async def train(
+        self,
+        collection: build.CollectionRef,
+        *,
+        max_training_points: int = 0,
+        seed: int = 0,
+        timeout: float | None = None,
+    ) -> CollectionInfo:
+        return await self._run(methods.train(collection, max_training_points, seed, timeout))
 
     async def reshard(
         self,
@@ -529,56 +374,14 @@ class AsyncClient:
         page_size: int = 0,
         timeout: float | None = None,
     ) -> list[ReshardProgress]:
-        """Move collections to `shards` shard groups, online (admin; docs/operations.md, Resharding).
-
-        Reads and writes keep being served; the collection cuts over to the new placement when every
-        point is copied. Runs in the coordinator's background: with `wait` (the default) this returns
-        when done, else at once with the progress so far. Running it again resumes an interrupted
-        reshard; `abort=True` returns to the old placement with nothing lost; `status_only=True`
-        reports progress and changes nothing.
-
-        Example:
-            >>> [p.phase for p in await c.reshard(3, collections=["img"])]
-            ['DONE']
-        """
-        req = pb.ReshardRequest(
-            collections=list(collections),
-            shards=shards,
-            abort=abort,
-            status_only=status_only,
-            wait=wait,
-            max_points_per_s=max_points_per_s,
-            page_size=page_size,
+        return await self._run(
+            methods.reshard(shards, collections, abort, status_only, wait, max_points_per_s, page_size, timeout)
         )
-        resp = await self._call(self._stub.Reshard, req, timeout if timeout is not None or not wait else 24 * 3600.0)
-        return [ReshardProgress.from_proto(p) for p in resp.collections]
-
-    async def train(
-        self,
-        collection: build.CollectionRef,
-        *,
-        max_training_points: int = 0,
-        seed: int = 0,
-        timeout: float | None = None,
-    ) -> CollectionInfo:
-        """See `Client.train`.
-
-        Example:
-            >>> (await c.train("img")).trained
-        """
-        req = build.train(collection, max_training_points, seed)
-        return build.collection_info(await self._call(self._stub.Train, req, timeout))
 
     async def sample(
         self, collection: build.CollectionRef, max_points: int = 1000, *, seed: int = 0, timeout: float | None = None
     ) -> Sample:
-        """See `Client.sample`.
-
-        Example:
-            >>> s = await c.sample("img", max_points=2000)
-        """
-        req = build.sample(collection, max_points, seed)
-        return build.sample_result(await self._call(self._stub.Sample, req, timeout))
+        return await self._run(methods.sample(collection, max_points, seed, timeout))
 
     async def embed(
         self,
@@ -589,25 +392,7 @@ class AsyncClient:
         role: str = "",
         timeout: float | None = None,
     ) -> Embeddings:
-        """See `Client.embed`.
-
-        Example:
-            >>> (await c.embed(texts=["hello"])).vectors.shape
-        """
-        items, is_text = build.embed_inputs(texts, images)
-        pacer = build.EmbedPacer(self.timeout if timeout is None else timeout)
-        requests = (
-            (len(chunk), build.embed(chunk if is_text else None, None if is_text else chunk, model, role))
-            for chunk in pacer.chunks(items)
-        )
-        parts = await self._paced(self._stub.Embed, requests, pacer, timeout, retries=0)
-        return build.join_embeddings([build.embeddings(r) for r in parts])
+        return await self._run(methods.embed(self, texts, images, model, role, timeout))
 
     async def list_models(self, *, load: Iterable[str] = (), timeout: float | None = None) -> list[ModelInfo]:
-        """See `Client.list_models`.
-
-        Example:
-            >>> [m.name for m in await c.list_models()]
-        """
-        req = types_pb2.ListModelsRequest(load=list(load))
-        return build.models(await self._call(self._stub.ListModels, req, timeout))
+        return await self._run(methods.list_models(load, timeout))

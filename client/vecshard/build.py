@@ -24,6 +24,7 @@ from vecshard.types import (
     Metric,
     ModelInfo,
     Point,
+    ReshardProgress,
     Sample,
     SearchResult,
 )
@@ -75,6 +76,18 @@ def index_type(kind: str) -> int:
     return INDEX_TYPE_NAMES.index(kind) + 1
 
 
+def create_payload_index(collection: CollectionRef, field: str, kind: str) -> pb.CreatePayloadIndexRequest:
+    return pb.CreatePayloadIndexRequest(
+        collection=name_of(collection),
+        field=field,
+        type=index_type(kind),  # type: ignore[arg-type]
+    )
+
+
+def drop_payload_index(collection: CollectionRef, field: str) -> pb.DropPayloadIndexRequest:
+    return pb.DropPayloadIndexRequest(collection=name_of(collection), field=field)
+
+
 _MODES = {"merge": 1, "overwrite": 2, "delete_keys": 3}
 
 
@@ -100,6 +113,31 @@ def set_payload(
     return req
 
 
+def scroll(
+    collection: CollectionRef,
+    f: FilterArg | None,
+    with_payload: WithPayload,
+    with_vectors: bool,
+    start_id: int,
+    page_size: int,
+) -> pb.ScrollRequest:
+    """The request for the first page; `next_page` moves it on."""
+    return pb.ScrollRequest(
+        collection=name_of(collection),
+        filter=filter_of(f),
+        start_id=start_id,
+        limit=page_size,
+        with_payload=selector(with_payload),
+        with_vectors=with_vectors,
+    )
+
+
+def next_page(req: pb.ScrollRequest, resp: pb.ScrollResponse) -> bool:
+    """Move `req` on to the page after `resp`; False when `resp` was the last."""
+    req.start_id = resp.next_start_id
+    return not resp.done
+
+
 def scroll_page(resp: pb.ScrollResponse, with_vectors: bool) -> list[Point]:
     ids = wire.unpack_ids(resp.ids).tolist()
     payloads = [payload_from_proto(p) for p in resp.payloads] if resp.payloads else [None] * len(ids)
@@ -108,6 +146,18 @@ def scroll_page(resp: pb.ScrollResponse, with_vectors: bool) -> list[Point]:
         Point(i, p, vectors[j].copy() if vectors is not None else None)
         for j, (i, p) in enumerate(zip(ids, payloads, strict=True))
     ]
+
+
+def drop_collection(collection: CollectionRef) -> pb.DropCollectionRequest:
+    return pb.DropCollectionRequest(name=name_of(collection))
+
+
+def describe(collection: CollectionRef, include_centroids: bool) -> pb.DescribeCollectionRequest:
+    return pb.DescribeCollectionRequest(name=name_of(collection), include_centroids=include_centroids)
+
+
+def count(collection: CollectionRef, f: FilterArg | None) -> pb.CountRequest:
+    return pb.CountRequest(collection=name_of(collection), filter=filter_of(f))
 
 
 def name_of(collection: CollectionRef) -> str:
@@ -251,9 +301,11 @@ def upload_batches(
     *,
     batch_size: int,
     upsert: bool,
+    payloads: Sequence[ppb.Payload] | None = None,
 ) -> Iterator[tuple[int, pb.AddRequest]]:
     """Lazily cut (ids, vectors | texts) into Add requests of `batch_size`: arrays and memory-mapped
-    `.npy` files are sliced, iterators (of rows, or of texts) consumed as they go. Yields (rows, request)."""
+    `.npy` files are sliced, iterators (of rows, or of texts) consumed as they go; `payloads` (one per
+    id, from `payloads_of`) go with their rows. Yields (rows, request)."""
     one_of("input", vectors=vectors, texts=texts)
     id_iter = iter(wire.as_ids(ids)) if isinstance(ids, np.ndarray | list | tuple | range) else iter(ids)
     sliceable = isinstance(vectors, np.ndarray)
@@ -280,6 +332,8 @@ def upload_batches(
             chunk = list(x)
         if len(chunk) != chunk_ids.size:
             raise InvalidArgument(f"ran out of inputs after {start + len(chunk)} rows: send one input per id")
+        if payloads is not None:
+            req.payloads.extend(payloads[start : start + chunk_ids.size])
         start += chunk_ids.size
         yield chunk_ids.size, req
 
@@ -306,6 +360,17 @@ def get(collection: CollectionRef, ids: Any, allow_missing: bool, with_payload: 
         allow_missing=allow_missing,
         with_payload=selector(with_payload),
     )
+
+
+def points(resp: pb.GetResponse, ids: np.ndarray, with_vectors: bool) -> list[Point | None]:
+    """`retrieve`'s answer: a Point per id asked (None for ids not stored), in the order asked."""
+    found = np.frombuffer(resp.found, dtype=np.uint8).astype(bool)
+    payloads = get_payloads(resp) if resp.payloads else [None] * found.size
+    vectors = get_result(resp, True) if with_vectors else None
+    return [
+        Point(i, payloads[j], vectors[j] if vectors is not None else None) if found[j] else None
+        for j, i in enumerate(ids.tolist())
+    ]
 
 
 def get_payloads(resp: pb.GetResponse) -> list[dict[str, Any] | None]:
@@ -381,6 +446,34 @@ def train(collection: CollectionRef, max_training_points: int, seed: int) -> pb.
 
 def collection_info(info: pb.CollectionInfo) -> CollectionInfo:
     return CollectionInfo.from_proto(info)
+
+
+def collection_infos(resp: pb.ListCollectionsResponse) -> list[CollectionInfo]:
+    return [collection_info(info) for info in resp.collections]
+
+
+def reshard(
+    shards: int,
+    collections: Sequence[str],
+    abort: bool,
+    status_only: bool,
+    wait: bool,
+    max_points_per_s: int,
+    page_size: int,
+) -> pb.ReshardRequest:
+    return pb.ReshardRequest(
+        collections=list(collections),
+        shards=shards,
+        abort=abort,
+        status_only=status_only,
+        wait=wait,
+        max_points_per_s=max_points_per_s,
+        page_size=page_size,
+    )
+
+
+def reshard_result(resp: pb.ReshardResponse) -> list[ReshardProgress]:
+    return [ReshardProgress.from_proto(p) for p in resp.collections]
 
 
 def sample(collection: CollectionRef, max_points: int, seed: int) -> pb.SampleRequest:
@@ -471,6 +564,10 @@ def join_embeddings(parts: Sequence[Embeddings]) -> Embeddings:
     if len(fingerprints) > 1:
         raise FailedPrecondition(f"the server's model changed during the call ({sorted(fingerprints)}): retry")
     return Embeddings(np.vstack([p.vectors for p in parts]), parts[0].model)
+
+
+def list_models(load: Iterable[str]) -> types_pb2.ListModelsRequest:
+    return types_pb2.ListModelsRequest(load=list(load))
 
 
 def models(resp: types_pb2.ListModelsResponse) -> list[ModelInfo]:

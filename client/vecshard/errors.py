@@ -75,14 +75,11 @@ class ResourceExhausted(VecshardError):
       the message names the limit, its value and the setting. Retrying it unchanged fails again:
       split it (the message says how) or raise the setting.
     - seconds: the server is busy (its bound on work in flight is reached) and refused at once rather
-      than queue; retry after about that long (plus jitter). Example:
+      than queue; retry after about that long (plus jitter). `vecshard.retry.Backoff` does that:
 
-          try:
-              D, I = client.search("docs", queries, k=10)
-          except ResourceExhausted as err:
-              if err.retry_after is None:
-                  raise
-              time.sleep(err.retry_after * random.uniform(1, 1.5))
+          from vecshard.retry import Backoff
+
+          D, I = Backoff(busy=True).call(lambda failed: client.search("docs", queries, k=10))
     """
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -150,6 +150,11 @@ def _loop(search: Callable[[int], I64], nq: int, k: int, gt: list[I64], counts: 
     return {"qps": nq / elapsed, "p50_ms": p50, "p99_ms": p99, "recall": float(np.mean(rec)), "full": float(full)}
 
 
+# (kind, rate, vecshard filter per query, Chroma `where` per query, matches per query, exact top-k per query)
+FilterConfig = tuple[str, float, list[dict[str, Any]], list[dict[str, Any]], list[int], list[I64]]
+PAYLOAD_INDEXES = (("u", "integer"), ("cl", "integer"), ("kw", "keyword"), ("year", "integer"), ("price", "float"))
+
+
 def run_filter_bench(
     n: int,
     dim: int,
@@ -167,18 +172,7 @@ def run_filter_bench(
     data = make_data(n, dim, clusters, nq)
     x, queries = data["x"], data["queries"]
     points = payloads(data["cols"])
-    configs: list[tuple[str, float, list[dict[str, Any]], list[dict[str, Any]], list[int], list[I64]]] = []
-    for kind in KINDS:
-        for rate in rates:
-            fs, wheres, counts, gts = [], [], [], []
-            for q in queries:
-                f, where = make_filter(kind, rate, q, data)
-                mask = matches_of(f, data["cols"])
-                fs.append(f)
-                wheres.append(where)
-                counts.append(int(mask.sum()))
-                gts.append(exact_topk(x, mask, q, k))
-            configs.append((kind, rate, fs, wheres, counts, gts))
+    configs = filter_configs(data, rates, k)
     _, gt_all = faiss.knn(queries, x, k)
     log(f"data, filters and exact ground truth in {time.perf_counter() - t0:.0f}s")
     result: dict[str, Any] = {
@@ -194,21 +188,7 @@ def run_filter_bench(
     }
     with LocalCluster(shards=shards, log_level="WARNING") as cluster, Client(cluster.address, timeout=3600) as c:
         name = "bench_filter"
-        c.create_collection(name, dim, "l2", "ivf_flat", nlist=nlist, nprobe=nprobe, train_threshold=n + 1)
-        t1 = time.perf_counter()
-        c.upload(name, np.arange(n), x, payloads=points, batch_size=5000, parallel=2)
-        result["load_s"] = time.perf_counter() - t1
-        t1 = time.perf_counter()
-        c.train(name)
-        result["train_s"] = time.perf_counter() - t1
-        for field, kind in (
-            ("u", "integer"),
-            ("cl", "integer"),
-            ("kw", "keyword"),
-            ("year", "integer"),
-            ("price", "float"),
-        ):
-            c.create_payload_index(name, field, kind)
+        result["load_s"], result["train_s"] = load_collection(c, name, x, points, nlist, nprobe)
         log(
             f"vecshard loaded {n:,} points with payloads in {result['load_s']:.0f}s, trained in "
             f"{result['train_s']:.0f}s"
@@ -220,23 +200,67 @@ def run_filter_bench(
         result["unfiltered"] = base
         result["with_payload"] = with_pl
         log(f"unfiltered: {base}")
-        for kind, rate, fs, _, counts, gts in configs:
-            plans: dict[str, int] = {}
-
-            def search(i: int, fs: list[dict[str, Any]] = fs, plans: dict[str, int] = plans) -> I64:
-                res = c.search(name, queries[i], k, filter=fs[i])
-                for p in res.plans:
-                    plans[p.plan] = plans.get(p.plan, 0) + 1
-                ids: I64 = res.ids[0]
-                return ids
-
-            row = {"kind": kind, "rate": rate, "pass": float(np.mean(counts)) / n, **_loop(search, nq, k, gts, counts)}
-            row["plans"] = plans
+        for config in configs:
+            row = filtered_row(c, name, queries, config, k, n, nq)
             result["rows"].append(row)
-            log(f"vecshard {kind} {rate:.2%}: {row}")
+            log(f"vecshard {row['kind']} {row['rate']:.2%}: {row}")
     if "chroma" in peers:
         result["chroma"] = chroma_filtered(x, points, queries, configs, gt_rows, k, log)
     return result
+
+
+def filter_configs(data: dict[str, Any], rates: Sequence[float], k: int) -> list[FilterConfig]:
+    """For each kind of filter and pass rate: every query's filter (both forms), its number of matches and
+    its exact filtered top-k."""
+    x, queries = data["x"], data["queries"]
+    configs: list[FilterConfig] = []
+    for kind in KINDS:
+        for rate in rates:
+            fs, wheres, counts, gts = [], [], [], []
+            for q in queries:
+                f, where = make_filter(kind, rate, q, data)
+                mask = matches_of(f, data["cols"])
+                fs.append(f)
+                wheres.append(where)
+                counts.append(int(mask.sum()))
+                gts.append(exact_topk(x, mask, q, k))
+            configs.append((kind, rate, fs, wheres, counts, gts))
+    return configs
+
+
+def load_collection(
+    c: Client, name: str, x: F32, points: list[dict[str, Any]], nlist: int, nprobe: int
+) -> tuple[float, float]:
+    """Create the IVF_FLAT collection, upload x with its payloads, train it and index the payload fields:
+    (seconds of the upload, of training)."""
+    n, dim = x.shape
+    c.create_collection(name, dim, "l2", "ivf_flat", nlist=nlist, nprobe=nprobe, train_threshold=n + 1)
+    t1 = time.perf_counter()
+    c.upload(name, np.arange(n), x, payloads=points, batch_size=5000, parallel=2)
+    load_s = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    c.train(name)
+    train_s = time.perf_counter() - t1
+    for field, kind in PAYLOAD_INDEXES:
+        c.create_payload_index(name, field, kind)
+    return load_s, train_s
+
+
+def filtered_row(c: Client, name: str, queries: F32, config: FilterConfig, k: int, n: int, nq: int) -> dict[str, Any]:
+    """One kind and pass rate through vecshard: _loop's measures, the pass rate and the plans the shards chose."""
+    kind, rate, fs, _, counts, gts = config
+    plans: dict[str, int] = {}
+
+    def search(i: int) -> I64:
+        res = c.search(name, queries[i], k, filter=fs[i])
+        for p in res.plans:
+            plans[p.plan] = plans.get(p.plan, 0) + 1
+        ids: I64 = res.ids[0]
+        return ids
+
+    row = {"kind": kind, "rate": rate, "pass": float(np.mean(counts)) / n, **_loop(search, nq, k, gts, counts)}
+    row["plans"] = plans
+    return row
 
 
 def chroma_filtered(

@@ -278,31 +278,7 @@ def bench_vecshard(
 
             assert cluster.coordinator is not None
             base_heap = rss(cluster.coordinator.popen.pid)["RssAnon"]  # with empty shards: the fixed part
-
-            def imported(*more: str) -> float:
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "vecshard_server",
-                    "import",
-                    name,
-                    str(data_path),
-                    "--address",
-                    cluster.address,
-                    "--state",
-                    str(state),
-                    "-q",
-                    *more,
-                ]
-                t = time.perf_counter()
-                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-                return time.perf_counter() - t
-
-            first = imported("--limit", str(train_points))
-            t0 = time.perf_counter()
-            c.train(name, max_training_points=train_points)
-            train_s = time.perf_counter() - t0
-            rest = imported()
+            first, rest, train_s = import_and_train(c, name, data_path, cluster.address, state, train_points)
             load_s = first + rest
             assert c.describe(name).count == n
             log(
@@ -329,6 +305,40 @@ def bench_vecshard(
         "base_heap": base_heap,
         "grid": rows,
     }
+
+
+def import_and_train(
+    c: Client, name: str, data_path: Path, address: str, state: Path, train_points: int
+) -> tuple[float, float, float]:
+    """`vecshard import` the first train_points vectors, Train on them, then import the rest (resumed
+    from the same state file): (seconds of the first import, of the second, of training)."""
+    first = run_import(name, data_path, address, state, "--limit", str(train_points))
+    t0 = time.perf_counter()
+    c.train(name, max_training_points=train_points)
+    train_s = time.perf_counter() - t0
+    rest = run_import(name, data_path, address, state)
+    return first, rest, train_s
+
+
+def run_import(name: str, data_path: Path, address: str, state: Path, *more: str) -> float:
+    """Seconds `vecshard import` (a subprocess, quiet) takes to load data_path into the collection."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "vecshard_server",
+        "import",
+        name,
+        str(data_path),
+        "--address",
+        address,
+        "--state",
+        str(state),
+        "-q",
+        *more,
+    ]
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
 
 
 def run_scale_bench(

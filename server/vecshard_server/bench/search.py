@@ -113,89 +113,132 @@ def bench_cluster(
     sweep: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Every measurement on one freshly started cluster of `shards` shards."""
-    n, dim = base.shape
     cluster = LocalCluster(shards=shards, log_level="WARNING", shard_mode="local").start()  # (serve's default)
     try:
         with Client(cluster.address, timeout=600) as client:
             name = "bench_ivf"
-            # A threshold above n keeps the collection from training itself while it is filled.
-            client.create_collection(
-                name,
-                dim=dim,
-                metric="l2",
-                index="ivf_flat",
-                nlist=nlist,
-                nprobe=nprobe,
-                train_threshold=max(n + 1, nlist),
+            index = load_and_train(client, name, base, nlist, nprobe)
+            recall = compare_recall(client, name, index, queries, gt, k, nprobe)
+            search_rows = measure_search(
+                cluster.address, name, index, queries, k, nprobe, batch_sizes, duration_s, concurrency
             )
-            client.add(name, np.arange(n, dtype=np.int64), base)
-            client.train(name)
-            info = client.describe(name, include_centroids=True)
-            if not info.trained or info.centroids is None:
-                raise RuntimeError(f"collection {name!r} did not train (state {info.training_state})")
-            index = build_faiss_ivf(info.centroids, base, nlist, nprobe)
-
-            _, vs_ids = client.search(name, queries, k=k, nprobe=nprobe)
-            _, fa_ids = index.search(queries, k)
-            vs_recall, fa_recall = recall_at_k(vs_ids, gt, k), recall_at_k(fa_ids, gt, k)
-            recall = {
-                "vecshard": vs_recall,
-                "faiss": fa_recall,
-                "recall_identical": vs_recall == fa_recall,
-                "same_ids": float(np.mean(np.all(np.sort(vs_ids, 1) == np.sort(fa_ids, 1), axis=1))),
-            }
-
-            search_rows: list[dict[str, Any]] = []
-            address = cluster.address
-
-            def vecshard_caller() -> Callable[[F32], object]:
-                own = Client(address, timeout=600)
-                return lambda q: own.search(name, q, k=k, nprobe=nprobe)
-
-            for b in batch_sizes:
-                batches = make_batches(queries, b)
-                for conc in concurrency:
-                    vs = timed_concurrent(vecshard_caller, batches, duration_s, conc)
-                    # Concurrent in-process callers each get one OpenMP thread (as a threaded service would):
-                    # several OpenMP teams on 2 cores spin against each other.
-                    threads_before = faiss.omp_get_max_threads()
-                    faiss.omp_set_num_threads(1 if conc > 1 else threads_before)
-                    fa = timed_concurrent(lambda: lambda q: index.search(q, k), batches, duration_s, conc)
-                    faiss.omp_set_num_threads(threads_before)
-                    search_rows.append(
-                        {
-                            "batch": b,
-                            "concurrency": conc,
-                            "vecshard": vs,
-                            "faiss": fa,
-                            "ratio": vs["qps"] / max(fa["qps"], 1e-9),
-                        }
-                    )
-            curve: list[dict[str, Any]] = []
-            batches = make_batches(queries, 64)
-            for probe in [p for p in sweep if p <= nlist]:
-                _, ids = client.search(name, queries, k=k, nprobe=probe)
-                index.nprobe = probe
-
-                def probe_search(q: F32, p: int = probe) -> object:
-                    return client.search(name, q, k=k, nprobe=p)
-
-                vs = timed_loop(probe_search, batches, duration_s / 2)
-                fa = timed_loop(lambda q: index.search(q, k), batches, duration_s / 2)
-                curve.append(
-                    {
-                        "nprobe": probe,
-                        "recall": recall_at_k(ids, gt, k),
-                        "vecshard_qps": vs["qps"],
-                        "faiss_qps": fa["qps"],
-                    }
-                )
+            curve = measure_curve(client, name, index, queries, gt, k, nlist, sweep, duration_s)
             index.nprobe = nprobe
             client.drop_collection(name)
             add = measure_add(client, base)
     finally:
         cluster.stop()
     return {"shards": shards, "recall": recall, "search": search_rows, "add": add, "curve": curve}
+
+
+def load_and_train(client: Client, name: str, base: F32, nlist: int, nprobe: int) -> Any:
+    """Fill an IVF_FLAT collection with base (ids 0..n-1), train it, and return the in-process faiss
+    index over the same centroids and vectors."""
+    n, dim = base.shape
+    # A threshold above n keeps the collection from training itself while it is filled.
+    client.create_collection(
+        name,
+        dim=dim,
+        metric="l2",
+        index="ivf_flat",
+        nlist=nlist,
+        nprobe=nprobe,
+        train_threshold=max(n + 1, nlist),
+    )
+    client.add(name, np.arange(n, dtype=np.int64), base)
+    client.train(name)
+    info = client.describe(name, include_centroids=True)
+    if not info.trained or info.centroids is None:
+        raise RuntimeError(f"collection {name!r} did not train (state {info.training_state})")
+    return build_faiss_ivf(info.centroids, base, nlist, nprobe)
+
+
+def compare_recall(client: Client, name: str, index: Any, queries: F32, gt: I64, k: int, nprobe: int) -> dict[str, Any]:
+    """recall@k of vecshard and of the faiss index, whether they agree, and the share of queries with the same ids."""
+    _, vs_ids = client.search(name, queries, k=k, nprobe=nprobe)
+    _, fa_ids = index.search(queries, k)
+    vs_recall, fa_recall = recall_at_k(vs_ids, gt, k), recall_at_k(fa_ids, gt, k)
+    return {
+        "vecshard": vs_recall,
+        "faiss": fa_recall,
+        "recall_identical": vs_recall == fa_recall,
+        "same_ids": float(np.mean(np.all(np.sort(vs_ids, 1) == np.sort(fa_ids, 1), axis=1))),
+    }
+
+
+def measure_search(
+    address: str,
+    name: str,
+    index: Any,
+    queries: F32,
+    k: int,
+    nprobe: int,
+    batch_sizes: Sequence[int],
+    duration_s: float,
+    concurrency: Sequence[int],
+) -> list[dict[str, Any]]:
+    """QPS and latency of vecshard (a Client per caller) and the faiss index, per batch size and concurrency."""
+    search_rows: list[dict[str, Any]] = []
+
+    def vecshard_caller() -> Callable[[F32], object]:
+        own = Client(address, timeout=600)
+        return lambda q: own.search(name, q, k=k, nprobe=nprobe)
+
+    for b in batch_sizes:
+        batches = make_batches(queries, b)
+        for conc in concurrency:
+            vs = timed_concurrent(vecshard_caller, batches, duration_s, conc)
+            # Concurrent in-process callers each get one OpenMP thread (as a threaded service would):
+            # several OpenMP teams on 2 cores spin against each other.
+            threads_before = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(1 if conc > 1 else threads_before)
+            fa = timed_concurrent(lambda: lambda q: index.search(q, k), batches, duration_s, conc)
+            faiss.omp_set_num_threads(threads_before)
+            search_rows.append(
+                {
+                    "batch": b,
+                    "concurrency": conc,
+                    "vecshard": vs,
+                    "faiss": fa,
+                    "ratio": vs["qps"] / max(fa["qps"], 1e-9),
+                }
+            )
+    return search_rows
+
+
+def measure_curve(
+    client: Client,
+    name: str,
+    index: Any,
+    queries: F32,
+    gt: I64,
+    k: int,
+    nlist: int,
+    sweep: Sequence[int],
+    duration_s: float,
+) -> list[dict[str, Any]]:
+    """Recall and QPS (batches of 64) of vecshard and the faiss index at each nprobe of the sweep up to
+    nlist; leaves the index's nprobe at the sweep's last."""
+    curve: list[dict[str, Any]] = []
+    batches = make_batches(queries, 64)
+    for probe in [p for p in sweep if p <= nlist]:
+        _, ids = client.search(name, queries, k=k, nprobe=probe)
+        index.nprobe = probe
+
+        def probe_search(q: F32, p: int = probe) -> object:
+            return client.search(name, q, k=k, nprobe=p)
+
+        vs = timed_loop(probe_search, batches, duration_s / 2)
+        fa = timed_loop(lambda q: index.search(q, k), batches, duration_s / 2)
+        curve.append(
+            {
+                "nprobe": probe,
+                "recall": recall_at_k(ids, gt, k),
+                "vecshard_qps": vs["qps"],
+                "faiss_qps": fa["qps"],
+            }
+        )
+    return curve
 
 
 def run_bench(
@@ -293,6 +336,23 @@ def plot_curve(result: dict[str, Any], path: Path) -> bool:
 
 def format_markdown(result: dict[str, Any]) -> str:
     """Markdown tables of a run_bench result: search, recall and add, plus the machine and parameters."""
+    lines = [
+        *_md_search(result),
+        *_md_recall(result),
+        *_md_add(result),
+        *_md_milvus(result),
+        *_md_chroma(result),
+        *_md_curve(result),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _latencies(x: dict[str, float]) -> str:
+    return f"{x['p50_ms']:.2f} / {x['p95_ms']:.2f} / {x['p99_ms']:.2f}"
+
+
+def _md_search(result: dict[str, Any]) -> list[str]:
+    """The title, the machine and parameters, and the search table."""
     m, p = result["machine"], result["params"]
     lines = [
         f"# vecshard bench: {p['dataset']} ({p['n']} x {p['dim']}, {p['nq']} queries)",
@@ -308,19 +368,20 @@ def format_markdown(result: dict[str, Any]) -> str:
         "| faiss p50/p95/p99 ms |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-
-    def lat(x: dict[str, float]) -> str:
-        return f"{x['p50_ms']:.2f} / {x['p95_ms']:.2f} / {x['p99_ms']:.2f}"
-
     for run in result["runs"]:
         for row in run["search"]:
             vs, fa = row["vecshard"], row["faiss"]
             lines.append(
                 f"| {run['shards']} | {row['batch']} | {row.get('concurrency', 1)} | {vs['qps']:,.0f} "
                 f"| {fa['qps']:,.0f} "
-                f"| {row['ratio']:.3f} | {lat(vs)} | {lat(fa)} |"
+                f"| {row['ratio']:.3f} | {_latencies(vs)} | {_latencies(fa)} |"
             )
-    lines += [
+    return lines
+
+
+def _md_recall(result: dict[str, Any]) -> list[str]:
+    p = result["params"]
+    lines = [
         "",
         f"## Recall@{p['k']} (ground truth: {p['ground_truth']})",
         "",
@@ -333,9 +394,13 @@ def format_markdown(result: dict[str, Any]) -> str:
             f"| {run['shards']} | {r['vecshard']:.4f} | {r['faiss']:.4f} "
             f"| {'yes' if r['recall_identical'] else 'NO'} | {r['same_ids']:.1%} |"
         )
-    lines += [
+    return lines
+
+
+def _md_add(result: dict[str, Any]) -> list[str]:
+    lines = [
         "",
-        f"## Add ({p['add_batch']}-vector batches, FLAT)",
+        f"## Add ({result['params']['add_batch']}-vector batches, FLAT)",
         "",
         "| shards | vecshard vectors/s | faiss vectors/s | ratio |",
         "|---:|---:|---:|---:|",
@@ -343,57 +408,76 @@ def format_markdown(result: dict[str, Any]) -> str:
     for run in result["runs"]:
         a = run["add"]
         lines.append(f"| {run['shards']} | {a['vecshard_vps']:,.0f} | {a['faiss_vps']:,.0f} | {a['ratio']:.3f} |")
+    return lines
+
+
+def _md_milvus(result: dict[str, Any]) -> list[str]:
+    """Milvus Lite beside the first run (one client), or why it was skipped; nothing if not measured."""
     milvus = result.get("peers", {}).get("milvus_lite")
-    if milvus and "skipped" not in milvus:
-        first = {row["batch"]: row for row in result["runs"][0]["search"] if row.get("concurrency", 1) == 1}
-        lines += [
-            "",
-            f"## Peer: Milvus Lite (IVF_FLAT, same nlist/nprobe; recall {milvus['recall']:.4f}, "
-            f"insert {milvus['insert_vps']:,.0f} vectors/s)",
-            "",
-            f"| batch | Milvus Lite QPS | vecshard QPS ({result['runs'][0]['shards']} shards) | vecshard / Milvus |",
-            "|---:|---:|---:|---:|",
-        ]
-        for row in milvus["search"]:
-            vs = first.get(row["batch"], {}).get("vecshard", {}).get("qps", float("nan"))
-            lines.append(f"| {row['batch']} | {row['qps']:,.0f} | {vs:,.0f} | {vs / row['qps']:.1f} |")
-    elif milvus:
-        lines += ["", f"Milvus Lite: {milvus['skipped']}"]
+    if not milvus:
+        return []
+    if "skipped" in milvus:
+        return ["", f"Milvus Lite: {milvus['skipped']}"]
+    first = {row["batch"]: row for row in result["runs"][0]["search"] if row.get("concurrency", 1) == 1}
+    lines = [
+        "",
+        f"## Peer: Milvus Lite (IVF_FLAT, same nlist/nprobe; recall {milvus['recall']:.4f}, "
+        f"insert {milvus['insert_vps']:,.0f} vectors/s)",
+        "",
+        f"| batch | Milvus Lite QPS | vecshard QPS ({result['runs'][0]['shards']} shards) | vecshard / Milvus |",
+        "|---:|---:|---:|---:|",
+    ]
+    for row in milvus["search"]:
+        vs = first.get(row["batch"], {}).get("vecshard", {}).get("qps", float("nan"))
+        lines.append(f"| {row['batch']} | {row['qps']:,.0f} | {vs:,.0f} | {vs / row['qps']:.1f} |")
+    return lines
+
+
+def _md_chroma(result: dict[str, Any]) -> list[str]:
+    """Chroma's server against the first run's nprobe sweep at equal recall, or why it was not compared;
+    nothing if not measured."""
     chroma = result.get("peers", {}).get("chroma")
     curve = result["runs"][0].get("curve") or []
-    if chroma and "skipped" not in chroma and curve:
-        lines += [
-            "",
-            f"## Peer: Chroma server (HNSW; insert {chroma['insert_vps']:,.0f} vectors/s) at equal recall",
-            "",
-            "vecshard: the smallest nprobe of the sweep reaching Chroma's recall, batches of 64 "
-            f"({result['runs'][0]['shards']} shards).",
-            "",
-            "| Chroma ef | recall | QPS batch 1 | QPS batch 64 | vecshard nprobe | vecshard recall "
-            "| vecshard QPS batch 64 | vecshard / Chroma |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for pt in chroma["points"]:
-            match = next((c for c in curve if c["recall"] >= pt["recall"]), curve[-1])
+    if not chroma:
+        return []
+    if "skipped" in chroma or not curve:
+        return ["", f"Chroma: {chroma.get('skipped', 'no curve to compare with')}"]
+    lines = [
+        "",
+        f"## Peer: Chroma server (HNSW; insert {chroma['insert_vps']:,.0f} vectors/s) at equal recall",
+        "",
+        "vecshard: the smallest nprobe of the sweep reaching Chroma's recall, batches of 64 "
+        f"({result['runs'][0]['shards']} shards).",
+        "",
+        "| Chroma ef | recall | QPS batch 1 | QPS batch 64 | vecshard nprobe | vecshard recall "
+        "| vecshard QPS batch 64 | vecshard / Chroma |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for pt in chroma["points"]:
+        match = next((c for c in curve if c["recall"] >= pt["recall"]), curve[-1])
+        lines.append(
+            f"| {pt['ef']} | {pt['recall']:.3f} | {pt['qps_batch1']:,.0f} | {pt['qps_batch64']:,.0f} "
+            f"| {match['nprobe']} | {match['recall']:.3f} | {match['vecshard_qps']:,.0f} "
+            f"| {match['vecshard_qps'] / pt['qps_batch64']:.1f} |"
+        )
+    return lines
+
+
+def _md_curve(result: dict[str, Any]) -> list[str]:
+    """The nprobe sweep of every run, if any was measured."""
+    if not any(run.get("curve") for run in result["runs"]):
+        return []
+    lines = [
+        "",
+        "## QPS vs recall (nprobe sweep, batches of 64; plot: qps_recall.png)",
+        "",
+        "| shards | nprobe | recall | vecshard QPS | faiss QPS |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for run in result["runs"]:
+        for c in run.get("curve", []):
             lines.append(
-                f"| {pt['ef']} | {pt['recall']:.3f} | {pt['qps_batch1']:,.0f} | {pt['qps_batch64']:,.0f} "
-                f"| {match['nprobe']} | {match['recall']:.3f} | {match['vecshard_qps']:,.0f} "
-                f"| {match['vecshard_qps'] / pt['qps_batch64']:.1f} |"
+                f"| {run['shards']} | {c['nprobe']} | {c['recall']:.3f} | {c['vecshard_qps']:,.0f} "
+                f"| {c['faiss_qps']:,.0f} |"
             )
-    elif chroma:
-        lines += ["", f"Chroma: {chroma.get('skipped', 'no curve to compare with')}"]
-    if any(run.get("curve") for run in result["runs"]):
-        lines += [
-            "",
-            "## QPS vs recall (nprobe sweep, batches of 64; plot: qps_recall.png)",
-            "",
-            "| shards | nprobe | recall | vecshard QPS | faiss QPS |",
-            "|---:|---:|---:|---:|---:|",
-        ]
-        for run in result["runs"]:
-            for c in run.get("curve", []):
-                lines.append(
-                    f"| {run['shards']} | {c['nprobe']} | {c['recall']:.3f} | {c['vecshard_qps']:,.0f} "
-                    f"| {c['faiss_qps']:,.0f} |"
-                )
-    return "\n".join(lines) + "\n"
+    return lines

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -30,7 +29,8 @@ from typing import Any
 import click
 import numpy as np
 
-from vecshard import Client, DeadlineExceeded, ResourceExhausted, Unavailable, VecshardError
+from vecshard import Client, VecshardError
+from vecshard.retry import RETRYABLE, Backoff
 
 BATCH_BYTES = 4 << 20
 """Default batch: about this many bytes of float32 vectors per Add (8192 rows at dim 128)."""
@@ -526,25 +526,21 @@ class _Sender:
     (then with upsert: the failed attempt may have been applied) and RESOURCE_EXHAUSTED with a
     retry-after hint (a busy server)."""
 
+    BACKOFF = Backoff(retries=RETRIES, initial_s=0.25, max_s=5.0, jitter=0.5, busy=True)
+
     def __init__(self, client: Client, collection: str, upsert: bool, replace_below: int) -> None:
         self.client, self.collection, self.upsert, self.replace_below = client, collection, upsert, replace_below
 
     def __call__(self, chunk: Chunk) -> Chunk:
         upsert = self.upsert or chunk.start < self.replace_below
-        for attempt in range(RETRIES + 1):
-            try:
-                self.client.add(self.collection, chunk.ids, chunk.vectors, payloads=chunk.payloads, upsert=upsert)
-                return chunk
-            except (Unavailable, DeadlineExceeded):
-                if attempt == RETRIES:
-                    raise
-                upsert = True
-                time.sleep(min(5.0, 0.25 * 2**attempt) * (1 + random.random() / 2))
-            except ResourceExhausted as err:
-                if err.retry_after is None or attempt == RETRIES:
-                    raise
-                time.sleep(err.retry_after * (1 + random.random() / 2))
-        raise AssertionError("unreachable")
+
+        def send(failed: VecshardError | None) -> Chunk:
+            nonlocal upsert
+            upsert = upsert or isinstance(failed, RETRYABLE)  # the failed attempt may have been applied
+            self.client.add(self.collection, chunk.ids, chunk.vectors, payloads=chunk.payloads, upsert=upsert)
+            return chunk
+
+        return self.BACKOFF.call(send)
 
 
 def _pump(chunks: Iterator[Chunk], send: _Sender, state: ImportState, bar: Any, parallel: int) -> None:

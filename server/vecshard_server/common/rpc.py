@@ -33,9 +33,8 @@ T = TypeVar("T")
 
 
 WRITE_TOKEN_HEADER = "x-vecshard-write-token"
-# The token of the non-upsert Add being fanned out (0: none): coordinators send it to the shards as
-# metadata, shards record which ids it wrote, so a failed Add is taken back exactly (RollbackAdd).
-WRITE_TOKEN: ContextVar[int] = ContextVar("vecshard_write_token", default=0)
+# A write's version, sent by coordinators as metadata (coordinator/shard_api.py, CallMeta): replicas
+# keep the newest per id, and a non-upsert Add's version is also its token for RollbackAdd.
 
 
 def write_token_from(metadata: Sequence[tuple[str, Any]] | None) -> int:
@@ -50,16 +49,14 @@ def write_token_from(metadata: Sequence[tuple[str, Any]] | None) -> int:
 
 
 TRAIN_EPOCH_HEADER = "x-vecshard-train-epoch"
-# The training epoch a coordinator expects its shards to search with (None: no check): a shard at
+# The training epoch a coordinator expects its shards to search with (absent: no check): a shard at
 # another epoch refuses (ABORTED), so one search never merges results of two quantizers.
-TRAIN_EPOCH: ContextVar[int | None] = ContextVar("vecshard_train_epoch", default=None)
 
 
 PLACEMENT_EPOCH_HEADER = "x-vecshard-placement-epoch"
-# The newest placement epoch a coordinator knows for the collection it writes (None: not a routed
+# The newest placement epoch a coordinator knows for the collection it writes (absent: not a routed
 # write). A shard refuses a write to an older epoch's partition (ABORTED) once it holds a newer one,
 # unless the writer knows that newer one (and so writes both placements): see common/placement.py.
-PLACEMENT_EPOCH: ContextVar[int | None] = ContextVar("vecshard_placement_epoch", default=None)
 
 
 def header_int(metadata: Sequence[tuple[str, Any]] | None, key: str) -> int | None:

@@ -34,7 +34,7 @@ class ShardQuery:
     refine: int = 1
     filter: ppb.Filter | None = None
     with_payload: ppb.PayloadSelector | None = None
-    _encoded: list[bytes] = field(default_factory=list, repr=False, compare=False)
+    _encoded: list[bytes] = field(default_factory=list, init=False, repr=False, compare=False)  # (replace: anew)
 
     @property
     def nq(self) -> int:

@@ -219,78 +219,11 @@ class CollectionSpec:
             cfg.expected_size or cfg.target_recall or cfg.memory_budget
         ):
             cfg = sized(cfg, settings)
-        if cfg.store_text and not cfg.embedding_model:
-            raise InvalidArgument("store_text keeps the texts a model embeds: set embedding_model too")
-        if not 1 <= cfg.dim <= settings.max_dim:
-            raise InvalidArgument(f"dim must be between 1 and {settings.max_dim}, got {cfg.dim}")
-        if cfg.metric not in (
-            types_pb2.METRIC_L2,
-            types_pb2.METRIC_INNER_PRODUCT,
-            types_pb2.METRIC_COSINE,
-            types_pb2.METRIC_L1,
-        ):
-            raise InvalidArgument(f"metric must be one of L2, INNER_PRODUCT, COSINE, L1, got {cfg.metric}")
+        _check_common_fields(cfg, settings)
         if cfg.index_type == types_pb2.INDEX_TYPE_FLAT:
-            for field in (
-                "nlist",
-                "nprobe",
-                "train_threshold",
-                "pq_m",
-                "pq_nbits",
-                "refine_factor",
-                "coarse_quantizer",
-            ):
-                if getattr(cfg, field):
-                    raise InvalidArgument(f"{field} applies to IVF collections only: leave it 0 for FLAT")
+            _check_flat_fields(cfg)
             return cls.from_proto(cfg)
-        kinds = {
-            types_pb2.INDEX_TYPE_IVF_FLAT,
-            types_pb2.INDEX_TYPE_IVF_SQ8,
-            types_pb2.INDEX_TYPE_IVF_SQFP16,
-            types_pb2.INDEX_TYPE_IVF_PQ,
-        }
-        if cfg.index_type not in kinds:
-            raise InvalidArgument(
-                f"index_type must be FLAT, IVF_FLAT, IVF_SQ8, IVF_SQFP16 or IVF_PQ, got {cfg.index_type}"
-            )
-        kind = IndexType.from_proto(cfg.index_type)
-        name = kind.name
-        if not 1 <= cfg.nlist <= settings.max_nlist:
-            raise InvalidArgument(f"{name} needs nlist between 1 and {settings.max_nlist}, got {cfg.nlist}")
-        if kind.quantized and cfg.metric == types_pb2.METRIC_L1:
-            raise InvalidArgument(
-                f"{name} supports L2, INNER_PRODUCT and COSINE (faiss has no L1 quantized IVF): use IVF_FLAT for L1"
-            )
-        if not kind.quantized and cfg.refine_factor > 1:
-            raise InvalidArgument(
-                f"refine_factor applies to IVF_SQ8, IVF_SQFP16 and IVF_PQ ({name} is exact per "
-                "vector already): leave it 0"
-            )
-        if cfg.refine_factor > MAX_REFINE:
-            raise InvalidArgument(f"refine_factor must be at most {MAX_REFINE}, got {cfg.refine_factor}")
-        pq_m, pq_nbits = cfg.pq_m, cfg.pq_nbits
-        if kind is IndexType.IVF_PQ:
-            pq_m = pq_m or default_pq_m(cfg.dim)
-            pq_nbits = pq_nbits or 8
-            if cfg.dim % pq_m:
-                raise InvalidArgument(f"pq_m ({pq_m}) must divide dim ({cfg.dim})")
-            if not 1 <= pq_nbits <= 16:
-                raise InvalidArgument(f"pq_nbits must be between 1 and 16, got {pq_nbits}")
-        elif pq_m or pq_nbits:
-            raise InvalidArgument(f"pq_m and pq_nbits apply to IVF_PQ only: leave them 0 for {name}")
-        if cfg.coarse_quantizer not in (
-            types_pb2.COARSE_QUANTIZER_UNSPECIFIED,
-            types_pb2.COARSE_QUANTIZER_FLAT,
-            types_pb2.COARSE_QUANTIZER_HNSW,
-        ):
-            raise InvalidArgument(f"coarse_quantizer must be FLAT or HNSW, got {cfg.coarse_quantizer}")
-        if cfg.nprobe > cfg.nlist:
-            raise InvalidArgument(f"nprobe ({cfg.nprobe}) cannot exceed nlist ({cfg.nlist})")
-        if cfg.train_threshold and cfg.train_threshold < cfg.nlist:
-            raise InvalidArgument(
-                f"train_threshold ({cfg.train_threshold}) must be at least nlist ({cfg.nlist}): "
-                "k-means needs one point per centroid"
-            )
+        pq_m, pq_nbits = _check_ivf_fields(cfg, settings)
         spec = cls.from_proto(cfg)
         return dataclasses.replace(
             spec,
@@ -299,6 +232,90 @@ class CollectionSpec:
             nprobe=spec.nprobe or default_nprobe(spec.nlist),
             train_threshold=spec.train_threshold or settings.train_threshold_factor * spec.nlist,
         )
+
+
+_IVF_KINDS = frozenset(
+    {
+        types_pb2.INDEX_TYPE_IVF_FLAT,
+        types_pb2.INDEX_TYPE_IVF_SQ8,
+        types_pb2.INDEX_TYPE_IVF_SQFP16,
+        types_pb2.INDEX_TYPE_IVF_PQ,
+    }
+)
+# The fields a FLAT collection must leave 0 (they configure IVF indexes).
+_IVF_ONLY_FIELDS = ("nlist", "nprobe", "train_threshold", "pq_m", "pq_nbits", "refine_factor", "coarse_quantizer")
+
+
+def _check_common_fields(cfg: types_pb2.CollectionConfig, settings: Settings) -> None:
+    """The checks every index kind shares: store_text, dim and metric."""
+    if cfg.store_text and not cfg.embedding_model:
+        raise InvalidArgument("store_text keeps the texts a model embeds: set embedding_model too")
+    if not 1 <= cfg.dim <= settings.max_dim:
+        raise InvalidArgument(f"dim must be between 1 and {settings.max_dim}, got {cfg.dim}")
+    if cfg.metric not in (
+        types_pb2.METRIC_L2,
+        types_pb2.METRIC_INNER_PRODUCT,
+        types_pb2.METRIC_COSINE,
+        types_pb2.METRIC_L1,
+    ):
+        raise InvalidArgument(f"metric must be one of L2, INNER_PRODUCT, COSINE, L1, got {cfg.metric}")
+
+
+def _check_flat_fields(cfg: types_pb2.CollectionConfig) -> None:
+    """A FLAT collection sets none of the IVF fields."""
+    for field in _IVF_ONLY_FIELDS:
+        if getattr(cfg, field):
+            raise InvalidArgument(f"{field} applies to IVF collections only: leave it 0 for FLAT")
+
+
+def _check_ivf_fields(cfg: types_pb2.CollectionConfig, settings: Settings) -> tuple[int, int]:
+    """Check an IVF collection's index fields; returns its (pq_m, pq_nbits), IVF_PQ's defaults filled in."""
+    if cfg.index_type not in _IVF_KINDS:
+        raise InvalidArgument(f"index_type must be FLAT, IVF_FLAT, IVF_SQ8, IVF_SQFP16 or IVF_PQ, got {cfg.index_type}")
+    kind = IndexType.from_proto(cfg.index_type)
+    name = kind.name
+    if not 1 <= cfg.nlist <= settings.max_nlist:
+        raise InvalidArgument(f"{name} needs nlist between 1 and {settings.max_nlist}, got {cfg.nlist}")
+    if kind.quantized and cfg.metric == types_pb2.METRIC_L1:
+        raise InvalidArgument(
+            f"{name} supports L2, INNER_PRODUCT and COSINE (faiss has no L1 quantized IVF): use IVF_FLAT for L1"
+        )
+    if not kind.quantized and cfg.refine_factor > 1:
+        raise InvalidArgument(
+            f"refine_factor applies to IVF_SQ8, IVF_SQFP16 and IVF_PQ ({name} is exact per vector already): leave it 0"
+        )
+    if cfg.refine_factor > MAX_REFINE:
+        raise InvalidArgument(f"refine_factor must be at most {MAX_REFINE}, got {cfg.refine_factor}")
+    pq = _pq_params(cfg, kind)
+    if cfg.coarse_quantizer not in (
+        types_pb2.COARSE_QUANTIZER_UNSPECIFIED,
+        types_pb2.COARSE_QUANTIZER_FLAT,
+        types_pb2.COARSE_QUANTIZER_HNSW,
+    ):
+        raise InvalidArgument(f"coarse_quantizer must be FLAT or HNSW, got {cfg.coarse_quantizer}")
+    if cfg.nprobe > cfg.nlist:
+        raise InvalidArgument(f"nprobe ({cfg.nprobe}) cannot exceed nlist ({cfg.nlist})")
+    if cfg.train_threshold and cfg.train_threshold < cfg.nlist:
+        raise InvalidArgument(
+            f"train_threshold ({cfg.train_threshold}) must be at least nlist ({cfg.nlist}): "
+            "k-means needs one point per centroid"
+        )
+    return pq
+
+
+def _pq_params(cfg: types_pb2.CollectionConfig, kind: IndexType) -> tuple[int, int]:
+    """(pq_m, pq_nbits): IVF_PQ's, checked, defaults filled in; other kinds must leave them 0."""
+    pq_m, pq_nbits = cfg.pq_m, cfg.pq_nbits
+    if kind is IndexType.IVF_PQ:
+        pq_m = pq_m or default_pq_m(cfg.dim)
+        pq_nbits = pq_nbits or 8
+        if cfg.dim % pq_m:
+            raise InvalidArgument(f"pq_m ({pq_m}) must divide dim ({cfg.dim})")
+        if not 1 <= pq_nbits <= 16:
+            raise InvalidArgument(f"pq_nbits must be between 1 and 16, got {pq_nbits}")
+    elif pq_m or pq_nbits:
+        raise InvalidArgument(f"pq_m and pq_nbits apply to IVF_PQ only: leave them 0 for {kind.name}")
+    return pq_m, pq_nbits
 
 
 def check_collection_count(existing: int, settings: Settings) -> None:

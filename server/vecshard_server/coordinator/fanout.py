@@ -352,7 +352,13 @@ class ShardView:
     ) -> Fanout[Resp]:
         """`ShardSet.call` over this placement's groups."""
         present = self.present
-        renamed = {i: self._renamed(r) for i, r in requests.items() if present is None or i in present}
+        renamed: dict[int, Any] = {}
+        once: dict[int, Any] = {}  # (the same request for many groups is renamed once: encoded once)
+        for i, r in requests.items():
+            if present is None or i in present:
+                if id(r) not in once:
+                    once[id(r)] = self._renamed(r)
+                renamed[i] = once[id(r)]
         return await self.base.call(
             op,
             renamed,

@@ -53,10 +53,12 @@ class LocalAbort(grpc.aio.AbortError):  # type: ignore[misc]
 class LocalContext:
     """The part of grpc.aio.ServicerContext the shard handlers use."""
 
-    def __init__(self, meta: CallMeta) -> None:
-        self.meta = meta
-        self._metadata = tuple(meta.headers())
-        self._deadline = time.monotonic() + meta.timeout if meta.timeout is not None else None
+    def __init__(
+        self, metadata: Sequence[tuple[str, str]], timeout: float | None, meta: CallMeta | None = None
+    ) -> None:
+        self.meta = meta or CallMeta(timeout)  # (what the metadata says, typed)
+        self._metadata = tuple(metadata)
+        self._deadline = time.monotonic() + timeout if timeout is not None else None
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self._metadata
@@ -106,7 +108,7 @@ class LocalShard:
         if wrapped is None:
             method = f"/{SERVICE_NAME}/{rpc or handler.__name__}"
             wrapped = self._guarded[handler] = guarded(handler, method, lambda: bool(self.service.ready), None)
-        context = LocalContext(meta)
+        context = LocalContext(meta.headers(), meta.timeout, meta)
         try:
             async with asyncio.timeout(meta.timeout):  # (no task of its own, unlike wait_for)
                 reply: Resp = await wrapped(message_of(request), context)

@@ -24,7 +24,6 @@ from vecshard_server.coordinator.shard_api import CallMeta, Encoded
 R = TypeVar("R")
 
 
-
 class _BytesChannel:
     """A channel whose stubs send and receive bytes: the generated stub's methods (their paths) with
     the (de)serialization left to RemoteShard, which does it once, and off the loop when big."""
