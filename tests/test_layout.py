@@ -48,13 +48,7 @@ MAX_FUNCTION_LINES = 80
 # "path relative to server/vecshard_server or client/vecshard:qualified name" -> its size in lines
 # today (ast end_lineno - lineno + 1). Being refactored: each entry must still be over its limit
 # (else delete it), and nothing new may join.
-OVERSIZE_ALLOWED = {
-    # classes over 400 lines
-    "shard/engine.py:ShardIndex": 1177,
-    "shard/service.py:ShardService": 1104,
-    # functions over 80 lines
-    "shard/engine.py:ShardIndex.add": 82,
-}
+OVERSIZE_ALLOWED: dict[str, int] = {}
 
 
 def _modules() -> dict[str, Path]:
