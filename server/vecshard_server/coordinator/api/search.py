@@ -17,40 +17,28 @@ import numpy.typing as npt
 from vecshard import wire
 from vecshard.errors import (
     Aborted,
-    InvalidArgument,
-    ResourceExhausted,
     Unavailable,
 )
 from vecshard.v1 import payload_pb2 as ppb
 from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.search_values import ShardHits, ShardQuery
-from vecshard_server.common.spec import CollectionSpec
 from vecshard_server.coordinator import offload
 from vecshard_server.coordinator.admission import (
     input_rows,
-    search_cost,
 )
 from vecshard_server.coordinator.api.base import Core, Family
 from vecshard_server.coordinator.catalog import Collection
 from vecshard_server.coordinator.coalesce import Coalescer, Identity
 from vecshard_server.coordinator.fanout import TOLERABLE, Fanout
 from vecshard_server.coordinator.inputs import (
-    check_search_cost,
-    normalize_rows,
-    refine_of,
     request_vectors,
-    search_chunk_rows,
-    vectors_visited,
 )
 from vecshard_server.coordinator.merge import merge_hits
-from vecshard_server.coordinator.payload_inputs import check_filter
 from vecshard_server.coordinator.reshard import LatencyAverage
+from vecshard_server.coordinator.search_plan import SearchPlan, plan_search
 from vecshard_server.coordinator.shard_api import (
     SEARCH,
-)
-from vecshard_server.embedding.service import (
-    check_embed_inputs,
 )
 
 log = logging.getLogger(__name__)
@@ -75,27 +63,12 @@ class Searches(Family):
             self.search_latency.observe(time.perf_counter() - started)
 
     async def _search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
+        """Checked into a plan, admitted, its queries embedded (texts, images) and checked, then run."""
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
-        spec = coll.spec
-        k = request.k
-        if not 1 <= k <= self.settings.max_k:
-            raise InvalidArgument(f"k must be between 1 and max_k={self.settings.max_k}, got {k}")
-        if request.nprobe and not spec.is_ivf:
-            raise InvalidArgument(f"nprobe applies to IVF collections; {spec.name!r} is FLAT: leave nprobe 0")
-        refine = refine_of(request, spec, self.settings)
-        if request.nprobe > spec.nlist:
-            raise InvalidArgument(f"nprobe ({request.nprobe}) cannot exceed the collection's nlist ({spec.nlist})")
-        if request.HasField("filter"):
-            check_filter(request.filter, self.settings)
-        with_payload = request.with_payload.enable
-        # Cost limits and admission first, from the request's sizes: a refusal costs microseconds.
-        if request.texts or request.images:
-            check_embed_inputs(request.texts, request.images, self.settings)
-        nq_sent = input_rows(request.queries, len(request.texts), len(request.images), spec.dim)
-        per_query = vectors_visited(spec, coll.count, coll.trained, request.nprobe or spec.nprobe)
-        check_search_cost(self.settings, spec, nq_sent, k * refine, per_query)
-        with self.admission.admit(search_cost(request, spec.dim, nq_sent), f"a Search of {nq_sent} queries, k={k}"):
-            queries, given = await request_vectors(
+        plan = plan_search(request, coll, self.settings)
+        nq_sent = input_rows(request.queries, len(request.texts), len(request.images), coll.spec.dim)
+        with self.admission.admit(plan.cost, plan.describe(nq_sent)):
+            queries, _ = await request_vectors(
                 self.embeddings,
                 coll.spec,
                 request.queries,
@@ -106,48 +79,42 @@ class Searches(Family):
                 "queries",
                 self._timeout(context),
             )
-            nq = queries.shape[0]
-            if nq > self.settings.max_batch:
-                raise ResourceExhausted(
-                    f"{nq} queries in one request, over max_batch={self.settings.max_batch}: split it"
-                )
-            check_search_cost(self.settings, spec, nq, k * refine, per_query)
-            heavy = queries.nbytes > offload.INLINE_BYTES
-            rows = search_chunk_rows(self.settings, spec.dim, k * refine, per_query)
-            if (
-                self.settings.search_coalescing
-                and nq <= COALESCE_ROWS
-                and not with_payload
-                and not request.HasField("filter")
-            ):
-                return await self._coalesced(coll, request, queries, refine, context)
-            if nq <= rows:
-                query = await offload.run(heavy, self._shard_query, request, spec, queries, refine)
-                out = await self._search_shards(coll, query, request.allow_partial, context)
-                heavy = nq * k * refine * len(out.results) > offload.INLINE_RESULTS
-                merged = await offload.run(heavy, self._merge, out.results, k, spec.larger_is_better, with_payload)
-                resp = await offload.run(heavy, self._reply, merged, len(coll.view), out)
-                if with_payload:
-                    self._check_reply(resp, "send fewer queries per call, a smaller k or fewer payload fields")
-                return resp
-            return await self._chunked_search(coll, request, queries, rows, context, refine)
+            query = await offload.run(queries.nbytes > offload.INLINE_BYTES, self._shard_query, plan, request, queries)
+            return await self._run(plan, query, context)
+
+    def _shard_query(self, plan: SearchPlan, request: pb.SearchRequest, queries: wire.FloatArray) -> ShardQuery:
+        """The plan's query for every shard (serialized here, off the loop when big, if any shard is remote)."""
+        query = plan.query(request, queries, self.settings)
+        if self.shards.remote:
+            query.encoded()
+        return query
+
+    async def _run(self, plan: SearchPlan, query: ShardQuery, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
+        """A small plain search joins concurrent ones (coalesce.py); a big one runs in chunks."""
+        nq, coll = query.nq, plan.coll
+        if self.settings.search_coalescing and nq <= COALESCE_ROWS and not plan.with_payload and not plan.filtered:
+            return await self._coalesced(plan, query, context)
+        if nq > plan.chunk_rows(self.settings):
+            return await self._chunked_search(plan, query, context)
+        out = await self._search_shards(coll, query, plan.allow_partial, context)
+        heavy = nq * plan.width * len(out.results) > offload.INLINE_RESULTS
+        merged = await offload.run(
+            heavy, self._merge, out.results, plan.k, coll.spec.larger_is_better, plan.with_payload
+        )
+        resp = await offload.run(heavy, self._reply, merged, len(coll.view), out)
+        if plan.with_payload:
+            self._check_reply(resp, "send fewer queries per call, a smaller k or fewer payload fields")
+        return resp
 
     async def _coalesced(
-        self,
-        coll: Collection,
-        request: pb.SearchRequest,
-        queries: wire.FloatArray,
-        refine: int,
-        context: grpc.aio.ServicerContext,
+        self, plan: SearchPlan, query: ShardQuery, context: grpc.aio.ServicerContext
     ) -> pb.SearchResponse:
         """A small plain search, sent to the shards with the concurrent ones of the same shape."""
-        spec, k = coll.spec, request.k
-        queries = self._checked_queries(request, spec, queries)  # (its own errors: before it joins a round)
-        key = (Identity(coll), k, request.nprobe or spec.nprobe, refine, request.allow_partial)
-        D, I, extra = await self.coalescer.search(key, queries, context)
+        key = (Identity(plan.coll), plan.k, plan.nprobe, plan.refine, plan.allow_partial)
+        D, I, extra = await self.coalescer.search(key, query.queries, context)
         resp = pb.SearchResponse(
-            nq=queries.shape[0],
-            k=k,
+            nq=query.nq,
+            k=plan.k,
             distances=D.tobytes(),
             ids=I.tobytes(),
             shards_total=extra["shards_total"],
@@ -212,37 +179,29 @@ class Searches(Family):
         return out
 
     async def _chunked_search(
-        self,
-        coll: Collection,
-        request: pb.SearchRequest,
-        queries: wire.FloatArray,
-        rows: int,
-        context: grpc.aio.ServicerContext,
-        refine: int = 1,
+        self, plan: SearchPlan, whole: ShardQuery, context: grpc.aio.ServicerContext
     ) -> pb.SearchResponse:
-        """A big Search as chunks of `rows` queries, search_chunk_parallel at a time: each chunk is a
-        short faiss call on the shards, so other searches get in between (fair scheduling), and only
-        a few chunks' replies are held at once. Same results as one call: queries are independent."""
-        spec, k, nq = coll.spec, request.k, queries.shape[0]
+        """A big Search as chunks of plan.chunk_rows queries, search_chunk_parallel at a time: each
+        chunk is a short faiss call on the shards, so other searches get in between (fair
+        scheduling), and only a few chunks' replies are held at once. Same results as one call:
+        queries are independent (and were checked as a whole, so errors name rows of the request)."""
+        coll, k, nq, rows = plan.coll, plan.k, whole.nq, plan.chunk_rows(self.settings)
         D = np.empty((nq, k), dtype=np.float32)
         I = np.empty((nq, k), dtype=np.int64)
         failed: set[int] = set()
         starts = iter(range(0, nq, rows))
-        with_payload = request.with_payload.enable
-        payloads: list[ppb.Payload] = [ppb.Payload() for _ in range(nq * k)] if with_payload else []
+        payloads: list[ppb.Payload] = [ppb.Payload() for _ in range(nq * k)] if plan.with_payload else []
         plans: list[ppb.FilterPlan] = []
-
-        # Checked (and normalised) as a whole, so errors name rows of the request, not of a chunk.
-        whole = await offload.run(True, self._shard_query, request, spec, queries, refine)
+        larger = coll.spec.larger_is_better
 
         async def worker() -> None:
             for a in starts:
                 b = min(nq, a + rows)
                 query = dataclasses.replace(whole, queries=whole.queries[a:b])
-                out = await self._search_shards(coll, query, request.allow_partial, context)
+                out = await self._search_shards(coll, query, plan.allow_partial, context)
                 failed.update(out.failures)
-                heavy = (b - a) * k * refine * len(out.results) > offload.INLINE_RESULTS
-                merged = await offload.run(heavy, self._merge, out.results, k, spec.larger_is_better, with_payload)
+                heavy = (b - a) * plan.width * len(out.results) > offload.INLINE_RESULTS
+                merged = await offload.run(heavy, self._merge, out.results, k, larger, plan.with_payload)
                 D[a:b], I[a:b] = merged.distances, merged.ids
                 if merged.payloads:
                     payloads[a * k : b * k] = merged.payloads
@@ -261,37 +220,6 @@ class Searches(Family):
         resp = await offload.run(True, self._reply, merged, total, Fanout({}, {}), total - len(failed))
         resp.failed_shards.extend(self.shards.shards[s].name for s in sorted(failed))
         return resp
-
-    def _checked_queries(
-        self, request: pb.SearchRequest, spec: CollectionSpec, queries: wire.FloatArray
-    ) -> wire.FloatArray:
-        """The queries checked (dim, finite, the reply within the message limit), and normalised for COSINE."""
-        nq, k = queries.shape[0], request.k
-        wire.check_vectors(queries, spec.dim, "queries")
-        if nq * k > self.settings.max_results:
-            raise ResourceExhausted(
-                f"nq * k = {nq * k} results would exceed the message limit ({self.settings.max_results} results): "
-                "send fewer queries per call or a smaller k"
-            )
-        return normalize_rows(queries, "queries") if spec.metric.value == "cosine" else queries
-
-    def _shard_query(
-        self, request: pb.SearchRequest, spec: CollectionSpec, queries: wire.FloatArray, refine: int = 1
-    ) -> ShardQuery:
-        """Check the queries and make the query every shard gets (serialized here, off the loop when
-        big, if any shard is remote)."""
-        query = ShardQuery(
-            collection=spec.name,
-            queries=self._checked_queries(request, spec, queries),
-            k=request.k,
-            nprobe=request.nprobe or spec.nprobe,
-            refine=refine,
-            filter=request.filter if request.HasField("filter") else None,
-            with_payload=request.with_payload if request.HasField("with_payload") else None,
-        )
-        if self.shards.remote:
-            query.encoded()
-        return query
 
     def _merge(self, results: dict[int, ShardHits], k: int, larger_is_better: bool, with_payload: bool) -> ShardHits:
         """The shards' hits merged into the global top-k (merge.merge_hits), each filter plan
