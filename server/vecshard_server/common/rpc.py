@@ -9,7 +9,6 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -90,10 +89,24 @@ LAZY_PARSE_BYTES = 1 << 20
 # the process is too busy for it) to refuse it without spending the parse.
 Precheck = Callable[[int], None]
 
-# The size of the request being handled when it is large (0: small). Handlers estimate costs from it:
-# reading a bytes field of a parsed message copies it (60 MB on the event loop, several times per
-# request, held it for seconds when eight such searches came at once; so does ByteSize()).
-REQUEST_BYTES: ContextVar[int] = ContextVar("vecshard_request_bytes", default=0)
+
+class SizedContext:
+    """A call's context, with the size of its request when that was large (parsed off the loop, see
+    LAZY_PARSE_BYTES). Handlers price such a request from its size: reading a bytes field of a parsed
+    message copies it (60 MB on the event loop, several times per request, held it for seconds when
+    eight such searches came at once; so does ByteSize())."""
+
+    def __init__(self, context: Any, request_bytes: int) -> None:
+        self._context = context
+        self.request_bytes = request_bytes
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
+def request_bytes(context: Any) -> int:
+    """The size of the call's request when it was large (a SizedContext), else 0."""
+    return int(getattr(context, "request_bytes", 0))
 
 
 @dataclass(frozen=True)
@@ -180,7 +193,7 @@ def guarded(
             if isinstance(request, Unparsed):
                 if precheck is not None:
                     precheck(len(request.data))
-                REQUEST_BYTES.set(len(request.data))
+                context = SizedContext(context, len(request.data))
                 request = await asyncio.to_thread(request.parse)
             if isinstance(request, Undecodable):
                 raise InvalidArgument(

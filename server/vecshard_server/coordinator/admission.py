@@ -18,7 +18,6 @@ from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.admission import Admission
 from vecshard_server.common.config import Settings
-from vecshard_server.common.rpc import REQUEST_BYTES
 from vecshard_server.coordinator.inputs import data_bytes
 
 COPIES = 3  # a request's payload held about 3 times: received, converted, re-encoded for the shards
@@ -39,33 +38,36 @@ def coordinator_admission(settings: Settings) -> Admission:
     )
 
 
-def input_rows(matrix: types_pb2.FloatMatrix, texts: int, images: int, dim: int) -> int:
+def input_rows(matrix: types_pb2.FloatMatrix, texts: int, images: int, dim: int, request_bytes: int = 0) -> int:
     """How many vectors a request carries (texts, images or matrix rows), from the bytes it sent: a
-    matrix whose rows field disagrees with its data is refused later, when it is read."""
+    matrix whose rows field disagrees with its data is refused later, when it is read.
+    request_bytes: the request's size when it was large (rpc.request_bytes), else 0."""
     if texts or images:
         return texts + images
-    n = data_bytes(matrix) // (4 * max(1, dim))
+    n = data_bytes(matrix, request_bytes) // (4 * max(1, dim))
     # For a large request n is from its whole size, a little over: its declared rows if they fit (a
     # request declaring fewer than it sends is refused once its vectors are read).
-    return min(n, matrix.rows) if matrix.rows and REQUEST_BYTES.get() else n or matrix.rows
+    return min(n, matrix.rows) if matrix.rows and request_bytes else n or matrix.rows
 
 
-def _payload(matrix: types_pb2.FloatMatrix, texts: list[str] | None, images: list[bytes] | None, dim: int) -> int:
+def _payload(
+    matrix: types_pb2.FloatMatrix, texts: list[str] | None, images: list[bytes] | None, dim: int, request_bytes: int
+) -> int:
     """Bytes of a request's vectors, or of its texts/images plus the vectors they become."""
     n = len(texts or ()) + len(images or ())
     if n:
         return sum(len(t) for t in texts or ()) + sum(len(b) for b in images or ()) + n * 4 * max(1, dim)
-    return data_bytes(matrix)
+    return data_bytes(matrix, request_bytes)
 
 
-def search_cost(request: pb.SearchRequest, dim: int, nq: int) -> int:
-    payload = _payload(request.queries, list(request.texts), list(request.images), dim)
+def search_cost(request: pb.SearchRequest, dim: int, nq: int, request_bytes: int = 0) -> int:
+    payload = _payload(request.queries, list(request.texts), list(request.images), dim, request_bytes)
     return COPIES * payload + RESULT_COPIES * RESULT_BYTES * nq * request.k
 
 
-def add_cost(request: pb.AddRequest, dim: int) -> int:
-    payload = _payload(request.vectors, list(request.texts), list(request.images), dim)
-    return COPIES * (payload + (0 if REQUEST_BYTES.get() else len(request.ids)))  # (large: ids are in payload)
+def add_cost(request: pb.AddRequest, dim: int, request_bytes: int = 0) -> int:
+    payload = _payload(request.vectors, list(request.texts), list(request.images), dim, request_bytes)
+    return COPIES * (payload + (0 if request_bytes else len(request.ids)))  # (large: ids are in payload)
 
 
 def ids_cost(id_bytes: int, row_bytes: int = 0) -> int:

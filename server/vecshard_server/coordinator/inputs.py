@@ -14,7 +14,6 @@ from vecshard.errors import FailedPrecondition, InvalidArgument, ResourceExhaust
 from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.config import Settings
-from vecshard_server.common.rpc import REQUEST_BYTES
 from vecshard_server.common.spec import MAX_REFINE, CollectionSpec
 from vecshard_server.coordinator import offload
 from vecshard_server.embedding.service import Embeddings
@@ -78,10 +77,10 @@ def request_ids(settings: Settings, data: bytes, *, unique: bool) -> np.ndarray:
     return ids
 
 
-def data_bytes(matrix: types_pb2.FloatMatrix) -> int:
-    """len(matrix.data), or for a large request (rpc.REQUEST_BYTES) the request's size, an upper bound
+def data_bytes(matrix: types_pb2.FloatMatrix, request_bytes: int = 0) -> int:
+    """len(matrix.data), or for a large request (rpc.request_bytes) the request's size, an upper bound
     of it: reading a bytes field of a parsed message copies it, and that on the event loop."""
-    return REQUEST_BYTES.get() or len(matrix.data)
+    return request_bytes or len(matrix.data)
 
 
 async def request_vectors(
@@ -94,10 +93,12 @@ async def request_vectors(
     role: types_pb2.InputRole,
     field: str,
     timeout: float,
+    request_bytes: int = 0,
 ) -> tuple[wire.FloatArray, bool]:
-    """The request's vectors, and whether they were given as such (else embedded by the model)."""
+    """The request's vectors, and whether they were given as such (else embedded by the model).
+    request_bytes: the request's size when it was large (rpc.request_bytes), else 0."""
     # (A large request without texts or images: its bytes are vectors; matrix.data is not read here.)
-    given = bool(matrix.rows) or (bool(matrix.data) if texts or images or not REQUEST_BYTES.get() else True)
+    given = bool(matrix.rows) or (bool(matrix.data) if texts or images or not request_bytes else True)
     sources = [n for n, present in ((field, given), ("texts", bool(texts)), ("images", bool(images))) if present]
     if len(sources) > 1:
         raise InvalidArgument(f"send one of {field}, texts or images, not {' and '.join(sources)}")

@@ -42,14 +42,15 @@ class SearchPlan:
     with_payload: bool
     filtered: bool
     allow_partial: bool
+    nq_sent: int  # queries the request carries (by its sizes: before they are read)
 
     @property
     def width(self) -> int:
         """Results each shard answers per query."""
         return self.k * self.refine
 
-    def describe(self, nq: int) -> str:
-        return f"a Search of {nq} queries, k={self.k}"
+    def describe(self) -> str:
+        return f"a Search of {self.nq_sent} queries, k={self.k}"
 
     def chunk_rows(self, settings: Settings) -> int:
         """Queries per chunk of a big search (each chunk a short faiss call on the shards)."""
@@ -82,8 +83,9 @@ class SearchPlan:
         )
 
 
-def plan_search(request: pb.SearchRequest, coll: Collection, settings: Settings) -> SearchPlan:
-    """Every check of a Search that its sizes allow, before its vectors are read or embedded."""
+def plan_search(request: pb.SearchRequest, coll: Collection, settings: Settings, request_bytes: int = 0) -> SearchPlan:
+    """Every check of a Search that its sizes allow, before its vectors are read or embedded.
+    request_bytes: the request's size when it was large (rpc.request_bytes), else 0."""
     spec = coll.spec
     k = request.k
     if not 1 <= k <= settings.max_k:
@@ -98,7 +100,7 @@ def plan_search(request: pb.SearchRequest, coll: Collection, settings: Settings)
         check_filter(request.filter, settings)
     if request.texts or request.images:
         check_embed_inputs(request.texts, request.images, settings)
-    nq_sent = input_rows(request.queries, len(request.texts), len(request.images), spec.dim)
+    nq_sent = input_rows(request.queries, len(request.texts), len(request.images), spec.dim, request_bytes)
     nprobe = request.nprobe or spec.nprobe
     per_query = vectors_visited(spec, coll.count, coll.trained, nprobe)
     check_search_cost(settings, spec, nq_sent, k * refine, per_query)
@@ -108,8 +110,9 @@ def plan_search(request: pb.SearchRequest, coll: Collection, settings: Settings)
         nprobe=nprobe,
         refine=refine,
         per_query=per_query,
-        cost=search_cost(request, spec.dim, nq_sent),
+        cost=search_cost(request, spec.dim, nq_sent, request_bytes),
         with_payload=request.with_payload.enable,
         filtered=filtered,
         allow_partial=request.allow_partial,
+        nq_sent=nq_sent,
     )

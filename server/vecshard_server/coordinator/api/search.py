@@ -22,11 +22,9 @@ from vecshard.errors import (
 from vecshard.v1 import payload_pb2 as ppb
 from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
+from vecshard_server.common.rpc import request_bytes
 from vecshard_server.common.search_values import ShardHits, ShardQuery
 from vecshard_server.coordinator import offload
-from vecshard_server.coordinator.admission import (
-    input_rows,
-)
 from vecshard_server.coordinator.api.base import Core, Family
 from vecshard_server.coordinator.catalog import Collection
 from vecshard_server.coordinator.coalesce import Coalescer, Identity
@@ -65,9 +63,9 @@ class Searches(Family):
     async def _search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         """Checked into a plan, admitted, its queries embedded (texts, images) and checked, then run."""
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
-        plan = plan_search(request, coll, self.settings)
-        nq_sent = input_rows(request.queries, len(request.texts), len(request.images), coll.spec.dim)
-        with self.admission.admit(plan.cost, plan.describe(nq_sent)):
+        size = request_bytes(context)
+        plan = plan_search(request, coll, self.settings, size)
+        with self.admission.admit(plan.cost, plan.describe()):
             queries, _ = await request_vectors(
                 self.embeddings,
                 coll.spec,
@@ -78,6 +76,7 @@ class Searches(Family):
                 types_pb2.INPUT_ROLE_QUERY,
                 "queries",
                 self._timeout(context),
+                size,
             )
             query = await offload.run(queries.nbytes > offload.INLINE_BYTES, self._shard_query, plan, request, queries)
             return await self._run(plan, query, context)

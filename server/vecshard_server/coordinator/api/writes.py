@@ -21,6 +21,7 @@ from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.placement import Placement
+from vecshard_server.common.rpc import request_bytes
 from vecshard_server.common.spec import CollectionSpec
 from vecshard_server.coordinator import offload
 from vecshard_server.coordinator.admission import (
@@ -71,9 +72,10 @@ class Writes(Family):
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
         if request.texts or request.images:  # per-request limits before anything is embedded or written
             check_embed_inputs(request.texts, request.images, self.settings)
-        n = input_rows(request.vectors, len(request.texts), len(request.images), coll.spec.dim)
+        size = request_bytes(context)
+        n = input_rows(request.vectors, len(request.texts), len(request.images), coll.spec.dim, size)
         check_payloads(request.payloads, len(request.ids) // 8, self.settings)
-        with self.admission.admit(add_cost(request, coll.spec.dim), f"an Add of {n} vectors"):
+        with self.admission.admit(add_cost(request, coll.spec.dim, size), f"an Add of {n} vectors"):
             return await self._add(coll, request, context)
 
     async def _add(self, coll: Collection, request: pb.AddRequest, context: grpc.aio.ServicerContext) -> pb.AddResponse:
@@ -90,6 +92,7 @@ class Writes(Family):
             types_pb2.INPUT_ROLE_PASSAGE,
             "vectors",
             self._timeout(context),
+            request_bytes(context),
         )
         heavy = heavy or vectors.nbytes > offload.INLINE_BYTES
         routed = []  # (the placement a reshard fills takes the Add as an upsert: see below)
