@@ -244,3 +244,15 @@ def test_no_fmt_skip_markers() -> None:
         if marker in line
     ]
     assert found == [], f"{len(found)} `{marker}` markers: let ruff format lay the lines out: {found}"
+
+
+def test_the_architecture_table_states_these_import_rules() -> None:
+    """docs/architecture.md's module map table (layer | owns | may import) is the rule this file
+    enforces: the two must not drift apart."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    rows = {}
+    for line in text.split("## Module map", 1)[1].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) == 3 and cells[0] not in {"layer", "---"}:
+            rows[cells[0]] = {m.strip() for m in cells[2].split(",")}
+    assert rows == ALLOWED
