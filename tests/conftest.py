@@ -1,64 +1,25 @@
-"""Shared fixtures: real local clusters (shard processes + coordinator process on loopback, port 0)."""
+"""Shared fixtures: real local clusters (shard processes + coordinator process on loopback, port 0).
+
+Helpers that are no fixtures live in support.py."""
 
 from __future__ import annotations
 
 import itertools
-import os
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from vecshard import Client
 from vecshard_server.bench.datasets import clustered, load_sift5k
-from vecshard_server.cluster.local import LocalCluster, Process
+from vecshard_server.cluster.local import LocalCluster
+
+from .support import SHARD_MODES, ShardBackend, start_backend
 
 __all__ = ["clustered"]
 
 
 _names = itertools.count()
-
-
-_HANDED_OUT: set[int] = set()
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago, for a process started next. Drawn below Linux's
-    ephemeral range (32768-60999): a port-0 pick comes from that range, where the kernel also gives
-    every outgoing connection its local port, so between the pick and the child's bind another
-    connection could take it (CI once saw "Address already in use" for a shard's metrics port)."""
-    import random
-    import socket
-
-    for _ in range(1000):
-        port = random.randint(20000, 32000)
-        if port in _HANDED_OUT:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _HANDED_OUT.add(port)
-        return port
-    raise RuntimeError("no free loopback port in 20000-32000")
-
-
-def start_role(
-    args: list[str], port_file: Path, env: dict[str, str] | None = None, timeout: float = 120, **output: Path
-) -> Process:
-    """One `vecshard` role process on 127.0.0.1, port 0, started and serving (stdout=/stderr= files)."""
-    proc = Process(args[0], [*args, "--host", "127.0.0.1", "--port", "0"], port_file, env, **output)
-    proc.wait_port(time.monotonic() + timeout)
-    return proc
-
-
-# Every test on the shared clusters runs in both shard modes: shards in their own processes over
-# gRPC ("remote"), and inside the coordinator's process ("local", `vecshard serve`'s default).
-# VECSHARD_TEST_SHARD_MODE=remote (or local) runs one of them only.
-SHARD_MODES = [m for m in os.environ.get("VECSHARD_TEST_SHARD_MODE", "remote,local").split(",") if m]
 
 
 @pytest.fixture(scope="session", params=SHARD_MODES)
@@ -110,3 +71,29 @@ def sift5k() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(base 5000x128 float32, queries 100x128 float32, exact top-100 ground-truth ids int64): the
     sift5k data shipped in vecshard_server/bench/data/sift5k (never skips)."""
     return load_sift5k()
+
+
+@pytest.fixture
+def remote_cluster() -> Iterator[LocalCluster]:
+    """A 2-shard cluster of this test's own, each shard its own process (to kill, stop or inspect)."""
+    with LocalCluster(shards=2, log_level="ERROR") as c:
+        yield c
+
+
+@pytest.fixture(params=SHARD_MODES)
+def served_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    """A 2-shard cluster of this test's own, in each shard mode (the test runs once per mode):
+    `cluster.shard_mode` says which; only "remote" has shard processes (`cluster.shards`)."""
+    with LocalCluster(shards=2, log_level="ERROR", shard_mode=request.param) as c:
+        yield c
+
+
+@pytest.fixture(scope="module", params=SHARD_MODES)
+def backend(request: pytest.FixtureRequest) -> Iterator[ShardBackend]:
+    """2 shard groups for coordinator parts run in this process (support.ShardBackend), in each shard
+    mode: shard processes of one cluster shared by the module ("remote"), or shard services in this
+    process, new for each ShardSet ("local")."""
+    b, cluster = start_backend(request.param, 2)
+    yield b
+    if cluster is not None:
+        cluster.stop()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 
 import grpc
 import numpy as np
@@ -22,12 +21,6 @@ from vecshard_server.cluster.local import LocalCluster
 from vecshard_server.common.placement import shard_of
 
 DIM = 8
-
-
-@pytest.fixture()
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(shards=2, log_level="ERROR") as c:
-        yield c
 
 
 def _found_on(address: str, collection: str, ids: np.ndarray) -> np.ndarray:
@@ -47,13 +40,13 @@ def _settle(c: Client, name: str, count: int, timeout: float = 20.0) -> int:
         time.sleep(0.2)
 
 
-def test_an_add_that_times_out_on_one_shard_leaves_nothing(cluster: LocalCluster, name: str) -> None:
+def test_an_add_that_times_out_on_one_shard_leaves_nothing(remote_cluster: LocalCluster, name: str) -> None:
     """It once left the other shards' part stored (their rollback covered only shards that answered,
     and the late shard committed after the deadline), and the retry failed with ALREADY_EXISTS."""
     ids = np.arange(200)
     x = np.random.default_rng(1).random((200, DIM), dtype=np.float32)
-    late = cluster.shards[1].popen
-    with Client(cluster.address, timeout=30) as c:
+    late = remote_cluster.shards[1].popen
+    with Client(remote_cluster.address, timeout=30) as c:
         c.create_collection(name, DIM)
         late.send_signal(signal.SIGSTOP)
         try:
@@ -69,7 +62,7 @@ def test_an_add_that_times_out_on_one_shard_leaves_nothing(cluster: LocalCluster
         np.testing.assert_array_equal(c.get(name, ids), x)
 
 
-def test_rollback_keeps_a_concurrent_acknowledged_upsert(cluster: LocalCluster, name: str) -> None:
+def test_rollback_keeps_a_concurrent_acknowledged_upsert(remote_cluster: LocalCluster, name: str) -> None:
     """Rollback once removed ids by value: an upsert of the same id, acknowledged meanwhile, was lost."""
     candidates = np.arange(1000)
     owner = shard_of(candidates, 2)
@@ -77,8 +70,8 @@ def test_rollback_keeps_a_concurrent_acknowledged_upsert(cluster: LocalCluster, 
     b = int(candidates[owner == 1][0])  # lands on shard 1, where it already exists
     old = np.full((1, DIM), 1.0, np.float32)
     new = np.full((1, DIM), 2.0, np.float32)
-    slow = cluster.shards[1].popen
-    with Client(cluster.address, timeout=60) as c:
+    slow = remote_cluster.shards[1].popen
+    with Client(remote_cluster.address, timeout=60) as c:
         c.create_collection(name, DIM)
         c.add(name, [b], old)
         outcome: list[BaseException | None] = []
@@ -95,7 +88,7 @@ def test_rollback_keeps_a_concurrent_acknowledged_upsert(cluster: LocalCluster, 
             t = threading.Thread(target=failing_add)
             t.start()
             deadline = time.monotonic() + 20
-            while not _found_on(cluster.shards[0].address, name, np.array([a]))[0]:
+            while not _found_on(remote_cluster.shards[0].address, name, np.array([a]))[0]:
                 assert time.monotonic() < deadline, "the Add never reached shard 0"
                 time.sleep(0.05)
             c.add(name, [a], new, upsert=True)  # acknowledged while the Add is still undecided

@@ -9,12 +9,8 @@ test_deploy.test_manifests_run_as_written (the rendered manifests run as written
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,12 +18,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pool, message_factory
 
 from vecshard.v1 import embedder_pb2, shard_pb2, vector_search_pb2  # noqa: F401 - register the services
 
 from .certs import CA
-from .conftest import start_role
+from .support import run_vecshard, serve_process, service_methods, start_role
 
 PUBLIC, INTERNAL, EMBEDDER = "vecshard.v1.VectorSearch", "vecshard.v1.Shard", "vecshard.v1.Embedder"
 SERVICES = {"coordinator": PUBLIC, "shard": INTERNAL, "embedder": EMBEDDER}
@@ -58,11 +53,6 @@ class Port:
     kind: str  # "coordinator", "shard" or "embedder"
     address: str
     root_ca: bytes | None = None  # TLS when set
-
-
-def _methods(service: str) -> list[tuple[str, type]]:
-    desc = descriptor_pool.Default().FindServiceByName(service)
-    return [(m.name, message_factory.GetMessageClass(m.input_type)) for m in desc.methods]
 
 
 def _channel(port: Port, cred: Credential) -> grpc.Channel:
@@ -111,7 +101,7 @@ def run_matrix(ports: list[Port], credentials: list[Credential], keys: bool) -> 
         service, port = SERVICES[p.kind], p.kind
         for cred in credentials:
             with _channel(p, cred) as ch:
-                for method, request_class in _methods(service):
+                for method, request_class, _ in service_methods(service):
                     served = _served(ch, service, method, request_class, cred.metadata)
                     refuse = _must_refuse(keys, port, cred, method)
                     counts["calls"] += 1
@@ -129,38 +119,12 @@ def _serve(
 ) -> Iterator[tuple[subprocess.Popen[str], str, list[str]]]:
     """`vecshard serve`; yields (process, coordinator address, shard addresses: none in local mode,
     where the shards have no port of their own)."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vecshard_server",
-            "serve",
-            "--port",
-            "0",
-            "--data-dir",
-            str(tmp / "data"),
-            "--shard-mode",
-            mode,
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **env},
-    )
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 60
+    proc, address, shards = serve_process(tmp / "data", "--shard-mode", mode, env=env)
     try:
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            found = re.search(r"vecshard is serving on (\S+) \(shards: ([^;]+);", line)
-            if found:
-                shards = found.group(2).split(", ")
-                if mode == "local":
-                    assert shards == ["local-shard-0", "local-shard-1"], shards
-                    shards = []
-                yield proc, found.group(1), shards
-                return
-            assert line or proc.poll() is None, "vecshard serve exited"
-        raise AssertionError("vecshard serve did not start")
+        if mode == "local":
+            assert shards == ["local-shard-0", "local-shard-1"], shards
+            shards = []
+        yield proc, address, shards
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
@@ -277,11 +241,6 @@ def test_roles_alone_with_mtls_and_internal_token(tmp_path: Path) -> None:
 
 
 def test_a_shard_beyond_loopback_without_internal_auth_refuses_to_start(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "vecshard_server", "shard", "--host", "0.0.0.0", "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_vecshard("shard", "--host", "0.0.0.0", "--port", "0")
     assert result.returncode != 0 and "refusing to listen on 0.0.0.0 without internal authentication" in result.stderr
     assert "--insecure" in result.stderr

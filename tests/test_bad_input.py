@@ -18,6 +18,7 @@ from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.cluster.local import LocalCluster
 
 from .conftest import clustered
+from .support import expect_status, run_vecshard, service_methods
 
 LIMITS = {
     "VECSHARD_MAX_MESSAGE_BYTES": str(1024 * 1024),
@@ -48,15 +49,6 @@ def limited(limited_cluster: LocalCluster) -> Iterator[Client]:
         c.add("flat", np.arange(100), clustered(100, DIM))
         c.add("cos", np.arange(10), clustered(10, DIM))
         yield c
-
-
-def expect(code: grpc.StatusCode, call, *args, match: str = "") -> str:
-    with pytest.raises(grpc.RpcError) as info:
-        call(*args, timeout=30)
-    err = info.value
-    assert err.code() == code, f"{err.code()}: {err.details()}"
-    assert match.lower() in err.details().lower(), err.details()
-    return err.details()
 
 
 def m(x: np.ndarray, rows: int | None = None, cols: int | None = None, data: bytes | None = None):
@@ -106,7 +98,7 @@ IVF = types_pb2.INDEX_TYPE_IVF_FLAT
     ],
 )
 def test_create_collection_refuses(limited: Client, request_, code, match) -> None:
-    expect(code, limited.stub.CreateCollection, request_, match=match)
+    expect_status(code, limited.stub.CreateCollection, request_, match=match)
 
 
 def test_max_collections(limited: Client) -> None:
@@ -116,7 +108,7 @@ def test_max_collections(limited: Client) -> None:
         for n in range(6 - len(names)):
             limited.stub.CreateCollection(cfg(name=f"fill{n}"))
             made.append(f"fill{n}")
-        expect(C.RESOURCE_EXHAUSTED, limited.stub.CreateCollection, cfg(name="onemore"), match="max_collections")
+        expect_status(C.RESOURCE_EXHAUSTED, limited.stub.CreateCollection, cfg(name="onemore"), match="max_collections")
     finally:
         for n in made:
             limited.drop_collection(n)
@@ -163,7 +155,7 @@ INF[0, 0] = np.inf
 )
 def test_add_refuses_and_writes_nothing(limited: Client, request_, code, match) -> None:
     before = limited.describe("flat").count
-    expect(code, limited.stub.Add, request_, match=match)
+    expect_status(code, limited.stub.Add, request_, match=match)
     assert limited.describe("flat").count == before
     got = limited.get("flat", np.arange(1000, 1004), allow_missing=True)
     assert np.isnan(got).all(), "a refused Add left vectors behind"
@@ -191,29 +183,29 @@ def search(coll: str, q: np.ndarray, k: int = 5, nprobe: int = 0, **kw) -> pb.Se
     ],
 )
 def test_search_refuses(limited: Client, request_, code, match) -> None:
-    expect(code, limited.stub.Search, request_, match=match)
+    expect_status(code, limited.stub.Search, request_, match=match)
 
 
 def test_other_rpcs_refuse(limited: Client) -> None:
     s = limited.stub
-    expect(C.INVALID_ARGUMENT, s.Remove, pb.RemoveRequest(collection="flat", ids=b""), match="empty")
-    expect(C.INVALID_ARGUMENT, s.Remove, pb.RemoveRequest(collection="flat", ids=ids(-1)), match=">= 0")
-    expect(C.NOT_FOUND, s.Remove, pb.RemoveRequest(collection="nope", ids=ids(1)))
-    expect(C.INVALID_ARGUMENT, s.Get, pb.GetRequest(collection="flat", ids=b"\1\2"), match="multiple of 8")
-    expect(C.NOT_FOUND, s.Get, pb.GetRequest(collection="flat", ids=ids(1, 5000)), match="5000")
+    expect_status(C.INVALID_ARGUMENT, s.Remove, pb.RemoveRequest(collection="flat", ids=b""), match="empty")
+    expect_status(C.INVALID_ARGUMENT, s.Remove, pb.RemoveRequest(collection="flat", ids=ids(-1)), match=">= 0")
+    expect_status(C.NOT_FOUND, s.Remove, pb.RemoveRequest(collection="nope", ids=ids(1)))
+    expect_status(C.INVALID_ARGUMENT, s.Get, pb.GetRequest(collection="flat", ids=b"\1\2"), match="multiple of 8")
+    expect_status(C.NOT_FOUND, s.Get, pb.GetRequest(collection="flat", ids=ids(1, 5000)), match="5000")
     too_many = np.arange(2900, dtype="<i8").tobytes()  # 2900 x 8 dims x 4 bytes fit in 1 MiB
     assert s.Get(pb.GetRequest(collection="flat", ids=too_many, allow_missing=True)).vectors.rows == 2900
     big = pb.CreateCollectionRequest(config=types_pb2.CollectionConfig(name="wide", dim=512, metric=1, index_type=1))
     s.CreateCollection(big)
     try:
-        expect(C.RESOURCE_EXHAUSTED, s.Get, pb.GetRequest(collection="wide", ids=too_many), match="ids per call")
+        expect_status(C.RESOURCE_EXHAUSTED, s.Get, pb.GetRequest(collection="wide", ids=too_many), match="ids per call")
     finally:
         limited.drop_collection("wide")
-    expect(C.NOT_FOUND, s.DescribeCollection, pb.DescribeCollectionRequest(name="nope"))
-    expect(C.INVALID_ARGUMENT, s.DescribeCollection, pb.DescribeCollectionRequest(name=""))
-    expect(C.NOT_FOUND, s.DropCollection, pb.DropCollectionRequest(name="nope"))
-    expect(C.FAILED_PRECONDITION, s.Train, pb.TrainRequest(collection="flat"), match="FLAT")
-    expect(C.FAILED_PRECONDITION, s.Train, pb.TrainRequest(collection="ivf"), match="add more vectors")
+    expect_status(C.NOT_FOUND, s.DescribeCollection, pb.DescribeCollectionRequest(name="nope"))
+    expect_status(C.INVALID_ARGUMENT, s.DescribeCollection, pb.DescribeCollectionRequest(name=""))
+    expect_status(C.NOT_FOUND, s.DropCollection, pb.DropCollectionRequest(name="nope"))
+    expect_status(C.FAILED_PRECONDITION, s.Train, pb.TrainRequest(collection="flat"), match="FLAT")
+    expect_status(C.FAILED_PRECONDITION, s.Train, pb.TrainRequest(collection="ivf"), match="add more vectors")
     assert limited.describe("flat").count == 100  # and the server still serves
 
 
@@ -230,9 +222,11 @@ def test_sdk_checks_locally_before_sending(limited: Client) -> None:
 def test_found_by_attack_each_gets_its_status(limited: Client) -> None:
     """Cases an outside attack turned into UNKNOWN, INTERNAL or RESOURCE_EXHAUSTED."""
     s = limited.stub
-    details = expect(C.INVALID_ARGUMENT, s.DescribeCollection, pb.DescribeCollectionRequest(name="x" * 20000))
+    details = expect_status(C.INVALID_ARGUMENT, s.DescribeCollection, pb.DescribeCollectionRequest(name="x" * 20000))
     assert len(details) <= 1000 and "20000 characters" in details
-    expect(C.INVALID_ARGUMENT, s.Train, pb.TrainRequest(collection="ivf", max_training_points=5), match="below nlist")
+    expect_status(
+        C.INVALID_ARGUMENT, s.Train, pb.TrainRequest(collection="ivf", max_training_points=5), match="below nlist"
+    )
     top = 2**64 - 1
     assert s.Sample(pb.SampleRequest(collection="flat", max_points=10, seed=top)).ids
     limited.create_collection("seeded", DIM, index="ivf_flat", nlist=2, train_threshold=1000)
@@ -246,12 +240,6 @@ def test_found_by_attack_each_gets_its_status(limited: Client) -> None:
 GARBAGE = [b"\xff", b"\x0a\xff\x01", b"\x12\x05ab", b"\x08" + b"\xff" * 11]
 
 
-def _methods(service: str) -> list[str]:
-    from google.protobuf import descriptor_pool
-
-    return [m.name for m in descriptor_pool.Default().FindServiceByName(service).methods]
-
-
 @pytest.mark.parametrize("service", ["vecshard.v1.VectorSearch", "vecshard.v1.Shard"])
 def test_undecodable_bytes_get_invalid_argument_on_every_rpc(limited_cluster: LocalCluster, service: str) -> None:
     """Raw bytes that are no valid message once got UNKNOWN (DecodeError raised in grpcio)."""
@@ -259,7 +247,7 @@ def test_undecodable_bytes_get_invalid_argument_on_every_rpc(limited_cluster: Lo
 
     address = limited_cluster.address if service.endswith("VectorSearch") else limited_cluster.shards[0].address
     with grpc.insecure_channel(address) as ch:
-        for method in _methods(service):
+        for method, _, _ in service_methods(service):
             call = ch.unary_unary(f"/{service}/{method}")
             for blob in GARBAGE:
                 with pytest.raises(grpc.RpcError) as info:
@@ -272,15 +260,7 @@ def test_undecodable_bytes_get_invalid_argument_on_every_rpc(limited_cluster: Lo
 
 def test_a_busy_port_fails_to_bind_naming_it(limited_cluster: LocalCluster) -> None:
     """grpc's SO_REUSEPORT once let a second server share a port and split its connections."""
-    import subprocess
-    import sys
-
     port = limited_cluster.shards[0].port
-    result = subprocess.run(
-        [sys.executable, "-m", "vecshard_server", "shard", "--host", "127.0.0.1", "--port", str(port)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_vecshard("shard", "--host", "127.0.0.1", "--port", str(port))
     assert result.returncode != 0
     assert f"127.0.0.1:{port}" in result.stderr and "in use" in result.stderr, result.stderr

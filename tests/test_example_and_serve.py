@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import re
 import runpy
 import signal
 import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +16,8 @@ import pytest
 from vecshard import Client
 from vecshard_server.cluster.local import LocalCluster
 
-from .conftest import clustered, free_port
+from .conftest import clustered
+from .support import free_port, run_vecshard, serve_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,27 +50,10 @@ def _serve(
     data_dir: Path, *extra: str, env: dict[str, str] | None = None, lines: list[str] | None = None
 ) -> tuple[subprocess.Popen[str], str]:
     """Start `vecshard serve` on port 0; returns it and its address (startup log lines into `lines`)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vecshard_server", "serve", "--port", "0", "--data-dir", str(data_dir), *extra],
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 60
-    lines = [] if lines is None else lines
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        lines.append(line)
-        found = re.search(r"vecshard is serving on (\S+) \(shards: ([^;]+);", line)
-        if found:
-            shards = int(extra[extra.index("--shards") + 1]) if "--shards" in extra else 2
-            assert len(found.group(2).split(", ")) == shards
-            return proc, found.group(1)
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise AssertionError("vecshard serve did not start:\n" + "".join(lines))
+    proc, address, names = serve_process(data_dir, *extra, env=env, lines=lines)
+    shards = int(extra[extra.index("--shards") + 1]) if "--shards" in extra else 2
+    assert len(names) == shards
+    return proc, address
 
 
 def _stop(proc: subprocess.Popen[str]) -> str:
@@ -114,23 +94,7 @@ def test_serve_refuses_fewer_shards_than_existing_data(tmp_path: Path) -> None:
     """Shard processes for fewer groups than a data dir holds would lose the others' points. (Local
     shards serve every group the data dir has: a reshard may have added some; tests/test_reshard.py.)"""
     (tmp_path / "cluster.json").write_text('{"shards": 3}\n')
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vecshard_server",
-            "serve",
-            "--shard-mode",
-            "remote",
-            "--port",
-            "0",
-            "--data-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_vecshard("serve", "--shard-mode", "remote", "--port", "0", "--data-dir", str(tmp_path))
     assert result.returncode != 0
     assert "--shards 3" in result.stderr
 

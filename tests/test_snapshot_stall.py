@@ -30,7 +30,6 @@ from vecshard import wire
 from vecshard.types import IndexType, Metric
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import vector_search_pb2 as pb
-from vecshard_server.common.config import Settings
 from vecshard_server.common.results import pad_distance
 from vecshard_server.common.spec import CollectionSpec
 from vecshard_server.shard import engine
@@ -39,6 +38,7 @@ from vecshard_server.shard.engine import ShardIndex, assign_lists, faiss_metric,
 from vecshard_server.shard.locks import RWLock
 from vecshard_server.shard.service import ShardService
 
+from .support import open_shard, shard_add, shard_remove
 from .test_ties import family
 
 DIM, NLIST = 8, 6
@@ -286,21 +286,6 @@ def test_a_merge_from_a_peer_during_a_snapshot_keeps_the_newest_of_each_id(tmp_p
 # -- (1) and (3): a shard service over a data dir ------------------------------------------------
 
 
-def _shard(tmp: Path) -> ShardService:
-    s = ShardService(Settings(), tmp)
-    s.recover()
-    return s
-
-
-def _add(s: ShardService, ids: np.ndarray, x: np.ndarray, upsert: bool) -> pb.AddResponse:
-    req = pb.AddRequest(collection="c", ids=wire.pack_ids(ids), vectors=wire.pack_matrix(x), upsert=upsert)
-    return asyncio.run(s.Add(req, None))
-
-
-def _remove(s: ShardService, ids: np.ndarray) -> pb.RemoveResponse:
-    return asyncio.run(s.Remove(pb.RemoveRequest(collection="c", ids=wire.pack_ids(ids)), None))
-
-
 def _install(s: ShardService, centroids: np.ndarray, mode: int = 0) -> None:
     req = spb.InstallQuantizerRequest(collection="c", centroids=wire.pack_matrix(centroids), epoch=1, mode=mode)
     asyncio.run(s.InstallQuantizer(req, None))
@@ -318,10 +303,10 @@ def test_a_checkpoint_stalls_nothing_and_recovery_keeps_every_write_made_during_
 ) -> None:
     rng = np.random.default_rng(5)
     spec = spec_of("l2", kind == "ivf")
-    s, model = _shard(tmp_path), Model(spec)
+    s, model = open_shard(tmp_path), Model(spec)
     s._create(spec.to_proto())
     x = family(1000, seed=2)
-    _add(s, np.arange(500), x[:500], False)
+    shard_add(s, "c", np.arange(500), x[:500], False)
     model.add(np.arange(500), x[:500])
     if kind == "ivf":
         model.centroids = rng.normal(size=(NLIST, DIM)).astype(np.float32)
@@ -338,13 +323,13 @@ def test_a_checkpoint_stalls_nothing_and_recovery_keeps_every_write_made_during_
     def work() -> int:
         for step in range(steps):
             new = np.array([1000 + step])
-            assert _add(s, new, x[500 + step : 501 + step], False).added == 1
+            assert shard_add(s, "c", new, x[500 + step : 501 + step], False).added == 1
             model.add(new, x[500 + step : 501 + step])
             old = np.array([step * 7])  # an id in the snapshot, replaced
-            _add(s, old, x[600 + step : 601 + step], True)
+            shard_add(s, "c", old, x[600 + step : 601 + step], True)
             model.add(old, x[600 + step : 601 + step])
             gone = np.array([step * 7 + 3, 1000 + step - 1])  # one in the snapshot, one added just before
-            assert _remove(s, gone).removed == sum(i in model.store for i in gone.tolist())
+            assert shard_remove(s, "c", gone).removed == sum(i in model.store for i in gone.tolist())
             model.remove(gone)
             D, I = _search(s, queries, 10)
             rD, rI = model.search(queries, 10, 0)
@@ -362,11 +347,11 @@ def test_a_checkpoint_stalls_nothing_and_recovery_keeps_every_write_made_during_
     assert meta["lsn"] == frozen_lsn == part.snapshot_lsn < part.applied_lsn  # the writes since are in the log
     assert meta["count"] == 500
 
-    crashed = _shard(tmp_path)  # the first one never closed: a crash
+    crashed = open_shard(tmp_path)  # the first one never closed: a crash
     assert_equal(crashed.collections["c"], model, queries, "after a crash and recovery")
     assert crashed.collections["c"].applied_lsn == part.applied_lsn
     crashed.checkpoint()  # a snapshot of the state the writes were folded into
-    assert_equal(_shard(tmp_path).collections["c"], model, queries, "after a second checkpoint and recovery")
+    assert_equal(open_shard(tmp_path).collections["c"], model, queries, "after a second checkpoint and recovery")
 
 
 def test_a_training_activated_during_a_checkpoint(tmp_path: Path, gate: Gate) -> None:
@@ -374,21 +359,21 @@ def test_a_training_activated_during_a_checkpoint(tmp_path: Path, gate: Gate) ->
     lsn is before the install, which recovery replays from the log)."""
     rng = np.random.default_rng(8)
     spec = spec_of("inner_product", ivf=True)
-    s, model = _shard(tmp_path), Model(spec)
+    s, model = open_shard(tmp_path), Model(spec)
     s._create(spec.to_proto())
     x = family(600, seed=6)
-    _add(s, np.arange(300), x[:300], False)
+    shard_add(s, "c", np.arange(300), x[:300], False)
     model.add(np.arange(300), x[:300])
     saver = threading.Thread(target=s.checkpoint, daemon=True)
     saver.start()
     assert gate.entered.wait(60)
     centroids = rng.normal(size=(NLIST, DIM)).astype(np.float32)
-    within(lambda: _add(s, np.arange(300, 350), x[300:350], False), "an add")
-    within(lambda: _remove(s, np.arange(0, 300, 9)), "a remove")
+    within(lambda: shard_add(s, "c", np.arange(300, 350), x[300:350], False), "an add")
+    within(lambda: shard_remove(s, "c", np.arange(0, 300, 9)), "a remove")
     within(lambda: _install(s, centroids, spb.INSTALL_MODE_PREPARE), "prepare")
-    within(lambda: _add(s, np.arange(350, 400), x[350:400], False), "an add")
+    within(lambda: shard_add(s, "c", np.arange(350, 400), x[350:400], False), "an add")
     within(lambda: _install(s, centroids, spb.INSTALL_MODE_ACTIVATE), "activate")
-    within(lambda: _add(s, np.arange(400, 420), x[400:420], True), "an add")
+    within(lambda: shard_add(s, "c", np.arange(400, 420), x[400:420], True), "an add")
     model.add(np.arange(300, 420), x[300:420])
     model.remove(np.arange(0, 300, 9))
     model.centroids = centroids
@@ -400,7 +385,7 @@ def test_a_training_activated_during_a_checkpoint(tmp_path: Path, gate: Gate) ->
     assert_equal(part, model, x[:6], "after the checkpoint")
     meta = json.loads((tmp_path / "collections" / "c" / "meta.json").read_text())
     assert not meta["trained"] and meta["count"] == 300
-    assert_equal(_shard(tmp_path).collections["c"], model, x[:6], "after a crash and recovery")
+    assert_equal(open_shard(tmp_path).collections["c"], model, x[:6], "after a crash and recovery")
 
 
 # -- the lock -----------------------------------------------------------------------------------
@@ -414,27 +399,22 @@ def _waiting(lock: RWLock, n: int) -> None:
         time.sleep(0.001)
 
 
-def test_a_reader_waiting_for_a_writer_goes_before_the_next_writer() -> None:
-    """A stream of writes cannot starve searches: a writer's release lets in the readers that waited
-    for it before the next writer."""
+def _order(first: tuple[str, str], second: tuple[str, str], third: tuple[str, str]) -> list[str]:
+    """Three threads take an RWLock, each (mode "read" or "write", label): the first holds it while
+    the second, then the third, queue for it. The labels in the order they got it."""
     lock, order = RWLock(), []
     holding, release = threading.Event(), threading.Event()
 
-    def first() -> None:
-        with lock.write():
-            holding.set()
-            release.wait(30)
-            order.append("w1")
+    def take(mode: str, label: str, hold: bool) -> None:
+        with lock.read() if mode == "read" else lock.write():
+            if hold:
+                holding.set()
+                release.wait(30)
+            order.append(label)
 
-    def reader() -> None:
-        with lock.read():
-            order.append("r")
-
-    def second() -> None:
-        with lock.write():
-            order.append("w2")
-
-    threads = [threading.Thread(target=f, daemon=True) for f in (first, reader, second)]
+    threads = [
+        threading.Thread(target=take, args=(*who, i == 0), daemon=True) for i, who in enumerate((first, second, third))
+    ]
     threads[0].start()
     assert holding.wait(30)
     threads[1].start()
@@ -444,36 +424,17 @@ def test_a_reader_waiting_for_a_writer_goes_before_the_next_writer() -> None:
     release.set()
     for t in threads:
         t.join(30)
+    return order
+
+
+def test_a_reader_waiting_for_a_writer_goes_before_the_next_writer() -> None:
+    """A stream of writes cannot starve searches: a writer's release lets in the readers that waited
+    for it before the next writer."""
+    order = _order(("write", "w1"), ("read", "r"), ("write", "w2"))
     assert order == ["w1", "r", "w2"]
 
 
 def test_a_waiting_writer_goes_before_later_readers() -> None:
     """A stream of searches cannot starve writes: readers arriving while a writer waits wait for it."""
-    lock, order = RWLock(), []
-    holding, release = threading.Event(), threading.Event()
-
-    def first() -> None:
-        with lock.read():
-            holding.set()
-            release.wait(30)
-            order.append("r1")
-
-    def writer() -> None:
-        with lock.write():
-            order.append("w")
-
-    def later() -> None:
-        with lock.read():
-            order.append("r2")
-
-    threads = [threading.Thread(target=f, daemon=True) for f in (first, writer, later)]
-    threads[0].start()
-    assert holding.wait(30)
-    threads[1].start()
-    _waiting(lock, 1)
-    threads[2].start()
-    _waiting(lock, 2)
-    release.set()
-    for t in threads:
-        t.join(30)
+    order = _order(("read", "r1"), ("write", "w"), ("read", "r2"))
     assert order == ["r1", "w", "r2"]

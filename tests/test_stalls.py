@@ -38,12 +38,11 @@ from vecshard_server.common.config import Settings
 from vecshard_server.common.placement import shard_of
 from vecshard_server.common.spec import CollectionSpec
 from vecshard_server.coordinator.inputs import page_row_bytes
-from vecshard_server.coordinator.service import CoordinatorService
 from vecshard_server.coordinator.training import sample_quotas
-from vecshard_server.embedding.service import LocalEmbeddings
 from vecshard_server.shard.engine import train_centroids
 
 from .conftest import clustered
+from .support import NoDeadline, ShardBackend
 
 DIM, N, NLIST, K = 32, 100_000, 1024, 4096
 # k = 4096 over 1365 queries is 5.6M results: over the default per-request cost limit (1M), at the
@@ -213,9 +212,7 @@ def test_paged_samples_are_exact_and_train_exactly(
     row_of = {int(i): r for r, i in enumerate(all_ids)}
 
     async def scenario() -> None:
-        service = CoordinatorService(settings, cluster.shard_addresses, LocalEmbeddings.from_file(None, settings))
-        await service.start()
-        try:
+        async with ShardBackend.of(cluster).coordinator(settings) as service:
             coll = service.catalog.collections["small"]
             spec, counts = coll.spec, list(coll.shard_counts)
             quotas = sample_quotas(counts, points)
@@ -237,15 +234,8 @@ def test_paged_samples_are_exact_and_train_exactly(
             got = np.frombuffer(info.centroids.data, np.float32).reshape(spec.nlist, DIM)
             np.testing.assert_allclose(got, train_centroids(vectors, spec, 9), rtol=1e-5, atol=1e-5)
             assert all(s.trained for s in info.shards)
-            resp = await service.Sample(pb.SampleRequest(collection="small", max_points=10), _NoDeadline())
+            resp = await service.Sample(pb.SampleRequest(collection="small", max_points=10), NoDeadline())
             assert len(resp.ids) == 80  # the public Sample still answers with ids, lists...
             assert (np.frombuffer(resp.lists, "<i4") >= 0).all()
-        finally:
-            await service.close()
 
     asyncio.run(scenario())
-
-
-class _NoDeadline:
-    def time_remaining(self) -> None:
-        return None

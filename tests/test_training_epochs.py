@@ -23,7 +23,8 @@ from vecshard.v1 import shard_pb2_grpc
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.cluster.local import LocalCluster, Process
 
-from .conftest import clustered, start_role
+from .conftest import clustered
+from .support import start_role
 
 DIM, NLIST = 16, 8
 

@@ -21,10 +21,11 @@ import pytest
 from vecshard import NotFound, wire
 from vecshard.v1 import shard_pb2, types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
-from vecshard_server.common.config import Settings
 from vecshard_server.shard.engine import SnapshotCorrupt
 from vecshard_server.shard.service import ShardService
 from vecshard_server.shard.wal import HEADER, MAGIC, Wal, WalCorrupt, scan, segments
+
+from .support import open_shard, shard_add, shard_remove
 
 DIM = 4
 
@@ -37,30 +38,33 @@ class Fatal(Exception):
     pass
 
 
-def _shard(tmp: Path, **settings: object) -> ShardService:
-    s = ShardService(Settings(**settings), tmp)  # type: ignore[arg-type]
-
-    def fatal(message: str) -> None:  # in production the process ends here
-        raise Fatal(message)
-
-    s.on_fatal = fatal  # type: ignore[method-assign]
-    s.recover()
-    assert s.wal is not None
-    s.wal.on_fatal = fatal
-    return s
+def fatal(message: str) -> None:  # in production the process ends here
+    raise Fatal(message)
 
 
 def _config(name: str = "c") -> types_pb2.CollectionConfig:
     return types_pb2.CollectionConfig(name=name, dim=DIM, metric=1, index_type=1)
 
 
-def _add(s: ShardService, name: str, i: int) -> pb.AddResponse:
-    req = pb.AddRequest(collection=name, ids=wire.pack_ids(np.array([i])), vectors=wire.pack_matrix(vec(i)))
-    return asyncio.run(s.Add(req, None))  # type: ignore[arg-type]
+class _Context:
+    """The two things a shard's Add handler reads from its gRPC context."""
+
+    def __init__(self, remaining: float | None, token: int = 0) -> None:
+        self.remaining, self.token = remaining, token
+
+    def time_remaining(self) -> float | None:
+        return self.remaining
+
+    def invocation_metadata(self) -> list[tuple[str, str]]:
+        return [("x-vecshard-write-token", str(self.token))] if self.token else []
+
+
+def _add(s: ShardService, name: str, i: int, context: _Context | None = None) -> pb.AddResponse:
+    return shard_add(s, name, [i], vec(i), context=context)
 
 
 def _remove(s: ShardService, name: str, i: int) -> None:
-    asyncio.run(s.Remove(pb.RemoveRequest(collection=name, ids=wire.pack_ids(np.array([i]))), None))  # type: ignore[arg-type]
+    shard_remove(s, name, [i])
 
 
 def _stored(s: ShardService, name: str = "c") -> dict[int, float]:
@@ -72,7 +76,7 @@ def _stored(s: ShardService, name: str = "c") -> dict[int, float]:
 def test_checkpoint_racing_create_keeps_the_collection(tmp_path: Path) -> None:
     """A checkpoint between a create's fsync and its registration once deleted the segment holding
     the create and never saved the partition: the acknowledged collection was gone after a crash."""
-    s = _shard(tmp_path)
+    s = open_shard(tmp_path, fatal)
     assert s.wal is not None
     wal = s.wal
     slow_sync = threading.Event()
@@ -92,14 +96,14 @@ def test_checkpoint_racing_create_keeps_the_collection(tmp_path: Path) -> None:
     creator.join()
     wal.sync = real_sync  # type: ignore[method-assign]
     _add(s, "c", 7)
-    s2 = _shard(tmp_path)  # crash: no close
+    s2 = open_shard(tmp_path, fatal)  # crash: no close
     assert "c" in s2.collections and _stored(s2) == {7: 7.0}
 
 
 def test_add_racing_drop_and_recreate_is_refused_not_replayed(tmp_path: Path) -> None:
     """An Add that looked its partition up before a Drop + re-Create was acknowledged into the dropped
     partition and, after a crash, replayed into the new collection of the same name."""
-    s = _shard(tmp_path)
+    s = open_shard(tmp_path, fatal)
     s._create(_config())
     old = s.collections["c"]
     real_add = old.add
@@ -127,14 +131,14 @@ def test_add_racing_drop_and_recreate_is_refused_not_replayed(tmp_path: Path) ->
     t.join()
     assert isinstance(outcome[0], NotFound), outcome  # refused, not acknowledged into the dropped one
     assert _stored(s) == {}
-    s2 = _shard(tmp_path)
+    s2 = open_shard(tmp_path, fatal)
     assert _stored(s2) == {}  # and never replayed into the new incarnation
 
 
 def test_damaged_record_length_refuses_instead_of_truncating(tmp_path: Path) -> None:
     """Flipping the high byte of a mid-log record's length once made recovery take the rest of the
     log for a torn tail and truncate it: acknowledged writes gone, removed ones back."""
-    s = _shard(tmp_path)
+    s = open_shard(tmp_path, fatal)
     s._create(_config())
     for i in range(40):
         _add(s, "c", i)
@@ -145,7 +149,7 @@ def test_damaged_record_length_refuses_instead_of_truncating(tmp_path: Path) -> 
     data[target + 3] ^= 0x80  # the length's high byte
     seg.write_bytes(bytes(data))
     with pytest.raises(WalCorrupt, match=f"is damaged at byte {target}: the record header fails its checksum"):
-        _shard(tmp_path)
+        open_shard(tmp_path, fatal)
     assert seg.read_bytes() == bytes(data), "a refused start must not have truncated anything"
 
 
@@ -159,7 +163,7 @@ def _record_offsets(data: bytes | bytearray) -> list[int]:
 
 def _workload(tmp: Path) -> tuple[dict[int, float], set[int]]:
     """Two segments (a checkpoint between), a snapshot, adds and removes; returns what was acknowledged."""
-    s = _shard(tmp)
+    s = open_shard(tmp, fatal)
     s._create(_config())
     for i in range(12):
         _add(s, "c", i)
@@ -201,7 +205,7 @@ def test_every_flipped_header_or_meta_byte_is_refused_or_harmless(tmp_path: Path
         data[byte] ^= 0xFF
         path.write_bytes(bytes(data))
         try:
-            s = _shard(work)
+            s = open_shard(work, fatal)
         except (WalCorrupt, SnapshotCorrupt) as err:
             assert str(work / rel).split("/")[-1] in str(err) or "meta.json" in str(err), err
             refused += 1
@@ -244,11 +248,11 @@ def test_snapshot_claiming_more_than_the_log_refuses(tmp_path: Path) -> None:
     meta["lsn"] = 10_000
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(SnapshotCorrupt, match="covers lsn 10000 but the log .* ends at lsn"):
-        _shard(tmp_path)
+        open_shard(tmp_path, fatal)
 
 
 def test_failed_apply_after_logging_is_aborted_and_not_replayed(tmp_path: Path) -> None:
-    s = _shard(tmp_path)
+    s = open_shard(tmp_path, fatal)
     s._create(_config())
     _add(s, "c", 1)
     part = s.collections["c"]
@@ -263,7 +267,7 @@ def test_failed_apply_after_logging_is_aborted_and_not_replayed(tmp_path: Path) 
     part._index.add_with_ids = real
     records = list(scan(tmp_path / "wal"))
     assert records[-1].WhichOneof("op") == "abort" and records[-1].abort == records[-2].lsn
-    s2 = _shard(tmp_path)
+    s2 = open_shard(tmp_path, fatal)
     assert _stored(s2) == {1: 1.0}  # the client was told it failed: it must not come back
 
 
@@ -297,30 +301,12 @@ def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert [r.drop for r in scan(tmp_path)] == [f"collection-{i}" for i in range(5)]
 
 
-class _Context:
-    """The two things a shard's Add handler reads from its gRPC context."""
-
-    def __init__(self, remaining: float | None, token: int = 0) -> None:
-        self.remaining, self.token = remaining, token
-
-    def time_remaining(self) -> float | None:
-        return self.remaining
-
-    def invocation_metadata(self) -> list[tuple[str, str]]:
-        return [("x-vecshard-write-token", str(self.token))] if self.token else []
-
-
-def _add_with(s: ShardService, i: int, context: _Context) -> pb.AddResponse:
-    req = pb.AddRequest(collection="c", ids=wire.pack_ids(np.array([i])), vectors=wire.pack_matrix(vec(i)))
-    return asyncio.run(s.Add(req, context))  # type: ignore[arg-type]
-
-
 def test_a_write_whose_deadline_passed_while_it_waited_is_refused(tmp_path: Path) -> None:
     """A shard once committed after its caller's deadline (waiting for the partition's lock), so the
     coordinator's rollback, sent when it gave up, could not cover it: half a batch stayed."""
     from vecshard import DeadlineExceeded
 
-    s = _shard(tmp_path)
+    s = open_shard(tmp_path, fatal)
     s._create(_config())
     part = s.collections["c"]
     locked = threading.Event()
@@ -334,10 +320,10 @@ def test_a_write_whose_deadline_passed_while_it_waited_is_refused(tmp_path: Path
     holder.start()
     assert locked.wait(5)
     with pytest.raises(DeadlineExceeded, match="before the write was committed"):
-        _add_with(s, 1, _Context(remaining=0.2))
+        _add(s, "c", 1, _Context(remaining=0.2))
     holder.join()
     assert _stored(s) == {}
-    assert _stored(_shard(tmp_path)) == {}
+    assert _stored(open_shard(tmp_path, fatal)) == {}
 
 
 def test_rollback_before_its_add_arrives_refuses_the_add(tmp_path: Path) -> None:
@@ -345,24 +331,24 @@ def test_rollback_before_its_add_arrives_refuses_the_add(tmp_path: Path) -> None
     from vecshard import DeadlineExceeded
     from vecshard.v1 import shard_pb2
 
-    s = _shard(tmp_path)
+    s = open_shard(tmp_path, fatal)
     s._create(_config())
     token = 12345
     rollback = shard_pb2.RollbackAddRequest(collection="c", write_token=token, ids=wire.pack_ids(np.array([1])))
     assert asyncio.run(s.RollbackAdd(rollback, None)).removed == 0  # type: ignore[arg-type]
     with pytest.raises(DeadlineExceeded, match="rolled back by its coordinator"):
-        _add_with(s, 1, _Context(remaining=None, token=token))
-    _add_with(s, 2, _Context(remaining=None, token=777))  # another Add is not affected
+        _add(s, "c", 1, _Context(remaining=None, token=token))
+    _add(s, "c", 2, _Context(remaining=None, token=777))  # another Add is not affected
     assert asyncio.run(s.RollbackAdd(rollback, None)).removed == 0  # type: ignore[arg-type]
     other = shard_pb2.RollbackAddRequest(collection="c", write_token=777, ids=wire.pack_ids(np.array([2])))
     assert asyncio.run(s.RollbackAdd(other, None)).removed == 1  # type: ignore[arg-type]
-    assert _stored(s) == {} and _stored(_shard(tmp_path)) == {}
+    assert _stored(s) == {} and _stored(open_shard(tmp_path, fatal)) == {}
 
 
 def test_writers_blocked_on_one_collection_do_not_starve_searches_of_another(tmp_path: Path) -> None:
     """Reads and writes once shared one small thread pool: writers waiting for one collection's lock
     took every thread, and searches of other collections queued behind them."""
-    s = _shard(tmp_path)
+    s = open_shard(tmp_path, fatal)
     s._create(_config("busy"))
     s._create(_config("other"))
     _add(s, "other", 1)
@@ -412,4 +398,4 @@ def test_a_damaged_checksum_key_does_not_turn_the_check_off(tmp_path: Path) -> N
     text = meta_path.read_text().replace('"meta_sha256"', '"meta_sha2S6"')
     meta_path.write_text(text)
     with pytest.raises(SnapshotCorrupt, match="checksum .meta_sha256. is missing"):
-        _shard(tmp_path)
+        open_shard(tmp_path, fatal)
