@@ -78,15 +78,10 @@ class Searches(Family):
                 self._timeout(context),
                 size,
             )
-            query = await offload.run(queries.nbytes > offload.INLINE_BYTES, self._shard_query, plan, request, queries)
+            query = await offload.run(
+                queries.nbytes > offload.INLINE_BYTES, plan.query, request, queries, self.settings
+            )
             return await self._run(plan, query, context)
-
-    def _shard_query(self, plan: SearchPlan, request: pb.SearchRequest, queries: wire.FloatArray) -> ShardQuery:
-        """The plan's query for every shard (serialized here, off the loop when big, if any shard is remote)."""
-        query = plan.query(request, queries, self.settings)
-        if self.shards.remote:
-            query.encoded()
-        return query
 
     async def _run(self, plan: SearchPlan, query: ShardQuery, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         """A small plain search joins concurrent ones (coalesce.py); a big one runs in chunks."""
@@ -95,6 +90,8 @@ class Searches(Family):
             return await self._coalesced(plan, query, context)
         if nq > plan.chunk_rows(self.settings):
             return await self._chunked_search(plan, query, context)
+        if self.shards.remote and query.queries.nbytes > offload.INLINE_BYTES:
+            await offload.run(True, query.encoded)  # (once for every remote shard, off the loop)
         out = await self._search_shards(coll, query, plan.allow_partial, context)
         heavy = nq * plan.width * len(out.results) > offload.INLINE_RESULTS
         merged = await offload.run(
