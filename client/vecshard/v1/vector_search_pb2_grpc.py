@@ -321,10 +321,11 @@ class VectorSearchServicer:
         if the caller goes away); the reply is each collection's progress, at once or, with `wait`, when
         all are done. Running it again resumes an interrupted reshard; `abort` returns to the old
         placement.
-        Errors: INVALID_ARGUMENT shards 0 or over the groups this coordinator can use, or an unknown
-        collection; FAILED_PRECONDITION another reshard of the collection runs here, or a reshard to a
-        different shard count is in progress (finish or abort it first), or the collection is training;
-        UNAVAILABLE a shard group is down (run it again).
+        Errors: INVALID_ARGUMENT shards 0 or over 1,024 (or, with local shards, over 64); NOT_FOUND an
+        unknown collection; FAILED_PRECONDITION more groups than this coordinator knows (start them and
+        add them to every coordinator's --shard list first), another reshard of the collection runs
+        here, a reshard to a different shard count is in progress (finish or abort it first), or the
+        collection is training; UNAVAILABLE a shard group is down (run it again).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
