@@ -584,7 +584,7 @@ BAD: list[tuple[str, str, Callable[[str], Any], str]] = [
         "SetPayload",
         "too big",
         lambda n: pb.SetPayloadRequest(
-            collection=n, ids=wire.pack_ids(np.array([1])), payload=payload_to_proto({"a": "x" * 70_000})
+            collection=n, ids=wire.pack_ids(np.array([1])), payload=payload_to_proto({"a": "x" * 1_100_000})
         ),
         "max_payload_bytes",
     ),

@@ -46,6 +46,13 @@ INSECURE = click.option(
 )
 
 
+MAX_PAYLOAD_BYTES = click.option(
+    "--max-payload-bytes",
+    type=click.IntRange(16),
+    envvar="VECSHARD_MAX_PAYLOAD_BYTES",
+    help="largest encoded payload of one point, stored text included (payloads stay in the shards' memory: "
+    "docs/limits.md)  [default: 1 MiB]",
+)
 MODELS = click.option(
     "--models",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -122,6 +129,7 @@ def cli(config: Path | None) -> None:
     help="where shards keep their data (one folder per shard)",
 )
 @MODELS
+@MAX_PAYLOAD_BYTES
 @click.option("--log-level", default="INFO", show_default=True, type=LOG_LEVELS)
 @LOG_FORMAT
 @click.option(
@@ -139,6 +147,7 @@ def serve(
     port: int,
     data_dir: Path,
     models: Path | None,
+    max_payload_bytes: int | None,
     log_level: str,
     log_format: str,
     metrics_port: int,
@@ -156,6 +165,8 @@ def serve(
     log = logging.getLogger("vecshard.serve")
     env = {"VECSHARD_MODELS_FILE": str(models.resolve())} if models else None
     env = {**(env or {}), "VECSHARD_LOG_FORMAT": log_format}
+    if max_payload_bytes is not None:
+        env["VECSHARD_MAX_PAYLOAD_BYTES"] = str(max_payload_bytes)
     cluster = LocalCluster(
         shards=shards,
         replicas=replicas,
@@ -222,6 +233,7 @@ def serve(
 @click.option("--port", default=50051, show_default=True, type=click.IntRange(0, 65535))
 @MODELS
 @click.option("--embedder", metavar="HOST:PORT", help="embed through this `vecshard embedder` instead of in-process")
+@MAX_PAYLOAD_BYTES
 @ROLE_OPTIONS
 def coordinator(
     shards: tuple[str, ...],
@@ -231,6 +243,7 @@ def coordinator(
     port: int,
     models: Path | None,
     embedder: str | None,
+    max_payload_bytes: int | None,
     port_file: Path | None,
     exit_with_parent: bool,
     log_level: str,
@@ -245,7 +258,7 @@ def coordinator(
     if data_dir is not None and not local_shards:
         raise click.UsageError("--data-dir is for --local-shards (remote shards keep their own data)")
     _logging(log_level, "coordinator", log_format)
-    settings = _settings(models_file=models, embedder=embedder)
+    settings = _settings(models_file=models, embedder=embedder, max_payload_bytes=max_payload_bytes)
     _observe("coordinator", host, settings, metrics_port)
     from vecshard_server.coordinator.service import serve_coordinator
 

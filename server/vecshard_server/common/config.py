@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     max_nlist: int = Field(65536, ge=1, description="largest nlist of an IVF collection")
     max_batch: int = Field(1_000_000, ge=1, description="most vectors, queries or ids in one request")
     max_collections: int = Field(1000, ge=1, description="most collections in a cluster")
-    max_payload_bytes: int = Field(64 * 1024, ge=16, description="largest encoded payload of one point")
+    max_payload_bytes: int = Field(
+        1024 * 1024, ge=16, description="largest encoded payload (stored text included) of one point"
+    )
     max_filter_conditions: int = Field(1024, ge=1, description="most conditions (and values) in one filter")
     filter_exact_ratio: float = Field(
         1.0, ge=0, description="a filtered IVF search is exact when matches <= ratio * vectors * nprobe / nlist"
