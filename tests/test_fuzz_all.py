@@ -975,7 +975,10 @@ def check_reference_data(t: Target) -> None:
         for name, (ids, vectors) in t.refs.items():
             got = c.get(name, ids)
             assert got.tobytes() == vectors.tobytes(), f"{name}: the reference vectors changed"
-            D, I = c.search(name, vectors, k=1, nprobe=NLIST if name == "keep_ivf" else None)
+            fingerprint = t.fingerprint if name == "keep_text" else ""  # (raw vectors of a model-bound collection)
+            D, I = c.search(
+                name, vectors, k=1, nprobe=NLIST if name == "keep_ivf" else None, model_fingerprint=fingerprint
+            )
             assert (I[:, 0] == ids).all(), f"{name}: reference vectors not found by search: {ids[I[:, 0] != ids][:5]}"
             assert c.describe(name).count >= ids.size
 

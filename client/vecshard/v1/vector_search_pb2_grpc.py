@@ -174,8 +174,8 @@ class VectorSearchServicer:
         Errors: INVALID_ARGUMENT empty batch, ids/vectors length mismatch, wrong dim, byte length not
         4 * rows * cols, NaN/Inf, a zero vector in a COSINE collection, negative or duplicate ids in the
         batch, texts/images of the wrong kind for the model (see Embed); FAILED_PRECONDITION texts or
-        images for a collection without a model, or vectors whose model_fingerprint differs from the
-        collection's; ALREADY_EXISTS an id is already stored (set upsert = true to replace it; nothing
+        images for a collection without a model, or vectors for a model-bound collection without the
+        model's fingerprint (model_fingerprint, from Embed) or with another one; ALREADY_EXISTS an id is already stored (set upsert = true to replace it; nothing
         of the batch is kept); RESOURCE_EXHAUSTED a shard would exceed max_vectors_per_shard, or the message
         is over the size limit (send smaller batches); UNAVAILABLE a shard is down (a non-upsert batch
         is rolled back; an upsert batch may be partly applied and is safe to retry).
@@ -208,8 +208,8 @@ class VectorSearchServicer:
         Errors: INVALID_ARGUMENT wrong dim or byte length, NaN/Inf, zero query in a COSINE collection,
         empty batch, k = 0 or above max_k, nprobe above nlist or set on a FLAT collection, texts to an
         image-only model or images to a text-only one; FAILED_PRECONDITION texts/images for a
-        collection without a model, or a model_fingerprint that differs from the collection's;
-        RESOURCE_EXHAUSTED nq * k above max_results (send fewer queries per call);
+        collection without a model, or queries for a model-bound collection without the model's
+        fingerprint (model_fingerprint, from Embed) or with another one; RESOURCE_EXHAUSTED nq * k above max_results (send fewer queries per call);
         UNAVAILABLE a shard is down and allow_partial is false (the message names the shard).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -117,6 +117,13 @@ async def request_vectors(
                 "restore that model or re-create the collection"
             )
         return wire.unpack_matrix(resp.vectors, field), False
+    if spec.model_fingerprint and given and not fingerprint:
+        raise FailedPrecondition(
+            f"collection {spec.name!r} is bound to model {spec.embedding_model!r}: {field} sent as numbers must "
+            f"say which model made them. Embed them with that model (Embed, or Client.embed(texts, "
+            f"model={spec.embedding_model!r})) and send its fingerprint as model_fingerprint "
+            f"({spec.model_fingerprint!r}), or send texts/images and let the server embed them"
+        )
     if fingerprint and fingerprint != spec.model_fingerprint:
         bound = f"is bound to {spec.model_fingerprint!r}" if spec.model_fingerprint else "has no embedding model"
         raise FailedPrecondition(
