@@ -333,6 +333,8 @@ class AsyncClient:
         refine_factor: int = 0,
         allow_partial: bool = False,
         model_fingerprint: str = "",
+        offset: int = 0,
+        score_threshold: float | None = None,
         timeout: float | None = None,
     ) -> SearchResult:
         return await self._run(
@@ -348,6 +350,8 @@ class AsyncClient:
                 refine_factor,
                 allow_partial,
                 model_fingerprint,
+                offset,
+                score_threshold,
                 timeout,
             )
         )

@@ -398,8 +398,12 @@ def search(
     f: FilterArg | None = None,
     with_payload: WithPayload = False,
     refine_factor: int = 0,
+    offset: int = 0,
+    score_threshold: float | None = None,
 ) -> pb.SearchRequest:
     one_of("query", queries=queries, texts=texts, images=images)
+    if offset < 0:
+        raise InvalidArgument(f"offset must be >= 0, got {offset}")
     req = pb.SearchRequest(
         collection=name_of(collection),
         k=k,
@@ -409,7 +413,10 @@ def search(
         model_fingerprint=model_fingerprint,
         filter=filter_of(f),
         with_payload=selector(with_payload),
+        offset=offset,
     )
+    if score_threshold is not None:
+        req.score_threshold = score_threshold
     if queries is not None:
         req.queries.CopyFrom(wire.pack_matrix(wire.as_matrix(queries, "queries")))
     elif texts is not None:

@@ -358,6 +358,8 @@ class Client:
         refine_factor: int = 0,
         allow_partial: bool = False,
         model_fingerprint: str = "",
+        offset: int = 0,
+        score_threshold: float | None = None,
         timeout: float | None = None,
     ) -> SearchResult:
         return self._run(
@@ -373,6 +375,8 @@ class Client:
                 refine_factor,
                 allow_partial,
                 model_fingerprint,
+                offset,
+                score_threshold,
                 timeout,
             )
         )

@@ -555,6 +555,8 @@ def search(
     refine_factor: int,
     allow_partial: bool,
     model_fingerprint: str,
+    offset: int,
+    score_threshold: float | None,
     timeout: float | None,
 ) -> Plan[SearchResult]:
     """The k nearest stored vectors of each query, over all shards.
@@ -577,6 +579,10 @@ def search(
             see `result.failed_shards`.
         texts, images: instead of query vectors, for a model-bound collection (a CLIP
             collection takes either, whatever it stores).
+        offset: skip each query's best `offset` hits (paging): the result holds hits
+            offset .. offset + k - 1 of a search for offset + k, exactly.
+        score_threshold: keep hits at distance <= it (l2, l1; L2 distances are squared) or
+            similarity >= it (inner_product, cosine); the others are padding (id -1).
 
     Example:
         >>> D, I = c.search("img", np.random.rand(3, 128), k=5, nprobe=10)
@@ -596,6 +602,8 @@ def search(
         filter,
         with_payload,
         refine_factor,
+        offset,
+        score_threshold,
     )
     return unary("Search", req, timeout, build.search_result)
 

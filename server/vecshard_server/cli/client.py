@@ -366,6 +366,12 @@ def import_(
     "--filter", "filter_text", help="""only points whose payload matches, e.g. 'lang = "en" and year >= 2020'"""
 )
 @click.option("--payload", "with_payload", is_flag=True, help="print each hit's payload")
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(0), help="skip each query's best N hits")
+@click.option(
+    "--score-threshold",
+    type=float,
+    help="keep hits at distance <= T (l2, l1) or similarity >= T (inner_product, cosine)",
+)
 @ADDRESS
 @TIMEOUT
 @AS_JSON
@@ -381,6 +387,8 @@ def search(
     text_field: str,
     filter_text: str | None,
     with_payload: bool,
+    offset: int,
+    score_threshold: float | None,
     address: str,
     timeout: float,
     as_json: bool,
@@ -393,23 +401,19 @@ def search(
     given = [n for n, v in (("--text", texts), ("--image", images), ("--vectors", vectors)) if v]
     if len(given) != 1:
         raise click.UsageError("give exactly one of --text, --image or --vectors")
-    labels: list[str]
     with connect(address, timeout) as c:
         # L2/L1 give distances (smaller is better), IP/COSINE similarities (larger is better).
         score = "similarity" if c.describe(collection).metric.larger_is_better else "distance"
         f = _parsed_filter(filter_text)
-        opts: dict[str, Any] = {"k": k, "nprobe": nprobe or None, "filter": f, "with_payload": with_payload}
-        if texts:
-            labels = list(texts)
-            result = c.search(collection, texts=labels, **opts)
-        elif images:
-            labels = [str(p) for p in images]
-            result = c.search(collection, images=list(images), **opts)
-        else:
-            assert vectors is not None
-            q = np.asarray(read_vectors(vectors))
-            labels = [f"#{i}" for i in range(len(q))]
-            result = c.search(collection, q, **opts)
+        opts: dict[str, Any] = {
+            "k": k,
+            "nprobe": nprobe or None,
+            "filter": f,
+            "with_payload": with_payload,
+            "offset": offset,
+            "score_threshold": score_threshold,
+        }
+        labels, result = _search_by(c, collection, texts, images, vectors, opts)
     lookup: dict[int, str] = {}
     if source is not None:
         ids, src_texts = read_records(source, id_field, text_field)
@@ -639,3 +643,21 @@ def _progress_lines(progress: list[Any], overwrite: bool) -> None:
 
 
 COMMANDS = [collections, add, import_, search, count, embed, plot, reshard]
+
+
+def _search_by(
+    c: Any,
+    collection: str,
+    texts: tuple[str, ...],
+    images: tuple[Path, ...],
+    vectors: Path | None,
+    opts: dict[str, Any],
+) -> tuple[list[str], Any]:
+    """The search by whichever of texts, images or a vectors file was given: (a label per query, result)."""
+    if texts:
+        return list(texts), c.search(collection, texts=list(texts), **opts)
+    if images:
+        return [str(p) for p in images], c.search(collection, images=list(images), **opts)
+    assert vectors is not None
+    q = np.asarray(read_vectors(vectors))
+    return [f"#{i}" for i in range(len(q))], c.search(collection, q, **opts)

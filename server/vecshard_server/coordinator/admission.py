@@ -62,7 +62,7 @@ def _payload(
 
 def search_cost(request: pb.SearchRequest, dim: int, nq: int, request_bytes: int = 0) -> int:
     payload = _payload(request.queries, list(request.texts), list(request.images), dim, request_bytes)
-    return COPIES * payload + RESULT_COPIES * RESULT_BYTES * nq * request.k
+    return COPIES * payload + RESULT_COPIES * RESULT_BYTES * nq * (request.k + request.offset)
 
 
 def add_cost(request: pb.AddRequest, dim: int, request_bytes: int = 0) -> int:

@@ -9,13 +9,18 @@ refused request costs microseconds and has touched nothing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+import numpy as np
 
 from vecshard import wire
 from vecshard.errors import InvalidArgument, ResourceExhausted
+from vecshard.v1 import payload_pb2 as ppb
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.config import Settings
-from vecshard_server.common.search_values import ShardQuery
+from vecshard_server.common.results import pad_distance
+from vecshard_server.common.search_values import ShardHits, ShardQuery
 from vecshard_server.coordinator.admission import input_rows, search_cost
 from vecshard_server.coordinator.catalog import Collection
 from vecshard_server.coordinator.inputs import (
@@ -43,11 +48,38 @@ class SearchPlan:
     filtered: bool
     allow_partial: bool
     nq_sent: int  # queries the request carries (by its sizes: before they are read)
+    offset: int = 0  # best hits of each query skipped (paging)
+    threshold: float | None = None  # score_threshold: hits beyond it become padding
+
+    @property
+    def fetch(self) -> int:
+        """Hits per query the shards and the merge produce: the page's and those it skips."""
+        return self.k + self.offset
 
     @property
     def width(self) -> int:
         """Results each shard answers per query."""
-        return self.k * self.refine
+        return self.fetch * self.refine
+
+    def page(self, merged: ShardHits) -> ShardHits:
+        """The merged top (offset + k) cut to the page asked for (columns offset .. offset + k - 1),
+        with hits beyond the score threshold made padding (id -1; they come last: rows are best
+        first)."""
+        if not self.offset and self.threshold is None:
+            return merged
+        o, k, fetch = self.offset, self.k, self.fetch
+        D, I = merged.distances[:, o : o + k].copy(), merged.ids[:, o : o + k].copy()
+        payloads = [p for r in range(D.shape[0]) for p in merged.payloads[r * fetch + o : r * fetch + o + k]]
+        if self.threshold is not None:
+            larger = self.coll.spec.larger_is_better
+            beyond = (D < self.threshold) if larger else (D > self.threshold)
+            beyond &= I >= 0
+            I[beyond] = -1
+            D[beyond] = pad_distance(larger)
+            if payloads:
+                for j in np.flatnonzero(beyond.reshape(-1)).tolist():
+                    payloads[j] = ppb.Payload()
+        return ShardHits(D, I, None, payloads, merged.plans)
 
     def describe(self) -> str:
         return f"a Search of {self.nq_sent} queries, k={self.k}"
@@ -65,17 +97,17 @@ class SearchPlan:
             raise ResourceExhausted(f"{nq} queries in one request, over max_batch={settings.max_batch}: split it")
         check_search_cost(settings, spec, nq, self.width, self.per_query)
         wire.check_vectors(queries, spec.dim, "queries")
-        if nq * self.k > settings.max_results:
+        if nq * self.fetch > settings.max_results:
             raise ResourceExhausted(
-                f"nq * k = {nq * self.k} results would exceed the message limit ({settings.max_results} results): "
-                "send fewer queries per call or a smaller k"
+                f"nq * (offset + k) = {nq * self.fetch} results would exceed the message limit "
+                f"({settings.max_results} results): send fewer queries per call or a smaller k"
             )
         if spec.metric.value == "cosine":
             queries = normalize_rows(queries, "queries")
         return ShardQuery(
             collection=spec.name,
             queries=queries,
-            k=self.k,
+            k=self.fetch,
             nprobe=self.nprobe,
             refine=self.refine,
             filter=request.filter if self.filtered else None,
@@ -87,9 +119,17 @@ def plan_search(request: pb.SearchRequest, coll: Collection, settings: Settings,
     """Every check of a Search that its sizes allow, before its vectors are read or embedded.
     request_bytes: the request's size when it was large (rpc.request_bytes), else 0."""
     spec = coll.spec
-    k = request.k
+    k, offset = request.k, request.offset
     if not 1 <= k <= settings.max_k:
         raise InvalidArgument(f"k must be between 1 and max_k={settings.max_k}, got {k}")
+    if k + offset > settings.max_k:
+        raise InvalidArgument(
+            f"offset + k = {offset + k} exceeds max_k={settings.max_k}: a page reaches at most max_k hits deep; "
+            "send a smaller offset or k"
+        )
+    threshold = request.score_threshold if request.HasField("score_threshold") else None
+    if threshold is not None and not math.isfinite(threshold):
+        raise InvalidArgument(f"score_threshold must be a finite number, got {threshold}")
     if request.nprobe and not spec.is_ivf:
         raise InvalidArgument(f"nprobe applies to IVF collections; {spec.name!r} is FLAT: leave nprobe 0")
     refine = refine_of(request, spec, settings)
@@ -103,7 +143,7 @@ def plan_search(request: pb.SearchRequest, coll: Collection, settings: Settings,
     nq_sent = input_rows(request.queries, len(request.texts), len(request.images), spec.dim, request_bytes)
     nprobe = request.nprobe or spec.nprobe
     per_query = vectors_visited(spec, coll.count, coll.trained, nprobe)
-    check_search_cost(settings, spec, nq_sent, k * refine, per_query)
+    check_search_cost(settings, spec, nq_sent, (k + offset) * refine, per_query)
     return SearchPlan(
         coll=coll,
         k=k,
@@ -115,4 +155,6 @@ def plan_search(request: pb.SearchRequest, coll: Collection, settings: Settings,
         filtered=filtered,
         allow_partial=request.allow_partial,
         nq_sent=nq_sent,
+        offset=offset,
+        threshold=threshold,
     )

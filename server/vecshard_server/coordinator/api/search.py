@@ -94,9 +94,7 @@ class Searches(Family):
             await offload.run(True, query.encoded)  # (once for every remote shard, off the loop)
         out = await self._search_shards(coll, query, plan.allow_partial, context)
         heavy = nq * plan.width * len(out.results) > offload.INLINE_RESULTS
-        merged = await offload.run(
-            heavy, self._merge, out.results, plan.k, coll.spec.larger_is_better, plan.with_payload
-        )
+        merged = await offload.run(heavy, self._merge, out.results, plan)
         resp = await offload.run(heavy, self._reply, merged, len(coll.view), out)
         if plan.with_payload:
             self._check_reply(resp, "send fewer queries per call, a smaller k or fewer payload fields")
@@ -106,8 +104,10 @@ class Searches(Family):
         self, plan: SearchPlan, query: ShardQuery, context: grpc.aio.ServicerContext
     ) -> pb.SearchResponse:
         """A small plain search, sent to the shards with the concurrent ones of the same shape."""
-        key = (Identity(plan.coll), plan.k, plan.nprobe, plan.refine, plan.allow_partial)
+        key = (Identity(plan.coll), plan.fetch, plan.nprobe, plan.refine, plan.allow_partial)
         D, I, extra = await self.coalescer.search(key, query.queries, context)
+        page = plan.page(ShardHits(D, I))
+        D, I = page.distances, page.ids
         resp = pb.SearchResponse(
             nq=query.nq,
             k=plan.k,
@@ -135,7 +135,7 @@ class Searches(Family):
             coll, ShardQuery(coll.spec.name, queries, k, nprobe, refine), allow_partial, context
         )
         heavy = nq * k * refine * len(out.results) > offload.INLINE_RESULTS
-        merged = await offload.run(heavy, self._merge, out.results, k, coll.spec.larger_is_better, False)
+        merged = await offload.run(heavy, merge_hits, out.results, k, coll.spec.larger_is_better)
         failed = [self.shards.shards[s].name for s in sorted(out.failures)]
         extra = {"shards_total": len(coll.view), "shards_ok": len(out.results), "failed_shards": failed}
         return merged.distances, merged.ids, extra
@@ -188,7 +188,6 @@ class Searches(Family):
         starts = iter(range(0, nq, rows))
         payloads: list[ppb.Payload] = [ppb.Payload() for _ in range(nq * k)] if plan.with_payload else []
         plans: list[ppb.FilterPlan] = []
-        larger = coll.spec.larger_is_better
 
         async def worker() -> None:
             for a in starts:
@@ -197,7 +196,7 @@ class Searches(Family):
                 out = await self._search_shards(coll, query, plan.allow_partial, context)
                 failed.update(out.failures)
                 heavy = (b - a) * plan.width * len(out.results) > offload.INLINE_RESULTS
-                merged = await offload.run(heavy, self._merge, out.results, k, larger, plan.with_payload)
+                merged = await offload.run(heavy, self._merge, out.results, plan)
                 D[a:b], I[a:b] = merged.distances, merged.ids
                 if merged.payloads:
                     payloads[a * k : b * k] = merged.payloads
@@ -217,13 +216,14 @@ class Searches(Family):
         resp.failed_shards.extend(self.shards.shards[s].name for s in sorted(failed))
         return resp
 
-    def _merge(self, results: dict[int, ShardHits], k: int, larger_is_better: bool, with_payload: bool) -> ShardHits:
-        """The shards' hits merged into the global top-k (merge.merge_hits), each filter plan
-        named after the group that ran it."""
+    def _merge(self, results: dict[int, ShardHits], plan: SearchPlan) -> ShardHits:
+        """The shards' hits merged into the global top (offset + k) (merge.merge_hits), cut to the
+        plan's page and score threshold, each filter plan named after the group that ran it."""
         for s, hits in results.items():
-            for plan in hits.plans:
-                plan.shard = self.shards.shards[s].name
-        return merge_hits(results, k, larger_is_better, with_payload)
+            for filter_plan in hits.plans:
+                filter_plan.shard = self.shards.shards[s].name
+        merged = merge_hits(results, plan.fetch, plan.coll.spec.larger_is_better, plan.with_payload)
+        return plan.page(merged)
 
     def _reply(
         self, merged: ShardHits, total: int, out: Fanout[ShardHits], answered: int | None = None
