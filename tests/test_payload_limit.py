@@ -52,6 +52,13 @@ def test_serve_max_payload_bytes_refuses_a_bigger_payload_and_writes_nothing(tmp
             with pytest.raises(InvalidArgument, match="max_payload_bytes"):
                 c.set_payload("small", {"a": "y" * 5000}, ids=[1])
             assert len(c.retrieve("small", [1])[0].payload["a"]) == 100
+            # A store_text collection: the stored text counts toward the limit.
+            c.create_collection("texts", 0, metric=None, model="minilm", store_text=True)
+            with pytest.raises(InvalidArgument, match="max_payload_bytes"):
+                c.add("texts", [1, 2], texts=["short", "word " * 1000])
+            assert c.count("texts") == 0
+            c.add("texts", [1], texts=["word " * 500])
+            assert c.retrieve("texts", [1])[0].payload == {"text": "word " * 500}
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)

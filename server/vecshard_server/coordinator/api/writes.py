@@ -176,6 +176,7 @@ class Writes(Family):
         payloads: Any = request.payloads
         if spec.store_text and request.texts:
             payloads = [with_text(payloads[i] if payloads else None, t) for i, t in enumerate(request.texts)]
+            check_payloads(payloads, ids.size, self.settings)  # (the stored text counts toward the limit)
         requests: dict[int, pb.AddRequest] = {}
         for s, pos in enumerate(parts):
             same = spec.name == request.collection and upsert == request.upsert
