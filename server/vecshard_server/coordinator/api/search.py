@@ -90,7 +90,7 @@ class Searches(Family):
             return await self._coalesced(plan, query, context)
         if nq > plan.chunk_rows(self.settings):
             return await self._chunked_search(plan, query, context)
-        if self.shards.remote and query.queries.nbytes > offload.INLINE_BYTES:
+        if query.queries.nbytes > offload.INLINE_BYTES and self.shards.remote:
             await offload.run(True, query.encoded)  # (once for every remote shard, off the loop)
         out = await self._search_shards(coll, query, plan.allow_partial, context)
         heavy = nq * plan.width * len(out.results) > offload.INLINE_RESULTS
