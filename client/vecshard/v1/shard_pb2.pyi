@@ -111,7 +111,7 @@ class InstallQuantizerRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., epoch: _Optional[int] = ..., train_id: _Optional[int] = ..., mode: _Optional[_Union[InstallMode, str]] = ..., decide: _Optional[bool] = ..., codec: _Optional[bytes] = ...) -> None: ...
 
 class WalRecord(_message.Message):
-    __slots__ = ("lsn", "create", "drop", "add", "remove", "install", "abort", "set_payload", "create_index", "drop_index", "write_token", "version", "versions", "rollback")
+    __slots__ = ("lsn", "create", "drop", "add", "remove", "install", "abort", "set_payload", "create_index", "drop_index", "update_vectors", "write_token", "version", "versions", "rollback")
     LSN_FIELD_NUMBER: _ClassVar[int]
     CREATE_FIELD_NUMBER: _ClassVar[int]
     DROP_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,7 @@ class WalRecord(_message.Message):
     SET_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     CREATE_INDEX_FIELD_NUMBER: _ClassVar[int]
     DROP_INDEX_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_VECTORS_FIELD_NUMBER: _ClassVar[int]
     WRITE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
@@ -136,11 +137,12 @@ class WalRecord(_message.Message):
     set_payload: _vector_search_pb2.SetPayloadRequest
     create_index: _vector_search_pb2.CreatePayloadIndexRequest
     drop_index: _vector_search_pb2.DropPayloadIndexRequest
+    update_vectors: _vector_search_pb2.UpdateVectorsRequest
     write_token: int
     version: int
     versions: bytes
     rollback: bool
-    def __init__(self, lsn: _Optional[int] = ..., create: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., drop: _Optional[str] = ..., add: _Optional[_Union[_vector_search_pb2.AddRequest, _Mapping]] = ..., remove: _Optional[_Union[_vector_search_pb2.RemoveRequest, _Mapping]] = ..., install: _Optional[_Union[InstallQuantizerRequest, _Mapping]] = ..., abort: _Optional[int] = ..., set_payload: _Optional[_Union[_vector_search_pb2.SetPayloadRequest, _Mapping]] = ..., create_index: _Optional[_Union[_vector_search_pb2.CreatePayloadIndexRequest, _Mapping]] = ..., drop_index: _Optional[_Union[_vector_search_pb2.DropPayloadIndexRequest, _Mapping]] = ..., write_token: _Optional[int] = ..., version: _Optional[int] = ..., versions: _Optional[bytes] = ..., rollback: _Optional[bool] = ...) -> None: ...
+    def __init__(self, lsn: _Optional[int] = ..., create: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., drop: _Optional[str] = ..., add: _Optional[_Union[_vector_search_pb2.AddRequest, _Mapping]] = ..., remove: _Optional[_Union[_vector_search_pb2.RemoveRequest, _Mapping]] = ..., install: _Optional[_Union[InstallQuantizerRequest, _Mapping]] = ..., abort: _Optional[int] = ..., set_payload: _Optional[_Union[_vector_search_pb2.SetPayloadRequest, _Mapping]] = ..., create_index: _Optional[_Union[_vector_search_pb2.CreatePayloadIndexRequest, _Mapping]] = ..., drop_index: _Optional[_Union[_vector_search_pb2.DropPayloadIndexRequest, _Mapping]] = ..., update_vectors: _Optional[_Union[_vector_search_pb2.UpdateVectorsRequest, _Mapping]] = ..., write_token: _Optional[int] = ..., version: _Optional[int] = ..., versions: _Optional[bytes] = ..., rollback: _Optional[bool] = ...) -> None: ...
 
 class ExportRequest(_message.Message):
     __slots__ = ("collection", "after_id", "limit", "include_tombstones", "owned_by", "owner", "ids")
@@ -161,7 +163,7 @@ class ExportRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., after_id: _Optional[int] = ..., limit: _Optional[int] = ..., include_tombstones: _Optional[bool] = ..., owned_by: _Optional[_Union[_types_pb2.Placement, _Mapping]] = ..., owner: _Optional[int] = ..., ids: _Optional[bytes] = ...) -> None: ...
 
 class ExportResponse(_message.Message):
-    __slots__ = ("ids", "vectors", "versions", "tombstone_ids", "tombstone_versions", "payloads", "scanned_to", "complete")
+    __slots__ = ("ids", "vectors", "versions", "tombstone_ids", "tombstone_versions", "payloads", "scanned_to", "complete", "vectorless")
     IDS_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +172,7 @@ class ExportResponse(_message.Message):
     PAYLOADS_FIELD_NUMBER: _ClassVar[int]
     SCANNED_TO_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    VECTORLESS_FIELD_NUMBER: _ClassVar[int]
     ids: bytes
     vectors: _types_pb2.FloatMatrix
     versions: bytes
@@ -178,4 +181,5 @@ class ExportResponse(_message.Message):
     payloads: _containers.RepeatedCompositeFieldContainer[_payload_pb2.Payload]
     scanned_to: int
     complete: bool
-    def __init__(self, ids: _Optional[bytes] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., versions: _Optional[bytes] = ..., tombstone_ids: _Optional[bytes] = ..., tombstone_versions: _Optional[bytes] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.Payload, _Mapping]]] = ..., scanned_to: _Optional[int] = ..., complete: _Optional[bool] = ...) -> None: ...
+    vectorless: bytes
+    def __init__(self, ids: _Optional[bytes] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., versions: _Optional[bytes] = ..., tombstone_ids: _Optional[bytes] = ..., tombstone_versions: _Optional[bytes] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.Payload, _Mapping]]] = ..., scanned_to: _Optional[int] = ..., complete: _Optional[bool] = ..., vectorless: _Optional[bytes] = ...) -> None: ...

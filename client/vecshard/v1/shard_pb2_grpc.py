@@ -132,6 +132,16 @@ class ShardStub:
                 request_serializer=vecshard_dot_v1_dot_shard__pb2.ImportRequest.SerializeToString,
                 response_deserializer=vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.FromString,
                 _registered_method=True)
+        self.UpdateVectors = channel.unary_unary(
+                '/vecshard.v1.Shard/UpdateVectors',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.UpdateVectorsRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.UpdateVectorsResponse.FromString,
+                _registered_method=True)
+        self.Facet = channel.unary_unary(
+                '/vecshard.v1.Shard/Facet',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.FacetRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.FacetResponse.FromString,
+                _registered_method=True)
 
 
 class ShardServicer:
@@ -297,6 +307,21 @@ class ShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateVectors(self, request, context):
+        """Replaces the vectors of stored ids (string_ids, when set, must match each stored point's string
+        id; a mismatch is not stored), keeping payloads; versioned like Add.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Facet(self, request, context):
+        """The counts of every value of the field in this partition (limit ignored), unsorted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -394,6 +419,16 @@ def add_ShardServicer_to_server(servicer, server):
                     servicer.Import,
                     request_deserializer=vecshard_dot_v1_dot_shard__pb2.ImportRequest.FromString,
                     response_serializer=vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.SerializeToString,
+            ),
+            'UpdateVectors': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateVectors,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.UpdateVectorsRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.UpdateVectorsResponse.SerializeToString,
+            ),
+            'Facet': grpc.unary_unary_rpc_method_handler(
+                    servicer.Facet,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.FacetRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.FacetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -910,6 +945,60 @@ class Shard:
             '/vecshard.v1.Shard/Import',
             vecshard_dot_v1_dot_shard__pb2.ImportRequest.SerializeToString,
             vecshard_dot_v1_dot_shard__pb2.ShardCollectionState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateVectors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.Shard/UpdateVectors',
+            vecshard_dot_v1_dot_vector__search__pb2.UpdateVectorsRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.UpdateVectorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Facet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.Shard/Facet',
+            vecshard_dot_v1_dot_vector__search__pb2.FacetRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.FacetResponse.FromString,
             options,
             channel_credentials,
             insecure,

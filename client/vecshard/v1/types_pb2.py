@@ -24,37 +24,39 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17vecshard/v1/types.proto\x12\x0bvecshard.v1\"7\n\x0b\x46loatMatrix\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04rows\x18\x02 \x01(\r\x12\x0c\n\x04\x63ols\x18\x03 \x01(\r\"\xdd\x03\n\x10\x43ollectionConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12#\n\x06metric\x18\x03 \x01(\x0e\x32\x13.vecshard.v1.Metric\x12*\n\nindex_type\x18\x04 \x01(\x0e\x32\x16.vecshard.v1.IndexType\x12\r\n\x05nlist\x18\x05 \x01(\r\x12\x0e\n\x06nprobe\x18\x06 \x01(\r\x12\x17\n\x0ftrain_threshold\x18\x07 \x01(\x04\x12\x17\n\x0f\x65mbedding_model\x18\x08 \x01(\t\x12\x19\n\x11model_fingerprint\x18\t \x01(\t\x12\x12\n\nstore_text\x18\n \x01(\x08\x12\x0c\n\x04pq_m\x18\x0b \x01(\r\x12\x10\n\x08pq_nbits\x18\x0c \x01(\r\x12\x15\n\rrefine_factor\x18\r \x01(\r\x12\x36\n\x10\x63oarse_quantizer\x18\x0e \x01(\x0e\x32\x1c.vecshard.v1.CoarseQuantizer\x12\x15\n\rexpected_size\x18\x0f \x01(\x04\x12\x15\n\rtarget_recall\x18\x10 \x01(\x02\x12\x15\n\rmemory_budget\x18\x11 \x01(\x04\x12)\n\tplacement\x18\x12 \x01(\x0b\x32\x16.vecshard.v1.Placement\"\\\n\tPlacement\x12\x30\n\x08\x66unction\x18\x01 \x01(\x0e\x32\x1e.vecshard.v1.PlacementFunction\x12\x0e\n\x06shards\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\r\"\xaf\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\x12\x12\n\nnormalized\x18\x04 \x01(\x08\x12\x13\n\x0b\x66ingerprint\x18\x05 \x01(\t\x12\x12\n\nmodalities\x18\x06 \x03(\t\x12\x14\n\x0cquery_prefix\x18\x07 \x01(\t\x12\x16\n\x0epassage_prefix\x18\x08 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\t \x01(\t\"b\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x0e\n\x06images\x18\x03 \x03(\x0c\x12$\n\x04role\x18\x04 \x01(\x0e\x32\x16.vecshard.v1.InputRole\"a\n\rEmbedResponse\x12)\n\x07vectors\x18\x01 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12%\n\x05model\x18\x02 \x01(\x0b\x32\x16.vecshard.v1.ModelInfo\"!\n\x11ListModelsRequest\x12\x0c\n\x04load\x18\x01 \x03(\t\"S\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.vecshard.v1.ModelInfo\x12\x15\n\rdefault_model\x18\x02 \x01(\t*k\n\x06Metric\x12\x16\n\x12METRIC_UNSPECIFIED\x10\x00\x12\r\n\tMETRIC_L2\x10\x01\x12\x18\n\x14METRIC_INNER_PRODUCT\x10\x02\x12\x11\n\rMETRIC_COSINE\x10\x03\x12\r\n\tMETRIC_L1\x10\x04*\x9f\x01\n\tIndexType\x12\x1a\n\x16INDEX_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fINDEX_TYPE_FLAT\x10\x01\x12\x17\n\x13INDEX_TYPE_IVF_FLAT\x10\x02\x12\x16\n\x12INDEX_TYPE_IVF_SQ8\x10\x03\x12\x19\n\x15INDEX_TYPE_IVF_SQFP16\x10\x04\x12\x15\n\x11INDEX_TYPE_IVF_PQ\x10\x05*p\n\x11PlacementFunction\x12\"\n\x1ePLACEMENT_FUNCTION_UNSPECIFIED\x10\x00\x12\x1a\n\x16PLACEMENT_FUNCTION_MOD\x10\x01\x12\x1b\n\x17PLACEMENT_FUNCTION_JUMP\x10\x02*i\n\x0f\x43oarseQuantizer\x12 \n\x1c\x43OARSE_QUANTIZER_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43OARSE_QUANTIZER_FLAT\x10\x01\x12\x19\n\x15\x43OARSE_QUANTIZER_HNSW\x10\x02*U\n\tInputRole\x12\x1a\n\x16INPUT_ROLE_UNSPECIFIED\x10\x00\x12\x14\n\x10INPUT_ROLE_QUERY\x10\x01\x12\x16\n\x12INPUT_ROLE_PASSAGE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17vecshard/v1/types.proto\x12\x0bvecshard.v1\"7\n\x0b\x46loatMatrix\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04rows\x18\x02 \x01(\r\x12\x0c\n\x04\x63ols\x18\x03 \x01(\r\"\xa0\x04\n\x10\x43ollectionConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12#\n\x06metric\x18\x03 \x01(\x0e\x32\x13.vecshard.v1.Metric\x12*\n\nindex_type\x18\x04 \x01(\x0e\x32\x16.vecshard.v1.IndexType\x12\r\n\x05nlist\x18\x05 \x01(\r\x12\x0e\n\x06nprobe\x18\x06 \x01(\r\x12\x17\n\x0ftrain_threshold\x18\x07 \x01(\x04\x12\x17\n\x0f\x65mbedding_model\x18\x08 \x01(\t\x12\x19\n\x11model_fingerprint\x18\t \x01(\t\x12\x12\n\nstore_text\x18\n \x01(\x08\x12\x0c\n\x04pq_m\x18\x0b \x01(\r\x12\x10\n\x08pq_nbits\x18\x0c \x01(\r\x12\x15\n\rrefine_factor\x18\r \x01(\r\x12\x36\n\x10\x63oarse_quantizer\x18\x0e \x01(\x0e\x32\x1c.vecshard.v1.CoarseQuantizer\x12\x15\n\rexpected_size\x18\x0f \x01(\x04\x12\x15\n\rtarget_recall\x18\x10 \x01(\x02\x12\x15\n\rmemory_budget\x18\x11 \x01(\x04\x12)\n\tplacement\x18\x12 \x01(\x0b\x32\x16.vecshard.v1.Placement\x12$\n\x07id_type\x18\x13 \x01(\x0e\x32\x13.vecshard.v1.IdType\x12\x1b\n\x13string_id_hash_bits\x18\x14 \x01(\r\"\\\n\tPlacement\x12\x30\n\x08\x66unction\x18\x01 \x01(\x0e\x32\x1e.vecshard.v1.PlacementFunction\x12\x0e\n\x06shards\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\r\"\xaf\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\x12\x12\n\nnormalized\x18\x04 \x01(\x08\x12\x13\n\x0b\x66ingerprint\x18\x05 \x01(\t\x12\x12\n\nmodalities\x18\x06 \x03(\t\x12\x14\n\x0cquery_prefix\x18\x07 \x01(\t\x12\x16\n\x0epassage_prefix\x18\x08 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\t \x01(\t\"b\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x0e\n\x06images\x18\x03 \x03(\x0c\x12$\n\x04role\x18\x04 \x01(\x0e\x32\x16.vecshard.v1.InputRole\"a\n\rEmbedResponse\x12)\n\x07vectors\x18\x01 \x01(\x0b\x32\x18.vecshard.v1.FloatMatrix\x12%\n\x05model\x18\x02 \x01(\x0b\x32\x16.vecshard.v1.ModelInfo\"!\n\x11ListModelsRequest\x12\x0c\n\x04load\x18\x01 \x03(\t\"S\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.vecshard.v1.ModelInfo\x12\x15\n\rdefault_model\x18\x02 \x01(\t*k\n\x06Metric\x12\x16\n\x12METRIC_UNSPECIFIED\x10\x00\x12\r\n\tMETRIC_L2\x10\x01\x12\x18\n\x14METRIC_INNER_PRODUCT\x10\x02\x12\x11\n\rMETRIC_COSINE\x10\x03\x12\r\n\tMETRIC_L1\x10\x04*\x9f\x01\n\tIndexType\x12\x1a\n\x16INDEX_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fINDEX_TYPE_FLAT\x10\x01\x12\x17\n\x13INDEX_TYPE_IVF_FLAT\x10\x02\x12\x16\n\x12INDEX_TYPE_IVF_SQ8\x10\x03\x12\x19\n\x15INDEX_TYPE_IVF_SQFP16\x10\x04\x12\x15\n\x11INDEX_TYPE_IVF_PQ\x10\x05*F\n\x06IdType\x12\x17\n\x13ID_TYPE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bID_TYPE_INT\x10\x01\x12\x12\n\x0eID_TYPE_STRING\x10\x02*p\n\x11PlacementFunction\x12\"\n\x1ePLACEMENT_FUNCTION_UNSPECIFIED\x10\x00\x12\x1a\n\x16PLACEMENT_FUNCTION_MOD\x10\x01\x12\x1b\n\x17PLACEMENT_FUNCTION_JUMP\x10\x02*i\n\x0f\x43oarseQuantizer\x12 \n\x1c\x43OARSE_QUANTIZER_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43OARSE_QUANTIZER_FLAT\x10\x01\x12\x19\n\x15\x43OARSE_QUANTIZER_HNSW\x10\x02*U\n\tInputRole\x12\x1a\n\x16INPUT_ROLE_UNSPECIFIED\x10\x00\x12\x14\n\x10INPUT_ROLE_QUERY\x10\x01\x12\x16\n\x12INPUT_ROLE_PASSAGE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vecshard.v1.types_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_METRIC']._serialized_start=1168
-  _globals['_METRIC']._serialized_end=1275
-  _globals['_INDEXTYPE']._serialized_start=1278
-  _globals['_INDEXTYPE']._serialized_end=1437
-  _globals['_PLACEMENTFUNCTION']._serialized_start=1439
-  _globals['_PLACEMENTFUNCTION']._serialized_end=1551
-  _globals['_COARSEQUANTIZER']._serialized_start=1553
-  _globals['_COARSEQUANTIZER']._serialized_end=1658
-  _globals['_INPUTROLE']._serialized_start=1660
-  _globals['_INPUTROLE']._serialized_end=1745
+  _globals['_METRIC']._serialized_start=1235
+  _globals['_METRIC']._serialized_end=1342
+  _globals['_INDEXTYPE']._serialized_start=1345
+  _globals['_INDEXTYPE']._serialized_end=1504
+  _globals['_IDTYPE']._serialized_start=1506
+  _globals['_IDTYPE']._serialized_end=1576
+  _globals['_PLACEMENTFUNCTION']._serialized_start=1578
+  _globals['_PLACEMENTFUNCTION']._serialized_end=1690
+  _globals['_COARSEQUANTIZER']._serialized_start=1692
+  _globals['_COARSEQUANTIZER']._serialized_end=1797
+  _globals['_INPUTROLE']._serialized_start=1799
+  _globals['_INPUTROLE']._serialized_end=1884
   _globals['_FLOATMATRIX']._serialized_start=40
   _globals['_FLOATMATRIX']._serialized_end=95
   _globals['_COLLECTIONCONFIG']._serialized_start=98
-  _globals['_COLLECTIONCONFIG']._serialized_end=575
-  _globals['_PLACEMENT']._serialized_start=577
-  _globals['_PLACEMENT']._serialized_end=669
-  _globals['_MODELINFO']._serialized_start=672
-  _globals['_MODELINFO']._serialized_end=847
-  _globals['_EMBEDREQUEST']._serialized_start=849
-  _globals['_EMBEDREQUEST']._serialized_end=947
-  _globals['_EMBEDRESPONSE']._serialized_start=949
-  _globals['_EMBEDRESPONSE']._serialized_end=1046
-  _globals['_LISTMODELSREQUEST']._serialized_start=1048
-  _globals['_LISTMODELSREQUEST']._serialized_end=1081
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1083
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1166
+  _globals['_COLLECTIONCONFIG']._serialized_end=642
+  _globals['_PLACEMENT']._serialized_start=644
+  _globals['_PLACEMENT']._serialized_end=736
+  _globals['_MODELINFO']._serialized_start=739
+  _globals['_MODELINFO']._serialized_end=914
+  _globals['_EMBEDREQUEST']._serialized_start=916
+  _globals['_EMBEDREQUEST']._serialized_end=1014
+  _globals['_EMBEDRESPONSE']._serialized_start=1016
+  _globals['_EMBEDRESPONSE']._serialized_end=1113
+  _globals['_LISTMODELSREQUEST']._serialized_start=1115
+  _globals['_LISTMODELSREQUEST']._serialized_end=1148
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1150
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1233
 # @@protoc_insertion_point(module_scope)

@@ -24,6 +24,12 @@ class IndexType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INDEX_TYPE_IVF_SQFP16: _ClassVar[IndexType]
     INDEX_TYPE_IVF_PQ: _ClassVar[IndexType]
 
+class IdType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ID_TYPE_UNSPECIFIED: _ClassVar[IdType]
+    ID_TYPE_INT: _ClassVar[IdType]
+    ID_TYPE_STRING: _ClassVar[IdType]
+
 class PlacementFunction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PLACEMENT_FUNCTION_UNSPECIFIED: _ClassVar[PlacementFunction]
@@ -52,6 +58,9 @@ INDEX_TYPE_IVF_FLAT: IndexType
 INDEX_TYPE_IVF_SQ8: IndexType
 INDEX_TYPE_IVF_SQFP16: IndexType
 INDEX_TYPE_IVF_PQ: IndexType
+ID_TYPE_UNSPECIFIED: IdType
+ID_TYPE_INT: IdType
+ID_TYPE_STRING: IdType
 PLACEMENT_FUNCTION_UNSPECIFIED: PlacementFunction
 PLACEMENT_FUNCTION_MOD: PlacementFunction
 PLACEMENT_FUNCTION_JUMP: PlacementFunction
@@ -73,7 +82,7 @@ class FloatMatrix(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ...) -> None: ...
 
 class CollectionConfig(_message.Message):
-    __slots__ = ("name", "dim", "metric", "index_type", "nlist", "nprobe", "train_threshold", "embedding_model", "model_fingerprint", "store_text", "pq_m", "pq_nbits", "refine_factor", "coarse_quantizer", "expected_size", "target_recall", "memory_budget", "placement")
+    __slots__ = ("name", "dim", "metric", "index_type", "nlist", "nprobe", "train_threshold", "embedding_model", "model_fingerprint", "store_text", "pq_m", "pq_nbits", "refine_factor", "coarse_quantizer", "expected_size", "target_recall", "memory_budget", "placement", "id_type", "string_id_hash_bits")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +101,8 @@ class CollectionConfig(_message.Message):
     TARGET_RECALL_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BUDGET_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_FIELD_NUMBER: _ClassVar[int]
+    ID_TYPE_FIELD_NUMBER: _ClassVar[int]
+    STRING_ID_HASH_BITS_FIELD_NUMBER: _ClassVar[int]
     name: str
     dim: int
     metric: Metric
@@ -110,7 +121,9 @@ class CollectionConfig(_message.Message):
     target_recall: float
     memory_budget: int
     placement: Placement
-    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index_type: _Optional[_Union[IndexType, str]] = ..., nlist: _Optional[int] = ..., nprobe: _Optional[int] = ..., train_threshold: _Optional[int] = ..., embedding_model: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., store_text: _Optional[bool] = ..., pq_m: _Optional[int] = ..., pq_nbits: _Optional[int] = ..., refine_factor: _Optional[int] = ..., coarse_quantizer: _Optional[_Union[CoarseQuantizer, str]] = ..., expected_size: _Optional[int] = ..., target_recall: _Optional[float] = ..., memory_budget: _Optional[int] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ...) -> None: ...
+    id_type: IdType
+    string_id_hash_bits: int
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index_type: _Optional[_Union[IndexType, str]] = ..., nlist: _Optional[int] = ..., nprobe: _Optional[int] = ..., train_threshold: _Optional[int] = ..., embedding_model: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., store_text: _Optional[bool] = ..., pq_m: _Optional[int] = ..., pq_nbits: _Optional[int] = ..., refine_factor: _Optional[int] = ..., coarse_quantizer: _Optional[_Union[CoarseQuantizer, str]] = ..., expected_size: _Optional[int] = ..., target_recall: _Optional[float] = ..., memory_budget: _Optional[int] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., id_type: _Optional[_Union[IdType, str]] = ..., string_id_hash_bits: _Optional[int] = ...) -> None: ...
 
 class Placement(_message.Message):
     __slots__ = ("function", "shards", "epoch")

@@ -9,6 +9,13 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class OnConflict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ON_CONFLICT_UNSPECIFIED: _ClassVar[OnConflict]
+    ON_CONFLICT_FAIL: _ClassVar[OnConflict]
+    ON_CONFLICT_SKIP: _ClassVar[OnConflict]
+    ON_CONFLICT_REPLACE: _ClassVar[OnConflict]
+
 class TrainingState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TRAINING_STATE_UNSPECIFIED: _ClassVar[TrainingState]
@@ -23,6 +30,10 @@ class SetPayloadMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SET_PAYLOAD_MODE_MERGE: _ClassVar[SetPayloadMode]
     SET_PAYLOAD_MODE_OVERWRITE: _ClassVar[SetPayloadMode]
     SET_PAYLOAD_MODE_DELETE_KEYS: _ClassVar[SetPayloadMode]
+ON_CONFLICT_UNSPECIFIED: OnConflict
+ON_CONFLICT_FAIL: OnConflict
+ON_CONFLICT_SKIP: OnConflict
+ON_CONFLICT_REPLACE: OnConflict
 TRAINING_STATE_UNSPECIFIED: TrainingState
 TRAINING_STATE_NOT_APPLICABLE: TrainingState
 TRAINING_STATE_UNTRAINED: TrainingState
@@ -142,7 +153,7 @@ class CollectionInfo(_message.Message):
     def __init__(self, config: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., count: _Optional[int] = ..., training_state: _Optional[_Union[TrainingState, str]] = ..., shards: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., payload_indexes: _Optional[_Iterable[_Union[_payload_pb2.PayloadIndex, _Mapping]]] = ..., codec: _Optional[bytes] = ...) -> None: ...
 
 class AddRequest(_message.Message):
-    __slots__ = ("collection", "ids", "vectors", "upsert", "texts", "images", "model_fingerprint", "payloads")
+    __slots__ = ("collection", "ids", "vectors", "upsert", "texts", "images", "model_fingerprint", "payloads", "string_ids", "on_conflict")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +162,8 @@ class AddRequest(_message.Message):
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     PAYLOADS_FIELD_NUMBER: _ClassVar[int]
+    STRING_IDS_FIELD_NUMBER: _ClassVar[int]
+    ON_CONFLICT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     ids: bytes
     vectors: _types_pb2.FloatMatrix
@@ -159,27 +172,83 @@ class AddRequest(_message.Message):
     images: _containers.RepeatedScalarFieldContainer[bytes]
     model_fingerprint: str
     payloads: _containers.RepeatedCompositeFieldContainer[_payload_pb2.Payload]
-    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[bytes] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., upsert: _Optional[bool] = ..., texts: _Optional[_Iterable[str]] = ..., images: _Optional[_Iterable[bytes]] = ..., model_fingerprint: _Optional[str] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.Payload, _Mapping]]] = ...) -> None: ...
+    string_ids: _containers.RepeatedScalarFieldContainer[str]
+    on_conflict: OnConflict
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[bytes] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., upsert: _Optional[bool] = ..., texts: _Optional[_Iterable[str]] = ..., images: _Optional[_Iterable[bytes]] = ..., model_fingerprint: _Optional[str] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.Payload, _Mapping]]] = ..., string_ids: _Optional[_Iterable[str]] = ..., on_conflict: _Optional[_Union[OnConflict, str]] = ...) -> None: ...
 
 class AddResponse(_message.Message):
-    __slots__ = ("added", "replaced", "count")
+    __slots__ = ("added", "replaced", "count", "skipped")
     ADDED_FIELD_NUMBER: _ClassVar[int]
     REPLACED_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
     added: int
     replaced: int
     count: int
-    def __init__(self, added: _Optional[int] = ..., replaced: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+    skipped: int
+    def __init__(self, added: _Optional[int] = ..., replaced: _Optional[int] = ..., count: _Optional[int] = ..., skipped: _Optional[int] = ...) -> None: ...
+
+class UpdateVectorsRequest(_message.Message):
+    __slots__ = ("collection", "ids", "string_ids", "vectors", "texts", "images", "model_fingerprint")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    STRING_IDS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    ids: bytes
+    string_ids: _containers.RepeatedScalarFieldContainer[str]
+    vectors: _types_pb2.FloatMatrix
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    images: _containers.RepeatedScalarFieldContainer[bytes]
+    model_fingerprint: str
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[bytes] = ..., string_ids: _Optional[_Iterable[str]] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., texts: _Optional[_Iterable[str]] = ..., images: _Optional[_Iterable[bytes]] = ..., model_fingerprint: _Optional[str] = ...) -> None: ...
+
+class UpdateVectorsResponse(_message.Message):
+    __slots__ = ("updated",)
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    updated: int
+    def __init__(self, updated: _Optional[int] = ...) -> None: ...
+
+class FacetRequest(_message.Message):
+    __slots__ = ("collection", "key", "filter", "limit")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    key: str
+    filter: _payload_pb2.Filter
+    limit: int
+    def __init__(self, collection: _Optional[str] = ..., key: _Optional[str] = ..., filter: _Optional[_Union[_payload_pb2.Filter, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class FacetCount(_message.Message):
+    __slots__ = ("value", "count")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    value: _payload_pb2.Value
+    count: int
+    def __init__(self, value: _Optional[_Union[_payload_pb2.Value, _Mapping]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class FacetResponse(_message.Message):
+    __slots__ = ("counts",)
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    counts: _containers.RepeatedCompositeFieldContainer[FacetCount]
+    def __init__(self, counts: _Optional[_Iterable[_Union[FacetCount, _Mapping]]] = ...) -> None: ...
 
 class RemoveRequest(_message.Message):
-    __slots__ = ("collection", "ids", "filter")
+    __slots__ = ("collection", "ids", "filter", "string_ids")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    STRING_IDS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     ids: bytes
     filter: _payload_pb2.Filter
-    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[bytes] = ..., filter: _Optional[_Union[_payload_pb2.Filter, _Mapping]] = ...) -> None: ...
+    string_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[bytes] = ..., filter: _Optional[_Union[_payload_pb2.Filter, _Mapping]] = ..., string_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RemoveResponse(_message.Message):
     __slots__ = ("removed",)
@@ -188,29 +257,33 @@ class RemoveResponse(_message.Message):
     def __init__(self, removed: _Optional[int] = ...) -> None: ...
 
 class GetRequest(_message.Message):
-    __slots__ = ("collection", "ids", "allow_missing", "with_payload")
+    __slots__ = ("collection", "ids", "allow_missing", "with_payload", "string_ids")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     ALLOW_MISSING_FIELD_NUMBER: _ClassVar[int]
     WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    STRING_IDS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     ids: bytes
     allow_missing: bool
     with_payload: _payload_pb2.PayloadSelector
-    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[bytes] = ..., allow_missing: _Optional[bool] = ..., with_payload: _Optional[_Union[_payload_pb2.PayloadSelector, _Mapping]] = ...) -> None: ...
+    string_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[bytes] = ..., allow_missing: _Optional[bool] = ..., with_payload: _Optional[_Union[_payload_pb2.PayloadSelector, _Mapping]] = ..., string_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetResponse(_message.Message):
-    __slots__ = ("vectors", "found", "payloads")
+    __slots__ = ("vectors", "found", "payloads", "has_vector")
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     FOUND_FIELD_NUMBER: _ClassVar[int]
     PAYLOADS_FIELD_NUMBER: _ClassVar[int]
+    HAS_VECTOR_FIELD_NUMBER: _ClassVar[int]
     vectors: _types_pb2.FloatMatrix
     found: bytes
     payloads: _containers.RepeatedCompositeFieldContainer[_payload_pb2.Payload]
-    def __init__(self, vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., found: _Optional[bytes] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.Payload, _Mapping]]] = ...) -> None: ...
+    has_vector: bytes
+    def __init__(self, vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., found: _Optional[bytes] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.Payload, _Mapping]]] = ..., has_vector: _Optional[bytes] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "queries", "k", "nprobe", "allow_partial", "texts", "images", "model_fingerprint", "filter", "with_payload", "refine_factor", "offset", "score_threshold")
+    __slots__ = ("collection", "queries", "k", "nprobe", "allow_partial", "texts", "images", "model_fingerprint", "filter", "with_payload", "refine_factor", "offset", "score_threshold", "with_vectors", "query_ids", "query_string_ids", "recommend", "group_by", "group_size")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -224,6 +297,12 @@ class SearchRequest(_message.Message):
     REFINE_FACTOR_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_IDS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_STRING_IDS_FIELD_NUMBER: _ClassVar[int]
+    RECOMMEND_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: _types_pb2.FloatMatrix
     k: int
@@ -237,10 +316,50 @@ class SearchRequest(_message.Message):
     refine_factor: int
     offset: int
     score_threshold: float
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., k: _Optional[int] = ..., nprobe: _Optional[int] = ..., allow_partial: _Optional[bool] = ..., texts: _Optional[_Iterable[str]] = ..., images: _Optional[_Iterable[bytes]] = ..., model_fingerprint: _Optional[str] = ..., filter: _Optional[_Union[_payload_pb2.Filter, _Mapping]] = ..., with_payload: _Optional[_Union[_payload_pb2.PayloadSelector, _Mapping]] = ..., refine_factor: _Optional[int] = ..., offset: _Optional[int] = ..., score_threshold: _Optional[float] = ...) -> None: ...
+    with_vectors: bool
+    query_ids: bytes
+    query_string_ids: _containers.RepeatedScalarFieldContainer[str]
+    recommend: RecommendQuery
+    group_by: str
+    group_size: int
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., k: _Optional[int] = ..., nprobe: _Optional[int] = ..., allow_partial: _Optional[bool] = ..., texts: _Optional[_Iterable[str]] = ..., images: _Optional[_Iterable[bytes]] = ..., model_fingerprint: _Optional[str] = ..., filter: _Optional[_Union[_payload_pb2.Filter, _Mapping]] = ..., with_payload: _Optional[_Union[_payload_pb2.PayloadSelector, _Mapping]] = ..., refine_factor: _Optional[int] = ..., offset: _Optional[int] = ..., score_threshold: _Optional[float] = ..., with_vectors: _Optional[bool] = ..., query_ids: _Optional[bytes] = ..., query_string_ids: _Optional[_Iterable[str]] = ..., recommend: _Optional[_Union[RecommendQuery, _Mapping]] = ..., group_by: _Optional[str] = ..., group_size: _Optional[int] = ...) -> None: ...
+
+class RecommendQuery(_message.Message):
+    __slots__ = ("positive", "negative", "positive_string_ids", "negative_string_ids")
+    POSITIVE_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_FIELD_NUMBER: _ClassVar[int]
+    POSITIVE_STRING_IDS_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_STRING_IDS_FIELD_NUMBER: _ClassVar[int]
+    positive: bytes
+    negative: bytes
+    positive_string_ids: _containers.RepeatedScalarFieldContainer[str]
+    negative_string_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, positive: _Optional[bytes] = ..., negative: _Optional[bytes] = ..., positive_string_ids: _Optional[_Iterable[str]] = ..., negative_string_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GroupedHits(_message.Message):
+    __slots__ = ("groups",)
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[HitGroup]
+    def __init__(self, groups: _Optional[_Iterable[_Union[HitGroup, _Mapping]]] = ...) -> None: ...
+
+class HitGroup(_message.Message):
+    __slots__ = ("value", "ids", "string_ids", "distances", "payloads", "vectors")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    STRING_IDS_FIELD_NUMBER: _ClassVar[int]
+    DISTANCES_FIELD_NUMBER: _ClassVar[int]
+    PAYLOADS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    value: _payload_pb2.Value
+    ids: bytes
+    string_ids: _containers.RepeatedScalarFieldContainer[str]
+    distances: bytes
+    payloads: _containers.RepeatedCompositeFieldContainer[_payload_pb2.Payload]
+    vectors: _types_pb2.FloatMatrix
+    def __init__(self, value: _Optional[_Union[_payload_pb2.Value, _Mapping]] = ..., ids: _Optional[bytes] = ..., string_ids: _Optional[_Iterable[str]] = ..., distances: _Optional[bytes] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.Payload, _Mapping]]] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("nq", "k", "distances", "ids", "shards_total", "shards_ok", "failed_shards", "payloads", "plans", "refined_distances")
+    __slots__ = ("nq", "k", "distances", "ids", "shards_total", "shards_ok", "failed_shards", "payloads", "plans", "refined_distances", "string_ids", "vectors", "groups")
     NQ_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     DISTANCES_FIELD_NUMBER: _ClassVar[int]
@@ -251,6 +370,9 @@ class SearchResponse(_message.Message):
     PAYLOADS_FIELD_NUMBER: _ClassVar[int]
     PLANS_FIELD_NUMBER: _ClassVar[int]
     REFINED_DISTANCES_FIELD_NUMBER: _ClassVar[int]
+    STRING_IDS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
     nq: int
     k: int
     distances: bytes
@@ -261,7 +383,10 @@ class SearchResponse(_message.Message):
     payloads: _containers.RepeatedCompositeFieldContainer[_payload_pb2.Payload]
     plans: _containers.RepeatedCompositeFieldContainer[_payload_pb2.FilterPlan]
     refined_distances: bytes
-    def __init__(self, nq: _Optional[int] = ..., k: _Optional[int] = ..., distances: _Optional[bytes] = ..., ids: _Optional[bytes] = ..., shards_total: _Optional[int] = ..., shards_ok: _Optional[int] = ..., failed_shards: _Optional[_Iterable[str]] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.Payload, _Mapping]]] = ..., plans: _Optional[_Iterable[_Union[_payload_pb2.FilterPlan, _Mapping]]] = ..., refined_distances: _Optional[bytes] = ...) -> None: ...
+    string_ids: _containers.RepeatedScalarFieldContainer[str]
+    vectors: _types_pb2.FloatMatrix
+    groups: _containers.RepeatedCompositeFieldContainer[GroupedHits]
+    def __init__(self, nq: _Optional[int] = ..., k: _Optional[int] = ..., distances: _Optional[bytes] = ..., ids: _Optional[bytes] = ..., shards_total: _Optional[int] = ..., shards_ok: _Optional[int] = ..., failed_shards: _Optional[_Iterable[str]] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.Payload, _Mapping]]] = ..., plans: _Optional[_Iterable[_Union[_payload_pb2.FilterPlan, _Mapping]]] = ..., refined_distances: _Optional[bytes] = ..., string_ids: _Optional[_Iterable[str]] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., groups: _Optional[_Iterable[_Union[GroupedHits, _Mapping]]] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
     __slots__ = ("collection", "max_training_points", "seed")
@@ -312,50 +437,70 @@ class CountResponse(_message.Message):
     def __init__(self, count: _Optional[int] = ..., plans: _Optional[_Iterable[_Union[_payload_pb2.FilterPlan, _Mapping]]] = ...) -> None: ...
 
 class ScrollRequest(_message.Message):
-    __slots__ = ("collection", "filter", "start_id", "limit", "with_payload", "with_vectors")
+    __slots__ = ("collection", "filter", "start_id", "limit", "with_payload", "with_vectors", "order_by", "cursor")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     START_ID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
     collection: str
     filter: _payload_pb2.Filter
     start_id: int
     limit: int
     with_payload: _payload_pb2.PayloadSelector
     with_vectors: bool
-    def __init__(self, collection: _Optional[str] = ..., filter: _Optional[_Union[_payload_pb2.Filter, _Mapping]] = ..., start_id: _Optional[int] = ..., limit: _Optional[int] = ..., with_payload: _Optional[_Union[_payload_pb2.PayloadSelector, _Mapping]] = ..., with_vectors: _Optional[bool] = ...) -> None: ...
+    order_by: OrderBy
+    cursor: bytes
+    def __init__(self, collection: _Optional[str] = ..., filter: _Optional[_Union[_payload_pb2.Filter, _Mapping]] = ..., start_id: _Optional[int] = ..., limit: _Optional[int] = ..., with_payload: _Optional[_Union[_payload_pb2.PayloadSelector, _Mapping]] = ..., with_vectors: _Optional[bool] = ..., order_by: _Optional[_Union[OrderBy, _Mapping]] = ..., cursor: _Optional[bytes] = ...) -> None: ...
+
+class OrderBy(_message.Message):
+    __slots__ = ("key", "descending")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    DESCENDING_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    descending: bool
+    def __init__(self, key: _Optional[str] = ..., descending: _Optional[bool] = ...) -> None: ...
 
 class ScrollResponse(_message.Message):
-    __slots__ = ("ids", "payloads", "vectors", "next_start_id", "done")
+    __slots__ = ("ids", "payloads", "vectors", "next_start_id", "done", "string_ids", "next_cursor", "has_vector")
     IDS_FIELD_NUMBER: _ClassVar[int]
     PAYLOADS_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     NEXT_START_ID_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
+    STRING_IDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    HAS_VECTOR_FIELD_NUMBER: _ClassVar[int]
     ids: bytes
     payloads: _containers.RepeatedCompositeFieldContainer[_payload_pb2.Payload]
     vectors: _types_pb2.FloatMatrix
     next_start_id: int
     done: bool
-    def __init__(self, ids: _Optional[bytes] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.Payload, _Mapping]]] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., next_start_id: _Optional[int] = ..., done: _Optional[bool] = ...) -> None: ...
+    string_ids: _containers.RepeatedScalarFieldContainer[str]
+    next_cursor: bytes
+    has_vector: bytes
+    def __init__(self, ids: _Optional[bytes] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.Payload, _Mapping]]] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., next_start_id: _Optional[int] = ..., done: _Optional[bool] = ..., string_ids: _Optional[_Iterable[str]] = ..., next_cursor: _Optional[bytes] = ..., has_vector: _Optional[bytes] = ...) -> None: ...
 
 class SetPayloadRequest(_message.Message):
-    __slots__ = ("collection", "ids", "filter", "payload", "mode", "keys")
+    __slots__ = ("collection", "ids", "filter", "payload", "mode", "keys", "string_ids")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    STRING_IDS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     ids: bytes
     filter: _payload_pb2.Filter
     payload: _payload_pb2.Payload
     mode: SetPayloadMode
     keys: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[bytes] = ..., filter: _Optional[_Union[_payload_pb2.Filter, _Mapping]] = ..., payload: _Optional[_Union[_payload_pb2.Payload, _Mapping]] = ..., mode: _Optional[_Union[SetPayloadMode, str]] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
+    string_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[bytes] = ..., filter: _Optional[_Union[_payload_pb2.Filter, _Mapping]] = ..., payload: _Optional[_Union[_payload_pb2.Payload, _Mapping]] = ..., mode: _Optional[_Union[SetPayloadMode, str]] = ..., keys: _Optional[_Iterable[str]] = ..., string_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SetPayloadResponse(_message.Message):
     __slots__ = ("updated",)

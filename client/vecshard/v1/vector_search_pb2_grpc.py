@@ -126,6 +126,16 @@ class VectorSearchStub:
                 request_serializer=vecshard_dot_v1_dot_vector__search__pb2.ReshardRequest.SerializeToString,
                 response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.ReshardResponse.FromString,
                 _registered_method=True)
+        self.UpdateVectors = channel.unary_unary(
+                '/vecshard.v1.VectorSearch/UpdateVectors',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.UpdateVectorsRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.UpdateVectorsResponse.FromString,
+                _registered_method=True)
+        self.Facet = channel.unary_unary(
+                '/vecshard.v1.VectorSearch/Facet',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.FacetRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.FacetResponse.FromString,
+                _registered_method=True)
 
 
 class VectorSearchServicer:
@@ -331,6 +341,28 @@ class VectorSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateVectors(self, request, context):
+        """Sets or replaces the vectors of stored points (by id), keeping their payloads: gives a vector to
+        a point added without one, or re-embeds one. Ids not stored are ignored (see `updated`).
+        Errors: INVALID_ARGUMENT as for Add (empty batch, ids/vectors mismatch, wrong dim, NaN/Inf,
+        duplicate ids); FAILED_PRECONDITION as for Add (texts without a model, vectors without the
+        model's fingerprint); NOT_FOUND no such collection; UNAVAILABLE a shard is down (safe to retry).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Facet(self, request, context):
+        """Counts the points per value of a payload field (a list field counts the point once for each
+        distinct element), over the points matching the filter on every shard: exact counts, most
+        common first, ties by value (numbers before strings, bools last).
+        Errors: INVALID_ARGUMENT an empty or malformed key, a malformed filter, limit above 10,000;
+        NOT_FOUND no such collection; UNAVAILABLE a shard is down.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VectorSearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -423,6 +455,16 @@ def add_VectorSearchServicer_to_server(servicer, server):
                     servicer.Reshard,
                     request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.ReshardRequest.FromString,
                     response_serializer=vecshard_dot_v1_dot_vector__search__pb2.ReshardResponse.SerializeToString,
+            ),
+            'UpdateVectors': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateVectors,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.UpdateVectorsRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.UpdateVectorsResponse.SerializeToString,
+            ),
+            'Facet': grpc.unary_unary_rpc_method_handler(
+                    servicer.Facet,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.FacetRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.FacetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -912,6 +954,60 @@ class VectorSearch:
             '/vecshard.v1.VectorSearch/Reshard',
             vecshard_dot_v1_dot_vector__search__pb2.ReshardRequest.SerializeToString,
             vecshard_dot_v1_dot_vector__search__pb2.ReshardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateVectors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.VectorSearch/UpdateVectors',
+            vecshard_dot_v1_dot_vector__search__pb2.UpdateVectorsRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.UpdateVectorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Facet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.VectorSearch/Facet',
+            vecshard_dot_v1_dot_vector__search__pb2.FacetRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.FacetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -180,6 +180,14 @@ class LocalShard:
     async def scroll(self, request: pb.ScrollRequest, meta: CallMeta) -> pb.ScrollResponse:
         return await self._call(self.service.Scroll, request, meta)
 
+    async def facet(self, request: pb.FacetRequest, meta: CallMeta) -> pb.FacetResponse:
+        return await self._call(self.service.Facet, request, meta)
+
+    async def update_vectors(
+        self, request: pb.UpdateVectorsRequest | Encoded[pb.UpdateVectorsRequest], meta: CallMeta
+    ) -> pb.UpdateVectorsResponse:
+        return await self._call(self.service.UpdateVectors, message_of(request), meta)
+
     async def create_payload_index(
         self, request: pb.CreatePayloadIndexRequest, meta: CallMeta
     ) -> spb.ShardCollectionState:

@@ -137,6 +137,14 @@ class RemoteShard:
     async def scroll(self, request: pb.ScrollRequest, meta: CallMeta) -> pb.ScrollResponse:
         return await self._call(self._raw.Scroll, request, pb.ScrollResponse, meta)
 
+    async def facet(self, request: pb.FacetRequest, meta: CallMeta) -> pb.FacetResponse:
+        return await self._call(self._raw.Facet, request, pb.FacetResponse, meta)
+
+    async def update_vectors(
+        self, request: pb.UpdateVectorsRequest | Encoded[pb.UpdateVectorsRequest], meta: CallMeta
+    ) -> pb.UpdateVectorsResponse:
+        return await self._call(self._raw.UpdateVectors, request, pb.UpdateVectorsResponse, meta)
+
     async def create_payload_index(
         self, request: pb.CreatePayloadIndexRequest, meta: CallMeta
     ) -> spb.ShardCollectionState:

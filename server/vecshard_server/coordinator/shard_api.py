@@ -117,6 +117,10 @@ class ShardApi(Protocol):
     async def set_payload(self, request: pb.SetPayloadRequest, meta: CallMeta) -> pb.SetPayloadResponse: ...
     async def count(self, request: pb.CountRequest, meta: CallMeta) -> pb.CountResponse: ...
     async def scroll(self, request: pb.ScrollRequest, meta: CallMeta) -> pb.ScrollResponse: ...
+    async def facet(self, request: pb.FacetRequest, meta: CallMeta) -> pb.FacetResponse: ...
+    async def update_vectors(
+        self, request: pb.UpdateVectorsRequest | Encoded[pb.UpdateVectorsRequest], meta: CallMeta
+    ) -> pb.UpdateVectorsResponse: ...
     async def create_payload_index(
         self, request: pb.CreatePayloadIndexRequest, meta: CallMeta
     ) -> spb.ShardCollectionState: ...
@@ -182,6 +186,10 @@ SET_PAYLOAD: Op[pb.SetPayloadRequest, pb.SetPayloadResponse] = Op(
 )
 COUNT: Op[pb.CountRequest, pb.CountResponse] = Op("Count", lambda s, r, m: s.count(r, m))
 SCROLL: Op[pb.ScrollRequest, pb.ScrollResponse] = Op("Scroll", lambda s, r, m: s.scroll(r, m))
+FACET: Op[pb.FacetRequest, pb.FacetResponse] = Op("Facet", lambda s, r, m: s.facet(r, m))
+UPDATE_VECTORS: Op[pb.UpdateVectorsRequest | Encoded[pb.UpdateVectorsRequest], pb.UpdateVectorsResponse] = Op(
+    "UpdateVectors", lambda s, r, m: s.update_vectors(r, m), write=True, versioned=True, routed=True
+)
 CREATE_PAYLOAD_INDEX: Op[pb.CreatePayloadIndexRequest, spb.ShardCollectionState] = Op(
     "CreatePayloadIndex", lambda s, r, m: s.create_payload_index(r, m), write=True
 )

@@ -346,6 +346,8 @@ class PayloadStore:
         self._ids = np.empty(0, dtype=np.int64)
         self._live = np.zeros(0, dtype=bool)
         self._lists = np.zeros(0, dtype=np.intp)  # each slot's IVF list + 1 (0: none, or untrained)
+        self._vector = np.zeros(0, dtype=bool)  # the slot's point has a vector (not payload-only)
+        self.vectorless = 0  # live points without a vector
         self._payloads: list[PayloadDict | None] = []
         self._hashes: dict[int, int] = {}  # slot -> payload_hash, for non-empty payloads
         self._free = np.empty(0, dtype=np.int64)  # a stack of free slots: _free[:_nfree]
@@ -381,6 +383,7 @@ class PayloadStore:
             self._ids = np.concatenate([self._ids, np.full(cap - self._ids.size, -1, dtype=np.int64)])
             self._live = np.concatenate([self._live, np.zeros(cap - self._live.size, dtype=bool)])
             self._lists = np.concatenate([self._lists, np.zeros(cap - self._lists.size, dtype=np.intp)])
+            self._vector = np.concatenate([self._vector, np.zeros(cap - self._vector.size, dtype=bool)])
             for index in self.indexes.values():
                 index.grow(cap)
 
@@ -426,7 +429,7 @@ class PayloadStore:
             slot_of[order] = got
             slots[fresh] = slot_of[inverse.reshape(-1)]
             self._slot.set_many(uniq, slot_of)
-            self._ids[got], self._live[got], self._lists[got] = uniq[order], True, 0
+            self._ids[got], self._live[got], self._lists[got], self._vector[got] = uniq[order], True, 0, True
         change = 0
         hashes, stored, indexes = self._hashes, self._payloads, list(self.indexes.values())
         for slot, i, (payload, blob) in zip(slots.tolist(), ids.tolist(), items, strict=True):
@@ -465,6 +468,8 @@ class PayloadStore:
             for index in indexes:
                 index.set(slot, None)
         self._slot.delete_many(ids)
+        self.vectorless -= int(np.count_nonzero(~self._vector[slots]))
+        self._vector[slots] = True
         self._live[slots] = False
         self._ids[slots] = -1
         self._release(slots)
@@ -475,6 +480,26 @@ class PayloadStore:
         slots = self._slot.get_many(np.asarray(ids, dtype=np.int64))
         ok = slots >= 0
         self._lists[slots[ok]] = np.asarray(lists)[ok] + 1
+
+    def set_has_vector(self, ids: I64, has: bool) -> None:
+        """Record whether stored ids have a vector (a point added with a payload only has none)."""
+        slots = self._slot.get_many(np.asarray(ids, dtype=np.int64))
+        slots = slots[slots >= 0]
+        changed = slots[self._vector[slots] != has]
+        self._vector[changed] = has
+        self.vectorless += -int(changed.size) if has else int(changed.size)
+
+    def has_vector(self, ids: I64) -> npt.NDArray[np.bool_]:
+        """Whether each id is stored with a vector (unknown ids: False)."""
+        slots = self._slot.get_many(np.asarray(ids, dtype=np.int64))
+        out = np.zeros(slots.size, dtype=bool)
+        ok = slots >= 0
+        out[ok] = self._vector[slots[ok]]
+        return out
+
+    def with_vector(self, n: int) -> Mask:
+        """Over the first n slots: those whose point has a vector (what a vector search may return)."""
+        return self._vector[:n]
 
     def list_counts(self, mask: Mask, nlist: int) -> npt.NDArray[np.int64]:
         """How many of the slots where mask is set each IVF list holds (one weighted pass)."""

@@ -103,6 +103,8 @@ class Searcher:
         hits probe twice as many lists, up to nlist (where the search is exhaustive over the matches).
         Untrained partitions: "exact", or "flat-filtered" (the whole partition, restricted)."""
         mask, unindexed = self.payloads.matching(f)
+        if self.payloads.vectorless:  # points stored without a vector are not searched
+            mask &= self.payloads.with_vector(mask.size)
         m, n, nq = int(np.count_nonzero(mask)), self.count, queries.shape[0]
         plan = ppb.FilterPlan(matches=m, unindexed_fields=unindexed)
         D = np.full((nq, k), self.pad, dtype=np.float32)
