@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     max_nlist: int = Field(65536, ge=1, description="largest nlist of an IVF collection")
     max_batch: int = Field(1_000_000, ge=1, description="most vectors, queries or ids in one request")
     max_collections: int = Field(1000, ge=1, description="most collections in a cluster")
+    string_id_hash_bits: int = Field(
+        63,
+        ge=8,
+        le=63,
+        description="width of the hash that stores a string id (recorded per collection at creation); "
+        "lower it only to test hash-collision handling",
+    )
     max_payload_bytes: int = Field(
         1024 * 1024, ge=16, description="largest encoded payload (stored text included) of one point"
     )

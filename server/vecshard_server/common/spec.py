@@ -135,6 +135,13 @@ class CollectionSpec:
     placement_function: str = "mod"
     placement_shards: int = 0
     placement_epoch: int = 0
+    # String ids (IdType STRING): each stored under its hash of this many bits (common/string_ids.py);
+    # 0 for int ids.
+    string_id_bits: int = 0
+
+    @property
+    def string_ids(self) -> bool:
+        return self.string_id_bits > 0
 
     @property
     def trained_codec(self) -> bool:
@@ -179,6 +186,8 @@ class CollectionSpec:
             target_recall=self.target_recall,
             memory_budget=self.memory_budget,
             placement=Placement(self.placement_function, self.placement_shards, self.placement_epoch).to_proto(),
+            id_type=types_pb2.ID_TYPE_STRING if self.string_ids else types_pb2.ID_TYPE_INT,
+            string_id_hash_bits=self.string_id_bits,
         )
 
     @classmethod
@@ -205,6 +214,7 @@ class CollectionSpec:
             placement_function=Placement.from_proto(cfg.placement).function,
             placement_shards=cfg.placement.shards,
             placement_epoch=cfg.placement.epoch,
+            string_id_bits=cfg.string_id_hash_bits if cfg.id_type == types_pb2.ID_TYPE_STRING else 0,
         )
 
     @classmethod
@@ -219,6 +229,7 @@ class CollectionSpec:
             cfg.expected_size or cfg.target_recall or cfg.memory_budget
         ):
             cfg = sized(cfg, settings)
+        cfg = _with_id_type(cfg, settings, partition)
         _check_common_fields(cfg, settings)
         if cfg.index_type == types_pb2.INDEX_TYPE_FLAT:
             _check_flat_fields(cfg)
@@ -259,6 +270,22 @@ def _check_common_fields(cfg: types_pb2.CollectionConfig, settings: Settings) ->
         types_pb2.METRIC_L1,
     ):
         raise InvalidArgument(f"metric must be one of L2, INNER_PRODUCT, COSINE, L1, got {cfg.metric}")
+
+
+def _with_id_type(cfg: types_pb2.CollectionConfig, settings: Settings, partition: bool) -> types_pb2.CollectionConfig:
+    """cfg with its id type checked and, for string ids, the hash width set (a user's create takes the
+    server's string_id_hash_bits; a partition keeps the coordinator's)."""
+    if cfg.id_type not in (types_pb2.ID_TYPE_UNSPECIFIED, types_pb2.ID_TYPE_INT, types_pb2.ID_TYPE_STRING):
+        raise InvalidArgument(f"id_type must be INT or STRING, got {cfg.id_type}")
+    out = types_pb2.CollectionConfig()
+    out.CopyFrom(cfg)
+    if cfg.id_type != types_pb2.ID_TYPE_STRING:
+        out.id_type, out.string_id_hash_bits = types_pb2.ID_TYPE_INT, 0
+    elif not partition or not cfg.string_id_hash_bits:
+        out.string_id_hash_bits = settings.string_id_hash_bits
+    elif not 8 <= cfg.string_id_hash_bits <= 63:
+        raise InvalidArgument(f"string_id_hash_bits must be 8 to 63, got {cfg.string_id_hash_bits}")
+    return out
 
 
 def _check_flat_fields(cfg: types_pb2.CollectionConfig) -> None:

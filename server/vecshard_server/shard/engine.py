@@ -28,10 +28,11 @@ the part modules and are re-exported.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -279,6 +280,13 @@ class ShardIndex:
             self._points.edit_payloads(ids, mode, patch, keys, version)
             self._wrote(version)
             return int(ids.size)
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Points]:
+        """The partition's points under its read lock, for read-only parts that need more than the
+        methods here (facets, ordered scrolls, grouped searches): they must not change them."""
+        with self._lock.read():
+            yield self._points
 
     def payloads_of(self, ids: I64) -> list[PayloadDict | None]:
         """The payload of each id (None when not stored); the caller holds a lock."""
