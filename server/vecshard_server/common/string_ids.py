@@ -54,14 +54,15 @@ def unique(strings: Sequence[str], stored: I64, field: str = "string_ids") -> No
     """InvalidArgument when a string is listed twice, or two strings of one request share a hash."""
     seen: dict[int, str] = {}
     for s, h in zip(strings, stored.tolist(), strict=True):
-        other = seen.setdefault(h, s)
-        if other is s:
-            continue
-        if other == s:
+        other = seen.get(h)
+        if other is None:
+            seen[h] = s
+        elif other == s:
             raise InvalidArgument(f"{field} lists {s!r} twice: each id at most once per request")
-        raise InvalidArgument(
-            f"{field} holds {other!r} and {s!r}, whose 64-bit hashes collide: store one of them under another id"
-        )
+        else:
+            raise InvalidArgument(
+                f"{field} holds {other!r} and {s!r}, whose 64-bit hashes collide: store one of them under another id"
+            )
 
 
 def key_of(payload: ppb.Payload) -> str | None:

@@ -42,6 +42,7 @@ from vecshard_server.coordinator.api.base import Core, shard_timeout
 from vecshard_server.coordinator.api.collections import Collections
 from vecshard_server.coordinator.api.reads import Reads
 from vecshard_server.coordinator.api.search import Searches
+from vecshard_server.coordinator.api.vector_updates import VectorUpdates
 from vecshard_server.coordinator.api.writes import Writes
 from vecshard_server.coordinator.catalog import Catalog
 from vecshard_server.coordinator.fanout import ShardSet
@@ -121,6 +122,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         self.collections = Collections(core)
         self.writes = Writes(core, self.resharder)
         self.reads = Reads(core)
+        self.vector_updates = VectorUpdates(core)
         self.searches = Searches(core, self.search_latency)
 
     async def start(self, wait_s: float = 60.0) -> None:
@@ -191,6 +193,12 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
     @rerouted
     async def Remove(self, request: pb.RemoveRequest, context: grpc.aio.ServicerContext) -> pb.RemoveResponse:
         return await self.writes.Remove(request, context)
+
+    @rerouted
+    async def UpdateVectors(
+        self, request: pb.UpdateVectorsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateVectorsResponse:
+        return await self.vector_updates.UpdateVectors(request, context)
 
     @rerouted
     async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.GetResponse:

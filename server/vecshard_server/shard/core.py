@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import grpc
 import numpy as np
+import numpy.typing as npt
 
 from vecshard import wire
 from vecshard.errors import (
@@ -306,19 +307,34 @@ class ShardCore:
             raise Unavailable("the peer sent a malformed export page: retry")
         return ids, vectors, versions, dead, dead_versions
 
+    def _copy_add(
+        self,
+        part: ShardIndex,
+        ids: npt.NDArray[np.int64],
+        vectors: npt.NDArray[np.float32] | None,
+        versions: npt.NDArray[np.int64],
+        payloads: list[ppb.Payload],
+    ) -> None:
+        """Apply (logged) entries copied from a peer: upserts at their own versions."""
+        add = pb.AddRequest(
+            collection=part.spec.name,
+            ids=wire.pack_ids(ids),
+            vectors=wire.pack_matrix(vectors) if vectors is not None else None,
+            upsert=True,
+            payloads=payloads,
+        )
+        self._logged(
+            part,
+            lambda: spb.WalRecord(add=add, versions=wire.pack_ids(versions)),
+            lambda journal: part.add(ids, vectors, True, journal, versions, payloads or None),
+        )
+
     def _apply_page(self, part: ShardIndex, page: spb.ExportResponse) -> None:
         """Apply the entries of a peer's export page newer than this partition's, logged."""
         ids, vectors, versions, dead, dead_versions = self._entries(page)
         name = part.spec.name
-        if ids.size:
-            add = pb.AddRequest(
-                collection=name, ids=page.ids, vectors=page.vectors, upsert=True, payloads=page.payloads
-            )
-            self._logged(
-                part,
-                lambda: spb.WalRecord(add=add, versions=page.versions),
-                lambda journal: part.add(ids, vectors, True, journal, versions, page.payloads or None),
-            )
+        for add_ids, add_vectors, add_versions, payloads in page_adds(page, ids, vectors, versions):
+            self._copy_add(part, add_ids, add_vectors, add_versions, payloads)
         if dead.size:
             remove = pb.RemoveRequest(collection=name, ids=page.tombstone_ids)
             self._logged(
@@ -342,3 +358,39 @@ class ShardCore:
                 )
             else:
                 part.create_payload_index(index.field, index.type)
+
+
+def vectorless_of(page: spb.ExportResponse, n: int) -> npt.NDArray[np.bool_]:
+    """Which of the page's n entries are points without a vector (ExportResponse.vectorless)."""
+    if not page.vectorless:
+        return np.zeros(n, dtype=bool)
+    mask = np.frombuffer(page.vectorless, dtype=np.uint8)
+    if mask.size != n:
+        raise Unavailable("the peer sent a malformed export page (vectorless): retry")
+    return mask.astype(bool)
+
+
+CopiedAdd = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32] | None, npt.NDArray[np.int64], list[ppb.Payload]]
+
+
+def page_adds(
+    page: spb.ExportResponse,
+    ids: npt.NDArray[np.int64],
+    vectors: npt.NDArray[np.float32],
+    versions: npt.NDArray[np.int64],
+) -> list[CopiedAdd]:
+    """The page's stored entries as Adds: (ids, vectors, versions, payloads) of those with a vector,
+    then (ids, None, versions, one payload each) of those without one."""
+    if not ids.size:
+        return []
+    less = vectorless_of(page, ids.size)
+    payloads = list(page.payloads)
+    if not less.any():
+        return [(ids, vectors, versions, payloads)]
+    out: list[CopiedAdd] = []
+    if not less.all():
+        keep = np.flatnonzero(~less)
+        out.append((ids[keep], vectors[keep], versions[keep], [payloads[i] for i in keep] if payloads else []))
+    rows = np.flatnonzero(less)
+    out.append((ids[rows], None, versions[rows], [payloads[i] if payloads else ppb.Payload() for i in rows]))
+    return out

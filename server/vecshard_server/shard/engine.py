@@ -49,8 +49,8 @@ from vecshard_server.shard.digests import digest_of, row_hashes
 from vecshard_server.shard.kinds import HNSW_M, assign_lists, faiss_metric, new_ivf, train_centroids, train_state
 from vecshard_server.shard.locks import RWLock
 from vecshard_server.shard.pages import Keep, Scanned
-from vecshard_server.shard.payloads import decode
-from vecshard_server.shard.points import Export, Points, payload_index_kind
+from vecshard_server.shard.payloads import EMPTY, decode, encode
+from vecshard_server.shard.points import AddRules, Export, Points, payload_index_kind
 from vecshard_server.shard.search import refine_distances, search_work
 from vecshard_server.shard.snapshot import SnapshotCorrupt
 from vecshard_server.shard.storage import Frozen
@@ -192,33 +192,82 @@ class ShardIndex:
     def add(
         self,
         ids: I64,
-        vectors: F32,
+        vectors: F32 | None,
         upsert: bool,
         journal: Journal | None = None,
         version: int | I64 = 0,
         payloads: Sequence[ppb.Payload] | None = None,
-    ) -> tuple[int, int]:
+        rules: AddRules | None = None,
+    ) -> tuple[int, int, int]:
         """Add (or with upsert, replace) points written at `version` (one for all ids, or one per id;
-        0: unversioned, as in logs of older versions: applied as it comes). Returns (added, replaced).
-        `payloads`: none, or one per id (a point's payload is replaced with its vector).
+        0: unversioned, as in logs of older versions: applied as it comes). Returns (added, replaced,
+        skipped). `payloads`: none, or one per id (a point's payload is replaced with its vector).
+        `vectors` None: points without a vector (payload-only); `rules`: see points.AddRules.
 
         Per id the newest version wins (see writes.add_skips); without upsert the whole write is refused
         (AlreadyExists) when an id is stored from another write. All or nothing otherwise."""
         decoded = decode(payloads) if payloads else None  # outside the lock
+        if vectors is None:
+            vectors = np.zeros((ids.size, self.spec.dim), dtype=np.float32)
+            rules = dataclasses.replace(rules or AddRules(), vectorless=np.ones(ids.size, dtype=bool))
         with self._lock.write():
-            batch = self._points.admit(ids, vectors, version, upsert, decoded, self.max_vectors)
-            if batch is None:
-                return 0, 0
+            batch = self._points.admit(ids, vectors, version, upsert, decoded, self.max_vectors, rules)
+            if batch is None or not batch.ids.size:
+                return 0, 0, batch.skipped if batch is not None else 0
             self._log(journal)
             self._points.put(batch)
             self._wrote(int(batch.versions.max()))
-            self._training.record("add", batch.ids, batch.vectors)
-            return batch.new, int(batch.present.size)
+            less = batch.vectorless
+            if less is None or not less.any():
+                self._training.record("add", batch.ids, batch.vectors)
+            else:
+                self._training.record("remove", batch.present, None)  # (a vector replaced by none)
+                if not less.all():
+                    self._training.record("add", batch.ids[~less], batch.vectors[~less])
+            return batch.new, int(batch.present.size), batch.skipped
 
-    def remove(self, ids: I64, journal: Journal | None = None, version: int | I64 = 0, rollback: bool = False) -> int:
-        """Remove ids at `version` (one for all, or one per id; 0: unversioned), leaving tombstones, as
-        writes.removals says; rollback: take back the Add of `version`. Returns how many were stored."""
+    def update_vectors(
+        self, ids: I64, vectors: F32, keys: Sequence[str] | None, journal: Journal | None, version: int
+    ) -> int:
+        """Set the vectors of stored `ids` (those whose string id is `keys`' one, when given), keeping
+        their payloads, at `version`: a point held at this version or a newer one is left as it is.
+        Returns how many were set."""
         with self._lock.write():
+            points = self._points
+            if keys is not None:
+                keep = points.keyed(ids, keys)
+                ids, vectors = ids[keep], vectors[keep]
+            writable = np.isin(ids, points.writable(ids, version))
+            ids, vectors = ids[writable], vectors[writable]
+            if not ids.size:
+                return 0
+            current = points.payloads_of(ids)
+            decoded = [(p or {}, encode(p)) if p else (EMPTY, b"") for p in current]
+            batch = points.admit(ids, vectors, version, True, decoded, self.max_vectors)
+            if batch is None or not batch.ids.size:
+                return 0
+            self._log(journal)
+            points.put(batch)
+            self._wrote(version)
+            self._training.record("add", batch.ids, batch.vectors)
+            return int(batch.ids.size)
+
+    def remove(
+        self,
+        ids: I64,
+        journal: Journal | None = None,
+        version: int | I64 = 0,
+        rollback: bool = False,
+        keys: Sequence[str] | None = None,
+    ) -> int:
+        """Remove ids at `version` (one for all, or one per id; 0: unversioned), leaving tombstones, as
+        writes.removals says; rollback: take back the Add of `version`. `keys`: the string id of each
+        (an id stored under another string is left alone). Returns how many were stored."""
+        with self._lock.write():
+            if keys is not None:
+                keep = self._points.keyed(ids, keys)
+                ids = ids[keep]
+                version = version[keep] if isinstance(version, np.ndarray) else version
             return self._remove_locked(ids, journal, version, rollback)
 
     def remove_matching(self, f: ppb.Filter, journal: Journal | None, version: int, resolved: list[I64]) -> int:
@@ -265,6 +314,7 @@ class ShardIndex:
         journal: Journal | None,
         version: int,
         resolved: list[I64],
+        string_ids: Sequence[str] | None = None,
     ) -> int:
         """Write the payloads of the stored points among `ids` (or matching `f`) at `version`, as
         `mode` says (see writes.edited); a point held at this version or a newer one is left as it is.
@@ -272,6 +322,8 @@ class ShardIndex:
         were written."""
         with self._lock.write():
             ids = self._points.resolve(ids, f)
+            if string_ids is not None:
+                ids = ids[self._points.keyed(ids, string_ids)]
             resolved.append(ids)
             ids = self._points.writable(ids, version)
             if not ids.size:

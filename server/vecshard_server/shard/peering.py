@@ -21,7 +21,7 @@ from vecshard_server.common.spec import CollectionSpec, check_partition_name
 from vecshard_server.shard.checks import (
     check_peer,
 )
-from vecshard_server.shard.core import ShardCore
+from vecshard_server.shard.core import ShardCore, page_adds
 from vecshard_server.shard.engine import ShardIndex
 
 log = logging.getLogger(__name__)
@@ -196,8 +196,8 @@ class PeerSync(ShardCore):
             )
         for page in self._pages(stub, spec):
             ids, vectors, versions, dead, dead_versions = self._entries(page)
-            if ids.size:
-                part.add(ids, vectors, True, None, versions, page.payloads or None)
+            for add_ids, add_vectors, add_versions, payloads in page_adds(page, ids, vectors, versions):
+                part.add(add_ids, add_vectors, True, None, add_versions, payloads or None)
             if dead.size:
                 part.remove(dead, None, dead_versions)
         part.writes = state.writes  # as many writes as the copy's source has applied

@@ -15,6 +15,7 @@ from vecshard.payload import payload_from_proto
 from vecshard.v1 import shard_pb2 as spb
 from vecshard_server.common.observability import CHECKPOINT_SECONDS
 from vecshard_server.common.spec import CollectionSpec
+from vecshard_server.shard.add_inputs import add_inputs
 from vecshard_server.shard.checks import (
     record_versions,
 )
@@ -109,18 +110,17 @@ class Recovery(ShardCore):
             return 1
         journal: Journal = lambda: record.lsn  # noqa: E731
         if op == "add":
-            ids = wire.unpack_ids(record.add.ids)
-            part.add(
-                ids,
-                wire.unpack_matrix(record.add.vectors),
-                True,
-                journal,
-                record_versions(record, ids.size),
-                record.add.payloads or None,
-            )
+            ids, vectors, payloads, rules = add_inputs(part.spec, record.add, live=False)
+            part.add(ids, vectors, True, journal, record_versions(record, ids.size), payloads, rules)
         elif op == "remove":
             ids = wire.unpack_ids(record.remove.ids)
-            part.remove(ids, journal, record_versions(record, ids.size), record.rollback)
+            keys = list(record.remove.string_ids) or None
+            part.remove(ids, journal, record_versions(record, ids.size), record.rollback, keys=keys)
+        elif op == "update_vectors":
+            uv = record.update_vectors
+            ids = wire.unpack_ids(uv.ids)
+            keys = list(uv.string_ids) or None
+            part.update_vectors(ids, wire.unpack_matrix(uv.vectors), keys, journal, record.version)
         elif op == "set_payload":
             sp = record.set_payload
             ids = wire.unpack_ids(sp.ids)

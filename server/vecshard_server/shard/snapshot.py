@@ -4,6 +4,7 @@ A snapshot is a directory:
 - index.faiss: the faiss index (flat or IVF; compressed kinds' codes only);
 - versions.npy, tombstones.npy: 2 x n int64 (id, version) pairs of the stored and removed ids;
 - payloads.npy: the non-empty payloads (see `_pack_payloads`);
+- vectorless.npy (only when there are any): the ids of points stored without a vector (not in index.faiss);
 - vectors.npy, vector_ids.npy (compressed kinds): the exact floats and their ids;
 - codec.faiss (kinds trained with a codec): the trained empty index;
 - meta.json: the collection's config, counters, the lsn covered, and the SHA-256 of every file and of
@@ -60,6 +61,7 @@ class SnapshotState:
     payload_indexes: list[tuple[str, int]]
     epoch: dict[str, int]  # meta.json's last fields: the training, writes, max_version, incarnation
     lsn: int  # the last logged write the snapshot covers
+    vectorless: I64 = dataclasses.field(default_factory=lambda: np.empty(0, dtype=np.int64))  # payload-only ids
 
 
 # -- writing --------------------------------------------------------------------------------------
@@ -82,6 +84,9 @@ def write_tables(tmp: Path, state: SnapshotState) -> list[str]:
     np.save(tmp / "versions.npy", pairs_of(state.versions))
     np.save(tmp / "tombstones.npy", pairs_of(state.tombs))
     np.save(tmp / "payloads.npy", _pack_payloads(*state.payloads))
+    if state.vectorless.size:
+        np.save(tmp / "vectorless.npy", np.sort(state.vectorless))
+        return ["versions", "tombstones", "payloads", "vectorless"]
     return ["versions", "tombstones", "payloads"]
 
 
@@ -106,7 +111,10 @@ def write_rest(
     names = write_tables(tmp, state)
     if raw is not None:
         try:
-            names += write_vectors(tmp, state.payloads[0], raw)
+            by_slot = state.payloads[0]
+            if state.vectorless.size:  # (no row of theirs holds a vector)
+                by_slot = np.where(np.isin(by_slot, state.vectorless), -1, by_slot)
+            names += write_vectors(tmp, by_slot, raw)
         finally:
             release()
     finish(directory, tmp, state, names)
@@ -232,6 +240,20 @@ def read_vectors(directory: Path, meta: dict[str, Any], ids: I64, dim: int) -> t
     if vecs.shape != (vids.size, dim) or not np.array_equal(np.sort(vids), np.sort(ids)):
         raise SnapshotCorrupt(f"{directory}/vectors.npy does not hold the vectors of index.faiss: refusing to start")
     return vids, vecs
+
+
+def read_vectorless(directory: Path, meta: dict[str, Any]) -> I64:
+    """The ids of the points stored without a vector (none in snapshots without vectorless.npy)."""
+    if "vectorless_sha256" not in meta:
+        return np.empty(0, dtype=np.int64)
+    path = directory / "vectorless.npy"
+    if not path.exists() or _sha256(path) != meta["vectorless_sha256"]:
+        raise SnapshotCorrupt(f"{path} does not match the checksum in meta.json: refusing to start")
+    ids = np.load(path, allow_pickle=False)
+    if ids.dtype != np.int64 or ids.ndim != 1:
+        raise SnapshotCorrupt(f"{path} holds a {ids.dtype} array of shape {ids.shape}, not n int64")
+    out: I64 = ids
+    return out
 
 
 def _load_pairs(directory: Path, name: str, meta: dict[str, Any]) -> I64:

@@ -4,6 +4,7 @@ through `_logged` (logged, applied, fsynced) on the write pool."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TypeVar
 
 import grpc
@@ -20,6 +21,7 @@ from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.versions import MAX_VERSION
+from vecshard_server.shard.add_inputs import add_inputs, upserts
 from vecshard_server.shard.checks import (
     MAX_ABORTED,
     MAX_EPOCH,
@@ -27,7 +29,7 @@ from vecshard_server.shard.checks import (
     check_centroids,
     deadline_of,
 )
-from vecshard_server.shard.core import ShardCore, WriteConditions
+from vecshard_server.shard.core import ShardCore, WriteConditions, vectorless_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,21 +49,39 @@ class WriteRpcs(ShardCore):
 
     async def Add(self, request: pb.AddRequest, context: grpc.aio.ServicerContext) -> pb.AddResponse:
         part = self._get(request.collection)
-        ids = wire.unpack_ids(request.ids)
-        vectors = wire.unpack_matrix(request.vectors)
-        check_add(part.spec, ids, vectors)
+        ids, vectors, payloads, rules = add_inputs(part.spec, request, live=True)
+        upsert = upserts(request)
         version = self._version(context)
         if version in part.aborted:
             raise DeadlineExceeded("this Add was rolled back by its coordinator before it arrived: nothing written")
-        added, replaced = await self._run(
+        added, replaced, skipped = await self._run(
             self._writes,
             self._logged,
             part,
             lambda: spb.WalRecord(add=request, version=version),
-            lambda journal: part.add(ids, vectors, request.upsert, journal, version, request.payloads or None),
+            lambda journal: part.add(ids, vectors, upsert, journal, version, payloads, rules),
             WriteConditions(deadline=deadline_of(context), token=version, fence=self._known_epoch(context)),
         )
-        return pb.AddResponse(added=added, replaced=replaced, count=part.count)
+        return pb.AddResponse(added=added, replaced=replaced, count=part.count, skipped=skipped)
+
+    async def UpdateVectors(
+        self, request: pb.UpdateVectorsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateVectorsResponse:
+        part = self._get(request.collection)
+        ids = wire.unpack_ids(request.ids)
+        vectors = wire.unpack_matrix(request.vectors)
+        check_add(part.spec, ids, vectors)
+        keys = _keys_of(part.spec.string_ids, request.string_ids, ids.size)
+        version = self._version(context)
+        updated = await self._run(
+            self._writes,
+            self._logged,
+            part,
+            lambda: spb.WalRecord(update_vectors=request, version=version),
+            lambda journal: part.update_vectors(ids, vectors, keys, journal, version),
+            WriteConditions(fence=self._known_epoch(context)),
+        )
+        return pb.UpdateVectorsResponse(updated=updated)
 
     async def Remove(self, request: pb.RemoveRequest, context: grpc.aio.ServicerContext) -> pb.RemoveResponse:
         part = self._get(request.collection)
@@ -80,12 +100,13 @@ class WriteRpcs(ShardCore):
             )
             return pb.RemoveResponse(removed=removed)
         ids = wire.unpack_ids(request.ids)
+        keys = _keys_of(part.spec.string_ids, request.string_ids, ids.size)
         removed = await self._run(
             self._writes,
             self._logged,
             part,
             lambda: spb.WalRecord(remove=request, version=version),
-            lambda journal: part.remove(ids, journal, version),
+            lambda journal: part.remove(ids, journal, version, keys=keys),
             WriteConditions(fence=self._known_epoch(context)),
         )
         return pb.RemoveResponse(removed=removed)
@@ -121,6 +142,7 @@ class WriteRpcs(ShardCore):
         version = self._version(context)
         ids = wire.unpack_ids(request.ids) if not request.HasField("filter") else None
         f = request.filter if request.HasField("filter") else None
+        string_ids = _keys_of(part.spec.string_ids, request.string_ids, ids.size if ids is not None else 0)
         patch = payload_from_proto(request.payload)
         keys = list(request.keys)
         resolved: list[np.ndarray] = []
@@ -140,7 +162,9 @@ class WriteRpcs(ShardCore):
             self._logged,
             part,
             record,
-            lambda journal: part.set_payload(ids, f, request.mode, patch, keys, journal, version, resolved),
+            lambda journal: part.set_payload(
+                ids, f, request.mode, patch, keys, journal, version, resolved, string_ids=string_ids
+            ),
             WriteConditions(record_at_commit=True, fence=self._known_epoch(context)),
         )
         return pb.SetPayloadResponse(updated=updated)
@@ -181,7 +205,8 @@ class WriteRpcs(ShardCore):
                 "Export page's do"
             ) from None
         if ids.size:
-            check_add(part.spec, ids, vectors)
+            less = vectorless_of(request.page, ids.size)
+            check_add(part.spec, ids[~less], vectors[~less])
         if dead.size:
             wire.check_ids(dead)
         for v in (versions, dead_versions):
@@ -264,3 +289,12 @@ class WriteRpcs(ShardCore):
         )
         self._last_checkpoint = 0.0  # snapshot soon: replaying an install means re-indexing everything
         return self._state(part)
+
+
+def _keys_of(string_ids: bool, keys: Sequence[str], n: int) -> list[str] | None:
+    """The string ids a request names its points by (None: by int ids), one per id."""
+    if not keys:
+        return None
+    if not string_ids or len(keys) != n:
+        raise InvalidArgument("string_ids: one per id, and only for a string-id collection")
+    return list(keys)

@@ -8,7 +8,7 @@ version. Pure functions over the partition's version maps (`idmap.IdVersions`); 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,15 @@ from vecshard_server.shard.idmap import IdVersions
 I64 = npt.NDArray[np.int64]
 
 
-def add_skips(name: str, ids: I64, versions: I64, held: I64, upsert: bool, tombs: IdVersions) -> npt.NDArray[np.bool_]:
+def add_skips(
+    name: str,
+    ids: I64,
+    versions: I64,
+    held: I64,
+    upsert: bool,
+    tombs: IdVersions,
+    shown_as: Callable[[I64], list[str]] | None = None,
+) -> npt.NDArray[np.bool_]:
     """The ids of an Add (at `versions`, 0: unversioned) to leave as they are, given the version each is
     `held` at (-1: not stored): those stored at this very version (this write again: a retry, a
     replay), with upsert those stored at a newer one, and those removed at a version at least as new.
@@ -36,10 +44,10 @@ def add_skips(name: str, ids: I64, versions: I64, held: I64, upsert: bool, tombs
     else:
         conflicts = ids[stored & ~again]
         if conflicts.size:
-            shown = ", ".join(map(str, conflicts[:5].tolist()))
+            shown = ", ".join(shown_as(conflicts[:5]) if shown_as is not None else map(str, conflicts[:5].tolist()))
             raise AlreadyExists(
-                f"ids already stored in collection {name!r}: {shown}"
-                f"{' ...' if conflicts.size > 5 else ''}; pass upsert=true to replace them"
+                f"ids already stored in collection {name!r}: {shown}{' ...' if conflicts.size > 5 else ''}; pass "
+                "on_conflict=replace (upsert=true) to replace them, or on_conflict=skip to keep them"
             )
         skip = again
     if tombs:  # removed (or this Add rolled back) at a version at least as new

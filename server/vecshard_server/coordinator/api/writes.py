@@ -14,12 +14,14 @@ import numpy as np
 
 from vecshard import wire
 from vecshard.errors import (
+    FailedPrecondition,
     InvalidArgument,
 )
 from vecshard.v1 import payload_pb2 as ppb
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
+from vecshard_server.common import string_ids
 from vecshard_server.common.placement import Placement
 from vecshard_server.common.rpc import request_bytes
 from vecshard_server.common.spec import CollectionSpec
@@ -33,15 +35,16 @@ from vecshard_server.coordinator.api.base import Core, Family
 from vecshard_server.coordinator.catalog import Collection
 from vecshard_server.coordinator.fanout import Fanout, ShardView, Unacknowledged
 from vecshard_server.coordinator.groups import ShardGroup
+from vecshard_server.coordinator.id_inputs import RequestIds, conflict_mode, request_ids_of
 from vecshard_server.coordinator.inputs import (
     normalize_rows,
-    request_ids,
     request_vectors,
 )
 from vecshard_server.coordinator.payload_inputs import check_filter, check_payloads
 from vecshard_server.coordinator.reshard import Resharder
 from vecshard_server.coordinator.shard_api import (
     ADD,
+    GET,
     REMOVE,
     ROLLBACK_ADD,
     SCROLL,
@@ -74,47 +77,49 @@ class Writes(Family):
             check_embed_inputs(request.texts, request.images, self.settings)
         size = request_bytes(context)
         n = input_rows(request.vectors, len(request.texts), len(request.images), coll.spec.dim, size)
-        check_payloads(request.payloads, len(request.ids) // 8, self.settings)
+        check_payloads(request.payloads, len(request.string_ids) or len(request.ids) // 8, self.settings)
         with self.admission.admit(add_cost(request, coll.spec.dim, size), f"an Add of {n} vectors"):
             return await self._add(coll, request, context)
 
     async def _add(self, coll: Collection, request: pb.AddRequest, context: grpc.aio.ServicerContext) -> pb.AddResponse:
+        mode = conflict_mode(request)
         id_bytes = request.ids
         heavy = len(id_bytes) + 4 * request.vectors.rows * request.vectors.cols > offload.INLINE_BYTES
-        ids = await offload.run(heavy, request_ids, self.settings, id_bytes, unique=True)
-        vectors, given = await request_vectors(
-            self.embeddings,
-            coll.spec,
-            request.vectors,
-            request.texts,
-            request.images,
-            request.model_fingerprint,
-            types_pb2.INPUT_ROLE_PASSAGE,
-            "vectors",
-            self._timeout(context),
-            request_bytes(context),
+        rids = await offload.run(
+            heavy, request_ids_of, self.settings, coll.spec, id_bytes, request.string_ids, unique=True
         )
-        heavy = heavy or vectors.nbytes > offload.INLINE_BYTES
+        vectors: wire.FloatArray | None = None
+        given = False
+        if payload_only(request):
+            if len(request.payloads) != rids.size:
+                raise InvalidArgument(
+                    f"got {rids.size} ids for {len(request.payloads)} payloads: points without a vector need one "
+                    "payload per id (an empty one is fine)"
+                )
+        else:
+            vectors, given = await request_vectors(
+                self.embeddings,
+                coll.spec,
+                request.vectors,
+                request.texts,
+                request.images,
+                request.model_fingerprint,
+                types_pb2.INPUT_ROLE_PASSAGE,
+                "vectors",
+                self._timeout(context),
+                request_bytes(context),
+            )
+            heavy = heavy or vectors.nbytes > offload.INLINE_BYTES
+        if rids.strings is not None and mode != pb.ON_CONFLICT_FAIL:  # (FAIL: a collision rolls the Add back)
+            await self._check_string_ids(coll, rids, self._timeout(context))
         routed = []  # (the placement a reshard fills takes the Add as an upsert: see below)
         for n, (view, place, spec) in enumerate(coll.writers):
-            upsert = request.upsert or n > 0
-            routed.append(
-                (
-                    view,
-                    await offload.run(
-                        heavy,
-                        self._add_requests,
-                        request,
-                        spec,
-                        place,
-                        ids,
-                        vectors,
-                        given,
-                        heavy and self.shards.remote,
-                        upsert,
-                    ),
-                )
+            part_mode = mode if n == 0 or mode == pb.ON_CONFLICT_SKIP else pb.ON_CONFLICT_REPLACE
+            encode = heavy and self.shards.remote
+            requests = await offload.run(
+                heavy, self._add_requests, request, spec, place, rids, vectors, given, encode, part_mode
             )
+            routed.append((view, requests))
         timeout = self._timeout(context)  # after embedding, which may have taken most of it
         # Every write carries a version (replicas keep the newest per id). A non-upsert Add is all or
         # nothing: shards commit only before their deadline, and a failure anywhere takes back, on
@@ -122,7 +127,7 @@ class Writes(Family):
         # placement decides (ALREADY_EXISTS there refuses the Add); the new one then takes it as an
         # upsert of the same version.
         version = self.shards.clock.next()
-        token = 0 if request.upsert else version
+        token = version if mode == pb.ON_CONFLICT_FAIL else 0
 
         async def commit() -> tuple[ShardView, Fanout[pb.AddResponse]]:
             done: list[tuple[ShardView, dict[int, Any]]] = []
@@ -153,43 +158,76 @@ class Writes(Family):
             added=sum(r.added for r in out.results.values()),
             replaced=sum(r.replaced for r in out.results.values()),
             count=coll.count,
+            skipped=sum(r.skipped for r in out.results.values()),
         )
+
+    async def _check_string_ids(self, coll: Collection, rids: RequestIds, timeout: float) -> None:
+        """FailedPrecondition when a string id's hash is held by another stored string (checked before a
+        SKIP or REPLACE Add writes anything; the shards check again as they write)."""
+        assert rids.strings is not None
+        selector = ppb.PayloadSelector(enable=True, fields=[string_ids.KEY])
+        requests, positions = {}, {}
+        for s, pos in enumerate(coll.placement.split(rids.ids)):
+            if pos.size:
+                positions[s] = pos
+                requests[s] = pb.GetRequest(
+                    collection=coll.spec.name,
+                    ids=wire.pack_ids(rids.ids[pos]),
+                    allow_missing=True,
+                    with_payload=selector,
+                )
+        out = await coll.view.call(GET, requests, timeout, fail_fast=False)
+        if out.failures:
+            raise self.shards.first_error(out.failures)
+        for s, resp in out.results.items():
+            for j, payload in zip(positions[s].tolist(), resp.payloads, strict=False):
+                have, new = string_ids.key_of(payload), rids.strings[j]
+                if have is not None and have != new:
+                    raise FailedPrecondition(
+                        f"string id {new!r} cannot be stored in collection {coll.spec.name!r}: its 64-bit hash is "
+                        f"held by the stored id {have!r} (a hash collision); store it under another id"
+                    )
 
     def _add_requests(
         self,
         request: pb.AddRequest,
         spec: CollectionSpec,
         placement: Placement,
-        ids: wire.IdArray,
-        vectors: wire.FloatArray,
+        rids: RequestIds,
+        vectors: wire.FloatArray | None,
         given: bool,
         encode: bool,
-        upsert: bool,
+        mode: int,
     ) -> dict[int, pb.AddRequest | Encoded[pb.AddRequest]]:
         """Check the vectors and split the Add by shard (each part encoded here, when big)."""
-        if vectors.shape[0] != ids.size:
-            raise InvalidArgument(f"got {ids.size} ids for {vectors.shape[0]} vectors: send one id per vector")
-        wire.check_vectors(vectors, spec.dim)
-        if spec.metric.value == "cosine":
-            vectors = normalize_rows(vectors, "vectors")
+        ids = rids.ids
+        cosine = spec.metric.value == "cosine"
+        if vectors is not None:
+            if vectors.shape[0] != ids.size:
+                raise InvalidArgument(f"got {ids.size} ids for {vectors.shape[0]} vectors: send one id per vector")
+            wire.check_vectors(vectors, spec.dim)
+            if cosine:
+                vectors = normalize_rows(vectors, "vectors")
         parts = placement.split(ids)
         payloads: Any = request.payloads
         if spec.store_text and request.texts:
             payloads = [with_text(payloads[i] if payloads else None, t) for i, t in enumerate(request.texts)]
             check_payloads(payloads, ids.size, self.settings)  # (the stored text counts toward the limit)
+        same = spec.name == request.collection and mode == conflict_mode(request) and rids.strings is None
         requests: dict[int, pb.AddRequest] = {}
         for s, pos in enumerate(parts):
-            same = spec.name == request.collection and upsert == request.upsert
-            if pos.size == ids.size and given and spec.metric.value != "cosine" and same:
+            if pos.size == ids.size and given and not cosine and same:
                 requests = {s: request}  # everything on one shard: forward the bytes as they came
                 break
             if pos.size:
                 requests[s] = pb.AddRequest(
                     collection=spec.name,
                     ids=wire.pack_ids(ids[pos]),
-                    vectors=wire.pack_matrix(vectors[pos]),
-                    upsert=upsert,
+                    vectors=wire.pack_matrix(vectors[pos]) if vectors is not None else None,
+                    upsert=mode == pb.ON_CONFLICT_REPLACE,
+                    on_conflict=mode,  # type: ignore[arg-type]
                     payloads=[payloads[j] for j in pos.tolist()] if payloads else None,
+                    string_ids=rids.part(pos).strings,
                 )
         return {s: Encoded.of(r) if encode else r for s, r in requests.items()}
 
@@ -239,30 +277,39 @@ class Writes(Family):
     async def Remove(self, request: pb.RemoveRequest, context: grpc.aio.ServicerContext) -> pb.RemoveResponse:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
         if request.HasField("filter"):
-            if request.ids:
+            if request.ids or request.string_ids:
                 raise InvalidArgument("send ids or a filter, not both")
             check_filter(request.filter, self.settings, write="Remove")
             if coll.next is not None:  # a reshard copies: remove the matching ids from both placements
                 ids = await self._matching_ids(coll, request.filter, self._timeout(context))
-                return await self._remove_ids_everywhere(coll, ids, context)
+                return await self._remove_ids_everywhere(coll, RequestIds(ids, None), context)
             requests = coll.view.all(pb.RemoveRequest(collection=coll.spec.name, filter=request.filter))
             return self._removed(
                 coll, [await coll.view.call(REMOVE, requests, self._timeout(context), fail_fast=False)]
             )
-        if not request.ids:
+        if not request.ids and not request.string_ids:
             raise InvalidArgument("ids is empty: send the ids to remove, or a filter")
-        with self.admission.admit(ids_cost(len(request.ids)), f"a Remove of {len(request.ids) // 8} ids"):
+        n = len(request.ids) // 8 or len(request.string_ids)
+        with self.admission.admit(ids_cost(8 * n), f"a Remove of {n} ids"):
             return await self._remove(coll, request, context)
 
     async def _remove(
         self, coll: Collection, request: pb.RemoveRequest, context: grpc.aio.ServicerContext
     ) -> pb.RemoveResponse:
         id_bytes = request.ids
-        ids = await offload.run(len(id_bytes) > offload.INLINE_BYTES // 8, self._remove_ids, id_bytes)
-        return await self._remove_ids_everywhere(coll, ids, context)
+        rids = await offload.run(
+            len(id_bytes) > offload.INLINE_BYTES // 8,
+            request_ids_of,
+            self.settings,
+            coll.spec,
+            id_bytes,
+            request.string_ids,
+            unique=False,
+        )
+        return await self._remove_ids_everywhere(coll, rids, context)
 
     async def _remove_ids_everywhere(
-        self, coll: Collection, ids: wire.IdArray, context: grpc.aio.ServicerContext
+        self, coll: Collection, ids: RequestIds, context: grpc.aio.ServicerContext
     ) -> pb.RemoveResponse:
         """Remove `ids` from every placement the collection is written to (a removal of an id a reshard
         has not copied yet leaves a tombstone, which the copy cannot overtake)."""
@@ -292,14 +339,11 @@ class Writes(Family):
                 raise self.shards.first_error(out.failures)
         return pb.RemoveResponse(removed=removed)
 
-    def _remove_ids(self, id_bytes: bytes) -> wire.IdArray:
-        return np.unique(request_ids(self.settings, id_bytes, unique=False))
-
     @staticmethod
-    def _remove_requests(spec: CollectionSpec, placement: Placement, ids: wire.IdArray) -> dict[int, pb.RemoveRequest]:
+    def _remove_requests(spec: CollectionSpec, placement: Placement, ids: RequestIds) -> dict[int, pb.RemoveRequest]:
         return {
-            s: pb.RemoveRequest(collection=spec.name, ids=wire.pack_ids(ids[pos]))
-            for s, pos in enumerate(placement.split(ids))
+            s: pb.RemoveRequest(collection=spec.name, ids=wire.pack_ids(ids.ids[pos]), string_ids=ids.part(pos).strings)
+            for s, pos in enumerate(placement.split(ids.ids))
             if pos.size
         }
 
@@ -308,7 +352,7 @@ class Writes(Family):
     ) -> pb.SetPayloadResponse:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))  # NOT_FOUND first
         by_filter = request.HasField("filter")
-        if by_filter == bool(request.ids):
+        if by_filter == bool(request.ids or request.string_ids):
             raise InvalidArgument("send exactly one of ids and filter: the points whose payload to write")
         if request.mode not in pb.SetPayloadMode.values():
             raise InvalidArgument(f"mode {request.mode} is not MERGE, OVERWRITE or DELETE_KEYS")
@@ -323,22 +367,27 @@ class Writes(Family):
         check_payloads([request.payload], 1, self.settings)
         if by_filter:
             check_filter(request.filter, self.settings, write="SetPayload")
-        ids = None if by_filter else np.unique(request_ids(self.settings, request.ids, unique=False))
+        rids = None
+        if not by_filter:
+            rids = request_ids_of(self.settings, coll.spec, request.ids, request.string_ids, unique=False)
+        ids = rids.ids if rids is not None else None
 
         def requests_of(view: ShardView, placement: Placement) -> dict[int, Any]:
-            if ids is None:
+            if rids is None:
                 return view.all(request)
             requests = {}
-            for s, pos in enumerate(placement.split(ids)):
+            for s, pos in enumerate(placement.split(rids.ids)):
                 if pos.size:
                     part = pb.SetPayloadRequest()
                     part.CopyFrom(request)
-                    part.ids = wire.pack_ids(ids[pos])
+                    part.ids = wire.pack_ids(rids.ids[pos])
+                    del part.string_ids[:]
+                    part.string_ids.extend(rids.part(pos).strings or ())
                     requests[s] = part
             return requests
 
         version = self.shards.clock.next()
-        with self.admission.admit(ids_cost(len(request.ids)), "a SetPayload"):
+        with self.admission.admit(ids_cost(8 * (rids.size if rids is not None else 0)), "a SetPayload"):
             if coll.next is not None:
                 # A reshard copies: a partial write on the new placement could land on a point not
                 # copied yet (ignored there) or copied from before it. Write the current placement,
@@ -382,6 +431,17 @@ class Writes(Family):
                     break
                 start = page.next_start_id
         return np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
+
+
+def payload_only(request: pb.AddRequest) -> bool:
+    """An Add of points without a vector: payloads, and no vectors, texts or images."""
+    return (
+        not request.vectors.rows
+        and not request.vectors.data
+        and not request.texts
+        and not request.images
+        and bool(request.payloads)
+    )
 
 
 def with_text(payload: ppb.Payload | None, text: str) -> ppb.Payload:
