@@ -1,5 +1,7 @@
 """The text filter syntax (vecshard.filter_text): each construct, precedence, exact int64, escapes and
-quoted keys, and errors that point at the right column and say what was expected. No cluster needed."""
+quoted keys (a part with dots is one part), string and datetime ranges, `except`, and errors that point
+at the right column and say what was expected. No cluster needed (tests/test_filter_extensions.py runs
+the new constructs against clusters)."""
 
 from __future__ import annotations
 
@@ -47,6 +49,41 @@ OK: list[tuple[str, dict[str, Any]]] = [
     ("2020 <= year < 2030", {"must": [{"key": "year", "range": {"gte": 2020, "lt": 2030}}]}),
     ("2030 > year >= 2020", {"must": [{"key": "year", "range": {"lt": 2030, "gte": 2020}}]}),
     ("5 < x", {"must": [{"key": "x", "range": {"gt": 5}}]}),
+    # string ranges (by code point), chained too
+    ('x > "a"', {"must": [{"key": "x", "range": {"gt": "a"}}]}),
+    ('title >= "m"', {"must": [{"key": "title", "range": {"gte": "m"}}]}),
+    ('"a" <= t < "n"', {"must": [{"key": "t", "range": {"gte": "a", "lt": "n"}}]}),
+    ("'z' > t", {"must": [{"key": "t", "range": {"lt": "z"}}]}),
+    ('x < "2024-01-01"', {"must": [{"key": "x", "range": {"lt": "2024-01-01"}}]}),
+    # datetime ranges: the bound kept as written
+    (
+        'created >= datetime("2024-01-01T00:00:00Z")',
+        {"must": [{"key": "created", "datetime_range": {"gte": "2024-01-01T00:00:00Z"}}]},
+    ),
+    (
+        "c < DateTime ( '2024-05-01 12:00:00.5+02:00' )",
+        {"must": [{"key": "c", "datetime_range": {"lt": "2024-05-01 12:00:00.5+02:00"}}]},
+    ),
+    (
+        'datetime("2024-01-01T00:00:00Z") <= c < datetime("2025-01-01T00:00:00-05:30")',
+        {"must": [{"key": "c", "datetime_range": {"gte": "2024-01-01T00:00:00Z", "lt": "2025-01-01T00:00:00-05:30"}}]},
+    ),
+    (
+        'c = datetime("2024-01-01T00:00:00z")',
+        {"must": [{"key": "c", "datetime_range": {"gte": "2024-01-01T00:00:00z", "lte": "2024-01-01T00:00:00z"}}]},
+    ),
+    (
+        'c != datetime("2024-01-01T00:00:00Z")',
+        {"must_not": [{"key": "c", "datetime_range": {"gte": "2024-01-01T00:00:00Z", "lte": "2024-01-01T00:00:00Z"}}]},
+    ),
+    ("datetime = 1", {"must": [m("datetime", 1)]}),  # a key named datetime (no parenthesis follows)
+    ("datetime.x >= 3", {"must": [{"key": "datetime.x", "range": {"gte": 3}}]}),
+    # match_except
+    ('tag except ["a", "b"]', {"must": [{"key": "tag", "match_except": ["a", "b"]}]}),
+    ("tag EXCEPT [1, 2.5, true,]", {"must": [{"key": "tag", "match_except": [1, 2.5, True]}]}),
+    ('not tag except ["a"]', {"must_not": [{"key": "tag", "match_except": ["a"]}]}),
+    ("`except` = 1", {"must": [m("except", 1)]}),
+    ("exception = 1", {"must": [m("exception", 1)]}),
     # match_any
     ('tag in ["a", "b"]', {"must": [{"key": "tag", "match_any": ["a", "b"]}]}),
     ("tag in [1, 2,]", {"must": [{"key": "tag", "match_any": [1, 2]}]}),
@@ -77,6 +114,12 @@ OK: list[tuple[str, dict[str, Any]]] = [
     ("android = 1", {"must": [m("android", 1)]}),
     ("not-a = 1", {"must": [m("not-a", 1)]}),
     (r"`a\`b` = 1", {"must": [m("a`b", 1)]}),
+    # a part in backticks is one key part, dots included; the dict's key quotes it (key_parts syntax)
+    ('`a.b` = "x"', {"must": [m("`a.b`", "x")]}),
+    ("`a.b`.c.`d` = 1", {"must": [m("`a.b`.c.d", 1)]}),
+    ("x.`1.5`.`.` = 1", {"must": [m("x.`1.5`.`.`", 1)]}),
+    (r"`\`x.y` = 1", {"must": [m("```x.y`", 1)]}),
+    (r"`\`x` = 1", {"must": [m("```x`", 1)]}),
     # and / or / not, flattening, precedence
     ("a = 1 and b = 2 and c = 3", {"must": [A, B, C]}),
     ("a = 1 or b = 2 or c = 3", {"should": [A, B, C]}),
@@ -155,14 +198,14 @@ ERRORS: list[tuple[str, int, int, str]] = [  # text, line, column, part of the m
     ("x in 1", 1, 6, "expected '['"),
     ("x in []", 1, 7, "expected a value after '['"),
     ("x = 1 y = 2", 1, 7, "expected 'and', 'or' or end of input"),
-    ("x", 1, 2, "expected an operator (=, !=, <, <=, >, >=, in, is, exists)"),
+    ("x", 1, 2, "expected an operator (=, !=, <, <=, >, >=, in, except, is, exists)"),
     ("x @ 1", 1, 3, "expected an operator"),
     ("x is", 1, 5, "expected 'not', 'null' or 'empty'"),
     ("x is nul", 1, 6, "expected 'not', 'null' or 'empty'"),
     ("not", 1, 4, "expected a condition after 'not'"),
     ("a = 1 or or b = 2", 1, 10, "expected a condition after 'or', got 'or'"),
     ("a = 1 and", 1, 10, "expected a condition after 'and'"),
-    ('"a" < x', 1, 1, "expected a condition"),
+    ('"a" = x', 1, 5, "expected a comparison (<, <=, >, >=)"),
     ("a. = 1", 1, 4, "expected a key after '.'"),
     ("x = y", 1, 5, "expected a value"),
     ("x = null", 1, 5, "is null"),
@@ -171,9 +214,24 @@ ERRORS: list[tuple[str, int, int, str]] = [  # text, line, column, part of the m
     ("x = -9223372036854775809", 1, 5, "int64"),
     ("x in [1, 99999999999999999999]", 1, 10, "int64"),
     ("x = 1e999", 1, 5, "too large"),
-    ('x > "a"', 1, 5, "ranges compare numbers; use = for strings"),
-    ("x >= true", 1, 6, "ranges compare numbers"),
-    ('1 < x < "z"', 1, 9, "ranges compare numbers"),
+    ("x >= true", 1, 6, "ranges compare numbers, strings or datetime"),
+    ("false < x", 1, 1, "expected a condition"),
+    ('1 < x < "z"', 1, 9, "bounds are of one kind: this one is a string, the first a number"),
+    ('"a" < x <= 5', 1, 12, "this one is a number, the first a string"),
+    ('1 < x < datetime("2024-01-01T00:00:00Z")', 1, 18, "this one is a datetime, the first a number"),
+    ('x >= datetime("2024-01-01")', 1, 15, "not an RFC 3339 date-time with an offset"),
+    ('x >= datetime("2024-01-01T00:00:00")', 1, 15, "RFC 3339"),
+    ('x >= datetime("2024-02-30T00:00:00Z")', 1, 15, "RFC 3339"),
+    ('x >= datetime("2024-01-01T24:00:00Z")', 1, 15, "RFC 3339"),
+    ('datetime("nope") < x', 1, 10, "RFC 3339"),
+    ('x = datetime("2024-01-01T00:00:00+2:00")', 1, 14, "RFC 3339"),
+    ("x >= datetime(5)", 1, 15, "expected"),
+    ("x >= datetime(", 1, 15, "expected a value after '('"),
+    ('x in [datetime("2024-01-01T00:00:00Z")]', 1, 7, "expected a value after '['"),
+    ("x except []", 1, 11, "expected a value after '['"),
+    ("x except 1", 1, 10, "expected '[' after 'except'"),
+    ("x not except [1]", 1, 7, "expected 'in'"),
+    ("except = 1", 1, 1, "(a key that is a keyword goes in backticks: `except`)"),
     ("1 < x > 3", 1, 7, "one way"),
     (r'x = "a\qb"', 1, 7, "bad escape '\\q'"),
     (r'x = "ab\u12"', 1, 8, "bad escape"),
@@ -182,7 +240,6 @@ ERRORS: list[tuple[str, int, int, str]] = [  # text, line, column, part of the m
     ("x = 'abc", 1, 5, "unterminated string"),
     ('x = "a\nb"', 1, 5, "unterminated string"),
     ("`abc = 1", 1, 1, "unterminated quoted key"),
-    ("`a.b` = 1", 1, 1, "cannot contain '.'"),
     ("`` = 1", 1, 1, "cannot be empty"),
     ("and = 1", 1, 1, "expected a condition, got 'and' (a key that is a keyword goes in backticks: `and`)"),
     ("b = 1 and null = 1", 1, 11, "`null`"),
@@ -210,7 +267,8 @@ def test_errors_point_at_the_spot(text: str, line: int, column: int, part: str) 
     assert src == "  " + text.split("\n")[line - 1].rstrip("\r")
     assert caret == "  " + " " * (column - 1) + "^"
     # No parser internals: terminal names (NAME, _AND, $END ...) or lark's class names.
-    assert not re.search(r"\$END|\b_?[A-Z]{3,}\b|Token|Unexpected|lark", e.message.replace(text, ""))
+    message = e.message.replace(text, "").replace("RFC 3339", "")
+    assert not re.search(r"\$END|\b_?[A-Z]{3,}\b|Token|Unexpected|lark", message)
 
 
 def test_caret_keeps_tabs() -> None:
@@ -312,6 +370,10 @@ def test_meaning_matches_python(t: Tree) -> None:
                 "<",
                 ">=",
                 "in",
+                "except",
+                "datetime(",
+                '"2024-01-01T00:00:00Z"',
+                ")",
                 "not",
                 "is",
                 "null",

@@ -498,14 +498,14 @@ BAD: list[tuple[str, str, Callable[[str], Any], str]] = [
     ),
     (
         "Search",
-        "range on a string",
+        "range on a bool",
         lambda n: pb.SearchRequest(
             collection=n,
             k=1,
             queries=wire.pack_matrix(np.ones((1, DIM), np.float32)),
             filter=ppb.Filter(
                 should=[
-                    ppb.Condition(field=ppb.FieldCondition(key="a", range=ppb.Range(gt=ppb.Value(string_value="x"))))
+                    ppb.Condition(field=ppb.FieldCondition(key="a", range=ppb.Range(gt=ppb.Value(bool_value=True))))
                 ]
             ),
         ),

@@ -6,20 +6,32 @@ Syntax (keywords are case-insensitive; `not` binds tighter than `and`, which bin
 parentheses group):
 
     key = v   key == v   key != v                     equality            -> match
-    key > v   key >= v   key < v   key <= v           numbers only        -> range
-    2020 <= key < 2030   (also 5 < key)               chained comparison  -> range
+    key > v   key >= v   key < v   key <= v           numbers or strings  -> range
+    2020 <= key < 2030   (also 5 < key, "a" <= key)   chained comparison  -> range
+    key >= datetime("2024-05-01T00:00:00Z")           instants            -> datetime_range
+    key = datetime("...")   key != datetime("...")    the same instant    -> datetime_range gte = lte
     key in [v, ...]   key not in [v, ...]                                 -> match_any
+    key except [v, ...]                                                   -> match_except
     key is null   key is not null   key is empty   key is not empty      -> is_null / is_empty
     key exists   not key exists                                           -> exists
     id = 5   id != 5   id in [1, 2]   id not in [1, 2]                    -> has_id (point ids)
     a and b   a or b   not a   (a)
 
+Ranges compare numbers with number bounds and strings with string bounds (by Unicode code point:
+"B" < "a" < "b" < "ba"); a chained comparison's two bounds are of one kind. `datetime("...")` holds an
+RFC 3339 date-time with an offset ("2024-05-01T12:00:00+02:00", "...Z"); it compares the field's
+RFC 3339 string values as instants ("2024-05-01T12:00:00+02:00" = "2024-05-01T10:00:00Z").
+`key except [a, b]` holds when the field has a value (not null) and none of its values is listed: a
+point without the field does not match. `key not in [a, b]` holds when no value is listed, a missing
+field included.
+
 A key is a dotted path of identifiers (letters, digits, `_`, `-`; not starting with a digit), e.g.
 `meta.lang`. A part with other characters, or that is a keyword (the bare word `id` is the point id),
-goes in backticks: `my key`.sub, `id`, meta.`in`. Values: "double" or 'single' quoted strings with
-JSON escapes (\" \' \\ \/ \b \f \n \r \t \u00e9; \` in a quoted key), integers (int64, kept
-exact), floats (1.5, -2e3, .5), true, false. Every bad input raises `FilterSyntaxError`, whose message
-points at the spot with a caret.
+goes in backticks: `my key`.sub, `id`, meta.`in`. A part in backticks is one key part, dots included:
+`a.b` = "x" tests the top-level key "a.b" (the dict's key is then "`a.b`", see vecshard.payload.key_parts).
+Values: "double" or 'single' quoted strings with JSON escapes (\" \' \\ \/ \b \f \n \r \t \u00e9; \`
+in a quoted key), integers (int64, kept exact), floats (1.5, -2e3, .5), true, false. Every bad input
+raises `FilterSyntaxError`, whose message points at the spot with a caret.
 """
 
 from __future__ import annotations
@@ -31,6 +43,8 @@ from typing import Any, cast
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedToken
 
+from vecshard.payload import datetime_micros, join_key
+
 __all__ = ["FilterSyntaxError", "parse_filter"]
 
 _GRAMMAR = r"""
@@ -41,9 +55,11 @@ _GRAMMAR = r"""
      | "(" or_ ")"
      | cond
 ?cond: key EQ value                      -> match
-     | key CMP value                     -> cmp
-     | number CMP key (CMP value)?       -> cmp_rev
+     | key EQ dt                         -> match_dt
+     | key CMP bound                     -> cmp
+     | lead CMP key (CMP bound)?         -> cmp_rev
      | key NOT? _IN vlist                -> any_
+     | key _EXCEPT vlist                 -> except_
      | key _IS NOT? (NULL | EMPTY)       -> check
      | key EXISTS                        -> check
      | _ID EQ value                      -> ids
@@ -51,7 +67,9 @@ _GRAMMAR = r"""
 key: (NAME | BQKEY) ("." (NAME | BQKEY))*
 vlist: "[" value ("," value)* ","? "]"
 ?value: STRING | INT | FLOAT | TRUE | FALSE
-?number: INT | FLOAT
+?bound: value | dt
+?lead: INT | FLOAT | STRING | dt
+dt: _DATETIME "(" STRING ")"
 
 BQKEY: /`(?:[^`\\\n]|\\.)*`/
 STRING: /"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'/
@@ -59,6 +77,7 @@ FLOAT.2: /[+-]?(?:\d+\.\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|\d+[eE][+-]?\
 INT: /[+-]?\d+/
 EQ: /==?|!=/
 CMP: /[<>]=?/
+_DATETIME.3: /datetime(?=\s*\()/i
 %ignore /\s+/
 """
 _KEYWORDS = {
@@ -66,6 +85,7 @@ _KEYWORDS = {
     "or": "_OR",
     "not": "NOT",
     "in": "_IN",
+    "except": "_EXCEPT",
     "is": "_IS",
     "null": "NULL",
     "empty": "EMPTY",
@@ -94,6 +114,7 @@ _READABLE = {
     "EQ": "'=' or '!='",
     "CMP": "a comparison (<, <=, >, >=)",
     "_IN": "'in'",
+    "_EXCEPT": "'except'",
     "_IS": "'is'",
     "NOT": "'not'",
     "EXISTS": "'exists'",
@@ -106,10 +127,13 @@ _READABLE = {
     "_OR": "'or'",
     "RPAR": "')'",
     "$END": "end of input",
-    **dict.fromkeys(_VALUES, "a value"),
+    **dict.fromkeys([*_VALUES, "_DATETIME"], "a value"),
 }
-_CONDITION = ({"NAME", "BQKEY", "_ID", "NOT", "LPAR", "INT", "FLOAT"}, "a condition")
-_OPERATOR = ({"DOT", "EQ", "CMP", "_IN", "NOT", "_IS", "EXISTS"}, "an operator (=, !=, <, <=, >, >=, in, is, exists)")
+_CONDITION = ({"NAME", "BQKEY", "_ID", "NOT", "LPAR", "INT", "FLOAT", "STRING", "_DATETIME"}, "a condition")
+_OPERATOR = (
+    {"DOT", "EQ", "CMP", "_IN", "_EXCEPT", "NOT", "_IS", "EXISTS"},
+    "an operator (=, !=, <, <=, >, >=, in, except, is, exists)",
+)
 
 
 class FilterSyntaxError(ValueError):
@@ -165,10 +189,17 @@ def _literal(tok: Token) -> Any:
     return tok.type == "TRUE"
 
 
-def _number(tok: Token) -> int | float:
-    if tok.type not in ("INT", "FLOAT"):
-        raise _Fail(tok, f"ranges compare numbers; use = for strings and booleans (got {tok})")
-    return cast(int | float, _literal(tok))
+def _bound(tok: Token) -> tuple[str, Any]:
+    """(the kind of a range bound: "number", "string" or "datetime", its value)."""
+    if tok.type == "DATETIME":
+        return "datetime", str(tok)
+    if tok.type in ("INT", "FLOAT", "STRING"):
+        return "string" if tok.type == "STRING" else "number", _literal(tok)
+    raise _Fail(tok, f'ranges compare numbers, strings or datetime("..."); use = for booleans (got {tok})')
+
+
+def _range(key: str, bounds: dict[str, Any], kind: str) -> dict[str, Any]:
+    return _leaf({"key": key, "datetime_range" if kind == "datetime" else "range": bounds})
 
 
 def _point_id(tok: Token) -> int:
@@ -213,30 +244,49 @@ class _Build(Transformer[Token, dict[str, Any]]):
     def key(self, *parts: Token) -> str:
         names = [_unquote(p) if p.type == "BQKEY" else str(p) for p in parts]
         for p, name in zip(parts, names, strict=True):
-            if not name or "." in name:
-                raise _Fail(p, "a key part cannot contain '.'" if name else "a quoted key part cannot be empty")
-        return ".".join(names)
+            if not name:
+                raise _Fail(p, "a quoted key part cannot be empty")
+        return join_key(names)
 
     def vlist(self, *values: Token) -> list[Token]:
         return list(values)
 
+    def dt(self, text: Token) -> Token:
+        value = _unquote(text)
+        if datetime_micros(value) is None:
+            raise _Fail(text, 'not an RFC 3339 date-time with an offset: write e.g. datetime("2024-05-01T12:00:00Z")')
+        return Token.new_borrow_pos("DATETIME", value, text)
+
     def match(self, key: str, op: Token, v: Token) -> dict[str, Any]:
         return _leaf({"key": key, "match": _literal(v)}, op == "!=")
 
+    def match_dt(self, key: str, op: Token, v: Token) -> dict[str, Any]:
+        return _leaf({"key": key, "datetime_range": {"gte": str(v), "lte": str(v)}}, op == "!=")
+
     def cmp(self, key: str, op: Token, v: Token) -> dict[str, Any]:
-        return _leaf({"key": key, "range": {_RANGE_OPS[op]: _number(v)}})
+        kind, value = _bound(v)
+        return _range(key, {_RANGE_OPS[op]: value}, kind)
 
     def cmp_rev(self, lo: Token, op: Token, key: str, *upper: Token) -> dict[str, Any]:
-        bounds = {_RANGE_OPS[_FLIP[op]]: _number(lo)}
+        kind, value = _bound(lo)
+        bounds = {_RANGE_OPS[_FLIP[op]]: value}
         if upper:  # chained: lo < key < hi
             op2, hi = upper
             if op[0] != op2[0]:
                 raise _Fail(op2, "a chained comparison must go one way, like 1 < x <= 5 or 5 > x >= 1")
-            bounds[_RANGE_OPS[op2]] = _number(hi)
-        return _leaf({"key": key, "range": bounds})
+            kind2, value2 = _bound(hi)
+            if kind2 != kind:
+                raise _Fail(
+                    hi, f"a chained comparison's bounds are of one kind: this one is a {kind2}, the first a {kind}"
+                )
+            bounds[_RANGE_OPS[op2]] = value2
+        return _range(key, bounds, kind)
 
     def any_(self, key: str, *rest: Any) -> dict[str, Any]:
         return _leaf({"key": key, "match_any": [_literal(v) for v in rest[-1]]}, len(rest) == 2)
+
+    def except_(self, key: str, values: list[Token]) -> dict[str, Any]:
+        return _leaf({"key": key, "match_except": [_literal(v) for v in values]})
 
     def check(self, key: str, *rest: Token) -> dict[str, Any]:
         return _leaf({"key": key, _CHECKS[rest[-1].type]: True}, len(rest) == 2)

@@ -9,13 +9,23 @@ A filter is a dict of the shape of the `Filter` message (or a `Filter` itself):
      "should": [...], "must_not": [...]}
 
 where each condition is a nested filter dict, `{"has_id": [1, 2]}`, or `{"key": path, TEST: ...}`
-with TEST one of match (a value), match_any (a list), range ({"gt"|"gte"|"lt"|"lte": number}),
-is_null / is_empty / exists (True). `vecshard.filter_text.parse_filter` reads the same from text.
+with TEST one of match (a value), match_any (a list), match_except (a list), range
+({"gt"|"gte"|"lt"|"lte": bound}, every bound a number or every bound a string), datetime_range
+(bounds are RFC 3339 strings with an offset, or timezone-aware `datetime`s), is_null / is_empty /
+exists (True). `vecshard.filter_text.parse_filter` reads the same from text; docs/filters.md
+describes each test.
+
+A key is a path in FieldCondition.key's syntax (`key_parts`): "meta.lang", or "`a.b`.c" for the key
+"c" inside the top-level key "a.b". In the dict form it may also be a list of parts, each taken as it
+is: ["a.b", "c"] is "`a.b`.c" (`join_key`).
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import functools
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -31,8 +41,118 @@ FilterLike = Mapping[str, Any] | ppb.Filter
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 MAX_DEPTH = 32  # nesting of payload values and of filter groups
 
-_TESTS = ("match", "match_any", "range", "is_null", "is_empty", "exists")
+_TESTS = ("match", "match_any", "match_except", "range", "datetime_range", "is_null", "is_empty", "exists")
 _BOUNDS = ("gt", "gte", "lt", "lte")
+_LISTS = ("match_any", "match_except")
+
+
+# -- keys -----------------------------------------------------------------------------------------
+
+
+def key_parts(key: str, what: str = "key") -> list[str]:
+    """The parts of a key path: "meta.lang" -> ["meta", "lang"]; a part in backticks is one part,
+    dots included, with `` for a backtick inside it: "`a.b`.c" -> ["a.b", "c"]. A part not starting
+    with a backtick ends at the next dot, as it is ("a`b" -> ["a`b"]). InvalidArgument (naming
+    `what`) for an empty key or part, an unclosed backtick, or a closing one not followed by a dot."""
+    if not isinstance(key, str):
+        raise InvalidArgument(f"{what} must be a str (a dotted path like 'meta.lang'), got {type(key).__name__}")
+    parts = _key_parts(key)
+    if isinstance(parts, str):
+        raise InvalidArgument(f"{what} {key!r} is not a key path: {parts}")
+    return list(parts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_parts(key: str) -> tuple[str, ...] | str:
+    """The parts, or what is wrong (a str)."""
+    if not key:
+        return "it is empty (keys are non-empty; write a dotted path like 'meta.lang')"
+    parts: list[str] = []
+    i, n = 0, len(key)
+    while True:
+        if key.startswith("`", i):
+            chunks, j = [], i + 1
+            while True:
+                k = key.find("`", j)
+                if k < 0:
+                    return f"the backtick at character {i + 1} is not closed (`` inside a quoted part is a backtick)"
+                chunks.append(key[j:k])
+                if not key.startswith("`", k + 1):
+                    break
+                chunks.append("`")
+                j = k + 2
+            part, i = "".join(chunks), k + 1
+            if i < n and key[i] != ".":
+                return f"the quoted part closed at character {k + 1} must be followed by '.' or the end"
+        else:
+            k = key.find(".", i)
+            k = n if k < 0 else k
+            part, i = key[i:k], k
+        if not part:
+            return "it has an empty part (parts are non-empty; put a part with dots in backticks: `a.b`)"
+        parts.append(part)
+        if i == n:
+            return tuple(parts)
+        i += 1
+        if i == n:
+            return "it ends with '.' (parts are non-empty)"
+
+
+def join_key(parts: Sequence[str]) -> str:
+    """The key path of these parts, each taken as it is (the inverse of `key_parts`): a part holding
+    a dot or starting with a backtick goes in backticks. ["a.b", "c"] -> "`a.b`.c"."""
+    if isinstance(parts, str) or not parts:
+        raise InvalidArgument(f"a key's parts are a non-empty list of strings, got {parts!r}")
+    out = []
+    for part in parts:
+        if not isinstance(part, str) or not part:
+            raise InvalidArgument(f"key parts are non-empty strings, got {part!r} in {list(parts)!r}")
+        out.append(f"`{part.replace('`', '``')}`" if "." in part or part.startswith("`") else part)
+    return ".".join(out)
+
+
+# -- date-times -----------------------------------------------------------------------------------
+
+_RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
+    r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
+)
+_EPOCH_DAY = _dt.date(1970, 1, 1).toordinal()
+
+
+def parse_datetime(s: str, what: str = "datetime") -> int:
+    """An RFC 3339 date-time with an offset ("2024-05-01T12:00:00+02:00", "...Z") as microseconds since
+    1970-01-01T00:00:00Z: the instant it names. InvalidArgument (naming `what`) for anything else."""
+    us = datetime_micros(s) if isinstance(s, str) else None
+    if us is None:
+        raise InvalidArgument(
+            f"{what} is {s!r}, not an RFC 3339 date-time with an offset: write e.g. '2024-05-01T12:00:00Z' or "
+            "'2024-05-01T12:00:00.5+02:00'"
+        )
+    return us
+
+
+@functools.lru_cache(maxsize=65536)
+def datetime_micros(s: str) -> int | None:
+    """`parse_datetime`, None where it would refuse (for payload values, which may be anything)."""
+    m = _RFC3339.fullmatch(s)
+    if m is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    if hour > 23 or minute > 59 or second > 60:
+        return None
+    try:
+        days = _dt.date(year, month, day).toordinal() - _EPOCH_DAY
+    except ValueError:
+        return None
+    offset = 0
+    if m[8]:
+        oh, om = int(m[9]), int(m[10])
+        if oh > 23 or om > 59:
+            return None
+        offset = (oh * 60 + om) * (1 if m[8] == "+" else -1)
+    micros = int((m[7] or "0")[:6].ljust(6, "0"))
+    return ((days * 24 + hour) * 60 + minute - offset) * 60_000_000 + second * 1_000_000 + micros
 
 
 def value_to_proto(v: Any, path: str = "payload", depth: int = 0) -> ppb.Value:
@@ -63,15 +183,18 @@ def value_to_proto(v: Any, path: str = "payload", depth: int = 0) -> ppb.Value:
     )
 
 
-def payload_to_proto(d: Mapping[str, Any] | None, path: str = "payload", depth: int = 0) -> ppb.Payload:
-    """A dict (None: empty) as a `Payload`."""
+def payload_to_proto(
+    d: Mapping[str, Any] | None, path: str = "payload", depth: int = 0, *, stored: bool = False
+) -> ppb.Payload:
+    """A dict (None: empty) as a `Payload`. stored: a payload as a shard stores it, whose top level may
+    hold the empty key (a string-id collection keeps each point's string id there)."""
     if d is None:
         return ppb.Payload()
     if not isinstance(d, Mapping):
         raise InvalidArgument(f"{path} must be a dict with str keys, got {type(d).__name__}")
     out = ppb.Payload()
     for k, v in d.items():
-        if not isinstance(k, str) or not k:
+        if not isinstance(k, str) or not (k or stored):
             raise InvalidArgument(f"{path} has the key {k!r}: keys are non-empty strings")
         out.fields[k].CopyFrom(value_to_proto(v, f"{path}.{k}", depth))
     return out
@@ -161,9 +284,7 @@ def _condition(c: Any, path: str, depth: int) -> ppb.Condition:
         if set(c) <= {"must", "should", "must_not"}:  # a nested group ({} matches every point)
             return ppb.Condition(filter=_filter(c, path, depth + 1))
         raise InvalidArgument(f"{path} needs a 'key' (a field condition), 'has_id', or must/should/must_not")
-    key = c["key"]
-    if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
-        raise InvalidArgument(f"{path}.key must be a dotted path like 'meta.lang', got {key!r}")
+    key = _key(c["key"], f"{path}.key")
     tests = [t for t in _TESTS if t in c]
     extra = set(c) - {"key", *_TESTS}
     if len(tests) != 1 or extra:
@@ -173,22 +294,60 @@ def _condition(c: Any, path: str, depth: int) -> ppb.Condition:
     fc = ppb.FieldCondition(key=key)
     if test == "match":
         fc.match.CopyFrom(_match_value(arg, f"{path}.match"))
-    elif test == "match_any":
+    elif test in _LISTS:
         if not isinstance(arg, Sequence) or isinstance(arg, str) or not arg:
-            raise InvalidArgument(f"{path}.match_any must be a non-empty list of values")
-        fc.match_any.values.extend(_match_value(x, f"{path}.match_any[{i}]") for i, x in enumerate(arg))
+            raise InvalidArgument(f"{path}.{test} must be a non-empty list of values")
+        getattr(fc, test).values.extend(_match_value(x, f"{path}.{test}[{i}]") for i, x in enumerate(arg))
     elif test == "range":
+        _range(arg, fc.range, f"{path}.range")
+    elif test == "datetime_range":
         if not isinstance(arg, Mapping) or not arg or set(arg) - set(_BOUNDS):
-            raise InvalidArgument(f"{path}.range must be a dict of gt / gte / lt / lte numbers")
+            raise InvalidArgument(f"{path}.datetime_range must be a dict of gt / gte / lt / lte date-times")
         for b, x in arg.items():
-            if isinstance(x, bool) or not isinstance(x, int | float | np.integer | np.floating):
-                raise InvalidArgument(f"{path}.range.{b} must be a number, got {x!r}")
-            getattr(fc.range, b).CopyFrom(value_to_proto(x, f"{path}.range.{b}"))
+            setattr(fc.datetime_range, b, _datetime_bound(x, f"{path}.datetime_range.{b}"))
     else:
         if arg is not True:
             raise InvalidArgument(f"{path}.{test} must be True (negate with must_not)")
         setattr(fc, test, True)
     return ppb.Condition(field=fc)
+
+
+def _key(key: Any, path: str) -> str:
+    """A condition's key: a path (checked), or a list of parts (joined)."""
+    if isinstance(key, list | tuple):
+        return join_key(key)
+    if not isinstance(key, str):
+        raise InvalidArgument(f"{path} must be a dotted path like 'meta.lang' (or a list of parts), got {key!r}")
+    key_parts(key, path)
+    return key
+
+
+def _range(arg: Any, out: ppb.Range, path: str) -> None:
+    if not isinstance(arg, Mapping) or not arg or set(arg) - set(_BOUNDS):
+        raise InvalidArgument(f"{path} must be a dict of gt / gte / lt / lte bounds (all numbers or all strings)")
+    kinds = set()
+    for b, x in arg.items():
+        if isinstance(x, str):
+            kinds.add("string")
+        elif isinstance(x, bool) or not isinstance(x, int | float | np.integer | np.floating):
+            raise InvalidArgument(f"{path}.{b} must be a number or a string, got {x!r} (date-times: datetime_range)")
+        elif x != x:
+            raise InvalidArgument(f"{path}.{b} is NaN")
+        else:
+            kinds.add("number")
+        getattr(out, b).CopyFrom(value_to_proto(x, f"{path}.{b}"))
+    if len(kinds) > 1:
+        raise InvalidArgument(f"{path} mixes number and string bounds: a range holds numbers or strings, not both")
+
+
+def _datetime_bound(x: Any, path: str) -> str:
+    """A datetime_range bound as its RFC 3339 string (checked); an aware datetime is written as one."""
+    if isinstance(x, _dt.datetime):
+        if x.utcoffset() is None:
+            raise InvalidArgument(f"{path} is a naive datetime: give it a timezone (e.g. tzinfo=timezone.utc)")
+        x = x.isoformat()
+    parse_datetime(x, path)
+    return cast(str, x)
 
 
 def _match_value(x: Any, path: str) -> ppb.Value:
@@ -217,11 +376,16 @@ def _condition_from_proto(c: ppb.Condition) -> dict[str, Any]:
     test = fc.WhichOneof("test")
     if test == "match":
         return {"key": fc.key, "match": value_from_proto(fc.match)}
-    if test == "match_any":
-        return {"key": fc.key, "match_any": [value_from_proto(v) for v in fc.match_any.values]}
+    if test in _LISTS:
+        return {"key": fc.key, test: [value_from_proto(v) for v in getattr(fc, test).values]}
     if test == "range":
         return {
             "key": fc.key,
             "range": {b: value_from_proto(getattr(fc.range, b)) for b in _BOUNDS if fc.range.HasField(b)},
+        }
+    if test == "datetime_range":
+        return {
+            "key": fc.key,
+            test: {b: getattr(fc.datetime_range, b) for b in _BOUNDS if getattr(fc.datetime_range, b)},
         }
     return {"key": fc.key, cast(str, test): True}

@@ -14,11 +14,13 @@ class PayloadIndexType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PAYLOAD_INDEX_TYPE_INTEGER: _ClassVar[PayloadIndexType]
     PAYLOAD_INDEX_TYPE_FLOAT: _ClassVar[PayloadIndexType]
     PAYLOAD_INDEX_TYPE_BOOL: _ClassVar[PayloadIndexType]
+    PAYLOAD_INDEX_TYPE_DATETIME: _ClassVar[PayloadIndexType]
 PAYLOAD_INDEX_TYPE_UNSPECIFIED: PayloadIndexType
 PAYLOAD_INDEX_TYPE_KEYWORD: PayloadIndexType
 PAYLOAD_INDEX_TYPE_INTEGER: PayloadIndexType
 PAYLOAD_INDEX_TYPE_FLOAT: PayloadIndexType
 PAYLOAD_INDEX_TYPE_BOOL: PayloadIndexType
+PAYLOAD_INDEX_TYPE_DATETIME: PayloadIndexType
 
 class Value(_message.Message):
     __slots__ = ("null_value", "bool_value", "int_value", "double_value", "string_value", "list_value", "struct_value")
@@ -78,7 +80,7 @@ class Condition(_message.Message):
     def __init__(self, field: _Optional[_Union[FieldCondition, _Mapping]] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., has_id: _Optional[bytes] = ...) -> None: ...
 
 class FieldCondition(_message.Message):
-    __slots__ = ("key", "match", "match_any", "range", "is_null", "is_empty", "exists")
+    __slots__ = ("key", "match", "match_any", "range", "is_null", "is_empty", "exists", "match_except", "datetime_range")
     KEY_FIELD_NUMBER: _ClassVar[int]
     MATCH_FIELD_NUMBER: _ClassVar[int]
     MATCH_ANY_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +88,8 @@ class FieldCondition(_message.Message):
     IS_NULL_FIELD_NUMBER: _ClassVar[int]
     IS_EMPTY_FIELD_NUMBER: _ClassVar[int]
     EXISTS_FIELD_NUMBER: _ClassVar[int]
+    MATCH_EXCEPT_FIELD_NUMBER: _ClassVar[int]
+    DATETIME_RANGE_FIELD_NUMBER: _ClassVar[int]
     key: str
     match: Value
     match_any: ListValue
@@ -93,7 +97,9 @@ class FieldCondition(_message.Message):
     is_null: bool
     is_empty: bool
     exists: bool
-    def __init__(self, key: _Optional[str] = ..., match: _Optional[_Union[Value, _Mapping]] = ..., match_any: _Optional[_Union[ListValue, _Mapping]] = ..., range: _Optional[_Union[Range, _Mapping]] = ..., is_null: _Optional[bool] = ..., is_empty: _Optional[bool] = ..., exists: _Optional[bool] = ...) -> None: ...
+    match_except: ListValue
+    datetime_range: DatetimeRange
+    def __init__(self, key: _Optional[str] = ..., match: _Optional[_Union[Value, _Mapping]] = ..., match_any: _Optional[_Union[ListValue, _Mapping]] = ..., range: _Optional[_Union[Range, _Mapping]] = ..., is_null: _Optional[bool] = ..., is_empty: _Optional[bool] = ..., exists: _Optional[bool] = ..., match_except: _Optional[_Union[ListValue, _Mapping]] = ..., datetime_range: _Optional[_Union[DatetimeRange, _Mapping]] = ...) -> None: ...
 
 class Range(_message.Message):
     __slots__ = ("gt", "gte", "lt", "lte")
@@ -106,6 +112,18 @@ class Range(_message.Message):
     lt: Value
     lte: Value
     def __init__(self, gt: _Optional[_Union[Value, _Mapping]] = ..., gte: _Optional[_Union[Value, _Mapping]] = ..., lt: _Optional[_Union[Value, _Mapping]] = ..., lte: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
+
+class DatetimeRange(_message.Message):
+    __slots__ = ("gt", "gte", "lt", "lte")
+    GT_FIELD_NUMBER: _ClassVar[int]
+    GTE_FIELD_NUMBER: _ClassVar[int]
+    LT_FIELD_NUMBER: _ClassVar[int]
+    LTE_FIELD_NUMBER: _ClassVar[int]
+    gt: str
+    gte: str
+    lt: str
+    lte: str
+    def __init__(self, gt: _Optional[str] = ..., gte: _Optional[str] = ..., lt: _Optional[str] = ..., lte: _Optional[str] = ...) -> None: ...
 
 class PayloadSelector(_message.Message):
     __slots__ = ("enable", "fields")

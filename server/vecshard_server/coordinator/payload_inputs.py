@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from vecshard.errors import InvalidArgument
-from vecshard.payload import MAX_DEPTH, check_payload
+from vecshard.payload import MAX_DEPTH, check_payload, key_parts, parse_datetime
 from vecshard.v1 import payload_pb2 as ppb
 from vecshard_server.common.config import Settings
 
 _MATCHABLE = ("bool_value", "int_value", "double_value", "string_value")
 _NUMBERS = ("int_value", "double_value")
+_BOUNDS = ("gt", "gte", "lt", "lte")
 
 
 def check_payloads(payloads: Sequence[ppb.Payload], n: int, settings: Settings) -> None:
@@ -37,8 +38,9 @@ def check_payloads(payloads: Sequence[ppb.Payload], n: int, settings: Settings) 
 
 
 def check_filter(f: ppb.Filter, settings: Settings, path: str = "filter", write: str = "") -> None:
-    """A filter every shard can evaluate: known tests with values of the right kinds, dotted keys,
-    at most max_filter_conditions conditions and values, nested at most MAX_DEPTH deep. For a write
+    """A filter every shard can evaluate: known tests with values of the right kinds (RFC 3339
+    date-times in datetime_range), key paths (vecshard.payload.key_parts), at most
+    max_filter_conditions conditions and values, nested at most MAX_DEPTH deep. For a write
     (`write` names it), an empty filter is refused: it would match every point, and a client that
     sends an empty message where it meant none would change them all."""
     if write and not (f.must or f.should or f.must_not):
@@ -48,6 +50,13 @@ def check_filter(f: ppb.Filter, settings: Settings, path: str = "filter", write:
         )
     budget = [settings.max_filter_conditions]
     _filter(f, path, 0, budget, settings)
+
+
+def check_keys(keys: Sequence[str], path: str) -> None:
+    """Payload key paths a request names outside a filter (with_payload.fields, DELETE_KEYS keys, an
+    index's field, ...), in FieldCondition.key's syntax: InvalidArgument naming path[i] for a bad one."""
+    for i, key in enumerate(keys):
+        key_parts(key, f"{path}[{i}]")
 
 
 def _spend(budget: list[int], n: int, path: str, settings: Settings) -> None:
@@ -81,30 +90,55 @@ def _condition(c: ppb.Condition, path: str, depth: int, budget: list[int], setti
     if kind != "field":
         raise InvalidArgument(f"{path} is empty: set field, filter or has_id")
     fc = c.field
-    if not fc.key or any(not part for part in fc.key.split(".")):
-        raise InvalidArgument(f"{path}.key must be a dotted path like 'meta.lang', got {fc.key!r}")
+    key_parts(fc.key, f"{path}.key")
     test = fc.WhichOneof("test")
     if test == "match":
         if fc.match.WhichOneof("kind") not in _MATCHABLE:
             raise InvalidArgument(f"{path}.match must be a string, a number or a bool (use is_null for null)")
-    elif test == "match_any":
-        values = fc.match_any.values
+    elif test in ("match_any", "match_except"):
+        values = getattr(fc, test).values
         if not values:
-            raise InvalidArgument(f"{path}.match_any is empty: list at least one value")
+            raise InvalidArgument(f"{path}.{test} is empty: list at least one value")
         _spend(budget, len(values), path, settings)
         for j, v in enumerate(values):
             if v.WhichOneof("kind") not in _MATCHABLE:
-                raise InvalidArgument(f"{path}.match_any[{j}] must be a string, a number or a bool")
+                raise InvalidArgument(f"{path}.{test}[{j}] must be a string, a number or a bool")
     elif test == "range":
-        bounds = [b for b in ("gt", "gte", "lt", "lte") if fc.range.HasField(b)]
+        _range(fc.range, f"{path}.range")
+    elif test == "datetime_range":
+        bounds = [b for b in _BOUNDS if getattr(fc.datetime_range, b)]
         if not bounds:
-            raise InvalidArgument(f"{path}.range sets no bound: set gt, gte, lt or lte")
+            raise InvalidArgument(
+                f"{path}.datetime_range sets no bound: set gt, gte, lt or lte to an RFC 3339 date-time"
+            )
         for b in bounds:
-            v = getattr(fc.range, b)
-            if v.WhichOneof("kind") not in _NUMBERS or v.double_value != v.double_value:
-                raise InvalidArgument(f"{path}.range.{b} must be a number (int or double, not NaN)")
+            parse_datetime(getattr(fc.datetime_range, b), f"{path}.datetime_range.{b}")
     elif test in ("is_null", "is_empty", "exists"):
         if not getattr(fc, test):
             raise InvalidArgument(f"{path}.{test} must be true (negate it with must_not)")
     else:
-        raise InvalidArgument(f"{path} sets no test: set match, match_any, range, is_null, is_empty or exists")
+        raise InvalidArgument(
+            f"{path} sets no test: set match, match_any, match_except, range, datetime_range, is_null, is_empty or "
+            "exists"
+        )
+
+
+def _range(r: ppb.Range, path: str) -> None:
+    """Bounds that are all numbers (not NaN) or all strings, at least one."""
+    bounds = [b for b in _BOUNDS if r.HasField(b)]
+    if not bounds:
+        raise InvalidArgument(f"{path} sets no bound: set gt, gte, lt or lte")
+    kinds = set()
+    for b in bounds:
+        v = getattr(r, b)
+        kind = v.WhichOneof("kind")
+        if kind == "string_value":
+            kinds.add("string")
+        elif kind in _NUMBERS and v.double_value == v.double_value:
+            kinds.add("number")
+        else:
+            raise InvalidArgument(
+                f"{path}.{b} must be a number (int or double, not NaN) or a string (for date-times use datetime_range)"
+            )
+    if len(kinds) > 1:
+        raise InvalidArgument(f"{path} mixes number and string bounds: a range holds numbers or strings, not both")

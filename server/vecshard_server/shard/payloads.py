@@ -4,28 +4,45 @@ Every stored point has a slot (its row in the numpy columns below) holding its p
 never mutated once stored: writes replace it). A filter evaluates to a boolean mask over the slots:
 conditions on indexed fields read numpy columns, the others read every payload ("a scan").
 
-Semantics (see payload.proto): a dotted key reaches into nested objects and through lists; a field's
-values are its leaves (lists flattened); a test holds when it holds for any value. Numbers compare
-exactly by value (int 3 equals 3.0; 2**53 + 1 does not equal 2.0**53); bools are not numbers.
+Semantics (see payload.proto and docs/filters.md): a key path (vecshard.payload.key_parts: dotted,
+backticks around a part holding dots) reaches into nested objects and through lists; a field's
+values are its leaves (lists flattened); a test holds when it holds for any value (match_except:
+some value is not null and none is listed). Numbers compare exactly by value (int 3 equals 3.0;
+2**53 + 1 does not equal 2.0**53); bools are not numbers; strings in a range compare by code point;
+datetime_range compares RFC 3339 strings as instants. An index never changes an answer: it answers
+from its column what it can, and the slots with values it does not hold are read from the payloads.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from vecshard.errors import AlreadyExists, InvalidArgument, NotFound
-from vecshard.payload import MAX_DEPTH, PayloadDict, payload_from_proto, payload_to_proto, value_from_proto
+from vecshard.payload import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_DEPTH,
+    PayloadDict,
+    datetime_micros,
+    key_parts,
+    parse_datetime,
+    payload_from_proto,
+    payload_to_proto,
+    value_from_proto,
+)
 from vecshard.v1 import payload_pb2 as ppb
 from vecshard_server.shard.idmap import I64Map
 
 Mask = npt.NDArray[np.bool_]
 I64 = npt.NDArray[np.int64]
+Side = Literal["left", "right"]
 
 EMPTY: PayloadDict = {}  # shared by every point without a payload; never mutated
 _EXACT_INT = 1 << 53  # integers beyond this are not exact as float64
@@ -35,12 +52,14 @@ INDEX_TYPES: dict[int, str] = {
     ppb.PAYLOAD_INDEX_TYPE_INTEGER: "integer",
     ppb.PAYLOAD_INDEX_TYPE_FLOAT: "float",
     ppb.PAYLOAD_INDEX_TYPE_BOOL: "bool",
+    ppb.PAYLOAD_INDEX_TYPE_DATETIME: "datetime",
 }
+_BOUND_NAMES = ("gt", "gte", "lt", "lte")
 
 
 def encode(payload: PayloadDict) -> bytes:
     """The canonical bytes of a payload (map keys sorted): equal payloads, equal bytes."""
-    return payload_to_proto(payload).SerializeToString(deterministic=True) if payload else b""
+    return payload_to_proto(payload, stored=True).SerializeToString(deterministic=True) if payload else b""
 
 
 def payload_hash(point_id: int, blob: bytes) -> int:
@@ -92,24 +111,39 @@ def _eq(x: Any, v: Any) -> bool:
 
 
 class _Bounds:
-    """A numeric range; comparisons of Python ints and floats are exact."""
+    """A range of numbers or of strings (payload.proto's Range): ints and floats compare exactly,
+    strings by code point (Python's own order)."""
 
     def __init__(self, r: ppb.Range, path: str) -> None:
-        self.b: dict[str, int | float] = {}
-        for name in ("gt", "gte", "lt", "lte"):
+        self.b: dict[str, Any] = {}
+        kinds = set()
+        for name in _BOUND_NAMES:
             if r.HasField(name):
                 v = value_from_proto(getattr(r, name))
-                if not _is_num(v):
-                    raise InvalidArgument(f"{path}.range.{name} must be a number (int or double)")
-                if isinstance(v, float) and math.isnan(v):
+                if isinstance(v, str):
+                    kinds.add("string")
+                elif not _is_num(v):
+                    raise InvalidArgument(
+                        f"{path}.range.{name} must be a number or a string (for date-times use datetime_range)"
+                    )
+                elif isinstance(v, float) and math.isnan(v):
                     raise InvalidArgument(f"{path}.range.{name} is NaN")
+                else:
+                    kinds.add("number")
                 self.b[name] = v
         if not self.b:
             raise InvalidArgument(f"{path}.range sets no bound: set gt, gte, lt or lte")
+        if len(kinds) > 1:
+            raise InvalidArgument(
+                f"{path}.range mixes number and string bounds: a range holds numbers or strings, not both"
+            )
+        self.strings = "string" in kinds
 
     def holds(self, x: Any) -> bool:
+        if not (isinstance(x, str) if self.strings else _is_num(x)):
+            return False
         b = self.b
-        return _is_num(x) and not (
+        return not (
             ("gt" in b and not x > b["gt"])
             or ("gte" in b and not x >= b["gte"])
             or ("lt" in b and not x < b["lt"])
@@ -118,7 +152,7 @@ class _Bounds:
 
     def int_bounds(self) -> tuple[int, int]:
         """The same range over integers, as [lo, hi] (lo > hi: empty)."""
-        lo, hi = -(1 << 63), (1 << 63) - 1
+        lo, hi = INT64_MIN, INT64_MAX
         for name, v in self.b.items():
             if name == "gt":
                 lo = max(lo, math.floor(v) + 1)
@@ -133,20 +167,24 @@ class _Bounds:
     def exact_as_float(self) -> bool:
         return all(isinstance(v, float) or abs(v) <= _EXACT_INT for v in self.b.values())
 
+    def positions(self, size: int, search: Callable[[Any, Side], int]) -> tuple[int, int]:
+        """The [a, b) positions within the range of `size` ascending values, `search(bound, side)`
+        finding a bound's position as np.searchsorted does."""
+        a, b = 0, size
+        for name, v in self.b.items():
+            if name == "gt":
+                a = max(a, search(v, "right"))
+            elif name == "gte":
+                a = max(a, search(v, "left"))
+            elif name == "lt":
+                b = min(b, search(v, "left"))
+            else:
+                b = min(b, search(v, "right"))
+        return a, max(a, b)
+
     def float_slice(self, values: npt.NDArray[np.float64]) -> tuple[int, int]:
         """The [a, b) positions of ascending float64 values within the range (bounds exact as float)."""
-        a, b = 0, values.size
-        for name, v in self.b.items():
-            fv = float(v)
-            if name == "gt":
-                a = max(a, int(np.searchsorted(values, fv, "right")))
-            elif name == "gte":
-                a = max(a, int(np.searchsorted(values, fv, "left")))
-            elif name == "lt":
-                b = min(b, int(np.searchsorted(values, fv, "left")))
-            else:
-                b = min(b, int(np.searchsorted(values, fv, "right")))
-        return a, max(a, b)
+        return self.positions(values.size, lambda v, side: int(np.searchsorted(values, float(v), side)))
 
     def column_mask(self, col: npt.NDArray[Any]) -> Mask:
         m = np.ones(col.shape, dtype=bool)
@@ -165,18 +203,58 @@ class _Bounds:
         return m
 
 
+class _Instants:
+    """A datetime_range as [lo, hi], microseconds since the epoch, both included (lo > hi: empty)."""
+
+    def __init__(self, r: ppb.DatetimeRange, path: str) -> None:
+        self.lo, self.hi = INT64_MIN, INT64_MAX
+        given = False
+        for name in _BOUND_NAMES:
+            text = getattr(r, name)
+            if not text:
+                continue
+            given = True
+            us = parse_datetime(text, f"{path}.datetime_range.{name}")
+            if name == "gt":
+                self.lo = max(self.lo, us + 1)
+            elif name == "gte":
+                self.lo = max(self.lo, us)
+            elif name == "lt":
+                self.hi = min(self.hi, us - 1)
+            else:
+                self.hi = min(self.hi, us)
+        if not given:
+            raise InvalidArgument(
+                f"{path}.datetime_range sets no bound: set gt, gte, lt or lte to an RFC 3339 date-time"
+            )
+
+    def holds(self, x: Any) -> bool:
+        us = datetime_micros(x) if isinstance(x, str) else None
+        return us is not None and self.lo <= us <= self.hi
+
+
+_DTYPES: dict[str, Any] = {
+    "keyword": np.int32,
+    "integer": np.int64,
+    "float": np.float64,
+    "bool": np.int8,
+    "datetime": np.int64,
+}
+
+
 class FieldIndex:
-    """A payload index on one field: a numpy column of each slot's value of the index's type.
+    """A payload index on one field: a numpy column of each slot's value of the index's type (for
+    keyword, a code of the string; for datetime, the instant in microseconds).
 
     A slot with several values of the type is in `multi`; a slot with values of other kinds (or,
-    for a float index, integers too large for float64) is in `other` and read from its payload.
+    for a float index, integers too large for float64; for a datetime index, strings that are no
+    RFC 3339 date-time) is in `other` and read from its payload.
     """
 
     def __init__(self, field: str, kind: str) -> None:
         self.field, self.kind = field, kind
-        self.path = field.split(".")
-        dtype: Any = {"keyword": np.int32, "integer": np.int64, "float": np.float64, "bool": np.int8}[kind]
-        self.col: npt.NDArray[Any] = np.empty(0, dtype=dtype)
+        self.path = key_parts(field, "field")
+        self.col: npt.NDArray[Any] = np.empty(0, dtype=_DTYPES[kind])
         self.has: Mask = np.zeros(0, dtype=bool)
         self.multi: dict[int, frozenset[Any]] = {}  # slot -> its values (codes for keyword)
         self.other: set[int] = set()
@@ -185,6 +263,7 @@ class FieldIndex:
         # every write and rebuilt once a few reads have scanned the column without it.
         self._sorted: tuple[npt.NDArray[Any], npt.NDArray[np.int64]] | None = None
         self._scans = 0
+        self._ranks: tuple[list[str], I64] | None = None  # keyword: (vocab sorted, each code's rank)
 
     def grow(self, n: int) -> None:
         if n > self.col.size:
@@ -198,6 +277,8 @@ class FieldIndex:
             if isinstance(x, str):
                 return self.vocab.setdefault(x, len(self.vocab))
             return None
+        if self.kind == "datetime":
+            return datetime_micros(x) if isinstance(x, str) else None
         if self.kind == "bool":
             return int(x) if isinstance(x, bool) else None
         if not _is_num(x):
@@ -274,64 +355,116 @@ class FieldIndex:
                 m[slot] = True
         return m
 
-    def answer(self, fc: ppb.FieldCondition, n: int, path: str) -> Mask | None:
-        """The slots whose typed values pass `fc` (the caller adds `other` by scanning), or None when
-        this index cannot answer the test."""
-        test = fc.WhichOneof("test")
-        if test in ("match", "match_any"):
-            values = (
-                [value_from_proto(fc.match)] if test == "match" else [value_from_proto(v) for v in fc.match_any.values]
-            )
-            wanted: list[Any] = []
-            for v in values:
-                if self.kind == "keyword":
-                    if isinstance(v, str) and v in self.vocab:
-                        wanted.append(self.vocab[v])
-                elif self.kind == "bool":
-                    if isinstance(v, bool):
-                        wanted.append(int(v))
-                elif _is_num(v):
-                    if self.kind == "integer" and (isinstance(v, int) or float(v).is_integer()):
-                        if -(1 << 63) <= int(v) < (1 << 63):
-                            wanted.append(int(v))
-                    elif self.kind == "float":
-                        if isinstance(v, int) and abs(v) > _EXACT_INT:
-                            return None
-                        wanted.append(float(v))
-            return self._equal(n, wanted)
-        if test == "range" and self.kind in ("integer", "float"):
-            bounds = _Bounds(fc.range, path)
-            col, has = self.col[:n], self.has[:n]
-            if self.kind == "float" and not bounds.exact_as_float():
+    def _wanted(self, values: list[Any]) -> list[Any] | None:
+        """The values of the column equal to these (others never are), or None when the index cannot
+        tell (a datetime index holds instants, not the strings)."""
+        wanted: list[Any] = []
+        for v in values:
+            if self.kind == "keyword":
+                if isinstance(v, str) and v in self.vocab:
+                    wanted.append(self.vocab[v])
+            elif self.kind == "bool":
+                if isinstance(v, bool):
+                    wanted.append(int(v))
+            elif self.kind == "datetime":
                 return None
-            view = self.sorted_view(n)
-            if self.kind == "integer":
-                lo, hi = bounds.int_bounds()
-                if lo > hi:
-                    m = np.zeros(n, dtype=bool)
-                elif view is not None:
-                    start, stop = int(np.searchsorted(view[0], lo, "left")), int(np.searchsorted(view[0], hi, "right"))
-                    m = np.zeros(n, dtype=bool)
-                    m[view[1][start:stop]] = True
-                else:
-                    m = has & (col >= lo) & (col <= hi)
-            elif view is not None:
-                a, b = bounds.float_slice(view[0])
-                m = np.zeros(n, dtype=bool)
-                m[view[1][a:b]] = True
-            else:
-                m = has & bounds.column_mask(col)
-            for slot, vals in self.multi.items():
-                if slot < n and any(bounds.holds(v) for v in vals):
-                    m[slot] = True
-            return m
+            elif _is_num(v):
+                if self.kind == "integer" and (isinstance(v, int) or float(v).is_integer()):
+                    if INT64_MIN <= int(v) <= INT64_MAX:
+                        wanted.append(int(v))
+                elif self.kind == "float":
+                    if isinstance(v, int) and abs(v) > _EXACT_INT:
+                        return None
+                    wanted.append(float(v))
+        return wanted
+
+    def _present(self, n: int) -> Mask:
+        """Slots with a value of the index's type."""
+        m = self.has[:n].copy()
+        for slot in self.multi:
+            if slot < n:
+                m[slot] = True
+        return m
+
+    def answer(self, fc: ppb.FieldCondition, n: int, path: str) -> Mask | None:
+        """The slots whose typed values pass `fc` (the caller reads the slots in `other` from their
+        payloads), or None when this index cannot answer the test."""
+        test = fc.WhichOneof("test")
+        if test in ("match", "match_any", "match_except"):
+            values = getattr(fc, test).values if test != "match" else [fc.match]
+            wanted = self._wanted([value_from_proto(v) for v in values])
+            if wanted is None:
+                return None
+            m = self._equal(n, wanted)
+            return self._present(n) & ~m if test == "match_except" else m
+        if test == "range":
+            return self._range(_Bounds(fc.range, path), n)
+        if test == "datetime_range" and self.kind == "datetime":
+            instants = _Instants(fc.datetime_range, path)
+            return self._between(n, instants.lo, instants.hi)
         if test == "exists":
-            m = self.has[:n].copy()
-            for slot in self.multi:
-                if slot < n:
-                    m[slot] = True
-            return m
+            return self._present(n)
         return None
+
+    def _range(self, bounds: _Bounds, n: int) -> Mask | None:
+        if self.kind == "datetime" and bounds.strings:
+            return None  # the column holds instants: the strings themselves are in the payloads
+        if self.kind == "keyword" and bounds.strings:
+            return self._string_range(bounds, n)
+        if self.kind not in ("integer", "float") or bounds.strings:
+            return np.zeros(n, dtype=bool)  # no value of the index's type is in the range
+        if self.kind == "integer":
+            lo, hi = bounds.int_bounds()
+            return self._between(n, lo, hi)
+        if not bounds.exact_as_float():
+            return None
+        view = self.sorted_view(n)
+        if view is not None:
+            a, b = bounds.float_slice(view[0])
+            m = np.zeros(n, dtype=bool)
+            m[view[1][a:b]] = True
+        else:
+            m = self.has[:n] & bounds.column_mask(self.col[:n])
+        return self._add_multi(m, bounds.holds)
+
+    def _between(self, n: int, lo: int, hi: int) -> Mask:
+        """Slots of an integer column (integer, datetime) with a value in [lo, hi]."""
+        m = np.zeros(n, dtype=bool)
+        if lo > hi:
+            return m
+        view = self.sorted_view(n)
+        if view is not None:
+            start, stop = int(np.searchsorted(view[0], lo, "left")), int(np.searchsorted(view[0], hi, "right"))
+            m[view[1][start:stop]] = True
+        else:
+            col = self.col[:n]
+            m = self.has[:n] & (col >= lo) & (col <= hi)
+        return self._add_multi(m, lambda v: lo <= v <= hi)
+
+    def _add_multi(self, m: Mask, holds: Callable[[Any], bool]) -> Mask:
+        for slot, vals in self.multi.items():
+            if slot < m.size and any(holds(v) for v in vals):
+                m[slot] = True
+        return m
+
+    def _string_range(self, bounds: _Bounds, n: int) -> Mask:
+        """A keyword column's slots with a string in the range: codes ranked in string order, then
+        one pass comparing ranks."""
+        if not self.vocab:
+            return np.zeros(n, dtype=bool)
+        if self._ranks is None or len(self._ranks[0]) != len(self.vocab):
+            strings = list(self.vocab)  # in code order: a string's code is its position
+            order = sorted(range(len(strings)), key=strings.__getitem__)
+            rank = np.empty(len(strings), dtype=np.int64)
+            rank[order] = np.arange(len(strings))
+            self._ranks = ([strings[i] for i in order], rank)
+        ordered, rank = self._ranks
+        a, b = bounds.positions(
+            len(ordered), lambda v, side: (bisect.bisect_right if side == "right" else bisect.bisect_left)(ordered, v)
+        )
+        r = rank[self.col[:n]]
+        m = self.has[:n] & (r >= a) & (r < b)
+        return self._add_multi(m, lambda code: a <= rank[code] < b)
 
 
 class PayloadStore:
@@ -598,62 +731,76 @@ class PayloadStore:
         if kind != "field":
             raise InvalidArgument(f"{path} is empty: set field, filter or has_id")
         fc = c.field
-        key = fc.key
-        if not key or any(not p for p in key.split(".")):
-            raise InvalidArgument(f"{path}.key must be a dotted path like 'meta.lang', got {key!r}")
-        pred = self._predicate(fc, path)
-        test = fc.WhichOneof("test")
-        index = self.indexes.get(key)
+        parts = key_parts(fc.key, f"{path}.key")
+        pred = _predicate(fc, parts, path)
+        index = self._index_of(fc.key, parts)
         if index is not None:
+            test = fc.WhichOneof("test")
             if test == "is_empty":
-                hit = index.answer(ppb.FieldCondition(key=key, exists=True), n, path)
+                exists = ppb.FieldCondition(key=fc.key, exists=True)
+                hit = index.answer(exists, n, path)
                 if hit is not None:
-                    exists = self._scan_slots(
-                        hit, index.other, self._predicate(ppb.FieldCondition(key=key, exists=True), path)
-                    )
-                    return live & ~exists
+                    return live & ~self._scan_slots(hit, index.other, _predicate(exists, parts, path))
             else:
                 hit = index.answer(fc, n, path)
                 if hit is not None:
                     return self._scan_slots(hit, index.other, pred)
-        unindexed.append(key)
+        unindexed.append(fc.key)
         payloads = self._payloads
         return np.fromiter((p is not None and pred(p) for p in payloads), dtype=bool, count=n)
 
+    def _index_of(self, key: str, parts: list[str]) -> FieldIndex | None:
+        """The index of the field at this path, however its key is spelled ("a.b", "`a`.b")."""
+        index = self.indexes.get(key)
+        if index is None:
+            index = next((i for i in self.indexes.values() if i.path == parts), None)
+        return index
+
     def _scan_slots(self, m: Mask, slots: set[int], pred: Callable[[PayloadDict], bool]) -> Mask:
+        """m, with the slots that hold values the index does not hold read from their payloads (what
+        the index said of them, from some of their values, is replaced)."""
         payloads = self._payloads
         for s in slots:
-            if s < m.size and not m[s]:
+            if s < m.size:
                 p = payloads[s]
                 m[s] = p is not None and pred(p)
         return m
 
-    @staticmethod
-    def _predicate(fc: ppb.FieldCondition, path: str) -> Callable[[PayloadDict], bool]:
-        keys = fc.key.split(".")
-        test = fc.WhichOneof("test")
-        if test == "match" or test == "match_any":
-            raw = [fc.match] if test == "match" else list(fc.match_any.values)
-            if not raw:
-                raise InvalidArgument(f"{path}.match_any is empty: list at least one value")
-            values = []
-            for v in raw:
-                if v.WhichOneof("kind") not in ("bool_value", "int_value", "double_value", "string_value"):
-                    raise InvalidArgument(f"{path}.{test} takes strings, numbers or bools (use is_null for null)")
-                values.append(value_from_proto(v))
-            return lambda p: any(_eq(x, v) for x in values_at(p, keys)[1] for v in values)
-        if test == "range":
-            bounds = _Bounds(fc.range, path)
-            return lambda p: any(bounds.holds(x) for x in values_at(p, keys)[1])
-        if test in ("is_null", "is_empty", "exists"):
-            if not getattr(fc, test):
-                raise InvalidArgument(f"{path}.{test} must be true (negate it with must_not)")
-            if test == "is_null":
-                return lambda p: (lambda leaves: bool(leaves) and all(x is None for x in leaves))(values_at(p, keys)[1])
-            if test == "exists":
-                return lambda p: any(x is not None for x in values_at(p, keys)[1])
-            return lambda p: all(x is None for x in values_at(p, keys)[1])
-        raise InvalidArgument(f"{path} sets no test: set match, match_any, range, is_null, is_empty or exists")
+
+def _predicate(fc: ppb.FieldCondition, keys: list[str], path: str) -> Callable[[PayloadDict], bool]:
+    """The test of fc on one payload (keys: fc.key's parts); InvalidArgument for a malformed test."""
+    test = fc.WhichOneof("test")
+    if test in ("match", "match_any", "match_except"):
+        raw = [fc.match] if test == "match" else list(getattr(fc, test).values)
+        if not raw:
+            raise InvalidArgument(f"{path}.{test} is empty: list at least one value")
+        values = []
+        for v in raw:
+            if v.WhichOneof("kind") not in ("bool_value", "int_value", "double_value", "string_value"):
+                raise InvalidArgument(f"{path}.{test} takes strings, numbers or bools (use is_null for null)")
+            values.append(value_from_proto(v))
+        if test == "match_except":
+            return lambda p: _none_of(values_at(p, keys)[1], values)
+        return lambda p: any(_eq(x, v) for x in values_at(p, keys)[1] for v in values)
+    if test == "range" or test == "datetime_range":
+        bounds = _Bounds(fc.range, path) if test == "range" else _Instants(fc.datetime_range, path)
+        return lambda p: any(bounds.holds(x) for x in values_at(p, keys)[1])
+    if test in ("is_null", "is_empty", "exists"):
+        if not getattr(fc, test):
+            raise InvalidArgument(f"{path}.{test} must be true (negate it with must_not)")
+        if test == "is_null":
+            return lambda p: (lambda leaves: bool(leaves) and all(x is None for x in leaves))(values_at(p, keys)[1])
+        if test == "exists":
+            return lambda p: any(x is not None for x in values_at(p, keys)[1])
+        return lambda p: all(x is None for x in values_at(p, keys)[1])
+    raise InvalidArgument(
+        f"{path} sets no test: set match, match_any, match_except, range, datetime_range, is_null, is_empty or exists"
+    )
+
+
+def _none_of(leaves: list[Any], values: list[Any]) -> bool:
+    """match_except: some value is not null, and none equals one of `values`."""
+    return any(x is not None for x in leaves) and not any(_eq(x, v) for x in leaves for v in values)
 
 
 def _as_ids(ids: Iterable[int] | I64) -> I64:
@@ -684,14 +831,14 @@ def payload_from_blob(blob: bytes) -> PayloadDict:
 
 
 def project(payload: PayloadDict | None, fields: Sequence[str]) -> ppb.Payload:
-    """The payload (only `fields`, dotted paths allowed, when given) as a proto."""
+    """The payload (only `fields`, key paths as in a filter, when given) as a proto."""
     if not payload:
         return ppb.Payload()
     if not fields:
-        return payload_to_proto(payload)
+        return payload_to_proto(payload, stored=True)
     out: PayloadDict = {}
-    for f in fields:
-        parts = f.split(".")
+    for i, f in enumerate(fields):
+        parts = [f] if f == "" else key_parts(f, f"with_payload.fields[{i}]")  # "": the string id's key
         src: Any = payload
         for part in parts:
             if not isinstance(src, dict) or part not in src:
@@ -702,4 +849,4 @@ def project(payload: PayloadDict | None, fields: Sequence[str]) -> ppb.Payload:
             for part in parts[:-1]:
                 dst = dst.setdefault(part, {})
             dst[parts[-1]] = src
-    return payload_to_proto(out)
+    return payload_to_proto(out, stored=True)
