@@ -206,7 +206,11 @@ class ShardServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Search(self, request, context):
-        """The shard's own top-k, ties by id, padded as the public Search is.
+        """The shard's own top-k, ties by id, padded as the public Search is. With group_by: the shard's
+        best k groups (it deepens its search until they are full or every candidate was seen);
+        `query_ids` then holds, per query row, an id to leave out of that row (-1: none), and `images`
+        serialized Values: when set, the only values that may open a group (the coordinator's second
+        round, asking every shard for exactly the groups it chose).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -280,7 +284,9 @@ class ShardServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Scroll(self, request, context):
-        """The partition's page: ids >= start_id matching the filter, ascending, at most `limit`.
+        """The partition's page: ids >= start_id matching the filter, ascending, at most `limit`. With
+        order_by: the first `limit` points after the cursor in that order, and the reply's next_cursor
+        carries each returned point's order key (the coordinator merges the shards' pages by them).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

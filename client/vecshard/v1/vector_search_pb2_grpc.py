@@ -355,7 +355,7 @@ class VectorSearchServicer:
     def Facet(self, request, context):
         """Counts the points per value of a payload field (a list field counts the point once for each
         distinct element), over the points matching the filter on every shard: exact counts, most
-        common first, ties by value (numbers before strings, bools last).
+        common first, ties by value in the order of values (see OrderBy).
         Errors: INVALID_ARGUMENT an empty or malformed key, a malformed filter, limit above 10,000;
         NOT_FOUND no such collection; UNAVAILABLE a shard is down.
         """

@@ -39,27 +39,36 @@ def id_kind(spec: CollectionSpec) -> str:
 
 
 def request_ids_of(
-    settings: Settings, spec: CollectionSpec, packed: bytes, strings: Sequence[str], *, unique: bool, field: str = "ids"
+    settings: Settings,
+    spec: CollectionSpec,
+    packed: bytes,
+    strings: Sequence[str],
+    *,
+    unique: bool,
+    dedup: bool = True,
+    field: str = "ids",
 ) -> RequestIds:
-    """The ids a write names, checked: ids of the collection's kind (else INVALID_ARGUMENT naming it),
-    within max_batch, int ids >= 0, strings of 1 to 256 bytes of UTF-8; `unique`: each at most once
-    (else, for Remove and SetPayload, listed ids are deduplicated)."""
+    """The ids a request names, checked: ids of the collection's kind (else INVALID_ARGUMENT naming it),
+    within max_batch, int ids >= 0, strings of 1 to 256 bytes of UTF-8. `unique`: each at most once
+    (writes); else with `dedup` listed ids are deduplicated (Remove, SetPayload), without it they stay
+    as listed, in order (Get, searches by id)."""
     if spec.string_ids:
+        named = f"{field.removesuffix('ids')}string_ids" if field.endswith("ids") else f"{field}_string_ids"
         if packed:
             raise InvalidArgument(f"collection {spec.name!r} has {id_kind(spec)}, not int ids in {field}")
         if not strings:
-            raise InvalidArgument(f"string_ids is empty: send the ids of collection {spec.name!r}")
+            raise InvalidArgument(f"{named} is empty: send the string ids of collection {spec.name!r}")
         if len(strings) > settings.max_batch:
             raise ResourceExhausted(f"{len(strings)} ids in one request, over max_batch={settings.max_batch}: split it")
-        listed = list(strings) if unique else list(dict.fromkeys(strings))
-        hashes = string_ids.hashes(listed, spec.string_id_bits)
+        listed = list(dict.fromkeys(strings)) if dedup and not unique else list(strings)
+        hashes = string_ids.hashes(listed, spec.string_id_bits, named)
         if unique:
-            string_ids.unique(listed, hashes)
+            string_ids.unique(listed, hashes, named)
         return RequestIds(hashes, listed)
     if strings:
-        raise InvalidArgument(f"collection {spec.name!r} has {id_kind(spec)}, not string_ids")
+        raise InvalidArgument(f"collection {spec.name!r} has {id_kind(spec)}, not string ids in {field}")
     ids = request_ids(settings, packed, unique=unique)
-    return RequestIds(ids if unique else np.unique(ids), None)
+    return RequestIds(np.unique(ids) if dedup and not unique else ids, None)
 
 
 def conflict_mode(request: pb.AddRequest) -> int:

@@ -127,10 +127,16 @@ def _taken(
     return np.ascontiguousarray(out_d), np.ascontiguousarray(out_i)
 
 
-def merge_hits(hits: Mapping[int, ShardHits], k: int, larger_is_better: bool, with_payload: bool = False) -> ShardHits:
+def merge_hits(
+    hits: Mapping[int, ShardHits],
+    k: int,
+    larger_is_better: bool,
+    with_payload: bool = False,
+    with_vectors: bool = False,
+) -> ShardHits:
     """The shards' answers to one search (by group) merged into the global top-k: `merge_refined`
-    when they carry exact distances (refine), else `merge_topk`; with the winners' payloads (each
-    id's payload as its shard sent it) and every shard's filter plans."""
+    when they carry exact distances (refine), else `merge_topk`; with the winners' payloads and
+    vectors (each id's as its shard sent them) and every shard's filter plans."""
     parts = [hits[s] for s in sorted(hits)]
     distances = [p.distances for p in parts]
     ids = [p.ids for p in parts]
@@ -139,6 +145,7 @@ def merge_hits(hits: Mapping[int, ShardHits], k: int, larger_is_better: bool, wi
         D, I = merge_refined(distances, ids, refined, k, parts[0].ids.shape[1], larger_is_better)
     else:
         D, I = merge_topk(distances, ids, k, larger_is_better)
+    winners = I.reshape(-1).tolist() if with_payload or with_vectors else []
     payloads: list[ppb.Payload] = []
     if with_payload:
         by_id: dict[int, ppb.Payload] = {}
@@ -147,5 +154,18 @@ def merge_hits(hits: Mapping[int, ShardHits], k: int, larger_is_better: bool, wi
                 if i >= 0:
                     by_id[i] = payload
         empty = ppb.Payload()
-        payloads = [by_id.get(i, empty) for i in I.reshape(-1).tolist()]
-    return ShardHits(D, I, None, payloads, [plan for p in parts for plan in p.plans])
+        payloads = [by_id.get(i, empty) for i in winners]
+    vectors = None
+    if with_vectors:
+        dim = next((p.vectors.shape[1] for p in parts if p.vectors is not None), 0)
+        vectors = np.zeros((len(winners), dim), dtype=np.float32)
+        rows: dict[int, npt.NDArray[np.float32]] = {}
+        for p in parts:
+            if p.vectors is not None:
+                for i, row in zip(p.ids.reshape(-1).tolist(), p.vectors, strict=False):
+                    if i >= 0:
+                        rows[i] = row
+        for j, i in enumerate(winners):
+            if i >= 0 and i in rows:
+                vectors[j] = rows[i]
+    return ShardHits(D, I, None, payloads, [plan for p in parts for plan in p.plans], vectors)

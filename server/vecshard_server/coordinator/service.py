@@ -40,6 +40,7 @@ from vecshard_server.coordinator.admission import (
 )
 from vecshard_server.coordinator.api.base import Core, shard_timeout
 from vecshard_server.coordinator.api.collections import Collections
+from vecshard_server.coordinator.api.facets import Facets
 from vecshard_server.coordinator.api.reads import Reads
 from vecshard_server.coordinator.api.search import Searches
 from vecshard_server.coordinator.api.vector_updates import VectorUpdates
@@ -124,6 +125,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         self.reads = Reads(core)
         self.vector_updates = VectorUpdates(core)
         self.searches = Searches(core, self.search_latency)
+        self.facets = Facets(core)
 
     async def start(self, wait_s: float = 60.0) -> None:
         """Start the local shards (if any: recovering their data) and wait (bounded) for the remote
@@ -219,6 +221,10 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
     @rerouted
     async def Scroll(self, request: pb.ScrollRequest, context: grpc.aio.ServicerContext) -> pb.ScrollResponse:
         return await self.reads.Scroll(request, context)
+
+    @rerouted
+    async def Facet(self, request: pb.FacetRequest, context: grpc.aio.ServicerContext) -> pb.FacetResponse:
+        return await self.facets.Facet(request, context)
 
     @rerouted
     async def SetPayload(

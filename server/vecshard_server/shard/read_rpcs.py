@@ -13,10 +13,12 @@ from vecshard import wire
 from vecshard.errors import (
     Aborted,
     InvalidArgument,
+    ResourceExhausted,
 )
 from vecshard.v1 import payload_pb2 as ppb
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import vector_search_pb2 as pb
+from vecshard_server.common.payload_order import Key, encode_keys, read_cursor
 from vecshard_server.common.placement import Placement
 from vecshard_server.common.results import scroll_next
 from vecshard_server.common.rpc import TRAIN_EPOCH_HEADER, header_int
@@ -30,6 +32,10 @@ from vecshard_server.shard.checks import (
 )
 from vecshard_server.shard.core import ShardCore
 from vecshard_server.shard.engine import ShardIndex
+from vecshard_server.shard.facets import facet_counts, facet_reply
+from vecshard_server.shard.groups import grouped_search
+from vecshard_server.shard.lookups import get_points, project_keyed, scroll_page
+from vecshard_server.shard.ordering import ordered_page
 from vecshard_server.shard.payloads import project
 
 log = logging.getLogger(__name__)
@@ -55,11 +61,15 @@ class ReadRpcs(ShardCore):
         dim = part.spec.dim
         check_reply_rows(self.settings, ids.size, 4 * dim + 1, dim, "get at most {limit} ids per call")
         with_payload = request.with_payload.enable
-        vectors, found, payloads = await self._run(self._reads, part.get, ids, with_payload)
+        keys = list(request.string_ids) if request.string_ids else None
+        if keys is not None and len(keys) != ids.size:
+            raise InvalidArgument(f"string_ids: one per id ({ids.size}), got {len(keys)}")
+        vectors, found, payloads, has = await self._run(self._reads, get_points, part, ids, keys, with_payload)
         return pb.GetResponse(
             vectors=wire.pack_matrix(vectors),
             found=found.astype(np.uint8).tobytes(),
-            payloads=[project(p, request.with_payload.fields) for p in payloads],
+            payloads=[project_keyed(p, request.with_payload.fields) for p in payloads],
+            has_vector=has.astype(np.uint8).tobytes(),
         )
 
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
@@ -86,7 +96,11 @@ class ReadRpcs(ShardCore):
             )
         k = query.k * refine  # refine: the candidates, each with its exact distance too
         check_search(self.settings, part.spec, queries, k)  # before batching: one bad query failed all
-        if query.filter is not None or query.payloads_wanted:
+        if query.group_by:
+            if query.group_size < 1 or k * query.group_size > self.settings.max_k:
+                raise InvalidArgument(f"group_size must be 1 to max_k / k, got {query.group_size}")
+            return await self._run(self._reads, grouped_search, part, query, part.settings.filter_exact_ratio)
+        if query.filter is not None or query.payloads_wanted or query.with_vectors:
             return await self._run(self._reads, self._search_filtered, part, query, k)
         D, I = await self._search_plain(part, queries, k, query.nprobe)
         exact = None
@@ -119,16 +133,25 @@ class ReadRpcs(ShardCore):
         if query.filter is not None:
             D, I, plan, payloads = part.search_filtered(queries, k, query.nprobe, query.filter, query.payloads_wanted)
             plans.append(plan)
-        else:
+        elif query.payloads_wanted:
             D, I, payloads = part.search_with_payloads(queries, k, query.nprobe)
+        else:
+            (D, I), payloads = part.search(queries, k, query.nprobe), []
         selector = query.with_payload
-        wanted = [project(p, selector.fields) for p in payloads] if selector is not None and selector.enable else []
+        wanted = (
+            [project_keyed(p, selector.fields) for p in payloads] if selector is not None and selector.enable else []
+        )
         exact = None
         if k > query.k:
             exact = part.refined(queries, I)
             assert exact is not None
             I = _without_removed(I, exact, part)
-        return ShardHits(D.astype(wire.F32, copy=False), I.astype(wire.I64, copy=False), exact, wanted, plans)
+        vectors = None
+        if query.with_vectors:  # (a hit removed since the search: zeros, as padding)
+            with part.reading() as points:
+                vectors = points.get(I.reshape(-1), False)[0]
+        D, I = D.astype(wire.F32, copy=False), I.astype(wire.I64, copy=False)
+        return ShardHits(D, I, exact, wanted, plans, vectors)
 
     def _fitting(self, payloads: list[ppb.Payload], row_bytes: int) -> int:
         """How many leading rows (each row_bytes plus its payload) fit in one reply: all of them
@@ -147,25 +170,67 @@ class ReadRpcs(ShardCore):
         return pb.CountResponse(count=count, plans=plans)
 
     async def Scroll(self, request: pb.ScrollRequest, context: grpc.aio.ServicerContext) -> pb.ScrollResponse:
+        """A page in id order from start_id, or with order_by in the field's order after the cursor
+        (its next_cursor then holds each point's order key: payload_order.encode_keys)."""
         part = self._get(request.collection)
         f = request.filter if request.HasField("filter") else None
         limit = request.limit or 100
         dim = part.spec.dim
         row = 16 + (4 * dim if request.with_vectors else 0)
         check_reply_rows(self.settings, limit, row, dim, "scroll with a limit of at most {limit}")
-        ids, payloads, vectors, more = await self._run(
-            self._reads, part.scroll, f, request.start_id, limit, request.with_payload.enable, request.with_vectors
-        )
-        encoded = [project(p, request.with_payload.fields) for p in payloads]
+        payload, vectors_wanted = request.with_payload.enable, request.with_vectors
+        keys: list[Key] | None = None
+        if request.order_by.key:
+            after = None
+            if request.cursor:
+                _, ordered = read_cursor(request.cursor)
+                if ordered is None:
+                    raise InvalidArgument("an ordered scroll's cursor is one of an ordered scroll")
+                after = (ordered[2], ordered[3])
+            by = request.order_by
+            page = await self._run(
+                self._reads, ordered_page, part, f, by.key, by.descending, after, limit, payload, vectors_wanted
+            )
+            ids, payloads, vectors, has, more, keys = (
+                page.ids,
+                page.payloads,
+                page.vectors,
+                page.has_vector,
+                page.more,
+                page.keys,
+            )
+        else:
+            ids, payloads, vectors, has, more = await self._run(
+                self._reads, scroll_page, part, f, request.start_id, limit, payload, vectors_wanted
+            )
+        encoded = [project_keyed(p, request.with_payload.fields) for p in payloads]
         keep = self._fitting(encoded, row)
         if encoded and keep < ids.size:
-            ids, encoded, more = ids[:keep], encoded[:keep], True
+            ids, encoded, has, more = ids[:keep], encoded[:keep], has[:keep], True
             vectors = vectors[:keep] if vectors is not None else None
-        start, done = scroll_next(ids, request.start_id, more)
+            keys = keys[:keep] if keys is not None else None
+        start, done = scroll_next(ids, request.start_id, more) if keys is None else (0, not more)
         out = pb.ScrollResponse(ids=wire.pack_ids(ids), payloads=encoded, next_start_id=start, done=done)
         if vectors is not None:
             out.vectors.CopyFrom(wire.pack_matrix(vectors))
+            out.has_vector = has.astype(np.uint8).tobytes()
+        if keys is not None:
+            out.next_cursor = encode_keys(keys)
         return out
+
+    async def Facet(self, request: pb.FacetRequest, context: grpc.aio.ServicerContext) -> pb.FacetResponse:
+        """Every value of the field in this partition (among the points matching the filter) with
+        its count, unsorted (the coordinator sums and sorts)."""
+        part = self._get(request.collection)
+        f = request.filter if request.HasField("filter") else None
+        counts = await self._run(self._reads, facet_counts, part, request.key, f)
+        reply = facet_reply(counts)
+        if reply.ByteSize() > self.settings.max_message_bytes - 64 * 1024:
+            raise ResourceExhausted(
+                f"field {request.key!r} has {len(counts):,} distinct values on one shard, too many to count in one "
+                "reply: facet a field with fewer distinct values, or a filter matching fewer points"
+            )
+        return reply
 
     async def Sample(self, request: pb.SampleRequest, context: grpc.aio.ServicerContext) -> spb.ExportResponse:
         part = self._get(request.collection)
@@ -223,7 +288,11 @@ class ReadRpcs(ShardCore):
             ids, vectors, versions, encoded = ids[:keep_n], vectors[:keep_n], versions[:keep_n], encoded[:keep_n]
             dead_keep = dead <= last
             dead, dead_versions = dead[dead_keep], dead_versions[dead_keep]
+        less = np.isnan(vectors[:, 0]) if ids.size and vectors.shape[1] else np.zeros(ids.size, dtype=bool)
+        if less.any():  # points without a vector (their rows NaN here): zeros, and marked
+            vectors = np.where(less[:, None], np.float32(0), vectors)
         return spb.ExportResponse(
+            vectorless=less.astype(np.uint8).tobytes() if less.any() else b"",
             ids=wire.pack_ids(ids),
             vectors=wire.pack_matrix(vectors),
             versions=wire.pack_ids(versions),

@@ -6,41 +6,22 @@ import logging
 
 import grpc
 import numpy as np
-import numpy.typing as npt
 
 from vecshard import wire
-from vecshard.errors import (
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-)
-from vecshard.v1 import payload_pb2 as ppb
+from vecshard.errors import InvalidArgument, ResourceExhausted
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import vector_search_pb2 as pb
-from vecshard_server.common.results import scroll_next
+from vecshard_server.common import string_ids
 from vecshard_server.common.spec import CollectionSpec
 from vecshard_server.coordinator import offload
-from vecshard_server.coordinator.admission import (
-    COPIES,
-    ids_cost,
-)
+from vecshard_server.coordinator.admission import COPIES, ids_cost
 from vecshard_server.coordinator.api.base import Family
 from vecshard_server.coordinator.catalog import Collection
-from vecshard_server.coordinator.inputs import (
-    get_row_bytes,
-    request_ids,
-    rows_per_message,
-    sample_row_bytes,
-)
+from vecshard_server.coordinator.inputs import get_row_bytes, rows_per_message, sample_row_bytes
 from vecshard_server.coordinator.payload_inputs import check_filter
-from vecshard_server.coordinator.shard_api import (
-    COUNT,
-    GET,
-    SAMPLE,
-    SCROLL,
-    Encoded,
-)
+from vecshard_server.coordinator.scroll_pages import merge_pages, scroll_start
+from vecshard_server.coordinator.shard_api import COUNT, GET, SAMPLE, SCROLL
+from vecshard_server.coordinator.stored import assemble, get_requests, missing_error, point_ids
 from vecshard_server.coordinator.training import DEFAULT_SEED, sample_quotas, shard_seed
 from vecshard_server.shard.engine import assign_lists
 
@@ -55,72 +36,30 @@ ROLLBACK_RETRY_S = 120.0  # unreachable groups are retried in the background thi
 class Reads(Family):
     async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> pb.GetResponse:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
-        id_bytes = request.ids
+        n = len(request.ids) // 8 or len(request.string_ids)
         row_bytes = get_row_bytes(coll.spec.dim)
-        with self.admission.admit(ids_cost(len(id_bytes), row_bytes), f"a Get of {len(id_bytes) // 8} ids"):
-            heavy = len(id_bytes) // 8 * row_bytes > offload.INLINE_BYTES
-            ids, parts, requests = await offload.run(heavy, self._get_requests, coll, id_bytes, request.with_payload)
+        with self.admission.admit(ids_cost(8 * n, row_bytes), f"a Get of {n} ids"):
+            heavy = n * row_bytes > offload.INLINE_BYTES
+            ids, keys = await offload.run(
+                heavy, point_ids, self.settings, coll.spec, request.ids, request.string_ids, "ids"
+            )
+            parts, requests = await offload.run(
+                heavy, get_requests, self.settings, coll, ids, keys, request.with_payload
+            )
             out = await coll.view.call(GET, requests, self._timeout(context))
-            resp = await offload.run(heavy, self._get_response, coll, request.allow_missing, ids, parts, out.results)
+            points = await offload.run(heavy, assemble, coll, ids, keys, parts, out.results)
+            if not request.allow_missing and not points.found.all():
+                raise missing_error(coll, points, "; set allow_missing to get a found mask instead")
+            payloads = string_ids.split(points.payloads)[1] if keys is not None else points.payloads
+            resp = pb.GetResponse(
+                vectors=wire.pack_matrix(points.vectors),
+                found=points.found.astype(np.uint8).tobytes(),
+                payloads=payloads,
+                has_vector=points.has_vector.astype(np.uint8).tobytes(),
+            )
             if request.with_payload.enable:
                 self._check_reply(resp, "get fewer ids per call, or fewer payload fields")
             return resp
-
-    def _get_requests(
-        self, coll: Collection, id_bytes: bytes, with_payload: ppb.PayloadSelector
-    ) -> tuple[wire.IdArray, list[npt.NDArray[np.intp]], dict[int, Encoded[pb.GetRequest]]]:
-        ids = request_ids(self.settings, id_bytes, unique=False)
-        limit = rows_per_message(self.settings, get_row_bytes(coll.spec.dim))
-        if ids.size > limit:
-            raise ResourceExhausted(
-                f"{ids.size} vectors of dim {coll.spec.dim} would exceed the message limit: get at most "
-                f"{limit} ids per call"
-            )
-        parts = coll.placement.split(ids)
-        requests = {
-            s: Encoded.of(
-                pb.GetRequest(collection=coll.spec.name, ids=wire.pack_ids(ids[pos]), with_payload=with_payload)
-            )
-            for s, pos in enumerate(parts)
-            if pos.size
-        }
-        return ids, parts, requests
-
-    @staticmethod
-    def _get_response(
-        coll: Collection,
-        allow_missing: bool,
-        ids: wire.IdArray,
-        parts: list[npt.NDArray[np.intp]],
-        replies: dict[int, pb.GetResponse],
-    ) -> pb.GetResponse:
-        vectors = np.zeros((ids.size, coll.spec.dim), dtype=np.float32)
-        found = np.zeros(ids.size, dtype=np.uint8)
-        payloads: list[ppb.Payload] = []
-        for s, resp in replies.items():
-            pos = parts[s]
-            rows = wire.unpack_matrix(resp.vectors)
-            if rows.shape != (pos.size, coll.spec.dim) or len(resp.found) != pos.size:
-                # Only a shard holding the collection with another config answers so (was INTERNAL).
-                raise FailedPrecondition(
-                    f"shard group {s} answered {rows.shape[0]} x {rows.shape[1]} vectors for {pos.size} ids of "
-                    f"{coll.spec.name!r} (dim {coll.spec.dim}): it holds the collection with another config; "
-                    "drop it (DropCollection reaches every shard) and create it again"
-                )
-            vectors[pos] = rows
-            found[pos] = np.frombuffer(resp.found, dtype=np.uint8)
-            if resp.payloads:
-                payloads = payloads or [ppb.Payload() for _ in range(ids.size)]
-                for j, p in zip(pos.tolist(), resp.payloads, strict=True):
-                    payloads[j] = p
-        if not allow_missing and not found.all():
-            missing = ids[found == 0]
-            raise NotFound(
-                f"{missing.size} of the {ids.size} requested ids {'is' if missing.size == 1 else 'are'} not in "
-                f"{coll.spec.name!r}: {missing[:5].tolist()}{' ...' if missing.size > 5 else ''}; "
-                "set allow_missing to get a found mask instead"
-            )
-        return pb.GetResponse(vectors=wire.pack_matrix(vectors), found=found.tobytes(), payloads=payloads)
 
     async def Sample(self, request: pb.SampleRequest, context: grpc.aio.ServicerContext) -> pb.SampleResponse:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
@@ -210,33 +149,37 @@ class Reads(Family):
         shard_req = pb.ScrollRequest()
         shard_req.CopyFrom(request)
         shard_req.limit = limit
+        shard_req.start_id = scroll_start(request)
+        if not request.order_by.key:
+            shard_req.ClearField("order_by")
+            shard_req.cursor = b""
+        if coll.spec.string_ids:
+            shard_req.with_payload.CopyFrom(string_ids.selector(request.with_payload))
         out = await coll.view.call(SCROLL, coll.view.all(shard_req), self._timeout(context))
-        return await offload.run(limit * coll.spec.dim > 1 << 16, self._scrolled, coll, request, limit, out.results)
+        heavy = limit * coll.spec.dim > 1 << 16
+        return await offload.run(heavy, self._scrolled, coll, shard_req, request, out.results)
 
     def _scrolled(
-        self, coll: Collection, request: pb.ScrollRequest, limit: int, results: dict[int, pb.ScrollResponse]
+        self, coll: Collection, sent: pb.ScrollRequest, request: pb.ScrollRequest, results: dict[int, pb.ScrollResponse]
     ) -> pb.ScrollResponse:
-        """The first `limit` ids of the shards' pages. A shard's page that was cut short (by `limit` or
-        by size) ends where the merged page may end: ids beyond the smallest such end wait for the
-        next page, so no id is skipped."""
-        ends = [int(np.frombuffer(r.ids, dtype=wire.I64)[-1]) for r in results.values() if not r.done and r.ids]
-        horizon = min(ends) if ends else None
-        rows: list[tuple[int, int, int]] = []  # (id, shard, position)
-        for s, r in results.items():
-            for j, i in enumerate(np.frombuffer(r.ids, dtype=wire.I64).tolist()):
-                if horizon is None or i <= horizon:
-                    rows.append((i, s, j))
-        rows.sort()
-        more = horizon is not None or len(rows) > limit
-        rows = rows[:limit]
-        ids = np.asarray([i for i, _, _ in rows], dtype=np.int64)
-        start, done = scroll_next(ids, request.start_id, more)
-        out = pb.ScrollResponse(ids=wire.pack_ids(ids), next_start_id=start, done=done)
+        """The shards' pages merged (scroll_pages.merge_pages) into the reply, its string ids read from
+        the payloads and the payloads dropped unless asked for."""
+        page = merge_pages(sent, results)
+        rows = page.rows
+        out = pb.ScrollResponse(
+            ids=wire.pack_ids(page.ids), next_start_id=page.next_start_id, done=page.done, next_cursor=page.cursor
+        )
+        payloads = [results[s].payloads[j] for s, j in rows] if sent.with_payload.enable else []
+        if coll.spec.string_ids:
+            keys, payloads = string_ids.split(payloads)
+            out.string_ids.extend(keys)
         if request.with_payload.enable:
-            out.payloads.extend(results[s].payloads[j] for _, s, j in rows)
+            out.payloads.extend(payloads)
         if request.with_vectors:
             mats = {s: wire.unpack_matrix(r.vectors) for s, r in results.items() if r.ids}
-            x = np.stack([mats[s][j] for _, s, j in rows]) if rows else np.empty((0, coll.spec.dim), np.float32)
+            x = np.stack([mats[s][j] for s, j in rows]) if rows else np.empty((0, coll.spec.dim), np.float32)
             out.vectors.CopyFrom(wire.pack_matrix(x))
+            has = {s: np.frombuffer(r.has_vector, dtype=np.uint8) for s, r in results.items() if r.has_vector}
+            out.has_vector = bytes(int(has[s][j]) if s in has else 1 for s, j in rows)
         self._check_reply(out, "ask for a smaller limit or fewer payload fields")
         return out

@@ -19,16 +19,16 @@ from vecshard.errors import (
     Aborted,
     Unavailable,
 )
-from vecshard.v1 import payload_pb2 as ppb
 from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.rpc import request_bytes
 from vecshard_server.common.search_values import ShardHits, ShardQuery
-from vecshard_server.coordinator import offload
+from vecshard_server.coordinator import offload, stored
 from vecshard_server.coordinator.api.base import Core, Family
 from vecshard_server.coordinator.catalog import Collection
 from vecshard_server.coordinator.coalesce import Coalescer, Identity
 from vecshard_server.coordinator.fanout import TOLERABLE, Fanout
+from vecshard_server.coordinator.grouped import grouped_search
 from vecshard_server.coordinator.inputs import (
     request_vectors,
 )
@@ -66,27 +66,54 @@ class Searches(Family):
         size = request_bytes(context)
         plan = plan_search(request, coll, self.settings, size)
         with self.admission.admit(plan.cost, plan.describe()):
-            queries, _ = await request_vectors(
-                self.embeddings,
-                coll.spec,
-                request.queries,
-                request.texts,
-                request.images,
-                request.model_fingerprint,
-                types_pb2.INPUT_ROLE_QUERY,
-                "queries",
-                self._timeout(context),
-                size,
-            )
+            source = plan.source
+            if source is not None:  # the vectors of stored points
+                points = await stored.fetch(self.settings, coll, source.ids, source.keys, self._timeout(context))
+                field = "query_ids" if source.own else "recommend"
+                queries = source.queries(coll, stored.require_vectors(coll, points, field))
+            else:
+                queries, _ = await request_vectors(
+                    self.embeddings,
+                    coll.spec,
+                    request.queries,
+                    request.texts,
+                    request.images,
+                    request.model_fingerprint,
+                    types_pb2.INPUT_ROLE_QUERY,
+                    "queries",
+                    self._timeout(context),
+                    size,
+                )
             query = await offload.run(
                 queries.nbytes > offload.INLINE_BYTES, plan.query, request, queries, self.settings
             )
+            if plan.group_by:
+                return await self._grouped(plan, query, context)
             return await self._run(plan, query, context)
+
+    async def _grouped(
+        self, plan: SearchPlan, query: ShardQuery, context: grpc.aio.ServicerContext
+    ) -> pb.SearchResponse:
+        """A grouped search (grouped.py), its reply checked for size."""
+
+        async def search(q: ShardQuery) -> Fanout[ShardHits]:
+            out = await self._search_shards(plan.coll, q, plan.allow_partial, context)
+            for s, hits in out.results.items():
+                for filter_plan in hits.plans:
+                    filter_plan.shard = self.shards.shards[s].name
+            return out
+
+        resp, failed = await grouped_search(plan, query, search)
+        resp.shards_total = len(plan.coll.view)
+        resp.shards_ok = resp.shards_total - len(failed)
+        resp.failed_shards.extend(self.shards.shards[s].name for s in sorted(failed))
+        self._check_reply(resp, "send fewer queries per call, fewer or smaller groups, or fewer payload fields")
+        return resp
 
     async def _run(self, plan: SearchPlan, query: ShardQuery, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         """A small plain search joins concurrent ones (coalesce.py); a big one runs in chunks."""
         nq, coll = query.nq, plan.coll
-        if self.settings.search_coalescing and nq <= COALESCE_ROWS and not plan.with_payload and not plan.filtered:
+        if self.settings.search_coalescing and nq <= COALESCE_ROWS and plan.coalescable:
             return await self._coalesced(plan, query, context)
         if nq > plan.chunk_rows(self.settings):
             return await self._chunked_search(plan, query, context)
@@ -95,8 +122,8 @@ class Searches(Family):
         out = await self._search_shards(coll, query, plan.allow_partial, context)
         heavy = nq * plan.width * len(out.results) > offload.INLINE_RESULTS
         merged = await offload.run(heavy, self._merge, out.results, plan)
-        resp = await offload.run(heavy, self._reply, merged, len(coll.view), out)
-        if plan.with_payload:
+        resp = await offload.run(heavy, self._reply, plan, merged, len(coll.view), out)
+        if plan.with_payload or plan.with_vectors or plan.string_ids:
             self._check_reply(resp, "send fewer queries per call, a smaller k or fewer payload fields")
         return resp
 
@@ -181,13 +208,10 @@ class Searches(Family):
         chunk is a short faiss call on the shards, so other searches get in between (fair
         scheduling), and only a few chunks' replies are held at once. Same results as one call:
         queries are independent (and were checked as a whole, so errors name rows of the request)."""
-        coll, k, nq, rows = plan.coll, plan.k, whole.nq, plan.chunk_rows(self.settings)
-        D = np.empty((nq, k), dtype=np.float32)
-        I = np.empty((nq, k), dtype=np.int64)
+        coll, nq, rows = plan.coll, whole.nq, plan.chunk_rows(self.settings)
         failed: set[int] = set()
         starts = iter(range(0, nq, rows))
-        payloads: list[ppb.Payload] = [ppb.Payload() for _ in range(nq * k)] if plan.with_payload else []
-        plans: list[ppb.FilterPlan] = []
+        pages: dict[int, ShardHits] = {}
 
         async def worker() -> None:
             for a in starts:
@@ -196,11 +220,7 @@ class Searches(Family):
                 out = await self._search_shards(coll, query, plan.allow_partial, context)
                 failed.update(out.failures)
                 heavy = (b - a) * plan.width * len(out.results) > offload.INLINE_RESULTS
-                merged = await offload.run(heavy, self._merge, out.results, plan)
-                D[a:b], I[a:b] = merged.distances, merged.ids
-                if merged.payloads:
-                    payloads[a * k : b * k] = merged.payloads
-                plans.extend(merged.plans)
+                pages[a] = await offload.run(heavy, self._merge, out.results, plan, slice(a, b))
 
         workers = [asyncio.ensure_future(worker()) for _ in range(self.settings.search_chunk_parallel)]
         try:
@@ -211,26 +231,44 @@ class Searches(Family):
             await asyncio.gather(*workers, return_exceptions=True)
             raise
         total = len(coll.view)
-        merged = ShardHits(D, I, None, payloads, plans)
-        resp = await offload.run(True, self._reply, merged, total, Fanout({}, {}), total - len(failed))
+        merged = await offload.run(True, _joined, [pages[a] for a in sorted(pages)])
+        resp = await offload.run(True, self._reply, plan, merged, total, Fanout({}, {}), total - len(failed))
         resp.failed_shards.extend(self.shards.shards[s].name for s in sorted(failed))
         return resp
 
-    def _merge(self, results: dict[int, ShardHits], plan: SearchPlan) -> ShardHits:
+    def _merge(self, results: dict[int, ShardHits], plan: SearchPlan, rows: slice = slice(None)) -> ShardHits:
         """The shards' hits merged into the global top (offset + k) (merge.merge_hits), cut to the
-        plan's page and score threshold, each filter plan named after the group that ran it."""
+        plan's page and score threshold, each filter plan named after the group that ran it (`rows`:
+        which of the request's queries these are)."""
         for s, hits in results.items():
             for filter_plan in hits.plans:
                 filter_plan.shard = self.shards.shards[s].name
-        merged = merge_hits(results, plan.fetch, plan.coll.spec.larger_is_better, plan.with_payload)
-        return plan.page(merged)
+        larger = plan.coll.spec.larger_is_better
+        merged = merge_hits(results, plan.fetch, larger, plan.shard_payloads, plan.with_vectors)
+        return plan.page(merged, rows)
 
     def _reply(
-        self, merged: ShardHits, total: int, out: Fanout[ShardHits], answered: int | None = None
+        self, plan: SearchPlan, merged: ShardHits, total: int, out: Fanout[ShardHits], answered: int | None = None
     ) -> pb.SearchResponse:
         """The Search reply, built once from the merged arrays."""
-        resp = merged.to_proto()
+        shown, keys = plan.present(merged)
+        resp = shown.to_proto()
+        if keys is not None:
+            resp.string_ids.extend(keys)
         resp.shards_total = total
         resp.shards_ok = len(out.results) if answered is None else answered
         resp.failed_shards.extend(self.shards.shards[s].name for s in sorted(out.failures))
         return resp
+
+
+def _joined(pages: list[ShardHits]) -> ShardHits:
+    """The pages of a chunked search's chunks, in query order, as one."""
+    vectors = [p.vectors for p in pages if p.vectors is not None]
+    return ShardHits(
+        np.vstack([p.distances for p in pages]),
+        np.vstack([p.ids for p in pages]),
+        None,
+        [x for p in pages for x in p.payloads],
+        [x for p in pages for x in p.plans],
+        np.vstack(vectors) if len(vectors) == len(pages) else None,
+    )
