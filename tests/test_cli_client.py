@@ -94,7 +94,7 @@ def test_errors_print_one_line_and_exit_nonzero(cluster_of: Callable[[int], Loca
     assert result.output.strip().startswith("Error: NOT_FOUND: collection 'no_such' does not exist")
     assert len(result.output.strip().splitlines()) == 1
     result = CliRunner().invoke(cli, ["search", "x", "--address", cluster_of(2).address])
-    assert result.exit_code == 2 and "exactly one of --text, --image or --vectors" in result.output
+    assert result.exit_code == 2 and "exactly one of --text, --image, --vectors or --by-id" in result.output
 
 
 def test_sample_and_plot(cluster_of: Callable[[int], LocalCluster], tmp_path: Path, name: str) -> None:
@@ -162,4 +162,100 @@ def test_jsonl_fields_become_payloads_and_search_filters_them(
     assert table.splitlines()[1].split()[-1] == "payload" and '"year": 2015' in table
     bad = CliRunner().invoke(cli, ["search", name, "--text", "x", "--filter", "year >= ", "--address", address])
     assert bad.exit_code == 2 and "column 8" in bad.output and "expected" in bad.output, bad.output
+    run("collections", "drop", name, "--yes", "--address", address)
+
+
+def test_string_ids_by_id_search_groups_facet_and_scroll(
+    cluster_of: Callable[[int], LocalCluster], tmp_path: Path, name: str
+) -> None:
+    """A collection with string ids from the shell: vectors added under row numbers written as
+    strings, searched by vector and by a stored point's id (with its vector), grouped by a payload
+    field, faceted and scrolled in payload order."""
+    from vecshard import Client
+
+    address = cluster_of(3).address
+    vecs = np.random.default_rng(1).standard_normal((50, 8)).astype(np.float32)
+    np.save(tmp_path / "v.npy", vecs)
+    np.save(tmp_path / "q.npy", vecs[7:9])
+    assert "string ids" in run("collections", "create", name, "--dim", "8", "--id-type", "string", "--address", address)
+    assert json.loads(run("collections", "describe", name, "--address", address))["id_type"] == "string"
+    run("add", name, str(tmp_path / "v.npy"), "--start-id", "100", "--address", address)
+    assert "added 50" in run(
+        "add", name, str(tmp_path / "v.npy"), "--start-id", "100", "--on-conflict", "skip", "--address", address
+    )
+    out = json.loads(
+        run("search", name, "--vectors", str(tmp_path / "q.npy"), "-k", "1", "--json", "--address", address)
+    )
+    assert [q["hits"][0]["id"] for q in out] == ["107", "108"]
+    by_id = json.loads(
+        run("search", name, "--by-id", "107", "-k", "3", "--with-vectors", "--json", "--address", address)
+    )
+    d = ((vecs - vecs[7]) ** 2).sum(axis=1)
+    assert [h["id"] for h in by_id[0]["hits"]] == [str(100 + i) for i in np.argsort(d)[1:4]]
+    assert by_id[0]["query"] == "id 107"
+    np.testing.assert_allclose(by_id[0]["hits"][0]["vector"], vecs[np.argsort(d)[1]], atol=1e-5)
+    with Client(address) as c:
+        for g in range(3):
+            c.set_payload(name, {"g": g, "n": g * 10}, ids=[str(100 + i) for i in range(50) if i % 3 == g])
+    groups = json.loads(
+        run(
+            "search",
+            name,
+            "--vectors",
+            str(tmp_path / "q.npy"),
+            "-k",
+            "2",
+            "--group-by",
+            "g",
+            "--group-size",
+            "2",
+            "--json",
+            "--address",
+            address,
+        )
+    )
+    assert [len(q["groups"]) for q in groups] == [2, 2]
+    assert all(len(g["hits"]) == 2 and g["value"] in (0, 1, 2) for q in groups for g in q["groups"])
+    assert groups[0]["groups"][0]["hits"][0]["id"] == "107"  # the best hit's group comes first
+    table = run(
+        "search", name, "--vectors", str(tmp_path / "q.npy"), "-k", "2", "--group-by", "g", "--address", address
+    )
+    assert "group: 1" in table
+    assert json.loads(run("facet", name, "g", "--json", "--address", address)) == [
+        {"value": 0, "count": 17},
+        {"value": 1, "count": 17},
+        {"value": 2, "count": 16},
+    ]
+    facet_table = run("facet", name, "g", "--filter", "n >= 10", "--limit", "1", "--address", address)
+    assert facet_table.splitlines()[0].split() == ["g", "count"] and facet_table.splitlines()[2].split() == ["1", "17"]
+    scrolled = json.loads(
+        run("scroll", name, "--order-by", "n", "--desc", "--limit", "20", "--json", "--address", address)
+    )
+    assert [p["payload"]["n"] for p in scrolled] == [20] * 16 + [10] * 4
+    assert all(isinstance(p["id"], str) for p in scrolled)
+    bad = CliRunner().invoke(cli, ["scroll", name, "--desc", "--address", address])
+    assert bad.exit_code == 2 and "--desc needs --order-by" in bad.output
+    run("collections", "drop", name, "--yes", "--address", address)
+    run("collections", "create", name, "--dim", "8", "--address", address)
+    bad = CliRunner().invoke(cli, ["search", name, "--by-id", "doc-1", "--address", address])
+    assert bad.exit_code == 2 and "not an integer id" in bad.output
+    run("collections", "drop", name, "--yes", "--address", address)
+
+
+def test_jsonl_with_string_ids(cluster_of: Callable[[int], LocalCluster], tmp_path: Path, name: str) -> None:
+    address = cluster_of(2).address
+    src = tmp_path / "docs.jsonl"
+    keys = ["cat-nap", "rates", "striker", "salad"]
+    src.write_text("\n".join(json.dumps({**d, "id": k}) for d, k in zip(DOCS, keys, strict=True)) + "\n")
+    run("collections", "create", name, "--model", "minilm", "--id-type", "string", "--address", address)
+    assert "(4 stored)" in run("add", name, str(src), "--address", address)
+    assert "(4 stored)" in run("add", name, str(src), "--on-conflict", "skip", "--address", address)
+    out = json.loads(
+        run("search", name, "--text", "kitten napping", "-k", "1", "--source", str(src), "--json", "--address", address)
+    )
+    assert out[0]["hits"][0]["id"] == "cat-nap" and "cat" in out[0]["hits"][0]["text"]
+    run("collections", "drop", name, "--yes", "--address", address)
+    run("collections", "create", name, "--model", "minilm", "--address", address)  # int ids: "cat-nap" is no int
+    result = CliRunner().invoke(cli, ["add", name, str(src), "--address", address])
+    assert result.exit_code == 1 and "id 'cat-nap' is not an integer" in result.output
     run("collections", "drop", name, "--yes", "--address", address)

@@ -2,7 +2,8 @@
 
 Same methods, parameters and results as `Client`: each method runs the same plan from
 `vecshard.methods` (requests, parsing, retries, pacing), with `await`; concurrent uploads run their
-batches as tasks. tests/test_sdk_parity.py checks that the two classes stay alike.
+batches as tasks. tests/test_sdk_parity.py checks that the two classes stay alike. The methods on
+points live in `_AsyncPointMethods`, which `AsyncClient` inherits (as `Client` does `_PointMethods`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from vecshard.types import (
     AddResult,
     CollectionInfo,
     Embeddings,
+    FacetCount,
     IndexType,
     Metric,
     ModelInfo,
@@ -37,7 +39,198 @@ T = TypeVar("T")
 
 
 @methods.documented
-class AsyncClient:
+class _AsyncPointMethods:
+    """`AsyncClient`'s methods on points (those of `Client`'s `_PointMethods`, awaited)."""
+
+    timeout: float | None
+    max_message_bytes: int
+
+    async def _run(self, plan: Plan[T]) -> T:
+        raise NotImplementedError  # AsyncClient runs plans with await
+
+    async def add(
+        self,
+        collection: build.CollectionRef,
+        ids: Any,
+        vectors: Any = None,
+        *,
+        texts: Sequence[str] | None = None,
+        images: Sequence[ImageInput] | None = None,
+        payloads: Sequence[dict[str, Any] | None] | None = None,
+        upsert: bool = False,
+        on_conflict: str | None = None,
+        batch_size: int | None = None,
+        model_fingerprint: str = "",
+        timeout: float | None = None,
+    ) -> AddResult:
+        return await self._run(
+            methods.add(
+                self,
+                collection,
+                ids,
+                vectors,
+                texts,
+                images,
+                payloads,
+                upsert,
+                on_conflict,
+                batch_size,
+                model_fingerprint,
+                timeout,
+            )
+        )
+
+    async def upload(
+        self,
+        collection: build.CollectionRef,
+        ids: Any,
+        vectors: Any = None,
+        *,
+        texts: Iterable[str] | None = None,
+        payloads: Sequence[dict[str, Any] | None] | None = None,
+        batch_size: int = 1000,
+        parallel: int = 2,
+        retries: int = 3,
+        upsert: bool | None = None,
+        on_conflict: str | None = None,
+        progress: bool | Callable[[int], object] = False,
+        timeout: float | None = None,
+    ) -> AddResult:
+        return await self._run(
+            methods.upload(
+                self,
+                collection,
+                ids,
+                vectors,
+                texts,
+                payloads,
+                batch_size,
+                parallel,
+                retries,
+                upsert,
+                on_conflict,
+                progress,
+                timeout,
+            )
+        )
+
+    async def update_vectors(
+        self,
+        collection: build.CollectionRef,
+        ids: Any,
+        vectors: Any = None,
+        *,
+        texts: Sequence[str] | None = None,
+        images: Sequence[ImageInput] | None = None,
+        model_fingerprint: str | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        return await self._run(
+            methods.update_vectors(self, collection, ids, vectors, texts, images, model_fingerprint, timeout)
+        )
+
+    async def remove(
+        self,
+        collection: build.CollectionRef,
+        ids: Any = None,
+        *,
+        filter: build.FilterArg | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        return await self._run(methods.remove(collection, ids, filter, timeout))
+
+    async def delete(
+        self, collection: build.CollectionRef, filter: build.FilterArg, *, timeout: float | None = None
+    ) -> int:
+        return await self._run(methods.delete(collection, filter, timeout))
+
+    async def count(
+        self, collection: build.CollectionRef, filter: build.FilterArg | None = None, *, timeout: float | None = None
+    ) -> int:
+        return await self._run(methods.count(collection, filter, timeout))
+
+    async def scroll(
+        self,
+        collection: build.CollectionRef,
+        filter: build.FilterArg | None = None,
+        *,
+        with_payload: build.WithPayload = True,
+        with_vectors: bool = False,
+        start_id: int = 0,
+        page_size: int = 100,
+        order_by: str | None = None,
+        order: str = "asc",
+        timeout: float | None = None,
+    ) -> AsyncIterator[Point]:
+        for page in methods.scroll(
+            collection, filter, with_payload, with_vectors, start_id, page_size, order_by, order, timeout
+        ):
+            for point in await self._run(page):
+                yield point
+
+    async def retrieve(
+        self,
+        collection: build.CollectionRef,
+        ids: Any,
+        *,
+        with_payload: build.WithPayload = True,
+        with_vectors: bool = False,
+        timeout: float | None = None,
+    ) -> list[Point | None]:
+        return await self._run(methods.retrieve(collection, ids, with_payload, with_vectors, timeout))
+
+    async def set_payload(
+        self,
+        collection: build.CollectionRef,
+        payload: dict[str, Any],
+        *,
+        ids: Any = None,
+        filter: build.FilterArg | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        return await self._run(methods.set_payload(collection, payload, ids, filter, timeout))
+
+    async def overwrite_payload(
+        self,
+        collection: build.CollectionRef,
+        payload: dict[str, Any],
+        *,
+        ids: Any = None,
+        filter: build.FilterArg | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        return await self._run(methods.overwrite_payload(collection, payload, ids, filter, timeout))
+
+    async def delete_payload_keys(
+        self,
+        collection: build.CollectionRef,
+        keys: Sequence[str],
+        *,
+        ids: Any = None,
+        filter: build.FilterArg | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        return await self._run(methods.delete_payload_keys(collection, keys, ids, filter, timeout))
+
+    async def facet(
+        self,
+        collection: build.CollectionRef,
+        field: str,
+        filter: build.FilterArg | None = None,
+        limit: int = 10,
+        *,
+        timeout: float | None = None,
+    ) -> list[FacetCount]:
+        return await self._run(methods.facet(collection, field, filter, limit, timeout))
+
+    async def get(
+        self, collection: build.CollectionRef, ids: Any, *, allow_missing: bool = False, timeout: float | None = None
+    ) -> np.ndarray:
+        return await self._run(methods.get(collection, ids, allow_missing, timeout))
+
+
+@methods.documented
+class AsyncClient(_AsyncPointMethods):
     """An asyncio connection to a vecshard coordinator (grpc.aio).
 
     Example:
@@ -138,6 +331,7 @@ class AsyncClient:
         expected_size: int = 0,
         target_recall: float = 0.0,
         memory_budget: int = 0,
+        id_type: str = "int",
         timeout: float | None = None,
     ) -> CollectionInfo:
         return await self._run(
@@ -158,6 +352,7 @@ class AsyncClient:
                 expected_size,
                 target_recall,
                 memory_budget,
+                id_type,
                 timeout,
             )
         )
@@ -173,137 +368,6 @@ class AsyncClient:
     ) -> CollectionInfo:
         return await self._run(methods.describe(name, include_centroids, timeout))
 
-    async def add(
-        self,
-        collection: build.CollectionRef,
-        ids: Any,
-        vectors: Any = None,
-        *,
-        texts: Sequence[str] | None = None,
-        images: Sequence[ImageInput] | None = None,
-        payloads: Sequence[dict[str, Any] | None] | None = None,
-        upsert: bool = False,
-        batch_size: int | None = None,
-        model_fingerprint: str = "",
-        timeout: float | None = None,
-    ) -> AddResult:
-        return await self._run(
-            methods.add(
-                self, collection, ids, vectors, texts, images, payloads, upsert, batch_size, model_fingerprint, timeout
-            )
-        )
-
-    async def upload(
-        self,
-        collection: build.CollectionRef,
-        ids: Any,
-        vectors: Any = None,
-        *,
-        texts: Iterable[str] | None = None,
-        payloads: Sequence[dict[str, Any] | None] | None = None,
-        batch_size: int = 1000,
-        parallel: int = 2,
-        retries: int = 3,
-        upsert: bool = True,
-        progress: bool | Callable[[int], object] = False,
-        timeout: float | None = None,
-    ) -> AddResult:
-        return await self._run(
-            methods.upload(
-                self,
-                collection,
-                ids,
-                vectors,
-                texts,
-                payloads,
-                batch_size,
-                parallel,
-                retries,
-                upsert,
-                progress,
-                timeout,
-            )
-        )
-
-    async def remove(
-        self,
-        collection: build.CollectionRef,
-        ids: Any = None,
-        *,
-        filter: build.FilterArg | None = None,
-        timeout: float | None = None,
-    ) -> int:
-        return await self._run(methods.remove(collection, ids, filter, timeout))
-
-    async def delete(
-        self, collection: build.CollectionRef, filter: build.FilterArg, *, timeout: float | None = None
-    ) -> int:
-        return await self._run(methods.delete(collection, filter, timeout))
-
-    async def count(
-        self, collection: build.CollectionRef, filter: build.FilterArg | None = None, *, timeout: float | None = None
-    ) -> int:
-        return await self._run(methods.count(collection, filter, timeout))
-
-    async def scroll(
-        self,
-        collection: build.CollectionRef,
-        filter: build.FilterArg | None = None,
-        *,
-        with_payload: build.WithPayload = True,
-        with_vectors: bool = False,
-        start_id: int = 0,
-        page_size: int = 100,
-        timeout: float | None = None,
-    ) -> AsyncIterator[Point]:
-        for page in methods.scroll(collection, filter, with_payload, with_vectors, start_id, page_size, timeout):
-            for point in await self._run(page):
-                yield point
-
-    async def retrieve(
-        self,
-        collection: build.CollectionRef,
-        ids: Any,
-        *,
-        with_payload: build.WithPayload = True,
-        with_vectors: bool = False,
-        timeout: float | None = None,
-    ) -> list[Point | None]:
-        return await self._run(methods.retrieve(collection, ids, with_payload, with_vectors, timeout))
-
-    async def set_payload(
-        self,
-        collection: build.CollectionRef,
-        payload: dict[str, Any],
-        *,
-        ids: Any = None,
-        filter: build.FilterArg | None = None,
-        timeout: float | None = None,
-    ) -> int:
-        return await self._run(methods.set_payload(collection, payload, ids, filter, timeout))
-
-    async def overwrite_payload(
-        self,
-        collection: build.CollectionRef,
-        payload: dict[str, Any],
-        *,
-        ids: Any = None,
-        filter: build.FilterArg | None = None,
-        timeout: float | None = None,
-    ) -> int:
-        return await self._run(methods.overwrite_payload(collection, payload, ids, filter, timeout))
-
-    async def delete_payload_keys(
-        self,
-        collection: build.CollectionRef,
-        keys: Sequence[str],
-        *,
-        ids: Any = None,
-        filter: build.FilterArg | None = None,
-        timeout: float | None = None,
-    ) -> int:
-        return await self._run(methods.delete_payload_keys(collection, keys, ids, filter, timeout))
-
     async def create_payload_index(
         self, collection: build.CollectionRef, field: str, type: str, *, timeout: float | None = None
     ) -> CollectionInfo:
@@ -314,11 +378,6 @@ class AsyncClient:
     ) -> CollectionInfo:
         return await self._run(methods.drop_payload_index(collection, field, timeout))
 
-    async def get(
-        self, collection: build.CollectionRef, ids: Any, *, allow_missing: bool = False, timeout: float | None = None
-    ) -> np.ndarray:
-        return await self._run(methods.get(collection, ids, allow_missing, timeout))
-
     async def search(
         self,
         collection: build.CollectionRef,
@@ -327,14 +386,18 @@ class AsyncClient:
         *,
         texts: Sequence[str] | None = None,
         images: Sequence[ImageInput] | None = None,
+        by_ids: Any = None,
         nprobe: int | None = None,
         filter: build.FilterArg | None = None,
         with_payload: build.WithPayload = False,
+        with_vectors: bool = False,
         refine_factor: int = 0,
         allow_partial: bool = False,
         model_fingerprint: str = "",
         offset: int = 0,
         score_threshold: float | None = None,
+        group_by: str | None = None,
+        group_size: int = 3,
         timeout: float | None = None,
     ) -> SearchResult:
         return await self._run(
@@ -344,14 +407,49 @@ class AsyncClient:
                 k,
                 texts,
                 images,
+                by_ids,
                 nprobe,
                 filter,
                 with_payload,
+                with_vectors,
                 refine_factor,
                 allow_partial,
                 model_fingerprint,
                 offset,
                 score_threshold,
+                group_by,
+                group_size,
+                timeout,
+            )
+        )
+
+    async def recommend(
+        self,
+        collection: build.CollectionRef,
+        positive: Any,
+        negative: Any = (),
+        k: int = 10,
+        *,
+        filter: build.FilterArg | None = None,
+        with_payload: build.WithPayload = False,
+        with_vectors: bool = False,
+        offset: int = 0,
+        score_threshold: float | None = None,
+        nprobe: int = 0,
+        timeout: float | None = None,
+    ) -> SearchResult:
+        return await self._run(
+            methods.recommend(
+                collection,
+                positive,
+                negative,
+                k,
+                filter,
+                with_payload,
+                with_vectors,
+                offset,
+                score_threshold,
+                nprobe,
                 timeout,
             )
         )

@@ -6,20 +6,25 @@ from __future__ import annotations
 import io
 import itertools
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
 from vecshard import wire
 from vecshard.errors import FailedPrecondition, InvalidArgument
-from vecshard.payload import FilterLike, filter_to_proto, payload_from_proto, payload_to_proto
+from vecshard.payload import FilterLike, filter_to_proto, payload_from_proto, payload_to_proto, value_from_proto
 from vecshard.types import (
+    ID_TYPES,
     INDEX_TYPE_NAMES,
+    PAYLOAD_INDEX_TYPES,
     AddResult,
     CollectionInfo,
     Embeddings,
+    FacetCount,
     FilterPlan,
+    Group,
+    Hit,
     IndexType,
     Metric,
     ModelInfo,
@@ -38,6 +43,8 @@ ImageInput = bytes | str | os.PathLike[str] | Any  # encoded bytes, a file path,
 CollectionRef = str | CollectionInfo  # a collection's name, or what list_collections()/describe() return
 FilterArg = FilterLike | str  # a filter dict, a Filter message, or text such as 'lang = "en" and year >= 2020'
 WithPayload = bool | Sequence[str]  # all, none, or these (dotted) fields
+M = TypeVar("M", pb.AddRequest, pb.UpdateVectorsRequest)  # requests carrying ids and vectors or inputs
+ON_CONFLICT = {"fail": pb.ON_CONFLICT_FAIL, "skip": pb.ON_CONFLICT_SKIP, "replace": pb.ON_CONFLICT_REPLACE}
 
 
 def filter_of(f: FilterArg | None) -> ppb.Filter | None:
@@ -60,6 +67,50 @@ def selector(with_payload: WithPayload) -> ppb.PayloadSelector:
     return ppb.PayloadSelector(enable=True, fields=list(with_payload))
 
 
+def put_ids(req: Any, ids: wire.AnyIds, int_field: str = "ids", str_field: str = "string_ids") -> None:
+    """Set a request's ids: packed int64 in `int_field`, or str in `str_field` (string-id collections)."""
+    if isinstance(ids, list):
+        getattr(req, str_field).extend(ids)
+    else:
+        setattr(req, int_field, wire.pack_ids(ids))
+
+
+def id_chunks(ids: Any) -> Callable[[int], wire.AnyIds]:
+    """take(n): the next n ids (fewer at the end, none once done) of a sequence, an array or an
+    iterator of ids, each chunk as int64 or str (see `wire.as_any_ids`)."""
+    if isinstance(ids, np.ndarray | list | tuple | range | str):
+        whole = wire.as_any_ids(ids)
+        done = 0
+
+        def take_slice(n: int) -> wire.AnyIds:
+            nonlocal done
+            chunk = whole[done : done + n]
+            done += len(chunk)
+            return chunk
+
+        return take_slice
+    it = iter(ids)
+
+    def take(n: int) -> wire.AnyIds:
+        chunk = list(itertools.islice(it, n))
+        return wire.as_any_ids(chunk) if chunk else np.empty(0, dtype=np.int64)
+
+    return take
+
+
+def conflict(upsert: bool | None, on_conflict: str | None) -> tuple[bool, pb.OnConflict]:
+    """AddRequest's (upsert, on_conflict) for add's `upsert` and `on_conflict` arguments: upsert=True
+    is on_conflict="replace" (and says so to servers that predate on_conflict)."""
+    if on_conflict is None:
+        return bool(upsert), pb.ON_CONFLICT_UNSPECIFIED
+    mode = ON_CONFLICT.get(on_conflict.lower()) if isinstance(on_conflict, str) else None
+    if mode is None:
+        raise InvalidArgument(f"on_conflict must be one of 'fail', 'skip', 'replace' (or None), got {on_conflict!r}")
+    if upsert and mode != pb.ON_CONFLICT_REPLACE:
+        raise InvalidArgument(f"upsert=True means on_conflict='replace', not {on_conflict!r}: pass only one of them")
+    return mode == pb.ON_CONFLICT_REPLACE, mode
+
+
 def payloads_of(payloads: Sequence[dict[str, Any] | None] | None, n: int) -> list[ppb.Payload] | None:
     """One Payload per point (None: no payloads), checked before anything is sent."""
     if payloads is None:
@@ -73,7 +124,10 @@ def payloads_of(payloads: Sequence[dict[str, Any] | None] | None, n: int) -> lis
 def index_type(kind: str) -> int:
     if kind not in INDEX_TYPE_NAMES:
         raise InvalidArgument(f"payload index type must be one of {', '.join(INDEX_TYPE_NAMES)}, got {kind!r}")
-    return INDEX_TYPE_NAMES.index(kind) + 1
+    value = PAYLOAD_INDEX_TYPES[kind]
+    if value is None:
+        raise InvalidArgument(f"this vecshard SDK's generated stubs have no {kind!r} payload index type: upgrade it")
+    return value
 
 
 def create_payload_index(collection: CollectionRef, field: str, kind: str) -> pb.CreatePayloadIndexRequest:
@@ -107,7 +161,7 @@ def set_payload(
         payload=payload_to_proto(payload),
     )
     if ids is not None:
-        req.ids = wire.pack_ids(wire.as_ids(ids))
+        put_ids(req, wire.as_any_ids(ids))
     else:
         req.filter.CopyFrom(filter_of(f))
     return req
@@ -120,9 +174,17 @@ def scroll(
     with_vectors: bool,
     start_id: int,
     page_size: int,
+    order_by: str | None = None,
+    order: str = "asc",
 ) -> pb.ScrollRequest:
     """The request for the first page; `next_page` moves it on."""
-    return pb.ScrollRequest(
+    if order not in ("asc", "desc"):
+        raise InvalidArgument(f"order must be 'asc' or 'desc', got {order!r}")
+    if order_by is None and order == "desc":
+        raise InvalidArgument("order='desc' needs order_by (a payload field): without one, points come by ascending id")
+    if order_by is not None and not order_by:
+        raise InvalidArgument("order_by must name a payload field (a top-level or dotted key), got ''")
+    req = pb.ScrollRequest(
         collection=name_of(collection),
         filter=filter_of(f),
         start_id=start_id,
@@ -130,22 +192,47 @@ def scroll(
         with_payload=selector(with_payload),
         with_vectors=with_vectors,
     )
+    if order_by is not None:
+        req.order_by.CopyFrom(pb.OrderBy(key=order_by, descending=order == "desc"))
+    return req
 
 
 def next_page(req: pb.ScrollRequest, resp: pb.ScrollResponse) -> bool:
-    """Move `req` on to the page after `resp`; False when `resp` was the last."""
-    req.start_id = resp.next_start_id
+    """Move `req` on to the page after `resp` (by its cursor; by next_start_id from a server that
+    sends none); False when `resp` was the last."""
+    if resp.next_cursor:
+        req.cursor = resp.next_cursor
+    else:
+        req.start_id = resp.next_start_id
     return not resp.done
 
 
 def scroll_page(resp: pb.ScrollResponse, with_vectors: bool) -> list[Point]:
-    ids = wire.unpack_ids(resp.ids).tolist()
+    ids: list[Any] = list(resp.string_ids) if resp.string_ids else wire.unpack_ids(resp.ids).tolist()
     payloads = [payload_from_proto(p) for p in resp.payloads] if resp.payloads else [None] * len(ids)
     vectors = wire.unpack_matrix(resp.vectors) if with_vectors and ids else None
+    has = _has_vector(resp.has_vector, len(ids))
     return [
-        Point(i, p, vectors[j].copy() if vectors is not None else None)
+        Point(i, p, vectors[j].copy() if vectors is not None and has[j] else None)
         for j, (i, p) in enumerate(zip(ids, payloads, strict=True))
     ]
+
+
+def _has_vector(mask: bytes, n: int) -> np.ndarray:
+    """A has_vector byte mask as bools (every point has one when a server sends no mask)."""
+    return np.frombuffer(mask, dtype=np.uint8).astype(bool) if mask else np.ones(n, dtype=bool)
+
+
+def facet(collection: CollectionRef, field: str, f: FilterArg | None, limit: int) -> pb.FacetRequest:
+    if not field:
+        raise InvalidArgument("facet needs a payload field (a top-level or dotted key), got ''")
+    if not 1 <= limit <= 10_000:
+        raise InvalidArgument(f"limit must be 1 to 10,000, got {limit}")
+    return pb.FacetRequest(collection=name_of(collection), key=field, filter=filter_of(f), limit=limit)
+
+
+def facet_counts(resp: pb.FacetResponse) -> list[FacetCount]:
+    return [FacetCount(value_from_proto(c.value), int(c.count)) for c in resp.counts]
 
 
 def drop_collection(collection: CollectionRef) -> pb.DropCollectionRequest:
@@ -224,9 +311,12 @@ def create_collection(
     expected_size: int = 0,
     target_recall: float = 0.0,
     memory_budget: int = 0,
+    id_type: str = "int",
 ) -> pb.CreateCollectionRequest:
     if coarse_quantizer.lower() not in _COARSE:
         raise InvalidArgument(f"unknown coarse_quantizer {coarse_quantizer!r}: use 'flat' or 'hnsw'")
+    if id_type not in ID_TYPES:
+        raise InvalidArgument(f"unknown id_type {id_type!r}: use 'int' (int64 ids) or 'string' (str ids)")
     sizing = bool(expected_size or target_recall or memory_budget)
     if index is None:
         kind = types_pb2.INDEX_TYPE_UNSPECIFIED if sizing else IndexType.FLAT.to_proto()
@@ -249,6 +339,7 @@ def create_collection(
         pq_m=pq_m,
         pq_nbits=pq_nbits,
         refine_factor=refine_factor,
+        id_type=ID_TYPES[id_type],
     )
     return pb.CreateCollectionRequest(config=config)
 
@@ -263,34 +354,83 @@ def add_batches(
     model_fingerprint: str = "",
     max_message_bytes: int,
     payloads: Sequence[dict[str, Any] | None] | None = None,
+    on_conflict: str | None = None,
 ) -> list[pb.AddRequest]:
-    """Check a whole batch of vectors, then split it into Add requests below the message limit.
-    (Texts and images go through `paced_adds`, sized by embedding speed.)"""
-    id_arr = wire.as_ids(ids)
-    wire.check_ids(id_arr)
-    if vectors is None:
-        raise InvalidArgument("pass exactly one of vectors, texts, images (got none)")
-    x = wire.as_matrix(vectors)
-    wire.check_vectors(x, x.shape[1])
-    n = x.shape[0]
-    if n != id_arr.size:
-        raise InvalidArgument(f"got {id_arr.size} ids for {n} vectors: send one id per input")
+    """Check a whole batch of vectors (or, with vectors None, of payloads: points without a
+    vector), then split it into Add requests below the message limit. (Texts and images go through
+    `paced_adds`, sized by embedding speed.)"""
+    flag, mode = conflict(upsert, on_conflict)
+    if vectors is None and payloads is None:
+        raise InvalidArgument("pass one of vectors, texts, images, or payloads alone (points without a vector)")
+
+    def new() -> pb.AddRequest:
+        return pb.AddRequest(
+            collection=name_of(collection), upsert=flag, on_conflict=mode, model_fingerprint=model_fingerprint
+        )
+
+    return batches(new, ids, vectors, payloads, batch_size=batch_size, max_message_bytes=max_message_bytes)
+
+
+def update_vector_batches(
+    collection: CollectionRef,
+    ids: Any,
+    vectors: Any,
+    *,
+    model_fingerprint: str = "",
+    max_message_bytes: int,
+) -> list[pb.UpdateVectorsRequest]:
+    """Check a whole batch of (ids, vectors), then split it into UpdateVectors requests below the
+    message limit."""
+
+    def new() -> pb.UpdateVectorsRequest:
+        return pb.UpdateVectorsRequest(collection=name_of(collection), model_fingerprint=model_fingerprint)
+
+    return batches(new, ids, vectors, None, batch_size=None, max_message_bytes=max_message_bytes)
+
+
+def batches(
+    new: Callable[[], M],
+    ids: Any,
+    vectors: Any,
+    payloads: Sequence[dict[str, Any] | None] | None,
+    *,
+    batch_size: int | None,
+    max_message_bytes: int,
+) -> list[M]:
+    """Check ids (int or str), vectors (or None) and payloads (or None) as a whole, then cut them
+    into requests from `new()` of `batch_size` rows, or of as many as fit the message limit."""
+    id_list = wire.as_any_ids(ids)
+    wire.check_any_ids(id_list)
+    n = len(id_list)
+    row_bytes = _id_bytes(id_list)
+    x = None
+    if vectors is not None:
+        x = wire.as_matrix(vectors)
+        wire.check_vectors(x, x.shape[1])
+        if x.shape[0] != n:
+            raise InvalidArgument(f"got {n} ids for {x.shape[0]} vectors: send one id per input")
+        row_bytes += x.shape[1] * 4
     packed = payloads_of(payloads, n)
-    row_bytes = x.shape[1] * 4 + 8
     if packed is not None:  # rows sized by the largest payload, so every request fits
         row_bytes += max((p.ByteSize() for p in packed), default=0) + 8
     rows = batch_size or max(1, (max_message_bytes - HEADROOM) // row_bytes)
-    return [
-        pb.AddRequest(
-            collection=name_of(collection),
-            ids=wire.pack_ids(id_arr[start : start + rows]),
-            vectors=wire.pack_matrix(x[start : start + rows]),
-            upsert=upsert,
-            model_fingerprint=model_fingerprint,
-            payloads=packed[start : start + rows] if packed is not None else None,
-        )
-        for start in range(0, n, rows)
-    ]
+    out = []
+    for start in range(0, n, rows):
+        req = new()
+        put_ids(req, id_list[start : start + rows])
+        if x is not None:
+            req.vectors.CopyFrom(wire.pack_matrix(x[start : start + rows]))
+        if packed is not None and isinstance(req, pb.AddRequest):
+            req.payloads.extend(packed[start : start + rows])
+        out.append(req)
+    return out
+
+
+def _id_bytes(ids: wire.AnyIds) -> int:
+    """The most bytes one id takes in a request."""
+    if isinstance(ids, list):
+        return max((len(s.encode("utf-8")) for s in ids), default=0) + 4  # tag and length
+    return 8
 
 
 def upload_batches(
@@ -302,74 +442,80 @@ def upload_batches(
     batch_size: int,
     upsert: bool,
     payloads: Sequence[ppb.Payload] | None = None,
+    on_conflict: str | None = None,
 ) -> Iterator[tuple[int, pb.AddRequest]]:
     """Lazily cut (ids, vectors | texts) into Add requests of `batch_size`: arrays and memory-mapped
     `.npy` files are sliced, iterators (of rows, or of texts) consumed as they go; `payloads` (one per
-    id, from `payloads_of`) go with their rows. Yields (rows, request)."""
-    one_of("input", vectors=vectors, texts=texts)
-    id_iter = iter(wire.as_ids(ids)) if isinstance(ids, np.ndarray | list | tuple | range) else iter(ids)
+    id, from `payloads_of`) go with their rows; with neither vectors nor texts, the payloads alone
+    (points without a vector). Ids are int or str (a string-id collection). Yields (rows, request)."""
+    if vectors is not None or texts is not None or payloads is None:
+        one_of("input", vectors=vectors, texts=texts)
+    flag, mode = conflict(upsert, on_conflict)
+    take = id_chunks(ids)
     sliceable = isinstance(vectors, np.ndarray)
-    rows_iter: Iterator[Any] = iter(texts if texts is not None else ([] if sliceable else vectors))
+    rows_iter: Iterator[Any] = iter(texts if texts is not None else ([] if sliceable or vectors is None else vectors))
     start = 0
     while True:
-        chunk_ids = np.fromiter(itertools.islice(id_iter, batch_size), dtype=np.int64)
-        if not chunk_ids.size:
+        chunk_ids = take(batch_size)
+        n = len(chunk_ids)
+        if not n:
             return
-        req = pb.AddRequest(collection=name_of(collection), ids=wire.pack_ids(chunk_ids), upsert=upsert)
-        chunk: Sequence[Any]
+        req = pb.AddRequest(collection=name_of(collection), upsert=flag, on_conflict=mode)
+        put_ids(req, chunk_ids)
+        chunk: Sequence[Any] | wire.AnyIds = chunk_ids
         if texts is not None:
-            chunk = list(itertools.islice(rows_iter, chunk_ids.size))
+            chunk = list(itertools.islice(rows_iter, n))
             req.texts.extend(chunk)
-        else:
-            block = (
-                vectors[start : start + chunk_ids.size]
-                if sliceable
-                else list(itertools.islice(rows_iter, chunk_ids.size))
-            )
+        elif vectors is not None:
+            block = vectors[start : start + n] if sliceable else list(itertools.islice(rows_iter, n))
             x = wire.as_matrix(block)
             wire.check_vectors(x, x.shape[1])
             req.vectors.CopyFrom(wire.pack_matrix(x))
             chunk = list(x)
-        if len(chunk) != chunk_ids.size:
+        if len(chunk) != n:
             raise InvalidArgument(f"ran out of inputs after {start + len(chunk)} rows: send one input per id")
         if payloads is not None:
-            req.payloads.extend(payloads[start : start + chunk_ids.size])
-        start += chunk_ids.size
-        yield chunk_ids.size, req
+            req.payloads.extend(payloads[start : start + n])
+        start += n
+        yield n, req
 
 
 def add_result(responses: Iterable[pb.AddResponse]) -> AddResult:
     """Sum of the batches; the count is the largest seen (batches may finish out of order)."""
-    added = replaced = count = 0
+    added = replaced = count = skipped = 0
     for r in responses:
         added, replaced, count = added + r.added, replaced + r.replaced, max(count, r.count)
-    return AddResult(added=added, replaced=replaced, count=count)
+        skipped += r.skipped
+    return AddResult(added=added, replaced=replaced, count=count, skipped=skipped)
 
 
 def remove(collection: CollectionRef, ids: Any, f: FilterArg | None = None) -> pb.RemoveRequest:
     one_of("target", ids=ids, filter=f)
     if ids is None:
         return pb.RemoveRequest(collection=name_of(collection), filter=filter_of(f))
-    return pb.RemoveRequest(collection=name_of(collection), ids=wire.pack_ids(wire.as_ids(ids)))
+    req = pb.RemoveRequest(collection=name_of(collection))
+    put_ids(req, wire.as_any_ids(ids))
+    return req
 
 
 def get(collection: CollectionRef, ids: Any, allow_missing: bool, with_payload: WithPayload = False) -> pb.GetRequest:
-    return pb.GetRequest(
-        collection=name_of(collection),
-        ids=wire.pack_ids(wire.as_ids(ids)),
-        allow_missing=allow_missing,
-        with_payload=selector(with_payload),
-    )
+    req = pb.GetRequest(collection=name_of(collection), allow_missing=allow_missing)
+    req.with_payload.CopyFrom(selector(with_payload))
+    put_ids(req, wire.as_any_ids(ids))
+    return req
 
 
-def points(resp: pb.GetResponse, ids: np.ndarray, with_vectors: bool) -> list[Point | None]:
-    """`retrieve`'s answer: a Point per id asked (None for ids not stored), in the order asked."""
+def points(resp: pb.GetResponse, ids: wire.AnyIds, with_vectors: bool) -> list[Point | None]:
+    """`retrieve`'s answer: a Point per id asked (None for ids not stored), in the order asked; the
+    vector is None unless asked for, and for a point stored without one."""
     found = np.frombuffer(resp.found, dtype=np.uint8).astype(bool)
     payloads = get_payloads(resp) if resp.payloads else [None] * found.size
     vectors = get_result(resp, True) if with_vectors else None
+    has = _has_vector(resp.has_vector, found.size)
+    listed: list[Any] = ids if isinstance(ids, list) else ids.tolist()
     return [
-        Point(i, payloads[j], vectors[j] if vectors is not None else None) if found[j] else None
-        for j, i in enumerate(ids.tolist())
+        Point(i, payloads[j], vectors[j] if vectors is not None and has[j] else None) if found[j] else None
+        for j, i in enumerate(listed)
     ]
 
 
@@ -379,7 +525,11 @@ def get_payloads(resp: pb.GetResponse) -> list[dict[str, Any] | None]:
 
 
 def get_result(resp: pb.GetResponse, allow_missing: bool) -> np.ndarray:
+    """`get`'s array: NaN rows for points stored without a vector (and, with allow_missing, for
+    ids not stored)."""
     out = wire.unpack_matrix(resp.vectors).copy()
+    if resp.has_vector:
+        out[~_has_vector(resp.has_vector, out.shape[0])] = np.nan
     if allow_missing:
         found = np.frombuffer(resp.found, dtype=np.uint8).astype(bool)
         out[~found] = np.nan
@@ -400,10 +550,13 @@ def search(
     refine_factor: int = 0,
     offset: int = 0,
     score_threshold: float | None = None,
+    *,
+    by_ids: Any = None,
+    with_vectors: bool = False,
+    group_by: str | None = None,
+    group_size: int = 3,
 ) -> pb.SearchRequest:
-    one_of("query", queries=queries, texts=texts, images=images)
-    if offset < 0:
-        raise InvalidArgument(f"offset must be >= 0, got {offset}")
+    one_of("query", queries=queries, texts=texts, images=images, by_ids=by_ids)
     req = pb.SearchRequest(
         collection=name_of(collection),
         k=k,
@@ -411,40 +564,133 @@ def search(
         allow_partial=allow_partial,
         refine_factor=refine_factor,
         model_fingerprint=model_fingerprint,
-        filter=filter_of(f),
-        with_payload=selector(with_payload),
-        offset=offset,
     )
-    if score_threshold is not None:
-        req.score_threshold = score_threshold
+    hit_options(req, f, with_payload, with_vectors, offset, score_threshold)
+    if group_by is not None:
+        if not group_by:
+            raise InvalidArgument("group_by must name a payload field (a top-level or dotted key), got ''")
+        if group_size < 1:
+            raise InvalidArgument(f"group_size must be >= 1 (hits per group), got {group_size}")
+        req.group_by, req.group_size = group_by, group_size
     if queries is not None:
         req.queries.CopyFrom(wire.pack_matrix(wire.as_matrix(queries, "queries")))
     elif texts is not None:
         req.texts.extend([texts] if isinstance(texts, str) else texts)
-    else:
+    elif images is not None:
         req.images.extend(image_bytes(i) for i in _as_list(images))
+    else:
+        put_ids(req, query_ids(by_ids, "by_ids"), "query_ids", "query_string_ids")
+    return req
+
+
+def hit_options(
+    req: pb.SearchRequest,
+    f: FilterArg | None,
+    with_payload: WithPayload,
+    with_vectors: bool,
+    offset: int,
+    score_threshold: float | None,
+) -> None:
+    """Set what search and recommend share: the filter, what each hit carries, and which hits."""
+    if offset < 0:
+        raise InvalidArgument(f"offset must be >= 0, got {offset}")
+    req.with_payload.CopyFrom(selector(with_payload))
+    req.with_vectors = with_vectors
+    req.offset = offset
+    filt = filter_of(f)
+    if filt is not None:
+        req.filter.CopyFrom(filt)
+    if score_threshold is not None:
+        req.score_threshold = score_threshold
+
+
+def query_ids(ids: Any, field: str) -> wire.AnyIds:
+    """Ids of stored points used as queries: at least one; int ids >= 0, str ids 1 to 256 bytes."""
+    out = wire.as_any_ids(ids, field)
+    if not len(out):
+        raise InvalidArgument(f"{field} is empty: give at least one stored point's id")
+    if isinstance(out, list):
+        wire.check_string_ids(list(dict.fromkeys(out)), field)
+    elif (out < 0).any():
+        raise InvalidArgument(f"{field} must be >= 0; got {int(out[out < 0][0])}")
+    return out
+
+
+def recommend(
+    collection: CollectionRef,
+    positive: Any,
+    negative: Any,
+    k: int,
+    f: FilterArg | None,
+    with_payload: WithPayload,
+    with_vectors: bool,
+    offset: int,
+    score_threshold: float | None,
+    nprobe: int,
+) -> pb.SearchRequest:
+    """A search for one query made from stored points (SearchRequest.recommend)."""
+    pos = query_ids(positive, "positive")
+    neg = query_ids(negative, "negative") if len(wire.as_any_ids(negative, "negative")) else None
+    if neg is not None and isinstance(neg, list) != isinstance(pos, list):
+        raise InvalidArgument("positive and negative mix str and int ids: a collection's ids are of one kind")
+    req = pb.SearchRequest(collection=name_of(collection), k=k, nprobe=nprobe)
+    hit_options(req, f, with_payload, with_vectors, offset, score_threshold)
+    put_ids(req.recommend, pos, "positive", "positive_string_ids")
+    if neg is not None:
+        put_ids(req.recommend, neg, "negative", "negative_string_ids")
     return req
 
 
 def search_result(resp: pb.SearchResponse) -> SearchResult:
-    shape = (resp.nq, resp.k)
-    ids = np.frombuffer(resp.ids, dtype=wire.I64).reshape(shape)
+    nq, k = resp.nq, resp.k
+    plans = tuple(FilterPlan(p.shard, p.plan, p.matches, p.nprobe, tuple(p.unindexed_fields)) for p in resp.plans)
+    common: dict[str, Any] = {
+        "shards_total": resp.shards_total,
+        "shards_ok": resp.shards_ok,
+        "failed_shards": tuple(resp.failed_shards),
+        "plans": plans,
+    }
+    if resp.groups:
+        ids0: np.ndarray = np.empty((nq, 0), dtype=object if _string_groups(resp) else wire.I64)
+        groups = [[_group(g) for g in query.groups] for query in resp.groups]
+        return SearchResult(np.empty((nq, 0), dtype=wire.F32), ids0, groups=groups, **common)
+    hashes = np.frombuffer(resp.ids, dtype=wire.I64).reshape(nq, k)
+    ids = hashes
+    if resp.string_ids:
+        ids = np.array([s or None for s in resp.string_ids], dtype=object).reshape(nq, k)
     payloads = None
     if resp.payloads:
         flat = [
             payload_from_proto(p) if i >= 0 else None
-            for p, i in zip(resp.payloads, ids.reshape(-1).tolist(), strict=True)
+            for p, i in zip(resp.payloads, hashes.reshape(-1).tolist(), strict=True)
         ]
-        payloads = [flat[r * resp.k : (r + 1) * resp.k] for r in range(resp.nq)]
+        payloads = [flat[r * k : (r + 1) * k] for r in range(nq)]
+    vectors = None
+    if resp.HasField("vectors") and resp.vectors.rows:
+        vectors = wire.unpack_matrix(resp.vectors).reshape(nq, k, resp.vectors.cols)
     return SearchResult(
-        distances=np.frombuffer(resp.distances, dtype=wire.F32).reshape(shape),
+        distances=np.frombuffer(resp.distances, dtype=wire.F32).reshape(nq, k),
         ids=ids,
-        shards_total=resp.shards_total,
-        shards_ok=resp.shards_ok,
-        failed_shards=tuple(resp.failed_shards),
         payloads=payloads,
-        plans=tuple(FilterPlan(p.shard, p.plan, p.matches, p.nprobe, tuple(p.unindexed_fields)) for p in resp.plans),
+        vectors=vectors,
+        **common,
     )
+
+
+def _string_groups(resp: pb.SearchResponse) -> bool:
+    return any(g.string_ids for query in resp.groups for g in query.groups)
+
+
+def _group(g: pb.HitGroup) -> Group:
+    ids: list[Any] = list(g.string_ids) if g.string_ids else wire.unpack_ids(g.ids).tolist()
+    distances = np.frombuffer(g.distances, dtype=wire.F32).tolist()
+    payloads = [payload_from_proto(p) for p in g.payloads] if g.payloads else [None] * len(ids)
+    vectors = wire.unpack_matrix(g.vectors) if g.HasField("vectors") and g.vectors.rows else None
+    hits = [
+        Hit(i, d, p, vectors[j] if vectors is not None else None)
+        for j, (i, d, p) in enumerate(zip(ids, distances, payloads, strict=True))
+    ]
+    return Group(value_from_proto(g.value), hits)
 
 
 def train(collection: CollectionRef, max_training_points: int, seed: int) -> pb.TrainRequest:
@@ -596,44 +842,71 @@ def paced_adds(
     upsert: bool,
     model_fingerprint: str = "",
     payloads: Sequence[ppb.Payload] | None = None,
+    on_conflict: str | None = None,
 ) -> Iterator[tuple[int, pb.AddRequest]]:
     """Add requests of texts or images (`kind`), each as large as `pacer` says when it is cut, so the
-    server's embedding of one request ends well inside its deadline. Ids and inputs may be
-    iterators; yields (inputs in the request, request)."""
-    id_iter = iter(wire.as_ids(ids)) if isinstance(ids, np.ndarray | list | tuple | range) else iter(ids)
+    server's embedding of one request ends well inside its deadline. Ids (int or str) and inputs may
+    be iterators; yields (inputs in the request, request)."""
+    flag, mode = conflict(upsert, on_conflict)
+
+    def new() -> pb.AddRequest:
+        return pb.AddRequest(
+            collection=name_of(collection), upsert=flag, on_conflict=mode, model_fingerprint=model_fingerprint
+        )
+
+    return paced(new, ids, items, kind, pacer, payloads)
+
+
+def paced(
+    new: Callable[[], M],
+    ids: Any,
+    items: Iterable[Any],
+    kind: str,
+    pacer: EmbedPacer,
+    payloads: Sequence[ppb.Payload] | None = None,
+) -> Iterator[tuple[int, M]]:
+    """Requests from `new()` of ids and texts or images (`kind`), cut by `pacer` (see `paced_adds`)."""
+    take = id_chunks(ids)
     chunks = pacer.chunks(items)  # cut lazily: each as large as the pacer says after the last call
     done = 0
     while True:
         chunk = next(chunks, [])
-        chunk_ids = np.fromiter(itertools.islice(id_iter, max(len(chunk), 1)), dtype=np.int64)
+        chunk_ids = take(max(len(chunk), 1))
         if not chunk:
-            if chunk_ids.size:
+            if len(chunk_ids):
                 raise InvalidArgument(f"ran out of {kind} after {done} rows: send one input per id")
             return
-        if len(chunk) != chunk_ids.size:
+        if len(chunk) != len(chunk_ids):
             raise InvalidArgument(
-                f"got more {kind} than ids (ids ran out after {done + chunk_ids.size}): send one id per input"
+                f"got more {kind} than ids (ids ran out after {done + len(chunk_ids)}): send one id per input"
             )
-        req = pb.AddRequest(
-            collection=name_of(collection),
-            ids=wire.pack_ids(chunk_ids),
-            upsert=upsert,
-            model_fingerprint=model_fingerprint,
-        )
+        req = new()
+        put_ids(req, chunk_ids)
         if kind == "texts":
             req.texts.extend(chunk)
         else:
             req.images.extend(image_bytes(i) for i in chunk)
-        if payloads is not None:
+        if payloads is not None and isinstance(req, pb.AddRequest):
             req.payloads.extend(payloads[done : done + len(chunk)])
         done += len(chunk)
         yield len(chunk), req
 
 
-def check_add_inputs(ids: Any, n: int, kind: str) -> np.ndarray:
-    """Check a whole batch of ids for n inputs before anything is sent."""
-    id_arr = wire.as_ids(ids)
-    wire.check_ids(id_arr)
-    if n != id_arr.size:
-        raise InvalidArgument(f"got {id_arr.size} ids for {n} {kind}: send one id per input")
+def update_vectors_inputs(
+    collection: CollectionRef, ids: Any, items: list[Any], kind: str, pacer: EmbedPacer, model_fingerprint: str
+) -> Iterator[tuple[int, pb.UpdateVectorsRequest]]:
+    """UpdateVectors requests of texts or images, paced as `paced_adds`."""
+
+    def new() -> pb.UpdateVectorsRequest:
+        return pb.UpdateVectorsRequest(collection=name_of(collection), model_fingerprint=model_fingerprint)
+
+    return paced(new, ids, items, kind, pacer)
+
+
+def check_add_inputs(ids: Any, n: int, kind: str) -> wire.AnyIds:
+    """Check a whole batch of ids (int or str) for n inputs before anything is sent."""
+    id_arr = wire.as_any_ids(ids)
+    wire.check_any_ids(id_arr)
+    if n != len(id_arr):
+        raise InvalidArgument(f"got {len(id_arr)} ids for {n} {kind}: send one id per input")
     return id_arr

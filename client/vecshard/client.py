@@ -1,7 +1,8 @@
 """The synchronous Python SDK: `with Client("localhost:50051") as c: ...`.
 
 Each method runs its plan from `vecshard.methods` (shared with `AsyncClient`) with blocking calls;
-concurrent uploads run their batches on threads.
+concurrent uploads run their batches on threads. The methods on points live in `_PointMethods`, which
+`Client` inherits (two classes of readable size, one API).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from vecshard.types import (
     AddResult,
     CollectionInfo,
     Embeddings,
+    FacetCount,
     IndexType,
     Metric,
     ModelInfo,
@@ -37,7 +39,196 @@ T = TypeVar("T")
 
 
 @methods.documented
-class Client:
+class _PointMethods:
+    """`Client`'s methods on points: add, upload, update and remove them, read them by id or by
+    filter, and change their payloads."""
+
+    timeout: float | None
+    max_message_bytes: int
+
+    def _run(self, plan: Plan[T]) -> T:
+        raise NotImplementedError  # Client runs plans with blocking calls
+
+    def add(
+        self,
+        collection: build.CollectionRef,
+        ids: Any,
+        vectors: Any = None,
+        *,
+        texts: Sequence[str] | None = None,
+        images: Sequence[ImageInput] | None = None,
+        payloads: Sequence[dict[str, Any] | None] | None = None,
+        upsert: bool = False,
+        on_conflict: str | None = None,
+        batch_size: int | None = None,
+        model_fingerprint: str = "",
+        timeout: float | None = None,
+    ) -> AddResult:
+        return self._run(
+            methods.add(
+                self,
+                collection,
+                ids,
+                vectors,
+                texts,
+                images,
+                payloads,
+                upsert,
+                on_conflict,
+                batch_size,
+                model_fingerprint,
+                timeout,
+            )
+        )
+
+    def upload(
+        self,
+        collection: build.CollectionRef,
+        ids: Any,
+        vectors: Any = None,
+        *,
+        texts: Iterable[str] | None = None,
+        payloads: Sequence[dict[str, Any] | None] | None = None,
+        batch_size: int = 1000,
+        parallel: int = 2,
+        retries: int = 3,
+        upsert: bool | None = None,
+        on_conflict: str | None = None,
+        progress: bool | Callable[[int], object] = False,
+        timeout: float | None = None,
+    ) -> AddResult:
+        return self._run(
+            methods.upload(
+                self,
+                collection,
+                ids,
+                vectors,
+                texts,
+                payloads,
+                batch_size,
+                parallel,
+                retries,
+                upsert,
+                on_conflict,
+                progress,
+                timeout,
+            )
+        )
+
+    def update_vectors(
+        self,
+        collection: build.CollectionRef,
+        ids: Any,
+        vectors: Any = None,
+        *,
+        texts: Sequence[str] | None = None,
+        images: Sequence[ImageInput] | None = None,
+        model_fingerprint: str | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        return self._run(
+            methods.update_vectors(self, collection, ids, vectors, texts, images, model_fingerprint, timeout)
+        )
+
+    def remove(
+        self,
+        collection: build.CollectionRef,
+        ids: Any = None,
+        *,
+        filter: build.FilterArg | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        return self._run(methods.remove(collection, ids, filter, timeout))
+
+    def delete(self, collection: build.CollectionRef, filter: build.FilterArg, *, timeout: float | None = None) -> int:
+        return self._run(methods.delete(collection, filter, timeout))
+
+    def count(
+        self, collection: build.CollectionRef, filter: build.FilterArg | None = None, *, timeout: float | None = None
+    ) -> int:
+        return self._run(methods.count(collection, filter, timeout))
+
+    def scroll(
+        self,
+        collection: build.CollectionRef,
+        filter: build.FilterArg | None = None,
+        *,
+        with_payload: build.WithPayload = True,
+        with_vectors: bool = False,
+        start_id: int = 0,
+        page_size: int = 100,
+        order_by: str | None = None,
+        order: str = "asc",
+        timeout: float | None = None,
+    ) -> Iterator[Point]:
+        for page in methods.scroll(
+            collection, filter, with_payload, with_vectors, start_id, page_size, order_by, order, timeout
+        ):
+            yield from self._run(page)
+
+    def retrieve(
+        self,
+        collection: build.CollectionRef,
+        ids: Any,
+        *,
+        with_payload: build.WithPayload = True,
+        with_vectors: bool = False,
+        timeout: float | None = None,
+    ) -> list[Point | None]:
+        return self._run(methods.retrieve(collection, ids, with_payload, with_vectors, timeout))
+
+    def set_payload(
+        self,
+        collection: build.CollectionRef,
+        payload: dict[str, Any],
+        *,
+        ids: Any = None,
+        filter: build.FilterArg | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        return self._run(methods.set_payload(collection, payload, ids, filter, timeout))
+
+    def overwrite_payload(
+        self,
+        collection: build.CollectionRef,
+        payload: dict[str, Any],
+        *,
+        ids: Any = None,
+        filter: build.FilterArg | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        return self._run(methods.overwrite_payload(collection, payload, ids, filter, timeout))
+
+    def delete_payload_keys(
+        self,
+        collection: build.CollectionRef,
+        keys: Sequence[str],
+        *,
+        ids: Any = None,
+        filter: build.FilterArg | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        return self._run(methods.delete_payload_keys(collection, keys, ids, filter, timeout))
+
+    def facet(
+        self,
+        collection: build.CollectionRef,
+        field: str,
+        filter: build.FilterArg | None = None,
+        limit: int = 10,
+        *,
+        timeout: float | None = None,
+    ) -> list[FacetCount]:
+        return self._run(methods.facet(collection, field, filter, limit, timeout))
+
+    def get(
+        self, collection: build.CollectionRef, ids: Any, *, allow_missing: bool = False, timeout: float | None = None
+    ) -> np.ndarray:
+        return self._run(methods.get(collection, ids, allow_missing, timeout))
+
+
+@methods.documented
+class Client(_PointMethods):
     """A connection to a vecshard coordinator.
 
     Example:
@@ -166,6 +357,7 @@ class Client:
         expected_size: int = 0,
         target_recall: float = 0.0,
         memory_budget: int = 0,
+        id_type: str = "int",
         timeout: float | None = None,
     ) -> CollectionInfo:
         return self._run(
@@ -186,6 +378,7 @@ class Client:
                 expected_size,
                 target_recall,
                 memory_budget,
+                id_type,
                 timeout,
             )
         )
@@ -201,134 +394,6 @@ class Client:
     ) -> CollectionInfo:
         return self._run(methods.describe(name, include_centroids, timeout))
 
-    def add(
-        self,
-        collection: build.CollectionRef,
-        ids: Any,
-        vectors: Any = None,
-        *,
-        texts: Sequence[str] | None = None,
-        images: Sequence[ImageInput] | None = None,
-        payloads: Sequence[dict[str, Any] | None] | None = None,
-        upsert: bool = False,
-        batch_size: int | None = None,
-        model_fingerprint: str = "",
-        timeout: float | None = None,
-    ) -> AddResult:
-        return self._run(
-            methods.add(
-                self, collection, ids, vectors, texts, images, payloads, upsert, batch_size, model_fingerprint, timeout
-            )
-        )
-
-    def upload(
-        self,
-        collection: build.CollectionRef,
-        ids: Any,
-        vectors: Any = None,
-        *,
-        texts: Iterable[str] | None = None,
-        payloads: Sequence[dict[str, Any] | None] | None = None,
-        batch_size: int = 1000,
-        parallel: int = 2,
-        retries: int = 3,
-        upsert: bool = True,
-        progress: bool | Callable[[int], object] = False,
-        timeout: float | None = None,
-    ) -> AddResult:
-        return self._run(
-            methods.upload(
-                self,
-                collection,
-                ids,
-                vectors,
-                texts,
-                payloads,
-                batch_size,
-                parallel,
-                retries,
-                upsert,
-                progress,
-                timeout,
-            )
-        )
-
-    def remove(
-        self,
-        collection: build.CollectionRef,
-        ids: Any = None,
-        *,
-        filter: build.FilterArg | None = None,
-        timeout: float | None = None,
-    ) -> int:
-        return self._run(methods.remove(collection, ids, filter, timeout))
-
-    def delete(self, collection: build.CollectionRef, filter: build.FilterArg, *, timeout: float | None = None) -> int:
-        return self._run(methods.delete(collection, filter, timeout))
-
-    def count(
-        self, collection: build.CollectionRef, filter: build.FilterArg | None = None, *, timeout: float | None = None
-    ) -> int:
-        return self._run(methods.count(collection, filter, timeout))
-
-    def scroll(
-        self,
-        collection: build.CollectionRef,
-        filter: build.FilterArg | None = None,
-        *,
-        with_payload: build.WithPayload = True,
-        with_vectors: bool = False,
-        start_id: int = 0,
-        page_size: int = 100,
-        timeout: float | None = None,
-    ) -> Iterator[Point]:
-        for page in methods.scroll(collection, filter, with_payload, with_vectors, start_id, page_size, timeout):
-            yield from self._run(page)
-
-    def retrieve(
-        self,
-        collection: build.CollectionRef,
-        ids: Any,
-        *,
-        with_payload: build.WithPayload = True,
-        with_vectors: bool = False,
-        timeout: float | None = None,
-    ) -> list[Point | None]:
-        return self._run(methods.retrieve(collection, ids, with_payload, with_vectors, timeout))
-
-    def set_payload(
-        self,
-        collection: build.CollectionRef,
-        payload: dict[str, Any],
-        *,
-        ids: Any = None,
-        filter: build.FilterArg | None = None,
-        timeout: float | None = None,
-    ) -> int:
-        return self._run(methods.set_payload(collection, payload, ids, filter, timeout))
-
-    def overwrite_payload(
-        self,
-        collection: build.CollectionRef,
-        payload: dict[str, Any],
-        *,
-        ids: Any = None,
-        filter: build.FilterArg | None = None,
-        timeout: float | None = None,
-    ) -> int:
-        return self._run(methods.overwrite_payload(collection, payload, ids, filter, timeout))
-
-    def delete_payload_keys(
-        self,
-        collection: build.CollectionRef,
-        keys: Sequence[str],
-        *,
-        ids: Any = None,
-        filter: build.FilterArg | None = None,
-        timeout: float | None = None,
-    ) -> int:
-        return self._run(methods.delete_payload_keys(collection, keys, ids, filter, timeout))
-
     def create_payload_index(
         self, collection: build.CollectionRef, field: str, type: str, *, timeout: float | None = None
     ) -> CollectionInfo:
@@ -339,11 +404,6 @@ class Client:
     ) -> CollectionInfo:
         return self._run(methods.drop_payload_index(collection, field, timeout))
 
-    def get(
-        self, collection: build.CollectionRef, ids: Any, *, allow_missing: bool = False, timeout: float | None = None
-    ) -> np.ndarray:
-        return self._run(methods.get(collection, ids, allow_missing, timeout))
-
     def search(
         self,
         collection: build.CollectionRef,
@@ -352,14 +412,18 @@ class Client:
         *,
         texts: Sequence[str] | None = None,
         images: Sequence[ImageInput] | None = None,
+        by_ids: Any = None,
         nprobe: int | None = None,
         filter: build.FilterArg | None = None,
         with_payload: build.WithPayload = False,
+        with_vectors: bool = False,
         refine_factor: int = 0,
         allow_partial: bool = False,
         model_fingerprint: str = "",
         offset: int = 0,
         score_threshold: float | None = None,
+        group_by: str | None = None,
+        group_size: int = 3,
         timeout: float | None = None,
     ) -> SearchResult:
         return self._run(
@@ -369,14 +433,49 @@ class Client:
                 k,
                 texts,
                 images,
+                by_ids,
                 nprobe,
                 filter,
                 with_payload,
+                with_vectors,
                 refine_factor,
                 allow_partial,
                 model_fingerprint,
                 offset,
                 score_threshold,
+                group_by,
+                group_size,
+                timeout,
+            )
+        )
+
+    def recommend(
+        self,
+        collection: build.CollectionRef,
+        positive: Any,
+        negative: Any = (),
+        k: int = 10,
+        *,
+        filter: build.FilterArg | None = None,
+        with_payload: build.WithPayload = False,
+        with_vectors: bool = False,
+        offset: int = 0,
+        score_threshold: float | None = None,
+        nprobe: int = 0,
+        timeout: float | None = None,
+    ) -> SearchResult:
+        return self._run(
+            methods.recommend(
+                collection,
+                positive,
+                negative,
+                k,
+                filter,
+                with_payload,
+                with_vectors,
+                offset,
+                score_threshold,
+                nprobe,
                 timeout,
             )
         )

@@ -29,6 +29,7 @@ from vecshard.types import (
     AddResult,
     CollectionInfo,
     Embeddings,
+    FacetCount,
     IndexType,
     Metric,
     ModelInfo,
@@ -40,6 +41,7 @@ from vecshard.types import (
 from vecshard.v1 import vector_search_pb2 as pb
 
 C = TypeVar("C", bound=type)
+F = TypeVar("F", bound=Callable[..., Any])
 NO_RETRY = Backoff(retries=0)
 RESHARD_WAIT_S = 24 * 3600.0  # the default deadline of a reshard that waits for its end
 
@@ -173,6 +175,7 @@ def create_collection(
     expected_size: int,
     target_recall: float,
     memory_budget: int,
+    id_type: str,
     timeout: float | None,
 ) -> Plan[CollectionInfo]:
     """Create a collection on every shard.
@@ -200,10 +203,12 @@ def create_collection(
             dimension and metric=None for cosine.
         store_text: with a model, keep each added text in its point's payload under "text",
             so searches can return it (`with_payload=True`).
+        id_type: "int" (int64 ids >= 0) or "string": the points' ids are then str (1 to 256
+            bytes of UTF-8, e.g. UUIDs or document keys), in every call and every result.
 
     Example:
         >>> c.create_collection("img", dim=128, metric="l2", index="ivf_flat", nlist=100, nprobe=10)
-        >>> c.create_collection("docs", dim=0, metric=None, model="minilm")
+        >>> c.create_collection("docs", dim=0, metric=None, model="minilm", id_type="string")
         >>> c.create_collection("big", dim=768, expected_size=50_000_000, memory_budget=64 << 30)
     """
     req = build.create_collection(
@@ -223,6 +228,7 @@ def create_collection(
         expected_size,
         target_recall,
         memory_budget,
+        id_type,
     )
     return unary("CreateCollection", req, timeout, build.collection_info)
 
@@ -264,41 +270,59 @@ def add(
     images: Sequence[ImageInput] | None,
     payloads: Sequence[dict[str, Any] | None] | None,
     upsert: bool,
+    on_conflict: str | None,
     batch_size: int | None,
     model_fingerprint: str,
     timeout: float | None,
 ) -> Plan[AddResult]:
-    """Add vectors (or, to a model-bound collection, texts or images) under your own int64 ids.
+    """Add vectors (or, to a model-bound collection, texts or images, or payloads alone) under
+    your own ids: int64 >= 0, or str for a collection created with id_type="string".
 
-    Ids must be >= 0 and unique. The batch is checked locally first, then sent in chunks that
-    fit the message limit (or of `batch_size` rows). Texts and images go in chunks sized by the
-    server's measured embedding speed (about 8 s of work each, never near the deadline), so any
-    corpus fits the default timeout on a CPU. Each chunk is atomic; a failure in a later chunk
-    leaves the earlier ones stored, so retry with `upsert=True`, which replaces instead of
-    failing with AlreadyExists. For large or streamed inputs, see `upload`.
+    Ids must be unique. The batch is checked locally first, then sent in chunks that fit the
+    message limit (or of `batch_size` rows). Texts and images go in chunks sized by the server's
+    measured embedding speed (about 8 s of work each, never near the deadline), so any corpus
+    fits the default timeout on a CPU. Each chunk is atomic; a failure in a later chunk leaves
+    the earlier ones stored, so retry with on_conflict="replace" (or "skip"). For large or
+    streamed inputs, see `upload`.
 
     Args:
+        vectors: (n, dim) floats; None with `payloads` adds points without a vector (count,
+            scroll, retrieve, filters and facets see them, vector search does not until
+            `update_vectors` gives them one).
         payloads: one JSON-like dict per id (None for none): str keys; None, bool, int (int64,
             kept exact), float, str, lists and nested dicts; at most 64 KiB each by default.
-            An upsert replaces the payload with the vector.
+        on_conflict: what to do with an id already stored: "fail" (the default: AlreadyExists,
+            and nothing of the chunk is kept), "skip" (keep the stored point; `.skipped` counts
+            them) or "replace" (its vector and payload).
+        upsert: True is on_conflict="replace".
         model_fingerprint: with vectors made by `embed`, its fingerprint: the server refuses
             vectors of another model (FailedPrecondition).
 
     Example:
         >>> c.add("img", ids=np.arange(1000), vectors=np.random.rand(1000, 128).astype("float32"))
-        >>> c.add("img", ids=[7], vectors=v, payloads=[{"lang": "en", "year": 2021}])
-        AddResult(added=1000, replaced=0, count=1000)
-        >>> c.add("docs", ids=[1, 2], texts=["a cat sat", "stock prices fell"])
+        AddResult(added=1000, replaced=0, count=1000, skipped=0)
+        >>> c.add("img", ids=[7], vectors=v, payloads=[{"lang": "en"}], on_conflict="skip")
+        >>> c.add("docs", ids=["a1", "b2"], texts=["a cat sat", "stock prices fell"])
+        >>> c.add("img", ids=[8, 9], payloads=[{"todo": True}, {"todo": True}])  # no vectors yet
     """
-    build.one_of("input", vectors=vectors, texts=texts, images=images)
+    build.conflict(upsert, on_conflict)  # a bad choice fails before anything is sent
     if texts is not None or images is not None:
+        build.one_of("input", vectors=vectors, texts=texts, images=images)
         items, is_text = build.embed_inputs(texts, images)
         kind = "texts" if is_text else "images"
         id_arr = build.check_add_inputs(ids, len(items), kind)
         pacer = build.EmbedPacer(_deadline(client, timeout), batch_size or build.EMBED_MAX_BATCH)
         packed = build.payloads_of(payloads, len(items))
         adds = build.paced_adds(
-            collection, id_arr, items, kind, pacer, upsert=upsert, model_fingerprint=model_fingerprint, payloads=packed
+            collection,
+            id_arr,
+            items,
+            kind,
+            pacer,
+            upsert=upsert,
+            on_conflict=on_conflict,
+            model_fingerprint=model_fingerprint,
+            payloads=packed,
         )
         return build.add_result((yield from paced("Add", adds, pacer, timeout, NO_RETRY)))
     requests = build.add_batches(
@@ -310,6 +334,7 @@ def add(
         model_fingerprint=model_fingerprint,
         max_message_bytes=client.max_message_bytes,
         payloads=payloads,
+        on_conflict=on_conflict,
     )
     responses = []
     for req in requests:
@@ -327,20 +352,24 @@ def upload(
     batch_size: int,
     parallel: int,
     retries: int,
-    upsert: bool,
+    upsert: bool | None,
+    on_conflict: str | None,
     progress: bool | Callable[[int], object],
     timeout: float | None,
 ) -> Plan[AddResult]:
     """Bulk-load vectors or texts, `parallel` batches in flight, retrying failed batches.
 
     Inputs may be numpy arrays, memory-mapped `.npy` files (`np.load(path, mmap_mode="r")`,
-    read batch by batch) or iterators (of ids, and of vector rows or texts). A batch that fails
-    with Unavailable or DeadlineExceeded is retried up to `retries` times with backoff (see
-    `vecshard.retry.Backoff`); uploads upsert by default, so a retried batch never fails on its own
-    earlier attempt.
+    read batch by batch) or iterators (of ids, and of vector rows or texts). Ids are int, or str
+    for a string-id collection. A batch that fails with Unavailable or DeadlineExceeded is
+    retried up to `retries` times with backoff (see `vecshard.retry.Backoff`); uploads replace
+    stored ids by default (upsert), so a retried batch never fails on its own earlier attempt.
 
     Args:
         payloads: one dict per id (None for none), as in `add`; ids must then be a sequence.
+            Without vectors and texts: points without a vector, as in `add`.
+        upsert, on_conflict: as in `add`; with neither, "replace". on_conflict="skip" keeps the
+            points already stored (e.g. to finish an interrupted load without rewriting them).
         progress: True shows a progress bar (needs `tqdm`: pip install "vecshard[progress]");
             a callable is called with the number of inputs stored after each batch.
         texts: for a model-bound collection, texts instead of vectors: sent one request at a
@@ -352,19 +381,67 @@ def upload(
     """
     if payloads is not None and not isinstance(ids, np.ndarray | list | tuple | range):
         raise InvalidArgument("payloads need ids as a sequence or an array (not an iterator): one payload per id")
+    replace = bool(upsert if upsert is not None or on_conflict is not None else True)
+    build.conflict(replace, on_conflict)  # a bad choice fails before anything is sent
     packed = build.payloads_of(payloads, len(ids)) if payloads is not None else None
     backoff = Backoff(retries=retries)
     bar = progress_bar(progress, build.name_of(collection))
     try:
         if texts is not None:  # paced by the server's embedding speed, one request at a time
             pacer = build.EmbedPacer(_deadline(client, timeout), batch_size)
-            adds = build.paced_adds(collection, ids, texts, "texts", pacer, upsert=upsert, payloads=packed)
+            adds = build.paced_adds(
+                collection, ids, texts, "texts", pacer, upsert=replace, on_conflict=on_conflict, payloads=packed
+            )
             return build.add_result((yield from paced("Add", adds, pacer, timeout, backoff, bar)))
-        batches = build.upload_batches(collection, ids, vectors, batch_size=batch_size, upsert=upsert, payloads=packed)
+        batches = build.upload_batches(
+            collection, ids, vectors, batch_size=batch_size, upsert=replace, on_conflict=on_conflict, payloads=packed
+        )
         sends = ((rows, backoff.retried(partial(_once, Call("Add", req, timeout)))) for rows, req in batches)
         return build.add_result((yield from fan_out(sends, max(1, parallel), bar)))
     finally:
         bar(0, close=True)
+
+
+def update_vectors(
+    client: Settings,
+    collection: build.CollectionRef,
+    ids: Any,
+    vectors: Any,
+    texts: Sequence[str] | None,
+    images: Sequence[ImageInput] | None,
+    model_fingerprint: str | None,
+    timeout: float | None,
+) -> Plan[int]:
+    """Set or replace the vectors of stored points, keeping their payloads: give a vector to a
+    point added without one (payloads alone), or re-embed one. Returns how many stored points
+    got their vector; ids not stored are ignored.
+
+    Args:
+        vectors: one row per id; or, for a model-bound collection, `texts` or `images` that the
+            server embeds (sent in requests sized by its embedding speed, as `add` does).
+        model_fingerprint: with vectors made by `embed`, its fingerprint (as in `add`).
+
+    Example:
+        >>> c.add("img", ids=[8, 9], payloads=[{"todo": True}, {"todo": True}])
+        >>> c.update_vectors("img", [8, 9], np.random.rand(2, 128))
+        2
+        >>> c.update_vectors("docs", ["a1"], texts=["a cat sat on the mat"])
+    """
+    build.one_of("input", vectors=vectors, texts=texts, images=images)
+    if vectors is None:
+        items, is_text = build.embed_inputs(texts, images)
+        kind = "texts" if is_text else "images"
+        id_arr = build.check_add_inputs(ids, len(items), kind)
+        pacer = build.EmbedPacer(_deadline(client, timeout))
+        requests = build.update_vectors_inputs(collection, id_arr, items, kind, pacer, model_fingerprint or "")
+        return sum(r.updated for r in (yield from paced("UpdateVectors", requests, pacer, timeout, NO_RETRY)))
+    updates = build.update_vector_batches(
+        collection, ids, vectors, model_fingerprint=model_fingerprint or "", max_message_bytes=client.max_message_bytes
+    )
+    updated = 0
+    for req in updates:
+        updated += (yield Call("UpdateVectors", req, timeout)).updated
+    return updated
 
 
 def remove(
@@ -373,12 +450,13 @@ def remove(
     filter: build.FilterArg | None,  # noqa: A002
     timeout: float | None,
 ) -> Plan[int]:
-    """Remove points by id, or every point matching `filter`; returns how many were stored.
-    Removed ids never come back.
+    """Remove points by id (int, or str in a string-id collection), or every point matching
+    `filter`; returns how many were stored. Removed ids never come back.
 
     Example:
         >>> c.remove("img", [3, 4, 5])
         3
+        >>> c.remove("docs", ["doc-17"])
         >>> c.remove("img", filter={"must": [{"key": "year", "range": {"lt": 2000}}]})
     """
     return unary("Remove", build.remove(collection, ids, filter), timeout, lambda resp: int(resp.removed))
@@ -411,17 +489,27 @@ def scroll(
     with_vectors: bool,
     start_id: int,
     page_size: int,
+    order_by: str | None,
+    order: str,
     timeout: float | None,
 ) -> Iterator[Plan[list[Point]]]:
-    """Every point matching `filter` (all without one), in ascending id order, fetched a page at
-    a time. A point stored throughout the iteration is yielded exactly once, whatever is
-    written meanwhile.
+    """Every point matching `filter` (all without one), fetched a page at a time: in ascending
+    id order (for a string-id collection, the order of the ids' hashes), or by a payload field.
+    A point stored throughout the iteration is yielded exactly once, whatever is written meanwhile.
+
+    Args:
+        with_vectors: also return each point's vector (None for a point stored without one).
+        order_by: a payload field (top-level or dotted key): points come in the order of its
+            values (numbers, then strings, then bools; ties by id) and points without it are
+            left out. order: "asc" or "desc" (with order_by only).
+        start_id: begin at this id (ascending id order only).
 
     Example:
         >>> for p in c.scroll("docs", 'lang = "en"', with_payload=["title"]):
         ...     print(p.id, p.payload)
+        >>> newest = [p.id for p in c.scroll("docs", order_by="year", order="desc", page_size=10)]
     """
-    req = build.scroll(collection, filter, with_payload, with_vectors, start_id, page_size)
+    req = build.scroll(collection, filter, with_payload, with_vectors, start_id, page_size, order_by, order)
     more = True
 
     def page() -> Plan[list[Point]]:  # run each page's plan before asking for the next
@@ -441,13 +529,15 @@ def retrieve(
     with_vectors: bool,
     timeout: float | None,
 ) -> Plan[list[Point | None]]:
-    """The points of `ids` in the order asked (None for ids not stored), with their payloads
-    and, if asked, vectors.
+    """The points of `ids` (int, or str in a string-id collection) in the order asked (None for
+    ids not stored), with their payloads and, if asked, vectors (None for a point stored without
+    one).
 
     Example:
         >>> [p.payload for p in c.retrieve("docs", [1, 2]) if p]
+        >>> c.retrieve("pages", ["home", "about"], with_vectors=True)[0].vector
     """
-    id_arr = wire.as_ids(ids)
+    id_arr = wire.as_any_ids(ids)
     req = build.get(collection, id_arr, True, with_payload)
     return unary("Get", req, timeout, partial(build.points, ids=id_arr, with_vectors=with_vectors))
 
@@ -459,9 +549,9 @@ def set_payload(
     filter: build.FilterArg | None,  # noqa: A002
     timeout: float | None,
 ) -> Plan[int]:
-    """Set the given top-level keys of the payloads of `ids` (or of the points matching
-    `filter`), keeping their other keys; vectors stay as they are. Returns how many points
-    were written.
+    """Set the given top-level keys of the payloads of `ids` (int, or str in a string-id
+    collection) or of the points matching `filter`, keeping their other keys; vectors stay as
+    they are. Returns how many points were written.
 
     Example:
         >>> c.set_payload("docs", {"reviewed": True}, filter='lang = "en"')
@@ -509,11 +599,14 @@ def create_payload_index(
     type: str,  # noqa: A002
     timeout: float | None,
 ) -> Plan[CollectionInfo]:
-    """Index a payload field ("keyword", "integer", "float" or "bool"), so filters on it read a
-    column instead of every payload. Filters on unindexed fields work too, by scanning.
+    """Index a payload field ("keyword", "integer", "float", "bool" or "datetime"), so filters
+    on it read a column instead of every payload. Filters on unindexed fields work too, by
+    scanning. A "datetime" index reads RFC 3339 strings as instants (ranges and order_by
+    compare them in time).
 
     Example:
         >>> c.create_payload_index("docs", "lang", "keyword")
+        >>> c.create_payload_index("docs", "published", "datetime")
     """
     req = build.create_payload_index(collection, field, type)
     return unary("CreatePayloadIndex", req, timeout, build.collection_info)
@@ -530,7 +623,8 @@ def drop_payload_index(collection: build.CollectionRef, field: str, timeout: flo
 
 
 def get(collection: build.CollectionRef, ids: Any, allow_missing: bool, timeout: float | None) -> Plan[np.ndarray]:
-    """The stored vectors of `ids`, as an (n, dim) float32 array in the order asked.
+    """The stored vectors of `ids` (int, or str in a string-id collection), as an (n, dim)
+    float32 array in the order asked; the rows of points stored without a vector are NaN.
 
     Raises NotFound when an id is not stored, unless `allow_missing`, in which case the rows
     of missing ids are NaN.
@@ -543,52 +637,79 @@ def get(collection: build.CollectionRef, ids: Any, allow_missing: bool, timeout:
     return unary("Get", req, timeout, partial(build.get_result, allow_missing=allow_missing))
 
 
-def search(
-    collection: build.CollectionRef,
-    queries: Any,
-    k: int,
-    texts: Sequence[str] | None,
-    images: Sequence[ImageInput] | None,
-    nprobe: int | None,
-    filter: build.FilterArg | None,  # noqa: A002
-    with_payload: build.WithPayload,
-    refine_factor: int,
-    allow_partial: bool,
-    model_fingerprint: str,
-    offset: int,
-    score_threshold: float | None,
-    timeout: float | None,
-) -> Plan[SearchResult]:
-    """The k nearest stored vectors of each query, over all shards.
-
-    Returns a SearchResult that unpacks like faiss: `D, I = c.search(...)`, both (nq, k), best
-    first, ties broken by the smaller id, padded with id -1. L2 distances are squared. Iterate
-    over `result.hits()` for per-query (id, distance) lists.
-
-    Args:
-        nprobe: IVF lists to probe (None: the collection's default).
+HIT_OPTIONS = """\
         filter: search only points whose payload matches: a dict such as
             {"must": [{"key": "lang", "match": "en"}, {"key": "year", "range": {"gte": 2020}}]},
             or text such as 'lang = "en" and year >= 2020'. Each query gets min(k, matches)
             hits; `result.plans` says how each shard ran it.
         with_payload: True for the hits' payloads, or a list of (dotted) fields to return;
             read them from `result.hits()` or `result.payloads`.
+        with_vectors: also return each hit's stored vector: `result.vectors`, (nq, k, dim)
+            aligned with `ids` (zeros for padding), and `Hit.vector`.
+        offset: skip each query's best `offset` hits (paging): the result holds hits
+            offset .. offset + k - 1 of a search for offset + k, exactly.
+        score_threshold: keep hits at distance <= it (l2, l1; L2 distances are squared) or
+            similarity >= it (inner_product, cosine); the others are padding.
+"""
+
+
+def _hit_options(fn: F) -> F:
+    """Document the hit options that search and recommend share where the docstring says
+    {hit options}."""
+    fn.__doc__ = (fn.__doc__ or "").replace("        {hit options}\n", HIT_OPTIONS)
+    return fn
+
+
+@_hit_options
+def search(
+    collection: build.CollectionRef,
+    queries: Any,
+    k: int,
+    texts: Sequence[str] | None,
+    images: Sequence[ImageInput] | None,
+    by_ids: Any,
+    nprobe: int | None,
+    filter: build.FilterArg | None,  # noqa: A002
+    with_payload: build.WithPayload,
+    with_vectors: bool,
+    refine_factor: int,
+    allow_partial: bool,
+    model_fingerprint: str,
+    offset: int,
+    score_threshold: float | None,
+    group_by: str | None,
+    group_size: int,
+    timeout: float | None,
+) -> Plan[SearchResult]:
+    """The k nearest stored vectors of each query, over all shards.
+
+    Returns a SearchResult that unpacks like faiss: `D, I = c.search(...)`, both (nq, k), best
+    first, ties broken by the smaller id, padded with id -1 (None in a string-id collection,
+    whose ids are str). L2 distances are squared. Iterate over `result.hits()` for per-query
+    lists of Hit(id, distance, payload, vector).
+
+    Args:
+        queries: (nq, dim) vectors; or, for a model-bound collection, `texts` or `images` (a
+            CLIP collection takes either, whatever it stores); or `by_ids`: stored points (int
+            or str ids) whose vectors are the queries, one query each, each point left out of
+            its own hits.
+        nprobe: IVF lists to probe (None: the collection's default).
+        {hit options}
         refine_factor: compressed IVF kinds: re-rank the best k * refine_factor candidates by
             exact distance (0: the collection's setting).
         allow_partial: answer from the shards that respond instead of raising Unavailable;
             see `result.failed_shards`.
-        texts, images: instead of query vectors, for a model-bound collection (a CLIP
-            collection takes either, whatever it stores).
-        offset: skip each query's best `offset` hits (paging): the result holds hits
-            offset .. offset + k - 1 of a search for offset + k, exactly.
-        score_threshold: keep hits at distance <= it (l2, l1; L2 distances are squared) or
-            similarity >= it (inner_product, cosine); the others are padding (id -1).
+        group_by: a payload field: up to k groups per query (`result.groups`, per query a list
+            of Group(value, hits) best first), each with up to `group_size` hits. Points
+            without the field are left out; a list field puts a point in each element's group.
 
     Example:
         >>> D, I = c.search("img", np.random.rand(3, 128), k=5, nprobe=10)
         >>> I.shape
         (3, 5)
         >>> D, I = c.search("docs", texts=["feline on a mat"], k=3)
+        >>> similar = c.search("img", by_ids=[42], k=5, with_payload=True)
+        >>> [(g.value, len(g.hits)) for g in c.search("img", q, k=3, group_by="album").groups[0]]
     """
     req = build.search(
         collection,
@@ -604,8 +725,65 @@ def search(
         refine_factor,
         offset,
         score_threshold,
+        by_ids=by_ids,
+        with_vectors=with_vectors,
+        group_by=group_by,
+        group_size=group_size,
     )
     return unary("Search", req, timeout, build.search_result)
+
+
+@_hit_options
+def recommend(
+    collection: build.CollectionRef,
+    positive: Any,
+    negative: Any,
+    k: int,
+    filter: build.FilterArg | None,  # noqa: A002
+    with_payload: build.WithPayload,
+    with_vectors: bool,
+    offset: int,
+    score_threshold: float | None,
+    nprobe: int,
+    timeout: float | None,
+) -> Plan[SearchResult]:
+    """The k points most like the `positive` stored points and least like the `negative` ones:
+    one search for avg(positive) + (avg(positive) - avg(negative)) (avg(positive) without
+    negatives), leaving the given points out of the hits. Returns a SearchResult of one query.
+
+    Args:
+        positive, negative: ids of stored points (int, or str in a string-id collection); at
+            least one positive. NotFound when one is not stored.
+        nprobe: IVF lists to probe (0: the collection's default).
+        {hit options}
+
+    Example:
+        >>> r = c.recommend("img", positive=[3, 17], negative=[5], k=5, with_payload=True)
+        >>> [h.id for h in next(r.hits())]
+    """
+    req = build.recommend(
+        collection, positive, negative, k, filter, with_payload, with_vectors, offset, score_threshold, nprobe
+    )
+    return unary("Search", req, timeout, build.search_result)
+
+
+def facet(
+    collection: build.CollectionRef,
+    field: str,
+    filter: build.FilterArg | None,  # noqa: A002
+    limit: int,
+    timeout: float | None,
+) -> Plan[list[FacetCount]]:
+    """How many points hold each value of a payload field, over the points matching `filter`
+    (all without one): exact counts over every shard, most common first (ties by value:
+    numbers, then strings, then bools), at most `limit` (1 to 10,000) values. A list field
+    counts the point once for each distinct element.
+
+    Example:
+        >>> c.facet("docs", "lang", filter="year >= 2020", limit=3)
+        [FacetCount(value='en', count=812), FacetCount(value='de', count=97), FacetCount(value='fr', count=41)]
+    """
+    return unary("Facet", build.facet(collection, field, filter, limit), timeout, build.facet_counts)
 
 
 def train(

@@ -11,7 +11,7 @@ import numpy as np
 
 from vecshard import wire
 from vecshard.errors import InvalidArgument
-from vecshard.v1 import types_pb2, vector_search_pb2
+from vecshard.v1 import payload_pb2, types_pb2, vector_search_pb2
 
 
 class Metric(enum.StrEnum):
@@ -118,8 +118,13 @@ _TRAINING_STATES = {
     vector_search_pb2.TRAINING_STATE_TRAINED: "trained",
 }
 
-INDEX_TYPE_NAMES = ("keyword", "integer", "float", "bool")
-_INDEX_TYPES = dict(enumerate(INDEX_TYPE_NAMES, start=1))  # PayloadIndexType values
+INDEX_TYPE_NAMES = ("keyword", "integer", "float", "bool", "datetime")
+# PayloadIndexType values; DATETIME only once payload.proto has it (getattr keeps older stubs importing).
+PAYLOAD_INDEX_TYPES: dict[str, int | None] = {
+    name: getattr(payload_pb2, f"PAYLOAD_INDEX_TYPE_{name.upper()}", None) for name in INDEX_TYPE_NAMES
+}
+_INDEX_TYPES = {v: k for k, v in PAYLOAD_INDEX_TYPES.items() if v is not None}
+ID_TYPES = {"int": types_pb2.ID_TYPE_INT, "string": types_pb2.ID_TYPE_STRING}
 
 
 @dataclass(frozen=True)
@@ -148,7 +153,7 @@ class CollectionInfo:
     model_fingerprint: str
     shards: tuple[ShardInfo, ...]
     centroids: np.ndarray | None = field(default=None, compare=False, repr=False)
-    # Payload indexes: field -> "keyword", "integer", "float" or "bool".
+    # Payload indexes: field -> "keyword", "integer", "float", "bool" or "datetime".
     payload_indexes: dict[str, str] = field(default_factory=dict, compare=False)
     store_text: bool = False
     pq_m: int = 0
@@ -159,6 +164,14 @@ class CollectionInfo:
     target_recall: float = 0.0
     # With include_centroids, quantized kinds: the trained empty faiss index (faiss.deserialize_index).
     codec: bytes = field(default=b"", compare=False, repr=False)
+    # "int" (int64 ids) or "string" (str ids, stored under a string_id_hash_bits wide hash).
+    id_type: str = "int"
+    string_id_hash_bits: int = 0
+
+    @property
+    def string_ids(self) -> bool:
+        """True for a collection created with id_type="string": its ids are str."""
+        return self.id_type == "string"
 
     @property
     def trained(self) -> bool:
@@ -196,34 +209,60 @@ class CollectionInfo:
             expected_size=cfg.expected_size,
             target_recall=round(cfg.target_recall, 6),
             codec=info.codec,
+            id_type="string" if cfg.id_type == types_pb2.ID_TYPE_STRING else "int",
+            string_id_hash_bits=cfg.string_id_hash_bits,
         )
+
+
+Id = int | str  # a point id: int64 >= 0, or a str in a string-id collection
 
 
 @dataclass(frozen=True)
 class AddResult:
-    """What an add did: new ids, replaced ids (upsert) and the collection size afterwards."""
+    """What an add did: new ids, replaced ids (upsert / on_conflict="replace"), ids left as they
+    were (on_conflict="skip") and the collection size afterwards."""
 
     added: int
     replaced: int
     count: int
+    skipped: int = 0
 
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: a stored id, its distance (or similarity) to the query, and its payload
-    (when searched with with_payload; else None)."""
+    """One search result: a stored id (str in a string-id collection), its distance (or
+    similarity) to the query, its payload (with with_payload; else None) and its vector (with
+    with_vectors; else None)."""
 
-    id: int
+    id: Id
     distance: float
     payload: dict[str, Any] | None = None
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Group:
+    """The hits of one search sharing a value of the group_by field (`value`), best first."""
+
+    value: Any
+    hits: list[Hit]
+
+
+@dataclass(frozen=True)
+class FacetCount:
+    """How many points (`count`) hold `value` in the faceted field."""
+
+    value: Any
+    count: int
 
 
 @dataclass(frozen=True)
 class Point:
-    """A stored point as `scroll` and `get_points` return it: id, payload (None when not asked for)
-    and vector (None when not asked for)."""
+    """A stored point as `scroll` and `retrieve` return it: id (str in a string-id collection),
+    payload (None when not asked for) and vector (None when not asked for, or for a point stored
+    without a vector)."""
 
-    id: int
+    id: Id
     payload: dict[str, Any] | None = None
     vector: np.ndarray | None = field(default=None, compare=False)
 
@@ -244,7 +283,9 @@ class SearchResult:
     """Search results shaped like faiss's: `distances` and `ids` are (nq, k) arrays.
 
     Unpacks as a pair, so `D, I = client.search(...)` works as with faiss. Rows with fewer than k
-    results are padded with id -1.
+    results are padded with id -1. In a string-id collection `ids` is an object array of str,
+    padded with None. A grouped search (group_by) fills `groups` instead, and `distances` and
+    `ids` are (nq, 0).
     """
 
     distances: np.ndarray
@@ -256,6 +297,10 @@ class SearchResult:
     payloads: list[list[dict[str, Any] | None]] | None = field(default=None, repr=False)
     # With a filter: how each shard ran it.
     plans: tuple[FilterPlan, ...] = ()
+    # With with_vectors: (nq, k, dim) float32, aligned with `ids` (zeros for padding).
+    vectors: np.ndarray | None = field(default=None, repr=False)
+    # With group_by: per query, its groups best first.
+    groups: list[list[Group]] | None = field(default=None, repr=False)
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.distances, self.ids))
@@ -268,20 +313,39 @@ class SearchResult:
         return (self.distances, self.ids)[index]
 
     def hits(self) -> Iterator[list[Hit]]:
-        """Per query, its hits (id, distance) best first, padding left out.
+        """Per query, its hits (id, distance, payload, vector) best first, padding left out. For a
+        grouped search: each query's hits group after group.
 
         Example:
             >>> for q, hits in enumerate(result.hits()):
             ...     print(q, [(h.id, round(h.distance, 3)) for h in hits])
         """
-        rows = self.payloads or [[None] * self.ids.shape[1]] * self.ids.shape[0]
-        for D, I, P in zip(self.distances, self.ids, rows, strict=True):
-            yield [Hit(int(i), float(d), p) for d, i, p in zip(D, I, P, strict=True) if i >= 0]
+        if self.groups is not None:
+            for groups in self.groups:
+                yield [h for g in groups for h in g.hits]
+            return
+        nq, k = self.ids.shape
+        rows = self.payloads or [[None] * k] * nq
+        for q, (D, I, P) in enumerate(zip(self.distances, self.ids, rows, strict=True)):
+            yield [
+                Hit(_id(i), float(d), p, self.vectors[q, j] if self.vectors is not None else None)
+                for j, (d, i, p) in enumerate(zip(D, I, P, strict=True))
+                if not is_padding(i)
+            ]
 
     @property
     def partial(self) -> bool:
         """True when some shards did not answer (only possible with allow_partial=True)."""
         return bool(self.failed_shards)
+
+
+def is_padding(i: Any) -> bool:
+    """Whether an entry of `SearchResult.ids` pads a short row (-1, or None for string ids)."""
+    return i is None or (not isinstance(i, str) and i < 0)
+
+
+def _id(i: Any) -> Id:
+    return i if isinstance(i, str) else int(i)
 
 
 @dataclass(frozen=True)

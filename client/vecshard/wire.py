@@ -20,6 +20,8 @@ I64 = np.dtype("<i8")
 
 FloatArray = npt.NDArray[np.float32]
 IdArray = npt.NDArray[np.int64]
+AnyIds = IdArray | list[str]  # int64 ids, or the ids of a string-id collection
+MAX_STRING_ID_BYTES = 256
 
 
 def pack_matrix(a: FloatArray) -> types_pb2.FloatMatrix:
@@ -62,6 +64,60 @@ def as_ids(ids: Any) -> IdArray:
     if a.size and not np.issubdtype(a.dtype, np.integer):
         raise InvalidArgument(f"ids must be integers, got dtype {a.dtype}")
     return np.ascontiguousarray(a, dtype=I64)
+
+
+def as_any_ids(ids: Any, field: str = "ids") -> AnyIds:
+    """User ids as a 1-D int64 array, or as a list of str (a string-id collection's ids), by the
+    type of the elements: a str alone is one id, an empty sequence is int. InvalidArgument for a
+    mix of the two."""
+    if isinstance(ids, str):
+        return [ids]
+    if isinstance(ids, np.ndarray) and ids.dtype.kind == "U":
+        if ids.ndim > 1:
+            raise InvalidArgument(f"{field} must be one-dimensional, got shape {ids.shape}")
+        return [str(s) for s in ids.reshape(-1)]
+    if isinstance(ids, np.ndarray) and ids.dtype.kind != "O" or isinstance(ids, range | int | np.integer):
+        return as_ids(ids)
+    items = list(ids) if not isinstance(ids, np.ndarray) else ids.reshape(-1).tolist()
+    strings = [isinstance(x, str) for x in items]
+    if not any(strings):
+        return as_ids(items)
+    if all(strings):
+        return [str(s) for s in items]
+    s, other = items[strings.index(True)], items[strings.index(False)]
+    raise InvalidArgument(
+        f"{field} mix str and int ids ({s!r} and {other!r}): a string-id collection takes str ids only, "
+        "any other collection int ids only"
+    )
+
+
+def check_any_ids(ids: AnyIds, field: str = "ids") -> None:
+    """`check_ids` for int64 ids, `check_string_ids` for str ones."""
+    if isinstance(ids, list):
+        check_string_ids(ids, field)
+    else:
+        check_ids(ids, field)
+
+
+def check_string_ids(ids: list[str], field: str = "ids") -> None:
+    """Refuse an empty batch, a string id that is not 1 to 256 bytes of UTF-8, and ids repeated
+    within the batch."""
+    if not ids:
+        raise InvalidArgument(f"{field} is empty: send at least one id")
+    for i, s in enumerate(ids):
+        try:
+            n = len(s.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise InvalidArgument(f"{field}[{i}] is not valid UTF-8 (it holds a lone surrogate)") from None
+        if not 1 <= n <= MAX_STRING_ID_BYTES:
+            raise InvalidArgument(
+                f"{field}[{i}] has {n} bytes: a string id has 1 to {MAX_STRING_ID_BYTES} bytes of UTF-8"
+            )
+    seen: set[str] = set()
+    for s in ids:
+        if s in seen:
+            raise InvalidArgument(f"{field} must be unique within one request, but {s!r} appears more than once")
+        seen.add(s)
 
 
 def as_matrix(x: Any, field: str = "vectors") -> FloatArray:

@@ -1,10 +1,12 @@
-"""The `vecshard` commands that talk to a running server: collections, add, search, embed.
+"""The `vecshard` commands that talk to a running server: collections, add, search, scroll, facet,
+embed.
 
 They need only the client install (no faiss, no torch). Errors print one line and exit 1.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -47,6 +49,7 @@ def _info_dict(info: CollectionInfo) -> dict[str, Any]:
         "count": info.count,
         "training": info.training_state,
         "model": info.embedding_model,
+        "id_type": info.id_type,
         "shards": {s.name: s.count for s in info.shards},
     }
 
@@ -77,6 +80,13 @@ def collections() -> None:
 @click.option("--target-recall", default=0.0, help="with --expected-size: recall@10 to size for (0: 0.95)")
 @click.option("--memory-budget", default=0, help="with --expected-size: bytes of index memory, all shards (0: any)")
 @click.option("--model", help="bind to a server embedding model (add/search then take texts or images)")
+@click.option(
+    "--id-type",
+    type=click.Choice(["int", "string"]),
+    default="int",
+    show_default=True,
+    help="the points' ids: int64, or strings (UUIDs, document keys)",
+)
 @ADDRESS
 @TIMEOUT
 def create(
@@ -94,6 +104,7 @@ def create(
     target_recall: float,
     memory_budget: int,
     model: str | None,
+    id_type: str,
     address: str,
     timeout: float,
 ) -> None:
@@ -114,6 +125,7 @@ def create(
             expected_size=expected_size,
             target_recall=target_recall,
             memory_budget=memory_budget,
+            id_type=id_type,
         )
     ivf = f", nlist {info.nlist}, nprobe {info.nprobe}, {info.coarse_quantizer} quantizer" if info.nlist else ""
     pq = f", pq_m {info.pq_m}" if info.pq_m else ""
@@ -121,6 +133,7 @@ def create(
     click.echo(
         f"created {info.name}: dim {info.dim}, {info.metric.value}, {info.index_type.value}{ivf}{pq}{refine}"
         + (f", model {info.embedding_model}" if info.embedding_model else "")
+        + (", string ids" if info.string_ids else "")
     )
 
 
@@ -165,12 +178,17 @@ def drop(name: str, address: str, timeout: float) -> None:
 
 
 def read_records(
-    path: Path, id_field: str, text_field: str, payloads: list[dict[str, Any]] | None = None
-) -> tuple[np.ndarray, list[str]]:
+    path: Path,
+    id_field: str,
+    text_field: str,
+    payloads: list[dict[str, Any]] | None = None,
+    string_ids: bool = False,
+) -> tuple[Any, list[str]]:
     """(ids, texts) from JSONL (objects with text_field and, optionally, id_field) or plain text
     (one text per non-empty line; the id is the line number, from 0). With `payloads`, each JSONL
-    object's other fields are appended to it (one payload per record)."""
-    ids: list[int] = []
+    object's other fields are appended to it (one payload per record). The ids are an int64 array,
+    or with `string_ids` a list of str (a string-id collection's)."""
+    ids: list[Any] = []
     texts: list[str] = []
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh):
@@ -183,13 +201,25 @@ def read_records(
                 except (ValueError, KeyError, TypeError):
                     msg = f"{path}:{n + 1}: expected a JSON object with a {text_field!r} field"
                     raise click.ClickException(msg) from None
-                ids.append(int(obj.get(id_field, n)))
+                ids.append(_record_id(obj.get(id_field, n), string_ids, f"{path}:{n + 1}"))
                 if payloads is not None:
                     payloads.append({k: v for k, v in obj.items() if k not in (id_field, text_field)})
             else:
                 texts.append(line.rstrip("\n"))
-                ids.append(n)
-    return np.asarray(ids, dtype=np.int64), texts
+                ids.append(str(n) if string_ids else n)
+    return (ids if string_ids else np.asarray(ids, dtype=np.int64)), texts
+
+
+def _record_id(value: Any, string_ids: bool, where: str) -> Any:
+    """A record's id: its str for a string-id collection, else an int."""
+    if string_ids:
+        return str(value)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise click.ClickException(
+            f"{where}: id {value!r} is not an integer (a collection created with --id-type string takes str ids)"
+        ) from None
 
 
 def read_vectors(path: Path) -> np.ndarray:
@@ -209,7 +239,12 @@ def read_vectors(path: Path) -> np.ndarray:
 @click.option("--id-field", default="id", show_default=True, help="JSONL: field holding the int id")
 @click.option("--text-field", default="text", show_default=True, help="JSONL: field holding the text")
 @click.option("--start-id", default=0, show_default=True, help=".npy/.fvecs: id of the first vector")
-@click.option("--upsert", is_flag=True, help="replace ids that exist")
+@click.option("--upsert", is_flag=True, help="replace ids that exist (--on-conflict replace)")
+@click.option(
+    "--on-conflict",
+    type=click.Choice(["fail", "skip", "replace"]),
+    help="what to do with ids already stored  [default: fail]",
+)
 @click.option("--batch-size", default=256, show_default=True, help="inputs per request")
 @click.option(
     "--payload/--no-payload",
@@ -226,20 +261,29 @@ def add(
     text_field: str,
     start_id: int,
     upsert: bool,
+    on_conflict: str | None,
     batch_size: int,
     payload: bool,
     address: str,
     timeout: float,
 ) -> None:
     """Add FILE to COLLECTION: texts from .jsonl/.txt (embedded by the collection's model; a JSON
-    line's other fields become the point's payload) or vectors from .npy/.fvecs."""
+    line's other fields become the point's payload) or vectors from .npy/.fvecs. In a collection
+    with string ids, the ids are the JSONL id field's strings (line numbers, or row numbers from
+    --start-id, written out as strings, otherwise)."""
     payloads: list[dict[str, Any]] | None = [] if payload and file.suffix in (".jsonl", ".ndjson") else None
+    with connect(address, timeout) as c:
+        string_ids = c.describe(collection).string_ids
     if file.suffix in (".npy", ".fvecs"):
         vectors = read_vectors(file)
-        ids = np.arange(start_id, start_id + len(vectors), dtype=np.int64)
-        send: Callable[[Client, slice], Any] = lambda c, s: c.add(collection, ids[s], vectors[s], upsert=upsert)  # noqa: E731
+        ids: Any = np.arange(start_id, start_id + len(vectors), dtype=np.int64)
+        if string_ids:
+            ids = [str(i) for i in ids.tolist()]
+        send: Callable[[Client, slice], Any] = lambda c, s: c.add(  # noqa: E731
+            collection, ids[s], vectors[s], upsert=upsert, on_conflict=on_conflict
+        )
     else:
-        ids, texts = read_records(file, id_field, text_field, payloads)
+        ids, texts = read_records(file, id_field, text_field, payloads, string_ids)
     total = len(ids)
     with (
         connect(address, timeout) as c,
@@ -257,7 +301,8 @@ def add(
                 texts=texts,
                 batch_size=batch_size,
                 upsert=upsert,
-                retries=3 if upsert else 0,
+                on_conflict=on_conflict,
+                retries=3 if upsert or on_conflict in ("replace", "skip") else 0,
                 progress=bar.update,
                 payloads=payloads if payloads and any(payloads) else None,
             ).count
@@ -353,6 +398,7 @@ def import_(
 @click.option(
     "--vectors", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="query vectors (.npy/.fvecs)"
 )
+@click.option("--by-id", "by_ids", multiple=True, help="a stored point's id: its vector is the query (repeat)")
 @click.option("-k", default=10, show_default=True)
 @click.option("--nprobe", default=0, help="IVF lists to probe (0: the collection's default)")
 @click.option(
@@ -366,11 +412,16 @@ def import_(
     "--filter", "filter_text", help="""only points whose payload matches, e.g. 'lang = "en" and year >= 2020'"""
 )
 @click.option("--payload", "with_payload", is_flag=True, help="print each hit's payload")
+@click.option("--with-vectors", is_flag=True, help="print each hit's stored vector")
 @click.option("--offset", default=0, show_default=True, type=click.IntRange(0), help="skip each query's best N hits")
 @click.option(
     "--score-threshold",
     type=float,
     help="keep hits at distance <= T (l2, l1) or similarity >= T (inner_product, cosine)",
+)
+@click.option("--group-by", help="group the hits by this payload field: up to k groups per query")
+@click.option(
+    "--group-size", default=3, show_default=True, type=click.IntRange(1), help="with --group-by: hits a group"
 )
 @ADDRESS
 @TIMEOUT
@@ -380,6 +431,7 @@ def search(
     texts: tuple[str, ...],
     images: tuple[Path, ...],
     vectors: Path | None,
+    by_ids: tuple[str, ...],
     k: int,
     nprobe: int,
     source: Path | None,
@@ -387,66 +439,109 @@ def search(
     text_field: str,
     filter_text: str | None,
     with_payload: bool,
+    with_vectors: bool,
     offset: int,
     score_threshold: float | None,
+    group_by: str | None,
+    group_size: int,
     address: str,
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Search COLLECTION by text, image or vectors; prints the k best per query.
+    """Search COLLECTION by text, image, vectors or stored points (--by-id); prints the k best per
+    query (with --group-by, the k best groups).
 
     The filter language: key = value, !=, <, <=, >, >=, key in [...], key not in [...], key is null,
     key is empty, key exists, id in [...], combined with and / or / not and parentheses; dotted keys
     reach into nested objects. A syntax error shows where it is."""
-    given = [n for n, v in (("--text", texts), ("--image", images), ("--vectors", vectors)) if v]
+    given = [n for n, v in (("--text", texts), ("--image", images), ("--vectors", vectors), ("--by-id", by_ids)) if v]
     if len(given) != 1:
-        raise click.UsageError("give exactly one of --text, --image or --vectors")
+        raise click.UsageError("give exactly one of --text, --image, --vectors or --by-id")
+    f = _parsed_filter(filter_text)
     with connect(address, timeout) as c:
+        info = c.describe(collection)
         # L2/L1 give distances (smaller is better), IP/COSINE similarities (larger is better).
-        score = "similarity" if c.describe(collection).metric.larger_is_better else "distance"
-        f = _parsed_filter(filter_text)
+        score = "similarity" if info.metric.larger_is_better else "distance"
         opts: dict[str, Any] = {
             "k": k,
             "nprobe": nprobe or None,
             "filter": f,
             "with_payload": with_payload,
+            "with_vectors": with_vectors,
             "offset": offset,
             "score_threshold": score_threshold,
+            "group_by": group_by,
+            "group_size": group_size,
         }
-        labels, result = _search_by(c, collection, texts, images, vectors, opts)
-    lookup: dict[int, str] = {}
+        ids = [i if info.string_ids else _int_id(i) for i in by_ids]
+        labels, result = _search_by(c, collection, texts, images, vectors, ids, opts)
+    lookup: dict[Any, str] = {}
     if source is not None:
-        ids, src_texts = read_records(source, id_field, text_field)
-        lookup = dict(zip(ids.tolist(), src_texts, strict=True))
-    out: list[dict[str, Any]] = []
-    for label, row_hits in zip(labels, result.hits(), strict=True):
-        hits: list[dict[str, Any]] = []
-        for h in row_hits:
-            hit: dict[str, Any] = {"id": h.id, score: h.distance}
-            if lookup:
-                hit["text"] = lookup.get(h.id, "")
-            if with_payload:
-                hit["payload"] = h.payload or {}
-            hits.append(hit)
-        out.append({"query": label, "hits": hits})
+        src_ids, src_texts = read_records(source, id_field, text_field, string_ids=info.string_ids)
+        lookup = dict(zip(list(src_ids), src_texts, strict=True))
+    shown = _Shown(score, lookup, with_payload, with_vectors)
+    out: list[dict[str, Any]]
+    if result.groups is None:
+        out = [{"query": q, "hits": shown.hits(h)} for q, h in zip(labels, result.hits(), strict=True)]
+    else:
+        out = [
+            {"query": q, "groups": [{"value": g.value, "hits": shown.hits(g.hits)} for g in groups]}
+            for q, groups in zip(labels, result.groups, strict=True)
+        ]
     if as_json:
         click.echo(json.dumps(out, indent=2, ensure_ascii=False))
         return
     for row in out:
         click.echo(f"query: {row['query']}")
-        _table(
-            ["rank", "id", score, *(["text"] if lookup else []), *(["payload"] if with_payload else [])],
-            [
-                (
-                    r + 1,
-                    h["id"],
-                    f"{h[score]:.4f}",
-                    *([_clip(h["text"])] if lookup else []),
-                    *([_clip(json.dumps(h["payload"], ensure_ascii=False))] if with_payload else []),
-                )
-                for r, h in enumerate(row["hits"])
-            ],
-        )
+        for group in row.get("groups", [row]):
+            if "value" in group:
+                click.echo(f"group: {json.dumps(group['value'], ensure_ascii=False)}")
+            shown.table(group["hits"])
+
+
+def _int_id(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not an integer id (only a collection created with --id-type string has string ids)",
+            param_hint="--by-id",
+        ) from None
+
+
+class _Shown:
+    """How search prints hits: the score's name, the texts of a --source file, payloads, vectors."""
+
+    def __init__(self, score: str, lookup: dict[Any, str], with_payload: bool, with_vectors: bool) -> None:
+        self.score, self.lookup, self.with_payload, self.with_vectors = score, lookup, with_payload, with_vectors
+
+    def hits(self, hits: list[Any]) -> list[dict[str, Any]]:
+        out = []
+        for h in hits:
+            hit: dict[str, Any] = {"id": h.id, self.score: h.distance}
+            if self.lookup:
+                hit["text"] = self.lookup.get(h.id, "")
+            if self.with_payload:
+                hit["payload"] = h.payload or {}
+            if self.with_vectors:
+                hit["vector"] = None if h.vector is None else [round(float(v), 6) for v in h.vector]
+            out.append(hit)
+        return out
+
+    def table(self, hits: list[dict[str, Any]]) -> None:
+        extra = [
+            n for n, on in (("text", self.lookup), ("payload", self.with_payload), ("vector", self.with_vectors)) if on
+        ]
+        rows = [
+            (
+                r + 1,
+                h["id"],
+                f"{h[self.score]:.4f}",
+                *(_clip(h[n] if n == "text" else json.dumps(h[n], ensure_ascii=False)) for n in extra),
+            )
+            for r, h in enumerate(hits)
+        ]
+        _table(["rank", "id", self.score, *extra], rows)
 
 
 def _parsed_filter(text: str | None) -> dict[str, Any] | None:
@@ -469,6 +564,79 @@ def count(collection: str, filter_text: str | None, address: str, timeout: float
     f = _parsed_filter(filter_text)
     with connect(address, timeout) as c:
         click.echo(c.count(collection, f))
+
+
+@click.command()
+@click.argument("collection")
+@click.argument("field")
+@click.option("--filter", "filter_text", help="""count only points whose payload matches, e.g. 'year >= 2020'""")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 10_000), help="values to print")
+@ADDRESS
+@TIMEOUT
+@AS_JSON
+def facet(
+    collection: str, field: str, filter_text: str | None, limit: int, address: str, timeout: float, as_json: bool
+) -> None:
+    """Count the points of COLLECTION per value of the payload FIELD (most common first)."""
+    f = _parsed_filter(filter_text)
+    with connect(address, timeout) as c:
+        counts = c.facet(collection, field, f, limit)
+    if as_json:
+        click.echo(json.dumps([{"value": x.value, "count": x.count} for x in counts], ensure_ascii=False))
+        return
+    _table([field, "count"], [(json.dumps(x.value, ensure_ascii=False), x.count) for x in counts])
+
+
+@click.command()
+@click.argument("collection")
+@click.option("--filter", "filter_text", help="""only points whose payload matches, e.g. 'lang = "en"'""")
+@click.option("--order-by", help="a payload field: points in the order of its values (those without it are left out)")
+@click.option("--desc", is_flag=True, help="with --order-by: largest values first")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1), help="points to print")
+@click.option("--with-vectors", is_flag=True, help="print each point's vector")
+@ADDRESS
+@TIMEOUT
+@AS_JSON
+def scroll(
+    collection: str,
+    filter_text: str | None,
+    order_by: str | None,
+    desc: bool,
+    limit: int,
+    with_vectors: bool,
+    address: str,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Print the points of COLLECTION (matching --filter) with their payloads: by id, or in the
+    order of a payload field (--order-by, --desc)."""
+    if desc and order_by is None:
+        raise click.UsageError("--desc needs --order-by FIELD (points come by ascending id otherwise)")
+    f = _parsed_filter(filter_text)
+    with connect(address, timeout) as c:
+        pages = c.scroll(
+            collection,
+            f,
+            with_vectors=with_vectors,
+            page_size=min(limit, 1000),
+            order_by=order_by,
+            order="desc" if desc else "asc",
+        )
+        points = list(itertools.islice(pages, limit))
+    rows: list[dict[str, Any]] = []
+    for p in points:
+        row: dict[str, Any] = {"id": p.id, "payload": p.payload or {}}
+        if with_vectors:
+            row["vector"] = None if p.vector is None else [round(float(v), 6) for v in p.vector]
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    header = ["id", "payload", *(["vector"] if with_vectors else [])]
+    _table(
+        header,
+        [tuple(_clip(json.dumps(r[h], ensure_ascii=False)) if h != "id" else r[h] for h in header) for r in rows],
+    )
 
 
 @click.command()
@@ -642,7 +810,7 @@ def _progress_lines(progress: list[Any], overwrite: bool) -> None:
         click.echo(line + (" " * 8 + "\r" if overwrite else ""), nl=not overwrite, err=overwrite)
 
 
-COMMANDS = [collections, add, import_, search, count, embed, plot, reshard]
+COMMANDS = [collections, add, import_, search, count, facet, scroll, embed, plot, reshard]
 
 
 def _search_by(
@@ -651,13 +819,17 @@ def _search_by(
     texts: tuple[str, ...],
     images: tuple[Path, ...],
     vectors: Path | None,
+    by_ids: list[Any],
     opts: dict[str, Any],
 ) -> tuple[list[str], Any]:
-    """The search by whichever of texts, images or a vectors file was given: (a label per query, result)."""
+    """The search by whichever of texts, images, a vectors file or stored points was given: (a label
+    per query, result)."""
     if texts:
         return list(texts), c.search(collection, texts=list(texts), **opts)
     if images:
         return [str(p) for p in images], c.search(collection, images=list(images), **opts)
+    if by_ids:
+        return [f"id {i}" for i in by_ids], c.search(collection, by_ids=by_ids, **opts)
     assert vectors is not None
     q = np.asarray(read_vectors(vectors))
     return [f"#{i}" for i in range(len(q))], c.search(collection, q, **opts)
