@@ -16,6 +16,7 @@ PROTO_ROOT = Path(__file__).resolve().parent
 PUBLIC = ["vecshard/v1/types.proto", "vecshard/v1/payload.proto", "vecshard/v1/vector_search.proto"]
 LOCK = PROTO_ROOT / "vecshard" / "v1" / "api.lock.json"
 API_DOC = PROTO_ROOT.parent / "docs" / "api.md"
+EXAMPLES = PROTO_ROOT / "api-examples.md"
 
 
 def descriptor_set() -> descriptor_pb2.FileDescriptorSet:
@@ -55,7 +56,8 @@ def api_markdown(fds: descriptor_pb2.FileDescriptorSet) -> str:
         "# vecshard API reference (`vecshard.v1`)",
         "",
         "Generated from the comments in `proto/vecshard/v1/*.proto` by `python proto/generate.py`; "
-        "do not edit. Byte layouts and conventions: the top of `types.proto` and `vector_search.proto`.",
+        "do not edit (the examples at the end come from `proto/api-examples.md`). Byte layouts and conventions: "
+        "the top of `types.proto` and `vector_search.proto`.",
         "",
     ]
     for file in fds.file:
@@ -98,6 +100,7 @@ def api_markdown(fds: descriptor_pb2.FileDescriptorSet) -> str:
                     ftype = f"repeated {ftype}"
                 lines.append(f"| `{f.name}` | {f.number} | {ftype} | {c.get((4, mi, 2, fi), '')} |")
             lines.append("")
+    lines += ["", EXAMPLES.read_text()]  # hand-written examples of the data API, run by tests/test_api_examples.py
     return "\n".join(line.rstrip() for line in lines).replace("\n\n\n", "\n\n") + "\n"
 
 

@@ -457,7 +457,7 @@ class Gen:
     def maybe_filter(self, req: Any) -> None:
         if self.r.random() < 0.35:
             req.filter.CopyFrom(self.filter_())
-        if self.r.random() < 0.3:
+        if self.r.random() < 0.3 and hasattr(req, "with_payload"):
             req.with_payload.CopyFrom(
                 ppb.PayloadSelector(enable=True, fields=self.r.choice([[], ["lang"], ["a.b", ""]]))
             )
@@ -497,7 +497,7 @@ class Gen:
         return pb.CreatePayloadIndexRequest(
             collection=self.name(healthy),
             field=self.pick(["lang", "year", "meta.x"], ["", "a..b", "x" * 300]),
-            type=self.pick([1, 2, 3, 4], [0, 5, -1, 2**31 - 1]),
+            type=self.pick([1, 2, 3, 4, 5], [0, 6, -1, 2**31 - 1]),
         )
 
     def c_drop_index(self, healthy: bool) -> Message:
@@ -546,9 +546,30 @@ class Gen:
         req = pb.AddRequest(
             collection=name, ids=self.ids(n), upsert=self.r.random() < 0.3, model_fingerprint=self.fingerprint(name)
         )
-        self.vectors_or_inputs(req, "vectors", name, n)
+        if self.r.random() < 0.9:
+            self.vectors_or_inputs(req, "vectors", name, n)  # (else: points without a vector, if payloads)
         if self.r.random() < 0.4:
             req.payloads.extend(self.payload() for _ in range(self.pick([n], [0, n + 1, max(0, n - 1)]) if n else 0))
+        if self.r.random() < 0.3:
+            req.on_conflict = self.pick([0, 1, 2, 3], [4, -1, 2**31 - 1])
+        if self.r.random() < 0.05:
+            req.string_ids.extend(self.pick([["a", "b"]], [[""], ["x" * 300], ["a", "a"]])[:n])
+        return req
+
+    def c_update_vectors(self, healthy: bool) -> Message:
+        name = self.name(healthy)
+        n = self.rows()
+        req = pb.UpdateVectorsRequest(collection=name, ids=self.ids(n), model_fingerprint=self.fingerprint(name))
+        self.vectors_or_inputs(req, "vectors", name, n)
+        return req
+
+    def c_facet(self, healthy: bool) -> Message:
+        req = pb.FacetRequest(
+            collection=self.name(healthy),
+            key=self.pick(["lang", "tags", "meta.x", "`a.b`"], ["", "a..b", "`x"]),
+            limit=self.pick([0, 1, 10, 10_000], [10_001, U32]),
+        )
+        self.maybe_filter(req)
         return req
 
     def c_remove(self, healthy: bool) -> Message:
@@ -574,6 +595,20 @@ class Gen:
         else:
             self.vectors_or_inputs(req, "queries", name, self.pick([1, 1, 2, 4], [0, 9, MAX_BATCH + 1]))
         self.maybe_filter(req)
+        x = self.r.random()
+        if x < 0.08:
+            req.ClearField("queries")
+            req.query_ids = self.ids(self.pick([1, 2], [0, 3]))
+        elif x < 0.12:
+            req.ClearField("queries")
+            req.recommend.positive = self.ids(self.pick([1, 2], [0]))
+            req.recommend.negative = self.ids(self.pick([0, 1], [2]))
+        if self.r.random() < 0.1:
+            req.group_by = self.pick(["lang", "tags"], ["", "a..b"])
+            req.group_size = self.pick([0, 1, 3], [MAX_K + 1, U32])
+        if self.r.random() < 0.1:
+            req.offset = self.pick([0, 1, 5], [MAX_K, U32])
+        req.with_vectors = self.r.random() < 0.1
         return req
 
     def c_train(self, healthy: bool) -> Message:
@@ -757,6 +792,10 @@ BUILDERS: dict[tuple[str, str], Callable[[Gen, bool], Message]] = {
     (PUBLIC, "CreatePayloadIndex"): Gen.c_create_index,
     (PUBLIC, "DropPayloadIndex"): Gen.c_drop_index,
     (PUBLIC, "Reshard"): Gen.c_reshard,
+    (PUBLIC, "UpdateVectors"): Gen.c_update_vectors,
+    (PUBLIC, "Facet"): Gen.c_facet,
+    (SHARD, "UpdateVectors"): Gen.c_update_vectors,
+    (SHARD, "Facet"): Gen.c_facet,
     (SHARD, "Import"): Gen.s_import,
     (SHARD, "Count"): Gen.c_count,
     (SHARD, "Scroll"): Gen.c_scroll,

@@ -23,6 +23,7 @@ import pytest
 from vecshard import Client
 from vecshard.types import Point
 from vecshard_server.cluster.local import LocalCluster
+from vecshard_server.common.string_ids import string_id_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_DIR = ROOT / "tests" / "interop" / "node"
@@ -108,6 +109,15 @@ def test_node_client_payloads_and_filters() -> None:
             sdk_count, sdk_total = c.count(name, FILTER_TEXT), c.count(name)
             sdk_scroll = [p.id for p in c.scroll(name, FILTER_TEXT, with_payload=False)]
             fr_left = c.count(name, {"must": [{"key": "lang", "match": "fr"}]})
+
+    # String ids, from generated stubs alone: placed, searched, fetched and removed by their strings.
+    st = out["strings"]
+    assert st["id_type"] == "ID_TYPE_STRING" and st["added"] == "3" and st["payload_only"] == "1"
+    assert st["skip"] == {"added": "1", "skipped": "1"}
+    tied = sorted(["3f2a9c1e-7b4d-4e8a-9c0f-1a2b3c4d5e6f", "x"], key=lambda s: string_id_hash(s, 63))  # ties: by hash
+    assert st["search_string_ids"] == ["doc/ü", *tied, "y", "", ""]
+    assert st["get_found"] == [1, 1, 0] and st["get_has_vector"] == [0, 1, 0]
+    assert st["removed"] == "1" and st["count"] == "4"
 
     # Six points were added, one id above 2^53 (not a double); the "fr" one was removed by filter.
     assert out["added"] == "6" and len(ids) == 6 and 2**53 + 1 in ids

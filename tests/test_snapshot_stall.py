@@ -280,7 +280,7 @@ def test_a_merge_from_a_peer_during_a_snapshot_keeps_the_newest_of_each_id(tmp_p
     assert_equal(part, model, x[:8], "after the snapshot")
     loaded = ShardIndex.load(tmp_path / "c", 10**6)  # the state at the freeze, versions included
     assert loaded.count == 100 and loaded.max_version == 100
-    assert loaded.add(np.arange(10), x[:10], True, None, 99) == (0, 0)  # older than what it holds
+    assert loaded.add(np.arange(10), x[:10], True, None, 99) == (0, 0, 0)  # older than what it holds
 
 
 # -- (1) and (3): a shard service over a data dir ------------------------------------------------

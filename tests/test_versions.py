@@ -136,7 +136,7 @@ def test_a_rollback_wins_over_its_add_in_either_order_and_spares_other_writes() 
     at_first.add(ids[1:], vec(2, 5), True, None, 5)  # id 2 holds an older write the Add (10) was refused over
     at_last.add(ids[1:], vec(2, 5), True, None, 5)
     at_first.remove(ids, None, 10, rollback=True)  # the rollback arrives before its Add
-    assert at_first.add(ids[:1], x[:1], False, None, 10) == (0, 0)  # stores nothing: tombstone at 10
+    assert at_first.add(ids[:1], x[:1], False, None, 10) == (0, 0, 0)  # stores nothing: tombstone at 10
     at_last.add(ids[:1], x[:1], False, None, 10)
     assert at_last.remove(ids, None, 10, rollback=True) == 1  # takes 1 back, leaves 2 (written at 5)
     assert state(at_first)[:2] == state(at_last)[:2]
@@ -151,8 +151,8 @@ def test_a_non_upsert_add_is_refused_over_another_write_and_idempotent_over_itse
     part = ShardIndex(spec(), 10**6)
     ids = np.array([1, 2], dtype=np.int64)
     x = np.vstack([vec(1, 3), vec(2, 3)])
-    assert part.add(ids, x, False, None, 3) == (2, 0)
-    assert part.add(ids, x, False, None, 3) == (0, 0)  # the same Add again (a retry, a replay)
+    assert part.add(ids, x, False, None, 3) == (2, 0, 0)
+    assert part.add(ids, x, False, None, 3) == (0, 0, 0)  # the same Add again (a retry, a replay)
     with pytest.raises(AlreadyExists):
         part.add(ids, x, False, None, 4)
     with pytest.raises(AlreadyExists):

@@ -32,7 +32,7 @@ import contextlib
 import dataclasses
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ import faiss  # re-exported (__all__): tests patch engine.faiss.write_index, whi
 import numpy as np
 import numpy.typing as npt
 
-from vecshard.payload import PayloadDict
+from vecshard.payload import PayloadDict, key_parts
 from vecshard.v1 import payload_pb2 as ppb
 from vecshard_server.common.spec import CollectionSpec
 from vecshard_server.shard import pages, snapshot
@@ -49,8 +49,8 @@ from vecshard_server.shard.digests import digest_of, row_hashes
 from vecshard_server.shard.kinds import HNSW_M, assign_lists, faiss_metric, new_ivf, train_centroids, train_state
 from vecshard_server.shard.locks import RWLock
 from vecshard_server.shard.pages import Keep, Scanned
-from vecshard_server.shard.payloads import EMPTY, decode, encode
-from vecshard_server.shard.points import AddRules, Export, Points, payload_index_kind
+from vecshard_server.shard.partition_writes import PartitionWrites
+from vecshard_server.shard.points import Export, Points, payload_index_kind
 from vecshard_server.shard.search import refine_distances, search_work
 from vecshard_server.shard.snapshot import SnapshotCorrupt
 from vecshard_server.shard.storage import Frozen
@@ -92,7 +92,7 @@ class IndexSettings:
     scratch_dir: Path | None = None  # compressed kinds' vector files (None: the system's temp dir)
 
 
-class ShardIndex:
+class ShardIndex(PartitionWrites):
     """One shard's partition of one collection."""
 
     _TIE_BUDGET = 1 << 22  # results per faiss call when searching again past a tie (see ranking.ranked)
@@ -178,161 +178,6 @@ class ShardIndex:
     def _frozen(self) -> Frozen | None:
         return self._storage.frozen
 
-    def _log(self, journal: Journal | None) -> None:
-        """Log a write that is known to apply; under the write lock."""
-        if journal is not None:
-            self.applied_lsn = journal()
-
-    def _wrote(self, version: int) -> None:
-        """Count a write applied at `version` (0: unversioned)."""
-        self.max_version = max(self.max_version, version)
-        self.writes += 1
-
-    # -- writes ---------------------------------------------------------------------------------
-    def add(
-        self,
-        ids: I64,
-        vectors: F32 | None,
-        upsert: bool,
-        journal: Journal | None = None,
-        version: int | I64 = 0,
-        payloads: Sequence[ppb.Payload] | None = None,
-        rules: AddRules | None = None,
-    ) -> tuple[int, int, int]:
-        """Add (or with upsert, replace) points written at `version` (one for all ids, or one per id;
-        0: unversioned, as in logs of older versions: applied as it comes). Returns (added, replaced,
-        skipped). `payloads`: none, or one per id (a point's payload is replaced with its vector).
-        `vectors` None: points without a vector (payload-only); `rules`: see points.AddRules.
-
-        Per id the newest version wins (see writes.add_skips); without upsert the whole write is refused
-        (AlreadyExists) when an id is stored from another write. All or nothing otherwise."""
-        decoded = decode(payloads) if payloads else None  # outside the lock
-        if vectors is None:
-            vectors = np.zeros((ids.size, self.spec.dim), dtype=np.float32)
-            rules = dataclasses.replace(rules or AddRules(), vectorless=np.ones(ids.size, dtype=bool))
-        with self._lock.write():
-            batch = self._points.admit(ids, vectors, version, upsert, decoded, self.max_vectors, rules)
-            if batch is None or not batch.ids.size:
-                return 0, 0, batch.skipped if batch is not None else 0
-            self._log(journal)
-            self._points.put(batch)
-            self._wrote(int(batch.versions.max()))
-            less = batch.vectorless
-            if less is None or not less.any():
-                self._training.record("add", batch.ids, batch.vectors)
-            else:
-                self._training.record("remove", batch.present, None)  # (a vector replaced by none)
-                if not less.all():
-                    self._training.record("add", batch.ids[~less], batch.vectors[~less])
-            return batch.new, int(batch.present.size), batch.skipped
-
-    def update_vectors(
-        self, ids: I64, vectors: F32, keys: Sequence[str] | None, journal: Journal | None, version: int
-    ) -> int:
-        """Set the vectors of stored `ids` (those whose string id is `keys`' one, when given), keeping
-        their payloads, at `version`: a point held at this version or a newer one is left as it is.
-        Returns how many were set."""
-        with self._lock.write():
-            points = self._points
-            if keys is not None:
-                keep = points.keyed(ids, keys)
-                ids, vectors = ids[keep], vectors[keep]
-            writable = np.isin(ids, points.writable(ids, version))
-            ids, vectors = ids[writable], vectors[writable]
-            if not ids.size:
-                return 0
-            current = points.payloads_of(ids)
-            decoded = [(p or {}, encode(p)) if p else (EMPTY, b"") for p in current]
-            batch = points.admit(ids, vectors, version, True, decoded, self.max_vectors)
-            if batch is None or not batch.ids.size:
-                return 0
-            self._log(journal)
-            points.put(batch)
-            self._wrote(version)
-            self._training.record("add", batch.ids, batch.vectors)
-            return int(batch.ids.size)
-
-    def remove(
-        self,
-        ids: I64,
-        journal: Journal | None = None,
-        version: int | I64 = 0,
-        rollback: bool = False,
-        keys: Sequence[str] | None = None,
-    ) -> int:
-        """Remove ids at `version` (one for all, or one per id; 0: unversioned), leaving tombstones, as
-        writes.removals says; rollback: take back the Add of `version`. `keys`: the string id of each
-        (an id stored under another string is left alone). Returns how many were stored."""
-        with self._lock.write():
-            if keys is not None:
-                keep = self._points.keyed(ids, keys)
-                ids = ids[keep]
-                version = version[keep] if isinstance(version, np.ndarray) else version
-            return self._remove_locked(ids, journal, version, rollback)
-
-    def remove_matching(self, f: ppb.Filter, journal: Journal | None, version: int, resolved: list[I64]) -> int:
-        """Remove the points matching `f` (as `remove`, at `version`); the ids are appended to
-        `resolved` before `journal` runs, for the log record."""
-        with self._lock.write():
-            ids = self._points.resolve(None, f)
-            resolved.append(ids)
-            if not ids.size:
-                return 0
-            return self._remove_locked(ids, journal, version, False)
-
-    def _remove_locked(self, ids: I64, journal: Journal | None, version: int | I64, rollback: bool) -> int:
-        gone, marks = self._points.removals(ids, version, rollback)
-        if not gone and not marks:
-            return 0
-        self._log(journal)
-        present = self._points.drop(gone, marks)
-        if present.size:
-            self._training.record("remove", present, None)
-        self._wrote(max((v for _, v in marks), default=0))
-        return int(present.size)
-
-    def forget_add(self, version: int, keep: int) -> None:
-        """Remember that the Add of `version` was rolled back (the last `keep` such Adds)."""
-        with self._lock.write():
-            self.aborted[version] = None
-            while len(self.aborted) > keep:
-                self.aborted.popitem(last=False)
-
-    def purge_tombstones(self, older_than: int) -> int:
-        """Forget tombstones of versions below `older_than`; returns how many."""
-        with self._lock.write():
-            return self._points.purge_tombstones(older_than)
-
-    # -- payloads -------------------------------------------------------------------------------
-    def set_payload(
-        self,
-        ids: I64 | None,
-        f: ppb.Filter | None,
-        mode: int,
-        patch: PayloadDict,
-        keys: Sequence[str],
-        journal: Journal | None,
-        version: int,
-        resolved: list[I64],
-        string_ids: Sequence[str] | None = None,
-    ) -> int:
-        """Write the payloads of the stored points among `ids` (or matching `f`) at `version`, as
-        `mode` says (see writes.edited); a point held at this version or a newer one is left as it is.
-        The ids the write resolved to are appended to `resolved` before `journal` runs. Returns how many
-        were written."""
-        with self._lock.write():
-            ids = self._points.resolve(ids, f)
-            if string_ids is not None:
-                ids = ids[self._points.keyed(ids, string_ids)]
-            resolved.append(ids)
-            ids = self._points.writable(ids, version)
-            if not ids.size:
-                return 0
-            self._log(journal)
-            self._points.edit_payloads(ids, mode, patch, keys, version)
-            self._wrote(version)
-            return int(ids.size)
-
     @contextlib.contextmanager
     def reading(self) -> Iterator[Points]:
         """The partition's points under its read lock, for read-only parts that need more than the
@@ -363,7 +208,8 @@ class ShardIndex:
 
     def create_payload_index(self, field: str, kind: int, journal: Journal | None = None) -> bool:
         """Index a payload field; False when it already is, with this kind."""
-        kind_name = payload_index_kind(kind)  # InvalidArgument before the lock
+        kind_name = payload_index_kind(kind)  # InvalidArgument before the lock (and the log)
+        key_parts(field, "field")
         with self._lock.write():
             return self._points.create_index(field, kind_name, lambda: self._log(journal))
 

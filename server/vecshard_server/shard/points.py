@@ -46,7 +46,7 @@ Export = tuple[I64, F32, I64, I64, I64, list[PayloadDict | None]]
 def payload_index_kind(kind: int) -> str:
     """The payload index kind of a PayloadIndexType; InvalidArgument if it is none."""
     if kind not in INDEX_TYPES:
-        raise InvalidArgument(f"payload index type {kind} is not one of KEYWORD, INTEGER, FLOAT, BOOL")
+        raise InvalidArgument(f"payload index type {kind} is not one of KEYWORD, INTEGER, FLOAT, BOOL, DATETIME")
     return INDEX_TYPES[kind]
 
 
@@ -198,6 +198,23 @@ class Points:
             self.digest = (self.digest + digest_of(ids, vectors) + change) & MASK
         self.versions.set_many(ids, batch.versions)
         self.tombs.delete_many(ids)
+
+    def vector_update(
+        self, ids: I64, vectors: F32, keys: Sequence[str] | None, version: int, limit: int
+    ) -> AddBatch | None:
+        """The Add an UpdateVectors at `version` makes (None: nothing to write): the stored ids among
+        `ids` (whose string id is `keys`' one, when given) not held at this version or a newer one,
+        with their new vectors and the payloads they have."""
+        if keys is not None:
+            keep = self.keyed(ids, keys)
+            ids, vectors = ids[keep], vectors[keep]
+        writable = np.isin(ids, self.writable(ids, version))
+        ids, vectors = ids[writable], vectors[writable]
+        if not ids.size:
+            return None
+        decoded = [(p, encode(p)) if p else (EMPTY, b"") for p in self.payloads_of(ids)]
+        batch = self.admit(ids, vectors, version, True, decoded, limit)
+        return batch if batch is not None and batch.ids.size else None
 
     def keyed(self, ids: I64, keys: Sequence[str]) -> npt.NDArray[np.bool_]:
         """Which of `ids` are not stored under another string id than its key (a request naming a string

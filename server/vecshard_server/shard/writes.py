@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecshard.errors import AlreadyExists
-from vecshard.payload import PayloadDict
+from vecshard.payload import PayloadDict, key_parts
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.shard.idmap import IdVersions
 
@@ -95,7 +95,7 @@ def without_keys(payload: PayloadDict, keys: Sequence[str]) -> PayloadDict:
     """A copy of payload without the (dotted) keys; the nested objects on a key's path are copied."""
     out = dict(payload)
     for key in keys:
-        parts = key.split(".")
+        parts = key_parts(key, "keys")
         node: dict[str, Any] = out
         for part in parts[:-1]:
             child = node.get(part)

@@ -116,7 +116,38 @@ async function main() {
   out.removed = (await call("Remove", { collection, filter: filterFr })).removed;
   out.final_count = (await call("Count", { collection })).count;
 
+  out.strings = await stringIds(`${collection}_s`);
   console.log(JSON.stringify(out));
+}
+
+// A collection with string ids (id_type ID_TYPE_STRING): ids go in string_ids fields, a point may
+// have no vector, and an Add may skip the ids already stored.
+async function stringIds(name) {
+  const out = {};
+  const created = await call("CreateCollection", {
+    config: { name, dim: 4, metric: "METRIC_L2", index_type: "INDEX_TYPE_FLAT", id_type: "ID_TYPE_STRING" },
+  });
+  out.id_type = created.config.id_type;
+  const ids = ["3f2a9c1e-7b4d-4e8a-9c0f-1a2b3c4d5e6f", "doc/ü", "x"];
+  out.added = (await call("Add", {
+    collection: name, string_ids: ids, vectors: floatMatrix([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]),
+  })).added;
+  out.payload_only = (await call("Add", {
+    collection: name, string_ids: ["note"], payloads: [{ fields: { text: { string_value: "no vector yet" } } }],
+  })).added;
+  const skip = await call("Add", {
+    collection: name, string_ids: ["x", "y"], vectors: floatMatrix([[0, 0, 0, 1], [0, 0, 0, 2]]),
+    on_conflict: "ON_CONFLICT_SKIP",
+  });
+  out.skip = { added: skip.added, skipped: skip.skipped };
+  const search = await call("Search", { collection: name, queries: floatMatrix([[0, 1, 0, 0]]), k: 6 });
+  out.search_string_ids = search.string_ids;
+  const got = await call("Get", { collection: name, string_ids: ["note", "doc/ü", "missing"], allow_missing: true });
+  out.get_found = [...got.found];
+  out.get_has_vector = [...got.has_vector];
+  out.removed = (await call("Remove", { collection: name, string_ids: ["x", "missing"] })).removed;
+  out.count = (await call("Count", { collection: name })).count;
+  return out;
 }
 
 main()

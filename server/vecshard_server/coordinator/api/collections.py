@@ -19,6 +19,7 @@ from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.placement import physical_name
 from vecshard_server.common.spec import CollectionSpec, check_collection_count
 from vecshard_server.coordinator.api.base import Family
+from vecshard_server.coordinator.payload_inputs import check_keys
 from vecshard_server.coordinator.shard_api import (
     CREATE_COLLECTION,
     CREATE_PAYLOAD_INDEX,
@@ -132,10 +133,9 @@ class Collections(Family):
         self, request: pb.CreatePayloadIndexRequest, context: grpc.aio.ServicerContext
     ) -> pb.CollectionInfo:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
-        if not request.field or any(not part for part in request.field.split(".")):
-            raise InvalidArgument(f"field must be a key or a dotted path like 'meta.lang', got {request.field!r}")
-        if request.type not in (1, 2, 3, 4):
-            raise InvalidArgument("type must be KEYWORD, INTEGER, FLOAT or BOOL")
+        check_keys([request.field], "field")
+        if request.type not in (1, 2, 3, 4, 5):
+            raise InvalidArgument("type must be KEYWORD, INTEGER, FLOAT, BOOL or DATETIME")
         outs = await asyncio.gather(
             *(
                 view.call(CREATE_PAYLOAD_INDEX, view.all(request), self._timeout(context), fail_fast=False)

@@ -40,7 +40,7 @@ from vecshard_server.coordinator.inputs import (
     normalize_rows,
     request_vectors,
 )
-from vecshard_server.coordinator.payload_inputs import check_filter, check_payloads
+from vecshard_server.coordinator.payload_inputs import check_filter, check_keys, check_payloads
 from vecshard_server.coordinator.reshard import Resharder
 from vecshard_server.coordinator.shard_api import (
     ADD,
@@ -359,9 +359,7 @@ class Writes(Family):
         if request.mode == pb.SET_PAYLOAD_MODE_DELETE_KEYS:
             if not request.keys or request.payload.fields:
                 raise InvalidArgument("DELETE_KEYS takes the keys to delete in `keys`, and no payload")
-            for key in request.keys:
-                if not key or any(not part for part in key.split(".")):
-                    raise InvalidArgument(f"keys: {key!r} is not a key or a dotted path")
+            check_keys(request.keys, "keys")
         elif request.keys:
             raise InvalidArgument("keys are for DELETE_KEYS; MERGE and OVERWRITE take a payload")
         check_payloads([request.payload], 1, self.settings)
