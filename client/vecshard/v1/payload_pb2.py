@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19vecshard/v1/payload.proto\x12\x0bvecshard.v1\"\xdc\x01\n\x05Value\x12\x14\n\nnull_value\x18\x01 \x01(\x08H\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x03 \x01(\x12H\x00\x12\x16\n\x0c\x64ouble_value\x18\x04 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x05 \x01(\tH\x00\x12,\n\nlist_value\x18\x06 \x01(\x0b\x32\x16.vecshard.v1.ListValueH\x00\x12,\n\x0cstruct_value\x18\x07 \x01(\x0b\x32\x14.vecshard.v1.PayloadH\x00\x42\x06\n\x04kind\"/\n\tListValue\x12\"\n\x06values\x18\x01 \x03(\x0b\x32\x12.vecshard.v1.Value\"~\n\x07Payload\x12\x30\n\x06\x66ields\x18\x01 \x03(\x0b\x32 .vecshard.v1.Payload.FieldsEntry\x1a\x41\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.vecshard.v1.Value:\x02\x38\x01\"\x80\x01\n\x06\x46ilter\x12$\n\x04must\x18\x01 \x03(\x0b\x32\x16.vecshard.v1.Condition\x12&\n\x06should\x18\x02 \x03(\x0b\x32\x16.vecshard.v1.Condition\x12(\n\x08must_not\x18\x03 \x03(\x0b\x32\x16.vecshard.v1.Condition\"z\n\tCondition\x12,\n\x05\x66ield\x18\x01 \x01(\x0b\x32\x1b.vecshard.v1.FieldConditionH\x00\x12%\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x13.vecshard.v1.FilterH\x00\x12\x10\n\x06has_id\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04kind\"\xbb\x02\n\x0e\x46ieldCondition\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05match\x18\x02 \x01(\x0b\x32\x12.vecshard.v1.ValueH\x00\x12+\n\tmatch_any\x18\x03 \x01(\x0b\x32\x16.vecshard.v1.ListValueH\x00\x12#\n\x05range\x18\x04 \x01(\x0b\x32\x12.vecshard.v1.RangeH\x00\x12\x11\n\x07is_null\x18\x05 \x01(\x08H\x00\x12\x12\n\x08is_empty\x18\x06 \x01(\x08H\x00\x12\x10\n\x06\x65xists\x18\x07 \x01(\x08H\x00\x12.\n\x0cmatch_except\x18\x08 \x01(\x0b\x32\x16.vecshard.v1.ListValueH\x00\x12\x34\n\x0e\x64\x61tetime_range\x18\t \x01(\x0b\x32\x1a.vecshard.v1.DatetimeRangeH\x00\x42\x06\n\x04test\"\x89\x01\n\x05Range\x12\x1e\n\x02gt\x18\x01 \x01(\x0b\x32\x12.vecshard.v1.Value\x12\x1f\n\x03gte\x18\x02 \x01(\x0b\x32\x12.vecshard.v1.Value\x12\x1e\n\x02lt\x18\x03 \x01(\x0b\x32\x12.vecshard.v1.Value\x12\x1f\n\x03lte\x18\x04 \x01(\x0b\x32\x12.vecshard.v1.Value\"A\n\rDatetimeRange\x12\n\n\x02gt\x18\x01 \x01(\t\x12\x0b\n\x03gte\x18\x02 \x01(\t\x12\n\n\x02lt\x18\x03 \x01(\t\x12\x0b\n\x03lte\x18\x04 \x01(\t\"1\n\x0fPayloadSelector\x12\x0e\n\x06\x65nable\x18\x01 \x01(\x08\x12\x0e\n\x06\x66ields\x18\x02 \x03(\t\"J\n\x0cPayloadIndex\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12+\n\x04type\x18\x02 \x01(\x0e\x32\x1d.vecshard.v1.PayloadIndexType\"d\n\nFilterPlan\x12\r\n\x05shard\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\x0f\n\x07matches\x18\x03 \x01(\x04\x12\x0e\n\x06nprobe\x18\x04 \x01(\r\x12\x18\n\x10unindexed_fields\x18\x05 \x03(\t*\xd2\x01\n\x10PayloadIndexType\x12\"\n\x1ePAYLOAD_INDEX_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aPAYLOAD_INDEX_TYPE_KEYWORD\x10\x01\x12\x1e\n\x1aPAYLOAD_INDEX_TYPE_INTEGER\x10\x02\x12\x1c\n\x18PAYLOAD_INDEX_TYPE_FLOAT\x10\x03\x12\x1b\n\x17PAYLOAD_INDEX_TYPE_BOOL\x10\x04\x12\x1f\n\x1bPAYLOAD_INDEX_TYPE_DATETIME\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19vecshard/v1/payload.proto\x12\x0bvecshard.v1\"\xdc\x01\n\x05Value\x12\x14\n\nnull_value\x18\x01 \x01(\x08H\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x03 \x01(\x12H\x00\x12\x16\n\x0c\x64ouble_value\x18\x04 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x05 \x01(\tH\x00\x12,\n\nlist_value\x18\x06 \x01(\x0b\x32\x16.vecshard.v1.ListValueH\x00\x12,\n\x0cstruct_value\x18\x07 \x01(\x0b\x32\x14.vecshard.v1.PayloadH\x00\x42\x06\n\x04kind\"/\n\tListValue\x12\"\n\x06values\x18\x01 \x03(\x0b\x32\x12.vecshard.v1.Value\"~\n\x07Payload\x12\x30\n\x06\x66ields\x18\x01 \x03(\x0b\x32 .vecshard.v1.Payload.FieldsEntry\x1a\x41\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.vecshard.v1.Value:\x02\x38\x01\"\x80\x01\n\x06\x46ilter\x12$\n\x04must\x18\x01 \x03(\x0b\x32\x16.vecshard.v1.Condition\x12&\n\x06should\x18\x02 \x03(\x0b\x32\x16.vecshard.v1.Condition\x12(\n\x08must_not\x18\x03 \x03(\x0b\x32\x16.vecshard.v1.Condition\"z\n\tCondition\x12,\n\x05\x66ield\x18\x01 \x01(\x0b\x32\x1b.vecshard.v1.FieldConditionH\x00\x12%\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x13.vecshard.v1.FilterH\x00\x12\x10\n\x06has_id\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04kind\"\xcb\x02\n\x0e\x46ieldCondition\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05match\x18\x02 \x01(\x0b\x32\x12.vecshard.v1.ValueH\x00\x12+\n\tmatch_any\x18\x03 \x01(\x0b\x32\x16.vecshard.v1.ListValueH\x00\x12#\n\x05range\x18\x04 \x01(\x0b\x32\x12.vecshard.v1.RangeH\x00\x12\x11\n\x07is_null\x18\x05 \x01(\x08H\x00\x12\x12\n\x08is_empty\x18\x06 \x01(\x08H\x00\x12\x10\n\x06\x65xists\x18\x07 \x01(\x08H\x00\x12.\n\x0cmatch_except\x18\x08 \x01(\x0b\x32\x16.vecshard.v1.ListValueH\x00\x12\x34\n\x0e\x64\x61tetime_range\x18\t \x01(\x0b\x32\x1a.vecshard.v1.DatetimeRangeH\x00\x12\x0e\n\x04text\x18\n \x01(\tH\x00\x42\x06\n\x04test\"\x89\x01\n\x05Range\x12\x1e\n\x02gt\x18\x01 \x01(\x0b\x32\x12.vecshard.v1.Value\x12\x1f\n\x03gte\x18\x02 \x01(\x0b\x32\x12.vecshard.v1.Value\x12\x1e\n\x02lt\x18\x03 \x01(\x0b\x32\x12.vecshard.v1.Value\x12\x1f\n\x03lte\x18\x04 \x01(\x0b\x32\x12.vecshard.v1.Value\"A\n\rDatetimeRange\x12\n\n\x02gt\x18\x01 \x01(\t\x12\x0b\n\x03gte\x18\x02 \x01(\t\x12\n\n\x02lt\x18\x03 \x01(\t\x12\x0b\n\x03lte\x18\x04 \x01(\t\"1\n\x0fPayloadSelector\x12\x0e\n\x06\x65nable\x18\x01 \x01(\x08\x12\x0e\n\x06\x66ields\x18\x02 \x03(\t\"\xa7\x01\n\x0cPayloadIndex\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12+\n\x04type\x18\x02 \x01(\x0e\x32\x1d.vecshard.v1.PayloadIndexType\x12*\n\x04text\x18\x03 \x01(\x0b\x32\x1c.vecshard.v1.TextIndexParams\x12/\n\ntext_stats\x18\x04 \x01(\x0b\x32\x1b.vecshard.v1.TextIndexStats\"c\n\x0fTextIndexParams\x12\x0f\n\x07stemmer\x18\x01 \x01(\t\x12\x11\n\tstopwords\x18\x02 \x01(\t\x12\x0f\n\x02k1\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x0e\n\x01\x62\x18\x04 \x01(\x02H\x01\x88\x01\x01\x42\x05\n\x03_k1B\x04\n\x02_b\"S\n\x0eTextIndexStats\x12\x11\n\tdocuments\x18\x01 \x01(\x04\x12\r\n\x05terms\x18\x02 \x01(\x04\x12\x0f\n\x07skipped\x18\x03 \x01(\x04\x12\x0e\n\x06tokens\x18\x04 \x01(\x04\"d\n\nFilterPlan\x12\r\n\x05shard\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\x0f\n\x07matches\x18\x03 \x01(\x04\x12\x0e\n\x06nprobe\x18\x04 \x01(\r\x12\x18\n\x10unindexed_fields\x18\x05 \x03(\t*\xef\x01\n\x10PayloadIndexType\x12\"\n\x1ePAYLOAD_INDEX_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aPAYLOAD_INDEX_TYPE_KEYWORD\x10\x01\x12\x1e\n\x1aPAYLOAD_INDEX_TYPE_INTEGER\x10\x02\x12\x1c\n\x18PAYLOAD_INDEX_TYPE_FLOAT\x10\x03\x12\x1b\n\x17PAYLOAD_INDEX_TYPE_BOOL\x10\x04\x12\x1f\n\x1bPAYLOAD_INDEX_TYPE_DATETIME\x10\x05\x12\x1b\n\x17PAYLOAD_INDEX_TYPE_TEXT\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PAYLOAD_FIELDSENTRY']._loaded_options = None
   _globals['_PAYLOAD_FIELDSENTRY']._serialized_options = b'8\001'
-  _globals['_PAYLOADINDEXTYPE']._serialized_start=1452
-  _globals['_PAYLOADINDEXTYPE']._serialized_end=1662
+  _globals['_PAYLOADINDEXTYPE']._serialized_start=1748
+  _globals['_PAYLOADINDEXTYPE']._serialized_end=1987
   _globals['_VALUE']._serialized_start=43
   _globals['_VALUE']._serialized_end=263
   _globals['_LISTVALUE']._serialized_start=265
@@ -48,15 +48,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONDITION']._serialized_start=573
   _globals['_CONDITION']._serialized_end=695
   _globals['_FIELDCONDITION']._serialized_start=698
-  _globals['_FIELDCONDITION']._serialized_end=1013
-  _globals['_RANGE']._serialized_start=1016
-  _globals['_RANGE']._serialized_end=1153
-  _globals['_DATETIMERANGE']._serialized_start=1155
-  _globals['_DATETIMERANGE']._serialized_end=1220
-  _globals['_PAYLOADSELECTOR']._serialized_start=1222
-  _globals['_PAYLOADSELECTOR']._serialized_end=1271
-  _globals['_PAYLOADINDEX']._serialized_start=1273
-  _globals['_PAYLOADINDEX']._serialized_end=1347
-  _globals['_FILTERPLAN']._serialized_start=1349
-  _globals['_FILTERPLAN']._serialized_end=1449
+  _globals['_FIELDCONDITION']._serialized_end=1029
+  _globals['_RANGE']._serialized_start=1032
+  _globals['_RANGE']._serialized_end=1169
+  _globals['_DATETIMERANGE']._serialized_start=1171
+  _globals['_DATETIMERANGE']._serialized_end=1236
+  _globals['_PAYLOADSELECTOR']._serialized_start=1238
+  _globals['_PAYLOADSELECTOR']._serialized_end=1287
+  _globals['_PAYLOADINDEX']._serialized_start=1290
+  _globals['_PAYLOADINDEX']._serialized_end=1457
+  _globals['_TEXTINDEXPARAMS']._serialized_start=1459
+  _globals['_TEXTINDEXPARAMS']._serialized_end=1558
+  _globals['_TEXTINDEXSTATS']._serialized_start=1560
+  _globals['_TEXTINDEXSTATS']._serialized_end=1643
+  _globals['_FILTERPLAN']._serialized_start=1645
+  _globals['_FILTERPLAN']._serialized_end=1745
 # @@protoc_insertion_point(module_scope)

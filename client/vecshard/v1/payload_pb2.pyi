@@ -15,12 +15,14 @@ class PayloadIndexType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PAYLOAD_INDEX_TYPE_FLOAT: _ClassVar[PayloadIndexType]
     PAYLOAD_INDEX_TYPE_BOOL: _ClassVar[PayloadIndexType]
     PAYLOAD_INDEX_TYPE_DATETIME: _ClassVar[PayloadIndexType]
+    PAYLOAD_INDEX_TYPE_TEXT: _ClassVar[PayloadIndexType]
 PAYLOAD_INDEX_TYPE_UNSPECIFIED: PayloadIndexType
 PAYLOAD_INDEX_TYPE_KEYWORD: PayloadIndexType
 PAYLOAD_INDEX_TYPE_INTEGER: PayloadIndexType
 PAYLOAD_INDEX_TYPE_FLOAT: PayloadIndexType
 PAYLOAD_INDEX_TYPE_BOOL: PayloadIndexType
 PAYLOAD_INDEX_TYPE_DATETIME: PayloadIndexType
+PAYLOAD_INDEX_TYPE_TEXT: PayloadIndexType
 
 class Value(_message.Message):
     __slots__ = ("null_value", "bool_value", "int_value", "double_value", "string_value", "list_value", "struct_value")
@@ -80,7 +82,7 @@ class Condition(_message.Message):
     def __init__(self, field: _Optional[_Union[FieldCondition, _Mapping]] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., has_id: _Optional[bytes] = ...) -> None: ...
 
 class FieldCondition(_message.Message):
-    __slots__ = ("key", "match", "match_any", "range", "is_null", "is_empty", "exists", "match_except", "datetime_range")
+    __slots__ = ("key", "match", "match_any", "range", "is_null", "is_empty", "exists", "match_except", "datetime_range", "text")
     KEY_FIELD_NUMBER: _ClassVar[int]
     MATCH_FIELD_NUMBER: _ClassVar[int]
     MATCH_ANY_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +92,7 @@ class FieldCondition(_message.Message):
     EXISTS_FIELD_NUMBER: _ClassVar[int]
     MATCH_EXCEPT_FIELD_NUMBER: _ClassVar[int]
     DATETIME_RANGE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
     key: str
     match: Value
     match_any: ListValue
@@ -99,7 +102,8 @@ class FieldCondition(_message.Message):
     exists: bool
     match_except: ListValue
     datetime_range: DatetimeRange
-    def __init__(self, key: _Optional[str] = ..., match: _Optional[_Union[Value, _Mapping]] = ..., match_any: _Optional[_Union[ListValue, _Mapping]] = ..., range: _Optional[_Union[Range, _Mapping]] = ..., is_null: _Optional[bool] = ..., is_empty: _Optional[bool] = ..., exists: _Optional[bool] = ..., match_except: _Optional[_Union[ListValue, _Mapping]] = ..., datetime_range: _Optional[_Union[DatetimeRange, _Mapping]] = ...) -> None: ...
+    text: str
+    def __init__(self, key: _Optional[str] = ..., match: _Optional[_Union[Value, _Mapping]] = ..., match_any: _Optional[_Union[ListValue, _Mapping]] = ..., range: _Optional[_Union[Range, _Mapping]] = ..., is_null: _Optional[bool] = ..., is_empty: _Optional[bool] = ..., exists: _Optional[bool] = ..., match_except: _Optional[_Union[ListValue, _Mapping]] = ..., datetime_range: _Optional[_Union[DatetimeRange, _Mapping]] = ..., text: _Optional[str] = ...) -> None: ...
 
 class Range(_message.Message):
     __slots__ = ("gt", "gte", "lt", "lte")
@@ -134,12 +138,40 @@ class PayloadSelector(_message.Message):
     def __init__(self, enable: _Optional[bool] = ..., fields: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PayloadIndex(_message.Message):
-    __slots__ = ("field", "type")
+    __slots__ = ("field", "type", "text", "text_stats")
     FIELD_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TEXT_STATS_FIELD_NUMBER: _ClassVar[int]
     field: str
     type: PayloadIndexType
-    def __init__(self, field: _Optional[str] = ..., type: _Optional[_Union[PayloadIndexType, str]] = ...) -> None: ...
+    text: TextIndexParams
+    text_stats: TextIndexStats
+    def __init__(self, field: _Optional[str] = ..., type: _Optional[_Union[PayloadIndexType, str]] = ..., text: _Optional[_Union[TextIndexParams, _Mapping]] = ..., text_stats: _Optional[_Union[TextIndexStats, _Mapping]] = ...) -> None: ...
+
+class TextIndexParams(_message.Message):
+    __slots__ = ("stemmer", "stopwords", "k1", "b")
+    STEMMER_FIELD_NUMBER: _ClassVar[int]
+    STOPWORDS_FIELD_NUMBER: _ClassVar[int]
+    K1_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    stemmer: str
+    stopwords: str
+    k1: float
+    b: float
+    def __init__(self, stemmer: _Optional[str] = ..., stopwords: _Optional[str] = ..., k1: _Optional[float] = ..., b: _Optional[float] = ...) -> None: ...
+
+class TextIndexStats(_message.Message):
+    __slots__ = ("documents", "terms", "skipped", "tokens")
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    documents: int
+    terms: int
+    skipped: int
+    tokens: int
+    def __init__(self, documents: _Optional[int] = ..., terms: _Optional[int] = ..., skipped: _Optional[int] = ..., tokens: _Optional[int] = ...) -> None: ...
 
 class FilterPlan(_message.Message):
     __slots__ = ("shard", "plan", "matches", "nprobe", "unindexed_fields")

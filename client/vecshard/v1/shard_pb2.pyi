@@ -19,6 +19,58 @@ INSTALL_MODE_ONE_STEP: InstallMode
 INSTALL_MODE_PREPARE: InstallMode
 INSTALL_MODE_ACTIVATE: InstallMode
 
+class KeywordStatsRequest(_message.Message):
+    __slots__ = ("collection", "field", "texts")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    field: str
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., field: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class QueryTerms(_message.Message):
+    __slots__ = ("terms", "df")
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    DF_FIELD_NUMBER: _ClassVar[int]
+    terms: _containers.RepeatedScalarFieldContainer[str]
+    df: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, terms: _Optional[_Iterable[str]] = ..., df: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class KeywordStatsResponse(_message.Message):
+    __slots__ = ("field", "documents", "tokens", "queries")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    documents: int
+    tokens: int
+    queries: _containers.RepeatedCompositeFieldContainer[QueryTerms]
+    def __init__(self, field: _Optional[str] = ..., documents: _Optional[int] = ..., tokens: _Optional[int] = ..., queries: _Optional[_Iterable[_Union[QueryTerms, _Mapping]]] = ...) -> None: ...
+
+class KeywordSearchRequest(_message.Message):
+    __slots__ = ("collection", "field", "queries", "documents", "tokens", "k", "filter", "with_payload", "with_vectors")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    field: str
+    queries: _containers.RepeatedCompositeFieldContainer[QueryTerms]
+    documents: int
+    tokens: int
+    k: int
+    filter: _payload_pb2.Filter
+    with_payload: _payload_pb2.PayloadSelector
+    with_vectors: bool
+    def __init__(self, collection: _Optional[str] = ..., field: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[QueryTerms, _Mapping]]] = ..., documents: _Optional[int] = ..., tokens: _Optional[int] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_payload_pb2.Filter, _Mapping]] = ..., with_payload: _Optional[_Union[_payload_pb2.PayloadSelector, _Mapping]] = ..., with_vectors: _Optional[bool] = ...) -> None: ...
+
 class ImportRequest(_message.Message):
     __slots__ = ("collection", "page")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]

@@ -142,6 +142,16 @@ class ShardStub:
                 request_serializer=vecshard_dot_v1_dot_vector__search__pb2.FacetRequest.SerializeToString,
                 response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.FacetResponse.FromString,
                 _registered_method=True)
+        self.KeywordStats = channel.unary_unary(
+                '/vecshard.v1.Shard/KeywordStats',
+                request_serializer=vecshard_dot_v1_dot_shard__pb2.KeywordStatsRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_shard__pb2.KeywordStatsResponse.FromString,
+                _registered_method=True)
+        self.KeywordSearch = channel.unary_unary(
+                '/vecshard.v1.Shard/KeywordSearch',
+                request_serializer=vecshard_dot_v1_dot_shard__pb2.KeywordSearchRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.SearchResponse.FromString,
+                _registered_method=True)
 
 
 class ShardServicer:
@@ -328,6 +338,23 @@ class ShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def KeywordStats(self, request, context):
+        """The first phase of a keyword search (as Elasticsearch's dfs_query_then_fetch): each query text
+        analysed by the field's TEXT index, with each term's document frequency here, and the
+        partition's document and token counts. The coordinator sums them into the collection's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def KeywordSearch(self, request, context):
+        """The second phase: each query's top k here by BM25 with the collection's statistics (so every
+        shard scores as one index over all the data would), ties by id, padded as Search is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -435,6 +462,16 @@ def add_ShardServicer_to_server(servicer, server):
                     servicer.Facet,
                     request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.FacetRequest.FromString,
                     response_serializer=vecshard_dot_v1_dot_vector__search__pb2.FacetResponse.SerializeToString,
+            ),
+            'KeywordStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.KeywordStats,
+                    request_deserializer=vecshard_dot_v1_dot_shard__pb2.KeywordStatsRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_shard__pb2.KeywordStatsResponse.SerializeToString,
+            ),
+            'KeywordSearch': grpc.unary_unary_rpc_method_handler(
+                    servicer.KeywordSearch,
+                    request_deserializer=vecshard_dot_v1_dot_shard__pb2.KeywordSearchRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.SearchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1005,6 +1042,60 @@ class Shard:
             '/vecshard.v1.Shard/Facet',
             vecshard_dot_v1_dot_vector__search__pb2.FacetRequest.SerializeToString,
             vecshard_dot_v1_dot_vector__search__pb2.FacetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KeywordStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.Shard/KeywordStats',
+            vecshard_dot_v1_dot_shard__pb2.KeywordStatsRequest.SerializeToString,
+            vecshard_dot_v1_dot_shard__pb2.KeywordStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KeywordSearch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.Shard/KeywordSearch',
+            vecshard_dot_v1_dot_shard__pb2.KeywordSearchRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.SearchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,6 +24,12 @@ class TrainingState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRAINING_STATE_TRAINING: _ClassVar[TrainingState]
     TRAINING_STATE_TRAINED: _ClassVar[TrainingState]
 
+class Fusion(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FUSION_UNSPECIFIED: _ClassVar[Fusion]
+    FUSION_RRF: _ClassVar[Fusion]
+    FUSION_LINEAR: _ClassVar[Fusion]
+
 class SetPayloadMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SET_PAYLOAD_MODE_UNSPECIFIED: _ClassVar[SetPayloadMode]
@@ -39,6 +45,9 @@ TRAINING_STATE_NOT_APPLICABLE: TrainingState
 TRAINING_STATE_UNTRAINED: TrainingState
 TRAINING_STATE_TRAINING: TrainingState
 TRAINING_STATE_TRAINED: TrainingState
+FUSION_UNSPECIFIED: Fusion
+FUSION_RRF: Fusion
+FUSION_LINEAR: Fusion
 SET_PAYLOAD_MODE_UNSPECIFIED: SetPayloadMode
 SET_PAYLOAD_MODE_MERGE: SetPayloadMode
 SET_PAYLOAD_MODE_OVERWRITE: SetPayloadMode
@@ -283,7 +292,7 @@ class GetResponse(_message.Message):
     def __init__(self, vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., found: _Optional[bytes] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.Payload, _Mapping]]] = ..., has_vector: _Optional[bytes] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "queries", "k", "nprobe", "allow_partial", "texts", "images", "model_fingerprint", "filter", "with_payload", "refine_factor", "offset", "score_threshold", "with_vectors", "query_ids", "query_string_ids", "recommend", "group_by", "group_size")
+    __slots__ = ("collection", "queries", "k", "nprobe", "allow_partial", "texts", "images", "model_fingerprint", "filter", "with_payload", "refine_factor", "offset", "score_threshold", "with_vectors", "query_ids", "query_string_ids", "recommend", "group_by", "group_size", "keywords", "keyword_field", "fusion", "rrf_k", "weights", "candidates")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -303,6 +312,12 @@ class SearchRequest(_message.Message):
     RECOMMEND_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
     GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    KEYWORDS_FIELD_NUMBER: _ClassVar[int]
+    KEYWORD_FIELD_FIELD_NUMBER: _ClassVar[int]
+    FUSION_FIELD_NUMBER: _ClassVar[int]
+    RRF_K_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: _types_pb2.FloatMatrix
     k: int
@@ -322,7 +337,13 @@ class SearchRequest(_message.Message):
     recommend: RecommendQuery
     group_by: str
     group_size: int
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., k: _Optional[int] = ..., nprobe: _Optional[int] = ..., allow_partial: _Optional[bool] = ..., texts: _Optional[_Iterable[str]] = ..., images: _Optional[_Iterable[bytes]] = ..., model_fingerprint: _Optional[str] = ..., filter: _Optional[_Union[_payload_pb2.Filter, _Mapping]] = ..., with_payload: _Optional[_Union[_payload_pb2.PayloadSelector, _Mapping]] = ..., refine_factor: _Optional[int] = ..., offset: _Optional[int] = ..., score_threshold: _Optional[float] = ..., with_vectors: _Optional[bool] = ..., query_ids: _Optional[bytes] = ..., query_string_ids: _Optional[_Iterable[str]] = ..., recommend: _Optional[_Union[RecommendQuery, _Mapping]] = ..., group_by: _Optional[str] = ..., group_size: _Optional[int] = ...) -> None: ...
+    keywords: _containers.RepeatedScalarFieldContainer[str]
+    keyword_field: str
+    fusion: Fusion
+    rrf_k: int
+    weights: _containers.RepeatedScalarFieldContainer[float]
+    candidates: int
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., k: _Optional[int] = ..., nprobe: _Optional[int] = ..., allow_partial: _Optional[bool] = ..., texts: _Optional[_Iterable[str]] = ..., images: _Optional[_Iterable[bytes]] = ..., model_fingerprint: _Optional[str] = ..., filter: _Optional[_Union[_payload_pb2.Filter, _Mapping]] = ..., with_payload: _Optional[_Union[_payload_pb2.PayloadSelector, _Mapping]] = ..., refine_factor: _Optional[int] = ..., offset: _Optional[int] = ..., score_threshold: _Optional[float] = ..., with_vectors: _Optional[bool] = ..., query_ids: _Optional[bytes] = ..., query_string_ids: _Optional[_Iterable[str]] = ..., recommend: _Optional[_Union[RecommendQuery, _Mapping]] = ..., group_by: _Optional[str] = ..., group_size: _Optional[int] = ..., keywords: _Optional[_Iterable[str]] = ..., keyword_field: _Optional[str] = ..., fusion: _Optional[_Union[Fusion, str]] = ..., rrf_k: _Optional[int] = ..., weights: _Optional[_Iterable[float]] = ..., candidates: _Optional[int] = ...) -> None: ...
 
 class RecommendQuery(_message.Message):
     __slots__ = ("positive", "negative", "positive_string_ids", "negative_string_ids")
@@ -359,7 +380,7 @@ class HitGroup(_message.Message):
     def __init__(self, value: _Optional[_Union[_payload_pb2.Value, _Mapping]] = ..., ids: _Optional[bytes] = ..., string_ids: _Optional[_Iterable[str]] = ..., distances: _Optional[bytes] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.Payload, _Mapping]]] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("nq", "k", "distances", "ids", "shards_total", "shards_ok", "failed_shards", "payloads", "plans", "refined_distances", "string_ids", "vectors", "groups")
+    __slots__ = ("nq", "k", "distances", "ids", "shards_total", "shards_ok", "failed_shards", "payloads", "plans", "refined_distances", "string_ids", "vectors", "groups", "higher_is_better", "dense_scores", "dense_ranks", "keyword_scores", "keyword_ranks")
     NQ_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     DISTANCES_FIELD_NUMBER: _ClassVar[int]
@@ -373,6 +394,11 @@ class SearchResponse(_message.Message):
     STRING_IDS_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
+    HIGHER_IS_BETTER_FIELD_NUMBER: _ClassVar[int]
+    DENSE_SCORES_FIELD_NUMBER: _ClassVar[int]
+    DENSE_RANKS_FIELD_NUMBER: _ClassVar[int]
+    KEYWORD_SCORES_FIELD_NUMBER: _ClassVar[int]
+    KEYWORD_RANKS_FIELD_NUMBER: _ClassVar[int]
     nq: int
     k: int
     distances: bytes
@@ -386,7 +412,12 @@ class SearchResponse(_message.Message):
     string_ids: _containers.RepeatedScalarFieldContainer[str]
     vectors: _types_pb2.FloatMatrix
     groups: _containers.RepeatedCompositeFieldContainer[GroupedHits]
-    def __init__(self, nq: _Optional[int] = ..., k: _Optional[int] = ..., distances: _Optional[bytes] = ..., ids: _Optional[bytes] = ..., shards_total: _Optional[int] = ..., shards_ok: _Optional[int] = ..., failed_shards: _Optional[_Iterable[str]] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.Payload, _Mapping]]] = ..., plans: _Optional[_Iterable[_Union[_payload_pb2.FilterPlan, _Mapping]]] = ..., refined_distances: _Optional[bytes] = ..., string_ids: _Optional[_Iterable[str]] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., groups: _Optional[_Iterable[_Union[GroupedHits, _Mapping]]] = ...) -> None: ...
+    higher_is_better: bool
+    dense_scores: bytes
+    dense_ranks: bytes
+    keyword_scores: bytes
+    keyword_ranks: bytes
+    def __init__(self, nq: _Optional[int] = ..., k: _Optional[int] = ..., distances: _Optional[bytes] = ..., ids: _Optional[bytes] = ..., shards_total: _Optional[int] = ..., shards_ok: _Optional[int] = ..., failed_shards: _Optional[_Iterable[str]] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.Payload, _Mapping]]] = ..., plans: _Optional[_Iterable[_Union[_payload_pb2.FilterPlan, _Mapping]]] = ..., refined_distances: _Optional[bytes] = ..., string_ids: _Optional[_Iterable[str]] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., groups: _Optional[_Iterable[_Union[GroupedHits, _Mapping]]] = ..., higher_is_better: _Optional[bool] = ..., dense_scores: _Optional[bytes] = ..., dense_ranks: _Optional[bytes] = ..., keyword_scores: _Optional[bytes] = ..., keyword_ranks: _Optional[bytes] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
     __slots__ = ("collection", "max_training_points", "seed")
@@ -509,14 +540,16 @@ class SetPayloadResponse(_message.Message):
     def __init__(self, updated: _Optional[int] = ...) -> None: ...
 
 class CreatePayloadIndexRequest(_message.Message):
-    __slots__ = ("collection", "field", "type")
+    __slots__ = ("collection", "field", "type", "text")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     FIELD_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     field: str
     type: _payload_pb2.PayloadIndexType
-    def __init__(self, collection: _Optional[str] = ..., field: _Optional[str] = ..., type: _Optional[_Union[_payload_pb2.PayloadIndexType, str]] = ...) -> None: ...
+    text: _payload_pb2.TextIndexParams
+    def __init__(self, collection: _Optional[str] = ..., field: _Optional[str] = ..., type: _Optional[_Union[_payload_pb2.PayloadIndexType, str]] = ..., text: _Optional[_Union[_payload_pb2.TextIndexParams, _Mapping]] = ...) -> None: ...
 
 class DropPayloadIndexRequest(_message.Message):
     __slots__ = ("collection", "field")

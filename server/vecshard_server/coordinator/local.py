@@ -183,6 +183,12 @@ class LocalShard:
     async def facet(self, request: pb.FacetRequest, meta: CallMeta) -> pb.FacetResponse:
         return await self._call(self.service.Facet, request, meta)
 
+    async def keyword_stats(self, request: spb.KeywordStatsRequest, meta: CallMeta) -> spb.KeywordStatsResponse:
+        return await self._call(self.service.KeywordStats, request, meta)
+
+    async def keyword_search(self, request: spb.KeywordSearchRequest, meta: CallMeta) -> pb.SearchResponse:
+        return await self._call(self.service.KeywordSearch, request, meta)
+
     async def update_vectors(
         self, request: pb.UpdateVectorsRequest | Encoded[pb.UpdateVectorsRequest], meta: CallMeta
     ) -> pb.UpdateVectorsResponse:

@@ -140,6 +140,12 @@ class RemoteShard:
     async def facet(self, request: pb.FacetRequest, meta: CallMeta) -> pb.FacetResponse:
         return await self._call(self._raw.Facet, request, pb.FacetResponse, meta)
 
+    async def keyword_stats(self, request: spb.KeywordStatsRequest, meta: CallMeta) -> spb.KeywordStatsResponse:
+        return await self._call(self._raw.KeywordStats, request, spb.KeywordStatsResponse, meta)
+
+    async def keyword_search(self, request: spb.KeywordSearchRequest, meta: CallMeta) -> pb.SearchResponse:
+        return await self._call(self._raw.KeywordSearch, request, pb.SearchResponse, meta)
+
     async def update_vectors(
         self, request: pb.UpdateVectorsRequest | Encoded[pb.UpdateVectorsRequest], meta: CallMeta
     ) -> pb.UpdateVectorsResponse:

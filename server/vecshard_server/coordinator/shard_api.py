@@ -118,6 +118,8 @@ class ShardApi(Protocol):
     async def count(self, request: pb.CountRequest, meta: CallMeta) -> pb.CountResponse: ...
     async def scroll(self, request: pb.ScrollRequest, meta: CallMeta) -> pb.ScrollResponse: ...
     async def facet(self, request: pb.FacetRequest, meta: CallMeta) -> pb.FacetResponse: ...
+    async def keyword_stats(self, request: spb.KeywordStatsRequest, meta: CallMeta) -> spb.KeywordStatsResponse: ...
+    async def keyword_search(self, request: spb.KeywordSearchRequest, meta: CallMeta) -> pb.SearchResponse: ...
     async def update_vectors(
         self, request: pb.UpdateVectorsRequest | Encoded[pb.UpdateVectorsRequest], meta: CallMeta
     ) -> pb.UpdateVectorsResponse: ...
@@ -187,6 +189,12 @@ SET_PAYLOAD: Op[pb.SetPayloadRequest, pb.SetPayloadResponse] = Op(
 COUNT: Op[pb.CountRequest, pb.CountResponse] = Op("Count", lambda s, r, m: s.count(r, m))
 SCROLL: Op[pb.ScrollRequest, pb.ScrollResponse] = Op("Scroll", lambda s, r, m: s.scroll(r, m))
 FACET: Op[pb.FacetRequest, pb.FacetResponse] = Op("Facet", lambda s, r, m: s.facet(r, m))
+KEYWORD_STATS: Op[spb.KeywordStatsRequest, spb.KeywordStatsResponse] = Op(
+    "KeywordStats", lambda s, r, m: s.keyword_stats(r, m)
+)
+KEYWORD_SEARCH: Op[spb.KeywordSearchRequest, pb.SearchResponse] = Op(
+    "KeywordSearch", lambda s, r, m: s.keyword_search(r, m)
+)
 UPDATE_VECTORS: Op[pb.UpdateVectorsRequest | Encoded[pb.UpdateVectorsRequest], pb.UpdateVectorsResponse] = Op(
     "UpdateVectors", lambda s, r, m: s.update_vectors(r, m), write=True, versioned=True, routed=True
 )
