@@ -134,7 +134,7 @@ class ShardCore:
             max_version=part.max_version,
             tombstones=part.tombstones,
             incarnation=part.incarnation,
-            payload_indexes=[ppb.PayloadIndex(field=f, type=t) for f, t in part.payload_indexes],  # type: ignore[arg-type]
+            payload_indexes=part.payload_index_protos(),
         )
         centroids = part.centroids
         if include_centroids and centroids is not None:
@@ -350,14 +350,17 @@ class ShardCore:
             if index.field in have:
                 continue
             request = pb.CreatePayloadIndexRequest(collection=part.spec.name, field=index.field, type=index.type)
+            text = index.text if index.HasField("text") else None
+            if text is not None:
+                request.text.CopyFrom(text)
             if logged:
                 self._logged(
                     part,
                     lambda r=request: spb.WalRecord(create_index=r),  # type: ignore[misc]
-                    lambda journal, r=request: part.create_payload_index(r.field, r.type, journal),  # type: ignore[misc]
+                    lambda journal, r=request, t=text: part.create_payload_index(r.field, r.type, journal, t),  # type: ignore[misc]
                 )
             else:
-                part.create_payload_index(index.field, index.type)
+                part.create_payload_index(index.field, index.type, None, text)
 
 
 def vectorless_of(page: spb.ExportResponse, n: int) -> npt.NDArray[np.bool_]:

@@ -50,7 +50,7 @@ from vecshard_server.shard.kinds import HNSW_M, assign_lists, faiss_metric, new_
 from vecshard_server.shard.locks import RWLock
 from vecshard_server.shard.pages import Keep, Scanned
 from vecshard_server.shard.partition_writes import PartitionWrites
-from vecshard_server.shard.points import Export, Points, payload_index_kind
+from vecshard_server.shard.points import Export, Points, payload_index_kind, text_params
 from vecshard_server.shard.search import refine_distances, search_work
 from vecshard_server.shard.snapshot import SnapshotCorrupt
 from vecshard_server.shard.storage import Frozen
@@ -206,12 +206,20 @@ class ShardIndex(PartitionWrites):
     def payload_indexes(self) -> list[tuple[str, int]]:
         return self._points.payload_indexes
 
-    def create_payload_index(self, field: str, kind: int, journal: Journal | None = None) -> bool:
-        """Index a payload field; False when it already is, with this kind."""
+    def payload_index_protos(self) -> list[ppb.PayloadIndex]:
+        """The payload indexes as ShardCollectionState lists them (TEXT: params and counts). No lock, as
+        `payload_indexes`: a describe does not wait for a long index build."""
+        return self._points.index_protos()
+
+    def create_payload_index(
+        self, field: str, kind: int, journal: Journal | None = None, text: ppb.TextIndexParams | None = None
+    ) -> bool:
+        """Index a payload field (TEXT: analysed as `text` says); False when it already is, so."""
         kind_name = payload_index_kind(kind)  # InvalidArgument before the lock (and the log)
         key_parts(field, "field")
+        params = text_params(kind_name, text)
         with self._lock.write():
-            return self._points.create_index(field, kind_name, lambda: self._log(journal))
+            return self._points.create_index(field, kind_name, lambda: self._log(journal), params)
 
     def drop_payload_index(self, field: str, journal: Journal | None = None) -> None:
         with self._lock.write():

@@ -38,7 +38,9 @@ from vecshard.payload import (
     value_from_proto,
 )
 from vecshard.v1 import payload_pb2 as ppb
+from vecshard_server.shard.analysis import DEFAULT, describe, same_params
 from vecshard_server.shard.idmap import I64Map
+from vecshard_server.shard.text_index import TextIndex, document_of
 
 Mask = npt.NDArray[np.bool_]
 I64 = npt.NDArray[np.int64]
@@ -53,6 +55,7 @@ INDEX_TYPES: dict[int, str] = {
     ppb.PAYLOAD_INDEX_TYPE_FLOAT: "float",
     ppb.PAYLOAD_INDEX_TYPE_BOOL: "bool",
     ppb.PAYLOAD_INDEX_TYPE_DATETIME: "datetime",
+    ppb.PAYLOAD_INDEX_TYPE_TEXT: "text",  # a TextIndex (text_index.py), in PayloadStore.texts
 }
 _BOUND_NAMES = ("gt", "gte", "lt", "lte")
 
@@ -487,6 +490,7 @@ class PayloadStore:
         self._nfree = 0
         self._held = False  # hold_free() in force: put reuses no free slot
         self.indexes: dict[str, FieldIndex] = {}
+        self.texts: dict[str, TextIndex] = {}  # TEXT indexes (a field has one index, of either kind)
 
     def __len__(self) -> int:
         return len(self._slot)
@@ -565,6 +569,7 @@ class PayloadStore:
             self._ids[got], self._live[got], self._lists[got], self._vector[got] = uniq[order], True, 0, True
         change = 0
         hashes, stored, indexes = self._hashes, self._payloads, list(self.indexes.values())
+        texts: dict[int, list[PayloadDict | None]] | None = {} if self.texts else None  # slot -> [old, new]
         for slot, i, (payload, blob) in zip(slots.tolist(), ids.tolist(), items, strict=True):
             if hashes:
                 change -= hashes.pop(slot, 0)
@@ -573,10 +578,18 @@ class PayloadStore:
                 if h:
                     hashes[slot] = h
                     change += h
+            if texts is not None:
+                texts.setdefault(slot, [stored[slot], None])[1] = payload or EMPTY
             stored[slot] = payload or EMPTY
             for index in indexes:
                 index.set(slot, payload)
+        if texts:
+            self._update_texts(list(texts), [o for o, _ in texts.values()], [n for _, n in texts.values()])
         return change & ((1 << 64) - 1)
+
+    def _update_texts(self, slots: list[int], olds: list[PayloadDict | None], news: list[PayloadDict | None]) -> None:
+        for text in self.texts.values():
+            text.update(slots, olds, news)
 
     def drop(self, ids: Iterable[int] | I64) -> int:
         """Forget the payloads of ids (removed points); returns the digest change."""
@@ -594,6 +607,9 @@ class PayloadStore:
                 ids, slots = ids[first], slots[first]
         change = 0
         hashes, stored, indexes = self._hashes, self._payloads, list(self.indexes.values())
+        if self.texts:
+            gone = slots.tolist()
+            self._update_texts(gone, [stored[s] for s in gone], [None] * len(gone))
         for slot in slots.tolist():
             if hashes:
                 change -= hashes.pop(slot, 0)
@@ -659,13 +675,33 @@ class PayloadStore:
 
     # -- indexes --------------------------------------------------------------------------------
 
-    def create_index(self, field: str, kind: str) -> bool:
-        """Index `field`; False when it is already indexed with this kind."""
-        have = self.indexes.get(field)
-        if have is not None:
-            if have.kind == kind:
-                return False
-            raise AlreadyExists(f"payload field {field!r} is already indexed as {have.kind}: drop that index first")
+    def index_kinds(self) -> dict[str, str]:
+        """The kind of each indexed field."""
+        return {**{f: i.kind for f, i in list(self.indexes.items())}, **dict.fromkeys(list(self.texts), "text")}
+
+    def needs_index(self, field: str, kind: str, params: ppb.TextIndexParams | None = None) -> bool:
+        """Whether `create_index` would create an index: False when the field has this one (a TEXT index
+        with the same params); AlreadyExists when it has another."""
+        have = self.index_kinds().get(field)
+        if have is None:
+            return True
+        text = self.texts.get(field)
+        if have == kind and (text is None or params is None or same_params(text.params, params)):
+            return False
+        shown = f"text ({describe(text.params)})" if text is not None else have
+        raise AlreadyExists(f"payload field {field!r} is already indexed as {shown}: drop that index first")
+
+    def create_index(self, field: str, kind: str, params: ppb.TextIndexParams | None = None) -> bool:
+        """Index `field` (a TEXT index: with these analyzer and BM25 params); False when it is already
+        indexed so."""
+        if not self.needs_index(field, kind, params):
+            return False
+        if kind == "text":
+            text = TextIndex(field, params)
+            stored = self._payloads
+            text.update(range(len(stored)), [None] * len(stored), stored)
+            self.texts[field] = text
+            return True
         index = FieldIndex(field, kind)
         index.grow(self._ids.size)
         for slot, p in enumerate(self._payloads):
@@ -675,8 +711,12 @@ class PayloadStore:
         return True
 
     def drop_index(self, field: str) -> None:
-        if self.indexes.pop(field, None) is None:
+        if self.indexes.pop(field, None) is None and self.texts.pop(field, None) is None:
             raise NotFound(f"payload field {field!r} has no index")
+
+    def ids_by_slot(self) -> I64:
+        """Each slot's id (-1: free), a view: read it under the caller's lock."""
+        return self._ids
 
     # -- filters --------------------------------------------------------------------------------
 
@@ -733,7 +773,13 @@ class PayloadStore:
         fc = c.field
         parts = key_parts(fc.key, f"{path}.key")
         pred = _predicate(fc, parts, path)
-        index = self._index_of(fc.key, parts)
+        if fc.WhichOneof("test") == "text":
+            text = self.texts.get(fc.key) or next((t for t in self.texts.values() if t.path == parts), None)
+            if text is not None:
+                return text.matches_all(text.analyzer.analyze(fc.text), n)
+            index = None
+        else:
+            index = self._index_of(fc.key, parts)
         if index is not None:
             test = fc.WhichOneof("test")
             if test == "is_empty":
@@ -793,9 +839,26 @@ def _predicate(fc: ppb.FieldCondition, keys: list[str], path: str) -> Callable[[
         if test == "exists":
             return lambda p: any(x is not None for x in values_at(p, keys)[1])
         return lambda p: all(x is None for x in values_at(p, keys)[1])
+    if test == "text":
+        return _text_predicate(fc.text, keys)
     raise InvalidArgument(
-        f"{path} sets no test: set match, match_any, match_except, range, datetime_range, is_null, is_empty or exists"
+        f"{path} sets no test: set match, match_any, match_except, range, datetime_range, is_null, is_empty, "
+        "exists or text"
     )
+
+
+def _text_predicate(text: str, keys: list[str]) -> Callable[[PayloadDict], bool]:
+    """The `text` test without a TEXT index: the field is a string holding every term of `text`, both
+    analysed by the default analyzer (a text without terms matches nothing)."""
+    terms = set(DEFAULT.analyze(text))
+    if not terms:
+        return lambda p: False
+
+    def holds(p: PayloadDict) -> bool:
+        doc = document_of(p, keys)[0]
+        return doc is not None and terms.issubset(DEFAULT.analyze(doc))
+
+    return holds
 
 
 def _none_of(leaves: list[Any], values: list[Any]) -> bool:

@@ -28,6 +28,7 @@ from vecshard_server.common.spec import CollectionSpec
 from vecshard_server.common.string_ids import KEY
 from vecshard_server.shard import pages, snapshot
 from vecshard_server.shard.accel import Accelerator
+from vecshard_server.shard.analysis import filled, params_from_json, params_to_json
 from vecshard_server.shard.digests import MASK, digest_of
 from vecshard_server.shard.idmap import IdVersions
 from vecshard_server.shard.payloads import EMPTY, INDEX_TYPES, PayloadStore, encode
@@ -46,8 +47,18 @@ Export = tuple[I64, F32, I64, I64, I64, list[PayloadDict | None]]
 def payload_index_kind(kind: int) -> str:
     """The payload index kind of a PayloadIndexType; InvalidArgument if it is none."""
     if kind not in INDEX_TYPES:
-        raise InvalidArgument(f"payload index type {kind} is not one of KEYWORD, INTEGER, FLOAT, BOOL, DATETIME")
+        raise InvalidArgument(f"payload index type {kind} is not one of KEYWORD, INTEGER, FLOAT, BOOL, DATETIME, TEXT")
     return INDEX_TYPES[kind]
+
+
+def text_params(kind: str, text: ppb.TextIndexParams | None) -> ppb.TextIndexParams | None:
+    """A TEXT index's params filled (InvalidArgument: unknown languages, k1 or b out of range); None
+    for the other kinds, which take none."""
+    if kind == "text":
+        return filled(text)
+    if text is not None and text.ByteSize():
+        raise InvalidArgument(f"text parameters apply to TEXT indexes only, not to a {kind.upper()} index")
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,19 +287,19 @@ class Points:
         if version:
             self.versions.set_many(ids, np.full(ids.size, version, dtype=np.int64))
 
-    def create_index(self, field: str, kind: str, log: Callable[[], None]) -> bool:
-        """Index a payload field by `kind` (after `log`, the journal, unless it is indexed already);
-        False when it already is, by this kind."""
-        have = self.payloads.indexes.get(field)
-        if have is not None and have.kind == kind:
+    def create_index(
+        self, field: str, kind: str, log: Callable[[], None], params: ppb.TextIndexParams | None = None
+    ) -> bool:
+        """Index a payload field by `kind` (TEXT: with `params`) after `log`, the journal, unless it is
+        indexed so already (False) or otherwise (AlreadyExists, nothing logged)."""
+        if not self.payloads.needs_index(field, kind, params):
             return False
-        if have is None:
-            log()
-        return self.payloads.create_index(field, kind)
+        log()
+        return self.payloads.create_index(field, kind, params)
 
     def drop_index(self, field: str, log: Callable[[], None]) -> None:
         """Drop the index of a payload field (after `log`, the journal, if there is one)."""
-        if field in self.payloads.indexes:
+        if field in self.payloads.index_kinds():
             log()
         self.payloads.drop_index(field)
 
@@ -369,7 +380,26 @@ class Points:
     def payload_indexes(self) -> list[tuple[str, int]]:
         """(field, PayloadIndexType) of each indexed payload field."""
         kinds = {v: k for k, v in INDEX_TYPES.items()}
-        return sorted((f, kinds[i.kind]) for f, i in self.payloads.indexes.items())
+        return sorted((f, kinds[kind]) for f, kind in self.payloads.index_kinds().items())
+
+    def index_records(self) -> list[list[Any]]:
+        """[field, PayloadIndexType] of each indexed field, and a TEXT index's params as JSON third
+        (a snapshot's payload_indexes)."""
+        texts = self.payloads.texts
+        return [[f, t, params_to_json(texts[f].params)] if f in texts else [f, t] for f, t in self.payload_indexes]
+
+    def index_protos(self) -> list[ppb.PayloadIndex]:
+        """Each payload index as ShardCollectionState lists it: a TEXT one with its params and counts."""
+        out = []
+        texts = dict(self.payloads.texts)
+        for field, kind in self.payload_indexes:
+            index = ppb.PayloadIndex(field=field, type=kind)  # type: ignore[arg-type]
+            text = texts.get(field)
+            if text is not None:
+                index.text.CopyFrom(text.params)
+                index.text_stats.CopyFrom(text.stats_proto())
+            out.append(index)
+        return out
 
     # -- snapshots -----------------------------------------------------------------------------
 
@@ -390,7 +420,7 @@ class Points:
         codec = self.storage.codec if self.spec.trained_codec else None
         vectorless = self.payloads.ids_of(~self.payloads.with_vector(self.payloads.slots))
         return snapshot.SnapshotState(
-            versions, tombs, payloads, codec, head, self.payload_indexes, epoch, lsn, vectorless.copy()
+            versions, tombs, payloads, codec, head, self.index_records(), epoch, lsn, vectorless.copy()
         )
 
     def load(self, directory: Path, meta: dict[str, Any], index: Any, codec: bytes) -> None:
@@ -405,7 +435,7 @@ class Points:
         self.payloads.set_has_vector(vectorless, False)
         if self.storage.raw is not None:
             self.storage.fill(*snapshot.read_vectors(directory, meta, ids, self.spec.dim))
-        for field, kind in meta.get("payload_indexes", []):
-            self.payloads.create_index(field, INDEX_TYPES[kind])
+        for field, kind, *text in meta.get("payload_indexes", []):
+            self.payloads.create_index(field, INDEX_TYPES[kind], params_from_json(text[0]) if text else None)
         self.storage.relist()
         self.digest = int(meta["digest"]) if "digest" in meta else digest_of(*self.export())

@@ -127,7 +127,8 @@ class Recovery(ShardCore):
             patch = payload_from_proto(sp.payload)
             part.set_payload(ids, None, sp.mode, patch, list(sp.keys), journal, record.version, [])
         elif op == "create_index":
-            part.create_payload_index(record.create_index.field, record.create_index.type, journal)
+            ci = record.create_index
+            part.create_payload_index(ci.field, ci.type, journal, ci.text if ci.HasField("text") else None)
         elif op == "drop_index":
             if record.drop_index.field in dict(part.payload_indexes):
                 part.drop_payload_index(record.drop_index.field, journal)

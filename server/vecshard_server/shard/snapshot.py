@@ -58,7 +58,7 @@ class SnapshotState:
     payloads: tuple[I64, list[PayloadDict | None]]  # (id, payload) by slot
     codec: bytes | None  # kinds trained with a codec: the codec (b"" while untrained)
     head: dict[str, Any]  # meta.json's first fields: config, trained, count, lsn, digest
-    payload_indexes: list[tuple[str, int]]
+    payload_indexes: list[list[Any]]  # [field, PayloadIndexType] (TEXT: and its params as JSON)
     epoch: dict[str, int]  # meta.json's last fields: the training, writes, max_version, incarnation
     lsn: int  # the last logged write the snapshot covers
     vectorless: I64 = dataclasses.field(default_factory=lambda: np.empty(0, dtype=np.int64))  # payload-only ids

@@ -178,7 +178,9 @@ class WriteRpcs(ShardCore):
             self._logged,
             part,
             lambda: spb.WalRecord(create_index=request),
-            lambda journal: part.create_payload_index(request.field, request.type, journal),
+            lambda journal: part.create_payload_index(
+                request.field, request.type, journal, request.text if request.HasField("text") else None
+            ),
         )
         return self._state(part)
 
