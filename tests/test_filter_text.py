@@ -149,6 +149,12 @@ OK: list[tuple[str, dict[str, Any]]] = [
     ),
     ("Id In [7] aNd flag = True", {"must": [{"has_id": [7]}, m("flag", True)]}),
     ("  a = 1\n\tand\r\n b = 2  ", {"must": [A, B]}),
+    # text: every analysed word present (issue #26)
+    ('body ~ "sharded search"', {"must": [{"key": "body", "text": "sharded search"}]}),
+    ("meta.body ~ 'x'", {"must": [{"key": "meta.body", "text": "x"}]}),
+    ('not body ~ "draft" and lang = "en"', {"must": [m("lang", "en")], "must_not": [{"key": "body", "text": "draft"}]}),
+    ('a ~ "x" or b ~ ""', {"should": [{"key": "a", "text": "x"}, {"key": "b", "text": ""}]}),
+    ('`in` ~ "x"', {"must": [{"key": "in", "text": "x"}]}),
     # escapes
     (r'x = "a\"b\\c\nd\u00e9\/"', {"must": [m("x", 'a"b\\c\nd\u00e9/')]}),
     (r'x = "\ud83d\ude00 \t\r\b\f"', {"must": [m("x", "\U0001f600 \t\r\b\f")]}),
@@ -198,7 +204,7 @@ ERRORS: list[tuple[str, int, int, str]] = [  # text, line, column, part of the m
     ("x in 1", 1, 6, "expected '['"),
     ("x in []", 1, 7, "expected a value after '['"),
     ("x = 1 y = 2", 1, 7, "expected 'and', 'or' or end of input"),
-    ("x", 1, 2, "expected an operator (=, !=, <, <=, >, >=, in, except, is, exists)"),
+    ("x", 1, 2, "expected an operator (=, !=, <, <=, >, >=, in, except, is, exists, ~)"),
     ("x @ 1", 1, 3, "expected an operator"),
     ("x is", 1, 5, "expected 'not', 'null' or 'empty'"),
     ("x is nul", 1, 6, "expected 'not', 'null' or 'empty'"),
@@ -248,6 +254,10 @@ ERRORS: list[tuple[str, int, int, str]] = [  # text, line, column, part of the m
     ("id = -1", 1, 6, "non-negative"),
     ("id in [1, 2.5]", 1, 11, "non-negative integers"),
     ('id = "7"', 1, 6, "non-negative integers"),
+    ("body ~ 5", 1, 8, 'takes a quoted string of words, like body ~ "sharded search"'),
+    ("body ~ true", 1, 8, "takes a quoted string"),
+    ("body ~", 1, 7, "expected a value after '~', got end of input"),
+    ('~ "x"', 1, 1, "expected a condition"),
     ("a = 1 and\n  b >", 2, 6, "expected a value after '>'"),
     ("a = 1\nor\n  b = @", 3, 7, "expected a value after '='"),
 ]

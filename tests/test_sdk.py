@@ -188,3 +188,51 @@ def test_a_collection_info_stands_for_its_name(cluster_of: Callable[[int], Local
             c.drop_collection(info)
         with pytest.raises(TypeError, match="by its name \\(str\\) or a CollectionInfo, not int"):
             c.drop_collection(42)  # type: ignore[arg-type]
+
+
+def test_keyword_and_hybrid_requests_and_results_without_a_server() -> None:
+    """search's keyword options as sent (one text or one per query; the fusion only for a hybrid
+    search, linear implied by weights, rrf_k only when not 60), the local refusals, and a hybrid
+    reply's leg columns read into each Hit's `dense` and `keyword` (None where absent)."""
+    from vecshard import LegScore, build
+
+    q = np.ones((2, 4), np.float32)
+    alone = build.search("c", None, 5, None, None, None, False, "", keywords=build.Keywords("red fox"))
+    assert list(alone.keywords) == ["red fox"] and not alone.queries.data and alone.fusion == 0
+    hybrid = build.search("c", q, 5, None, None, None, False, "", keywords=build.Keywords(["a", "b"], weights=(1, 2)))
+    assert (hybrid.fusion, list(hybrid.weights), hybrid.rrf_k) == (pb.FUSION_LINEAR, [1.0, 2.0], 0)
+    rrf = build.search("c", q, 5, None, None, None, False, "", keywords=build.Keywords("a", "body", "RRF", 7, None, 50))
+    assert (rrf.fusion, rrf.rrf_k, rrf.candidates, rrf.keyword_field) == (pb.FUSION_RRF, 7, 50, "body")
+    for bad, what in [
+        (build.Keywords("a", fusion="rff"), "fusion must be"),
+        (build.Keywords("a", weights=(1, -1)), "weights are"),
+        (build.Keywords("a", weights=(1, float("nan"))), "weights are"),
+        (build.Keywords("a", rrf_k=0), "rrf_k must be"),
+        (build.Keywords("a", candidates=0), "candidates must be"),
+        (build.Keywords([]), "keyword must be"),
+        (build.Keywords(None, fusion="rrf"), "with keyword="),
+    ]:
+        with pytest.raises(InvalidArgument, match=what):
+            build.search("c", q, 5, None, None, None, False, "", keywords=bad)
+    with pytest.raises(InvalidArgument, match="to hybrid searches"):
+        build.search("c", None, 5, None, None, None, False, "", keywords=build.Keywords("a", fusion="linear"))
+    resp = pb.SearchResponse(
+        nq=1,
+        k=3,
+        ids=np.array([[7, 3, -1]], "<i8").tobytes(),
+        distances=np.array([[0.5, 0.25, -1.0]], "<f4").tobytes(),
+        higher_is_better=True,
+        dense_scores=np.array([[1.5, np.nan, np.nan]], "<f4").tobytes(),
+        dense_ranks=np.array([[2, 0, 0]], "<i4").tobytes(),
+        keyword_scores=np.array([[9.0, 4.0, np.nan]], "<f4").tobytes(),
+        keyword_ranks=np.array([[1, 3, 0]], "<i4").tobytes(),
+    )
+    result = build.search_result(resp)
+    assert result.higher_is_better
+    hits = next(result.hits())
+    assert [(h.id, h.dense, h.keyword) for h in hits] == [
+        (7, LegScore(1.5, 2), LegScore(9.0, 1)),
+        (3, None, LegScore(4.0, 3)),
+    ]
+    plain = build.search_result(pb.SearchResponse(nq=1, k=1, ids=np.zeros(1, "<i8").tobytes(), distances=b"\0" * 4))
+    assert next(plain.hits())[0].dense is None and not plain.higher_is_better

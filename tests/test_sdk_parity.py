@@ -102,6 +102,12 @@ DATA_API = {
         "score_threshold",
         "group_by",
         "group_size",
+        "keyword",
+        "keyword_field",
+        "fusion",
+        "rrf_k",
+        "weights",
+        "candidates",
         "timeout",
     ],
     "recommend": [
@@ -121,7 +127,7 @@ DATA_API = {
     "scroll": ["collection", "filter", "*", "with_payload", "with_vectors", "order_by", "order", "timeout"],
     "facet": ["collection", "field", "filter", "limit", "*", "timeout"],
     "retrieve": ["collection", "ids", "*", "with_payload", "with_vectors", "timeout"],
-    "create_payload_index": ["collection", "field", "type", "*", "timeout"],
+    "create_payload_index": ["collection", "field", "type", "*", "stemmer", "stopwords", "k1", "b", "timeout"],
 }
 DEFAULTS = {
     ("update_vectors", "model_fingerprint"): None,
@@ -139,6 +145,17 @@ DEFAULTS = {
     ("add", "on_conflict"): None,
     ("add", "upsert"): False,
     ("create_collection", "id_type"): "int",
+    # keyword and hybrid search (#26)
+    ("search", "keyword"): None,
+    ("search", "keyword_field"): None,
+    ("search", "fusion"): None,
+    ("search", "rrf_k"): 60,
+    ("search", "weights"): None,
+    ("search", "candidates"): None,
+    ("create_payload_index", "stemmer"): None,
+    ("create_payload_index", "stopwords"): None,
+    ("create_payload_index", "k1"): None,
+    ("create_payload_index", "b"): None,
 }
 
 
@@ -170,13 +187,17 @@ def test_every_public_method_has_a_docstring(cls: type) -> None:
         if hasattr(methods, name):  # the shared definition's docstring, once for both classes
             shared = inspect.getdoc(getattr(methods, name))
             assert shared and shared in (inspect.getdoc(fn) or ""), f"{cls.__name__}.{name}"
-            assert "{hit options}" not in shared, name  # the shared options were filled in
+            assert "{hit options}" not in shared and "{keyword options}" not in shared, name  # (filled in)
     for name in ("search", "recommend"):  # every option of the data API is explained
         doc = inspect.getdoc(getattr(cls, name)) or ""
         options = ("with_vectors", "offset", "score_threshold", "filter", "with_payload")
         assert all(f"{o}:" in doc for o in options), name
     for name, option in [("search", "group_by"), ("search", "by_ids"), ("scroll", "order_by"), ("add", "on_conflict")]:
         assert option in (inspect.getdoc(getattr(cls, name)) or ""), (name, option)
+    search_doc = inspect.getdoc(cls.search) or ""
+    assert all(f"{o}:" in search_doc for o in ("keyword", "keyword_field", "fusion", "rrf_k", "weights", "candidates"))
+    index_doc = inspect.getdoc(cls.create_payload_index) or ""
+    assert all(o in index_doc for o in ("stemmer", "stopwords", "k1", "b", '"text"'))
 
 
 @pytest.mark.parametrize("module", [vecshard.client, vecshard.aio])
@@ -346,3 +367,45 @@ def test_upload_retries_a_failed_batch_per_the_shared_backoff(use_async: bool) -
         assert flaky.calls == 2
     finally:
         server.stop(0)
+
+
+def test_async_keyword_and_hybrid_search_answer_as_the_sync_client(
+    cluster_of: Callable[[int], LocalCluster], name: str
+) -> None:
+    """The keyword and hybrid options (#26) through AsyncClient: a text index with its analyzer and
+    BM25 parameters, keyword and hybrid searches (rrf and linear), each with the sync client's
+    answer; and the same local refusals."""
+    address = cluster_of(2).address
+    texts = ["red fox jumps", "the lazy dogs", "a red dog", "foxes and dogs run", "nothing here"] * 20
+    data = clustered(len(texts), 4, seed=5)
+    q = data[:3]
+    searches: list[dict[str, Any]] = [
+        {"keyword": ["red dogs", "fox", "the"], "k": 5, "filter": "i >= 10"},
+        {"queries": q, "keyword": "red fox", "k": 4, "with_payload": True},
+        {"queries": q, "keyword": ["dog", "fox", "red"], "k": 6, "fusion": "linear", "weights": (0.2, 0.8)},
+        {"queries": q, "keyword": "dogs", "k": 3, "rrf_k": 10, "candidates": 20, "offset": 2},
+    ]
+
+    async def scenario() -> tuple[Any, list[Any]]:
+        async with AsyncClient(address) as ac:
+            await ac.create_collection(name, 4)
+            await ac.add(name, np.arange(len(texts)), data, payloads=[{"body": t, "i": i} for i, t in enumerate(texts)])
+            info = await ac.create_payload_index(name, "body", "text", stemmer="english", stopwords="english", k1=1.5)
+            with pytest.raises(InvalidArgument, match="fusion must be"):
+                await ac.search(name, q, keyword="x", fusion="rff")
+            return info, [await ac.search(name, **s) for s in searches]
+
+    info, results = asyncio.run(scenario())
+    text = info.text_indexes["body"]
+    assert (text.stemmer, text.stopwords, text.k1, text.b) == ("english", "english", 1.5, 0.75)
+    with Client(address) as c:
+        try:
+            assert c.describe(name).text_indexes["body"] == text
+            for s, got in zip(searches, results, strict=True):
+                want = c.search(name, **s)
+                np.testing.assert_array_equal(got.ids, want.ids)
+                np.testing.assert_array_equal(got.distances, want.distances)
+                assert got.higher_is_better and list(got.hits()) == list(want.hits())
+            assert any(h.dense is not None and h.keyword is not None for h in next(results[1].hits()))
+        finally:
+            c.drop_collection(name)

@@ -30,6 +30,7 @@ from vecshard.types import (
     Group,
     Hit,
     IndexType,
+    LegScore,
     Metric,
     ModelInfo,
     Point,
@@ -37,6 +38,7 @@ from vecshard.types import (
     Sample,
     SearchResult,
     ShardInfo,
+    TextIndexInfo,
 )
 
 __version__ = "0.1.0"
@@ -57,6 +59,7 @@ __all__ = [
     "IndexType",
     "Internal",
     "InvalidArgument",
+    "LegScore",
     "Metric",
     "ModelInfo",
     "Point",
@@ -68,6 +71,7 @@ __all__ = [
     "SearchResult",
     "TLS",
     "ShardInfo",
+    "TextIndexInfo",
     "Unauthenticated",
     "Unavailable",
     "VecshardError",

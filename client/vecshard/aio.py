@@ -369,9 +369,20 @@ class AsyncClient(_AsyncPointMethods):
         return await self._run(methods.describe(name, include_centroids, timeout))
 
     async def create_payload_index(
-        self, collection: build.CollectionRef, field: str, type: str, *, timeout: float | None = None
+        self,
+        collection: build.CollectionRef,
+        field: str,
+        type: str,
+        *,
+        stemmer: str | None = None,
+        stopwords: str | None = None,
+        k1: float | None = None,
+        b: float | None = None,
+        timeout: float | None = None,
     ) -> CollectionInfo:
-        return await self._run(methods.create_payload_index(collection, field, type, timeout))
+        return await self._run(
+            methods.create_payload_index(collection, field, type, stemmer, stopwords, k1, b, timeout)
+        )
 
     async def drop_payload_index(
         self, collection: build.CollectionRef, field: str, *, timeout: float | None = None
@@ -398,6 +409,12 @@ class AsyncClient(_AsyncPointMethods):
         score_threshold: float | None = None,
         group_by: str | None = None,
         group_size: int = 3,
+        keyword: str | Sequence[str] | None = None,
+        keyword_field: str | None = None,
+        fusion: str | None = None,
+        rrf_k: int = 60,
+        weights: Sequence[float] | None = None,
+        candidates: int | None = None,
         timeout: float | None = None,
     ) -> SearchResult:
         return await self._run(
@@ -419,6 +436,12 @@ class AsyncClient(_AsyncPointMethods):
                 score_threshold,
                 group_by,
                 group_size,
+                keyword,
+                keyword_field,
+                fusion,
+                rrf_k,
+                weights,
+                candidates,
                 timeout,
             )
         )

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import itertools
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -44,6 +46,8 @@ CollectionRef = str | CollectionInfo  # a collection's name, or what list_collec
 FilterArg = FilterLike | str  # a filter dict, a Filter message, or text such as 'lang = "en" and year >= 2020'
 WithPayload = bool | Sequence[str]  # all, none, or these (dotted) fields
 M = TypeVar("M", pb.AddRequest, pb.UpdateVectorsRequest)  # requests carrying ids and vectors or inputs
+FUSIONS = {"rrf": pb.FUSION_RRF, "linear": pb.FUSION_LINEAR}
+RRF_K = 60  # the RRF rank constant by default
 ON_CONFLICT = {"fail": pb.ON_CONFLICT_FAIL, "skip": pb.ON_CONFLICT_SKIP, "replace": pb.ON_CONFLICT_REPLACE}
 
 
@@ -130,12 +134,40 @@ def index_type(kind: str) -> int:
     return value
 
 
-def create_payload_index(collection: CollectionRef, field: str, kind: str) -> pb.CreatePayloadIndexRequest:
-    return pb.CreatePayloadIndexRequest(
+def create_payload_index(
+    collection: CollectionRef,
+    field: str,
+    kind: str,
+    stemmer: str | None = None,
+    stopwords: str | None = None,
+    k1: float | None = None,
+    b: float | None = None,
+) -> pb.CreatePayloadIndexRequest:
+    """A CreatePayloadIndexRequest; the analyzer and BM25 options only for a "text" index."""
+    req = pb.CreatePayloadIndexRequest(
         collection=name_of(collection),
         field=field,
         type=index_type(kind),  # type: ignore[arg-type]
     )
+    given = [n for n, v in (("stemmer", stemmer), ("stopwords", stopwords), ("k1", k1), ("b", b)) if v is not None]
+    if kind != "text":
+        if given:
+            raise InvalidArgument(f"{_options(given)} to a 'text' index, not a {kind!r} one: leave None")
+        return req
+    for name, lang in (("stemmer", stemmer), ("stopwords", stopwords)):
+        if lang is not None and not isinstance(lang, str):
+            raise InvalidArgument(f"{name} is a language name such as 'english' (or None), got {lang!r}")
+    if k1 is not None and not (isinstance(k1, int | float) and math.isfinite(k1) and k1 >= 0):
+        raise InvalidArgument(f"k1 must be a finite number >= 0 (BM25 term saturation; default 1.2), got {k1!r}")
+    if b is not None and not (isinstance(b, int | float) and 0 <= b <= 1):
+        raise InvalidArgument(f"b must be between 0 and 1 (BM25 length normalisation; default 0.75), got {b!r}")
+    req.text.SetInParent()
+    req.text.stemmer, req.text.stopwords = stemmer or "", stopwords or ""
+    if k1 is not None:
+        req.text.k1 = float(k1)
+    if b is not None:
+        req.text.b = float(b)
+    return req
 
 
 def drop_payload_index(collection: CollectionRef, field: str) -> pb.DropPayloadIndexRequest:
@@ -555,8 +587,11 @@ def search(
     with_vectors: bool = False,
     group_by: str | None = None,
     group_size: int = 3,
+    keywords: Keywords | None = None,
 ) -> pb.SearchRequest:
-    one_of("query", queries=queries, texts=texts, images=images, by_ids=by_ids)
+    dense = any(v is not None for v in (queries, texts, images, by_ids))
+    if keywords is None or keywords.keyword is None or dense:
+        one_of("query", queries=queries, texts=texts, images=images, by_ids=by_ids)
     req = pb.SearchRequest(
         collection=name_of(collection),
         k=k,
@@ -572,15 +607,89 @@ def search(
         if group_size < 1:
             raise InvalidArgument(f"group_size must be >= 1 (hits per group), got {group_size}")
         req.group_by, req.group_size = group_by, group_size
+    if keywords is not None:
+        keywords.put(req, dense)
     if queries is not None:
         req.queries.CopyFrom(wire.pack_matrix(wire.as_matrix(queries, "queries")))
     elif texts is not None:
         req.texts.extend([texts] if isinstance(texts, str) else texts)
     elif images is not None:
         req.images.extend(image_bytes(i) for i in _as_list(images))
-    else:
+    elif by_ids is not None:
         put_ids(req, query_ids(by_ids, "by_ids"), "query_ids", "query_string_ids")
     return req
+
+
+@dataclass(frozen=True)
+class Keywords:
+    """search's keyword and hybrid options, as given."""
+
+    keyword: str | Sequence[str] | None = None
+    field: str | None = None
+    fusion: str | None = None
+    rrf_k: int = RRF_K
+    weights: Sequence[float] | None = None
+    candidates: int | None = None
+
+    def hybrid(self) -> list[str]:
+        """The hybrid options set to something other than their defaults."""
+        out = [n for n in ("fusion", "weights", "candidates") if getattr(self, n) is not None]
+        return out + (["rrf_k"] if self.rrf_k != RRF_K else [])
+
+    def put(self, req: pb.SearchRequest, dense: bool) -> None:
+        """Set a keyword or hybrid search's options on `req`, checked (dense: it has a dense query)."""
+        if self.keyword is None:
+            given = self.hybrid() + (["keyword_field"] if self.field is not None else [])
+            if given:
+                raise InvalidArgument(f"{_options(given)} with keyword= (keyword or hybrid search): pass keyword too")
+            return
+        k = self.keyword
+        texts = [k] if isinstance(k, str) else list(k) if isinstance(k, Sequence) else None
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise InvalidArgument(f"keyword must be a str, or a non-empty list of str (one per query), got {k!r}")
+        req.keywords.extend(texts)
+        if self.field is not None:
+            req.keyword_field = self.field
+        if not dense:
+            if self.hybrid():
+                raise InvalidArgument(f"{_options(self.hybrid())} to hybrid searches: pass queries (or texts) too")
+            return
+        self._fusion(req)
+
+    def _fusion(self, req: pb.SearchRequest) -> None:
+        mode = self.fusion if self.fusion is not None else ("linear" if self.weights is not None else "rrf")
+        value = FUSIONS.get(mode.lower()) if isinstance(mode, str) else None
+        if value is None:
+            raise InvalidArgument(f"fusion must be 'rrf' or 'linear' (or None: rrf), got {self.fusion!r}")
+        req.fusion = value
+        if isinstance(self.rrf_k, bool) or not isinstance(self.rrf_k, int) or self.rrf_k < 1:
+            raise InvalidArgument(
+                f"rrf_k must be an int >= 1 (the RRF rank constant; default {RRF_K}), got {self.rrf_k!r}"
+            )
+        if self.rrf_k != RRF_K:
+            req.rrf_k = self.rrf_k
+        if self.weights is not None:
+            w = list(self.weights) if isinstance(self.weights, Sequence) else []
+            if len(w) != 2 or not all(_weight(x) for x in w):
+                raise InvalidArgument(f"weights are (dense, keyword): two finite numbers >= 0, got {self.weights!r}")
+            req.weights.extend(float(x) for x in w)
+        c = self.candidates
+        if c is not None:
+            if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+                raise InvalidArgument(f"candidates must be an int >= 1 (hits per leg), got {c!r}")
+            req.candidates = c
+
+
+def _options(names: list[str]) -> str:
+    """'a applies' / 'a, b apply' (the options a message names)."""
+    return f"{', '.join(names)} {'applies' if len(names) == 1 else 'apply'}"
+
+
+def _weight(x: Any) -> bool:
+    """A linear fusion weight: a finite number >= 0."""
+    if isinstance(x, bool) or not isinstance(x, int | float | np.integer | np.floating):
+        return False
+    return math.isfinite(x) and float(x) >= 0
 
 
 def hit_options(
@@ -645,6 +754,7 @@ def search_result(resp: pb.SearchResponse) -> SearchResult:
     nq, k = resp.nq, resp.k
     plans = tuple(FilterPlan(p.shard, p.plan, p.matches, p.nprobe, tuple(p.unindexed_fields)) for p in resp.plans)
     common: dict[str, Any] = {
+        "higher_is_better": resp.higher_is_better,
         "shards_total": resp.shards_total,
         "shards_ok": resp.shards_ok,
         "failed_shards": tuple(resp.failed_shards),
@@ -668,13 +778,23 @@ def search_result(resp: pb.SearchResponse) -> SearchResult:
     vectors = None
     if resp.HasField("vectors") and resp.vectors.rows:
         vectors = wire.unpack_matrix(resp.vectors).reshape(nq, k, resp.vectors.cols)
+    legs: dict[str, Any] = {
+        name: np.frombuffer(getattr(resp, name), dtype=dtype).reshape(nq, k)
+        for name, dtype in _LEGS.items()
+        if len(getattr(resp, name)) == 4 * nq * k and nq * k
+    }
     return SearchResult(
         distances=np.frombuffer(resp.distances, dtype=wire.F32).reshape(nq, k),
         ids=ids,
         payloads=payloads,
         vectors=vectors,
+        **legs,
         **common,
     )
+
+
+# A hybrid search's per-hit leg columns (SearchResponse): packed float32 scores, int32 ranks.
+_LEGS = {"dense_scores": "<f4", "dense_ranks": "<i4", "keyword_scores": "<f4", "keyword_ranks": "<i4"}
 
 
 def _string_groups(resp: pb.SearchResponse) -> bool:

@@ -12,6 +12,7 @@ parentheses group):
     key = datetime("...")   key != datetime("...")    the same instant    -> datetime_range gte = lte
     key in [v, ...]   key not in [v, ...]                                 -> match_any
     key except [v, ...]                                                   -> match_except
+    key ~ "words"                                                         -> text
     key is null   key is not null   key is empty   key is not empty      -> is_null / is_empty
     key exists   not key exists                                           -> exists
     id = 5   id != 5   id in [1, 2]   id not in [1, 2]                    -> has_id (point ids)
@@ -21,6 +22,11 @@ Ranges compare numbers with number bounds and strings with string bounds (by Uni
 "B" < "a" < "b" < "ba"); a chained comparison's two bounds are of one kind. `datetime("...")` holds an
 RFC 3339 date-time with an offset ("2024-05-01T12:00:00+02:00", "...Z"); it compares the field's
 RFC 3339 string values as instants ("2024-05-01T12:00:00+02:00" = "2024-05-01T10:00:00Z").
+`key ~ "words"` holds when the field is a string holding every word of "words" once both are analysed
+as the field's "text" payload index analyses (Unicode word tokens, lowercased, then its stopwords
+dropped and its stemmer applied; without a text index: tokens and lowercasing only), so
+body ~ "Sharded SEARCH" matches "search over sharded indexes"; words that analyse to nothing (all
+stopwords) match no point. Negate it with not: not body ~ "draft".
 `key except [a, b]` holds when the field has a value (not null) and none of its values is listed: a
 point without the field does not match. `key not in [a, b]` holds when no value is listed, a missing
 field included.
@@ -62,6 +68,7 @@ _GRAMMAR = r"""
      | key _EXCEPT vlist                 -> except_
      | key _IS NOT? (NULL | EMPTY)       -> check
      | key EXISTS                        -> check
+     | key _TILDE value                  -> text_
      | _ID EQ value                      -> ids
      | _ID NOT? _IN vlist                -> ids
 key: (NAME | BQKEY) ("." (NAME | BQKEY))*
@@ -76,6 +83,7 @@ STRING: /"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'/
 FLOAT.2: /[+-]?(?:\d+\.\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+)/
 INT: /[+-]?\d+/
 EQ: /==?|!=/
+_TILDE: "~"
 CMP: /[<>]=?/
 _DATETIME.3: /datetime(?=\s*\()/i
 %ignore /\s+/
@@ -116,6 +124,7 @@ _READABLE = {
     "_IN": "'in'",
     "_EXCEPT": "'except'",
     "_IS": "'is'",
+    "_TILDE": "'~'",
     "NOT": "'not'",
     "EXISTS": "'exists'",
     "NULL": "'null'",
@@ -131,8 +140,8 @@ _READABLE = {
 }
 _CONDITION = ({"NAME", "BQKEY", "_ID", "NOT", "LPAR", "INT", "FLOAT", "STRING", "_DATETIME"}, "a condition")
 _OPERATOR = (
-    {"DOT", "EQ", "CMP", "_IN", "_EXCEPT", "NOT", "_IS", "EXISTS"},
-    "an operator (=, !=, <, <=, >, >=, in, except, is, exists)",
+    {"DOT", "EQ", "CMP", "_IN", "_EXCEPT", "NOT", "_IS", "EXISTS", "_TILDE"},
+    "an operator (=, !=, <, <=, >, >=, in, except, is, exists, ~)",
 )
 
 
@@ -287,6 +296,11 @@ class _Build(Transformer[Token, dict[str, Any]]):
 
     def except_(self, key: str, values: list[Token]) -> dict[str, Any]:
         return _leaf({"key": key, "match_except": [_literal(v) for v in values]})
+
+    def text_(self, key: str, v: Token) -> dict[str, Any]:
+        if v.type != "STRING":
+            raise _Fail(v, f'~ takes a quoted string of words, like body ~ "sharded search" (got {v})')
+        return _leaf({"key": key, "text": _unquote(v)})
 
     def check(self, key: str, *rest: Token) -> dict[str, Any]:
         return _leaf({"key": key, _CHECKS[rest[-1].type]: True}, len(rest) == 2)

@@ -597,18 +597,34 @@ def create_payload_index(
     collection: build.CollectionRef,
     field: str,
     type: str,  # noqa: A002
+    stemmer: str | None,
+    stopwords: str | None,
+    k1: float | None,
+    b: float | None,
     timeout: float | None,
 ) -> Plan[CollectionInfo]:
-    """Index a payload field ("keyword", "integer", "float", "bool" or "datetime"), so filters
-    on it read a column instead of every payload. Filters on unindexed fields work too, by
-    scanning. A "datetime" index reads RFC 3339 strings as instants (ranges and order_by
-    compare them in time).
+    """Index a payload field ("keyword", "integer", "float", "bool", "datetime" or "text"), so
+    filters on it read a column instead of every payload. Filters on unindexed fields work too,
+    by scanning. A "datetime" index reads RFC 3339 strings as instants (ranges and order_by
+    compare them in time). A "text" index makes the field searchable by keyword (BM25:
+    `search(..., keyword=...)`) and serves the `text` filter condition; points whose field is
+    not a string are not indexed (`CollectionInfo.text_indexes` counts them as skipped).
+
+    Args:
+        stemmer, stopwords: "text" only. The analyzer splits strings into Unicode word tokens,
+            lowercased, then drops the stopwords of a language (e.g. "english") and stems with
+            the Snowball stemmer of a language (e.g. "english", "french", "german"); None: no
+            stopwords, no stemming. An unknown language raises InvalidArgument listing the
+            supported ones.
+        k1, b: "text" only: BM25's term-frequency saturation (>= 0; None: 1.2) and length
+            normalisation (0 to 1; None: 0.75).
 
     Example:
         >>> c.create_payload_index("docs", "lang", "keyword")
         >>> c.create_payload_index("docs", "published", "datetime")
+        >>> c.create_payload_index("docs", "body", "text", stemmer="english", stopwords="english")
     """
-    req = build.create_payload_index(collection, field, type)
+    req = build.create_payload_index(collection, field, type, stemmer, stopwords, k1, b)
     return unary("CreatePayloadIndex", req, timeout, build.collection_info)
 
 
@@ -653,10 +669,36 @@ HIT_OPTIONS = """\
 """
 
 
+KEYWORD_OPTIONS = """\
+        keyword: free text, or one text per query. Alone (no queries, texts, images or by_ids):
+            a keyword search over the collection's "text" payload index (see
+            create_payload_index): hits ordered by BM25 score, higher first, ties by id, with
+            the whole collection's statistics (the same scores on any number of shards); a
+            text whose words are all stopwords has no hits. With a dense query: a hybrid
+            search (one keyword text for all queries, or one each). FailedPrecondition when
+            the collection has no text index.
+        keyword_field: the text index's field, when the collection has several.
+        fusion: how a hybrid search fuses its dense and keyword legs: "rrf" (the default:
+            each leg adds 1 / (rrf_k + rank)) or "linear" (the default when weights are
+            given: w_dense * dense + w_keyword * keyword over each leg's scores min-max
+            normalised to [0, 1], 1 the best, 0 where the leg lacks the hit). The result's
+            distances are the fused scores (higher first, ties by id); each Hit has `dense`
+            and `keyword`, its LegScore(score, rank) in each leg (None where absent).
+        rrf_k: RRF's rank constant (>= 1).
+        weights: linear fusion's (dense, keyword) weights, each >= 0 (default (1, 1)).
+        candidates: hits each leg contributes to the fusion (default max(offset + k, 100)).
+        (Not with group_by.) Examples:
+            >>> c.search("docs", keyword="vector database sharding", k=5, filter='lang = "en"')
+            >>> r = c.search("docs", texts=["how do shards agree?"], keyword="shard replica")
+            >>> [(h.id, h.dense, h.keyword) for h in next(r.hits())]
+"""
+
+
 def _hit_options(fn: F) -> F:
     """Document the hit options that search and recommend share where the docstring says
-    {hit options}."""
-    fn.__doc__ = (fn.__doc__ or "").replace("        {hit options}\n", HIT_OPTIONS)
+    {hit options}, and search's keyword options where it says {keyword options}."""
+    doc = (fn.__doc__ or "").replace("        {hit options}\n", HIT_OPTIONS)
+    fn.__doc__ = doc.replace("        {keyword options}\n", KEYWORD_OPTIONS)
     return fn
 
 
@@ -679,9 +721,16 @@ def search(
     score_threshold: float | None,
     group_by: str | None,
     group_size: int,
+    keyword: str | Sequence[str] | None,
+    keyword_field: str | None,
+    fusion: str | None,
+    rrf_k: int,
+    weights: Sequence[float] | None,
+    candidates: int | None,
     timeout: float | None,
 ) -> Plan[SearchResult]:
-    """The k nearest stored vectors of each query, over all shards.
+    """The k nearest stored vectors of each query, over all shards; or the k best matches of a
+    keyword search (BM25), or of a hybrid search fusing both.
 
     Returns a SearchResult that unpacks like faiss: `D, I = c.search(...)`, both (nq, k), best
     first, ties broken by the smaller id, padded with id -1 (None in a string-id collection,
@@ -702,6 +751,7 @@ def search(
         group_by: a payload field: up to k groups per query (`result.groups`, per query a list
             of Group(value, hits) best first), each with up to `group_size` hits. Points
             without the field are left out; a list field puts a point in each element's group.
+        {keyword options}
 
     Example:
         >>> D, I = c.search("img", np.random.rand(3, 128), k=5, nprobe=10)
@@ -729,6 +779,7 @@ def search(
         with_vectors=with_vectors,
         group_by=group_by,
         group_size=group_size,
+        keywords=build.Keywords(keyword, keyword_field, fusion, rrf_k, weights, candidates),
     )
     return unary("Search", req, timeout, build.search_result)
 

@@ -11,9 +11,10 @@ A filter is a dict of the shape of the `Filter` message (or a `Filter` itself):
 where each condition is a nested filter dict, `{"has_id": [1, 2]}`, or `{"key": path, TEST: ...}`
 with TEST one of match (a value), match_any (a list), match_except (a list), range
 ({"gt"|"gte"|"lt"|"lte": bound}, every bound a number or every bound a string), datetime_range
-(bounds are RFC 3339 strings with an offset, or timezone-aware `datetime`s), is_null / is_empty /
-exists (True). `vecshard.filter_text.parse_filter` reads the same from text; docs/filters.md
-describes each test.
+(bounds are RFC 3339 strings with an offset, or timezone-aware `datetime`s), text (a str: the field
+is a string holding every word of it once analysed, as the field's "text" index analyses, e.g.
+{"key": "body", "text": "sharded search"}), is_null / is_empty / exists (True).
+`vecshard.filter_text.parse_filter` reads the same from text; docs/filters.md describes each test.
 
 A key is a path in FieldCondition.key's syntax (`key_parts`): "meta.lang", or "`a.b`.c" for the key
 "c" inside the top-level key "a.b". In the dict form it may also be a list of parts, each taken as it
@@ -41,7 +42,7 @@ FilterLike = Mapping[str, Any] | ppb.Filter
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 MAX_DEPTH = 32  # nesting of payload values and of filter groups
 
-_TESTS = ("match", "match_any", "match_except", "range", "datetime_range", "is_null", "is_empty", "exists")
+_TESTS = ("match", "match_any", "match_except", "range", "datetime_range", "text", "is_null", "is_empty", "exists")
 _BOUNDS = ("gt", "gte", "lt", "lte")
 _LISTS = ("match_any", "match_except")
 
@@ -300,6 +301,10 @@ def _condition(c: Any, path: str, depth: int) -> ppb.Condition:
         getattr(fc, test).values.extend(_match_value(x, f"{path}.{test}[{i}]") for i, x in enumerate(arg))
     elif test == "range":
         _range(arg, fc.range, f"{path}.range")
+    elif test == "text":
+        if not isinstance(arg, str):
+            raise InvalidArgument(f"{path}.text must be a str (words the field must all hold), got {arg!r}")
+        fc.text = arg
     elif test == "datetime_range":
         if not isinstance(arg, Mapping) or not arg or set(arg) - set(_BOUNDS):
             raise InvalidArgument(f"{path}.datetime_range must be a dict of gt / gte / lt / lte date-times")
@@ -383,6 +388,8 @@ def _condition_from_proto(c: ppb.Condition) -> dict[str, Any]:
             "key": fc.key,
             "range": {b: value_from_proto(getattr(fc.range, b)) for b in _BOUNDS if fc.range.HasField(b)},
         }
+    if test == "text":
+        return {"key": fc.key, "text": fc.text}
     if test == "datetime_range":
         return {
             "key": fc.key,

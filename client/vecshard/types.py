@@ -118,8 +118,8 @@ _TRAINING_STATES = {
     vector_search_pb2.TRAINING_STATE_TRAINED: "trained",
 }
 
-INDEX_TYPE_NAMES = ("keyword", "integer", "float", "bool", "datetime")
-# PayloadIndexType values; DATETIME only once payload.proto has it (getattr keeps older stubs importing).
+INDEX_TYPE_NAMES = ("keyword", "integer", "float", "bool", "datetime", "text")
+# PayloadIndexType values; DATETIME and TEXT only once payload.proto has them (getattr keeps older stubs importing).
 PAYLOAD_INDEX_TYPES: dict[str, int | None] = {
     name: getattr(payload_pb2, f"PAYLOAD_INDEX_TYPE_{name.upper()}", None) for name in INDEX_TYPE_NAMES
 }
@@ -134,6 +134,31 @@ class ShardInfo:
     name: str
     count: int
     trained: bool
+
+
+@dataclass(frozen=True)
+class TextIndexInfo:
+    """A TEXT payload index (keyword search): its analyzer, BM25 parameters and counts over the
+    collection. stemmer / stopwords: a language, or "" for none. documents: points whose field is
+    a string; skipped: points whose field is something else (not indexed); tokens: their analysed
+    tokens (average length = tokens / documents); terms: distinct terms (on several shards, the
+    largest shard's count)."""
+
+    stemmer: str
+    stopwords: str
+    k1: float
+    b: float
+    documents: int = 0
+    terms: int = 0
+    skipped: int = 0
+    tokens: int = 0
+
+    @classmethod
+    def from_proto(cls, index: Any) -> TextIndexInfo:
+        p, s = index.text, index.text_stats
+        k1 = round(p.k1, 6) if p.HasField("k1") else 1.2
+        b = round(p.b, 6) if p.HasField("b") else 0.75
+        return cls(p.stemmer, p.stopwords, k1, b, s.documents, s.terms, s.skipped, s.tokens)
 
 
 @dataclass(frozen=True)
@@ -153,8 +178,10 @@ class CollectionInfo:
     model_fingerprint: str
     shards: tuple[ShardInfo, ...]
     centroids: np.ndarray | None = field(default=None, compare=False, repr=False)
-    # Payload indexes: field -> "keyword", "integer", "float", "bool" or "datetime".
+    # Payload indexes: field -> "keyword", "integer", "float", "bool", "datetime" or "text".
     payload_indexes: dict[str, str] = field(default_factory=dict, compare=False)
+    # The "text" indexes' analyzers, BM25 parameters and counts, by field.
+    text_indexes: dict[str, TextIndexInfo] = field(default_factory=dict, compare=False)
     store_text: bool = False
     pq_m: int = 0
     pq_nbits: int = 0
@@ -199,6 +226,9 @@ class CollectionInfo:
             shards=tuple(ShardInfo(s.name, s.count, s.trained) for s in info.shards),
             centroids=centroids,
             payload_indexes={x.field: _INDEX_TYPES.get(x.type, "unspecified") for x in info.payload_indexes},
+            text_indexes={
+                x.field: TextIndexInfo.from_proto(x) for x in info.payload_indexes if _INDEX_TYPES.get(x.type) == "text"
+            },
             store_text=cfg.store_text,
             pq_m=cfg.pq_m,
             pq_nbits=cfg.pq_nbits,
@@ -229,15 +259,28 @@ class AddResult:
 
 
 @dataclass(frozen=True)
+class LegScore:
+    """A hit's place in one leg of a hybrid search: its score there (the dense leg's distance or
+    similarity, the keyword leg's BM25 score) and its rank among the leg's candidates (from 1)."""
+
+    score: float
+    rank: int
+
+
+@dataclass(frozen=True)
 class Hit:
     """One search result: a stored id (str in a string-id collection), its distance (or
-    similarity) to the query, its payload (with with_payload; else None) and its vector (with
-    with_vectors; else None)."""
+    similarity; a keyword search's BM25 score; a hybrid search's fused score) to the query, its
+    payload (with with_payload; else None) and its vector (with with_vectors; else None). A hybrid
+    search's hits also carry `dense` and `keyword`: the hit's score and rank in each leg, None
+    where the leg did not find it."""
 
     id: Id
     distance: float
     payload: dict[str, Any] | None = None
     vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+    dense: LegScore | None = None
+    keyword: LegScore | None = None
 
 
 @dataclass(frozen=True)
@@ -301,6 +344,15 @@ class SearchResult:
     vectors: np.ndarray | None = field(default=None, repr=False)
     # With group_by: per query, its groups best first.
     groups: list[list[Group]] | None = field(default=None, repr=False)
+    # True when `distances` are scores, higher first: keyword and hybrid searches, and the
+    # similarities of inner_product and cosine collections.
+    higher_is_better: bool = False
+    # Hybrid searches: (nq, k) aligned with `ids`, each hit's score (NaN where absent) and rank (from
+    # 1; 0 where absent) in the dense and the keyword leg.
+    dense_scores: np.ndarray | None = field(default=None, repr=False)
+    dense_ranks: np.ndarray | None = field(default=None, repr=False)
+    keyword_scores: np.ndarray | None = field(default=None, repr=False)
+    keyword_ranks: np.ndarray | None = field(default=None, repr=False)
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.distances, self.ids))
@@ -313,8 +365,9 @@ class SearchResult:
         return (self.distances, self.ids)[index]
 
     def hits(self) -> Iterator[list[Hit]]:
-        """Per query, its hits (id, distance, payload, vector) best first, padding left out. For a
-        grouped search: each query's hits group after group.
+        """Per query, its hits (id, distance, payload, vector; a hybrid search's also their `dense`
+        and `keyword` LegScore) best first, padding left out. For a grouped search: each query's
+        hits group after group.
 
         Example:
             >>> for q, hits in enumerate(result.hits()):
@@ -328,7 +381,14 @@ class SearchResult:
         rows = self.payloads or [[None] * k] * nq
         for q, (D, I, P) in enumerate(zip(self.distances, self.ids, rows, strict=True)):
             yield [
-                Hit(_id(i), float(d), p, self.vectors[q, j] if self.vectors is not None else None)
+                Hit(
+                    _id(i),
+                    float(d),
+                    p,
+                    self.vectors[q, j] if self.vectors is not None else None,
+                    _leg(self.dense_scores, self.dense_ranks, q, j),
+                    _leg(self.keyword_scores, self.keyword_ranks, q, j),
+                )
                 for j, (d, i, p) in enumerate(zip(D, I, P, strict=True))
                 if not is_padding(i)
             ]
@@ -337,6 +397,13 @@ class SearchResult:
     def partial(self) -> bool:
         """True when some shards did not answer (only possible with allow_partial=True)."""
         return bool(self.failed_shards)
+
+
+def _leg(scores: np.ndarray | None, ranks: np.ndarray | None, q: int, j: int) -> LegScore | None:
+    """A hit's place in a hybrid search's leg (None: not in that leg, or not a hybrid search)."""
+    if scores is None or ranks is None or ranks[q, j] <= 0:
+        return None
+    return LegScore(float(scores[q, j]), int(ranks[q, j]))
 
 
 def is_padding(i: Any) -> bool:

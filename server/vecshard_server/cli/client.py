@@ -6,6 +6,7 @@ They need only the client install (no faiss, no torch). Errors print one line an
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import sys
@@ -51,6 +52,8 @@ def _info_dict(info: CollectionInfo) -> dict[str, Any]:
         "model": info.embedding_model,
         "id_type": info.id_type,
         "shards": {s.name: s.count for s in info.shards},
+        "payload_indexes": info.payload_indexes,
+        "text_indexes": {f: dataclasses.asdict(t) for f, t in info.text_indexes.items()},
     }
 
 
@@ -163,6 +166,41 @@ def describe(name: str, address: str, timeout: float) -> None:
     """Show a collection's config, counts per shard and training state (JSON)."""
     with connect(address, timeout) as c:
         click.echo(json.dumps(_info_dict(c.describe(name)), indent=2))
+
+
+@collections.command("index")
+@click.argument("name")
+@click.argument("field")
+@click.argument("kind", type=click.Choice(["keyword", "integer", "float", "bool", "datetime", "text"]))
+@click.option("--stemmer", help="text: a Snowball stemmer's language, e.g. english (default: none)")
+@click.option("--stopwords", help="text: a stopword list's language, e.g. english (default: none)")
+@click.option("--k1", type=click.FloatRange(0), help="text: BM25 term-frequency saturation (default 1.2)")
+@click.option("--b", type=click.FloatRange(0, 1), help="text: BM25 length normalisation (default 0.75)")
+@ADDRESS
+@TIMEOUT
+def index(
+    name: str,
+    field: str,
+    kind: str,
+    stemmer: str | None,
+    stopwords: str | None,
+    k1: float | None,
+    b: float | None,
+    address: str,
+    timeout: float,
+) -> None:
+    """Index payload FIELD of collection NAME as KIND: filters on it read the index, and a text
+    index makes the field searchable by keyword (vecshard search --keyword)."""
+    if kind != "text" and any(v is not None for v in (stemmer, stopwords, k1, b)):
+        raise click.UsageError("--stemmer, --stopwords, --k1 and --b apply to a text index")
+    with connect(address, timeout) as c:
+        info = c.create_payload_index(name, field, kind, stemmer=stemmer, stopwords=stopwords, k1=k1, b=b)
+    text = info.text_indexes.get(field)
+    detail = ""
+    if text is not None:
+        analyzer = f"stemmer {text.stemmer or 'none'}, stopwords {text.stopwords or 'none'}"
+        detail = f" ({analyzer}, k1 {text.k1:g}, b {text.b:g}; {text.documents:,} documents)"
+    click.echo(f"indexed {name}.{field} as {kind}{detail}")
 
 
 @collections.command("drop")
@@ -423,6 +461,17 @@ def import_(
 @click.option(
     "--group-size", default=3, show_default=True, type=click.IntRange(1), help="with --group-by: hits a group"
 )
+@click.option(
+    "--keyword",
+    "keywords",
+    multiple=True,
+    help="keyword search (BM25 over the text index); with --text/--vectors: hybrid (repeat: one per query)",
+)
+@click.option("--keyword-field", help="the text index's field, when the collection has several")
+@click.option("--fusion", type=click.Choice(["rrf", "linear"]), help="hybrid: how the legs fuse (default rrf)")
+@click.option("--weights", help="hybrid, linear fusion: dense,keyword weights, e.g. 0.5,0.5 (default 1,1)")
+@click.option("--rrf-k", default=60, show_default=True, type=click.IntRange(1), help="hybrid: RRF's rank constant")
+@click.option("--candidates", type=click.IntRange(1), help="hybrid: hits per leg (default max(offset + k, 100))")
 @ADDRESS
 @TIMEOUT
 @AS_JSON
@@ -444,25 +493,36 @@ def search(
     score_threshold: float | None,
     group_by: str | None,
     group_size: int,
+    keywords: tuple[str, ...],
+    keyword_field: str | None,
+    fusion: str | None,
+    weights: str | None,
+    rrf_k: int,
+    candidates: int | None,
     address: str,
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Search COLLECTION by text, image, vectors or stored points (--by-id); prints the k best per
-    query (with --group-by, the k best groups).
+    """Search COLLECTION by text, image, vectors or stored points (--by-id), by keyword (--keyword:
+    BM25 over the collection's text index), or both (hybrid: --keyword with one of the others);
+    prints the k best per query (with --group-by, the k best groups).
 
     The filter language: key = value, !=, <, <=, >, >=, key in [...], key not in [...], key is null,
-    key is empty, key exists, id in [...], combined with and / or / not and parentheses; dotted keys
-    reach into nested objects. A syntax error shows where it is."""
+    key is empty, key exists, key ~ "words" (a text field holding the words), id in [...], combined
+    with and / or / not and parentheses; dotted keys reach into nested objects. A syntax error shows
+    where it is."""
     given = [n for n, v in (("--text", texts), ("--image", images), ("--vectors", vectors), ("--by-id", by_ids)) if v]
-    if len(given) != 1:
-        raise click.UsageError("give exactly one of --text, --image, --vectors or --by-id")
+    if len(given) > 1 or not (given or keywords):
+        raise click.UsageError("give exactly one of --text, --image, --vectors or --by-id, and/or --keyword")
     f = _parsed_filter(filter_text)
+    hybrid = _hybrid_options(keywords, keyword_field, fusion, weights, rrf_k, candidates)
     with connect(address, timeout) as c:
         info = c.describe(collection)
-        # L2/L1 give distances (smaller is better), IP/COSINE similarities (larger is better).
-        score = "similarity" if info.metric.larger_is_better else "distance"
+        # L2/L1 give distances (smaller is better), IP/COSINE similarities (larger is better); keyword
+        # and hybrid searches scores (BM25, fused).
+        score = "score" if keywords else "similarity" if info.metric.larger_is_better else "distance"
         opts: dict[str, Any] = {
+            **hybrid,
             "k": k,
             "nprobe": nprobe or None,
             "filter": f,
@@ -474,12 +534,19 @@ def search(
             "group_size": group_size,
         }
         ids = [i if info.string_ids else _int_id(i) for i in by_ids]
-        labels, result = _search_by(c, collection, texts, images, vectors, ids, opts)
+        if given:
+            labels, result = _search_by(c, collection, texts, images, vectors, ids, opts)
+        else:
+            labels, result = list(keywords), c.search(collection, **opts)
     lookup: dict[Any, str] = {}
     if source is not None:
         src_ids, src_texts = read_records(source, id_field, text_field, string_ids=info.string_ids)
         lookup = dict(zip(list(src_ids), src_texts, strict=True))
-    shown = _Shown(score, lookup, with_payload, with_vectors)
+    _print_results(labels, result, _Shown(score, lookup, with_payload, with_vectors, bool(keywords and given)), as_json)
+
+
+def _print_results(labels: list[str], result: Any, shown: _Shown, as_json: bool) -> None:
+    """search's output: per query its hits (or groups), as JSON or tables."""
     out: list[dict[str, Any]]
     if result.groups is None:
         out = [{"query": q, "hits": shown.hits(h)} for q, h in zip(labels, result.hits(), strict=True)]
@@ -512,13 +579,20 @@ def _int_id(text: str) -> int:
 class _Shown:
     """How search prints hits: the score's name, the texts of a --source file, payloads, vectors."""
 
-    def __init__(self, score: str, lookup: dict[Any, str], with_payload: bool, with_vectors: bool) -> None:
+    def __init__(
+        self, score: str, lookup: dict[Any, str], with_payload: bool, with_vectors: bool, legs: bool = False
+    ) -> None:
         self.score, self.lookup, self.with_payload, self.with_vectors = score, lookup, with_payload, with_vectors
+        self.legs = legs  # a hybrid search: each hit's score and rank in the dense and keyword legs
 
     def hits(self, hits: list[Any]) -> list[dict[str, Any]]:
         out = []
         for h in hits:
             hit: dict[str, Any] = {"id": h.id, self.score: h.distance}
+            if self.legs:
+                for leg in ("dense", "keyword"):
+                    place = getattr(h, leg)
+                    hit[leg] = None if place is None else {"score": place.score, "rank": place.rank}
             if self.lookup:
                 hit["text"] = self.lookup.get(h.id, "")
             if self.with_payload:
@@ -532,16 +606,54 @@ class _Shown:
         extra = [
             n for n, on in (("text", self.lookup), ("payload", self.with_payload), ("vector", self.with_vectors)) if on
         ]
+        legs = ["dense", "keyword"] if self.legs else []
         rows = [
             (
                 r + 1,
                 h["id"],
                 f"{h[self.score]:.4f}",
+                *(_leg_cell(h[n]) for n in legs),
                 *(_clip(h[n] if n == "text" else json.dumps(h[n], ensure_ascii=False)) for n in extra),
             )
             for r, h in enumerate(hits)
         ]
-        _table(["rank", "id", self.score, *extra], rows)
+        _table(["rank", "id", self.score, *legs, *extra], rows)
+
+
+def _leg_cell(place: dict[str, Any] | None) -> str:
+    """A hit's place in a hybrid search's leg, as a table shows it: score (#rank), or - when absent."""
+    return "-" if place is None else f"{place['score']:.4f} (#{place['rank']})"
+
+
+def _hybrid_options(
+    keywords: tuple[str, ...],
+    field: str | None,
+    fusion: str | None,
+    weights: str | None,
+    rrf_k: int,
+    candidates: int | None,
+) -> dict[str, Any]:
+    """search's keyword and hybrid options from the command line (the SDK checks them further)."""
+    if not keywords:
+        if field or fusion or weights or candidates or rrf_k != 60:
+            raise click.UsageError("--keyword-field, --fusion, --weights, --rrf-k and --candidates need --keyword")
+        return {}
+    pair = None
+    if weights is not None:
+        try:
+            pair = tuple(float(w) for w in weights.split(","))
+        except ValueError:
+            pair = ()
+        if len(pair) != 2:
+            raise click.BadParameter("give two numbers: dense,keyword, e.g. 0.5,0.5", param_hint="--weights")
+    return {
+        "keyword": list(keywords) if len(keywords) > 1 else keywords[0],
+        "keyword_field": field,
+        "fusion": fusion,
+        "weights": pair,
+        "rrf_k": rrf_k,
+        "candidates": candidates,
+    }
 
 
 def _parsed_filter(text: str | None) -> dict[str, Any] | None:

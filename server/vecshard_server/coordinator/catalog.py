@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vecshard.errors import FailedPrecondition, NotFound
+from vecshard.v1 import payload_pb2 as ppb
 from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.placement import JUMP, Placement, parse_physical, physical_name
@@ -48,8 +49,10 @@ class Collection:
     epochs_stale: bool = False  # a shard refused the epoch we knew: ask them again before searching
     # Set when a shard holds the collection with another config than `spec` (see Catalog._agree).
     conflict: str = ""
-    # Each shard's payload indexes, (field, PayloadIndexType).
+    # Each shard's payload indexes, (field, PayloadIndexType), and its TEXT indexes as it described
+    # them (analyzer, BM25 parameters and counts), by field.
     shard_indexes: dict[int, list[tuple[str, int]]] = field(default_factory=dict)
+    shard_text: dict[int, dict[str, ppb.PayloadIndex]] = field(default_factory=dict)
     name: str = ""
     placement: Placement = field(default_factory=Placement)
     shards: ShardView | None = None
@@ -95,6 +98,7 @@ class Collection:
         self.shard_epochs[i] = state.train_epoch
         self.shard_prepared[i] = state.prepared_epoch
         self.shard_indexes[i] = sorted((x.field, int(x.type)) for x in state.payload_indexes)
+        self.shard_text[i] = {x.field: x for x in state.payload_indexes if x.type == ppb.PAYLOAD_INDEX_TYPE_TEXT}
 
     @property
     def count(self) -> int:
@@ -296,7 +300,9 @@ class Catalog:
         for s in coll.view.shards:
             info.shards.add(name=s.name, count=coll.shard_counts[s.index], trained=coll.shard_trained[s.index])
         for f, t in sorted({x for indexes in coll.shard_indexes.values() for x in indexes}):
-            info.payload_indexes.add(field=f, type=t)
+            index = info.payload_indexes.add(field=f, type=t)
+            if t == ppb.PAYLOAD_INDEX_TYPE_TEXT:
+                _text_index(coll, index)
         return info
 
     async def describe(self, coll: Collection, timeout: float, include_centroids: bool = False) -> pb.CollectionInfo:
@@ -315,6 +321,23 @@ class Catalog:
             info.centroids.CopyFrom(out.results[0].centroids)
             info.codec = out.results[0].codec
         return info
+
+
+def _text_index(coll: Collection, index: ppb.PayloadIndex) -> None:
+    """A TEXT index's analyzer and parameters (as the groups describe them), and its counts over the
+    groups of the current placement: documents, tokens and skipped points summed, distinct terms the
+    largest group's (a lower bound of the collection's: groups share terms)."""
+    groups = [coll.shard_text.get(s.index, {}) for s in coll.view.shards]
+    parts = [g[index.field] for g in groups if index.field in g]
+    if not parts:
+        return
+    index.text.CopyFrom(parts[0].text)
+    stats = index.text_stats
+    for p in parts:
+        stats.documents += p.text_stats.documents
+        stats.tokens += p.text_stats.tokens
+        stats.skipped += p.text_stats.skipped
+        stats.terms = max(stats.terms, p.text_stats.terms)
 
 
 def _brief(spec: CollectionSpec) -> str:

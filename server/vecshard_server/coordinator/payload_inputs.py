@@ -39,10 +39,11 @@ def check_payloads(payloads: Sequence[ppb.Payload], n: int, settings: Settings) 
 
 def check_filter(f: ppb.Filter, settings: Settings, path: str = "filter", write: str = "") -> None:
     """A filter every shard can evaluate: known tests with values of the right kinds (RFC 3339
-    date-times in datetime_range), key paths (vecshard.payload.key_parts), at most
-    max_filter_conditions conditions and values, nested at most MAX_DEPTH deep. For a write
-    (`write` names it), an empty filter is refused: it would match every point, and a client that
-    sends an empty message where it meant none would change them all."""
+    date-times in datetime_range; text: any string, one condition), key paths
+    (vecshard.payload.key_parts), at most max_filter_conditions conditions and values, nested at
+    most MAX_DEPTH deep. For a write (`write` names it), an empty filter is refused: it would match
+    every point, and a client that sends an empty message where it meant none would change them
+    all."""
     if write and not (f.must or f.should or f.must_not):
         raise InvalidArgument(
             f"{path} is empty, so this {write} would reach every point: send a condition (to reach every point on "
@@ -113,13 +114,15 @@ def _condition(c: ppb.Condition, path: str, depth: int, budget: list[int], setti
             )
         for b in bounds:
             parse_datetime(getattr(fc.datetime_range, b), f"{path}.datetime_range.{b}")
+    elif test == "text":
+        pass  # (a string: every analysed term present; one without terms matches nothing)
     elif test in ("is_null", "is_empty", "exists"):
         if not getattr(fc, test):
             raise InvalidArgument(f"{path}.{test} must be true (negate it with must_not)")
     else:
         raise InvalidArgument(
-            f"{path} sets no test: set match, match_any, match_except, range, datetime_range, is_null, is_empty or "
-            "exists"
+            f"{path} sets no test: set match, match_any, match_except, range, datetime_range, text, is_null, is_empty "
+            "or exists"
         )
 
 

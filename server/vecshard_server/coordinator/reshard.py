@@ -349,8 +349,11 @@ class Resharder:
             behind = {g: install for g in groups if out.results[g].train_epoch != state.train_epoch}
             if behind:
                 await self.shards.call(INSTALL_QUANTIZER, behind, CALL_TIMEOUT_S)
+        text = {f: x.text for indexes in coll.shard_text.values() for f, x in indexes.items()}
         for field, kind in sorted({x for indexes in coll.shard_indexes.values() for x in indexes}):
             req = pb.CreatePayloadIndexRequest(collection=spec.name, field=field, type=kind)  # type: ignore[arg-type]
+            if field in text:  # a TEXT index: the same analyzer and BM25 parameters
+                req.text.CopyFrom(text[field])
             await self.shards.call(CREATE_PAYLOAD_INDEX, {g: req for g in groups}, CALL_TIMEOUT_S)
 
     async def _copy(self, coll: Collection, old: Placement, target: Placement, job: Job, rate: int, page: int) -> None:

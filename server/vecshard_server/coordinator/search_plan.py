@@ -103,27 +103,7 @@ class SearchPlan:
         own = self.own
         if own is not None and not self.group_by:
             merged = _without_own(merged, own[rows])
-        if not self.offset and self.threshold is None:
-            return merged
-        o, k, width = self.offset, self.k, merged.ids.shape[1]
-        D, I = merged.distances[:, o : o + k].copy(), merged.ids[:, o : o + k].copy()
-        nq = D.shape[0]
-        taken = np.add.outer(np.arange(nq) * width, np.arange(o, o + D.shape[1])).reshape(-1)
-        payloads = [merged.payloads[j] for j in taken.tolist()] if merged.payloads else []
-        vectors = merged.vectors[taken] if merged.vectors is not None else None
-        if self.threshold is not None:
-            larger = self.coll.spec.larger_is_better
-            beyond = (D < self.threshold) if larger else (D > self.threshold)
-            beyond &= I >= 0
-            I[beyond] = -1
-            D[beyond] = pad_distance(larger)
-            flat = np.flatnonzero(beyond.reshape(-1))
-            if payloads:
-                for j in flat.tolist():
-                    payloads[j] = ppb.Payload()
-            if vectors is not None:
-                vectors[flat] = 0
-        return ShardHits(D, I, None, payloads, merged.plans, vectors)
+        return cut_page(merged, self.offset, self.k, self.threshold, self.coll.spec.larger_is_better)
 
     def describe(self) -> str:
         return f"a Search of {self.nq_sent} queries, k={self.k}"
@@ -168,15 +148,7 @@ class SearchPlan:
     def present(self, merged: ShardHits) -> tuple[ShardHits, list[str] | None]:
         """The page as the reply shows it: a string-id collection's hits with their strings (read from
         the payloads, which stay only when asked for), vectors of the collection's dim."""
-        keys = None
-        if self.string_ids:
-            keys, payloads = string_ids.split(merged.payloads)
-            merged = dataclasses.replace(merged, payloads=payloads if self.with_payload else [])
-        if self.with_vectors:
-            n, dim = merged.ids.size, self.coll.spec.dim
-            if merged.vectors is None or merged.vectors.shape != (n, dim):
-                merged = dataclasses.replace(merged, vectors=np.zeros((n, dim), dtype=np.float32))
-        return merged, keys
+        return present_hits(merged, self.string_ids, self.with_payload, self.with_vectors, self.coll.spec.dim)
 
 
 @dataclass(frozen=True)
@@ -322,6 +294,49 @@ def plan_search(request: pb.SearchRequest, coll: Collection, settings: Settings,
         source=source,
         filter=shard_filter,
     )
+
+
+def cut_page(merged: ShardHits, offset: int, k: int, threshold: float | None, larger: bool) -> ShardHits:
+    """Merged hits (the best offset + k per query) cut to the page asked for (columns offset ..
+    offset + k - 1), with hits beyond the score threshold (in the `larger` direction: kept when >=
+    it for scores, <= it for distances) made padding (id -1; they come last: rows are best first)."""
+    if not offset and threshold is None:
+        return merged
+    o, width = offset, merged.ids.shape[1]
+    D, I = merged.distances[:, o : o + k].copy(), merged.ids[:, o : o + k].copy()
+    nq = D.shape[0]
+    taken = np.add.outer(np.arange(nq) * width, np.arange(o, o + D.shape[1])).reshape(-1)
+    payloads = [merged.payloads[j] for j in taken.tolist()] if merged.payloads else []
+    vectors = merged.vectors[taken] if merged.vectors is not None else None
+    if threshold is not None:
+        beyond = (D < threshold) if larger else (D > threshold)
+        beyond &= I >= 0
+        I[beyond] = -1
+        D[beyond] = pad_distance(larger)
+        flat = np.flatnonzero(beyond.reshape(-1))
+        if payloads:
+            for j in flat.tolist():
+                payloads[j] = ppb.Payload()
+        if vectors is not None:
+            vectors[flat] = 0
+    return ShardHits(D, I, None, payloads, merged.plans, vectors)
+
+
+def present_hits(
+    merged: ShardHits, strings: bool, with_payload: bool, with_vectors: bool, dim: int
+) -> tuple[ShardHits, list[str] | None]:
+    """A page as the reply shows it: a string-id collection's hits with their strings (read from the
+    payloads, which stay only when asked for; `strings`: a string-id collection), vectors of the
+    collection's dim (zeros for padding)."""
+    keys = None
+    if strings:
+        keys, payloads = string_ids.split(merged.payloads)
+        merged = dataclasses.replace(merged, payloads=payloads if with_payload else [])
+    if with_vectors:
+        n = merged.ids.size
+        if merged.vectors is None or merged.vectors.shape != (n, dim):
+            merged = dataclasses.replace(merged, vectors=np.zeros((n, dim), dtype=np.float32))
+    return merged, keys
 
 
 def _without_own(merged: ShardHits, own: I64) -> ShardHits:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 
 import grpc
 
@@ -14,6 +15,7 @@ from vecshard.errors import (
     InvalidArgument,
     NotFound,
 )
+from vecshard.v1 import payload_pb2 as ppb
 from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.placement import physical_name
@@ -36,6 +38,26 @@ MAX_SCROLL = 10_000  # points per Scroll page
 ROLLBACK_TIMEOUT_S = 5.0  # one RollbackAdd round
 COALESCE_ROWS = 16  # searches of at most this many queries share fan-outs with concurrent ones
 ROLLBACK_RETRY_S = 120.0  # unreachable groups are retried in the background this long
+
+
+def check_index_type(request: pb.CreatePayloadIndexRequest) -> None:
+    """A known index type; TextIndexParams only for TEXT, with k1 >= 0 and b in [0, 1] (the shards
+    check the stemmer and stopword languages, all alike, so a bad one is refused by every group)."""
+    if request.type not in (1, 2, 3, 4, 5, ppb.PAYLOAD_INDEX_TYPE_TEXT):
+        raise InvalidArgument("type must be KEYWORD, INTEGER, FLOAT, BOOL, DATETIME or TEXT")
+    if request.type != ppb.PAYLOAD_INDEX_TYPE_TEXT:
+        if request.HasField("text"):
+            raise InvalidArgument("text (the analyzer and BM25 parameters) applies to TEXT indexes: leave it unset")
+        return
+    params = request.text
+    if params.HasField("k1") and not (math.isfinite(params.k1) and params.k1 >= 0):
+        raise InvalidArgument(
+            f"text.k1 must be a finite number >= 0 (BM25 term saturation; 1.2 by default), got {params.k1}"
+        )
+    if params.HasField("b") and not 0 <= params.b <= 1:
+        raise InvalidArgument(
+            f"text.b must be between 0 and 1 (BM25 length normalisation; 0.75 by default), got {params.b}"
+        )
 
 
 class Collections(Family):
@@ -134,8 +156,7 @@ class Collections(Family):
     ) -> pb.CollectionInfo:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
         check_keys([request.field], "field")
-        if request.type not in (1, 2, 3, 4, 5):
-            raise InvalidArgument("type must be KEYWORD, INTEGER, FLOAT, BOOL or DATETIME")
+        check_index_type(request)
         outs = await asyncio.gather(
             *(
                 view.call(CREATE_PAYLOAD_INDEX, view.all(request), self._timeout(context), fail_fast=False)

@@ -23,7 +23,7 @@ from vecshard.v1 import types_pb2
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.rpc import request_bytes
 from vecshard_server.common.search_values import ShardHits, ShardQuery
-from vecshard_server.coordinator import offload, stored
+from vecshard_server.coordinator import keyword, offload, stored
 from vecshard_server.coordinator.api.base import Core, Family
 from vecshard_server.coordinator.catalog import Collection
 from vecshard_server.coordinator.coalesce import Coalescer, Identity
@@ -61,35 +61,100 @@ class Searches(Family):
             self.search_latency.observe(time.perf_counter() - started)
 
     async def _search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
-        """Checked into a plan, admitted, its queries embedded (texts, images) and checked, then run."""
+        """Checked into a plan, admitted, its queries embedded (texts, images) and checked, then run;
+        one with keywords is a keyword or hybrid search (keyword.py)."""
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))
         size = request_bytes(context)
+        if request.keywords:
+            return await self._keyword_search(request, coll, context, size)
+        keyword.check_without_keywords(request)
         plan = plan_search(request, coll, self.settings, size)
         with self.admission.admit(plan.cost, plan.describe()):
-            source = plan.source
-            if source is not None:  # the vectors of stored points
-                points = await stored.fetch(self.settings, coll, source.ids, source.keys, self._timeout(context))
-                field = "query_ids" if source.own else "recommend"
-                queries = source.queries(coll, stored.require_vectors(coll, points, field))
-            else:
-                queries, _ = await request_vectors(
-                    self.embeddings,
-                    coll.spec,
-                    request.queries,
-                    request.texts,
-                    request.images,
-                    request.model_fingerprint,
-                    types_pb2.INPUT_ROLE_QUERY,
-                    "queries",
-                    self._timeout(context),
-                    size,
-                )
-            query = await offload.run(
-                queries.nbytes > offload.INLINE_BYTES, plan.query, request, queries, self.settings
-            )
+            query = await self._dense_query(plan, request, context, size)
             if plan.group_by:
-                return await self._grouped(plan, query, context)
-            return await self._run(plan, query, context)
+                resp = await self._grouped(plan, query, context)
+            else:
+                resp = await self._run(plan, query, context)
+        resp.higher_is_better = coll.spec.larger_is_better
+        return resp
+
+    async def _dense_query(
+        self, plan: SearchPlan, request: pb.SearchRequest, context: grpc.aio.ServicerContext, size: int
+    ) -> ShardQuery:
+        """The query every shard gets: the request's vectors, its texts or images embedded, or the
+        vectors of the stored points it names, checked (SearchPlan.query)."""
+        coll = plan.coll
+        source = plan.source
+        if source is not None:  # the vectors of stored points
+            points = await stored.fetch(self.settings, coll, source.ids, source.keys, self._timeout(context))
+            field = "query_ids" if source.own else "recommend"
+            queries = source.queries(coll, stored.require_vectors(coll, points, field))
+        else:
+            queries, _ = await request_vectors(
+                self.embeddings,
+                coll.spec,
+                request.queries,
+                request.texts,
+                request.images,
+                request.model_fingerprint,
+                types_pb2.INPUT_ROLE_QUERY,
+                "queries",
+                self._timeout(context),
+                size,
+            )
+        return await offload.run(queries.nbytes > offload.INLINE_BYTES, plan.query, request, queries, self.settings)
+
+    async def _keyword_search(
+        self, request: pb.SearchRequest, coll: Collection, context: grpc.aio.ServicerContext, size: int
+    ) -> pb.SearchResponse:
+        """A keyword search (BM25, two phases), or a hybrid one when the request has a dense query."""
+        kplan = keyword.plan_keywords(request, coll, self.settings)  # (bad input first, then state)
+        field = keyword.text_field(request, coll, final=False)
+        if field is None:  # (the catalog may not know an index made through another coordinator yet)
+            await self.catalog.describe(coll, self._timeout(context))
+            field = keyword.text_field(request, coll, final=True)
+        assert field is not None
+        kplan = dataclasses.replace(kplan, field=field)
+        if kplan.hybrid:
+            resp, failed = await self._hybrid(request, kplan, context, size)
+        else:
+            with self.admission.admit(kplan.cost, kplan.describe()):
+                hits, failed = await keyword.keyword_leg(kplan, list(kplan.texts), lambda: self._timeout(context))
+                heavy = hits.ids.size > offload.INLINE_RESULTS
+                resp = await offload.run(heavy, keyword.keyword_reply, kplan, hits)
+        resp.shards_total = len(coll.view)
+        resp.shards_ok = resp.shards_total - len(failed)
+        resp.failed_shards.extend(self.shards.shards[s].name for s in sorted(failed))
+        if kplan.wants_payloads or kplan.with_vectors or kplan.string_ids:
+            self._check_reply(resp, "send fewer queries per call, a smaller k or fewer payload fields")
+        return resp
+
+    async def _hybrid(
+        self, request: pb.SearchRequest, kplan: keyword.KeywordPlan, context: grpc.aio.ServicerContext, size: int
+    ) -> tuple[pb.SearchResponse, set[int]]:
+        """The dense and keyword legs run concurrently (candidates hits each, the same filter), then
+        fused (fusion.py); the groups that failed either leg (allow_partial)."""
+        coll = kplan.coll
+        dense_request = keyword.dense_request(request, kplan.depth)
+        plan = plan_search(dense_request, coll, self.settings, size)
+        if not size:  # (a small request's queries are counted exactly before they are read)
+            kplan.texts_for(plan.nq_sent)
+        with self.admission.admit(plan.cost + kplan.cost, kplan.describe()):
+            texts = list(kplan.texts)  # (one text for every query is searched once)
+            leg = asyncio.ensure_future(keyword.keyword_leg(kplan, texts, lambda: self._timeout(context)))
+            try:
+                query = await self._dense_query(plan, dense_request, context, size)
+                kplan.texts_for(query.nq)  # (one keyword text, or one per query)
+                out = await self._search_shards(coll, query, plan.allow_partial, context)
+                heavy = query.nq * plan.width * len(out.results) > offload.INLINE_RESULTS
+                dense = await offload.run(heavy, self._merge, out.results, plan)
+                hits, failed = await leg
+            finally:
+                leg.cancel()
+                await asyncio.gather(leg, return_exceptions=True)
+            larger = coll.spec.larger_is_better
+            resp = await offload.run(heavy, keyword.hybrid_reply, kplan, dense, hits, larger)
+        return resp, failed | set(out.failures)
 
     async def _grouped(
         self, plan: SearchPlan, query: ShardQuery, context: grpc.aio.ServicerContext
