@@ -461,6 +461,23 @@ def _check_models(settings: Settings) -> None:
 )
 @click.option("--no-limits", is_flag=True, help="--abuse: raise every limit of docs/limits.md out of the way (before)")
 @click.option("--abuse-timeout", default=120.0, show_default=True, help="--abuse: deadline of each abuse request (s)")
+@click.option(
+    "--workload",
+    type=click.Choice(["keyword", "hybrid", "hybrid-quality"]),
+    help="keyword: BM25 search on a generated Zipf corpus (--docs, --terms) through a local cluster (first "
+    "--shards, --workdir) beside bm25s in-process: build documents/s, p50/p99 and QPS at 1 and 32 clients, bytes "
+    "per posting, restart cost; hybrid: the same with dense vectors, adding dense and hybrid searches; "
+    "hybrid-quality: recall/MRR/nDCG@10 of keyword, dense and hybrid search on the stdlib docstrings corpus "
+    "(docs/hybrid.md)",
+)
+@click.option(
+    "--docs",
+    type=click.IntRange(1),
+    help="--workload keyword/hybrid: generated documents (default 1,000,000); hybrid-quality: documents loaded "
+    "(every relevant one and the first others; default all)",
+)
+@click.option("--terms", default=100_000, show_default=True, help="--workload keyword/hybrid: vocabulary size")
+@click.option("--no-restart", is_flag=True, help="--workload keyword/hybrid: skip the restart measurements")
 def bench(
     shards_list: tuple[int, ...],
     dataset: str,
@@ -487,9 +504,17 @@ def bench(
     abuse_cases: tuple[str, ...],
     no_limits: bool,
     abuse_timeout: float,
+    workload: str | None,
+    docs: int | None,
+    terms: int,
+    no_restart: bool,
 ) -> None:
     """Measure search and add through local clusters against in-process faiss (same data, same run)."""
     _logging("WARNING", "bench")
+    if workload:
+        _settings()
+        _bench_workload(out, workload, docs, terms, shards_list[0], duration, workdir, not no_restart)
+        return
     if abuse:
         _bench_abuse(out, n, dim, nlist, nprobe, shards_list[0], duration, abuse_cases, no_limits, abuse_timeout)
         return
@@ -529,6 +554,36 @@ def bench(
 
 def _echo_err(line: str) -> None:
     click.echo(line, err=True)
+
+
+def _bench_workload(
+    out: Path | None,
+    workload: str,
+    docs: int | None,
+    terms: int,
+    shards: int,
+    duration: float,
+    workdir: Path,
+    restart: bool,
+) -> None:
+    if workload == "hybrid-quality":
+        from vecshard_server.bench import hybrid_quality
+
+        quality = hybrid_quality.run_quality_bench(shards, docs, log=_echo_err)
+        _publish(out, "bench_hybrid_quality", hybrid_quality.format_markdown(quality), quality)
+        return
+    from vecshard_server.bench import keyword as bench_keyword
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        result = bench_keyword.run_keyword_bench(
+            workload, docs or 1_000_000, terms, shards, duration, workdir, restart=restart, log=_echo_err
+        )
+    except ImportError as err:
+        raise click.ClickException(f"{err}: the keyword bench's reference is bm25s (pip install bm25s)") from None
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    _publish(out, f"bench_{workload}", bench_keyword.format_markdown(result), result)
 
 
 def _bench_abuse(
