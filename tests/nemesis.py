@@ -263,7 +263,7 @@ class Profile:
 
 def short_profiles(seed: int) -> list[Profile]:
     return [
-        Profile("quorum-all", 0, PROCESS_FAULTS + DAMAGE_FAULTS, rounds=2, seed=seed),
+        Profile("quorum-all", 0, PROCESS_FAULTS + DAMAGE_FAULTS, rounds=1, seed=seed),
         Profile("quorum-1", 1, PROCESS_FAULTS, rounds=2, seed=seed + 1),
     ]
 

@@ -93,9 +93,9 @@ def test_real_corpus_is_whole() -> None:
 
 
 def test_quality_mode_runs_on_the_real_corpus() -> None:
-    """A slice of the real corpus (every relevant document and the first others, 300 in all)."""
-    r = hybrid_quality.run_quality_bench(shards=2, limit=300, log=lambda _: None)
-    assert r["docs"] == 300 and r["queries"] == 40
+    """A slice of the real corpus (every relevant document and the first others, 120 in all)."""
+    r = hybrid_quality.run_quality_bench(shards=2, limit=120, log=lambda _: None)
+    assert r["docs"] == 120 and r["queries"] == 40
     linear = [f"hybrid linear {w:g}/{1 - w:g}" for w in hybrid_quality.LINEAR_WEIGHTS]
     modes = ["keyword", "dense", "hybrid rrf", *linear]
     assert list(r["table"]) == modes

@@ -494,11 +494,17 @@ class Gen:
         return req
 
     def c_create_index(self, healthy: bool) -> Message:
-        return pb.CreatePayloadIndexRequest(
+        req = pb.CreatePayloadIndexRequest(
             collection=self.name(healthy),
-            field=self.pick(["lang", "year", "meta.x"], ["", "a..b", "x" * 300]),
-            type=self.pick([1, 2, 3, 4, 5], [0, 6, -1, 2**31 - 1]),
+            field=self.pick(["lang", "year", "meta.x", "body"], ["", "a..b", "x" * 300]),
+            type=self.pick([1, 2, 3, 4, 5, 6], [0, 7, -1, 2**31 - 1]),
         )
+        if req.type == 6 and self.r.random() < 0.6:
+            req.text.stemmer = self.pick(["", "english", "french"], ["klingon", "x" * 200])
+            req.text.stopwords = self.pick(["", "english"], ["nope"])
+            if self.r.random() < 0.3:
+                req.text.k1, req.text.b = self.pick([1.2, 0.0], [-1.0, float("nan")]), self.pick([0.75, 1.0], [2.0])
+        return req
 
     def c_drop_index(self, healthy: bool) -> Message:
         field = self.pick(["lang", "year", "meta.x"], ["", "nope", "a..b"])
@@ -609,6 +615,14 @@ class Gen:
         if self.r.random() < 0.1:
             req.offset = self.pick([0, 1, 5], [MAX_K, U32])
         req.with_vectors = self.r.random() < 0.1
+        if self.r.random() < 0.12:
+            req.keywords.extend(self.pick([["replica filter"], ["the"], ["quick fox", "dogs"]], [[""] * 3]))
+            if self.r.random() < 0.5:
+                req.ClearField("queries")
+            req.fusion = self.pick([0, 1, 2], [3, -1])
+            if req.fusion == 2 and self.r.random() < 0.5:
+                req.weights.extend(self.pick([[0.5, 0.5], [1.0, 0.0]], [[-1.0, 1.0], [1.0], [float("nan"), 1.0]]))
+            req.keyword_field = self.pick(["", "body"], ["lang", "`x"])
         return req
 
     def c_train(self, healthy: bool) -> Message:
@@ -737,6 +751,28 @@ class Gen:
             collection=self.name(healthy), write_token=self.pick([7, 12345], [0, U64]), ids=self.ids(self.rows())
         )
 
+    def s_keyword_stats(self, healthy: bool) -> Message:
+        return spb.KeywordStatsRequest(
+            collection=self.name(healthy),
+            field=self.pick(["", "body", "lang"], ["`x", "a..b"]),
+            texts=self.pick([["replica filter"], ["the", "quick fox"], [""]], [["x" * 100_000] * 30]),
+        )
+
+    def s_keyword_search(self, healthy: bool) -> Message:
+        terms = self.pick([["replica"], ["quick", "fox"], []], [["x"] * 5000])
+        df = self.pick([[1] * len(terms), [0] * len(terms)], [[1] * (len(terms) + 1), [U64] * len(terms)])
+        req = spb.KeywordSearchRequest(
+            collection=self.name(healthy),
+            field=self.pick(["", "body"], ["lang", "a..b"]),
+            queries=[spb.QueryTerms(terms=terms, df=df)],
+            documents=self.pick([0, 10, 1000], [U64]),
+            tokens=self.pick([0, 100, 60_000], [U64]),
+            k=self.k(),
+            with_vectors=self.r.random() < 0.2,
+        )
+        self.maybe_filter(req)
+        return req
+
     def s_resync(self, healthy: bool) -> Message:
         r = self.r
         addresses = self.target.addresses
@@ -796,6 +832,8 @@ BUILDERS: dict[tuple[str, str], Callable[[Gen, bool], Message]] = {
     (PUBLIC, "Facet"): Gen.c_facet,
     (SHARD, "UpdateVectors"): Gen.c_update_vectors,
     (SHARD, "Facet"): Gen.c_facet,
+    (SHARD, "KeywordStats"): Gen.s_keyword_stats,
+    (SHARD, "KeywordSearch"): Gen.s_keyword_search,
     (SHARD, "Import"): Gen.s_import,
     (SHARD, "Count"): Gen.c_count,
     (SHARD, "Scroll"): Gen.c_scroll,

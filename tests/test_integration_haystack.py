@@ -162,7 +162,7 @@ def test_bm25_retriever_equals_bm25s(store: tuple[VecshardDocumentStore, list[Do
 
     s, docs = store
     analyzer = Analyzer(payload_pb2.TextIndexParams(stemmer="english", stopwords="english"))  # the store's default
-    model = bm25s.BM25(method="lucene")
+    model = bm25s.BM25(method="lucene", k1=1.2, b=0.75)  # (the index's defaults; bm25s's own k1 is 1.5)
     model.index([analyzer.analyze(d.content) for d in docs], show_progress=False)
     scores = model.get_scores(analyzer.analyze("replica filter"))
     want = {docs[j].id: float(scores[j]) for j in np.flatnonzero(scores > 0)}

@@ -1,7 +1,8 @@
 """Seeded fault injection against a real cluster of 2 shard groups x 2 replicas (see tests/nemesis.py):
 kill -9, SIGSTOP and damaged files under a recorded workload, then a check of every acknowledged op.
 
-The short profiles run here (about 50 s + 30 s on 2 cores; pytest -s prints the figures).
+The short profiles run here (about 40 s + 30 s on 2 cores: every fault kind once with a write quorum
+of all, twice with a quorum of 1; pytest -s prints the figures).
 VECSHARD_NEMESIS_MINUTES=N runs each profile time-boxed to N/2 minutes instead (the long run:
 `VECSHARD_NEMESIS_MINUTES=N pytest tests/test_nemesis.py -s`); VECSHARD_NEMESIS_SEED picks the seed.
 VECSHARD_NEMESIS_DIR=path keeps the data dirs and the process logs (<path>/<profile>/logs/
