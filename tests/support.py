@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import os
 import random
 import re
@@ -361,3 +362,16 @@ def start_backend(mode: str, groups: int, **cluster: Any) -> tuple[ShardBackend,
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The cosine similarity of each row of a with the same row of b."""
     return np.asarray((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
+
+
+def string_id_collision(bits: int, prefix: str = "id-") -> tuple[str, str]:
+    """Two different string ids whose `bits`-wide hashes are equal (to force a collision)."""
+    from vecshard_server.common.string_ids import string_id_hash
+
+    seen: dict[int, str] = {}
+    for i in itertools.count():
+        s = f"{prefix}{i}"
+        other = seen.setdefault(string_id_hash(s, bits), s)
+        if other != s:
+            return other, s
+    raise AssertionError

@@ -6,7 +6,6 @@ shard modes (a collision with a narrow hash, VECSHARD_STRING_ID_HASH_BITS, on a 
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 
 import faiss
@@ -20,6 +19,8 @@ from vecshard.v1 import payload_pb2 as ppb
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.cluster.local import LocalCluster
 from vecshard_server.common.string_ids import string_id_hash
+
+from .support import string_id_collision
 
 DIM = 6
 N = 120
@@ -161,13 +162,7 @@ def test_string_ids_for_an_int_collection_are_invalid(client: Client, name: str)
 
 
 def _collision(bits: int) -> tuple[str, str]:
-    seen: dict[int, str] = {}
-    for i in itertools.count():
-        s = f"key-{i}"
-        other = seen.setdefault(string_id_hash(s, bits), s)
-        if other != s:
-            return other, s
-    raise AssertionError
+    return string_id_collision(bits, "key-")
 
 
 @pytest.mark.parametrize("shard_mode", ["remote", "local"])

@@ -25,6 +25,8 @@ from vecshard.v1 import vector_search_pb2_grpc
 from vecshard_server.cluster.local import LocalCluster
 from vecshard_server.common.string_ids import KEY, string_id_hash
 
+from .support import string_id_collision
+
 DIM = 8
 _n = itertools.count()
 
@@ -258,13 +260,7 @@ def test_points_without_a_vector(api: Api) -> None:
 
 
 def _collision(bits: int) -> tuple[str, str]:
-    seen: dict[int, str] = {}
-    for i in itertools.count():
-        s = f"id-{i}"
-        other = seen.setdefault(string_id_hash(s, bits), s)
-        if other != s:
-            return other, s
-    raise AssertionError
+    return string_id_collision(bits, "id-")
 
 
 @pytest.mark.parametrize("shard_mode", ["remote", "local"])
