@@ -26,16 +26,20 @@ from .support import run_vecshard, serve_process, service_methods, start_role
 
 PUBLIC, INTERNAL, EMBEDDER = "vecshard.v1.VectorSearch", "vecshard.v1.Shard", "vecshard.v1.Embedder"
 SERVICES = {"coordinator": PUBLIC, "shard": INTERNAL, "embedder": EMBEDDER}
-WRITES = {
-    "CreateCollection",
-    "DropCollection",
-    "Add",
-    "Remove",
-    "Train",
-    "SetPayload",
-    "CreatePayloadIndex",
-    "DropPayloadIndex",
-    "Reshard",
+# What a read-only key may call (the test's own list, not the server's): everything else changes data,
+# placement or backups and needs an admin key.
+READS = {
+    "ListCollections",
+    "DescribeCollection",
+    "DescribeCluster",
+    "Get",
+    "Search",
+    "Embed",
+    "Sample",
+    "ListModels",
+    "Count",
+    "Scroll",
+    "Facet",
 }
 REFUSED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 INTERNAL_TOKEN = "s3cret-internal"  # the roles-alone shape's (serve makes its own, unknown here)
@@ -79,7 +83,7 @@ def _served(channel: grpc.Channel, service: str, method: str, request_class: typ
 
 def _must_refuse(keys: bool, port: str, cred: Credential, method: str) -> bool:
     """What the call must get, from what it carries: shards serve only the cluster's internal token;
-    with API keys on, the coordinator serves admin keys everything and read keys all but writes."""
+    with API keys on, the coordinator serves admin keys everything and read keys only the reads."""
     sent = dict(cred.metadata)
     if cred.name == "no client cert":  # every port of that shape requires mutual TLS
         return True
@@ -91,7 +95,7 @@ def _must_refuse(keys: bool, port: str, cred: Credential, method: str) -> bool:
     if key == "admin-key":
         return False
     if key == "read-key":
-        return method in WRITES
+        return method not in READS
     return True
 
 

@@ -130,7 +130,7 @@ class ShardCollectionState(_message.Message):
     def __init__(self, config: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., centroids: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., digest: _Optional[int] = ..., train_epoch: _Optional[int] = ..., train_id: _Optional[int] = ..., prepared_epoch: _Optional[int] = ..., writes: _Optional[int] = ..., max_version: _Optional[int] = ..., tombstones: _Optional[int] = ..., incarnation: _Optional[int] = ..., payload_indexes: _Optional[_Iterable[_Union[_payload_pb2.PayloadIndex, _Mapping]]] = ..., codec: _Optional[bytes] = ...) -> None: ...
 
 class ShardListResponse(_message.Message):
-    __slots__ = ("collections", "dropped")
+    __slots__ = ("collections", "dropped", "rss_bytes", "uptime_s")
     class DroppedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -140,9 +140,13 @@ class ShardListResponse(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
+    RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_S_FIELD_NUMBER: _ClassVar[int]
     collections: _containers.RepeatedCompositeFieldContainer[ShardCollectionState]
     dropped: _containers.ScalarMap[str, int]
-    def __init__(self, collections: _Optional[_Iterable[_Union[ShardCollectionState, _Mapping]]] = ..., dropped: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    rss_bytes: int
+    uptime_s: float
+    def __init__(self, collections: _Optional[_Iterable[_Union[ShardCollectionState, _Mapping]]] = ..., dropped: _Optional[_Mapping[str, int]] = ..., rss_bytes: _Optional[int] = ..., uptime_s: _Optional[float] = ...) -> None: ...
 
 class InstallQuantizerRequest(_message.Message):
     __slots__ = ("collection", "centroids", "epoch", "train_id", "mode", "decide", "codec")

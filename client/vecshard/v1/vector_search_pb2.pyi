@@ -53,6 +53,86 @@ SET_PAYLOAD_MODE_MERGE: SetPayloadMode
 SET_PAYLOAD_MODE_OVERWRITE: SetPayloadMode
 SET_PAYLOAD_MODE_DELETE_KEYS: SetPayloadMode
 
+class DescribeClusterRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClusterInfo(_message.Message):
+    __slots__ = ("shard_mode", "version", "uptime_s", "rss_bytes", "groups", "collections", "jobs")
+    SHARD_MODE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    shard_mode: str
+    version: str
+    uptime_s: float
+    rss_bytes: int
+    groups: _containers.RepeatedCompositeFieldContainer[ShardGroupInfo]
+    collections: _containers.RepeatedCompositeFieldContainer[CollectionPlacement]
+    jobs: _containers.RepeatedCompositeFieldContainer[JobInfo]
+    def __init__(self, shard_mode: _Optional[str] = ..., version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[ShardGroupInfo, _Mapping]]] = ..., collections: _Optional[_Iterable[_Union[CollectionPlacement, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ...) -> None: ...
+
+class ShardGroupInfo(_message.Message):
+    __slots__ = ("index", "replicas")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaInfo]
+    def __init__(self, index: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaInfo, _Mapping]]] = ...) -> None: ...
+
+class ReplicaInfo(_message.Message):
+    __slots__ = ("address", "healthy", "error", "rss_bytes", "points", "collections")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    healthy: bool
+    error: str
+    rss_bytes: int
+    points: int
+    collections: int
+    def __init__(self, address: _Optional[str] = ..., healthy: _Optional[bool] = ..., error: _Optional[str] = ..., rss_bytes: _Optional[int] = ..., points: _Optional[int] = ..., collections: _Optional[int] = ...) -> None: ...
+
+class CollectionPlacement(_message.Message):
+    __slots__ = ("collection", "shards", "epoch", "count", "shard_counts")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SHARD_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    shards: int
+    epoch: int
+    count: int
+    shard_counts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, collection: _Optional[str] = ..., shards: _Optional[int] = ..., epoch: _Optional[int] = ..., count: _Optional[int] = ..., shard_counts: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class JobInfo(_message.Message):
+    __slots__ = ("kind", "collection", "phase", "done", "total", "started_unix", "id", "error")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    STARTED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    collection: str
+    phase: str
+    done: int
+    total: int
+    started_unix: float
+    id: str
+    error: str
+    def __init__(self, kind: _Optional[str] = ..., collection: _Optional[str] = ..., phase: _Optional[str] = ..., done: _Optional[int] = ..., total: _Optional[int] = ..., started_unix: _Optional[float] = ..., id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
 class ReshardRequest(_message.Message):
     __slots__ = ("collections", "shards", "abort", "max_points_per_s", "page_size", "status_only", "wait")
     COLLECTIONS_FIELD_NUMBER: _ClassVar[int]

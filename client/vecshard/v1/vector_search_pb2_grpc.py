@@ -136,6 +136,11 @@ class VectorSearchStub:
                 request_serializer=vecshard_dot_v1_dot_vector__search__pb2.FacetRequest.SerializeToString,
                 response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.FacetResponse.FromString,
                 _registered_method=True)
+        self.DescribeCluster = channel.unary_unary(
+                '/vecshard.v1.VectorSearch/DescribeCluster',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.DescribeClusterRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.ClusterInfo.FromString,
+                _registered_method=True)
 
 
 class VectorSearchServicer:
@@ -363,6 +368,17 @@ class VectorSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeCluster(self, request, context):
+        """The cluster as this coordinator sees it: its shard groups and their replicas (address, health,
+        memory, collections and points), each collection's placement, and the jobs running here
+        (reshard, train, backup, restore) with their progress. For dashboards and operators; read keys
+        may call it. A replica that does not answer is reported unhealthy with the reason, not an error.
+        Errors: only the common ones.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VectorSearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -465,6 +481,11 @@ def add_VectorSearchServicer_to_server(servicer, server):
                     servicer.Facet,
                     request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.FacetRequest.FromString,
                     response_serializer=vecshard_dot_v1_dot_vector__search__pb2.FacetResponse.SerializeToString,
+            ),
+            'DescribeCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeCluster,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.DescribeClusterRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.ClusterInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1008,6 +1029,33 @@ class VectorSearch:
             '/vecshard.v1.VectorSearch/Facet',
             vecshard_dot_v1_dot_vector__search__pb2.FacetRequest.SerializeToString,
             vecshard_dot_v1_dot_vector__search__pb2.FacetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.VectorSearch/DescribeCluster',
+            vecshard_dot_v1_dot_vector__search__pb2.DescribeClusterRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.ClusterInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,19 +25,21 @@ from vecshard_server.common.config import Settings
 
 API_KEY_HEADER = "x-api-key"
 INTERNAL_HEADER = "x-vecshard-internal"
-# Everything that changes data or placement (SetPayload and the payload index RPCs were served to
-# read keys before: a read-only key could rewrite payloads).
-WRITE_METHODS = frozenset(
+# What a read-only key may call; every other public RPC needs an admin key. An allowlist, so a new RPC
+# is admin-only until it is listed here (UpdateVectors was once served to read keys by a denylist).
+READ_METHODS = frozenset(
     {
-        "CreateCollection",
-        "DropCollection",
-        "Add",
-        "Remove",
-        "Train",
-        "SetPayload",
-        "CreatePayloadIndex",
-        "DropPayloadIndex",
-        "Reshard",
+        "ListCollections",
+        "DescribeCollection",
+        "DescribeCluster",
+        "Get",
+        "Search",
+        "Embed",
+        "Sample",
+        "ListModels",
+        "Count",
+        "Scroll",
+        "Facet",
     }
 )
 
@@ -69,7 +71,7 @@ class ApiKeys:
             return
         if not self._known(key, self.read):
             raise Unauthenticated("unknown API key")
-        if method.rsplit("/", 1)[-1] in WRITE_METHODS:
+        if method.rsplit("/", 1)[-1] not in READ_METHODS:
             raise PermissionDenied(f"{method.rsplit('/', 1)[-1]} needs an admin API key; this key is read-only")
 
 

@@ -39,6 +39,7 @@ from vecshard_server.coordinator.admission import (
     embed_cost,
 )
 from vecshard_server.coordinator.api.base import Core, shard_timeout
+from vecshard_server.coordinator.api.cluster import Cluster
 from vecshard_server.coordinator.api.collections import Collections
 from vecshard_server.coordinator.api.facets import Facets
 from vecshard_server.coordinator.api.reads import Reads
@@ -47,6 +48,7 @@ from vecshard_server.coordinator.api.vector_updates import VectorUpdates
 from vecshard_server.coordinator.api.writes import Writes
 from vecshard_server.coordinator.catalog import Catalog
 from vecshard_server.coordinator.fanout import ShardSet
+from vecshard_server.coordinator.jobs import Jobs
 from vecshard_server.coordinator.local import LocalShards
 from vecshard_server.coordinator.reshard import LatencyAverage, Resharder
 from vecshard_server.coordinator.training import Trainer
@@ -126,6 +128,8 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         self.vector_updates = VectorUpdates(core)
         self.searches = Searches(core, self.search_latency)
         self.facets = Facets(core)
+        self.jobs = Jobs()
+        self.cluster = Cluster(core, self.resharder, self.jobs, local)
 
     async def start(self, wait_s: float = 60.0) -> None:
         """Start the local shards (if any: recovering their data) and wait (bounded) for the remote
@@ -256,6 +260,11 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         self, request: types_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> types_pb2.ListModelsResponse:
         return await self.embeddings.list_models(request, self._timeout(context))
+
+    async def DescribeCluster(
+        self, request: pb.DescribeClusterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ClusterInfo:
+        return await self.cluster.describe(self._timeout(context))
 
     async def Reshard(self, request: pb.ReshardRequest, context: grpc.aio.ServicerContext) -> pb.ReshardResponse:
         return await self.resharder.handle(request)
