@@ -25,6 +25,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -157,6 +158,34 @@ def rss(pid: int) -> dict[str, int]:
     return fields
 
 
+class PeakMemory:
+    """Polls a process's RssAnon and RssFile while running (a thread): their maxima."""
+
+    def __init__(self, pid: int, every_s: float = 0.1) -> None:
+        self.pid, self.every_s = pid, every_s
+        self.peak = {"RssAnon": 0, "RssFile": 0, "VmRSS": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                now = rss(self.pid)
+            except (FileNotFoundError, ProcessLookupError):
+                return
+            for key in self.peak:
+                self.peak[key] = max(self.peak[key], now.get(key, 0))
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def grid(
     search: Callable[[F32, int, int], I64],
     queries: F32,
@@ -278,7 +307,8 @@ def bench_vecshard(
 
             assert cluster.coordinator is not None
             base_heap = rss(cluster.coordinator.popen.pid)["RssAnon"]  # with empty shards: the fixed part
-            first, rest, train_s = import_and_train(c, name, data_path, cluster.address, state, train_points)
+            with PeakMemory(cluster.coordinator.popen.pid) as peak:
+                first, rest, train_s = import_and_train(c, name, data_path, cluster.address, state, train_points)
             load_s = first + rest
             assert c.describe(name).count == n
             log(
@@ -303,6 +333,7 @@ def bench_vecshard(
         "memory": memory,
         "disk_bytes": disk,
         "base_heap": base_heap,
+        "peak_memory": peak.peak,
         "grid": rows,
     }
 

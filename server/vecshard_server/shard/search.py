@@ -75,13 +75,15 @@ class Searcher:
         if storage.centroids is None:
             return self.ranked(queries, k, storage.cpu_search(0))
         probe = self.probe(nprobe)
-        params = faiss.SearchParametersIVF(nprobe=probe)  # type: ignore[call-arg]
         copy = storage.search_copy()
         cpu = storage.cpu_search(probe)
+        if copy is None:
+            return self.ranked(queries, k, cpu)
+        params = faiss.SearchParametersIVF(nprobe=probe)  # type: ignore[call-arg]
         pad = self.pad
 
         def run(q: F32, fetch: int) -> tuple[F32, I64]:
-            if copy is None or not copy.can_answer(fetch):
+            if not copy.can_answer(fetch):
                 return cpu(q, fetch)
             D, I, short = copy.search(q, fetch, params, pad)
             if short.any():  # too many tombstones among these rows' results for the copy

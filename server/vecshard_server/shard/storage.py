@@ -275,6 +275,9 @@ class Storage:
             return faiss.SearchParameters(**kw) if kw else None
 
         if frozen is None:
+            if only is None and not isinstance(index, faiss.IndexIDMap):  # (IndexIVF only reads its params)
+                fixed = params()
+                return lambda q, fetch: index.search(q, fetch, params=fixed)
             return lambda q, fetch: index.search(q, fetch, params=params(only))
         hide = frozen.hide_masked()
         delta = frozen.delta
