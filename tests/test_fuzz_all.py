@@ -26,11 +26,13 @@ import asyncio
 import functools
 import gc
 import random
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -809,6 +811,51 @@ class Gen:
         return BUILDERS[service, method](self, healthy)
 
 
+# -- backups: only ever at a scratch directory (or an unreachable S3 endpoint), never a HEALTHY collection
+
+
+FUZZ_BACKUPS = Path(tempfile.gettempdir()) / "vecshard-fuzz-backups"
+
+
+def _location(g: Gen) -> pb.BackupLocation:
+    good = str(FUZZ_BACKUPS)
+    odd = ["", "relative/dir", "s3://", "http://x/y", "file://relative", "s3://bucket/p", "\x00", "x" * 300]
+    uri = g.pick([good, good + "/sub"], odd)
+    return pb.BackupLocation(uri=uri, s3_endpoint=g.pick([""], ["http://127.0.0.1:1", "not a url"]))
+
+
+def _backup_id(g: Gen) -> str:
+    return g.pick(["20250101T000000Z-abcdef", "nope"], ["", "..", "../etc", "a/b", "x" * 300, "\x00"])
+
+
+def c_create_backup(g: Gen, healthy: bool) -> Message:
+    names = [g.name(healthy=False) for _ in range(g.r.randint(1, 2))]  # (never empty: every collection)
+    return pb.CreateBackupRequest(collections=names, location=_location(g), wait=g.r.random() < 0.3)
+
+
+def c_restore_backup(g: Gen, healthy: bool) -> Message:
+    return pb.RestoreBackupRequest(
+        id=_backup_id(g),
+        location=_location(g),
+        collection=g.pick(["", "zz0"], ["..", "x" * 100]),
+        as_name=g.name(healthy=False) if g.r.random() < 0.5 else "",
+        shards=g.pick([0, 1, 2], [65, 2000, U32]),
+        replicas=g.pick([0, 1], [3, U32]),
+        wait=g.r.random() < 0.3,
+    )
+
+
+def s_backup_partition(g: Gen, healthy: bool) -> Message:
+    return spb.BackupPartitionRequest(
+        collection=g.name(healthy=False),
+        backup_id=_backup_id(g),
+        location=_location(g),
+        path=g.pick(["zz0/g0", "zz1/g1"], ["", "../x", "/abs", "a/../../b", ".hidden/g0"]),
+        wait=g.r.random() < 0.3,
+        abort=g.r.random() < 0.2,
+    )
+
+
 BUILDERS: dict[tuple[str, str], Callable[[Gen, bool], Message]] = {
     (PUBLIC, "CreateCollection"): Gen.c_create,
     (PUBLIC, "DropCollection"): Gen.c_drop,
@@ -830,6 +877,15 @@ BUILDERS: dict[tuple[str, str], Callable[[Gen, bool], Message]] = {
     (PUBLIC, "Reshard"): Gen.c_reshard,
     (PUBLIC, "UpdateVectors"): Gen.c_update_vectors,
     (PUBLIC, "Facet"): Gen.c_facet,
+    (PUBLIC, "DescribeCluster"): lambda g, healthy: pb.DescribeClusterRequest(),
+    (PUBLIC, "CreateBackup"): c_create_backup,
+    (PUBLIC, "RestoreBackup"): c_restore_backup,
+    (PUBLIC, "BackupStatus"): lambda g, healthy: pb.BackupStatusRequest(job=_backup_id(g), cancel=g.r.random() < 0.5),
+    (PUBLIC, "ListBackups"): lambda g, healthy: pb.ListBackupsRequest(location=_location(g)),
+    (PUBLIC, "DescribeBackup"): lambda g, healthy: pb.DescribeBackupRequest(id=_backup_id(g), location=_location(g)),
+    (PUBLIC, "VerifyBackup"): lambda g, healthy: pb.VerifyBackupRequest(id=_backup_id(g), location=_location(g)),
+    (PUBLIC, "DeleteBackup"): lambda g, healthy: pb.DeleteBackupRequest(id=_backup_id(g), location=_location(g)),
+    (SHARD, "BackupPartition"): s_backup_partition,
     (SHARD, "UpdateVectors"): Gen.c_update_vectors,
     (SHARD, "Facet"): Gen.c_facet,
     (SHARD, "KeywordStats"): Gen.s_keyword_stats,

@@ -23,6 +23,11 @@ from vecshard.errors import (
 )
 from vecshard.types import (
     AddResult,
+    BackupCollection,
+    BackupFile,
+    BackupInfo,
+    BackupProgress,
+    BackupVerification,
     CollectionInfo,
     Embeddings,
     FacetCount,
@@ -47,6 +52,11 @@ __all__ = [
     "AddResult",
     "AlreadyExists",
     "AsyncClient",
+    "BackupCollection",
+    "BackupFile",
+    "BackupInfo",
+    "BackupProgress",
+    "BackupVerification",
     "Client",
     "CollectionInfo",
     "DeadlineExceeded",

@@ -22,6 +22,9 @@ from vecshard.errors import from_rpc_error
 from vecshard.plan import Call, Plan, Sleep, Spawn, Wait, perform_locally, run_async
 from vecshard.types import (
     AddResult,
+    BackupInfo,
+    BackupProgress,
+    BackupVerification,
     CollectionInfo,
     Embeddings,
     FacetCount,
@@ -502,6 +505,59 @@ class AsyncClient(_AsyncPointMethods):
         return await self._run(
             methods.reshard(shards, collections, abort, status_only, wait, max_points_per_s, page_size, timeout)
         )
+
+    async def create_backup(
+        self,
+        location: str,
+        *,
+        collections: Sequence[str] = (),
+        s3_endpoint: str = "",
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> BackupProgress:
+        return await self._run(methods.create_backup(location, collections, s3_endpoint, wait, timeout))
+
+    async def restore_backup(
+        self,
+        backup_id: str,
+        location: str,
+        *,
+        collection: str = "",
+        as_name: str = "",
+        shards: int = 0,
+        replicas: int = 0,
+        s3_endpoint: str = "",
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> BackupProgress:
+        return await self._run(
+            methods.restore_backup(
+                backup_id, location, collection, as_name, shards, replicas, s3_endpoint, wait, timeout
+            )
+        )
+
+    async def backup_status(self, job: str, *, cancel: bool = False, timeout: float | None = None) -> BackupProgress:
+        return await self._run(methods.backup_status(job, cancel, timeout))
+
+    async def list_backups(
+        self, location: str, *, s3_endpoint: str = "", timeout: float | None = None
+    ) -> list[BackupInfo]:
+        return await self._run(methods.list_backups(location, s3_endpoint, timeout))
+
+    async def describe_backup(
+        self, backup_id: str, location: str, *, s3_endpoint: str = "", timeout: float | None = None
+    ) -> BackupInfo:
+        return await self._run(methods.describe_backup(backup_id, location, s3_endpoint, timeout))
+
+    async def verify_backup(
+        self, backup_id: str, location: str, *, s3_endpoint: str = "", timeout: float | None = None
+    ) -> BackupVerification:
+        return await self._run(methods.verify_backup(backup_id, location, s3_endpoint, timeout))
+
+    async def delete_backup(
+        self, backup_id: str, location: str, *, s3_endpoint: str = "", timeout: float | None = None
+    ) -> int:
+        return await self._run(methods.delete_backup(backup_id, location, s3_endpoint, timeout))
 
     async def sample(
         self, collection: build.CollectionRef, max_points: int = 1000, *, seed: int = 0, timeout: float | None = None

@@ -21,6 +21,9 @@ from vecshard.types import (
     INDEX_TYPE_NAMES,
     PAYLOAD_INDEX_TYPES,
     AddResult,
+    BackupInfo,
+    BackupProgress,
+    BackupVerification,
     CollectionInfo,
     Embeddings,
     FacetCount,
@@ -1030,3 +1033,52 @@ def check_add_inputs(ids: Any, n: int, kind: str) -> wire.AnyIds:
     if n != len(id_arr):
         raise InvalidArgument(f"got {len(id_arr)} ids for {n} {kind}: send one id per input")
     return id_arr
+
+
+def backup_location(location: str, s3_endpoint: str) -> pb.BackupLocation:
+    if not isinstance(location, str) or not location:
+        raise InvalidArgument("location must be an absolute directory path on the server or s3://bucket/prefix")
+    return pb.BackupLocation(uri=location, s3_endpoint=s3_endpoint)
+
+
+def create_backup(location: str, collections: Sequence[str], s3_endpoint: str, wait: bool) -> pb.CreateBackupRequest:
+    return pb.CreateBackupRequest(
+        collections=list(collections), location=backup_location(location, s3_endpoint), wait=wait
+    )
+
+
+def restore_backup(
+    backup_id: str,
+    location: str,
+    collection: str,
+    as_name: str,
+    shards: int,
+    replicas: int,
+    s3_endpoint: str,
+    wait: bool,
+) -> pb.RestoreBackupRequest:
+    return pb.RestoreBackupRequest(
+        id=backup_id,
+        location=backup_location(location, s3_endpoint),
+        collection=collection,
+        as_name=as_name,
+        shards=shards,
+        replicas=replicas,
+        wait=wait,
+    )
+
+
+def backup_progress(resp: pb.BackupProgress) -> BackupProgress:
+    return BackupProgress.from_proto(resp)
+
+
+def backup_infos(resp: pb.ListBackupsResponse) -> list[BackupInfo]:
+    return [BackupInfo.from_proto(b) for b in resp.backups]
+
+
+def backup_info(resp: pb.BackupInfo) -> BackupInfo:
+    return BackupInfo.from_proto(resp)
+
+
+def backup_verification(resp: pb.VerifyBackupResponse) -> BackupVerification:
+    return BackupVerification(resp.id, resp.files_checked, resp.bytes_checked, list(resp.problems))

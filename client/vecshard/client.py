@@ -22,6 +22,9 @@ from vecshard.errors import from_rpc_error
 from vecshard.plan import Call, Plan, Spawn, Wait, perform_locally, run
 from vecshard.types import (
     AddResult,
+    BackupInfo,
+    BackupProgress,
+    BackupVerification,
     CollectionInfo,
     Embeddings,
     FacetCount,
@@ -526,6 +529,57 @@ class Client(_PointMethods):
         return self._run(
             methods.reshard(shards, collections, abort, status_only, wait, max_points_per_s, page_size, timeout)
         )
+
+    def create_backup(
+        self,
+        location: str,
+        *,
+        collections: Sequence[str] = (),
+        s3_endpoint: str = "",
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> BackupProgress:
+        return self._run(methods.create_backup(location, collections, s3_endpoint, wait, timeout))
+
+    def restore_backup(
+        self,
+        backup_id: str,
+        location: str,
+        *,
+        collection: str = "",
+        as_name: str = "",
+        shards: int = 0,
+        replicas: int = 0,
+        s3_endpoint: str = "",
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> BackupProgress:
+        return self._run(
+            methods.restore_backup(
+                backup_id, location, collection, as_name, shards, replicas, s3_endpoint, wait, timeout
+            )
+        )
+
+    def backup_status(self, job: str, *, cancel: bool = False, timeout: float | None = None) -> BackupProgress:
+        return self._run(methods.backup_status(job, cancel, timeout))
+
+    def list_backups(self, location: str, *, s3_endpoint: str = "", timeout: float | None = None) -> list[BackupInfo]:
+        return self._run(methods.list_backups(location, s3_endpoint, timeout))
+
+    def describe_backup(
+        self, backup_id: str, location: str, *, s3_endpoint: str = "", timeout: float | None = None
+    ) -> BackupInfo:
+        return self._run(methods.describe_backup(backup_id, location, s3_endpoint, timeout))
+
+    def verify_backup(
+        self, backup_id: str, location: str, *, s3_endpoint: str = "", timeout: float | None = None
+    ) -> BackupVerification:
+        return self._run(methods.verify_backup(backup_id, location, s3_endpoint, timeout))
+
+    def delete_backup(
+        self, backup_id: str, location: str, *, s3_endpoint: str = "", timeout: float | None = None
+    ) -> int:
+        return self._run(methods.delete_backup(backup_id, location, s3_endpoint, timeout))
 
     def sample(
         self, collection: build.CollectionRef, max_points: int = 1000, *, seed: int = 0, timeout: float | None = None

@@ -27,6 +27,9 @@ from vecshard.plan import Call, Plan, Spawn, Wait, unary
 from vecshard.retry import Backoff
 from vecshard.types import (
     AddResult,
+    BackupInfo,
+    BackupProgress,
+    BackupVerification,
     CollectionInfo,
     Embeddings,
     FacetCount,
@@ -928,3 +931,107 @@ def list_models(load: Iterable[str], timeout: float | None) -> Plan[list[ModelIn
         ['minilm']
     """
     return unary("ListModels", build.list_models(load), timeout, build.models)
+
+
+def create_backup(
+    location: str, collections: Sequence[str], s3_endpoint: str, wait: bool, timeout: float | None
+) -> Plan[BackupProgress]:
+    """Back up collections (every one by default) to `location`, online (admin; docs/backup.md).
+
+    `location` is an absolute directory path on the server machine (every shard process must see
+    it) or `s3://bucket/prefix` (the endpoint: `s3_endpoint`, else the server's AWS_ENDPOINT_URL;
+    credentials: the server's AWS environment). Writes pause for a moment at the cut: the backup
+    holds exactly the writes acknowledged before it. With `wait` (the default) returns when the
+    backup is complete, else at once (follow it with `backup_status(progress.job)`).
+
+    Example:
+        >>> p = c.create_backup("/backups", collections=["img"])
+        >>> p.phase, p.backup_id
+        ('DONE', '20250101T120000Z-3f2a1b')
+    """
+    req = build.create_backup(location, collections, s3_endpoint, wait)
+    deadline = timeout if timeout is not None or not wait else RESHARD_WAIT_S
+    return unary("CreateBackup", req, deadline, build.backup_progress)
+
+
+def restore_backup(
+    backup_id: str,
+    location: str,
+    collection: str,
+    as_name: str,
+    shards: int,
+    replicas: int,
+    s3_endpoint: str,
+    wait: bool,
+    timeout: float | None,
+) -> Plan[BackupProgress]:
+    """Restore a backup's collections (or `collection`, renamed `as_name`) onto this cluster, on
+    `shards` shard groups (0: every group), admin (docs/backup.md).
+
+    The restored collection shows no point until it is complete, then all of them. A damaged,
+    incomplete or foreign backup is refused (FailedPrecondition naming the file) before anything
+    changes. Running the same restore again resumes an interrupted one, and does nothing after a
+    finished one. `replicas`: the replicas per group the cluster must have (0: any).
+
+    Example:
+        >>> c.restore_backup("20250101T120000Z-3f2a1b", "/backups", collection="img", as_name="img2", shards=5).phase
+        'DONE'
+    """
+    req = build.restore_backup(backup_id, location, collection, as_name, shards, replicas, s3_endpoint, wait)
+    deadline = timeout if timeout is not None or not wait else RESHARD_WAIT_S
+    return unary("RestoreBackup", req, deadline, build.backup_progress)
+
+
+def backup_status(job: str, cancel: bool, timeout: float | None) -> Plan[BackupProgress]:
+    """The progress of a backup or restore job started on this coordinator; `cancel=True` stops it
+    and removes what it wrote (admin).
+
+    Example:
+        >>> c.backup_status(p.job).phase
+        'WRITING'
+    """
+    return unary("BackupStatus", pb.BackupStatusRequest(job=job, cancel=cancel), timeout, build.backup_progress)
+
+
+def list_backups(location: str, s3_endpoint: str, timeout: float | None) -> Plan[list[BackupInfo]]:
+    """The complete backups at `location`, newest first, without their file lists (admin).
+
+    Example:
+        >>> [b.id for b in c.list_backups("/backups")]
+        ['20250101T120000Z-3f2a1b']
+    """
+    req = pb.ListBackupsRequest(location=build.backup_location(location, s3_endpoint))
+    return unary("ListBackups", req, timeout, build.backup_infos)
+
+
+def describe_backup(backup_id: str, location: str, s3_endpoint: str, timeout: float | None) -> Plan[BackupInfo]:
+    """A backup's manifest: its cut, collections (config, count, training) and files (admin).
+
+    Example:
+        >>> [(x.name, x.info.count) for x in c.describe_backup(backup_id, "/backups").collections]
+        [('img', 10000)]
+    """
+    req = pb.DescribeBackupRequest(id=backup_id, location=build.backup_location(location, s3_endpoint))
+    return unary("DescribeBackup", req, timeout, build.backup_info)
+
+
+def verify_backup(backup_id: str, location: str, s3_endpoint: str, timeout: float | None) -> Plan[BackupVerification]:
+    """Read every file of a backup and check its size and SHA-256 against the manifest (admin).
+
+    Example:
+        >>> c.verify_backup(backup_id, "/backups").ok
+        True
+    """
+    req = pb.VerifyBackupRequest(id=backup_id, location=build.backup_location(location, s3_endpoint))
+    return unary("VerifyBackup", req, timeout, build.backup_verification)
+
+
+def delete_backup(backup_id: str, location: str, s3_endpoint: str, timeout: float | None) -> Plan[int]:
+    """Delete a backup (or what an interrupted one left); returns the files deleted (admin).
+
+    Example:
+        >>> c.delete_backup(backup_id, "/backups") > 0
+        True
+    """
+    req = pb.DeleteBackupRequest(id=backup_id, location=build.backup_location(location, s3_endpoint))
+    return unary("DeleteBackup", req, timeout, lambda r: int(r.files_deleted))

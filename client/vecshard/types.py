@@ -496,3 +496,88 @@ class ReshardProgress:
     @classmethod
     def from_proto(cls, p: Any) -> ReshardProgress:
         return cls(p.collection, p.from_shards, p.to_shards, p.from_epoch, p.phase, p.copied, p.moved, p.total, p.error)
+
+
+@dataclass(frozen=True)
+class BackupProgress:
+    """A backup or restore job on the coordinator (Client.create_backup, restore_backup,
+    backup_status): its `job` id (a backup's is its backup id), `kind` ("backup" or "restore"), the
+    `backup_id`, `phase` (FENCING, WRITING, VERIFYING, RESTORING, DONE, FAILED, CANCELLED), `done` of
+    `total` (backup: partitions written; restore: points restored), and `error` when FAILED."""
+
+    job: str
+    kind: str
+    backup_id: str
+    phase: str
+    done: int
+    total: int
+    error: str
+    collections: list[str]
+
+    @classmethod
+    def from_proto(cls, p: Any) -> BackupProgress:
+        return cls(p.job, p.kind, p.backup_id, p.phase, p.done, p.total, p.error, list(p.collections))
+
+
+@dataclass(frozen=True)
+class BackupFile:
+    """A file of a backup: its path in the backup's folder, size and hex SHA-256."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class BackupCollection:
+    """A collection in a backup: its config and points at the cut (`info`), shard groups, training
+    and files."""
+
+    info: CollectionInfo
+    shards: int
+    trained: bool
+    train_epoch: int
+    files: list[BackupFile]
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    """A backup's manifest (Client.list_backups without files, describe_backup with them): its id,
+    when its cut was taken (`created`, RFC 3339), the cut's version, how long writes paused for it
+    (`fence_ms`), its collections, files and bytes."""
+
+    id: str
+    created: str
+    cut_version: int
+    fence_ms: float
+    collections: list[BackupCollection]
+    files: int
+    bytes: int
+
+    @classmethod
+    def from_proto(cls, b: Any) -> BackupInfo:
+        colls = []
+        for c in b.collections:
+            info = vector_search_pb2.CollectionInfo(config=c.config, count=c.count, payload_indexes=c.payload_indexes)
+            files = [BackupFile(f.path, f.size, f.sha256) for f in c.files]
+            colls.append(BackupCollection(CollectionInfo.from_proto(info), c.shards, c.trained, c.train_epoch, files))
+        return cls(b.id, b.created, b.cut_version, b.fence_ms, colls, b.files, b.bytes)
+
+
+@dataclass(frozen=True)
+class BackupVerification:
+    """What Client.verify_backup found: files and bytes read, and one line per problem (a missing
+    file, a size or SHA-256 mismatch); `ok` when there is none."""
+
+    id: str
+    files_checked: int
+    bytes_checked: int
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems

@@ -239,3 +239,29 @@ class ExportResponse(_message.Message):
     complete: bool
     vectorless: bytes
     def __init__(self, ids: _Optional[bytes] = ..., vectors: _Optional[_Union[_types_pb2.FloatMatrix, _Mapping]] = ..., versions: _Optional[bytes] = ..., tombstone_ids: _Optional[bytes] = ..., tombstone_versions: _Optional[bytes] = ..., payloads: _Optional[_Iterable[_Union[_payload_pb2.Payload, _Mapping]]] = ..., scanned_to: _Optional[int] = ..., complete: _Optional[bool] = ..., vectorless: _Optional[bytes] = ...) -> None: ...
+
+class BackupPartitionRequest(_message.Message):
+    __slots__ = ("collection", "backup_id", "location", "path", "wait", "abort")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    ABORT_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    backup_id: str
+    location: _vector_search_pb2.BackupLocation
+    path: str
+    wait: bool
+    abort: bool
+    def __init__(self, collection: _Optional[str] = ..., backup_id: _Optional[str] = ..., location: _Optional[_Union[_vector_search_pb2.BackupLocation, _Mapping]] = ..., path: _Optional[str] = ..., wait: _Optional[bool] = ..., abort: _Optional[bool] = ...) -> None: ...
+
+class BackupPartitionResponse(_message.Message):
+    __slots__ = ("lsn", "count", "files")
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    lsn: int
+    count: int
+    files: _containers.RepeatedCompositeFieldContainer[_vector_search_pb2.BackupFile]
+    def __init__(self, lsn: _Optional[int] = ..., count: _Optional[int] = ..., files: _Optional[_Iterable[_Union[_vector_search_pb2.BackupFile, _Mapping]]] = ...) -> None: ...

@@ -152,6 +152,11 @@ class ShardStub:
                 request_serializer=vecshard_dot_v1_dot_shard__pb2.KeywordSearchRequest.SerializeToString,
                 response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.SearchResponse.FromString,
                 _registered_method=True)
+        self.BackupPartition = channel.unary_unary(
+                '/vecshard.v1.Shard/BackupPartition',
+                request_serializer=vecshard_dot_v1_dot_shard__pb2.BackupPartitionRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_shard__pb2.BackupPartitionResponse.FromString,
+                _registered_method=True)
 
 
 class ShardServicer:
@@ -355,6 +360,17 @@ class ShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BackupPartition(self, request, context):
+        """A backup of this partition (docs/backup.md). Without `wait`: freeze the partition now (under
+        its write lock, as a checkpoint does) and answer once frozen, while its files are written to
+        the backup location in the background (writes go on meanwhile). With `wait`: answer when they
+        are written, with each file's size and SHA-256. With `abort`: forget the backup's partition and
+        delete what it wrote here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -472,6 +488,11 @@ def add_ShardServicer_to_server(servicer, server):
                     servicer.KeywordSearch,
                     request_deserializer=vecshard_dot_v1_dot_shard__pb2.KeywordSearchRequest.FromString,
                     response_serializer=vecshard_dot_v1_dot_vector__search__pb2.SearchResponse.SerializeToString,
+            ),
+            'BackupPartition': grpc.unary_unary_rpc_method_handler(
+                    servicer.BackupPartition,
+                    request_deserializer=vecshard_dot_v1_dot_shard__pb2.BackupPartitionRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_shard__pb2.BackupPartitionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1096,6 +1117,33 @@ class Shard:
             '/vecshard.v1.Shard/KeywordSearch',
             vecshard_dot_v1_dot_shard__pb2.KeywordSearchRequest.SerializeToString,
             vecshard_dot_v1_dot_vector__search__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BackupPartition(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.Shard/BackupPartition',
+            vecshard_dot_v1_dot_shard__pb2.BackupPartitionRequest.SerializeToString,
+            vecshard_dot_v1_dot_shard__pb2.BackupPartitionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -638,3 +638,173 @@ class DropPayloadIndexRequest(_message.Message):
     collection: str
     field: str
     def __init__(self, collection: _Optional[str] = ..., field: _Optional[str] = ...) -> None: ...
+
+class BackupLocation(_message.Message):
+    __slots__ = ("uri", "s3_endpoint")
+    URI_FIELD_NUMBER: _ClassVar[int]
+    S3_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    uri: str
+    s3_endpoint: str
+    def __init__(self, uri: _Optional[str] = ..., s3_endpoint: _Optional[str] = ...) -> None: ...
+
+class CreateBackupRequest(_message.Message):
+    __slots__ = ("collections", "location", "wait")
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    collections: _containers.RepeatedScalarFieldContainer[str]
+    location: BackupLocation
+    wait: bool
+    def __init__(self, collections: _Optional[_Iterable[str]] = ..., location: _Optional[_Union[BackupLocation, _Mapping]] = ..., wait: _Optional[bool] = ...) -> None: ...
+
+class RestoreBackupRequest(_message.Message):
+    __slots__ = ("id", "location", "collection", "as_name", "shards", "replicas", "wait")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    AS_NAME_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    location: BackupLocation
+    collection: str
+    as_name: str
+    shards: int
+    replicas: int
+    wait: bool
+    def __init__(self, id: _Optional[str] = ..., location: _Optional[_Union[BackupLocation, _Mapping]] = ..., collection: _Optional[str] = ..., as_name: _Optional[str] = ..., shards: _Optional[int] = ..., replicas: _Optional[int] = ..., wait: _Optional[bool] = ...) -> None: ...
+
+class BackupStatusRequest(_message.Message):
+    __slots__ = ("job", "cancel")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    job: str
+    cancel: bool
+    def __init__(self, job: _Optional[str] = ..., cancel: _Optional[bool] = ...) -> None: ...
+
+class BackupProgress(_message.Message):
+    __slots__ = ("job", "kind", "backup_id", "phase", "done", "total", "error", "collections")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_ID_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    job: str
+    kind: str
+    backup_id: str
+    phase: str
+    done: int
+    total: int
+    error: str
+    collections: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job: _Optional[str] = ..., kind: _Optional[str] = ..., backup_id: _Optional[str] = ..., phase: _Optional[str] = ..., done: _Optional[int] = ..., total: _Optional[int] = ..., error: _Optional[str] = ..., collections: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BackupFile(_message.Message):
+    __slots__ = ("path", "size", "sha256")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    size: int
+    sha256: str
+    def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class BackupCollection(_message.Message):
+    __slots__ = ("config", "count", "shards", "trained", "train_epoch", "payload_indexes", "files", "replicas", "lsns")
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_INDEXES_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    LSNS_FIELD_NUMBER: _ClassVar[int]
+    config: _types_pb2.CollectionConfig
+    count: int
+    shards: int
+    trained: bool
+    train_epoch: int
+    payload_indexes: _containers.RepeatedCompositeFieldContainer[_payload_pb2.PayloadIndex]
+    files: _containers.RepeatedCompositeFieldContainer[BackupFile]
+    replicas: _containers.RepeatedScalarFieldContainer[str]
+    lsns: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, config: _Optional[_Union[_types_pb2.CollectionConfig, _Mapping]] = ..., count: _Optional[int] = ..., shards: _Optional[int] = ..., trained: _Optional[bool] = ..., train_epoch: _Optional[int] = ..., payload_indexes: _Optional[_Iterable[_Union[_payload_pb2.PayloadIndex, _Mapping]]] = ..., files: _Optional[_Iterable[_Union[BackupFile, _Mapping]]] = ..., replicas: _Optional[_Iterable[str]] = ..., lsns: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class BackupInfo(_message.Message):
+    __slots__ = ("id", "created", "cut_version", "fence_ms", "collections", "files", "bytes", "format")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    CUT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FENCE_MS_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    created: str
+    cut_version: int
+    fence_ms: float
+    collections: _containers.RepeatedCompositeFieldContainer[BackupCollection]
+    files: int
+    bytes: int
+    format: str
+    def __init__(self, id: _Optional[str] = ..., created: _Optional[str] = ..., cut_version: _Optional[int] = ..., fence_ms: _Optional[float] = ..., collections: _Optional[_Iterable[_Union[BackupCollection, _Mapping]]] = ..., files: _Optional[int] = ..., bytes: _Optional[int] = ..., format: _Optional[str] = ...) -> None: ...
+
+class ListBackupsRequest(_message.Message):
+    __slots__ = ("location",)
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    location: BackupLocation
+    def __init__(self, location: _Optional[_Union[BackupLocation, _Mapping]] = ...) -> None: ...
+
+class ListBackupsResponse(_message.Message):
+    __slots__ = ("backups",)
+    BACKUPS_FIELD_NUMBER: _ClassVar[int]
+    backups: _containers.RepeatedCompositeFieldContainer[BackupInfo]
+    def __init__(self, backups: _Optional[_Iterable[_Union[BackupInfo, _Mapping]]] = ...) -> None: ...
+
+class DescribeBackupRequest(_message.Message):
+    __slots__ = ("id", "location")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    location: BackupLocation
+    def __init__(self, id: _Optional[str] = ..., location: _Optional[_Union[BackupLocation, _Mapping]] = ...) -> None: ...
+
+class VerifyBackupRequest(_message.Message):
+    __slots__ = ("id", "location")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    location: BackupLocation
+    def __init__(self, id: _Optional[str] = ..., location: _Optional[_Union[BackupLocation, _Mapping]] = ...) -> None: ...
+
+class VerifyBackupResponse(_message.Message):
+    __slots__ = ("id", "files_checked", "bytes_checked", "problems")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FILES_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    files_checked: int
+    bytes_checked: int
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., files_checked: _Optional[int] = ..., bytes_checked: _Optional[int] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteBackupRequest(_message.Message):
+    __slots__ = ("id", "location")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    location: BackupLocation
+    def __init__(self, id: _Optional[str] = ..., location: _Optional[_Union[BackupLocation, _Mapping]] = ...) -> None: ...
+
+class DeleteBackupResponse(_message.Message):
+    __slots__ = ("files_deleted",)
+    FILES_DELETED_FIELD_NUMBER: _ClassVar[int]
+    files_deleted: int
+    def __init__(self, files_deleted: _Optional[int] = ...) -> None: ...

@@ -141,6 +141,41 @@ class VectorSearchStub:
                 request_serializer=vecshard_dot_v1_dot_vector__search__pb2.DescribeClusterRequest.SerializeToString,
                 response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.ClusterInfo.FromString,
                 _registered_method=True)
+        self.CreateBackup = channel.unary_unary(
+                '/vecshard.v1.VectorSearch/CreateBackup',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.CreateBackupRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.BackupProgress.FromString,
+                _registered_method=True)
+        self.RestoreBackup = channel.unary_unary(
+                '/vecshard.v1.VectorSearch/RestoreBackup',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.RestoreBackupRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.BackupProgress.FromString,
+                _registered_method=True)
+        self.BackupStatus = channel.unary_unary(
+                '/vecshard.v1.VectorSearch/BackupStatus',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.BackupStatusRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.BackupProgress.FromString,
+                _registered_method=True)
+        self.ListBackups = channel.unary_unary(
+                '/vecshard.v1.VectorSearch/ListBackups',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.ListBackupsRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.ListBackupsResponse.FromString,
+                _registered_method=True)
+        self.DescribeBackup = channel.unary_unary(
+                '/vecshard.v1.VectorSearch/DescribeBackup',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.DescribeBackupRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.BackupInfo.FromString,
+                _registered_method=True)
+        self.VerifyBackup = channel.unary_unary(
+                '/vecshard.v1.VectorSearch/VerifyBackup',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.VerifyBackupRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.VerifyBackupResponse.FromString,
+                _registered_method=True)
+        self.DeleteBackup = channel.unary_unary(
+                '/vecshard.v1.VectorSearch/DeleteBackup',
+                request_serializer=vecshard_dot_v1_dot_vector__search__pb2.DeleteBackupRequest.SerializeToString,
+                response_deserializer=vecshard_dot_v1_dot_vector__search__pb2.DeleteBackupResponse.FromString,
+                _registered_method=True)
 
 
 class VectorSearchServicer:
@@ -379,6 +414,84 @@ class VectorSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateBackup(self, request, context):
+        """Backups (admin; docs/backup.md). Starts a consistent online backup of the named collections
+        (empty: every collection) to a directory on the server machine or to s3://bucket/prefix. Writes
+        pause for a moment while every shard group freezes its partition (the cut): the backup holds
+        exactly the writes acknowledged before it. Each shard group writes its own files; the
+        coordinator writes the manifest (specs, training, payload indexes, placement, cut, sizes and
+        SHA-256 of every file) last. Runs in the coordinator's background: the reply is the job's
+        progress, at once or, with `wait`, when done (its `backup_id` is the new backup's).
+        Errors: INVALID_ARGUMENT a malformed location (a relative path, an s3:// URI without a bucket);
+        NOT_FOUND an unknown collection or S3 bucket; FAILED_PRECONDITION a collection that is
+        resharding or training; UNAVAILABLE a shard or the storage is unreachable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreBackup(self, request, context):
+        """Restores collections of a backup (every one, or `collection`, optionally renamed `as_name`)
+        onto this cluster, on any number of shard groups: points are re-placed by the target placement
+        and the trained quantizer and payload indexes are installed first, so searches return what the
+        source returned at the cut. The restored collection becomes visible to reads at once when
+        complete (before, it is an empty collection). Resumable: running the same restore again after an
+        interruption finishes it; running it after it finished changes nothing.
+        Errors: INVALID_ARGUMENT a malformed location or id, as_name with several collections, shards
+        out of range; NOT_FOUND an unknown backup id, or a collection not in the backup;
+        FAILED_PRECONDITION the target name exists (drop it or pass as_name), a damaged, incomplete or
+        foreign backup (the message names the bad file; nothing was changed), replicas not this
+        cluster's; UNAVAILABLE a shard or the storage is unreachable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BackupStatus(self, request, context):
+        """The progress of a backup or restore job started on this coordinator (by its job id); `cancel`
+        stops it and removes what it wrote (a partial backup, a partial restore's collection).
+        Errors: NOT_FOUND no such job on this coordinator (jobs are kept 10 minutes after they end).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBackups(self, request, context):
+        """The complete backups at a location, newest first (without their file lists).
+        Errors: INVALID_ARGUMENT a malformed location; NOT_FOUND an unknown S3 bucket; UNAVAILABLE the
+        storage is unreachable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeBackup(self, request, context):
+        """One backup's manifest: its cut, collections (spec, count, placement, training, payload indexes)
+        and files (size, SHA-256).
+        Errors: INVALID_ARGUMENT a malformed location or id; NOT_FOUND no such backup;
+        FAILED_PRECONDITION its manifest is damaged or not a vecshard backup's; UNAVAILABLE storage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyBackup(self, request, context):
+        """Reads every file of a backup and checks its size and SHA-256 against the manifest: the answer
+        lists every problem (empty: the backup is whole).
+        Errors: as DescribeBackup.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteBackup(self, request, context):
+        """Deletes a backup (its files, the manifest first, so a half-deleted backup is never listed).
+        Errors: as DescribeBackup.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VectorSearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -486,6 +599,41 @@ def add_VectorSearchServicer_to_server(servicer, server):
                     servicer.DescribeCluster,
                     request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.DescribeClusterRequest.FromString,
                     response_serializer=vecshard_dot_v1_dot_vector__search__pb2.ClusterInfo.SerializeToString,
+            ),
+            'CreateBackup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateBackup,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.CreateBackupRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.BackupProgress.SerializeToString,
+            ),
+            'RestoreBackup': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreBackup,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.RestoreBackupRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.BackupProgress.SerializeToString,
+            ),
+            'BackupStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.BackupStatus,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.BackupStatusRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.BackupProgress.SerializeToString,
+            ),
+            'ListBackups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBackups,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.ListBackupsRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.ListBackupsResponse.SerializeToString,
+            ),
+            'DescribeBackup': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeBackup,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.DescribeBackupRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.BackupInfo.SerializeToString,
+            ),
+            'VerifyBackup': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyBackup,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.VerifyBackupRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.VerifyBackupResponse.SerializeToString,
+            ),
+            'DeleteBackup': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteBackup,
+                    request_deserializer=vecshard_dot_v1_dot_vector__search__pb2.DeleteBackupRequest.FromString,
+                    response_serializer=vecshard_dot_v1_dot_vector__search__pb2.DeleteBackupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1056,6 +1204,195 @@ class VectorSearch:
             '/vecshard.v1.VectorSearch/DescribeCluster',
             vecshard_dot_v1_dot_vector__search__pb2.DescribeClusterRequest.SerializeToString,
             vecshard_dot_v1_dot_vector__search__pb2.ClusterInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateBackup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.VectorSearch/CreateBackup',
+            vecshard_dot_v1_dot_vector__search__pb2.CreateBackupRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.BackupProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreBackup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.VectorSearch/RestoreBackup',
+            vecshard_dot_v1_dot_vector__search__pb2.RestoreBackupRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.BackupProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BackupStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.VectorSearch/BackupStatus',
+            vecshard_dot_v1_dot_vector__search__pb2.BackupStatusRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.BackupProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBackups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.VectorSearch/ListBackups',
+            vecshard_dot_v1_dot_vector__search__pb2.ListBackupsRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.ListBackupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeBackup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.VectorSearch/DescribeBackup',
+            vecshard_dot_v1_dot_vector__search__pb2.DescribeBackupRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.BackupInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyBackup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.VectorSearch/VerifyBackup',
+            vecshard_dot_v1_dot_vector__search__pb2.VerifyBackupRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.VerifyBackupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteBackup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecshard.v1.VectorSearch/DeleteBackup',
+            vecshard_dot_v1_dot_vector__search__pb2.DeleteBackupRequest.SerializeToString,
+            vecshard_dot_v1_dot_vector__search__pb2.DeleteBackupResponse.FromString,
             options,
             channel_credentials,
             insecure,

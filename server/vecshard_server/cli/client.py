@@ -11,32 +11,17 @@ import itertools
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 import numpy as np
 
-from vecshard import Client, CollectionInfo, VecshardError
+from vecshard import Client, CollectionInfo
 from vecshard.filter_text import FilterSyntaxError, parse_filter
-
-ADDRESS = click.option(
-    "--address", envvar="VECSHARD_ADDRESS", default="localhost:50051", show_default=True, help="coordinator host:port"
-)
-TIMEOUT = click.option("--timeout", default=300.0, show_default=True, help="seconds per call")
-AS_JSON = click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
-
-
-@contextmanager
-def connect(address: str, timeout: float) -> Iterator[Client]:
-    """A client whose errors become one-line messages and exit code 1."""
-    try:
-        with Client(address, timeout=timeout) as client:
-            yield client
-    except VecshardError as err:
-        raise click.ClickException(f"{err.code.name}: {err.details}") from None
+from vecshard_server.cli.backup import COMMANDS as BACKUP_COMMANDS
+from vecshard_server.cli.options import ADDRESS, AS_JSON, TIMEOUT, connect
 
 
 def _info_dict(info: CollectionInfo) -> dict[str, Any]:
@@ -922,7 +907,7 @@ def _progress_lines(progress: list[Any], overwrite: bool) -> None:
         click.echo(line + (" " * 8 + "\r" if overwrite else ""), nl=not overwrite, err=overwrite)
 
 
-COMMANDS = [collections, add, import_, search, count, facet, scroll, embed, plot, reshard]
+COMMANDS = [collections, add, import_, search, count, facet, scroll, embed, plot, reshard, *BACKUP_COMMANDS]
 
 
 def _search_by(

@@ -202,6 +202,11 @@ class LocalShard:
     async def drop_payload_index(self, request: pb.DropPayloadIndexRequest, meta: CallMeta) -> spb.ShardCollectionState:
         return await self._call(self.service.DropPayloadIndex, request, meta)
 
+    async def backup_partition(
+        self, request: spb.BackupPartitionRequest, meta: CallMeta
+    ) -> spb.BackupPartitionResponse:
+        return await self._call(self.service.BackupPartition, request, meta)
+
 
 class LocalShards:
     """The coordinator's in-process shard services: one per group, each with its own data dir

@@ -158,3 +158,8 @@ class RemoteShard:
 
     async def drop_payload_index(self, request: pb.DropPayloadIndexRequest, meta: CallMeta) -> spb.ShardCollectionState:
         return await self._call(self._raw.DropPayloadIndex, request, spb.ShardCollectionState, meta)
+
+    async def backup_partition(
+        self, request: spb.BackupPartitionRequest, meta: CallMeta
+    ) -> spb.BackupPartitionResponse:
+        return await self._call(self._raw.BackupPartition, request, spb.BackupPartitionResponse, meta)

@@ -46,6 +46,7 @@ from vecshard_server.coordinator.api.reads import Reads
 from vecshard_server.coordinator.api.search import Searches
 from vecshard_server.coordinator.api.vector_updates import VectorUpdates
 from vecshard_server.coordinator.api.writes import Writes
+from vecshard_server.coordinator.backup.service import Backups
 from vecshard_server.coordinator.catalog import Catalog
 from vecshard_server.coordinator.fanout import ShardSet
 from vecshard_server.coordinator.jobs import Jobs
@@ -106,6 +107,18 @@ def rerouted(handler: Any) -> Any:
     return call
 
 
+def fenced(handler: Any) -> Any:
+    """Run a write inside its collection's backup write fence (backup/fence.py): it waits while a
+    backup's cut holds the collection, and a cut waits for it."""
+
+    @functools.wraps(handler)
+    async def call(self: CoordinatorService, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async with self.backups.fence.writing(request.collection):
+            return await handler(self, request, context)
+
+    return call
+
+
 class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
     def __init__(
         self, settings: Settings, shard_addresses: list[str], embeddings: Embeddings, local: LocalShards | None = None
@@ -130,6 +143,7 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         self.facets = Facets(core)
         self.jobs = Jobs()
         self.cluster = Cluster(core, self.resharder, self.jobs, local)
+        self.backups = Backups(settings, self.catalog, self.shards, self.jobs, local)
 
     async def start(self, wait_s: float = 60.0) -> None:
         """Start the local shards (if any: recovering their data) and wait (bounded) for the remote
@@ -192,14 +206,17 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
         process is busy, refusing costs no parse of tens of megabytes (see rpc.LAZY_PARSE_BYTES)."""
         self.admission.check(COPIES * size, f"a request of {size:,} bytes")
 
+    @fenced
     @rerouted
     async def Add(self, request: pb.AddRequest, context: grpc.aio.ServicerContext) -> pb.AddResponse:
         return await self.writes.Add(request, context)
 
+    @fenced
     @rerouted
     async def Remove(self, request: pb.RemoveRequest, context: grpc.aio.ServicerContext) -> pb.RemoveResponse:
         return await self.writes.Remove(request, context)
 
+    @fenced
     @rerouted
     async def UpdateVectors(
         self, request: pb.UpdateVectorsRequest, context: grpc.aio.ServicerContext
@@ -230,18 +247,21 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
     async def Facet(self, request: pb.FacetRequest, context: grpc.aio.ServicerContext) -> pb.FacetResponse:
         return await self.facets.Facet(request, context)
 
+    @fenced
     @rerouted
     async def SetPayload(
         self, request: pb.SetPayloadRequest, context: grpc.aio.ServicerContext
     ) -> pb.SetPayloadResponse:
         return await self.writes.SetPayload(request, context)
 
+    @fenced
     @rerouted
     async def CreatePayloadIndex(
         self, request: pb.CreatePayloadIndexRequest, context: grpc.aio.ServicerContext
     ) -> pb.CollectionInfo:
         return await self.collections.CreatePayloadIndex(request, context)
 
+    @fenced
     @rerouted
     async def DropPayloadIndex(
         self, request: pb.DropPayloadIndexRequest, context: grpc.aio.ServicerContext
@@ -268,6 +288,41 @@ class CoordinatorService(vector_search_pb2_grpc.VectorSearchServicer):
 
     async def Reshard(self, request: pb.ReshardRequest, context: grpc.aio.ServicerContext) -> pb.ReshardResponse:
         return await self.resharder.handle(request)
+
+    async def CreateBackup(
+        self, request: pb.CreateBackupRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BackupProgress:
+        return await self.backups.create(request)
+
+    async def RestoreBackup(
+        self, request: pb.RestoreBackupRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BackupProgress:
+        return await self.backups.restore(request)
+
+    async def BackupStatus(
+        self, request: pb.BackupStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BackupProgress:
+        return await self.backups.status(request)
+
+    async def ListBackups(
+        self, request: pb.ListBackupsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListBackupsResponse:
+        return await self.backups.list(request)
+
+    async def DescribeBackup(
+        self, request: pb.DescribeBackupRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BackupInfo:
+        return await self.backups.describe(request)
+
+    async def VerifyBackup(
+        self, request: pb.VerifyBackupRequest, context: grpc.aio.ServicerContext
+    ) -> pb.VerifyBackupResponse:
+        return await self.backups.verify(request)
+
+    async def DeleteBackup(
+        self, request: pb.DeleteBackupRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteBackupResponse:
+        return await self.backups.delete(request)
 
     async def Train(self, request: pb.TrainRequest, context: grpc.aio.ServicerContext) -> pb.CollectionInfo:
         coll = await self.catalog.get(request.collection, lambda: self._timeout(context))

@@ -129,6 +129,9 @@ class ShardApi(Protocol):
     async def drop_payload_index(
         self, request: pb.DropPayloadIndexRequest, meta: CallMeta
     ) -> spb.ShardCollectionState: ...
+    async def backup_partition(
+        self, request: spb.BackupPartitionRequest, meta: CallMeta
+    ) -> spb.BackupPartitionResponse: ...
 
 
 @dataclass(frozen=True)
@@ -203,4 +206,7 @@ CREATE_PAYLOAD_INDEX: Op[pb.CreatePayloadIndexRequest, spb.ShardCollectionState]
 )
 DROP_PAYLOAD_INDEX: Op[pb.DropPayloadIndexRequest, spb.ShardCollectionState] = Op(
     "DropPayloadIndex", lambda s, r, m: s.drop_payload_index(r, m), write=True
+)
+BACKUP_PARTITION: Op[spb.BackupPartitionRequest, spb.BackupPartitionResponse] = Op(
+    "BackupPartition", lambda s, r, m: s.backup_partition(r, m)
 )

@@ -20,6 +20,7 @@ from vecshard.v1 import shard_pb2 as spb
 from vecshard.v1 import vector_search_pb2 as pb
 from vecshard_server.common.payload_order import Key, encode_keys, read_cursor
 from vecshard_server.common.placement import Placement
+from vecshard_server.common.process import rss_bytes, uptime_s
 from vecshard_server.common.results import scroll_next
 from vecshard_server.common.rpc import TRAIN_EPOCH_HEADER, header_int
 from vecshard_server.common.search_values import ShardHits, ShardQuery
@@ -47,7 +48,10 @@ class ReadRpcs(ShardCore):
         self, request: pb.ListCollectionsRequest, context: grpc.aio.ServicerContext
     ) -> spb.ShardListResponse:
         return spb.ShardListResponse(
-            collections=[self._state(p) for p in list(self.collections.values())], dropped=dict(self.dropped)
+            collections=[self._state(p) for p in list(self.collections.values())],
+            dropped=dict(self.dropped),
+            rss_bytes=rss_bytes(),
+            uptime_s=uptime_s(),
         )
 
     async def DescribeCollection(

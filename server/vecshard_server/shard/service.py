@@ -8,7 +8,7 @@ and only then report SERVING.
 
 The service is its concerns put together: core.py (the partitions, the log and `_logged`),
 recovery.py (start, checkpoints, stop), peering.py (replicas catching up from each other),
-write_rpcs.py, read_rpcs.py and keyword_rpcs.py (the handlers).
+write_rpcs.py, read_rpcs.py, keyword_rpcs.py and backup_rpcs.py (the handlers).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from vecshard_server.common.memory import TRIM_EVERY_S, release_free_memory
 from vecshard_server.common.observability import register_collections
 from vecshard_server.common.rpc import Server
 from vecshard_server.common.security import InternalAuth
+from vecshard_server.shard.backup_rpcs import BackupRpcs
 from vecshard_server.shard.core import ShardCore
 from vecshard_server.shard.keyword_rpcs import KeywordRpcs
 from vecshard_server.shard.peering import PeerSync
@@ -37,7 +38,9 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = spb.DESCRIPTOR.services_by_name["Shard"].full_name
 
 
-class ShardService(WriteRpcs, ReadRpcs, KeywordRpcs, PeerSync, Recovery, ShardCore, shard_pb2_grpc.ShardServicer):
+class ShardService(
+    WriteRpcs, ReadRpcs, KeywordRpcs, BackupRpcs, PeerSync, Recovery, ShardCore, shard_pb2_grpc.ShardServicer
+):
     """Holds this shard's partitions; faiss work runs in worker threads (faiss releases the GIL)."""
 
 
