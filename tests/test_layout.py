@@ -32,8 +32,9 @@ ALLOWED = {
     "embedding": {"common", "embedding"},
     "coordinator": {"common", "embedding", "coordinator", "shard.engine", "shard.service"},
     "cluster": {"common", "cluster"},
-    "cli": {"common", "embedding", "coordinator", "shard", "cluster", "cli", "bench"},
+    "cli": {"common", "embedding", "coordinator", "shard", "cluster", "cli", "bench", "ui"},
     "bench": {"common", "embedding", "cluster", "bench"},
+    "ui": {"common", "ui"},
 }
 
 # (importer, imported): module-level cycles being removed right now. The import of `imported` by

@@ -7,8 +7,10 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import FrameType
@@ -53,6 +55,45 @@ MAX_PAYLOAD_BYTES = click.option(
     help="largest encoded payload of one point, stored text included (payloads stay in the shards' memory: "
     "docs/limits.md)  [default: 1 MiB]",
 )
+DEFAULT_UI_PORT = 50080
+
+
+def UI_OPTIONS(command: Any) -> Any:  # noqa: N802 - used as a decorator, like click's
+    """The dashboard's options (docs/dashboard.md)."""
+    for option in reversed(
+        [
+            click.option(
+                "--ui-port",
+                default=DEFAULT_UI_PORT,
+                show_default=True,
+                type=click.IntRange(0, 65535),
+                envvar="VECSHARD_UI_PORT",
+                help="serve the web dashboard on this port (0: any free port); the default port, when in use, is "
+                "skipped with a warning",
+            ),
+            click.option(
+                "--ui-host",
+                default="127.0.0.1",
+                show_default=True,
+                envvar="VECSHARD_UI_HOST",
+                help="address the dashboard listens on; beyond loopback it needs API keys and TLS (docs/dashboard.md)",
+            ),
+            click.option("--no-ui", is_flag=True, help="serve no dashboard"),
+            click.option(
+                "--ui-insecure", is_flag=True, help="let the dashboard listen beyond loopback without API keys or TLS"
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _ui_port_given() -> bool:
+    """Whether --ui-port was asked for (a flag or VECSHARD_UI_PORT), not the default."""
+    source = click.get_current_context().get_parameter_source("ui_port")
+    return source not in (None, click.core.ParameterSource.DEFAULT)
+
+
 MODELS = click.option(
     "--models",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -139,6 +180,7 @@ def cli(config: Path | None) -> None:
     envvar="VECSHARD_METRICS_PORT",
     help="metrics: the coordinator on this port, shard process i on port+1+i (0: off)",
 )
+@UI_OPTIONS
 def serve(
     shards: int,
     replicas: int,
@@ -151,6 +193,10 @@ def serve(
     log_level: str,
     log_format: str,
     metrics_port: int,
+    ui_port: int,
+    ui_host: str,
+    no_ui: bool,
+    ui_insecure: bool,
 ) -> None:
     """Run a local cluster: a coordinator and SHARDS shards (in its process, or one process each).
 
@@ -179,6 +225,10 @@ def serve(
         # A fresh secret per run: the shards (on loopback) accept only this cluster's own processes.
         internal_token=None if _internal_token_set() else secrets.token_urlsafe(32),
         shard_mode=("local" if replicas == 1 else "remote") if shard_mode == "auto" else shard_mode,
+        ui=not no_ui,
+        ui_port=ui_port if _ui_port_given() else None,
+        ui_host=ui_host,
+        ui_insecure=ui_insecure,
     )
     stopping = False
 
@@ -196,6 +246,8 @@ def serve(
         log.info("metrics of %s on http://%s:%d/metrics", name, host, mport)
     where = ", ".join(cluster.shard_addresses) or ", ".join(f"local-shard-{i}" for i in range(shards))
     log.info("vecshard is serving on %s (shards: %s; data in %s). Ctrl-C stops it.", cluster.address, where, data_dir)
+    if cluster.ui_url:
+        log.info("dashboard: %s", cluster.ui_url)
     failed = None
     while not stopping:
         failed = cluster.poll()
@@ -234,6 +286,8 @@ def serve(
 @MODELS
 @click.option("--embedder", metavar="HOST:PORT", help="embed through this `vecshard embedder` instead of in-process")
 @MAX_PAYLOAD_BYTES
+@UI_OPTIONS
+@click.option("--ui-port-file", type=click.Path(path_type=Path), hidden=True, help="write the dashboard's port here")
 @ROLE_OPTIONS
 def coordinator(
     shards: tuple[str, ...],
@@ -244,6 +298,11 @@ def coordinator(
     models: Path | None,
     embedder: str | None,
     max_payload_bytes: int | None,
+    ui_port: int,
+    ui_host: str,
+    no_ui: bool,
+    ui_insecure: bool,
+    ui_port_file: Path | None,
     port_file: Path | None,
     exit_with_parent: bool,
     log_level: str,
@@ -262,9 +321,52 @@ def coordinator(
     _observe("coordinator", host, settings, metrics_port)
     from vecshard_server.coordinator.service import serve_coordinator
 
-    asyncio.run(
-        serve_coordinator(settings, host, port, list(shards), port_file, exit_with_parent, local_shards, data_dir)
-    )
+    scratch = None
+    if not no_ui and port == 0 and port_file is None:  # (how the dashboard learns the port)
+        scratch = Path(tempfile.mkdtemp(prefix="vecshard-ui-"))
+        port_file = scratch / "coordinator.port"
+    serving = serve_coordinator(settings, host, port, list(shards), port_file, exit_with_parent, local_shards, data_dir)
+    ui = {"host": ui_host, "port": ui_port, "insecure": ui_insecure, "required": _ui_port_given()}
+    try:
+        asyncio.run(serving if no_ui else _with_dashboard(serving, settings, host, port, port_file, ui, ui_port_file))
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+async def _with_dashboard(
+    serving: Any,
+    settings: Settings,
+    host: str,
+    port: int,
+    port_file: Path | None,
+    ui: dict[str, Any],
+    ui_port_file: Path | None,
+) -> None:
+    """Serve the dashboard (ui/) beside the coordinator, on its event loop: it starts first (so that a
+    refused listener stops the coordinator before it serves) and calls the coordinator's own gRPC port
+    once that is known (a port file tells it when the port was 0)."""
+    from vecshard_server.common.rpc import write_port_file
+    from vecshard_server.ui.server import grpc_target, start_dashboard
+
+    def target() -> str | None:
+        if port:
+            return grpc_target(host, port)
+        assert port_file is not None
+        return grpc_target(host, int(port_file.read_text())) if port_file.exists() else None
+
+    try:
+        dashboard = await start_dashboard(settings, ui["host"], ui["port"], target, ui["insecure"], ui["required"])
+    except BaseException:
+        serving.close()  # (never awaited)
+        raise
+    if dashboard is not None and ui_port_file is not None:
+        write_port_file(ui_port_file, dashboard.port)
+    try:
+        await serving
+    finally:
+        if dashboard is not None:
+            await dashboard.close()
 
 
 @cli.command()
@@ -477,6 +579,21 @@ def _check_models(settings: Settings) -> None:
     "(every relevant one and the first others; default all)",
 )
 @click.option("--terms", default=100_000, show_default=True, help="--workload keyword/hybrid: vocabulary size")
+@click.option(
+    "--report",
+    "report_all",
+    is_flag=True,
+    help="measure every performance goal against its floor in one run (bare gRPC echo servers, in-process faiss, "
+    "faiss add + fsync; -n default 200,000, --nlist default 256) in both shard modes, and memory per vector at "
+    "--memory-n for IVF_FLAT, IVF_SQ8 and IVF_PQ: writes bench_report.md/.json/.png to --out (README, Performance)",
+)
+@click.option(
+    "--memory-n",
+    default=2_000_000,
+    show_default=True,
+    type=click.IntRange(0),
+    help="--report: vectors of the memory measurement (0: skip it)",
+)
 @click.option("--no-restart", is_flag=True, help="--workload keyword/hybrid: skip the restart measurements")
 def bench(
     shards_list: tuple[int, ...],
@@ -508,6 +625,8 @@ def bench(
     docs: int | None,
     terms: int,
     no_restart: bool,
+    report_all: bool,
+    memory_n: int,
 ) -> None:
     """Measure search and add through local clusters against in-process faiss (same data, same run)."""
     _logging("WARNING", "bench")
@@ -522,6 +641,9 @@ def bench(
         _bench_reshard(out, n, dim, nlist, nprobe, k, reshard_to, shards_list[0], workdir, reshard_rate, reshard_page)
         return
     _settings()
+    if report_all:
+        _bench_report(out, n, dim, nlist, nprobe, k, shards_list[0], duration, memory_n, workdir)
+        return
     if latency:
         _bench_latency(out, dataset, n, dim, nlist, nprobe, k, shards_list[0], duration, workdir)
         return
@@ -655,6 +777,41 @@ def _bench_latency(
         dataset, n, dim, nlist, nprobe, k, shards, duration, workdir=workdir, log=_echo_err
     )
     _publish(out, "bench_latency", bench_latency.format_markdown(result), result)
+
+
+def _bench_report(
+    out: Path | None,
+    n: int,
+    dim: int,
+    nlist: int,
+    nprobe: int,
+    k: int,
+    shards: int,
+    duration: float,
+    memory_n: int,
+    workdir: Path,
+) -> None:
+    from click.core import ParameterSource
+
+    from vecshard_server.bench import report as bench_report
+
+    ctx = click.get_current_context()
+    defaulted = {p: ctx.get_parameter_source(p) == ParameterSource.DEFAULT for p in ("n", "nlist", "shards_list")}
+    result = bench_report.run_report(
+        n=200_000 if defaulted["n"] else n,
+        dim=dim,
+        nlist=256 if defaulted["nlist"] else nlist,
+        nprobe=nprobe,
+        k=k,
+        shards=2 if defaulted["shards_list"] else shards,
+        duration_s=duration,
+        memory_n=memory_n,
+        workdir=workdir,
+        log=_echo_err,
+    )
+    _publish(out, "bench_report", bench_report.format_markdown(result), result)
+    if out:
+        bench_report.plot(result, out / "bench_report.png")
 
 
 def _bench_search(

@@ -118,6 +118,10 @@ class LocalCluster:
         internal_token: str | None = None,
         log_dir: Path | None = None,
         shard_mode: str = "remote",
+        ui: bool = False,
+        ui_port: int | None = None,
+        ui_host: str = "127.0.0.1",
+        ui_insecure: bool = False,
     ) -> None:
         """metrics_port: when set, the coordinator serves Prometheus metrics on it and shard process i
         (in start order) on metrics_port + 1 + i; 0 turns metrics off in every child, whatever
@@ -128,7 +132,9 @@ class LocalCluster:
         and replica peers get it through their environment).
         log_dir: each child's stdout and stderr go to log_dir/<name>.0.log (appended on restarts).
         shard_mode: "remote" (a process per shard, called over gRPC) or "local" (the shards in the
-        coordinator's process, called directly; one replica each). The data dir layout is the same."""
+        coordinator's process, called directly; one replica each). The data dir layout is the same.
+        ui: the coordinator serves the web dashboard on ui_host:ui_port (None: the coordinator's default
+        port, skipped with a warning when in use; 0: a free port); `ui_url` says where."""
         if shards < 1 or replicas < 1:
             raise ClusterError("a cluster needs at least one shard of at least one replica")
         if shard_mode not in ("remote", "local"):
@@ -154,6 +160,8 @@ class LocalCluster:
         self.shards: list[Process] = []  # every shard process, group by group
         self.groups: list[list[Process]] = []  # the replicas of each shard group
         self.coordinator: Process | None = None
+        self.ui, self.ui_port, self.ui_host, self.ui_insecure = ui, ui_port, ui_host, ui_insecure
+        self.ui_url: str | None = None  # the dashboard's address, once started (None: none)
         self._run_dir = Path(tempfile.mkdtemp(prefix="vecshard-run-"))
 
     @property
@@ -225,12 +233,29 @@ class LocalCluster:
                 args += ["--local-shards", str(self.num_shards)]
                 if self.data_dir is not None:
                     args += ["--data-dir", str(self.data_dir)]
-            self.coordinator = self._process("coordinator", args)
+            self.coordinator = self._process("coordinator", args + self._ui_args())
             self.coordinator.wait_port(deadline)
+            self._read_ui_port()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _ui_args(self) -> list[str]:
+        if not self.ui:
+            return ["--no-ui"]
+        args = ["--ui-host", self.ui_host, "--ui-port-file", str(self._run_dir / "coordinator.ui-port")]
+        args += ["--ui-port", str(self.ui_port)] if self.ui_port is not None else []
+        return args + (["--ui-insecure"] if self.ui_insecure else [])
+
+    def _read_ui_port(self) -> None:
+        """The dashboard writes its port before the coordinator serves (no file: it is off)."""
+        path = self._run_dir / "coordinator.ui-port"
+        if self.ui and path.exists():
+            host = "127.0.0.1" if self.ui_host in ("0.0.0.0", "") else self.ui_host
+            host = f"[{host}]" if ":" in host else host
+            scheme = "https" if {**os.environ, **self.env}.get("VECSHARD_TLS_CERT") else "http"
+            self.ui_url = f"{scheme}://{host}:{int(path.read_text())}/"
 
     def _process(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Process:
         log = self.log_dir / f"{name}.0.log" if self.log_dir is not None else None
