@@ -324,9 +324,11 @@ def bench_vecshard(
             memory = {"coordinator": rss(cluster.coordinator.popen.pid)} if cluster.coordinator else {}
             rows = grid(search, queries, gt, k, nprobes, batches, single)
             disk = sum(f.stat().st_size for f in data_dir.rglob("*") if f.is_file())
+    restarted = _restarted_memory(data_dir, shards, name, n)
     shutil.rmtree(data_dir, ignore_errors=True)
     state.unlink(missing_ok=True)
     return {
+        "restarted_memory": restarted,
         "train_s": train_s,
         "load_s": load_s,
         "load_vps": n / load_s,
@@ -336,6 +338,18 @@ def bench_vecshard(
         "peak_memory": peak.peak,
         "grid": rows,
     }
+
+
+def _restarted_memory(data_dir: Path, shards: int, name: str, n: int) -> dict[str, int]:
+    """The coordinator's memory after a restart on the same data dir (faiss reads each list at its
+    exact size from the snapshot), at rest."""
+    with LocalCluster(shards=shards, data_dir=data_dir, log_level="WARNING", shard_mode="local") as cluster:
+        with Client(cluster.address, timeout=3600) as c:
+            assert c.describe(name).count == n
+        gc.collect()
+        time.sleep(TRIM_EVERY_S + 2)
+        assert cluster.coordinator is not None
+        return rss(cluster.coordinator.popen.pid)
 
 
 def import_and_train(
