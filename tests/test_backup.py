@@ -6,6 +6,10 @@ backup RPCs refused to a read-only API key. Real servers on loopback, real faiss
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -276,3 +280,23 @@ def test_backup_rpcs_are_admin_only(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_the_docs_commands_run_as_written(c: Client, cluster: LocalCluster, tmp_path: Path) -> None:
+    """docs/backup.md's command block, run by bash as written (its backup directory moved under this
+    test's tmp dir, the address from VECSHARD_ADDRESS): every command succeeds, and the restore it
+    names leaves `docs_restored` equal in count to `docs`."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "backup.md").read_text()
+    block = re.search(r"## Commands.*?```bash\n(.*?)```", doc, re.S)
+    assert block is not None, "docs/backup.md lost its command block"
+    script = block.group(1).replace("/tmp/vecshard-backups", str(tmp_path / "backups"))
+    ids = np.arange(500)
+    c.create_collection("docs", dim=DIM)
+    c.add("docs", ids=ids, vectors=vectors_of(ids, 7), payloads=[{"n": int(i)} for i in ids])
+    env = {**os.environ, "VECSHARD_ADDRESS": cluster.address}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    assert c.describe("docs_restored").count == c.describe("docs").count == ids.size
+    c.drop_collection("docs_restored")
+    c.drop_collection("docs")

@@ -1,5 +1,6 @@
 """Backup and restore throughput (docs/backup.md): N x dim vectors with payloads on a local cluster,
 backed up to a directory and to a local S3 server (moto), then restored onto another shard count.
+MB/s are the backup's bytes (the one collection's files) over each step's wall time.
 
     python -m vecshard_server.bench.backup -n 1000000 --dim 128
 """
@@ -36,8 +37,19 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        time.sleep(2)
+        import socket
+
         import boto3
+
+        deadline = time.monotonic() + 30
+        while True:  # until moto's server accepts connections
+            try:
+                socket.create_connection(("127.0.0.1", args.s3_port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or moto.poll() is not None:
+                    raise SystemExit(f"moto's S3 server did not start on port {args.s3_port}") from None
+                time.sleep(0.2)
 
         s3 = boto3.client(
             "s3",
@@ -60,7 +72,7 @@ def main() -> None:
                     c.add("bench", ids=ids, vectors=x, payloads=[{"n": int(i), "tag": f"t{i % 100}"} for i in ids])
                 for where in (str(tmp / "backups"), "s3://bench/b"):
                     t = time.perf_counter()
-                    p = c.create_backup(where)
+                    p = c.create_backup(where, collections=["bench"])  # (not the copies restored here)
                     took = time.perf_counter() - t
                     size = c.describe_backup(p.backup_id, where).bytes
                     print(f"backup to {where}: {size / 1e6:.0f} MB in {took:.1f} s = {size / 1e6 / took:.0f} MB/s")

@@ -415,6 +415,7 @@ def plot(r: dict[str, Any], path: Path) -> bool:
     qps.axhline(faiss_qps, color="grey", linestyle=":", label="in-process faiss, one by one")
     for ax, title in ((lat, "p50 latency (ms)"), (qps, "queries/s")):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(r["clients"], [str(c) for c in r["clients"]])
         ax.set_xlabel("concurrent single-query clients")
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
