@@ -565,12 +565,13 @@ def _check_models(settings: Settings) -> None:
 @click.option("--abuse-timeout", default=120.0, show_default=True, help="--abuse: deadline of each abuse request (s)")
 @click.option(
     "--workload",
-    type=click.Choice(["keyword", "hybrid", "hybrid-quality"]),
+    type=click.Choice(["keyword", "hybrid", "hybrid-quality", "backup"]),
     help="keyword: BM25 search on a generated Zipf corpus (--docs, --terms) through a local cluster (first "
     "--shards, --workdir) beside bm25s in-process: build documents/s, p50/p99 and QPS at 1 and 32 clients, bytes "
     "per posting, restart cost; hybrid: the same with dense vectors, adding dense and hybrid searches; "
     "hybrid-quality: recall/MRR/nDCG@10 of keyword, dense and hybrid search on the stdlib docstrings corpus "
-    "(docs/hybrid.md)",
+    "(docs/hybrid.md); backup: backup and restore MB/s of -n x --dim vectors with payloads to a directory and to "
+    "a local S3 server (docs/backup.md)",
 )
 @click.option(
     "--docs",
@@ -632,7 +633,7 @@ def bench(
     _logging("WARNING", "bench")
     if workload:
         _settings()
-        _bench_workload(out, workload, docs, terms, shards_list[0], duration, workdir, not no_restart)
+        _bench_workload(out, workload, docs, terms, shards_list[0], duration, workdir, not no_restart, (n, dim))
         return
     if abuse:
         _bench_abuse(out, n, dim, nlist, nprobe, shards_list[0], duration, abuse_cases, no_limits, abuse_timeout)
@@ -687,7 +688,14 @@ def _bench_workload(
     duration: float,
     workdir: Path,
     restart: bool,
+    vectors: tuple[int, int],
 ) -> None:
+    if workload == "backup":  # (-n vectors of --dim)
+        from vecshard_server.bench import backup as bench_backup
+
+        result = bench_backup.run_backup_bench(*vectors, log=_echo_err)
+        _publish(out, "bench_backup", bench_backup.format_markdown(result), result)
+        return
     if workload == "hybrid-quality":
         from vecshard_server.bench import hybrid_quality
 
