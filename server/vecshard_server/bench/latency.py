@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
-import textwrap
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,37 +30,13 @@ import numpy as np
 import numpy.typing as npt
 
 from vecshard import AsyncClient, Client
+from vecshard_server.bench import floors
 from vecshard_server.bench.measure import recall_at_k
 from vecshard_server.bench.search import build_faiss_ivf, load_dataset
 from vecshard_server.cluster.local import LocalCluster
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
-
-ECHO_SERVER = textwrap.dedent(
-    """
-    import asyncio, sys
-    import grpc
-
-    REPLY = b"x" * int(sys.argv[2])
-
-    async def echo(request, context):
-        return REPLY
-
-    async def main():
-        server = grpc.aio.server()
-        handler = grpc.method_handlers_generic_handler(
-            "bench.Echo", {"Call": grpc.unary_unary_rpc_method_handler(echo)}
-        )
-        server.add_generic_rpc_handlers((handler,))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        open(sys.argv[1], "w").write(str(port))
-        await server.wait_for_termination()
-
-    asyncio.run(main())
-    """
-)
 
 
 def cpu_seconds(pids: Sequence[int]) -> float:
@@ -75,42 +48,10 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total
 
 
-def _latencies(call: Callable[[], object], n: int) -> dict[str, float]:
-    for _ in range(min(50, n)):
-        call()
-    lat = []
-    start = time.perf_counter()
-    for _ in range(n):
-        t0 = time.perf_counter()
-        call()
-        lat.append(time.perf_counter() - t0)
-    elapsed = time.perf_counter() - start
-    p50, p99 = (float(v) * 1e3 for v in np.percentile(lat, [50, 99]))
-    return {"p50_ms": p50, "p99_ms": p99, "qps": n / elapsed}
-
-
 def echo_floor(request_bytes: int, reply_bytes: int, n: int, workdir: Path) -> dict[str, float]:
-    """p50/p99 of a bare unary grpc.aio call of these sizes (server in its own process)."""
-    import grpc
-
-    port_file = workdir / "echo.port"
-    port_file.unlink(missing_ok=True)
-    proc = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, str(port_file), str(reply_bytes)])
-    try:
-        deadline = time.monotonic() + 30
-        while not port_file.exists() or not port_file.read_text():
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("the echo server did not start")
-            time.sleep(0.02)
-        channel = grpc.insecure_channel(f"127.0.0.1:{port_file.read_text()}")
-        call = channel.unary_unary("/bench.Echo/Call")
-        payload = b"q" * request_bytes
-        out = _latencies(lambda: call(payload, timeout=10), n)
-        channel.close()
-        return out
-    finally:
-        proc.kill()
-        proc.wait()
+    """p50/p99 of a bare unary grpc.aio call of these sizes (server in its own process; floors.py)."""
+    single: dict[str, float] = floors.echo_floor("aio", request_bytes, reply_bytes, n, (), 0.0)["single"]
+    return single
 
 
 async def _concurrent(
@@ -118,27 +59,12 @@ async def _concurrent(
 ) -> dict[str, float]:
     """`clients` asyncio tasks, each searching one query at a time, over one AsyncClient."""
     async with AsyncClient(address, timeout=60) as c:
-        for i in range(20):
-            await c.search(name, queries[i : i + 1], k, nprobe=nprobe)
-        lat: list[float] = []
-        done = 0
-        end = time.perf_counter() + duration_s
 
-        async def worker(w: int) -> None:
-            nonlocal done
-            i = w
-            while time.perf_counter() < end:
-                t0 = time.perf_counter()
-                await c.search(name, queries[i % len(queries) : i % len(queries) + 1], k, nprobe=nprobe)
-                lat.append(time.perf_counter() - t0)
-                done += 1
-                i += clients
+        def one(i: int) -> Any:
+            i %= len(queries)
+            return c.search(name, queries[i : i + 1], k, nprobe=nprobe)
 
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(w) for w in range(clients)))
-        elapsed = time.perf_counter() - start
-    p50, p99 = (float(v) * 1e3 for v in np.percentile(lat, [50, 99]))
-    return {"qps": done / elapsed, "p50_ms": p50, "p99_ms": p99}
+        return await floors.concurrent_calls(one, clients, duration_s)
 
 
 def bench_mode(
@@ -174,7 +100,7 @@ def bench_mode(
                 return c.search(name, q, k, nprobe=nprobe)
 
             cpu0 = cpu_seconds(pids)
-            single_row = _latencies(one, single)
+            single_row = floors.latencies(one, single)
             cpu_per_query_ms = (cpu_seconds(pids) - cpu0) / (single + min(50, single)) * 1e3
             conc = {
                 str(m): asyncio.run(_concurrent(cluster.address, name, queries, k, nprobe, m, duration_s))
@@ -245,7 +171,7 @@ def run_latency_bench(
         j[0] += 1
         return index.search(queries[j[0] % len(queries) : j[0] % len(queries) + 1], k)
 
-    result["faiss_single"] = _latencies(local_one, single)
+    result["faiss_single"] = floors.latencies(local_one, single)
     big = np.ascontiguousarray(queries[np.arange(batch) % len(queries)])
     t0 = time.perf_counter()
     rounds = 0
